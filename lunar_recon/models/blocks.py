@@ -1,0 +1,177 @@
+"""Transformer building blocks of the CroCo / DUSt3R / MASt3R family, one block one class.
+
+Parameter names follow the official state-dict layout so released checkpoints load
+unchanged (``attn.qkv``, ``cross_attn.projq``, ``norm_y``, ...).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LN_EPS = 1e-6  # every LayerNorm of encoder and decoder (1e-5 is a measurable error)
+
+
+def layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=LN_EPS)
+
+
+def token_positions(batch: int, grid_h: int, grid_w: int, device: torch.device | None = None) -> torch.Tensor:
+    """Integer (y, x) position of every token of a row-major ``grid_h x grid_w`` grid: (B, N, 2)."""
+    y, x = torch.meshgrid(torch.arange(grid_h, device=device), torch.arange(grid_w, device=device), indexing="ij")
+    pos = torch.stack([y.reshape(-1), x.reshape(-1)], dim=-1)
+    return pos.unsqueeze(0).expand(batch, -1, -1)
+
+
+class RoPE2D(nn.Module):
+    """2-D rotary position embedding: first half of each head vector rotated by the row
+    (y) position, second half by the column (x); rotate-half pairing, frequencies
+    ``base^(-2j/m)`` with m = head_dim / 2."""
+
+    def __init__(self, base: float = 100.0):
+        super().__init__()
+        self.base = float(base)
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _tables(self, half: int, max_pos: int, device: torch.device, dtype: torch.dtype):
+        key = (half, max_pos, device, dtype)
+        if key not in self._cache:
+            inv_freq = 1.0 / (self.base ** (torch.arange(0, half, 2, device=device).float() / half))
+            t = torch.arange(max_pos, device=device, dtype=inv_freq.dtype)
+            freqs = torch.outer(t, inv_freq)
+            freqs = torch.cat((freqs, freqs), dim=-1).to(dtype)
+            self._cache[key] = (freqs.cos(), freqs.sin())
+        return self._cache[key]
+
+    @staticmethod
+    def _rotate(u: torch.Tensor, pos: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # u: (B, heads, N, m); pos: (B, N)
+        c = F.embedding(pos, cos)[:, None]
+        s = F.embedding(pos, sin)[:, None]
+        u1, u2 = u.chunk(2, dim=-1)
+        return u * c + torch.cat((-u2, u1), dim=-1) * s
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens (B, heads, N, d), positions (B, N, 2) integer (y, x)."""
+        d = tokens.shape[-1]
+        if d % 4:
+            raise ValueError(f"RoPE2D needs a head size that is a multiple of 4, got {d}")
+        half = d // 2
+        max_pos = int(positions.max()) + 1
+        cos, sin = self._tables(half, max_pos, tokens.device, tokens.dtype)
+        y, x = tokens.split(half, dim=-1)
+        y = self._rotate(y, positions[..., 0], cos, sin)
+        x = self._rotate(x, positions[..., 1], cos, sin)
+        return torch.cat((y, x), dim=-1)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping 16x16 patches -> tokens (row-major) and their (y, x) positions."""
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = img.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
+        x = self.proj(img).flatten(2).transpose(1, 2)
+        return x, token_positions(b, h // p, w // p, img.device)
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()  # exact (erf) GELU, not the tanh approximation
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # Fused attention: same maths as softmax(q k^T / sqrt(d)) v, within 1e-6 of it.
+    out = F.scaled_dot_product_attention(q, k, v)
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, rope: RoPE2D):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rope = rope
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = self.rope(q, pos)
+        k = self.rope(k, pos)
+        return self.proj(_attend(q, k, v))
+
+
+class CrossAttention(nn.Module):
+    """Queries from this view, keys and values from the other view; keys are rotated
+    with the *other* view's positions."""
+
+    def __init__(self, dim: int, num_heads: int, rope: RoPE2D):
+        super().__init__()
+        self.num_heads = num_heads
+        self.projq = nn.Linear(dim, dim)
+        self.projk = nn.Linear(dim, dim)
+        self.projv = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rope = rope
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                qpos: torch.Tensor, kpos: torch.Tensor) -> torch.Tensor:
+        q = self.rope(self._heads(self.projq(query)), qpos)
+        k = self.rope(self._heads(self.projk(key)), kpos)
+        v = self._heads(self.projv(value))
+        return self.proj(_attend(q, k, v))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm ViT block with RoPE self-attention."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, rope: RoPE2D):
+        super().__init__()
+        self.norm1 = layer_norm(dim)
+        self.attn = SelfAttention(dim, num_heads, rope)
+        self.norm2 = layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), pos)
+        return x + self.mlp(self.norm2(x))
+
+
+class DecoderBlock(nn.Module):
+    """Self-attention, cross-attention to the other view, MLP (CroCo decoder block)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, rope: RoPE2D, norm_mem: bool = True):
+        super().__init__()
+        self.norm1 = layer_norm(dim)
+        self.attn = SelfAttention(dim, num_heads, rope)
+        self.cross_attn = CrossAttention(dim, num_heads, rope)
+        self.norm2 = layer_norm(dim)
+        self.norm3 = layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm_y = layer_norm(dim) if norm_mem else nn.Identity()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, xpos: torch.Tensor, ypos: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), xpos)
+        y_ = self.norm_y(y)
+        x = x + self.cross_attn(self.norm2(x), y_, y_, xpos, ypos)
+        return x + self.mlp(self.norm3(x))

@@ -1,0 +1,1 @@
+"""Offline command-line tools (each one a ``lunar-recon`` subcommand)."""
