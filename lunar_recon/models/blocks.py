@@ -57,7 +57,8 @@ class RoPE2D(nn.Module):
         if d % 4:
             raise ValueError(f"RoPE2D needs a head size that is a multiple of 4, got {d}")
         half = d // 2
-        max_pos = int(positions.max()) + 1
+        # Table length: any bound >= max position works; meta tensors (FLOP counting) have no values.
+        max_pos = positions.shape[1] + 1 if positions.is_meta else int(positions.max()) + 1
         cos, sin = self._tables(half, max_pos, tokens.device, tokens.dtype)
         y, x = tokens.split(half, dim=-1)
         y = self._rotate(y, positions[..., 0], cos, sin)

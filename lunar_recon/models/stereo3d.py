@@ -116,7 +116,8 @@ class AsymmetricCroCo3DStereo(nn.Module):
         enc1, pos1, enc2, pos2 = self.encode_pair(view1["img"], view2["img"], tokens)
         dec1, dec2 = self.decode(enc1, pos1, enc2, pos2, tokens)
         # Heads run in float32 outside autocast, as the official code does.
-        with torch.autocast(device_type=enc1.device.type, enabled=False):
+        amp_device = "cpu" if enc1.is_meta else enc1.device.type
+        with torch.autocast(device_type=amp_device, enabled=False):
             res1 = self.downstream_head1([t.float() for t in dec1], hw1)
             res2 = self.downstream_head2([t.float() for t in dec2], hw2)
         res2["pts3d_in_other_view"] = res2.pop("pts3d")

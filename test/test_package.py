@@ -1,0 +1,76 @@
+"""The ROS 2 package itself: manifest, install layout, command line."""
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import REPO
+
+
+def test_package_xml_is_format_3_ament_python_with_ros_dependencies():
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "lunar_recon"
+    assert root.find("export/build_type").text == "ament_python"
+    run = {e.text for e in root.findall("exec_depend")}
+    for dep in ("rclpy", "sensor_msgs", "stereo_msgs", "nav_msgs", "geometry_msgs", "std_msgs", "diagnostic_msgs",
+                "cv_bridge", "sensor_msgs_py", "message_filters", "python3-numpy", "python3-opencv", "python3-yaml"):
+        assert dep in run, dep
+    assert {e.text for e in root.findall("test_depend")} >= {"launch_pytest", "python3-pytest"}
+
+
+def test_setup_cfg_installs_executables_where_ros2_run_looks():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert cfg["develop"]["script_dir"] == "$base/lib/lunar_recon"
+    assert cfg["install"]["install_scripts"] == "$base/lib/lunar_recon"
+
+
+def test_setup_py_data_files(monkeypatch):
+    import setuptools
+
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    monkeypatch.chdir(REPO)
+    exec(compile((REPO / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
+    files = dict(captured["data_files"])
+    assert files["share/ament_index/resource_index/packages"] == ["resource/lunar_recon"]
+    assert files["share/lunar_recon"] == ["package.xml"]
+    assert "share/lunar_recon/launch" in files and "share/lunar_recon/config" in files
+    assert (REPO / "resource" / "lunar_recon").exists()
+    assert any(s.startswith("lunar-recon = lunar_recon.cli:main") for s in captured["entry_points"]["console_scripts"])
+
+
+def test_command_line_info(fixtures_dir):
+    out = subprocess.run([sys.executable, "-m", "lunar_recon", "info", str(fixtures_dir / "mast3r_tiny" / "checkpoint.pth"),
+                          "--height", "32", "--width", "64"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "parameters: 227,302" in out.stdout and "arch: mast3r" in out.stdout
+
+
+def test_command_line_reports_bad_model_cleanly(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("nope")
+    out = subprocess.run([sys.executable, "-m", "lunar_recon", "info", str(bad)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "not a PyTorch checkpoint" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("colcon") is None, reason="colcon is not installed on this machine")
+def test_colcon_build(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "src" / "lunar_recon").symlink_to(REPO)
+    out = subprocess.run(["colcon", "build", "--packages-select", "lunar_recon", "--build-base", str(ws / "build"),
+                          "--install-base", str(ws / "install")], cwd=ws, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    share = ws / "install" / "lunar_recon" / "share" / "lunar_recon"
+    assert (share / "package.xml").exists()
+    assert (ws / "install" / "lunar_recon" / "share" / "ament_index" / "resource_index" / "packages" / "lunar_recon").exists()
+    assert (ws / "install" / "lunar_recon" / "lib" / "lunar_recon" / "lunar-recon").exists()
