@@ -1,0 +1,309 @@
+"""Gravity-aligned elevation grid and slope / roughness / step hazard over the lander footprint.
+
+For every cell a least-squares plane is fitted to the cell elevations inside the lander
+footprint (a disc).  The plane comes from ten moment images (sums of 1, x, y, z, x^2, xy,
+y^2, xz, yz, z^2) summed over the disc with box filters, so the cost does not grow with the
+footprint: the disc is the union of a few axis-aligned rectangles (bands), each summed in
+O(1) per cell.  From the plane: slope, RMS residual; from the residuals: the largest
+deviation (roughness) and the local step height anywhere under the footprint.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .frames import normalize, rotation_aligning
+
+SAFE, HAZARD, UNKNOWN = 0, 1, -1
+
+
+@dataclass
+class HazardParams:
+    """Thresholds and grid geometry (defaults: commonly cited lander design values)."""
+
+    slope_max_deg: float = 10.0
+    roughness_max_m: float = 0.3  # largest deviation from the footprint plane (rocks, holes)
+    step_max_m: float = 0.3  # local step height
+    footprint_diameter_m: float = 4.0
+    resolution_m: float = 0.15  # at most half the hazard size
+    coverage_min: float = 0.7  # fraction of the footprint's cells that must hold data
+    extent_m: float | None = None  # square grid side centred on the data; None: the points' bounding box
+    max_cells: int = 4_000_000
+    min_points_per_cell: int = 1
+    footprint_bands: int = 3  # rectangles per half-disc approximating the footprint
+
+    def validate(self) -> None:
+        checks = [
+            (0 < self.slope_max_deg < 90, "slope_max_deg must be in (0, 90)"),
+            (self.roughness_max_m > 0, "roughness_max_m must be positive"),
+            (self.step_max_m > 0, "step_max_m must be positive"),
+            (self.resolution_m > 0, "resolution_m must be positive"),
+            (self.footprint_diameter_m >= 2 * self.resolution_m, "footprint must span at least two cells"),
+            (0 < self.coverage_min <= 1, "coverage_min must be in (0, 1]"),
+            (self.extent_m is None or self.extent_m > 2 * self.resolution_m, "extent_m too small"),
+            (self.max_cells > 0, "max_cells must be positive"),
+            (self.min_points_per_cell >= 1, "min_points_per_cell must be >= 1"),
+            (self.footprint_bands >= 1, "footprint_bands must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"invalid hazard parameters: {msg}")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Cell [row, col] covers x in [ox + col r, ox + (col+1) r), y in [oy + row r, ...)."""
+
+    origin: tuple[float, float]
+    resolution: float
+    shape: tuple[int, int]  # rows, cols
+
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        rows, cols = self.shape
+        x = self.origin[0] + (np.arange(cols) + 0.5) * self.resolution
+        y = self.origin[1] + (np.arange(rows) + 0.5) * self.resolution
+        return np.meshgrid(x, y)
+
+    def cell_of(self, x: float, y: float) -> tuple[int, int]:
+        return (int(math.floor((y - self.origin[1]) / self.resolution)),
+                int(math.floor((x - self.origin[0]) / self.resolution)))
+
+
+@dataclass
+class LandingSite:
+    row: int
+    col: int
+    position_grid: np.ndarray  # (x, y, z) in the gravity-aligned grid frame
+    position_input: np.ndarray  # the same point in the frame of the input cloud
+    clearance_m: float  # distance to the nearest hazard or unknown cell
+    slope_deg: float
+    roughness_m: float
+
+
+@dataclass
+class HazardMap:
+    """Grids indexed [row, col] = [y, x] as nav_msgs/OccupancyGrid (cell [0, 0] at ``origin``)."""
+
+    grid: GridSpec
+    elevation_m: np.ndarray
+    slope_deg: np.ndarray
+    roughness_m: np.ndarray  # largest |residual| under the footprint
+    roughness_rms_m: np.ndarray
+    step_m: np.ndarray
+    coverage: np.ndarray
+    hazard: np.ndarray  # int8: SAFE 0, HAZARD 1, UNKNOWN -1
+    cost: np.ndarray  # int8: 0 safe .. 100 hazard, -1 unknown (OccupancyGrid values)
+    R_grid_from_input: np.ndarray
+    params: HazardParams
+    landing_site: LandingSite | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def origin(self) -> tuple[float, float]:
+        return self.grid.origin
+
+    @property
+    def resolution(self) -> float:
+        return self.grid.resolution
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.grid.shape
+
+
+# ---- footprint as a union of rectangles -------------------------------------------------------
+def footprint_rectangles(radius_cells: float, bands: int = 3) -> list[tuple[int, int, int, int]]:
+    """Disjoint rectangles (dy0, dy1, dx0, dx1), inclusive offsets, whose union approximates a
+    disc of ``radius_cells``: the central band plus mirrored bands above and below."""
+    r = max(radius_cells, 0.5)
+    rmax = int(math.floor(r))
+    edges = np.unique(np.round(np.linspace(0, rmax + 1, bands + 1)).astype(int))
+    rects = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi <= lo:
+            continue
+        mid = (lo + hi - 1) / 2.0
+        half_w = int(math.floor(math.sqrt(max(r * r - mid * mid, 0.0))))
+        if lo == 0:
+            rects.append((-(hi - 1), hi - 1, -half_w, half_w))
+        else:
+            rects.append((lo, hi - 1, -half_w, half_w))
+            rects.append((-(hi - 1), -lo, -half_w, half_w))
+    return rects
+
+
+def _shift_rows(img: np.ndarray, dy: int, fill: float) -> np.ndarray:
+    """out[y] = img[y + dy], ``fill`` where y + dy leaves the grid."""
+    if dy == 0:
+        return img
+    out = np.full_like(img, fill)
+    if dy > 0:
+        out[:-dy] = img[dy:]
+    else:
+        out[-dy:] = img[:dy]
+    return out
+
+
+def _rect_reduce(img: np.ndarray, rects, op: str) -> np.ndarray:
+    """Sum (or max) of ``img`` over the footprint rectangles placed on each cell.  Each
+    rectangle is a centred box filter / dilation (O(1) per cell in OpenCV) shifted to its band."""
+    out = None
+    for dy0, dy1, dx0, dx1 in rects:
+        kh, kw = dy1 - dy0 + 1, dx1 - dx0 + 1  # kw is odd: rectangles are symmetric in x
+        shift = dy0 + kh // 2
+        if op == "sum":
+            r = cv2.boxFilter(img, -1, (kw, kh), anchor=(kw // 2, kh // 2), normalize=False,
+                              borderType=cv2.BORDER_CONSTANT)
+            r = _shift_rows(r, shift, 0.0)
+            out = r if out is None else out + r
+        else:
+            r = cv2.dilate(img, np.ones((kh, kw), np.uint8), anchor=(kw // 2, kh // 2),
+                           borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            r = _shift_rows(r, shift, 0.0)
+            out = r if out is None else np.maximum(out, r)
+    return out
+
+
+def _rect_area(rects) -> int:
+    return sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)
+
+
+# ---- the map ------------------------------------------------------------------------------------
+def grid_for_points(xy: np.ndarray, params: HazardParams) -> GridSpec:
+    r = params.resolution_m
+    if params.extent_m is not None:
+        cx, cy = np.median(xy, axis=0)
+        half = params.extent_m / 2
+        lo, hi = np.array([cx - half, cy - half]), np.array([cx + half, cy + half])
+    else:
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        if (hi - lo).prod() / r**2 > params.max_cells and len(xy) > 100:
+            lo, hi = np.percentile(xy, 0.5, axis=0), np.percentile(xy, 99.5, axis=0)  # outliers
+    lo = np.floor(lo / r) * r
+    cols = max(1, int(math.ceil((hi[0] - lo[0]) / r + 1e-9)))
+    rows = max(1, int(math.ceil((hi[1] - lo[1]) / r + 1e-9)))
+    if rows * cols > params.max_cells:
+        raise ValueError(f"hazard grid of {rows}x{cols} cells exceeds max_cells={params.max_cells}: "
+                         "set extent_m or a coarser resolution_m")
+    return GridSpec((float(lo[0]), float(lo[1])), r, (rows, cols))
+
+
+def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: int = 1):
+    """Per-cell centroid (x, y, z) of gravity-aligned points; NaN where fewer than ``min_points``."""
+    p = points_grid_frame
+    rows, cols = grid.shape
+    col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
+    row = np.floor((p[:, 1] - grid.origin[1]) / grid.resolution).astype(np.int64)
+    ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+    flat = row[ok] * cols + col[ok]
+    n = np.bincount(flat, minlength=rows * cols).astype(np.float64)
+    sums = [np.bincount(flat, weights=p[ok, k], minlength=rows * cols) for k in range(3)]
+    valid = n >= min_points
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx, cy, cz = (np.where(valid, s / n, np.nan).reshape(rows, cols) for s in sums)
+    return cx, cy, cz, n.reshape(rows, cols)
+
+
+def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None = None,
+               grid: GridSpec | None = None) -> HazardMap:
+    """Hazard map of an N x 3 (or organised H x W x 3) cloud in any frame, given gravity 'up'
+    in that frame.  The grid lives in the gravity-aligned frame obtained by the smallest
+    rotation taking ``up`` to +z (so with up = +z the grid's x, y are the points' x, y).
+    ``grid`` pins the cell layout (e.g. to score a prediction on the ground truth's grid)."""
+    params = params or HazardParams()
+    params.validate()
+    R = rotation_aligning(normalize(up), np.array([0.0, 0.0, 1.0]))
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    p = p[np.isfinite(p).all(axis=1)]
+    if len(p) < 3:
+        raise ValueError(f"hazard map needs at least 3 finite points, got {len(p)}")
+    q = p @ R.T
+    if grid is None:
+        grid = grid_for_points(q[:, :2], params)
+    res = grid.resolution
+    X, Y, Z, counts = elevation_grid(q, grid, params.min_points_per_cell)
+    valid = np.isfinite(Z)
+
+    # Moments over the footprint, coordinates relative to the grid centre for conditioning.
+    x0 = grid.origin[0] + grid.shape[1] * res / 2
+    y0 = grid.origin[1] + grid.shape[0] * res / 2
+    z0 = float(np.nanmedian(Z)) if valid.any() else 0.0
+    w = valid.astype(np.float64)
+    x = np.where(valid, X - x0, 0.0)
+    y = np.where(valid, Y - y0, 0.0)
+    z = np.where(valid, Z - z0, 0.0)
+    rects = footprint_rectangles(params.footprint_diameter_m / 2 / res, params.footprint_bands)
+    S = {k: _rect_reduce(v, rects, "sum") for k, v in
+         dict(n=w, x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, xz=x * z, yz=y * z, zz=z * z).items()}
+    n = S["n"]
+    coverage = (n / _rect_area(rects)).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my, mz = S["x"] / n, S["y"] / n, S["z"] / n
+        cxx = S["xx"] / n - mx * mx
+        cyy = S["yy"] / n - my * my
+        cxy = S["xy"] / n - mx * my
+        cxz = S["xz"] / n - mx * mz
+        cyz = S["yz"] / n - my * mz
+        czz = S["zz"] / n - mz * mz
+        det = cxx * cyy - cxy * cxy
+        a = (cxz * cyy - cyz * cxy) / det
+        b = (cyz * cxx - cxz * cxy) / det
+        slope = np.degrees(np.arctan(np.hypot(a, b)))
+        rms = np.sqrt(np.clip(czz - a * cxz - b * cyz, 0.0, None))
+        # Each cell's deviation from its own footprint plane, then the largest one under
+        # every footprint (max filter over the same rectangles).
+        relief = np.where(valid, z - (mz + a * (x - mx) + b * (y - my)), np.nan)
+    relief_abs = np.nan_to_num(np.abs(relief), nan=0.0, posinf=0.0).astype(np.float32)
+    rough = _rect_reduce(relief_abs, rects, "max")
+    # Local step: range of the detrended relief over 3x3 cells, then its largest value under the footprint.
+    hi = cv2.dilate(np.where(valid, relief, -np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
+                    borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf)
+    lo = cv2.erode(np.where(valid, relief, np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
+                   borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
+    local_step = np.where(valid & np.isfinite(hi) & np.isfinite(lo), hi - lo, 0.0).astype(np.float32)
+    step = _rect_reduce(local_step, rects, "max")
+
+    known = (coverage >= params.coverage_min) & np.isfinite(slope) & (det > 1e-12)
+    is_hazard = known & ((slope > params.slope_max_deg) | (rough > params.roughness_max_m)
+                         | (step > params.step_max_m))
+    hazard = np.full(grid.shape, UNKNOWN, np.int8)
+    hazard[known] = SAFE
+    hazard[is_hazard] = HAZARD
+    with np.errstate(invalid="ignore"):
+        ratio = np.fmax(np.fmax(slope / params.slope_max_deg, rough / params.roughness_max_m),
+                        step / params.step_max_m)
+    cost = np.full(grid.shape, -1, np.int8)
+    cost[known] = np.clip(np.round(np.nan_to_num(ratio[known]) * 99), 0, 99).astype(np.int8)
+    cost[is_hazard] = 100
+
+    f32 = lambda arr: np.where(known, arr, np.nan).astype(np.float32)  # noqa: E731
+    hmap = HazardMap(
+        grid=grid, elevation_m=np.where(valid, Z, np.nan).astype(np.float32), slope_deg=f32(slope),
+        roughness_m=f32(rough), roughness_rms_m=f32(rms), step_m=f32(step), coverage=coverage,
+        hazard=hazard, cost=cost, R_grid_from_input=R, params=params,
+    )
+    hmap.landing_site = choose_landing_site(hmap)
+    return hmap
+
+
+def choose_landing_site(hmap: HazardMap) -> LandingSite | None:
+    """The safe cell farthest from any hazard or unknown cell (outside the grid counts as
+    unknown); ties go to the lowest cost."""
+    safe = hmap.hazard == SAFE
+    if not safe.any():
+        return None
+    padded = np.pad(safe.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    score = dist - hmap.cost.astype(np.float32) * 1e-3  # lower cost breaks ties
+    score[~safe] = -np.inf
+    row, col = np.unravel_index(int(np.argmax(score)), safe.shape)
+    X, Y = hmap.grid.cell_centres()
+    pos = np.array([X[row, col], Y[row, col], hmap.elevation_m[row, col]], dtype=np.float64)
+    if not np.isfinite(pos[2]):  # a safe footprint centred on an empty cell: use the plane height
+        pos[2] = float(np.nanmedian(hmap.elevation_m))
+    return LandingSite(int(row), int(col), pos, hmap.R_grid_from_input.T @ pos,
+                       float(dist[row, col] * hmap.resolution), float(hmap.slope_deg[row, col]),
+                       float(hmap.roughness_m[row, col]))

@@ -1,0 +1,121 @@
+"""Metrics used everywhere (training validation, evaluation tools, tests).
+
+No alignment by default: scale is part of what is judged.  A similarity alignment is
+available as an option and is always reported as such.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .hazard import HAZARD, SAFE, HazardMap
+from .pose import umeyama
+
+
+def _valid_pair(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None):
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    gt_ok = np.isfinite(gt) & (gt > 0)
+    if mask is not None:
+        gt_ok &= np.asarray(mask, bool)
+    both = gt_ok & np.isfinite(pred) & (pred > 0)
+    return pred, gt, gt_ok, both
+
+
+def depth_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
+    """AbsRel, RMSE, MAE (m), delta < 1.25^k, completeness (fraction of valid ground truth
+    with a prediction), and the relief-normalised MAE (MAE / (p95 - p5) of the true depth),
+    which stays informative at orbital range where AbsRel saturates near zero."""
+    pred, gt, gt_ok, both = _valid_pair(pred, gt, mask)
+    n_gt = int(gt_ok.sum())
+    out = {"completeness": float(both.sum() / n_gt) if n_gt else float("nan"), "n": int(both.sum())}
+    if not both.any():
+        out.update({k: float("nan") for k in ("abs_rel", "rmse", "mae", "delta1", "delta2", "delta3",
+                                              "relief_norm_mae")})
+        return out
+    p, g = pred[both], gt[both]
+    err = p - g
+    ratio = np.maximum(p / g, g / p)
+    relief = float(np.percentile(g, 95) - np.percentile(g, 5))
+    out.update(
+        abs_rel=float(np.mean(np.abs(err) / g)),
+        rmse=float(np.sqrt(np.mean(err**2))),
+        mae=float(np.mean(np.abs(err))),
+        delta1=float(np.mean(ratio < 1.25)),
+        delta2=float(np.mean(ratio < 1.25**2)),
+        delta3=float(np.mean(ratio < 1.25**3)),
+        relief_norm_mae=float(np.mean(np.abs(err)) / relief) if relief > 0 else float("nan"),
+    )
+    return out
+
+
+@dataclass
+class Alignment:
+    scale: float
+    R: np.ndarray
+    t: np.ndarray
+
+
+def point_metrics(pred: np.ndarray, gt: np.ndarray, align: bool = False, max_points: int = 50_000,
+                  seed: int = 0) -> dict[str, float]:
+    """Accuracy (mean distance prediction -> nearest true point), completeness (true ->
+    nearest predicted) and Chamfer (their mean), in metres.  With ``align=True`` the
+    prediction is first Sim(3)-aligned to the truth on corresponding pixels (organised
+    inputs of the same shape) and ``aligned_scale`` is reported."""
+    rng = np.random.default_rng(seed)
+    P = np.asarray(pred, dtype=np.float64).reshape(-1, 3)
+    G = np.asarray(gt, dtype=np.float64).reshape(-1, 3)
+    out: dict[str, float] = {"aligned": float(align)}
+    if align:
+        if P.shape != G.shape:
+            raise ValueError("alignment needs organised prediction and truth of the same shape")
+        s, R, t = umeyama(P, G)
+        P = s * P @ R.T + t
+        out["aligned_scale"] = s
+    P = P[np.isfinite(P).all(axis=1)]
+    G = G[np.isfinite(G).all(axis=1)]
+    if len(P) == 0 or len(G) == 0:
+        return {**out, "accuracy": float("nan"), "completeness": float("nan"), "chamfer": float("nan")}
+    if len(P) > max_points:
+        P = P[rng.choice(len(P), max_points, replace=False)]
+    if len(G) > max_points:
+        G = G[rng.choice(len(G), max_points, replace=False)]
+    acc = cKDTree(G).query(P)[0].mean()
+    comp = cKDTree(P).query(G)[0].mean()
+    return {**out, "accuracy": float(acc), "completeness": float(comp), "chamfer": float((acc + comp) / 2)}
+
+
+def slope_mae(pred: HazardMap, gt: HazardMap) -> float:
+    """Mean |slope error| (deg) over cells known in both maps; slopes are footprint-plane
+    slopes, i.e. measured over the footprint's physical baseline in the gravity frame."""
+    if pred.shape != gt.shape:
+        raise ValueError("slope_mae: maps must share one grid (pass grid=gt.grid to hazard_map)")
+    both = np.isfinite(pred.slope_deg) & np.isfinite(gt.slope_deg)
+    return float(np.mean(np.abs(pred.slope_deg[both] - gt.slope_deg[both]))) if both.any() else float("nan")
+
+
+def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
+    """Precision / recall / F1 / IoU of the hazard class over cells known in the ground truth
+    (a prediction 'unknown' there counts as a missed hazard and a non-safe call), coverage
+    of the truth, and whether the predicted landing site is safe in the truth."""
+    if pred.shape != gt.shape:
+        raise ValueError("hazard_metrics: maps must share one grid (pass grid=gt.grid to hazard_map)")
+    known = gt.hazard != -1
+    t = (gt.hazard == HAZARD) & known
+    p = (pred.hazard == HAZARD) & known
+    tp, fp, fn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum())
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
+    iou = tp / (tp + fp + fn) if (tp + fp + fn) else float("nan")
+    site = pred.landing_site
+    site_safe = float("nan")
+    if site is not None:
+        site_safe = float(gt.hazard[site.row, site.col] == SAFE)
+    return {"precision": precision, "recall": recall, "f1": f1, "iou": iou,
+            "known_fraction": float(((pred.hazard != -1) & known).sum() / max(known.sum(), 1)),
+            "landing_site_safe": site_safe, "slope_mae_deg": slope_mae(pred, gt)}

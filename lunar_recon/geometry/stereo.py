@@ -1,0 +1,114 @@
+"""Classical stereo: rectification from camera poses, and OpenCV semi-global matching with
+sub-pixel disparity -> metric depth.  The baseline every learned model is judged against."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .camera import Intrinsics, depth_to_points
+
+
+@dataclass
+class SGBMParams:
+    num_disparities: int = 128  # multiple of 16
+    min_disparity: int = 0
+    block_size: int = 5
+    uniqueness_ratio: int = 5
+    speckle_window: int = 100
+    speckle_range: int = 2
+    p1_factor: int = 8  # P1 = p1_factor * block_size^2 (OpenCV's recommended smoothness)
+    p2_factor: int = 32
+    wls_lambda: float | None = None  # WLS post-filter (needs opencv-contrib); None: off
+    wls_sigma: float = 1.5
+
+
+def _to_gray8(img: np.ndarray) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim == 3:
+        a = cv2.cvtColor(a[..., :3], cv2.COLOR_RGB2GRAY)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(np.nan_to_num(a) * 255.0, 0, 255).astype(np.uint8)
+    return a
+
+
+def sgbm_disparity(left: np.ndarray, right: np.ndarray, params: SGBMParams | None = None) -> np.ndarray:
+    """Left disparity (pixels, float32, NaN where unmatched) of a rectified pair."""
+    p = params or SGBMParams()
+    l8, r8 = _to_gray8(left), _to_gray8(right)
+    if l8.shape != r8.shape:
+        raise ValueError(f"left {l8.shape} and right {r8.shape} images differ in size")
+    nd = int(np.ceil(p.num_disparities / 16) * 16)
+    matcher = cv2.StereoSGBM_create(
+        minDisparity=p.min_disparity, numDisparities=nd, blockSize=p.block_size,
+        P1=p.p1_factor * p.block_size**2, P2=p.p2_factor * p.block_size**2, disp12MaxDiff=1,
+        uniquenessRatio=p.uniqueness_ratio, speckleWindowSize=p.speckle_window, speckleRange=p.speckle_range,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+    raw = matcher.compute(l8, r8)
+    if p.wls_lambda is not None:
+        if not hasattr(cv2, "ximgproc"):
+            raise RuntimeError("WLS filtering needs opencv-contrib-python (cv2.ximgproc)")
+        right_matcher = cv2.ximgproc.createRightMatcher(matcher)
+        wls = cv2.ximgproc.createDisparityWLSFilter(matcher)
+        wls.setLambda(p.wls_lambda)
+        wls.setSigmaColor(p.wls_sigma)
+        raw = wls.filter(raw, l8, disparity_map_right=right_matcher.compute(r8, l8))
+    disp = raw.astype(np.float32) / 16.0  # OpenCV disparities are fixed-point with 4 fractional bits
+    disp[raw <= (p.min_disparity - 1) * 16] = np.nan
+    disp[disp <= 0] = np.nan
+    return disp
+
+
+def disparity_to_depth(disp: np.ndarray, fx: float, baseline_m: float, doffs: float = 0.0) -> np.ndarray:
+    """Z = f B / (d + doffs) (doffs: principal-point offset between the rectified cameras)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = fx * baseline_m / (disp + doffs)
+    z[~np.isfinite(z) | (z <= 0)] = np.nan
+    return z.astype(np.float32)
+
+
+@dataclass
+class Rectification:
+    """Maps and geometry of a planar rectification of an unrectified pair."""
+
+    map_left: tuple[np.ndarray, np.ndarray]
+    map_right: tuple[np.ndarray, np.ndarray]
+    R_left: np.ndarray  # rotation original left camera -> rectified left camera
+    K_rect: Intrinsics
+    baseline_m: float
+    size: tuple[int, int]  # (width, height)
+
+
+def rectify_from_poses(K_left: Intrinsics, K_right: Intrinsics, T_left_from_right: np.ndarray,
+                       alpha: float = 0.0) -> Rectification:
+    """Planar (Bouguet) rectification of two cameras with known relative pose."""
+    T = np.asarray(T_left_from_right, dtype=np.float64)
+    T_rl = np.linalg.inv(T)  # right <- left, OpenCV's (R, T) convention
+    size = (K_left.width, K_left.height)
+    R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(K_left.K, None, K_right.K, None, size, T_rl[:3, :3], T_rl[:3, 3],
+                                                flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
+    m1 = cv2.initUndistortRectifyMap(K_left.K, None, R1, P1, size, cv2.CV_32FC1)
+    m2 = cv2.initUndistortRectifyMap(K_right.K, None, R2, P2, size, cv2.CV_32FC1)
+    baseline = float(abs(P2[0, 3] / P2[0, 0]))
+    K_rect = Intrinsics(float(P1[0, 0]), float(P1[1, 1]), float(P1[0, 2]), float(P1[1, 2]), size[0], size[1])
+    return Rectification(m1, m2, R1, K_rect, baseline, size)
+
+
+def sgbm_depth_unrectified(left: np.ndarray, right: np.ndarray, K_left: Intrinsics, K_right: Intrinsics,
+                           T_left_from_right: np.ndarray, params: SGBMParams | None = None) -> np.ndarray:
+    """Depth in the *original* left camera's pixels for an unrectified pair: rectify, match,
+    triangulate, rotate back, and z-buffer into the left image."""
+    from .camera import points_to_depth
+
+    rect = rectify_from_poses(K_left, K_right, T_left_from_right)
+    l_r = cv2.remap(_to_gray8(left), *rect.map_left, cv2.INTER_LINEAR)
+    r_r = cv2.remap(_to_gray8(right), *rect.map_right, cv2.INTER_LINEAR)
+    # Disparity range from the geometry would be better; a wide search is the robust default.
+    disp = sgbm_disparity(l_r, r_r, params)
+    z = disparity_to_depth(disp, rect.K_rect.fx, rect.baseline_m)
+    pts_rect = depth_to_points(z, rect.K_rect).reshape(-1, 3)
+    pts_left = pts_rect @ rect.R_left  # rectified -> original left frame (R_left^T applied)
+    return points_to_depth(pts_left, K_left, K_left.height, K_left.width)
