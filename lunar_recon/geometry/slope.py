@@ -19,17 +19,23 @@ def normals_from_points(points: np.ndarray, step_px: int = 1) -> np.ndarray:
     out = np.full((h, w, 3), np.nan, dtype=np.float32)
     if s < 1 or h <= 2 * s or w <= 2 * s:
         return out
-    du = p[s:-s, 2 * s:] - p[s:-s, :-2 * s]
-    dv = p[2 * s:, s:-s] - p[:-2 * s, s:-s]
-    n = np.cross(du, dv)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = n / norm
+    n = _cross_components(p, s)
+    norm = np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+    c = p[s:-s, s:-s]
     # Face the camera (the viewing ray is p itself in the camera frame).
-    flip = np.sum(n * p[s:-s, s:-s], axis=-1) > 0
-    n[flip] *= -1
-    out[s:-s, s:-s] = n
+    sign = np.where(n[0] * c[..., 0] + n[1] * c[..., 1] + n[2] * c[..., 2] > 0, -1.0, 1.0).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = sign / norm
+    for k in range(3):
+        out[s:-s, s:-s, k] = n[k] * scale
     return out
+
+
+def _cross_components(p: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Components of (p[u+s] - p[u-s]) x (p[v+s] - p[v-s]), without (..., 3) temporaries."""
+    dux, duy, duz = (p[s:-s, 2 * s:, k] - p[s:-s, :-2 * s, k] for k in range(3))
+    dvx, dvy, dvz = (p[2 * s:, s:-s, k] - p[:-2 * s, s:-s, k] for k in range(3))
+    return duy * dvz - duz * dvy, duz * dvx - dux * dvz, dux * dvy - duy * dvx
 
 
 def slope_from_normals(normals: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -59,4 +65,16 @@ def slope_image(points: np.ndarray, up: np.ndarray, baseline_m: float | None = N
             step_px = 1
         else:
             step_px = baseline_step_px(np.asarray(points)[..., 2], fx, baseline_m)
-    return slope_from_normals(normals_from_points(points, step_px), up)
+    p = np.asarray(points, dtype=np.float32)
+    h, w = p.shape[:2]
+    s = int(step_px)
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    if h <= 2 * s or w <= 2 * s:
+        return out
+    # |n . up| / |n| directly from the cross product: no normal image is materialised.
+    cx, cy, cz = _cross_components(p, s)
+    u = normalize(up).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.abs(cx * u[0] + cy * u[1] + cz * u[2]) / np.sqrt(cx * cx + cy * cy + cz * cz)
+    out[s:-s, s:-s] = np.degrees(np.arccos(np.minimum(cos, 1.0)))
+    return out

@@ -1,0 +1,159 @@
+"""StereoReconstructor: images + calibration -> Reconstruction (depth, points, slope, hazard).
+
+The one code path the ROS node, the offline tools and the tests all run, so an offline
+evaluation measures exactly what runs on the lander.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .geometry.camera import Intrinsics, confidence_mask, depth_to_points
+from .geometry.frames import normalize
+from .geometry.hazard import HazardMap, HazardParams, hazard_map
+from .geometry.pose import metric_scale_from_baseline
+from .geometry.slope import slope_image
+from .geometry.stereo import SGBMParams, disparity_to_depth, sgbm_depth_unrectified, sgbm_disparity
+from .models.predict import PairPrediction
+
+SCALE_MODES = ("predicted", "baseline")
+
+
+@dataclass
+class StereoCalibration:
+    """Two pinhole cameras and the pose of the right one in the left camera frame."""
+
+    K_left: Intrinsics
+    K_right: Intrinsics
+    T_left_from_right: np.ndarray  # 4x4; a rectified rig is a pure translation (+B, 0, 0)
+
+    @classmethod
+    def rectified(cls, K: Intrinsics, baseline_m: float) -> "StereoCalibration":
+        if not (np.isfinite(baseline_m) and baseline_m > 0):
+            raise ValueError(f"baseline must be positive, got {baseline_m}")
+        T = np.eye(4)
+        T[0, 3] = baseline_m
+        return cls(K, K, T)
+
+    @property
+    def baseline_m(self) -> float:
+        return float(np.linalg.norm(self.T_left_from_right[:3, 3]))
+
+    @property
+    def is_rectified(self) -> bool:
+        T = self.T_left_from_right
+        return bool(np.allclose(T[:3, :3], np.eye(3), atol=1e-9) and abs(T[1, 3]) < 1e-9 and abs(T[2, 3]) < 1e-9
+                    and self.K_left == self.K_right)
+
+
+class StereoModel(Protocol):
+    """Anything that turns a pair into a :class:`PairPrediction` (networks and SGBM)."""
+
+    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512) -> PairPrediction: ...
+
+
+class SGBMModel:
+    """OpenCV semi-global matching behind the same output contract as the networks.  It
+    needs the calibration (set :attr:`calibration` or pass it to the reconstructor)."""
+
+    name = "sgbm"
+
+    def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
+        self.params = params or SGBMParams()
+        self.calibration = calibration
+
+    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512) -> PairPrediction:
+        cal = self.calibration
+        if cal is None:
+            raise ValueError("SGBM needs a stereo calibration")
+        if cal.is_rectified:
+            disp = sgbm_disparity(image_left, image_right, self.params)
+            depth = disparity_to_depth(disp, cal.K_left.fx, cal.baseline_m)
+        else:
+            depth = sgbm_depth_unrectified(image_left, image_right, cal.K_left, cal.K_right,
+                                           cal.T_left_from_right, self.params)
+        pts = depth_to_points(depth, cal.K_left)
+        valid = np.isfinite(depth)
+        conf = np.where(valid, 2.0, 0.0).astype(np.float32)  # SGBM has no confidence: matched = 2 (> 1)
+        h2, w2 = np.asarray(image_right).shape[:2]
+        return PairPrediction(pts, np.full((h2, w2, 3), np.nan, np.float32), conf,
+                              np.zeros((h2, w2), np.float32), network_hw=depth.shape)
+
+
+@dataclass
+class ReconstructionParams:
+    inference_size: int = 512  # long side of the network input (multiple of 16 after cropping)
+    confidence_threshold: float | None = None  # absolute (MASt3R conf >= 1)
+    confidence_quantile: float | None = None  # per frame, e.g. 0.1 drops the least confident 10%
+    scale_mode: str = "predicted"  # 'predicted' (as the model says) or 'baseline' (calibrated baseline)
+    depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
+    slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
+    hazard: HazardParams = field(default_factory=HazardParams)
+    compute_hazard: bool = True
+    compute_slope: bool = True
+
+    def validate(self) -> None:
+        if self.scale_mode not in SCALE_MODES:
+            raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {self.scale_mode!r}")
+        if self.inference_size < 16:
+            raise ValueError("inference_size must be >= 16")
+        if self.slope_baseline_m <= 0:
+            raise ValueError("slope_baseline_m must be positive")
+        self.hazard.validate()
+
+
+@dataclass
+class Reconstruction:
+    depth: np.ndarray  # (H, W) float32 metres, NaN invalid (left camera)
+    points: np.ndarray  # (H, W, 3) left optical frame, NaN invalid
+    confidence: np.ndarray  # (H, W) float32
+    valid: np.ndarray  # (H, W) bool
+    slope_deg: np.ndarray | None
+    hazard: HazardMap | None
+    scale: float  # factor applied to the model's prediction (1 when scale_mode='predicted')
+    timings_s: dict[str, float]
+    prediction: PairPrediction
+
+
+class StereoReconstructor:
+    def __init__(self, model: StereoModel, params: ReconstructionParams | None = None):
+        self.model = model
+        self.params = params or ReconstructionParams()
+        self.params.validate()
+
+    def reconstruct(self, image_left: np.ndarray, image_right: np.ndarray,
+                    calibration: StereoCalibration | None, up_in_left: np.ndarray | None) -> Reconstruction:
+        p = self.params
+        t0 = time.perf_counter()
+        if isinstance(self.model, SGBMModel) and calibration is not None:
+            self.model.calibration = calibration
+        pred = self.model.predict(image_left, image_right, size=p.inference_size)
+        t1 = time.perf_counter()
+        scale = 1.0
+        if p.scale_mode == "baseline":
+            if calibration is None:
+                raise ValueError("scale_mode 'baseline' needs the stereo calibration")
+            if not isinstance(self.model, SGBMModel):  # SGBM is metric by construction
+                est = metric_scale_from_baseline(pred.points_right, calibration.K_right, calibration.baseline_m,
+                                                 pred.conf_right)
+                scale = est.scale
+        points = pred.points_left * np.float32(scale)
+        valid = np.isfinite(points).all(axis=-1) & (points[..., 2] > 0)
+        valid &= confidence_mask(pred.conf_left, p.confidence_threshold, p.confidence_quantile)
+        points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32)
+        depth = points[..., 2].copy()
+        t2 = time.perf_counter()
+        slope = hmap = None
+        if up_in_left is not None:
+            up = normalize(up_in_left)
+            if p.compute_slope:
+                fx = calibration.K_left.fx if calibration is not None else None
+                slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)
+            if p.compute_hazard and valid.sum() >= 3:
+                hmap = hazard_map(points[valid], up, p.hazard)
+        t3 = time.perf_counter()
+        return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, slope, hmap, scale,
+                              {"model": t1 - t0, "geometry": t2 - t1, "hazard": t3 - t2, "total": t3 - t0}, pred)

@@ -1,0 +1,161 @@
+"""Hazard map on analytic surfaces: planes, a crater bowl, a step, a boulder, bad clouds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lunar_recon.geometry import HAZARD, SAFE, UNKNOWN, HazardParams, hazard_map, quaternion_to_matrix
+from lunar_recon.geometry.hazard import footprint_rectangles
+from lunar_recon.geometry.metrics import hazard_metrics, slope_mae
+
+
+def ground(n=150_000, half=12.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-half, half, (n, 2))
+
+
+@pytest.mark.parametrize("tilt", [0, 5, 9, 11, 20, 40])
+def test_tilted_planes_exact_slope_zero_roughness(tilt):
+    xy = ground()
+    z = np.tan(np.radians(tilt)) * (0.6 * xy[:, 0] + 0.8 * xy[:, 1])
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1])
+    known = hm.hazard != UNKNOWN
+    assert known.mean() > 0.8
+    assert np.nanmax(np.abs(hm.slope_deg - tilt)) < 0.1
+    assert np.nanmax(hm.roughness_m) < 1e-6
+    assert (hm.hazard[known] == (HAZARD if tilt > 10 else SAFE)).all()
+
+
+def test_plane_in_an_arbitrary_frame_with_its_up_vector():
+    xy = ground(seed=3)
+    z = np.tan(np.radians(7)) * xy[:, 0]
+    R = quaternion_to_matrix([0.3, -0.5, 0.2, 0.8])
+    cloud = np.c_[xy, z] @ R.T  # the same plane seen in a rotated (e.g. camera) frame
+    hm = hazard_map(cloud, up=R @ [0, 0, 1])
+    assert np.nanmax(np.abs(hm.slope_deg - 7)) < 0.1
+
+
+def test_up_plus_z_keeps_x_and_y():
+    xy = ground(seed=4)
+    hm = hazard_map(np.c_[xy, np.zeros(len(xy))], up=[0, 0, 1], params=HazardParams(resolution_m=0.25))
+    assert np.allclose(hm.R_grid_from_input, np.eye(3))
+    assert hm.origin[0] <= xy[:, 0].min() and hm.origin[1] <= xy[:, 1].min()
+    assert hm.origin[0] + hm.shape[1] * hm.resolution >= xy[:, 0].max()
+    row, col = hm.grid.cell_of(3.0, -2.0)
+    assert hm.origin[0] + col * 0.25 <= 3.0 < hm.origin[0] + (col + 1) * 0.25
+    assert hm.origin[1] + row * 0.25 <= -2.0 < hm.origin[1] + (row + 1) * 0.25
+
+
+def test_spherical_crater_bowl_slope_profile():
+    Rs = 60.0  # sphere radius; bowl rim at r = 20 m (slope up to asin(1/3) = 19.5 deg)
+    xy = ground(n=400_000, half=22.0, seed=5)
+    r = np.hypot(xy[:, 0], xy[:, 1])
+    keep = r < 21
+    xy, r = xy[keep], r[keep]
+    z = Rs - np.sqrt(Rs**2 - r**2)
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1], params=HazardParams(footprint_diameter_m=2.0, resolution_m=0.2))
+    X, Y = hm.grid.cell_centres()
+    rc = np.hypot(X, Y)
+    inside = (rc < 18) & np.isfinite(hm.slope_deg)
+    analytic = np.degrees(np.arcsin(rc / Rs))
+    assert inside.sum() > 1000
+    assert np.max(np.abs(hm.slope_deg[inside] - analytic[inside])) < 0.3
+    assert (hm.hazard[inside & (analytic > 11)] == HAZARD).all()
+    assert (hm.hazard[inside & (analytic < 9)] == SAFE).all()
+
+
+def test_step_of_half_a_metre_is_a_hazard_and_far_ground_is_safe():
+    xy = ground(seed=6)
+    z = np.where(xy[:, 0] > 0, 0.5, 0.0)
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1])
+    X, _ = hm.grid.cell_centres()
+    known = hm.hazard != UNKNOWN
+    assert (hm.hazard[known & (np.abs(X) < 1.0)] == HAZARD).all()
+    assert (hm.hazard[known & (np.abs(X) > 2.5)] == SAFE).all()
+    assert np.nanmax(hm.step_m) == pytest.approx(0.5, abs=0.05)
+
+
+def test_boulder_of_40cm_flagged_surroundings_safe():
+    xy = ground(seed=7)
+    z = np.zeros(len(xy))
+    r = np.hypot(xy[:, 0] - 2, xy[:, 1] - 1)
+    z[r < 0.3] = 0.4 * np.sqrt(1 - (r[r < 0.3] / 0.3) ** 2)  # hemispherical-ish cap, 0.4 m tall
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1])
+    assert hm.hazard[hm.grid.cell_of(2, 1)] == HAZARD
+    assert hm.hazard[hm.grid.cell_of(2, 2.5)] == HAZARD  # the footprint centred here covers the rock
+    X, Y = hm.grid.cell_centres()
+    far = (np.hypot(X - 2, Y - 1) > 2.6) & (hm.hazard != UNKNOWN)
+    assert far.sum() > 1000 and (hm.hazard[far] == SAFE).all()
+    site = hm.landing_site
+    assert site is not None and hm.hazard[site.row, site.col] == SAFE
+    assert np.hypot(site.position_grid[0] - 2, site.position_grid[1] - 1) > 2.0
+    assert 0 <= site.row < hm.shape[0] and 0 <= site.col < hm.shape[1]
+
+
+def test_small_rock_is_not_a_hazard():
+    xy = ground(seed=8)
+    z = np.zeros(len(xy))
+    z[np.hypot(xy[:, 0], xy[:, 1]) < 0.2] = 0.15
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1])
+    assert hm.hazard[hm.grid.cell_of(0, 0)] == SAFE
+
+
+def test_nans_holes_and_outliers():
+    xy = ground(seed=9)
+    z = np.zeros(len(xy))
+    cloud = np.c_[xy, z]
+    cloud[::50] = np.nan  # NaN rows are ignored
+    hole = np.hypot(cloud[:, 0] + 5, cloud[:, 1] + 5) < 3.0
+    cloud = cloud[~hole]  # no data: unknown, not safe
+    cloud = np.vstack([cloud, [[4, 4, 60.0], [4.1, 4, -40.0]]])  # two wild outliers
+    hm = hazard_map(cloud, up=[0, 0, 1])
+    assert hm.hazard[hm.grid.cell_of(-5, -5)] == UNKNOWN
+    assert hm.hazard[hm.grid.cell_of(4, 4)] == HAZARD  # an outlier spike reads as an obstacle, locally
+    assert hm.hazard[hm.grid.cell_of(-8, 8)] == SAFE
+    assert np.isfinite(hm.cost).all() and hm.cost.min() >= -1 and hm.cost.max() <= 100
+    with pytest.raises(ValueError, match="at least 3"):
+        hazard_map(np.full((10, 3), np.nan), up=[0, 0, 1])
+
+
+def test_organised_cloud_accepted_and_cost_values():
+    xy = ground(n=200 * 200, seed=10)
+    z = np.tan(np.radians(5)) * xy[:, 0]
+    organised = np.c_[xy, z].reshape(200, 200, 3)
+    hm = hazard_map(organised, up=[0, 0, 1])
+    known = hm.hazard == SAFE
+    assert known.any() and np.isin(hm.cost[known], [49, 50]).all()  # 5 deg of 10 deg -> 0.5 * 99
+    assert (hm.cost[hm.hazard == UNKNOWN] == -1).all()
+
+
+def test_parameters_are_validated():
+    with pytest.raises(ValueError, match="slope_max_deg"):
+        hazard_map(np.zeros((10, 3)), [0, 0, 1], HazardParams(slope_max_deg=-1))
+    with pytest.raises(ValueError, match="max_cells"):
+        xy = ground(seed=11)
+        hazard_map(np.c_[xy, np.zeros(len(xy))], [0, 0, 1], HazardParams(resolution_m=0.01, max_cells=1000))
+
+
+def test_footprint_rectangles_approximate_the_disc():
+    for r in (3.0, 13.3, 30.0):
+        rects = footprint_rectangles(r, 3)
+        cells = set()
+        for dy0, dy1, dx0, dx1 in rects:
+            for dy in range(dy0, dy1 + 1):
+                for dx in range(dx0, dx1 + 1):
+                    assert (dy, dx) not in cells  # disjoint
+                    cells.add((dy, dx))
+        assert abs(len(cells) / (np.pi * r * r) - 1) < 0.12
+
+
+def test_hazard_metrics_on_shared_grid():
+    xy = ground(seed=12)
+    z = np.zeros(len(xy))
+    z[np.hypot(xy[:, 0], xy[:, 1]) < 0.3] = 0.5
+    gt = hazard_map(np.c_[xy, z], [0, 0, 1])
+    perfect = hazard_metrics(gt, gt)
+    assert perfect["f1"] == 1 and perfect["iou"] == 1 and perfect["precision"] == 1 and perfect["slope_mae_deg"] == 0
+    assert perfect["landing_site_safe"] == 1
+    flat = hazard_map(np.c_[xy, np.zeros(len(xy))], [0, 0, 1], grid=gt.grid)
+    missed = hazard_metrics(flat, gt)
+    assert missed["recall"] == 0 and missed["f1"] == 0
+    assert slope_mae(flat, gt) > 0
