@@ -1,0 +1,1 @@
+"""Simulated Moon: procedural terrain and a stereo renderer with exact ground truth."""

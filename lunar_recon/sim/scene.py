@@ -1,0 +1,277 @@
+"""Scenes: a stereo rig over procedural terrain, viewpoint presets, and one rendered pair
+with every ground truth lunar_recon evaluates against."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..geometry.camera import Intrinsics
+from ..geometry.hazard import HAZARD, HazardMap, HazardParams, hazard_map
+from .render import Camera, RenderedView, SensorParams, SunParams, look_at, render_view, terrain_tensors
+from .terrain import Terrain, TerrainParams, generate_terrain
+
+PRESETS = ("orbital", "descent", "rover")
+
+
+@dataclass
+class RigParams:
+    width: int = 512
+    height: int = 512
+    hfov_deg: float = 60.0
+    baseline_m: float = 1.0
+    rectified: bool = True
+    # Unrectified mode: extra rotation of the right camera (roll, pitch, yaw, degrees) and
+    # convergence towards the look-at point, as StereoLunar's two independent cameras.
+    right_rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_fov(self.hfov_deg, self.width, self.height)
+
+    def validate(self) -> None:
+        if self.baseline_m <= 0:
+            raise ValueError(f"baseline must be positive, got {self.baseline_m} m")
+        if self.width < 16 or self.height < 16:
+            raise ValueError("image must be at least 16x16")
+        if not 1 < self.hfov_deg < 170:
+            raise ValueError("hfov_deg must be in (1, 170)")
+
+
+@dataclass
+class ScenePlan:
+    """Everything that defines one pair, drawn from a preset and a seed."""
+
+    preset: str
+    seed: int
+    rig: RigParams
+    sun: SunParams
+    sensor: SensorParams
+    terrain: TerrainParams
+    camera_position: np.ndarray
+    look_target: np.ndarray
+    hazard: HazardParams = field(default_factory=HazardParams)
+    max_range_m: float = 1e9
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        d = {k: asdict(getattr(self, k)) for k in ("rig", "sun", "sensor", "terrain", "hazard")}
+        d.update(preset=self.preset, seed=self.seed, camera_position=self.camera_position.tolist(),
+                 look_target=self.look_target.tolist(), max_range_m=self.max_range_m)
+        return d
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), stream]))
+
+
+def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits: int = 8,
+               altitude_m: float | None = None, off_nadir_deg: float | None = None,
+               baseline_m: float | None = None, sun_elevation_deg: float | None = None,
+               sun_azimuth_deg: float | None = None, rectified: bool = True,
+               hazard: HazardParams | None = None) -> ScenePlan:
+    """Draw a scene of a viewpoint preset; any argument given overrides the random draw.
+
+    * ``orbital``: 3-30 km altitude, B/H 0.045-0.08 (StereoLunar-like), nadir to 20 deg.
+    * ``descent``: terminal descent, 50-500 m, nadir to 45 deg oblique, 1-4 m baseline.
+    * ``rover``: camera 1-3 m above ground, looking forward 10-30 deg down, 0.2-0.5 m baseline.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    r = _rng(seed, 1)
+    hfov = 45.0 if preset == "orbital" else 60.0
+    if preset == "orbital":
+        alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(3e3), np.log(3e4))))
+        tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 20))
+        base = baseline_m if baseline_m is not None else alt * float(r.uniform(0.045, 0.08))
+    elif preset == "descent":
+        alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(50), np.log(500))))
+        tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 45))
+        base = baseline_m if baseline_m is not None else float(r.uniform(1.0, 4.0))
+    else:
+        alt = altitude_m if altitude_m is not None else float(r.uniform(1.0, 3.0))
+        tilt = off_nadir_deg if off_nadir_deg is not None else float(90 - r.uniform(10, 30))
+        base = baseline_m if baseline_m is not None else float(r.uniform(0.2, 0.5))
+    if alt <= 0:
+        raise ValueError(f"camera altitude must be above the ground, got {alt} m")
+    sun_el = sun_elevation_deg if sun_elevation_deg is not None else float(r.uniform(5, 45))
+    sun_az = sun_azimuth_deg if sun_azimuth_deg is not None else float(r.uniform(0, 360))
+    heading = float(r.uniform(0, 2 * math.pi))
+    rig = RigParams(width, height, hfov, base, rectified,
+                    (0.0, 0.0, 0.0) if rectified else tuple(r.uniform(-2, 2, 3)))
+    rig.validate()
+    sun = SunParams(sun_el, sun_az, earthshine=0.0)
+    sun.validate()
+    sensor = SensorParams(bits=bits, exposure=float(r.uniform(0.8, 1.3)))
+    sensor.validate()
+
+    # Level of detail: the grid spacing follows the ground sample distance at the look-at point.
+    K = rig.intrinsics()
+    t = math.radians(tilt)
+    look_dist = alt / max(math.cos(t), 0.05)
+    if preset == "rover":
+        look_dist = min(look_dist, 15.0)
+    gsd = look_dist / K.fx
+    fwd = np.array([math.cos(heading), math.sin(heading)])
+    ground_range = look_dist * math.sin(t)
+    position = np.array([0.0, 0.0, alt])
+    target = np.array([fwd[0] * ground_range, fwd[1] * ground_range, 0.0])
+    # Extent: the ground the frustum can see, bounded by a maximum range.
+    max_range = {"orbital": 3.0 * alt, "descent": 4.0 * alt, "rover": 40.0}[preset]
+    half_fov = math.radians(hfov / 2) * math.hypot(1, height / width)
+    far_angle = min(t + half_fov, math.radians(85))
+    far_ground = min(alt * math.tan(far_angle), max_range)
+    extent = 2.2 * max(far_ground, alt * math.tan(half_fov)) + 4 * base
+    cell = max(gsd, extent / 2000.0)  # about a pixel of detail, at most 2000^2 cells
+    if preset == "rover":
+        cell = max(cell, 0.01)
+    terrain = TerrainParams(
+        extent_m=extent, cell_m=cell, center_xy=(float(target[0]), float(target[1])),
+        hurst=float(r.uniform(0.7, 0.9)),
+        rms_height_at_1m=float(r.uniform(0.02, 0.06)) * (1.0 if preset != "orbital" else 0.3),
+        crater_density=float(r.uniform(0.005, 0.04)),  # lunar equilibrium is ~0.08 (N(>D) per m^2, D in m)
+        rock_density=0.0 if preset == "orbital" else float(r.uniform(0.005, 0.04)),
+        tilt_deg=float(r.uniform(0, 8)), tilt_azimuth_deg=float(r.uniform(0, 360)),
+        crater_max_fraction=0.35,
+    )
+    if hazard is None:
+        # The hazard grid follows the imagery: at orbital range cells of a few metres.
+        hazard = HazardParams()
+        if 2 * gsd > hazard.resolution_m:
+            res = 2 * gsd
+            hazard = HazardParams(resolution_m=res, footprint_diameter_m=max(hazard.footprint_diameter_m, 8 * res),
+                                  roughness_max_m=max(hazard.roughness_max_m, res), step_max_m=max(hazard.step_max_m, res))
+    return ScenePlan(preset, int(seed), rig, sun, sensor, terrain, position, target, hazard, max_range)
+
+
+@dataclass
+class StereoFrame:
+    """A rendered pair and its ground truth (left camera frame unless stated)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    K_left: Intrinsics
+    K_right: Intrinsics
+    T_world_from_left: np.ndarray
+    T_world_from_right: np.ndarray
+    depth_left: np.ndarray
+    depth_right: np.ndarray
+    points_left: np.ndarray  # left pixels, left frame (MASt3R's pts3d)
+    points_right_in_left: np.ndarray  # right pixels, left frame (pts3d_in_other_view)
+    valid_left: np.ndarray
+    valid_right: np.ndarray
+    slope_left_deg: np.ndarray  # per-pixel slope w.r.t. gravity (terrain gradient at the hit point)
+    shadow_left: np.ndarray
+    up_left: np.ndarray  # gravity 'up' in the left camera frame
+    sun_world: np.ndarray
+    sun_left: np.ndarray
+    hazard: HazardMap | None  # truth: slope/roughness over the footprint + rocks above size
+    terrain: Terrain | None = None
+    plan: ScenePlan | None = None
+
+    @property
+    def T_left_from_right(self) -> np.ndarray:
+        return np.linalg.inv(self.T_world_from_left) @ self.T_world_from_right
+
+    @property
+    def baseline_m(self) -> float:
+        return float(np.linalg.norm(self.T_left_from_right[:3, 3]))
+
+
+def _rotation_rpy(rpy_deg) -> np.ndarray:
+    r, p, y = np.radians(rpy_deg)
+    Rx = np.array([[1, 0, 0], [0, np.cos(r), -np.sin(r)], [0, np.sin(r), np.cos(r)]])
+    Ry = np.array([[np.cos(p), 0, np.sin(p)], [0, 1, 0], [-np.sin(p), 0, np.cos(p)]])
+    Rz = np.array([[np.cos(y), -np.sin(y), 0], [np.sin(y), np.cos(y), 0], [0, 0, 1]])
+    return Rz @ Ry @ Rx
+
+
+def rig_cameras(rig: RigParams, T_world_from_left: np.ndarray) -> tuple[Camera, Camera]:
+    K = rig.intrinsics()
+    T_lr = np.eye(4)
+    T_lr[0, 3] = rig.baseline_m  # right camera at +B along the left camera's x axis
+    if not rig.rectified:
+        T_lr[:3, :3] = _rotation_rpy(rig.right_rotation_deg)
+    return Camera(K, T_world_from_left), Camera(K, T_world_from_left @ T_lr)
+
+
+def rock_hazard_cells(hmap: HazardMap, rocks: np.ndarray, T_world_from_left: np.ndarray) -> np.ndarray:
+    """Cells whose footprint holds a rock at or above the hazard size (height >= roughness limit)."""
+    mask = np.zeros(hmap.shape, bool)
+    big = rocks[rocks[:, 3] >= hmap.params.roughness_max_m] if len(rocks) else rocks
+    if len(big) == 0:
+        return mask
+    T_lw = np.linalg.inv(T_world_from_left)
+    tops = np.c_[big[:, 0], big[:, 1], big[:, 4] + big[:, 3]]
+    in_left = tops @ T_lw[:3, :3].T + T_lw[:3, 3]
+    in_grid = in_left @ hmap.R_grid_from_input.T
+    reach = hmap.params.footprint_diameter_m / 2
+    res, (ox, oy) = hmap.resolution, hmap.origin
+    rows, cols = hmap.shape
+    for (x, y, _), d in zip(in_grid, big[:, 2]):
+        rad = reach + d / 2  # only the cells within reach of this rock are visited
+        c0, c1 = max(0, int((x - rad - ox) / res)), min(cols, int((x + rad - ox) / res) + 2)
+        r0, r1 = max(0, int((y - rad - oy) / res)), min(rows, int((y + rad - oy) / res) + 2)
+        if c1 <= c0 or r1 <= r0:
+            continue
+        xc = ox + (np.arange(c0, c1) + 0.5) * res
+        yc = oy + (np.arange(r0, r1) + 0.5) * res
+        mask[r0:r1, c0:c1] |= np.hypot(xc[None, :] - x, yc[:, None] - y) <= rad
+    return mask
+
+
+def render_scene(plan: ScenePlan, terrain: Terrain | None = None, T_world_from_left: np.ndarray | None = None,
+                 with_hazard: bool = True, keep_terrain: bool = True) -> StereoFrame:
+    """Render the pair of ``plan`` (terrain generated from the plan's seed unless given)."""
+    if terrain is None:
+        terrain = generate_terrain(plan.terrain, plan.seed)
+    if T_world_from_left is None:
+        ground = terrain.height_at(np.array([plan.camera_position[0]]), np.array([plan.camera_position[1]]))[0]
+        pos = plan.camera_position + np.array([0, 0, 0 if not np.isfinite(ground) else ground])
+        tgt_h = terrain.height_at(np.array([plan.look_target[0]]), np.array([plan.look_target[1]]))[0]
+        tgt = plan.look_target + np.array([0, 0, 0 if not np.isfinite(tgt_h) else tgt_h])
+        # look_at with the baseline centred on the nominal position
+        T_world_from_left = look_at(pos, tgt)
+        T_world_from_left[:3, 3] -= T_world_from_left[:3, 0] * plan.rig.baseline_m / 2
+    cam_l, cam_r = rig_cameras(plan.rig, T_world_from_left)
+    for cam, name in ((cam_l, "left"), (cam_r, "right")):
+        h = terrain.height_at(cam.position[:1], cam.position[1:2])[0]
+        if np.isfinite(h) and cam.position[2] <= h:
+            raise ValueError(f"the {name} camera is under the ground ({cam.position[2]:.2f} m <= terrain {h:.2f} m)")
+    tt = terrain_tensors(terrain, plan.sun)
+    rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 99]))
+    with torch.inference_mode():
+        vl = render_view(tt, cam_l, plan.sun, plan.sensor, rng, plan.max_range_m)
+        vr = render_view(tt, cam_r, plan.sun, plan.sensor, rng, plan.max_range_m)
+    return _frame(plan, terrain, cam_l, cam_r, vl, vr, with_hazard, keep_terrain)
+
+
+def _frame(plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: RenderedView, with_hazard: bool,
+           keep_terrain: bool) -> StereoFrame:
+    T_lw = np.linalg.inv(cam_l.T_world_from_cam)
+    to_left = lambda p: (p @ T_lw[:3, :3].T + T_lw[:3, 3]).astype(np.float32)  # noqa: E731
+    pts_l, pts_r = to_left(vl.points_world), to_left(vr.points_world)
+    up_left = T_lw[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    sun_w = plan.sun.direction()
+    slope = np.degrees(np.arccos(np.clip(vl.normal_world[..., 2], -1, 1))).astype(np.float32)
+    slope[~vl.valid] = np.nan
+    hmap = None
+    if with_hazard and vl.valid.sum() >= 3:
+        hmap = hazard_map(pts_l[vl.valid], up_left, plan.hazard)
+        rocks = rock_hazard_cells(hmap, terrain.rocks, cam_l.T_world_from_cam) & (hmap.hazard != -1)
+        if rocks.any():
+            hmap.hazard[rocks] = HAZARD
+            hmap.cost[rocks] = 100
+            from ..geometry.hazard import choose_landing_site
+
+            hmap.landing_site = choose_landing_site(hmap)
+    return StereoFrame(
+        left=vl.image, right=vr.image, K_left=cam_l.K, K_right=cam_r.K,
+        T_world_from_left=cam_l.T_world_from_cam, T_world_from_right=cam_r.T_world_from_cam,
+        depth_left=vl.depth, depth_right=vr.depth, points_left=pts_l, points_right_in_left=pts_r,
+        valid_left=vl.valid, valid_right=vr.valid, slope_left_deg=slope, shadow_left=vl.shadow,
+        up_left=up_left, sun_world=sun_w, sun_left=T_lw[:3, :3] @ sun_w, hazard=hmap,
+        terrain=terrain if keep_terrain else None, plan=plan,
+    )
