@@ -12,6 +12,7 @@ import sys
 # subcommand -> module under lunar_recon.tools
 TOOLS = {
     "info": "info",
+    "simulate": "simulate",
 }
 
 

@@ -222,6 +222,26 @@ def rock_hazard_cells(hmap: HazardMap, rocks: np.ndarray, T_world_from_left: np.
     return mask
 
 
+def visible_dem_points(terrain: Terrain, cam: Camera, depth: np.ndarray) -> np.ndarray:
+    """Terrain grid points (in the camera frame) that the camera sees: inside the image and
+    not hidden (their depth matches the rendered depth at their pixel)."""
+    X, Y = terrain.cell_centres()
+    T_cw = np.linalg.inv(cam.T_world_from_cam)
+    P = np.stack([X, Y, terrain.z], axis=-1).reshape(-1, 3) @ T_cw[:3, :3].T + T_cw[:3, 3]
+    z = P[:, 2]
+    front = z > 1e-6
+    P, z = P[front], z[front]
+    K = cam.K
+    u = np.round(P[:, 0] / z * K.fx + K.cx).astype(np.int64)
+    v = np.round(P[:, 1] / z * K.fy + K.cy).astype(np.int64)
+    inside = (u >= 0) & (u < K.width) & (v >= 0) & (v < K.height)
+    P, z, u, v = P[inside], z[inside], u[inside], v[inside]
+    seen = depth[v, u]
+    # A grid point is visible when the surface at its pixel is at its depth (within a couple of cells).
+    tol = 3 * terrain.cell + 0.002 * z
+    return P[np.isfinite(seen) & (np.abs(seen - z) <= tol)].astype(np.float32)
+
+
 def render_scene(plan: ScenePlan, terrain: Terrain | None = None, T_world_from_left: np.ndarray | None = None,
                  with_hazard: bool = True, keep_terrain: bool = True) -> StereoFrame:
     """Render the pair of ``plan`` (terrain generated from the plan's seed unless given)."""
@@ -259,7 +279,8 @@ def _frame(plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: Re
     slope[~vl.valid] = np.nan
     hmap = None
     if with_hazard and vl.valid.sum() >= 3:
-        hmap = hazard_map(pts_l[vl.valid], up_left, plan.hazard)
+        # Truth from the terrain itself (dense, exact), restricted to what the left camera sees.
+        hmap = hazard_map(visible_dem_points(terrain, cam_l, vl.depth), up_left, plan.hazard)
         rocks = rock_hazard_cells(hmap, terrain.rocks, cam_l.T_world_from_cam) & (hmap.hazard != -1)
         if rocks.any():
             hmap.hazard[rocks] = HAZARD

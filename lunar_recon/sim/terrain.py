@@ -139,6 +139,9 @@ def _power_law_sizes(rng, count: int, dmin: float, dmax: float, slope: float) ->
     return (a - u * (a - b)) ** (-1.0 / slope)
 
 
+EJECTA_REACH = 2.5  # ejecta blanket radius, in crater radii
+
+
 def _crater_profile(r: np.ndarray, diameter: float, depth: float, fresh: bool) -> np.ndarray:
     """Height change at normalised radius r = distance / radius: a parabolic bowl, a raised
     rim and an ejecta blanket decaying as r^-3 (degraded craters: shallower, softer rim)."""
@@ -147,7 +150,9 @@ def _crater_profile(r: np.ndarray, diameter: float, depth: float, fresh: bool) -
     inside = r <= 1.0
     h[inside] = -depth + (depth + rim) * r[inside] ** 2
     out = ~inside
-    h[out] = rim * r[out] ** -3.0
+    # Ejecta ~ r^-3, shifted to reach exactly zero at r = 2.5 so the blanket has no edge.
+    edge = EJECTA_REACH ** -3.0
+    h[out] = rim * np.clip((r[out] ** -3.0 - edge) / (1 - edge), 0.0, None)
     if not fresh:  # soften the rim crest
         h = np.where(np.abs(r - 1) < 0.15, h * (1 - 0.5 * (1 - np.abs(r - 1) / 0.15)), h)
     return h
@@ -182,7 +187,7 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
     depth_ratio = np.where(fresh, rng.uniform(0.17, 0.22, n_craters), rng.uniform(0.05, 0.12, n_craters))
     craters = np.c_[cxy, diam, depth_ratio * diam]
     for (cx, cy, d, dep), fr in zip(craters, fresh):  # big (old) craters first, small ones on top
-        reach = 2.5 * d / 2
+        reach = EJECTA_REACH * d / 2
         c0, c1 = np.searchsorted(X, [cx - reach, cx + reach])
         r0, r1 = np.searchsorted(Y, [cy - reach, cy + reach])
         if c1 <= c0 or r1 <= r0:

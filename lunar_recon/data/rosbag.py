@@ -1,0 +1,303 @@
+"""rosbag2 sequences (sqlite3 and MCAP) written and read with the pure-Python ``rosbags``.
+
+Topics (relative names, as the node subscribes them):
+
+| topic | type | content |
+|---|---|---|
+| ``left/image_rect``, ``right/image_rect`` | sensor_msgs/Image | mono8 or mono16, rectified |
+| ``left/camera_info``, ``right/camera_info`` | sensor_msgs/CameraInfo | right ``P[3] = -fx * B`` |
+| ``attitude`` | geometry_msgs/QuaternionStamped | left optical frame in a gravity-aligned frame (z up) |
+| ``ground_truth/depth`` | sensor_msgs/Image | 32FC1 metres, NaN = no surface (REP 118) |
+| ``ground_truth/hazard`` | nav_msgs/OccupancyGrid | 0 safe .. 100 hazard, -1 unknown |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..geometry.camera import Intrinsics
+from ..geometry.frames import matrix_to_quaternion, quaternion_to_matrix
+from .encodings import array_to_image_fields, image_to_array
+
+TOPICS = {
+    "left_image": "left/image_rect", "right_image": "right/image_rect",
+    "left_info": "left/camera_info", "right_info": "right/camera_info",
+    "attitude": "attitude", "depth": "ground_truth/depth", "hazard": "ground_truth/hazard",
+}
+REQUIRED = ("left_image", "right_image", "left_info", "right_info")
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be used; the message names the bag and, for missing topics, lists
+    the topics it has."""
+
+
+def typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
+
+
+@dataclass
+class BagFrame:
+    stamp_ns: int
+    left: np.ndarray
+    right: np.ndarray
+    K_left: Intrinsics
+    K_right: Intrinsics
+    baseline_m: float
+    frame_id: str = "left_camera_optical_frame"
+    attitude_xyzw: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    hazard: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def up_left(self) -> np.ndarray | None:
+        if self.attitude_xyzw is None:
+            return None
+        return quaternion_to_matrix(self.attitude_xyzw).T @ np.array([0.0, 0.0, 1.0])
+
+
+# ---- message builders (rosbags dataclasses) ------------------------------------------------------
+def _header(ts, stamp_ns: int, frame_id: str):
+    Header = ts.types["std_msgs/msg/Header"]
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    return Header(stamp=Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)),
+                  frame_id=frame_id)
+
+
+def image_msg(ts, arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
+    f = array_to_image_fields(arr, encoding)
+    return ts.types["sensor_msgs/msg/Image"](
+        header=_header(ts, stamp_ns, frame_id), height=f["height"], width=f["width"], encoding=encoding,
+        is_bigendian=0, step=f["step"], data=np.frombuffer(f["data"], np.uint8))
+
+
+def camera_info_msg(ts, K: Intrinsics, stamp_ns: int, frame_id: str, tx_m: float = 0.0):
+    """Rectified camera: P = [K | (-fx * B, 0, 0)] for the right camera (B = ``tx_m``)."""
+    RoI = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    P = np.array([K.fx, 0, K.cx, -K.fx * tx_m, 0, K.fy, K.cy, 0, 0, 0, 1, 0], np.float64)
+    return ts.types["sensor_msgs/msg/CameraInfo"](
+        header=_header(ts, stamp_ns, frame_id), height=K.height, width=K.width, distortion_model="plumb_bob",
+        d=np.zeros(5), k=K.K.reshape(-1), r=np.eye(3).reshape(-1), p=P, binning_x=0, binning_y=0,
+        roi=RoI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def quaternion_msg(ts, q_xyzw: np.ndarray, stamp_ns: int, frame_id: str):
+    Q = ts.types["geometry_msgs/msg/Quaternion"]
+    return ts.types["geometry_msgs/msg/QuaternionStamped"](
+        header=_header(ts, stamp_ns, frame_id), quaternion=Q(x=q_xyzw[0], y=q_xyzw[1], z=q_xyzw[2], w=q_xyzw[3]))
+
+
+def occupancy_msg(ts, cost: np.ndarray, origin_xy, resolution: float, R_grid_from_cam: np.ndarray, ground_z: float,
+                  stamp_ns: int, frame_id: str):
+    """OccupancyGrid lying on the gravity-aligned ground plane, expressed in the camera frame."""
+    g = ts.types
+    rows, cols = cost.shape
+    R_cam_from_grid = R_grid_from_cam.T
+    pos = R_cam_from_grid @ np.array([origin_xy[0], origin_xy[1], ground_z])
+    q = matrix_to_quaternion(R_cam_from_grid)
+    pose = g["geometry_msgs/msg/Pose"](position=g["geometry_msgs/msg/Point"](x=pos[0], y=pos[1], z=pos[2]),
+                                       orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
+    Time = g["builtin_interfaces/msg/Time"]
+    info = g["nav_msgs/msg/MapMetaData"](map_load_time=Time(sec=int(stamp_ns // 10**9), nanosec=int(stamp_ns % 10**9)),
+                                         resolution=float(resolution), width=cols, height=rows, origin=pose)
+    return g["nav_msgs/msg/OccupancyGrid"](header=_header(ts, stamp_ns, frame_id), info=info,
+                                           data=np.ascontiguousarray(cost, np.int8).reshape(-1))
+
+
+# ---- writing ------------------------------------------------------------------------------------------
+def write_stereo_bag(path: str | Path, frames: Iterable, storage: str = "sqlite3", encoding: str = "mono8",
+                     frame_id: str = "left_camera_optical_frame", right_frame_id: str = "right_camera_optical_frame",
+                     rate_hz: float = 5.0, start_ns: int = 1_000_000_000_000_000_000) -> int:
+    """Write rendered :class:`StereoFrame`\\ s (rectified rig) as a rosbag2; returns the frame count."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    path = Path(path)
+    if path.exists():
+        raise BagError(f"{path}: already exists (rosbag2 writers never overwrite)")
+    plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}.get(storage)
+    if plugin is None:
+        raise BagError(f"unknown bag storage {storage!r} (sqlite3 or mcap)")
+    ts = typestore()
+    n = 0
+    with Writer(path, version=9, storage_plugin=plugin) as w:
+        conns = {
+            "left_image": w.add_connection(TOPICS["left_image"], "sensor_msgs/msg/Image", typestore=ts),
+            "right_image": w.add_connection(TOPICS["right_image"], "sensor_msgs/msg/Image", typestore=ts),
+            "left_info": w.add_connection(TOPICS["left_info"], "sensor_msgs/msg/CameraInfo", typestore=ts),
+            "right_info": w.add_connection(TOPICS["right_info"], "sensor_msgs/msg/CameraInfo", typestore=ts),
+            "attitude": w.add_connection(TOPICS["attitude"], "geometry_msgs/msg/QuaternionStamped", typestore=ts),
+            "depth": w.add_connection(TOPICS["depth"], "sensor_msgs/msg/Image", typestore=ts),
+            "hazard": w.add_connection(TOPICS["hazard"], "nav_msgs/msg/OccupancyGrid", typestore=ts),
+        }
+
+        def put(key, msg, msgtype, stamp):
+            w.write(conns[key], stamp, ts.serialize_cdr(msg, msgtype))
+
+        for i, fr in enumerate(frames):
+            stamp = start_ns + int(round(i * 1e9 / rate_hz))
+            enc = encoding if fr.left.dtype == np.uint8 or encoding != "mono8" else "mono16"
+            if fr.left.dtype == np.uint16:
+                enc = "mono16"
+            put("left_image", image_msg(ts, fr.left, enc, stamp, frame_id), "sensor_msgs/msg/Image", stamp)
+            put("right_image", image_msg(ts, fr.right, enc, stamp, right_frame_id), "sensor_msgs/msg/Image", stamp)
+            put("left_info", camera_info_msg(ts, fr.K_left, stamp, frame_id), "sensor_msgs/msg/CameraInfo", stamp)
+            put("right_info", camera_info_msg(ts, fr.K_right, stamp, right_frame_id, fr.baseline_m),
+                "sensor_msgs/msg/CameraInfo", stamp)
+            q = matrix_to_quaternion(fr.T_world_from_left[:3, :3])
+            put("attitude", quaternion_msg(ts, q, stamp, "world"), "geometry_msgs/msg/QuaternionStamped", stamp)
+            depth = np.where(np.isfinite(fr.depth_left), fr.depth_left, np.nan).astype(np.float32)
+            put("depth", image_msg(ts, depth, "32FC1", stamp, frame_id), "sensor_msgs/msg/Image", stamp)
+            if fr.hazard is not None:
+                h = fr.hazard
+                ground = float(np.nanmedian(h.elevation_m)) if np.isfinite(h.elevation_m).any() else 0.0
+                put("hazard", occupancy_msg(ts, h.cost, h.origin, h.resolution, h.R_grid_from_input, ground, stamp,
+                                            frame_id), "nav_msgs/msg/OccupancyGrid", stamp)
+            n += 1
+    return n
+
+
+# ---- reading ------------------------------------------------------------------------------------------
+def _stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def _image(msg) -> np.ndarray:
+    return image_to_array(msg.encoding, msg.height, msg.width, msg.step, np.asarray(msg.data), bool(msg.is_bigendian))
+
+
+def _intrinsics(msg) -> tuple[Intrinsics, float]:
+    k = np.asarray(msg.k, np.float64).reshape(3, 3)
+    p = np.asarray(msg.p, np.float64).reshape(3, 4)
+    if not np.isfinite(p).all() or p[0, 0] <= 0:
+        raise BagError("camera_info with an invalid projection matrix")
+    K = Intrinsics(p[0, 0], p[1, 1], p[0, 2], p[1, 2], int(msg.width), int(msg.height)) if p[0, 0] > 0 else \
+        Intrinsics.from_matrix(k, msg.width, msg.height)
+    return K, float(-p[0, 3] / p[0, 0])
+
+
+def _open(path: Path):
+    # rosbag2 only: rosbags' AnyReader would take a folder named '*.bag' for a ROS 1 bag.
+    from rosbags.rosbag2 import Reader
+
+    if not Path(path).exists():
+        raise BagError(f"{path}: no such bag")
+    try:
+        reader = Reader(Path(path))
+        reader.open()
+        return reader
+    except Exception as exc:  # noqa: BLE001 - rosbags raises many types for corrupt files
+        raise BagError(f"{path}: cannot open bag (not a rosbag2 folder, or corrupt): {exc}") from None
+
+
+def bag_topics(path: str | Path) -> dict[str, str]:
+    reader = _open(Path(path))
+    try:
+        return {c.topic: c.msgtype for c in reader.connections}
+    finally:
+        reader.close()
+
+
+def _normalise(topic: str) -> str:
+    return topic.lstrip("/")
+
+
+def read_stereo_bag(path: str | Path, namespace: str = "", tolerance_ns: int = 0) -> Iterator[BagFrame]:
+    """Yield synchronised frames of a stereo bag: left/right images and camera infos paired
+    by stamp (exactly, or within ``tolerance_ns``), with attitude, ground-truth depth and
+    hazard attached when the bag has them.  A corrupt message is reported in
+    ``frame.extra['errors']`` of the next frame, never raised."""
+    path = Path(path)
+    have = bag_topics(path)
+    ns = namespace.strip("/")
+    want = {k: (f"{ns}/{v}" if ns else v) for k, v in TOPICS.items()}
+    norm = {_normalise(t): t for t in have}
+    missing = [want[k] for k in REQUIRED if want[k] not in norm]
+    if missing:
+        raise BagError(f"{path}: missing topics {missing}; the bag has: {sorted(have)}")
+    ts = typestore()
+    buffers: dict[str, dict[int, object]] = {k: {} for k in TOPICS}
+    errors: list[str] = []
+    reader = _open(path)
+    try:
+        conns = [c for c in reader.connections if _normalise(c.topic) in {want[k] for k in TOPICS if want[k] in norm}]
+        key_of = {want[k]: k for k in TOPICS}
+        optional = [k for k in ("attitude", "depth", "hazard") if want[k] in norm]  # wait only for these
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            key = key_of[_normalise(conn.topic)]
+            try:
+                msg = ts.deserialize_cdr(raw, conn.msgtype)
+                buffers[key][_stamp_ns(msg)] = msg
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{conn.topic} @ {t_ns}: undecodable message ({exc})")
+                continue
+            for stamp in sorted(buffers["left_image"]):
+                frame = _assemble(buffers, stamp, tolerance_ns, errors, optional)
+                if frame is None:
+                    break
+                errors = []
+                yield frame
+    except BagError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken storage file ends the bag, reported
+        errors.append(f"{path}: bag ends early: {exc}")
+    finally:
+        reader.close()
+    # Whatever remains (e.g. optional topics arrive later than the images) is assembled at the end.
+    for stamp in sorted(buffers["left_image"]):
+        frame = _assemble(buffers, stamp, tolerance_ns, errors, [], final=True)
+        if frame is not None:
+            yield frame
+
+
+def _match(buf: dict[int, object], stamp: int, tol: int):
+    if stamp in buf:
+        return stamp
+    if tol <= 0 or not buf:
+        return None
+    best = min(buf, key=lambda s: abs(s - stamp))
+    return best if abs(best - stamp) <= tol else None
+
+
+def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[str],
+              final: bool = False) -> BagFrame | None:
+    keys = {}
+    for k in ("right_image", "left_info", "right_info", "attitude", "depth", "hazard"):
+        keys[k] = _match(buffers[k], stamp, tol)
+    if any(keys[k] is None for k in ("right_image", "left_info", "right_info")):
+        return None
+    if not final and any(keys[k] is None for k in optional):
+        # This stamp's optional messages may still be on their way: wait, unless a later image
+        # already arrived (then this frame simply has none).
+        if not any(s > stamp for s in buffers["left_image"]):
+            return None
+    left_msg = buffers["left_image"].pop(stamp)
+    right_msg = buffers["right_image"].pop(keys["right_image"])
+    li, ri = buffers["left_info"].pop(keys["left_info"]), buffers["right_info"].pop(keys["right_info"])
+    extra = {"errors": list(errors)} if errors else {}
+    try:
+        K_l, _ = _intrinsics(li)
+        K_r, baseline = _intrinsics(ri)
+        frame = BagFrame(stamp, _image(left_msg), _image(right_msg), K_l, K_r, baseline, left_msg.header.frame_id,
+                         extra=extra)
+    except Exception as exc:  # noqa: BLE001 - a corrupt frame is skipped and reported
+        errors.append(f"frame @ {stamp}: {exc}")
+        return None
+    if keys["attitude"] is not None:
+        q = buffers["attitude"].pop(keys["attitude"]).quaternion
+        frame.attitude_xyzw = np.array([q.x, q.y, q.z, q.w])
+    if keys["depth"] is not None:
+        frame.depth = _image(buffers["depth"].pop(keys["depth"])).astype(np.float32)
+    if keys["hazard"] is not None:
+        g = buffers["hazard"].pop(keys["hazard"])
+        frame.hazard = {"cost": np.asarray(g.data, np.int8).reshape(g.info.height, g.info.width),
+                        "resolution": float(g.info.resolution),
+                        "origin": (g.info.origin.position.x, g.info.origin.position.y, g.info.origin.position.z),
+                        "orientation": (g.info.origin.orientation.x, g.info.origin.orientation.y,
+                                        g.info.origin.orientation.z, g.info.origin.orientation.w)}
+    return frame

@@ -1,0 +1,261 @@
+"""The synthetic Moon: geometry of the renderer, ground truth, determinism, files on disk."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lunar_recon.geometry import HAZARD, SAFE, Intrinsics
+from lunar_recon.sim.render import SensorParams, SunParams
+from lunar_recon.sim.scene import RigParams, ScenePlan, plan_scene, render_scene
+from lunar_recon.sim.terrain import TerrainParams, add_rock, flat_terrain, generate_terrain
+from lunar_recon.geometry.hazard import HazardParams
+from lunar_recon.sim.render import look_at
+
+
+def _plan(rig: RigParams, sun=None, sensor=None, hazard=None, seed=0) -> ScenePlan:
+    return ScenePlan("descent", seed, rig, sun or SunParams(30, 45), sensor or SensorParams(noise=False),
+                     TerrainParams(), np.zeros(3), np.zeros(3), hazard or HazardParams(), 1e4)
+
+
+@pytest.fixture(scope="module")
+def descent_frame():
+    return render_scene(plan_scene("descent", 11, width=192, height=160, altitude_m=60, off_nadir_deg=20,
+                                   baseline_m=2.0))
+
+
+def _project(K: Intrinsics, pts: np.ndarray):
+    return pts[..., 0] / pts[..., 2] * K.fx + K.cx, pts[..., 1] / pts[..., 2] * K.fy + K.cy
+
+
+def test_left_and_right_depth_agree_under_the_rig_transform(descent_frame):
+    fr = descent_frame
+    T_rl = np.linalg.inv(fr.T_left_from_right)
+    pts = fr.points_left[fr.valid_left]  # left frame
+    in_right = pts @ T_rl[:3, :3].T + T_rl[:3, 3]
+    u, v = _project(fr.K_right, in_right)
+    ui, vi = np.round(u).astype(int), np.round(v).astype(int)
+    ok = (ui >= 1) & (ui < fr.K_right.width - 1) & (vi >= 1) & (vi < fr.K_right.height - 1)
+    assert ok.mean() > 0.8
+    z_seen = fr.depth_right[vi[ok], ui[ok]]
+    rel = np.abs(z_seen - in_right[ok, 2]) / in_right[ok, 2]
+    assert np.nanmedian(rel) < 2e-3  # nearest-pixel sampling of a smooth surface
+    # and the right pointmap expressed in the left frame really is the right depth moved by the rig
+    pr = fr.points_right_in_left[fr.valid_right]
+    back = pr @ T_rl[:3, :3].T + T_rl[:3, 3]
+    assert np.allclose(back[:, 2], fr.depth_right[fr.valid_right], rtol=1e-4, atol=1e-3)
+
+
+def test_triangulated_point_lands_on_ground_truth_depth(descent_frame):
+    fr = descent_frame
+    T_rl = np.linalg.inv(fr.T_left_from_right)
+    P1 = fr.K_left.K @ np.eye(4)[:3]
+    P2 = fr.K_right.K @ T_rl[:3]
+    vs, us = np.nonzero(fr.valid_left)
+    pick = np.linspace(0, len(us) - 1, 50).astype(int)
+    pts = fr.points_left[vs[pick], us[pick]].astype(np.float64)
+    in_right = pts @ T_rl[:3, :3].T + T_rl[:3, 3]
+    ur, vr = _project(fr.K_right, in_right)
+    X = cv2.triangulatePoints(P1, P2, np.stack([us[pick], vs[pick]]).astype(np.float64), np.stack([ur, vr]))
+    z = X[2] / X[3]
+    assert np.allclose(z, fr.depth_left[vs[pick], us[pick]], rtol=1e-4)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 12.0])
+def test_slope_truth_of_a_tilted_plane_equals_its_tilt(tilt):
+    terrain = flat_terrain(120, 0.1, tilt_deg=tilt, tilt_azimuth_deg=30)
+    rig = RigParams(128, 128, 60, 1.0)
+    T = look_at([0, 0, 40.0], [0, 0, 0])
+    fr = render_scene(_plan(rig, hazard=HazardParams(resolution_m=0.5)), terrain, T)
+    assert np.nanmax(np.abs(fr.slope_left_deg[fr.valid_left] - tilt)) < 0.05
+    known = np.isfinite(fr.hazard.slope_deg)
+    assert known.sum() > 100 and np.nanmax(np.abs(fr.hazard.slope_deg - tilt)) < 0.2
+
+
+def test_rock_of_hazard_size_flagged_smaller_not():
+    terrain = flat_terrain(60, 0.05)
+    add_rock(terrain, 3.0, 2.0, diameter=0.8, height=0.4)
+    add_rock(terrain, -4.0, -3.0, diameter=0.3, height=0.12)
+    rig = RigParams(256, 256, 60, 0.5)
+    fr = render_scene(_plan(rig, hazard=HazardParams(resolution_m=0.1)), terrain, look_at([0, 0, 15.0], [0, 0, 0]))
+    h = fr.hazard
+    T_lw = np.linalg.inv(fr.T_world_from_left)
+
+    def cell(x, y):
+        p = T_lw[:3, :3] @ np.array([x, y, 0.0]) + T_lw[:3, 3]
+        q = h.R_grid_from_input @ p
+        return h.grid.cell_of(q[0], q[1])
+
+    assert h.hazard[cell(3.0, 2.0)] == HAZARD
+    assert h.hazard[cell(-4.0, -3.0)] == SAFE
+
+
+def test_shadowed_fraction_grows_as_the_sun_lowers():
+    terrain = generate_terrain(TerrainParams(extent_m=80, cell_m=0.1, crater_density=0.05, rock_density=0.03), seed=2)
+    rig = RigParams(128, 128, 60, 1.0)
+    T = look_at([0, 0, 40.0], [0, 0, 0])
+    fractions = []
+    for elev in (45, 20, 8, 3):
+        fr = render_scene(_plan(rig, sun=SunParams(elev, 120)), terrain, T, with_hazard=False)
+        fractions.append(fr.shadow_left[fr.valid_left].mean())
+    assert all(a < b for a, b in zip(fractions, fractions[1:])), fractions
+    assert fractions[-1] > 0.05
+
+
+def test_bad_parameters_fail_before_any_work():
+    with pytest.raises(ValueError, match="baseline must be positive"):
+        plan_scene("descent", 0, baseline_m=-1.0)
+    with pytest.raises(ValueError, match="below the horizon"):
+        plan_scene("descent", 0, sun_elevation_deg=-5)
+    with pytest.raises(ValueError, match="unknown preset"):
+        plan_scene("mars", 0)
+    with pytest.raises(ValueError, match="above the ground"):
+        plan_scene("rover", 0, altitude_m=-1)
+    terrain = flat_terrain(40, 0.1, height=5.0)
+    with pytest.raises(ValueError, match="under the ground"):
+        render_scene(_plan(RigParams(64, 64, 60, 1.0)), terrain, look_at([0, 0, 2.0], [0, 1, 0]))
+    with pytest.raises(ValueError, match="bits"):
+        SensorParams(bits=10).validate()
+
+
+def test_sensor_bit_depths():
+    for bits, dtype in ((8, np.uint8), (12, np.uint16), (16, np.uint16)):
+        fr = render_scene(plan_scene("descent", 5, width=64, height=64, bits=bits, altitude_m=50), with_hazard=False)
+        assert fr.left.dtype == dtype
+        if bits == 12:
+            assert (fr.left % 16 == 0).all()  # 12-bit data left-aligned in 16 bits
+
+
+def _simulate(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lunar_recon", "simulate", "--preset", "descent", "--pairs", "3",
+                           "--seed", "7", "--width", "96", "--height", "64", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_simulate_same_seed_same_bytes_splits_and_resume(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _simulate(a).returncode == 0
+    assert _simulate(b).returncode == 0
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 1 + 3 * 7
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    info = json.loads((a / "dataset.json").read_text())
+    assert info["splits"] == {"train": 1, "val": 1, "test": 1}
+    seeds = [json.loads((a / s / "000000" / "meta.json").read_text())["seed"] for s in ("train", "val", "test")]
+    assert len(set(seeds)) == 3  # no split shares a seed (hence a terrain)
+    # Interrupted run: one pair missing, one half-written folder left behind.
+    import shutil
+
+    keep = (a / "train" / "000000" / "left.png").stat().st_mtime_ns
+    shutil.rmtree(a / "test" / "000000")
+    (a / "val" / ".000001.abc.tmp").mkdir()
+    res = _simulate(a)
+    assert res.returncode == 0 and "partial" in res.stderr
+    assert (a / "test" / "000000" / "left.png").read_bytes() == (b / "test" / "000000" / "left.png").read_bytes()
+    assert (a / "train" / "000000" / "left.png").stat().st_mtime_ns == keep  # finished work kept
+    assert not list(a.rglob(".*.tmp"))
+    bad = _simulate(tmp_path / "c", "--baseline", "-2")
+    assert bad.returncode == 2 and "baseline must be positive" in bad.stderr and not (tmp_path / "c").exists()
+
+
+def test_dataset_reader_reads_what_simulate_wrote(tmp_path):
+    from lunar_recon.data.dataset import StereoDataset
+
+    assert _simulate(tmp_path / "d").returncode == 0
+    ds = StereoDataset(tmp_path / "d", split="test")
+    assert len(ds) == 1
+    s = ds[0]
+    assert s.left.shape == (64, 96) and s.depth_left.dtype == np.float32 and s.rectified
+    assert s.baseline_m > 0 and np.isclose(np.linalg.norm(s.up_left), 1)
+    assert {"hazard", "slope_left_deg", "dem_z"} <= set(s.truth)
+    assert len(StereoDataset(tmp_path / "d")) == 3
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_bag_round_trip(tmp_path, storage):
+    from lunar_recon.data.rosbag import bag_topics, read_stereo_bag, write_stereo_bag
+    from lunar_recon.sim.sequence import render_sequence
+
+    frames = list(render_sequence("descent", 3, seed=4, width=96, height=64))
+    path = tmp_path / f"seq_{storage}"
+    assert write_stereo_bag(path, frames, storage=storage, rate_hz=10.0) == 3
+    assert (path / "metadata.yaml").exists()
+    assert set(bag_topics(path)) >= {"left/image_rect", "right/camera_info", "attitude", "ground_truth/depth",
+                                     "ground_truth/hazard"}
+    back = list(read_stereo_bag(path))
+    assert len(back) == 3
+    for i, (fr, bf) in enumerate(zip(frames, back)):
+        assert bf.stamp_ns == 1_000_000_000_000_000_000 + i * 100_000_000
+        assert np.array_equal(bf.left, fr.left) and np.array_equal(bf.right, fr.right)
+        assert bf.K_left == fr.K_left and bf.baseline_m == pytest.approx(fr.baseline_m)
+        assert np.allclose(bf.up_left, fr.up_left)
+        assert np.array_equal(np.isnan(bf.depth), np.isnan(fr.depth_left))
+        assert np.allclose(bf.depth[np.isfinite(bf.depth)], fr.depth_left[np.isfinite(fr.depth_left)])
+        assert np.array_equal(bf.hazard["cost"], fr.hazard.cost)
+
+
+def test_bag_metadata_is_what_ros2_bag_info_reads(tmp_path):
+    import yaml
+
+    from lunar_recon.data.rosbag import write_stereo_bag
+    from lunar_recon.sim.sequence import render_sequence
+
+    path = tmp_path / "bag"
+    write_stereo_bag(path, render_sequence("rover", 2, seed=1, width=64, height=48))
+    meta = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["storage_identifier"] == "sqlite3" and meta["message_count"] == 14
+    for f in meta["relative_file_paths"]:
+        assert (path / f).exists()
+    topics = {t["topic_metadata"]["name"]: t["topic_metadata"]["type"] for t in meta["topics_with_message_count"]}
+    assert topics["left/camera_info"] == "sensor_msgs/msg/CameraInfo"
+
+
+def test_stereolunar_sample_depth_and_poses_are_consistent(stereolunar_dir):
+    from lunar_recon.data.dataset import StereoDataset
+
+    ds = StereoDataset(stereolunar_dir)
+    assert len(ds) == 18 and ds.format == "stereolunar"
+    for s in (ds[0], ds[len(ds) - 1]):
+        assert s.left.shape == (512, 512) and s.depth_left.dtype == np.float32
+        assert 500 < s.baseline_m < 5000  # kilometre baselines (B/H 0.045-0.08 at 3.5-31 km)
+        v, u = np.nonzero(np.isfinite(s.depth_left))
+        pick = np.linspace(0, len(u) - 1, 2000).astype(int)
+        u, v = u[pick], v[pick]
+        z = s.depth_left[v, u].astype(np.float64)
+        K = s.K_left
+        pts = np.stack([(u - K.cx) / K.fx * z, (v - K.cy) / K.fy * z, z], -1)
+        T_rl = np.linalg.inv(s.T_left_from_right)
+        pr = pts @ T_rl[:3, :3].T + T_rl[:3, 3]
+        ur, vr = _project(s.K_right, pr)
+        inside = (ur >= 0) & (ur < 511) & (vr >= 0) & (vr < 511)
+        assert inside.mean() > 0.5  # the views overlap where the geometry says
+        zr = s.depth_right[np.round(vr[inside]).astype(int), np.round(ur[inside]).astype(int)]
+        rel = np.abs(zr - pr[inside, 2]) / pr[inside, 2]
+        assert np.nanmedian(rel) < 0.005  # half-float depth steps are ~0.1% at these ranges
+
+
+def test_unreadable_files_give_clear_errors(tmp_path):
+    from lunar_recon.data.dataset import DatasetError, StereoDataset, read_exr_depth
+    from lunar_recon.data.rosbag import BagError, read_stereo_bag
+
+    with pytest.raises(DatasetError, match="no such dataset"):
+        StereoDataset(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="neither"):
+        StereoDataset(tmp_path / "empty")
+    bad = tmp_path / "bad.exr"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="bad.exr"):
+        read_exr_depth(bad)
+    with pytest.raises(BagError, match="no such bag"):
+        list(read_stereo_bag(tmp_path / "nobag"))
+    (tmp_path / "notabag").mkdir()
+    with pytest.raises(BagError, match="cannot open bag"):
+        list(read_stereo_bag(tmp_path / "notabag"))
