@@ -80,6 +80,7 @@ class Rectification:
     K_rect: Intrinsics
     baseline_m: float
     size: tuple[int, int]  # (width, height)
+    second_is_right: bool = True
 
 
 def rectify_from_poses(K_left: Intrinsics, K_right: Intrinsics, T_left_from_right: np.ndarray,
@@ -88,13 +89,15 @@ def rectify_from_poses(K_left: Intrinsics, K_right: Intrinsics, T_left_from_righ
     T = np.asarray(T_left_from_right, dtype=np.float64)
     T_rl = np.linalg.inv(T)  # right <- left, OpenCV's (R, T) convention
     size = (K_left.width, K_left.height)
-    R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(K_left.K, None, K_right.K, None, size, T_rl[:3, :3], T_rl[:3, 3],
-                                                flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
-    m1 = cv2.initUndistortRectifyMap(K_left.K, None, R1, P1, size, cv2.CV_32FC1)
-    m2 = cv2.initUndistortRectifyMap(K_right.K, None, R2, P2, size, cv2.CV_32FC1)
+    no_dist = np.zeros(5)
+    R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(K_left.K, no_dist, K_right.K, no_dist, size, T_rl[:3, :3],
+                                                T_rl[:3, 3].reshape(3, 1), flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
+    m1 = cv2.initUndistortRectifyMap(K_left.K, no_dist, R1, P1, size, cv2.CV_32FC1)
+    m2 = cv2.initUndistortRectifyMap(K_right.K, no_dist, R2, P2, size, cv2.CV_32FC1)
     baseline = float(abs(P2[0, 3] / P2[0, 0]))
     K_rect = Intrinsics(float(P1[0, 0]), float(P1[1, 1]), float(P1[0, 2]), float(P1[1, 2]), size[0], size[1])
-    return Rectification(m1, m2, R1, K_rect, baseline, size)
+    # P2[0, 3] = -f * Tx: negative when the second camera sits to the right of the first.
+    return Rectification(m1, m2, R1, K_rect, baseline, size, second_is_right=bool(P2[0, 3] < 0))
 
 
 def sgbm_depth_unrectified(left: np.ndarray, right: np.ndarray, K_left: Intrinsics, K_right: Intrinsics,
@@ -106,8 +109,10 @@ def sgbm_depth_unrectified(left: np.ndarray, right: np.ndarray, K_left: Intrinsi
     rect = rectify_from_poses(K_left, K_right, T_left_from_right)
     l_r = cv2.remap(_to_gray8(left), *rect.map_left, cv2.INTER_LINEAR)
     r_r = cv2.remap(_to_gray8(right), *rect.map_right, cv2.INTER_LINEAR)
-    # Disparity range from the geometry would be better; a wide search is the robust default.
-    disp = sgbm_disparity(l_r, r_r, params)
+    if rect.second_is_right:
+        disp = sgbm_disparity(l_r, r_r, params)
+    else:  # mirror both views so the matcher sees the usual left/right order
+        disp = sgbm_disparity(l_r[:, ::-1], r_r[:, ::-1], params)[:, ::-1]
     z = disparity_to_depth(disp, rect.K_rect.fx, rect.baseline_m)
     pts_rect = depth_to_points(z, rect.K_rect).reshape(-1, 3)
     pts_left = pts_rect @ rect.R_left  # rectified -> original left frame (R_left^T applied)

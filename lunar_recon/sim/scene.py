@@ -222,12 +222,15 @@ def rock_hazard_cells(hmap: HazardMap, rocks: np.ndarray, T_world_from_left: np.
     return mask
 
 
-def visible_dem_points(terrain: Terrain, cam: Camera, depth: np.ndarray) -> np.ndarray:
+def visible_dem_points(terrain: Terrain, cam: Camera, depth: np.ndarray, spacing_m: float = 0.0) -> np.ndarray:
     """Terrain grid points (in the camera frame) that the camera sees: inside the image and
-    not hidden (their depth matches the rendered depth at their pixel)."""
+    not hidden (their depth matches the rendered depth at their pixel).  ``spacing_m`` thins
+    the grid to about that spacing (no need for more points than hazard cells can use)."""
+    stride = max(1, int(spacing_m / terrain.cell))
     X, Y = terrain.cell_centres()
+    X, Y, Z = X[::stride, ::stride], Y[::stride, ::stride], terrain.z[::stride, ::stride]
     T_cw = np.linalg.inv(cam.T_world_from_cam)
-    P = np.stack([X, Y, terrain.z], axis=-1).reshape(-1, 3) @ T_cw[:3, :3].T + T_cw[:3, 3]
+    P = np.stack([X, Y, Z], axis=-1).reshape(-1, 3) @ T_cw[:3, :3].T + T_cw[:3, 3]
     z = P[:, 2]
     front = z > 1e-6
     P, z = P[front], z[front]
@@ -280,7 +283,8 @@ def _frame(plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: Re
     hmap = None
     if with_hazard and vl.valid.sum() >= 3:
         # Truth from the terrain itself (dense, exact), restricted to what the left camera sees.
-        hmap = hazard_map(visible_dem_points(terrain, cam_l, vl.depth), up_left, plan.hazard)
+        pts = visible_dem_points(terrain, cam_l, vl.depth, spacing_m=plan.hazard.resolution_m / 3)
+        hmap = hazard_map(pts, up_left, plan.hazard)
         rocks = rock_hazard_cells(hmap, terrain.rocks, cam_l.T_world_from_cam) & (hmap.hazard != -1)
         if rocks.any():
             hmap.hazard[rocks] = HAZARD

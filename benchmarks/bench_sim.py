@@ -1,0 +1,37 @@
+"""Simulator speed: one 512x512 stereo pair with all ground truth (target <= 2 s on 2 cores).
+
+    .venv/bin/python benchmarks/bench_sim.py [--preset descent] [--pairs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from lunar_recon.sim.scene import plan_scene, render_scene
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"| preset | pair (512x512, all ground truth, {args.threads} threads) | terrain cells | target | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for preset in ("orbital", "descent", "rover"):
+        times, cells = [], []
+        for seed in range(args.pairs):
+            plan = plan_scene(preset, seed)
+            t0 = time.perf_counter()
+            fr = render_scene(plan)
+            times.append(time.perf_counter() - t0)
+            cells.append(fr.terrain.z.size)
+        t = float(np.median(times))
+        print(f"| {preset} | {t:.2f} s | {np.median(cells) / 1e6:.1f} M | 2 s | {t / 2:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
