@@ -31,6 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             "lunar-recon = lunar_recon.cli:main",
+            "stereo_node = lunar_recon.ros.stereo_node:main",
         ],
     },
 )

@@ -301,6 +301,29 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     return hmap
 
 
+def grid_origin_pose(hmap: HazardMap) -> tuple[np.ndarray, np.ndarray]:
+    """Pose of cell [0, 0]'s corner in the input (e.g. camera) frame, lying on the
+    gravity-aligned ground plane: (position, quaternion x y z w), as OccupancyGrid.info.origin."""
+    from .frames import matrix_to_quaternion
+
+    ground = float(np.nanmedian(hmap.elevation_m)) if np.isfinite(hmap.elevation_m).any() else 0.0
+    R_in_from_grid = hmap.R_grid_from_input.T
+    pos = R_in_from_grid @ np.array([hmap.origin[0], hmap.origin[1], ground])
+    return pos, matrix_to_quaternion(R_in_from_grid)
+
+
+def cells_of_points(hmap: HazardMap, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid (row, col) of each point given in the input frame, and whether it is on the grid."""
+    p = np.asarray(points, dtype=np.float32)
+    q = p @ hmap.R_grid_from_input.T.astype(np.float32)
+    finite = np.isfinite(q).all(axis=-1)
+    q = np.where(finite[..., None], q, 0.0)
+    col = np.floor((q[..., 0] - hmap.origin[0]) / hmap.resolution).astype(np.int64)
+    row = np.floor((q[..., 1] - hmap.origin[1]) / hmap.resolution).astype(np.int64)
+    ok = finite & (row >= 0) & (row < hmap.shape[0]) & (col >= 0) & (col < hmap.shape[1])
+    return np.where(ok, row, 0), np.where(ok, col, 0), ok
+
+
 def choose_landing_site(hmap: HazardMap) -> LandingSite | None:
     """The safe cell farthest from any hazard or unknown cell (outside the grid counts as
     unknown); ties go to the lowest cost."""

@@ -1,0 +1,1 @@
+"""ROS 2 layer: the stereo node, message conversions and the synchroniser (no science here)."""

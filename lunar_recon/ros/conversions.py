@@ -1,0 +1,117 @@
+"""rclpy messages <-> numpy.  Validation of incoming messages raises :class:`MessageRejected`
+with a short reason that the node counts and logs."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.encodings import IMAGE_ENCODINGS, EncodingError, image_to_array, to_gray_or_rgb
+from ..geometry.camera import Intrinsics
+from ..geometry.hazard import HazardMap, grid_origin_pose
+
+
+class MessageRejected(ValueError):
+    """An input message the node cannot use; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+try:  # cv_bridge on a real ROS 2 install; the in-package conversion otherwise
+    from cv_bridge import CvBridge as _CvBridge
+
+    _BRIDGE = _CvBridge()
+except Exception:  # noqa: BLE001 - a broken cv_bridge (the PyPI ROS 1 port) must not break the node
+    _BRIDGE = None
+
+
+def image_from_msg(msg) -> np.ndarray:
+    """sensor_msgs/Image -> mono or RGB array (a view of the message buffer when possible)."""
+    if msg.encoding not in IMAGE_ENCODINGS:
+        raise MessageRejected("encoding", f"unsupported encoding {msg.encoding!r} (supported: {IMAGE_ENCODINGS})")
+    try:
+        arr = image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+    except EncodingError as exc:
+        raise MessageRejected("malformed_image", str(exc)) from None
+    return to_gray_or_rgb(arr, msg.encoding)
+
+
+def intrinsics_from_info(msg, image_hw: tuple[int, int] | None = None) -> tuple[Intrinsics, float]:
+    """CameraInfo -> (rectified intrinsics from P, baseline from P[3] = -fx * B)."""
+    p = np.asarray(msg.p, dtype=np.float64)
+    k = np.asarray(msg.k, dtype=np.float64)
+    if p.size != 12 or k.size != 9:
+        raise MessageRejected("camera_info", "P must have 12 and K 9 elements")
+    if not np.isfinite(p).all() or not np.isfinite(k).all():
+        raise MessageRejected("camera_info", "NaN or infinity in the projection matrix")
+    if not p.any():
+        if not k.any():
+            raise MessageRejected("camera_info", "all-zero camera_info (uncalibrated camera)")
+        p = np.array([k[0], 0, k[2], 0, 0, k[4], k[5], 0, 0, 0, 1, 0])
+    fx, fy, cx, cy = p[0], p[5], p[2], p[6]
+    if fx <= 0 or fy <= 0:
+        raise MessageRejected("camera_info", f"non-positive focal length ({fx}, {fy})")
+    w, h = int(msg.width), int(msg.height)
+    if image_hw is not None and (h, w) != tuple(image_hw) and (w, h) != (0, 0):
+        raise MessageRejected("camera_info", f"camera_info is {w}x{h} but the image is {image_hw[1]}x{image_hw[0]}")
+    if image_hw is not None:
+        h, w = image_hw
+    return Intrinsics(fx, fy, cx, cy, w, h), float(-p[3] / fx)
+
+
+def depth_image_msg(Image, header, depth: np.ndarray):
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = depth.shape
+    msg.encoding = "32FC1"
+    msg.is_bigendian = 0
+    msg.step = depth.shape[1] * 4
+    msg.data = np.ascontiguousarray(depth, dtype=np.float32).tobytes()
+    return msg
+
+
+def bgr_image_msg(Image, header, bgr: np.ndarray):
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = bgr.shape[:2]
+    msg.encoding = "bgr8"
+    msg.is_bigendian = 0
+    msg.step = bgr.shape[1] * 3
+    msg.data = np.ascontiguousarray(bgr, dtype=np.uint8).tobytes()
+    return msg
+
+
+def pointcloud2_msg(PointCloud2, PointField, header, points: np.ndarray, intensity: np.ndarray, decimation: int = 1):
+    """Organised cloud (H, W) with fields x y z intensity (float32), NaN for invalid points."""
+    pts = points[::decimation, ::decimation]
+    inten = intensity[::decimation, ::decimation]
+    h, w = pts.shape[:2]
+    buf = np.empty((h, w, 4), np.float32)
+    buf[..., :3] = pts
+    buf[..., 3] = inten
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = h, w
+    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                  for i, n in enumerate(("x", "y", "z", "intensity"))]
+    msg.is_bigendian = False
+    msg.point_step = 16
+    msg.row_step = 16 * w
+    msg.is_dense = bool(np.isfinite(pts).all())
+    msg.data = buf.tobytes()
+    return msg
+
+
+def occupancy_grid_msg(OccupancyGrid, header, hmap: HazardMap):
+    """Hazard cost grid lying on the gravity-aligned ground plane, in the camera frame."""
+    msg = OccupancyGrid()
+    msg.header = header
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(hmap.resolution)
+    msg.info.height, msg.info.width = hmap.shape
+    pos, q = grid_origin_pose(hmap)
+    msg.info.origin.position.x, msg.info.origin.position.y, msg.info.origin.position.z = (float(v) for v in pos)
+    o = msg.info.origin.orientation
+    o.x, o.y, o.z, o.w = (float(v) for v in q)
+    msg.data = np.ascontiguousarray(hmap.cost, np.int8).reshape(-1).tolist()
+    return msg

@@ -1,0 +1,365 @@
+"""``stereo_node``: synchronised stereo images in; depth, confidence, point cloud, slope,
+hazard grid, hazard overlay, landing site and diagnostics out.
+
+Topics and parameters follow stereo_image_proc where they overlap.  The node only converts
+messages, calls :class:`lunar_recon.pipeline.StereoReconstructor` (the same path the offline
+tools run) and publishes.  Inference runs on a worker thread that always takes the newest
+complete pair; older pairs are dropped and counted, never queued without bound.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped, QuaternionStamped
+from nav_msgs.msg import OccupancyGrid
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+
+from ..geometry.frames import normalize, up_from_attitude
+from ..geometry.hazard import HazardParams
+from ..pipeline import ReconstructionParams, StereoCalibration, StereoReconstructor
+from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg, intrinsics_from_info,
+                          occupancy_grid_msg, pointcloud2_msg)
+from .sync import TimeSynchronizer, make_synchronizer
+
+# name -> (default, description, range or choices)
+PARAMETERS: dict[str, tuple] = {
+    "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', or 'default' (shipped student)", None),
+    "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
+    "inference_size": (512, "long side of the network input in pixels (cropped to multiples of 16)", (64, 2048)),
+    "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),
+    "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
+    "scale_mode": ("predicted", "'predicted' (as the model says) or 'baseline' (rescale to the calibrated baseline)",
+                   ("predicted", "baseline")),
+    "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
+                  "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
+    "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
+                     None),
+    "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
+    "hazard.slope_max_deg": (10.0, "largest safe slope over the footprint (deg)", (0.1, 89.0)),
+    "hazard.roughness_max_m": (0.3, "largest safe deviation from the footprint plane (m)", (0.001, 100.0)),
+    "hazard.step_max_m": (0.3, "largest safe local step (m)", (0.001, 100.0)),
+    "hazard.footprint_diameter_m": (4.0, "lander footprint diameter (m)", (0.1, 1000.0)),
+    "hazard.resolution_m": (0.15, "hazard grid cell size (m)", (0.01, 100.0)),
+    "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
+    "hazard.coverage_min": (0.7, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
+    "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
+    "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
+    "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
+    "use_reliable_qos": (False, "reliable image subscriptions (default: sensor-data best effort)", None),
+    "points_decimation": (1, "publish every N-th row and column of the point cloud", (1, 64)),
+    "publish_depth": (True, "publish depth and depth/camera_info", None),
+    "publish_confidence": (True, "publish confidence", None),
+    "publish_points": (True, "publish points2", None),
+    "publish_slope": (True, "publish slope", None),
+    "publish_hazard": (True, "publish hazard/grid, hazard/image and hazard/landing_site", None),
+}
+
+
+def _descriptor(name: str, description: str, rng) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, description=description)
+    default = PARAMETERS[name][0]
+    if isinstance(rng, tuple) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng) \
+            and not isinstance(default, bool):
+        if isinstance(default, int):
+            d.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]), step=0.0)]
+    elif isinstance(rng, tuple):
+        d.additional_constraints = "one of: " + ", ".join(rng)
+    return d
+
+
+def validate_parameters(values: dict) -> None:
+    """Raise ValueError naming the first invalid parameter."""
+    for name, value in values.items():
+        if name not in PARAMETERS:
+            continue
+        _, _, rng = PARAMETERS[name]
+        if isinstance(rng, tuple) and all(isinstance(v, str) for v in rng) and value not in rng:
+            raise ValueError(f"parameter {name}={value!r} must be one of {rng}")
+        if isinstance(rng, tuple) and len(rng) == 2 and not isinstance(rng[0], str) and not isinstance(value, bool):
+            if not (rng[0] <= value <= rng[1]):
+                raise ValueError(f"parameter {name}={value} outside [{rng[0]}, {rng[1]}]")
+    if "up_vector" in values:
+        up = np.asarray(values["up_vector"], dtype=float)
+        if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
+            raise ValueError(f"parameter up_vector={list(up)} must be a finite non-zero 3-vector")
+    if "hazard.footprint_diameter_m" in values or "hazard.resolution_m" in values:
+        fp = values.get("hazard.footprint_diameter_m", PARAMETERS["hazard.footprint_diameter_m"][0])
+        res = values.get("hazard.resolution_m", PARAMETERS["hazard.resolution_m"][0])
+        if fp < 2 * res:
+            raise ValueError("hazard.footprint_diameter_m must span at least two hazard.resolution_m cells")
+
+
+class StereoNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("stereo_node", **kwargs)
+        for name, (default, description, rng) in PARAMETERS.items():
+            self.declare_parameter(name, default, _descriptor(name, description, rng))
+        self.values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        validate_parameters(self.values)  # startup: invalid values stop the node with the reason
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        from ..models.checkpoint import resolve_device
+        from ..models.registry import load_stereo_model, model_label
+
+        self.device = str(resolve_device(self.values["device"]))
+        self.model_name = model_label(self.values["model"])
+        self.model = load_stereo_model(self.values["model"], self.device)
+        self.reconstructor = StereoReconstructor(self.model, self._reconstruction_params())
+
+        image_qos = QoSProfile(depth=self.values["queue_size"], reliability=ReliabilityPolicy.RELIABLE) \
+            if self.values["use_reliable_qos"] else qos_profile_sensor_data
+        info_qos = image_qos
+        self.rejected: Counter = Counter()
+        self.dropped = 0
+        self.processed = 0
+        self.latencies: deque = deque(maxlen=100)
+        self.in_times: deque = deque(maxlen=100)
+        self.out_times: deque = deque(maxlen=100)
+        self.attitude: tuple[float, np.ndarray] | None = None
+        self._slot = None  # newest complete pair waiting for the worker
+        self._cond = threading.Condition()
+        self._stop = False
+
+        topics = [("left/image_rect", Image, image_qos), ("left/camera_info", CameraInfo, info_qos),
+                  ("right/image_rect", Image, image_qos), ("right/camera_info", CameraInfo, info_qos)]
+        approx = self.values["approximate_sync"]
+        slop = self.values["approximate_sync_tolerance_seconds"]
+        mf_subs = None
+        try:
+            import message_filters
+
+            mf_subs = [message_filters.Subscriber(self, t, n, qos_profile=q) for n, t, q in topics]
+        except ImportError:
+            pass
+        self._sync = make_synchronizer(mf_subs, self.values["queue_size"], self._on_pair, approx, slop) \
+            if mf_subs else None
+        if self._sync is None:
+            self._sync = TimeSynchronizer(4, self.values["queue_size"], self._on_pair, slop, approx)
+            for i, (name, msg_type, qos) in enumerate(topics):
+                self.create_subscription(msg_type, name, lambda m, i=i: self._sync.add(i, m), qos)
+        self.create_subscription(QuaternionStamped, "attitude", self._on_attitude, 10)
+
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub = {
+            "depth": self.create_publisher(Image, "depth", 5),
+            "depth_info": self.create_publisher(CameraInfo, "depth/camera_info", 5),
+            "confidence": self.create_publisher(Image, "confidence", 5),
+            "points": self.create_publisher(PointCloud2, "points2", 5),
+            "slope": self.create_publisher(Image, "slope", 5),
+            "grid": self.create_publisher(OccupancyGrid, "hazard/grid", latched),
+            "overlay": self.create_publisher(Image, "hazard/image", 5),
+            "site": self.create_publisher(PointStamped, "hazard/landing_site", 5),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+        }
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="lunar_recon_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"stereo_node ready: model {self.model_name} on {self.device}, "
+                               f"{'approximate' if approx else 'exact'} sync")
+
+    # ---- parameters ------------------------------------------------------------------------------
+    def _reconstruction_params(self) -> ReconstructionParams:
+        v = self.values
+        return ReconstructionParams(
+            inference_size=int(v["inference_size"]),
+            confidence_threshold=v["confidence_threshold"] or None,
+            confidence_quantile=v["confidence_quantile"] or None,
+            scale_mode=v["scale_mode"], slope_baseline_m=v["slope_baseline_m"],
+            hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
+                                step_max_m=v["hazard.step_max_m"], footprint_diameter_m=v["hazard.footprint_diameter_m"],
+                                resolution_m=v["hazard.resolution_m"], extent_m=v["hazard.extent_m"] or None,
+                                coverage_min=v["hazard.coverage_min"]),
+        )
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        fixed = {"model", "device", "queue_size", "approximate_sync", "approximate_sync_tolerance_seconds",
+                 "use_reliable_qos"} & set(changes)
+        if fixed and any(changes[k] != self.values[k] for k in fixed):
+            return SetParametersResult(successful=False, reason=f"{sorted(fixed)} can only be set at startup")
+        merged = {**self.values, **changes}
+        try:
+            validate_parameters(merged)
+            previous, self.values = self.values, merged
+            params_obj = self._reconstruction_params()
+            params_obj.validate()
+        except ValueError as exc:
+            if "previous" in locals():
+                self.values = previous
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.reconstructor.params = params_obj
+        return SetParametersResult(successful=True)
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def _reject(self, reason: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        self.get_logger().warning(f"rejected input ({reason}): {detail}", throttle_duration_sec=2.0)
+
+    def _on_attitude(self, msg: QuaternionStamped) -> None:
+        q = np.array([msg.quaternion.x, msg.quaternion.y, msg.quaternion.z, msg.quaternion.w])
+        if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
+            self._reject("attitude", "invalid quaternion")
+            return
+        self.attitude = (time.monotonic(), up_from_attitude(q))
+
+    def _on_pair(self, left, left_info, right, right_info) -> None:
+        self.in_times.append(time.monotonic())
+        with self._cond:
+            if self._slot is not None:
+                self.dropped += 1  # the worker is busy: the newer pair replaces the waiting one
+            self._slot = (left, left_info, right, right_info, time.monotonic())
+            self._cond.notify()
+
+    def _up(self) -> np.ndarray:
+        if self.values["use_attitude"] and self.attitude is not None:
+            return self.attitude[1]
+        return normalize(self.values["up_vector"])
+
+    # ---- worker ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._slot is None and not self._stop:
+                    self._cond.wait(timeout=0.5)
+                if self._stop:
+                    return
+                item, self._slot = self._slot, None
+            if not self.context.ok():
+                return
+            try:
+                self._process(*item)
+            except MessageRejected as exc:
+                self._reject(exc.reason, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad frame never stops the node
+                if not self.context.ok():
+                    return  # shutting down
+                self._reject("processing", f"{type(exc).__name__}: {exc}")
+
+    def _wanted(self) -> dict[str, bool]:
+        v, n = self.values, lambda k: self.pub[k].get_subscription_count() > 0
+        return {"depth": v["publish_depth"] and (n("depth") or n("depth_info")),
+                "confidence": v["publish_confidence"] and n("confidence"),
+                "points": v["publish_points"] and n("points"), "slope": v["publish_slope"] and n("slope"),
+                "grid": v["publish_hazard"] and n("grid"), "overlay": v["publish_hazard"] and n("overlay"),
+                "site": v["publish_hazard"] and n("site")}
+
+    def _process(self, left, left_info, right, right_info, t_arrival) -> None:
+        img_l, img_r = image_from_msg(left), image_from_msg(right)
+        if img_l.shape[:2] != img_r.shape[:2]:
+            raise MessageRejected("size_mismatch", f"left {img_l.shape[:2]} vs right {img_r.shape[:2]}")
+        K_l, _ = intrinsics_from_info(left_info, img_l.shape[:2])
+        K_r, baseline = intrinsics_from_info(right_info, img_r.shape[:2])
+        want = self._wanted()
+        if not any(want.values()):
+            return  # nobody listens: compute nothing
+        params = self.reconstructor.params
+        params.compute_slope = want["slope"]
+        params.compute_hazard = want["grid"] or want["overlay"] or want["site"]
+        calib = None
+        if baseline > 0:  # rectified rig: the right camera sits at +B along x
+            calib = StereoCalibration(K_l, K_r, StereoCalibration.rectified(K_l, baseline).T_left_from_right)
+        rec = self.reconstructor.reconstruct(img_l, img_r, calib, self._up())
+        h = left.header
+        if want["depth"]:
+            self.pub["depth"].publish(depth_image_msg(Image, h, rec.depth))
+            info = CameraInfo()
+            info.header, info.height, info.width = h, left_info.height, left_info.width
+            info.distortion_model, info.d, info.k, info.r, info.p = (left_info.distortion_model, left_info.d,
+                                                                     left_info.k, left_info.r, left_info.p)
+            self.pub["depth_info"].publish(info)
+        if want["confidence"]:
+            self.pub["confidence"].publish(depth_image_msg(Image, h, rec.confidence))
+        if want["points"]:
+            intensity = img_l if img_l.ndim == 2 else img_l.mean(axis=2)
+            self.pub["points"].publish(pointcloud2_msg(PointCloud2, PointField, h, rec.points,
+                                                       intensity.astype(np.float32), self.values["points_decimation"]))
+        if want["slope"] and rec.slope_deg is not None:
+            self.pub["slope"].publish(depth_image_msg(Image, h, rec.slope_deg))
+        if rec.hazard is not None:
+            if want["grid"]:
+                self.pub["grid"].publish(occupancy_grid_msg(OccupancyGrid, h, rec.hazard))
+            if want["overlay"]:
+                from ..viz import hazard_overlay
+
+                self.pub["overlay"].publish(bgr_image_msg(Image, h, hazard_overlay(img_l, rec.points, rec.hazard)))
+            if want["site"] and rec.hazard.landing_site is not None:
+                site = PointStamped()
+                site.header = h
+                site.point.x, site.point.y, site.point.z = (float(v) for v in rec.hazard.landing_site.position_input)
+                self.pub["site"].publish(site)
+        self.processed += 1
+        now = time.monotonic()
+        self.out_times.append(now)
+        self.latencies.append(now - t_arrival)
+
+    # ---- diagnostics -----------------------------------------------------------------------------
+    @staticmethod
+    def _rate(times: deque) -> float:
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus(name="lunar_recon: stereo_node", hardware_id=self.device)
+        st.level = DiagnosticStatus.OK if not self.rejected else DiagnosticStatus.WARN
+        st.message = f"{self.processed} pairs processed"
+        lat = sorted(self.latencies)
+        values = {
+            "model": self.model_name, "device": self.device, "processed_pairs": self.processed,
+            "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
+            "rejected_messages": sum(self.rejected.values()),
+            "latency_ms_p50": 1e3 * lat[len(lat) // 2] if lat else float("nan"),
+            "input_rate_hz": self._rate(self.in_times), "output_rate_hz": self._rate(self.out_times),
+        }
+        values.update({f"rejected.{k}": v for k, v in self.rejected.items()})
+        st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self.pub["diagnostics"].publish(arr)
+
+    def destroy_node(self):
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._worker.join(timeout=5)
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = StereoNode()
+    except Exception as exc:  # noqa: BLE001 - bad parameters or model: a clear message, non-zero exit
+        print(f"stereo_node: cannot start: {exc}", file=sys.stderr)
+        if rclpy.ok():
+            rclpy.shutdown()
+        return 1
+    from rclpy.executors import MultiThreadedExecutor
+
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

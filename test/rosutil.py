@@ -1,0 +1,112 @@
+"""Helpers for tests that run stereo_node in its own process and talk to it over real DDS."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+def node_env(domain: int) -> dict:
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain),
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def start_node(domain: int, *params: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(args, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_node(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.stdout.read() if proc.stdout else ""
+
+
+class RosTester:
+    """A test-side rclpy node: publishes stereo pairs, records what stereo_node publishes."""
+
+    def __init__(self, domain: int):
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PointStamped
+        from nav_msgs.msg import OccupancyGrid
+        from rclpy.node import Node
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        self.rclpy = rclpy
+        self.context = rclpy.context.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = Node("lunar_recon_tester", context=self.context)
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.Image, self.CameraInfo = Image, CameraInfo
+        self.got: dict[str, list] = {}
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for topic, T, q in [("depth", Image, 10), ("depth/camera_info", CameraInfo, 10), ("confidence", Image, 10),
+                            ("points2", PointCloud2, 10), ("slope", Image, 10), ("hazard/grid", OccupancyGrid, latched),
+                            ("hazard/image", Image, 10), ("hazard/landing_site", PointStamped, 10),
+                            ("/diagnostics", DiagnosticArray, 10)]:
+            self.node.create_subscription(T, topic, lambda m, t=topic: self.got.setdefault(t, []).append(m), q)
+        self.pubs = [self.node.create_publisher(T, t, qos_profile_sensor_data) for t, T in
+                     [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
+                      ("right/camera_info", CameraInfo)]]
+
+    def image(self, arr: np.ndarray, encoding: str = "mono8"):
+        from lunar_recon.data.encodings import array_to_image_fields
+
+        f = array_to_image_fields(arr, encoding)
+        m = self.Image()
+        m.height, m.width, m.encoding, m.step, m.data = f["height"], f["width"], encoding, f["step"], f["data"]
+        return m
+
+    def info(self, K, baseline: float = 0.0):
+        m = self.CameraInfo()
+        m.height, m.width = K.height, K.width
+        m.k = K.K.reshape(-1).tolist()
+        m.p = [K.fx, 0.0, K.cx, -K.fx * baseline, 0.0, K.fy, K.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return m
+
+    def publish(self, msgs, stamp_ns: int, frame_id: str = "left_camera_optical_frame"):
+        from builtin_interfaces.msg import Time
+
+        for p, m in zip(self.pubs, msgs):
+            m.header.stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+            m.header.frame_id = frame_id
+            p.publish(m)
+
+    def pair(self, fr):
+        return [self.image(fr.left), self.info(fr.K_left), self.image(fr.right), self.info(fr.K_right, fr.baseline_m)]
+
+    def spin(self, seconds: float, until=None):
+        t0 = time.time()
+        while time.time() - t0 < seconds:
+            self.executor.spin_once(timeout_sec=0.05)
+            if until is not None and until():
+                return True
+        return until() if until is not None else True
+
+    def wait_for_node(self, proc, timeout: float = 60.0) -> None:
+        """Until stereo_node's subscriptions are matched (it is up and discovered)."""
+        ok = self.spin(timeout, lambda: all(p.get_subscription_count() > 0 for p in self.pubs) or proc.poll() is not None)
+        assert ok and proc.poll() is None, "stereo_node did not come up"
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)

@@ -1,0 +1,222 @@
+"""stereo_node in its own process, over real DDS (localhost only)."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rosutil import RosTester, node_env, start_node, stop_node
+
+pytestmark = pytest.mark.slow
+rclpy = pytest.importorskip("rclpy")
+
+
+@pytest.fixture(scope="module")
+def frame():
+    from lunar_recon.sim.scene import plan_scene, render_scene
+
+    return render_scene(plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15,
+                                   baseline_m=2.0, sun_elevation_deg=25))
+
+
+def _domain() -> int:
+    return random.randint(20, 200)
+
+
+def _up(fr) -> str:
+    return "up_vector:=[%f,%f,%f]" % tuple(fr.up_left)
+
+
+def test_every_output_over_dds(frame):
+    fr, dom = frame, _domain()
+    # Loose thresholds: SGBM depth noise at 40 m (~0.7 m) would otherwise make every cell rough.
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
+                      "hazard.roughness_max_m:=3.0", "hazard.step_max_m:=3.0", "hazard.slope_max_deg:=30.0",
+                      "points_decimation:=2")
+    t = RosTester(dom)
+    try:
+        t.wait_for_node(proc)
+        stamp = 1_700_000_000_123_456_789
+        wanted = ["depth", "depth/camera_info", "confidence", "points2", "slope", "hazard/grid", "hazard/image"]
+        for _ in range(20):
+            t.publish(t.pair(fr), stamp)
+            if t.spin(3.0, lambda: all(k in t.got for k in wanted)):
+                break
+        assert all(k in t.got for k in wanted), sorted(t.got)
+        h, w = fr.left.shape
+        for key in wanted:
+            msg = t.got[key][-1]
+            assert msg.header.frame_id == "left_camera_optical_frame", key
+            assert msg.header.stamp.sec == stamp // 10**9 and msg.header.stamp.nanosec == stamp % 10**9, key
+        d = t.got["depth"][-1]
+        assert (d.encoding, d.height, d.width, d.step) == ("32FC1", h, w, 4 * w)
+        depth = np.frombuffer(bytes(d.data), np.float32).reshape(h, w)
+        both = np.isfinite(depth) & np.isfinite(fr.depth_left)
+        assert both.mean() > 0.5
+        assert np.median(np.abs(depth[both] - fr.depth_left[both]) / fr.depth_left[both]) < 0.03
+        assert t.got["depth/camera_info"][-1].width == w
+        c = t.got["confidence"][-1]
+        assert c.encoding == "32FC1" and (c.height, c.width) == (h, w)
+        s = t.got["slope"][-1]
+        slope = np.frombuffer(bytes(s.data), np.float32).reshape(h, w)
+        assert s.encoding == "32FC1" and np.nanmax(slope) <= 90 and np.isfinite(slope).mean() > 0.3
+        pc = t.got["points2"][-1]
+        assert (pc.height, pc.width, pc.point_step) == (h // 2, w // 2, 16)
+        assert [f.name for f in pc.fields] == ["x", "y", "z", "intensity"]
+        pts = np.frombuffer(bytes(pc.data), np.float32).reshape(pc.height, pc.width, 4)
+        assert np.allclose(pts[..., 2], depth[::2, ::2], equal_nan=True)
+        g = t.got["hazard/grid"][-1]
+        assert g.info.resolution == pytest.approx(0.3) and g.info.width * g.info.height == len(g.data)
+        cost = np.asarray(g.data, np.int8)
+        assert cost.min() >= -1 and cost.max() <= 100 and (cost >= 0).mean() > 0.3
+        q = g.info.origin.orientation
+        R = _quat(q)
+        assert np.allclose(R @ [0, 0, 1], fr.up_left, atol=1e-6)  # the grid lies on the gravity-aligned plane
+        ov = t.got["hazard/image"][-1]
+        assert (ov.encoding, ov.height, ov.width) == ("bgr8", h, w)
+        assert ((cost >= 0) & (cost < 100)).any()  # some safe cells
+        if True:
+            assert t.spin(5.0, lambda: "hazard/landing_site" in t.got)
+            p = t.got["hazard/landing_site"][-1].point
+            o = g.info.origin.position
+            local = R.T @ (np.array([p.x, p.y, p.z]) - [o.x, o.y, o.z])  # landing site in grid coordinates
+            assert 0 <= local[0] <= g.info.width * g.info.resolution
+            assert 0 <= local[1] <= g.info.height * g.info.resolution
+        assert t.spin(3.0, lambda: "/diagnostics" in t.got)
+        kv = {v.key: v.value for v in t.got["/diagnostics"][-1].status[0].values}
+        assert kv["model"] == "sgbm" and int(kv["processed_pairs"]) >= 1 and "latency_ms_p50" in kv
+    finally:
+        t.close()
+        stop_node(proc)
+
+
+def _quat(q) -> np.ndarray:
+    from lunar_recon.geometry import quaternion_to_matrix
+
+    return quaternion_to_matrix([q.x, q.y, q.z, q.w])
+
+
+def test_malformed_flood_then_good_pair(frame):
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr))
+    t = RosTester(dom)
+    try:
+        t.wait_for_node(proc)
+        bad = []
+        m = t.pair(fr)
+        m[0].data = m[0].data[:-7]  # data length != step * height
+        bad.append(m)
+        m = t.pair(fr)
+        m[0].encoding = "yuv422_exotic"
+        bad.append(m)
+        m = t.pair(fr)
+        m[2] = t.image(fr.right[:, :-16])  # left / right sizes differ
+        bad.append(m)
+        m = t.pair(fr)
+        m[1].p = [0.0] * 12
+        m[1].k = [0.0] * 9  # all-zero camera_info
+        bad.append(m)
+        m = t.pair(fr)
+        m[3].p = [float("nan")] * 12
+        bad.append(m)
+        m = t.pair(fr)
+        m[0].height, m[0].width, m[0].step, m[0].data = 0, 0, 0, b""
+        bad.append(m)
+        for i in range(40):
+            t.publish(bad[i % len(bad)], 10**18 + i * 10**6)
+            t.spin(0.02)
+        t.spin(2.0)
+        assert "depth" not in t.got
+        for i in range(10):
+            t.publish(t.pair(fr), 2 * 10**18 + i)
+            if t.spin(3.0, lambda: "depth" in t.got):
+                break
+        assert "depth" in t.got and proc.poll() is None
+        assert t.spin(3.0, lambda: any(int({v.key: v.value for v in d.status[0].values}.get("rejected_messages", 0)) >= 5
+                                       for d in t.got.get("/diagnostics", [])))
+        kv = {v.key: v.value for v in t.got["/diagnostics"][-1].status[0].values}
+        assert any(k.startswith("rejected.") for k in kv)
+    finally:
+        t.close()
+        out = stop_node(proc)
+    assert "rejected input" in out
+
+
+def test_stale_pairs_are_dropped_under_a_fast_publisher(frame):
+    fr, dom = frame, _domain()
+    # The teacher-sized input makes SGBM slower than the publisher: pairs must be dropped, not queued.
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr))
+    t = RosTester(dom)
+    try:
+        t.wait_for_node(proc)
+        msgs = t.pair(fr)
+        sent = 0
+        for i in range(150):
+            t.publish(msgs, 1_800_000_000 * 10**9 + i * 10**7)
+            sent += 1
+            t.spin(0.005)
+        t.spin(4.0)
+        n_out = len(t.got.get("depth", []))
+        assert 0 < n_out < sent
+        last = t.got["depth"][-1].header.stamp
+        assert last.sec * 10**9 + last.nanosec >= 1_800_000_000 * 10**9 + 100 * 10**7  # the newest pairs were processed
+        assert t.spin(3.0, lambda: "/diagnostics" in t.got)
+        kv = {v.key: v.value for v in t.got["/diagnostics"][-1].status[0].values}
+        assert int(kv["dropped_pairs"]) + int(kv["dropped_messages_sync"]) > 0
+    finally:
+        t.close()
+        stop_node(proc)
+
+
+@pytest.mark.parametrize("params,needle", [
+    (["model:=/nonexistent/student.pt"], "no such model file"),
+    (["scale_mode:=magic"], "scale_mode"),
+    (["hazard.footprint_diameter_m:=0.1"], "footprint"),
+])
+def test_bad_startup_exits_nonzero_with_reason(params, needle):
+    proc = subprocess.run([sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args"]
+                          + sum((["-p", p] for p in params), []), env=node_env(_domain()), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    assert needle in proc.stderr + proc.stdout
+
+
+def test_truncated_model_file_exits_nonzero(tmp_path, fixtures_dir):
+    data = (fixtures_dir / "mast3r_tiny" / "checkpoint.pth").read_bytes()
+    bad = tmp_path / "student.pt"
+    bad.write_bytes(data[:1000])
+    proc = subprocess.run([sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args", "-p", f"model:={bad}"],
+                          env=node_env(_domain()), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "student.pt" in proc.stderr
+
+
+def test_runtime_parameter_changes_are_validated(frame):
+    dom = _domain()
+    proc = start_node(dom, "model:=sgbm")
+    t = RosTester(dom)
+    try:
+        t.wait_for_node(proc)
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        cli = t.node.create_client(SetParameters, "/stereo_node/set_parameters")
+        assert cli.wait_for_service(timeout_sec=20)
+
+        def set_param(name, value: float):
+            req = SetParameters.Request()
+            req.parameters = [Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                                        double_value=value))]
+            fut = cli.call_async(req)
+            t.spin(10.0, fut.done)
+            return fut.result().results[0]
+
+        bad = set_param("hazard.slope_max_deg", -5.0)
+        assert not bad.successful and "slope_max_deg" in bad.reason
+        good = set_param("hazard.slope_max_deg", 12.0)
+        assert good.successful
+    finally:
+        t.close()
+        stop_node(proc)
