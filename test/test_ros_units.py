@@ -1,0 +1,131 @@
+"""ROS layer pieces that need no running node: encodings, synchroniser, launch file, RViz file."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from lunar_recon.data.encodings import EncodingError, array_to_image_fields, image_to_array, to_gray_or_rgb
+from lunar_recon.ros.sync import TimeSynchronizer
+
+
+@pytest.mark.parametrize("encoding,shape,dtype", [("mono8", (4, 5), np.uint8), ("mono16", (4, 5), np.uint16),
+                                                  ("rgb8", (4, 5, 3), np.uint8), ("bgr8", (4, 5, 3), np.uint8),
+                                                  ("rgba8", (4, 5, 4), np.uint8), ("bgra8", (4, 5, 4), np.uint8)])
+def test_encodings_round_trip(encoding, shape, dtype):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    f = array_to_image_fields(arr, encoding)
+    back = image_to_array(encoding, f["height"], f["width"], f["step"], f["data"])
+    assert np.array_equal(back, arr)
+
+
+def test_image_is_a_view_of_the_buffer_and_padding_is_skipped():
+    h, w, step = 3, 4, 8  # 4 bytes of row padding
+    buf = bytearray(range(h * step))
+    arr = image_to_array("mono8", h, w, step, buf)
+    assert arr.shape == (3, 4) and arr[1, 0] == 8
+    assert np.shares_memory(arr, np.frombuffer(buf, np.uint8))  # no copy
+    rgb = to_gray_or_rgb(np.zeros((2, 2, 4), np.uint8) + [1, 2, 3, 4], "bgra8")
+    assert rgb[0, 0].tolist() == [3, 2, 1]
+
+
+@pytest.mark.parametrize("args,match", [(("yuv422", 2, 2, 4, bytes(8)), "unsupported"),
+                                        (("mono8", 2, 2, 2, bytes(3)), "data length"),
+                                        (("mono8", 0, 0, 0, b""), "empty"),
+                                        (("mono16", 2, 2, 3, bytes(6)), "step")])
+def test_encoding_errors(args, match):
+    with pytest.raises(EncodingError, match=match):
+        image_to_array(*args)
+
+
+def _msg(t: float, tag: str):
+    sec = int(t)
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=int(round((t - sec) * 1e9)))),
+                           tag=tag)
+
+
+def test_exact_sync_pairs_equal_stamps_only():
+    out = []
+    sync = TimeSynchronizer(2, 5, lambda a, b: out.append((a.tag, b.tag)))
+    sync.add(0, _msg(1.0, "L1"))
+    sync.add(1, _msg(1.01, "R1x"))
+    assert out == []
+    sync.add(1, _msg(1.0, "R1"))
+    assert out == [("L1", "R1")]
+
+
+def test_approximate_sync_newest_set_wins_and_old_are_dropped():
+    out = []
+    sync = TimeSynchronizer(2, 10, lambda a, b: out.append((a.tag, b.tag)), slop=0.02, approximate=True)
+    for i in range(3):
+        sync.add(0, _msg(1.0 + 0.1 * i, f"L{i}"))
+    sync.add(1, _msg(1.205, "R2"))  # matches the newest left only
+    assert out == [("L2", "R2")]
+    assert sync.dropped == 2  # L0 and L1 never paired
+    sync.add(1, _msg(1.1, "R_old"))  # older than what was emitted: no set
+    assert len(out) == 1
+
+
+def test_sync_queue_is_bounded():
+    sync = TimeSynchronizer(2, 3, lambda *a: None)
+    for i in range(10):
+        sync.add(0, _msg(float(i), "L"))
+    assert len(sync.queues[0]) == 3 and sync.dropped == 7
+
+
+def test_launch_file_arguments_and_remappings():
+    src = (REPO / "launch" / "stereo.launch.py").read_text()
+    tree = ast.parse(src)
+    args = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ARGUMENTS")
+    names = {k.value for k in args.value.keys}
+    assert names == {"namespace", "params_file", "model", "use_sim_time", "left_namespace", "right_namespace", "rviz"}
+    for topic in ("left/image_rect", "left/camera_info", "right/image_rect", "right/camera_info"):
+        assert f'"{topic}"' in src
+    assert "lunar_recon.rviz" in src and 'executable="stereo_node"' in src
+
+
+def test_params_file_matches_the_node_declarations():
+    from lunar_recon.ros.stereo_node import PARAMETERS
+
+    data = yaml.safe_load((REPO / "config" / "stereo.yaml").read_text())
+    params = data["/**"]["ros__parameters"]
+    flat = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            flat[k] = v
+    assert set(flat) == set(PARAMETERS)
+    for name, (default, _, _) in PARAMETERS.items():
+        assert flat[name] == default, name
+
+
+def test_rviz_file_is_valid_and_shows_existing_topics():
+    cfg = yaml.safe_load((REPO / "config" / "lunar_recon.rviz").read_text())
+    displays = cfg["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"] for d in displays}
+    published = {"depth", "points2", "hazard/grid", "hazard/image", "hazard/landing_site"}
+    assert published <= topics and "left/image_rect" in topics
+    classes = {d["Class"] for d in displays}
+    assert {"rviz_default_plugins/Map", "rviz_default_plugins/PointCloud2", "rviz_default_plugins/Image",
+            "rviz_default_plugins/PointStamped"} <= classes
+    grid = next(d for d in displays if d["Class"] == "rviz_default_plugins/Map")
+    assert grid["Topic"]["Durability Policy"] == "Transient Local"  # the grid is published latched
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch_pytest") is None,
+                    reason="launch_pytest is not installed (it comes with a full ROS 2 install)")
+def test_launch_file_starts_the_node():
+    import launch
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    ld = PythonLaunchDescriptionSource(str(REPO / "launch" / "stereo.launch.py")).get_launch_description(
+        launch.LaunchContext())
+    names = [e.name for e in ld.entities if hasattr(e, "name") and isinstance(getattr(e, "name", None), str)]
+    assert "model" in names and "rviz" in names
