@@ -13,6 +13,7 @@ import sys
 TOOLS = {
     "info": "info",
     "simulate": "simulate",
+    "evaluate-bag": "evaluate_bag",
 }
 
 

@@ -1,0 +1,201 @@
+"""Scoring reconstructions against ground truth, and the evaluation report (ROS-free).
+
+Used by ``lunar-recon evaluate-bag`` (offline through the pipeline, or live through a running
+stereo_node) and by training validation: one scoring path for everything.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .geometry.camera import depth_to_points
+from .geometry.frames import quaternion_to_matrix
+from .geometry.hazard import HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, hazard_map
+from .geometry.metrics import depth_metrics, hazard_metrics
+
+
+def hazard_truth_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw,
+                           params: HazardParams) -> tuple[HazardMap, GridSpec]:
+    """A ground-truth OccupancyGrid (costs, origin pose in the camera frame) as a HazardMap."""
+    R_cam_from_grid = quaternion_to_matrix(orientation_xyzw)
+    R = R_cam_from_grid.T
+    o = R @ np.asarray(origin_xyz, dtype=np.float64)
+    grid = GridSpec((float(o[0]), float(o[1])), float(resolution), tuple(cost.shape))
+    classes = np.where(cost < 0, UNKNOWN, np.where(cost >= 100, HAZARD, SAFE)).astype(np.int8)
+    nan = np.full(cost.shape, np.nan, np.float32)
+    hm = HazardMap(grid, nan, nan, nan, nan, nan, np.ones(cost.shape, np.float32), classes, cost.astype(np.int8),
+                   R, params)
+    return hm, grid
+
+
+@dataclass
+class FrameScore:
+    sequence: str
+    model: str
+    index: int
+    stamp_ns: int
+    latency_s: float
+    metrics: dict = field(default_factory=dict)
+
+
+def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
+                hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams) -> dict:
+    """Depth metrics (no alignment) and hazard metrics on the truth's grid."""
+    out: dict = {}
+    if depth_true is not None:
+        out.update({f"depth_{k}": v for k, v in depth_metrics(depth_pred, depth_true).items()})
+    if hazard_true is not None and up is not None:
+        valid = np.isfinite(points_pred).all(axis=-1)
+        if valid.sum() >= 3:
+            pred = hazard_map(points_pred[valid], up, params, grid=hazard_true.grid)
+            hz = hazard_metrics(pred, hazard_true)
+            out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
+            if np.isfinite(hazard_true.slope_deg).any():
+                out["slope_mae_deg"] = hz["slope_mae_deg"]
+    return out
+
+
+def summarize(scores: list[FrameScore]) -> dict[str, dict[str, float]]:
+    """Mean of every metric (NaN-aware), per model and per (model, sequence)."""
+    groups: dict[str, list[FrameScore]] = {}
+    for s in scores:
+        groups.setdefault(s.model, []).append(s)
+        groups.setdefault(f"{s.model} | {s.sequence}", []).append(s)
+    out = {}
+    for name, items in groups.items():
+        keys = sorted({k for s in items for k in s.metrics})
+        row = {"frames": len(items), "latency_ms_p50": 1e3 * float(np.median([s.latency_s for s in items])),
+               "latency_ms_p90": 1e3 * float(np.percentile([s.latency_s for s in items], 90))}
+        for k in keys:
+            vals = np.array([s.metrics.get(k, np.nan) for s in items], dtype=np.float64)
+            row[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        out[name] = row
+    return out
+
+
+MAIN_COLUMNS = ("frames", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
+                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_precision", "hazard_recall",
+                "hazard_iou", "hazard_landing_site_safe", "latency_ms_p50", "latency_ms_p90")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(summary: dict[str, dict[str, float]], columns=MAIN_COLUMNS) -> str:
+    cols = [c for c in columns if any(c in row for row in summary.values())]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, row in summary.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, float('nan'))) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes: list[str],
+                 title: str = "lunar_recon evaluation") -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(scores)
+    keys = sorted({k for s in scores for k in s.metrics})
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sequence", "model", "index", "stamp_ns", "latency_s", *keys])
+        for s in scores:
+            w.writerow([s.sequence, s.model, s.index, s.stamp_ns, f"{s.latency_s:.6f}",
+                        *[s.metrics.get(k, "") for k in keys]])
+    (out / "metrics.json").write_text(json.dumps({"summary": summary, "frames": [s.__dict__ for s in scores]},
+                                                 indent=1, default=lambda o: None if isinstance(o, float) and
+                                                 math.isnan(o) else str(o)).replace("NaN", "null"))
+    lines = [f"# {title}", "", "Metrics are computed without any scale or Sim(3) alignment (scale is judged).",
+             "Depth metrics against the ground-truth depth topic when present, else against the first model.", "",
+             markdown_table(summary), ""]
+    lines += [f"- {n}" for n in notes]
+    for fig in figures:
+        lines += ["", f"![{fig.stem}]({fig.name})"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_true: np.ndarray | None,
+                   slope: np.ndarray | None, hazard_pred: HazardMap | None, hazard_true: HazardMap | None,
+                   points: np.ndarray, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 4, figsize=(16, 7.5))
+    ax = ax.ravel()
+    ax[0].imshow(left, cmap="gray")
+    ax[0].set_title("left image")
+    finite = depth_pred[np.isfinite(depth_pred)]
+    vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
+    ax[1].imshow(depth_pred, cmap="viridis", vmin=vmin, vmax=vmax)
+    ax[1].set_title("predicted depth (m)")
+    if depth_true is not None:
+        err = np.abs(depth_pred - depth_true)
+        im = ax[2].imshow(err, cmap="inferno", vmin=0, vmax=np.nanpercentile(err, 95) if np.isfinite(err).any() else 1)
+        fig.colorbar(im, ax=ax[2], fraction=0.046)
+        ax[2].set_title("|depth error| (m)")
+    if slope is not None:
+        im = ax[3].imshow(slope, cmap="magma", vmin=0, vmax=30)
+        fig.colorbar(im, ax=ax[3], fraction=0.046)
+        ax[3].set_title("slope (deg)")
+    for a, hm, name in ((ax[4], hazard_pred, "predicted hazard"), (ax[5], hazard_true, "hazard truth")):
+        if hm is not None:
+            a.imshow(np.where(hm.hazard == UNKNOWN, np.nan, hm.hazard.astype(float)), cmap="RdYlGn_r", vmin=0,
+                     vmax=1, origin="lower")
+            if hm.landing_site is not None:
+                a.plot(hm.landing_site.col, hm.landing_site.row, "c*", ms=12)
+        a.set_title(name)
+    if depth_true is not None:
+        d = (depth_pred - depth_true)[np.isfinite(depth_pred) & np.isfinite(depth_true)]
+        ax[6].hist(d, bins=60, color="tab:blue")
+        ax[6].set_title("depth error histogram (m)")
+    valid = np.isfinite(points).all(axis=-1)
+    p = points[valid][:: max(1, valid.sum() // 20000)]
+    if len(p):
+        ax[7].scatter(p[:, 0], p[:, 2], c=-p[:, 1], s=0.3, cmap="terrain")
+        ax[7].set_title("point cloud (x vs z, colour: height)")
+        ax[7].set_aspect("equal", adjustable="datalim")
+    for a in ax[:6]:
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    return path
+
+
+def error_over_time_figure(path: Path, scores: list[FrameScore]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(12, 3.5))
+    for model in sorted({s.model for s in scores}):
+        items = [s for s in scores if s.model == model]
+        ax[0].plot([s.index for s in items], [s.metrics.get("depth_abs_rel", np.nan) for s in items], label=model)
+        ax[1].plot([s.index for s in items], [s.metrics.get("hazard_f1", np.nan) for s in items], label=model)
+    ax[0].set_title("depth AbsRel over time")
+    ax[1].set_title("hazard F1 over time")
+    for a in ax:
+        a.set_xlabel("frame")
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["FrameScore", "depth_to_points", "error_over_time_figure", "example_figure", "hazard_truth_from_grid",
+           "markdown_table", "score_frame", "summarize", "write_report"]

@@ -1,0 +1,290 @@
+"""Evaluate models on rosbag2 recordings (or dataset folders) and write a report.
+
+    lunar-recon evaluate-bag BAG... --model M [--model M2 ...] [--baseline sgbm] --out REPORT
+    lunar-recon evaluate-bag BAG --live --out REPORT      # replay into a running stereo_node
+
+Offline, every model runs through the same pipeline the node runs.  Scores are against the
+bag's ground-truth depth / hazard topics when it has them, else against the first model.
+``--live`` publishes the bag on the node's input topics (real time, or faster with --speed),
+records what the node publishes and scores that, node latency and dropped pairs included.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
+    p.add_argument("--model", action="append", default=[], help="checkpoint, 'sgbm' or 'default' (repeatable)")
+    p.add_argument("--baseline", choices=["sgbm"], help="also evaluate the classical baseline")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--live", action="store_true", help="replay into a running stereo_node over ROS topics")
+    p.add_argument("--speed", type=float, default=1.0, help="live replay speed (1 = real time)")
+    p.add_argument("--namespace", default="", help="topic namespace of the bag and the node")
+    p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per input")
+    p.add_argument("--inference-size", type=int, default=512)
+    p.add_argument("--scale-mode", choices=["predicted", "baseline"], default="predicted")
+    p.add_argument("--hazard-resolution", type=float, default=None, help="hazard grid cell (m); default: the truth's")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--figures", type=int, default=2, help="example-frame figures per model and input")
+
+
+def _frames(path: Path, namespace: str, max_frames: int):
+    """(sequence name, index, BagFrame-like) from a bag or a dataset folder."""
+    from ..data.rosbag import BagFrame, read_stereo_bag
+
+    if (path / "metadata.yaml").exists():
+        for i, fr in enumerate(read_stereo_bag(path, namespace)):
+            if max_frames and i >= max_frames:
+                break
+            yield path.name, i, fr
+        return
+    from ..data.dataset import StereoDataset
+
+    ds = StereoDataset(path, split="test" if (path / "test").is_dir() else None)
+    for i in range(len(ds)):
+        if max_frames and i >= max_frames:
+            break
+        s = ds[i]
+        fr = BagFrame(i, s.left, s.right, s.K_left, s.K_right, s.baseline_m, depth=s.depth_left)
+        fr.extra["sample"] = s
+        yield path.name, i, fr
+
+
+def _truth(fr, params):
+    from ..evaluation import hazard_truth_from_grid
+
+    if fr.hazard is None:
+        s = fr.extra.get("sample")
+        if s is not None and "hazard" in s.truth:
+            from ..geometry.hazard import GridSpec, HazardMap
+
+            t = s.truth
+            cls = t["hazard"].astype(np.int8)
+            grid = GridSpec(tuple(t["hazard_origin"]), float(t["hazard_resolution"]), cls.shape)
+            cost = np.where(cls == 1, 100, np.where(cls == 0, 0, -1)).astype(np.int8)
+            return HazardMap(grid, t["hazard_slope_deg"], t["hazard_slope_deg"], t["hazard_roughness_m"],
+                             t["hazard_roughness_m"], t["hazard_roughness_m"], np.ones(cls.shape, np.float32), cls,
+                             cost, t["hazard_R_grid_from_left"], params)
+        return None
+    h = fr.hazard
+    return hazard_truth_from_grid(h["cost"], h["resolution"], h["origin"], h["orientation"], params)[0]
+
+
+def _up(fr):
+    if fr.up_left is not None:
+        return fr.up_left
+    s = fr.extra.get("sample")
+    return s.up_left if s is not None else None
+
+
+def _calibration(fr):
+    from ..pipeline import StereoCalibration
+
+    s = fr.extra.get("sample")
+    if s is not None and not s.rectified:
+        return StereoCalibration(s.K_left, s.K_right, s.T_left_from_right)
+    T = StereoCalibration.rectified(fr.K_left, fr.baseline_m).T_left_from_right
+    return StereoCalibration(fr.K_left, fr.K_right, T)
+
+
+def run(args) -> int:
+    from ..evaluation import FrameScore, error_over_time_figure, example_figure, score_frame, write_report
+    from ..geometry.hazard import HazardParams
+    from ..models.registry import load_stereo_model, model_label
+    from ..pipeline import ReconstructionParams, StereoReconstructor
+
+    out = Path(args.out)
+    inputs = [Path(p) for p in args.inputs]
+    for p in inputs:
+        if not p.exists():
+            raise ValueError(f"{p}: no such bag or dataset")
+    if args.live:
+        return _run_live(args, inputs, out)
+    names = list(args.model) or ["default"]
+    if args.baseline:
+        names.append(args.baseline)
+    models = [(model_label(n), load_stereo_model(n, args.device)) for n in names]
+    out.mkdir(parents=True, exist_ok=True)
+    scores, figures, notes = [], [], []
+    from tqdm import tqdm
+
+    for path in inputs:
+        try:
+            frames = list(_frames(path, args.namespace, args.max_frames))
+        except Exception as exc:  # noqa: BLE001 - a bad input is reported, the others still run
+            from ..data.rosbag import BagError
+
+            if isinstance(exc, BagError):
+                raise
+            notes.append(f"{path}: skipped ({exc})")
+            continue
+        for seq, i, fr in tqdm(frames, desc=f"evaluate {path.name}", unit="frame", disable=None):
+            for err in fr.extra.get("errors", []):
+                notes.append(f"{seq}: {err}")
+            truth_h = _truth(fr, HazardParams())
+            params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15))
+            if truth_h is not None:
+                truth_h.params = params
+            reference = fr.depth
+            for m_idx, (label, model) in enumerate(models):
+                rec = StereoReconstructor(model, ReconstructionParams(inference_size=args.inference_size,
+                                                                      scale_mode=args.scale_mode, hazard=params))
+                t0 = time.perf_counter()
+                try:
+                    r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr))
+                except Exception as exc:  # noqa: BLE001 - a corrupt frame is reported and skipped
+                    notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
+                    continue
+                latency = time.perf_counter() - t0
+                if reference is None and m_idx == 0:
+                    reference = r.depth  # no ground truth: score against the first model
+                metrics = score_frame(r.depth, r.points, reference if (m_idx > 0 or fr.depth is not None) else None,
+                                      truth_h, _up(fr), params)
+                scores.append(FrameScore(seq, label, i, int(fr.stamp_ns), latency, metrics))
+                if i < args.figures:
+                    figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
+                                                  r.depth, fr.depth, r.slope_deg, r.hazard, truth_h, r.points,
+                                                  f"{label} on {seq}, frame {i}"))
+    if not scores:
+        raise ValueError("no frame could be evaluated: " + "; ".join(notes[:5]))
+    out.mkdir(parents=True, exist_ok=True)
+    figures.insert(0, error_over_time_figure(out / "error_over_time.png", scores))
+    summary = write_report(out, scores, figures, notes)
+    from ..evaluation import markdown_table
+
+    print(markdown_table(summary))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _run_live(args, inputs: list[Path], out: Path) -> int:
+    """Replay each bag into a running stereo_node and score what it publishes."""
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from ..data.encodings import array_to_image_fields
+    from ..evaluation import FrameScore, error_over_time_figure, example_figure, score_frame, write_report
+    from ..geometry.camera import depth_to_points
+    from ..geometry.hazard import HazardParams
+
+    rclpy.init()
+    node = Node("lunar_recon_replay")
+    ns = args.namespace.strip("/")
+    topic = lambda t: f"{ns}/{t}" if ns else t  # noqa: E731
+    pubs = [node.create_publisher(T, topic(t), qos_profile_sensor_data) for t, T in
+            [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
+             ("right/camera_info", CameraInfo)]]
+    received: dict[int, dict] = {}
+    diag: list = []
+
+    def on_depth(m):
+        s = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        received.setdefault(s, {})["depth"] = (time.monotonic(), np.frombuffer(bytes(m.data), np.float32)
+                                               .reshape(m.height, m.width).copy())
+
+    from geometry_msgs.msg import QuaternionStamped
+
+    att_pub = node.create_publisher(QuaternionStamped, topic("attitude"), 10)
+    node.create_subscription(Image, topic("depth"), on_depth, 20)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(OccupancyGrid, topic("hazard/grid"), lambda m: None, latched)
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(m), 10)
+
+    def image(arr, enc):
+        f = array_to_image_fields(arr, enc)
+        msg = Image()
+        msg.height, msg.width, msg.encoding, msg.step, msg.data = f["height"], f["width"], enc, f["step"], f["data"]
+        return msg
+
+    def info(K, baseline):
+        m = CameraInfo()
+        m.height, m.width = K.height, K.width
+        m.k = K.K.reshape(-1).tolist()
+        m.p = [K.fx, 0.0, K.cx, -K.fx * baseline, 0.0, K.fy, K.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return m
+
+    t_wait = time.monotonic()
+    while time.monotonic() - t_wait < 60 and not all(p.get_subscription_count() for p in pubs):
+        rclpy.spin_once(node, timeout_sec=0.1)
+    if not all(p.get_subscription_count() for p in pubs):
+        node.destroy_node()
+        rclpy.shutdown()
+        raise RuntimeError("no stereo_node is subscribed to the input topics (start it first)")
+    out.mkdir(parents=True, exist_ok=True)
+    scores, figures, notes, sent = [], [], [], {}
+    for path in inputs:
+        frames = list(_frames(path, args.namespace, args.max_frames))
+        t0 = time.monotonic()
+        stamp0 = frames[0][2].stamp_ns if frames else 0
+        for seq, i, fr in frames:
+            due = t0 + (fr.stamp_ns - stamp0) / 1e9 / max(args.speed, 1e-6)
+            while time.monotonic() < due:
+                rclpy.spin_once(node, timeout_sec=min(0.01, max(due - time.monotonic(), 0)))
+            enc = "mono8" if fr.left.dtype == np.uint8 else "mono16"
+            msgs = [image(fr.left, enc), info(fr.K_left, 0.0), image(fr.right, enc), info(fr.K_right, fr.baseline_m)]
+            stamp = Time(sec=int(fr.stamp_ns // 10**9), nanosec=int(fr.stamp_ns % 10**9))
+            if fr.attitude_xyzw is not None:  # gravity first, so the node uses it for this pair
+                att = QuaternionStamped()
+                att.header.stamp, att.header.frame_id = stamp, "world"
+                q = att.quaternion
+                q.x, q.y, q.z, q.w = (float(v) for v in fr.attitude_xyzw)
+                att_pub.publish(att)
+            for p, m in zip(pubs, msgs):
+                m.header.stamp, m.header.frame_id = stamp, fr.frame_id
+                p.publish(m)
+            sent[int(fr.stamp_ns)] = (time.monotonic(), seq, i, fr)
+        t_end = time.monotonic()
+        while time.monotonic() - t_end < 10 and len([s for s in sent if s in received]) < len(sent):
+            rclpy.spin_once(node, timeout_sec=0.1)
+    for stamp, (t_sent, seq, i, fr) in sorted(sent.items()):
+        if stamp not in received:
+            continue
+        t_recv, depth = received[stamp]["depth"]
+        pts = depth_to_points(depth, fr.K_left)
+        truth_h = _truth(fr, HazardParams())
+        params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15))
+        if truth_h is not None:
+            truth_h.params = params
+        metrics = score_frame(depth, pts, fr.depth, truth_h, _up(fr), params)
+        scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
+        if i < args.figures:
+            from ..geometry.hazard import hazard_map
+
+            up = _up(fr)
+            valid = np.isfinite(pts).all(axis=-1)
+            pred_h = hazard_map(pts[valid], up, params, grid=truth_h.grid) if truth_h is not None and \
+                valid.sum() > 3 else None
+            figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
+                                          None, pred_h, truth_h, pts, f"stereo_node (live) on {seq}, frame {i}"))
+    dropped = len(sent) - len(scores)
+    kv = {v.key: v.value for v in diag[-1].status[0].values} if diag else {}
+    notes.append(f"live replay at {args.speed}x: {len(sent)} frames sent, {len(scores)} answered, {dropped} dropped "
+                 f"(node reports {kv.get('dropped_pairs', '?')} dropped pairs, model {kv.get('model', '?')})")
+    node.destroy_node()
+    rclpy.shutdown()
+    if not scores:
+        raise RuntimeError("stereo_node answered no frame")
+    out.mkdir(parents=True, exist_ok=True)
+    figures.insert(0, error_over_time_figure(out / "error_over_time.png", scores))
+    summary = write_report(out, scores, figures, notes, title="lunar_recon live evaluation")
+    from ..evaluation import markdown_table
+
+    print(markdown_table(summary))
+    print(notes[-1])
+    print(f"report: {out / 'report.md'}")
+    return 0
