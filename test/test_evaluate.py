@@ -1,0 +1,110 @@
+"""Evaluation: oracle vs SGBM scores, report files, missing topics, live replay into the node."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lunar_recon.data.rosbag import BagError, read_stereo_bag, write_stereo_bag
+from lunar_recon.evaluation import FrameScore, hazard_truth_from_grid, score_frame, summarize
+from lunar_recon.geometry.camera import depth_to_points
+from lunar_recon.geometry.hazard import HazardParams
+from lunar_recon.sim.sequence import render_sequence
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bags") / "descent"
+    write_stereo_bag(path, render_sequence("descent", 3, seed=3, width=256, height=192,
+                                           start_altitude_m=50, end_altitude_m=40), rate_hz=2.0)
+    return path
+
+
+def test_oracle_scores_zero_and_sgbm_positive(bag):
+    from lunar_recon.pipeline import SGBMModel, StereoCalibration, StereoReconstructor
+
+    for fr in read_stereo_bag(bag):
+        params = HazardParams(resolution_m=fr.hazard["resolution"])
+        truth, _ = hazard_truth_from_grid(fr.hazard["cost"], fr.hazard["resolution"], fr.hazard["origin"],
+                                          fr.hazard["orientation"], params)
+        oracle = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, None, fr.up_left, params)
+        assert oracle["depth_abs_rel"] == 0 and oracle["depth_mae"] == 0 and oracle["depth_delta1"] == 1
+        calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+        r = StereoReconstructor(SGBMModel()).reconstruct(fr.left, fr.right, calib, fr.up_left)
+        sgbm = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params)
+        assert sgbm["depth_abs_rel"] > 0 and sgbm["depth_mae"] > 0
+        assert 0 <= sgbm["hazard_f1"] <= 1 or np.isnan(sgbm["hazard_f1"])
+        break
+
+
+def test_summary_is_nan_aware():
+    s = summarize([FrameScore("a", "m", 0, 0, 0.1, {"x": 1.0}), FrameScore("a", "m", 1, 1, 0.3, {"x": float("nan")})])
+    assert s["m"]["x"] == 1.0 and s["m"]["frames"] == 2 and s["m | a"]["latency_ms_p50"] == pytest.approx(200)
+
+
+def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
+    out = tmp_path / "report"
+    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
+                          "--out", str(out), "--figures", "1"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert (out / "report.md").read_text().startswith("# lunar_recon evaluation")
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["summary"]["sgbm"]["frames"] == 3 and data["summary"]["sgbm"]["depth_abs_rel"] > 0
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and "depth_abs_rel" in rows[0]
+    assert (out / "error_over_time.png").stat().st_size > 1000
+    assert list(out.glob("example_*.png"))
+
+
+def test_missing_topic_lists_the_bag_topics(tmp_path):
+    from rosbags.rosbag2 import Writer
+
+    from lunar_recon.data.rosbag import typestore
+
+    path = tmp_path / "incomplete"
+    ts = typestore()
+    with Writer(path, version=9) as w:
+        w.add_connection("left/image_rect", "sensor_msgs/msg/Image", typestore=ts)
+        w.add_connection("imu", "sensor_msgs/msg/Imu", typestore=ts)
+    with pytest.raises(BagError, match=r"missing topics .*right/image_rect.*the bag has: \['imu', 'left/image_rect'\]"):
+        list(read_stereo_bag(path))
+    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(path), "--model", "sgbm",
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "imu" in res.stderr
+
+
+def test_corrupt_bag_is_reported_not_a_crash(bag, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bag, broken)
+    db = next(broken.glob("*.db3"))
+    data = bytearray(db.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = b"\x00" * 4096
+    db.write_bytes(bytes(data))
+    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(broken), "--model", "sgbm",
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in res.stderr
+    assert res.returncode in (0, 2)
+
+
+@pytest.mark.slow
+def test_live_replay_receives_every_frame_at_a_slow_rate(bag, tmp_path):
+    from rosutil import node_env, start_node, stop_node
+
+    dom = random.randint(20, 200)
+    proc = start_node(dom, "model:=sgbm", "hazard.resolution_m:=0.5")
+    try:
+        res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--live", "--speed", "0.5",
+                              "--out", str(tmp_path / "live")], capture_output=True, text=True, timeout=300,
+                             env=node_env(dom))
+    finally:
+        stop_node(proc)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "3 frames sent, 3 answered, 0 dropped" in res.stdout
+    data = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert data["summary"]["stereo_node (live)"]["frames"] == 3
