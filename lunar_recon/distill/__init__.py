@@ -1,0 +1,1 @@
+"""Distillation: teacher cache, SVD initialisation, losses, trainer, export."""

@@ -1,0 +1,35 @@
+"""The student family: named presets of :class:`ModelConfig`, from a nano model for a
+lander CPU to the paper's S2 structure.  Same classes and output contract as the teacher,
+so every tool accepts every model.
+
+Head size is 64 everywhere (as in the teacher) so student attention heads map one-to-one
+onto teacher heads during SVD initialisation; the paper's S2 decoder (512 wide, 4 heads of
+128) is therefore 512 wide with 8 heads of 64 here.
+"""
+from __future__ import annotations
+
+from .config import ModelConfig
+
+_DEPTH_ONLY = dict(arch="dust3r", head_type="dpt", output_mode="pts3d", two_confs=False, desc_conf_mode=None)
+
+STUDENT_PRESETS: dict[str, ModelConfig] = {
+    # ~1.6M parameters: runs at video rate on two lander CPU cores at 256 px.
+    "nano": ModelConfig(name="nano", enc_embed_dim=128, enc_depth=4, enc_num_heads=2, dec_embed_dim=128, dec_depth=4,
+                        dec_num_heads=2, dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128),
+                        **_DEPTH_ONLY),
+    "tiny": ModelConfig(name="tiny", enc_embed_dim=192, enc_depth=6, enc_num_heads=3, dec_embed_dim=192, dec_depth=4,
+                        dec_num_heads=3, dpt_feature_dim=64, dpt_last_dim=32, dpt_layer_dims=(24, 48, 96, 192),
+                        **_DEPTH_ONLY),
+    "small": ModelConfig(name="small", enc_embed_dim=384, enc_depth=12, enc_num_heads=6, dec_embed_dim=256,
+                         dec_depth=6, dec_num_heads=4, dpt_feature_dim=128, dpt_last_dim=64,
+                         dpt_layer_dims=(48, 96, 192, 384), **_DEPTH_ONLY),
+    # Grethen et al.'s S2 structure: ViT-S encoder, 512-wide 6-deep decoder, full DPT heads + descriptors.
+    "s2": ModelConfig(name="s2", enc_embed_dim=384, enc_depth=12, enc_num_heads=6, dec_embed_dim=512, dec_depth=6,
+                      dec_num_heads=8),
+}
+
+
+def student_config(name: str) -> ModelConfig:
+    if name not in STUDENT_PRESETS:
+        raise ValueError(f"unknown student preset {name!r}; choose one of {sorted(STUDENT_PRESETS)}")
+    return STUDENT_PRESETS[name].replace()
