@@ -14,6 +14,9 @@ TOOLS = {
     "info": "info",
     "simulate": "simulate",
     "evaluate-bag": "evaluate_bag",
+    "cache": "cache",
+    "distill": "distill",
+    "export": "export",
 }
 
 

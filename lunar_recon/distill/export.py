@@ -1,0 +1,86 @@
+"""Export to TorchScript and ONNX, parity checks, and an ONNX Runtime backend for the pipeline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..models.checkpoint import load_model
+from ..models.predict import PairPrediction
+from ..models.preprocess import to_pil_rgb
+
+OUTPUT_NAMES = ["pts3d", "conf", "pts3d_in_other_view", "conf_other"]
+
+
+class ExportWrapper(torch.nn.Module):
+    """Tensor-in, tensor-out view of a model: (img1, img2) -> (pts1, conf1, pts2, conf2)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, img1: torch.Tensor, img2: torch.Tensor):
+        r1, r2 = self.model({"img": img1}, {"img": img2})
+        return r1["pts3d"], r1["conf"], r2["pts3d_in_other_view"], r2["conf"]
+
+
+def export_model(model_path: str, out: str | Path, height: int = 192, width: int = 256, opset: int = 17) -> dict:
+    if height % 16 or width % 16:
+        raise ValueError("export size must be a multiple of 16")
+    if opset < 17:
+        raise ValueError("ONNX opset must be >= 17")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(model_path).eval()
+    wrapper = ExportWrapper(model).eval()
+    g = torch.Generator().manual_seed(0)
+    img1 = torch.rand(1, 3, height, width, generator=g) * 2 - 1
+    img2 = torch.rand(1, 3, height, width, generator=g) * 2 - 1
+    with torch.no_grad():
+        ref = [t.numpy() for t in wrapper(img1, img2)]
+        traced = torch.jit.trace(wrapper, (img1, img2), check_trace=False)
+    ts_path = out / "model.torchscript.pt"
+    traced.save(str(ts_path))
+    loaded = torch.jit.load(str(ts_path))
+    with torch.no_grad():
+        ts_out = [t.numpy() for t in loaded(img1, img2)]
+    onnx_path = out / "model.onnx"
+    torch.onnx.export(wrapper, (img1, img2), str(onnx_path), input_names=["img1", "img2"], output_names=OUTPUT_NAMES,
+                      opset_version=opset, dynamo=False)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_out = sess.run(None, {"img1": img1.numpy(), "img2": img2.numpy()})
+    report = {"torchscript": str(ts_path), "onnx": str(onnx_path), "opset": opset, "size": [height, width],
+              "torchscript_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref, ts_out)),
+              "onnx_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref, onnx_out))}
+    (out / "export.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+class OnnxStereoModel:
+    """An exported model behind the pipeline's ``predict`` contract (ONNX Runtime, CPU or CUDA)."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=ort.get_available_providers())
+        shape = self.session.get_inputs()[0].shape
+        self.hw = (int(shape[2]), int(shape[3]))
+
+    def _prep(self, image: np.ndarray) -> np.ndarray:
+        rgb = np.asarray(to_pil_rgb(image).resize((self.hw[1], self.hw[0])), np.float32) / 255.0
+        return ((rgb - 0.5) / 0.5).transpose(2, 0, 1)[None]
+
+    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512) -> PairPrediction:
+        p1, c1, p2, c2 = self.session.run(None, {"img1": self._prep(image_left), "img2": self._prep(image_right)})
+        h, w = np.asarray(image_left).shape[:2]
+        h2, w2 = np.asarray(image_right).shape[:2]
+        up = lambda a, hh, ww: cv2.resize(a[0], (ww, hh), interpolation=cv2.INTER_LINEAR)  # noqa: E731
+        return PairPrediction(up(p1, h, w), up(p2, h2, w2), up(c1, h, w), up(c2, h2, w2), network_hw=self.hw)
