@@ -141,6 +141,9 @@ class Trainer:
 
             self.cache = TeacherCache(cfg.cache)
         self.model = _student(cfg).to(self.device).train()
+        for name, p in self.model.named_parameters():  # tensors inference never reads get no gradient
+            if name == "mask_token" or ".refinenet4.resConfUnit1." in name:
+                p.requires_grad_(False)
         if cfg.freeze_encoder:
             for name, p in self.model.named_parameters():
                 if name.startswith(("patch_embed", "enc_blocks", "enc_norm")):
