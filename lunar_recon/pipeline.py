@@ -19,7 +19,7 @@ from .geometry.slope import slope_image
 from .geometry.stereo import SGBMParams, disparity_to_depth, sgbm_depth_unrectified, sgbm_disparity
 from .models.predict import PairPrediction
 
-SCALE_MODES = ("predicted", "baseline")
+SCALE_MODES = ("predicted", "baseline", "auto")  # auto: the model's own recommendation (model card)
 
 
 @dataclass
@@ -85,10 +85,10 @@ class SGBMModel:
 
 @dataclass
 class ReconstructionParams:
-    inference_size: int = 512  # long side of the network input (multiple of 16 after cropping)
+    inference_size: int = 0  # long side of the network input; 0: the model's recommendation, else 512
     confidence_threshold: float | None = None  # absolute (MASt3R conf >= 1)
     confidence_quantile: float | None = None  # per frame, e.g. 0.1 drops the least confident 10%
-    scale_mode: str = "predicted"  # 'predicted' (as the model says) or 'baseline' (calibrated baseline)
+    scale_mode: str = "auto"  # 'predicted', 'baseline' (calibrated baseline) or 'auto' (the model card's)
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     hazard: HazardParams = field(default_factory=HazardParams)
@@ -98,8 +98,8 @@ class ReconstructionParams:
     def validate(self) -> None:
         if self.scale_mode not in SCALE_MODES:
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {self.scale_mode!r}")
-        if self.inference_size < 16:
-            raise ValueError("inference_size must be >= 16")
+        if self.inference_size != 0 and self.inference_size < 16:
+            raise ValueError("inference_size must be 0 (model default) or >= 16")
         if self.slope_baseline_m <= 0:
             raise ValueError("slope_baseline_m must be positive")
         self.hazard.validate()
@@ -130,10 +130,13 @@ class StereoReconstructor:
         t0 = time.perf_counter()
         if isinstance(self.model, SGBMModel) and calibration is not None:
             self.model.calibration = calibration
-        pred = self.model.predict(image_left, image_right, size=p.inference_size)
+        card = getattr(self.model, "meta", {}).get("card", {})
+        size = p.inference_size or int(card.get("inference_size", 512))
+        scale_mode = p.scale_mode if p.scale_mode != "auto" else card.get("scale_mode", "predicted")
+        pred = self.model.predict(image_left, image_right, size=size)
         t1 = time.perf_counter()
         scale = 1.0
-        if p.scale_mode == "baseline":
+        if scale_mode == "baseline":
             if calibration is None:
                 raise ValueError("scale_mode 'baseline' needs the stereo calibration")
             if not isinstance(self.model, SGBMModel):  # SGBM is metric by construction

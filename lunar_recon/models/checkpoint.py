@@ -169,6 +169,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     except ConfigError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
     load_state_dict_checked(model, state_dict, source)
+    # Plain metadata of lunar_recon checkpoints (e.g. the shipped model card: inference size, scale mode).
+    model.meta = dict(ckpt.get("meta", {})) if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT else {}
     return model.to(resolve_device(device)).eval()
 
 

@@ -34,11 +34,11 @@ from .sync import TimeSynchronizer, make_synchronizer
 PARAMETERS: dict[str, tuple] = {
     "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', or 'default' (shipped student)", None),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
-    "inference_size": (512, "long side of the network input in pixels (cropped to multiples of 16)", (64, 2048)),
+    "inference_size": (0, "long side of the network input in pixels (0: the model's own, else 512)", (0, 2048)),
     "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),
     "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
-    "scale_mode": ("predicted", "'predicted' (as the model says) or 'baseline' (rescale to the calibrated baseline)",
-                   ("predicted", "baseline")),
+    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (rescale to the calibrated baseline) or "
+                   "'auto' (the model card's choice)", ("predicted", "baseline", "auto")),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Makes the shipped default models with lunar_recon's own commands only, recording every
+# command and seed in runs/default/commands.log.  CPU budget: well under an hour on 2 cores.
+#   1. simulate training data (descent preset)   2. train a lunar teacher (MASt3R trunk) on ground truth
+#   3. cache the teacher                          4. distil the default student with the full recipe
+#   5. copy the student + model card into lunar_recon/models/shipped/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+RUN=runs/default
+mkdir -p "$RUN"
+LOG="$RUN/commands.log"
+run() { echo "+ $*" | tee -a "$LOG"; "$@"; }
+echo "# $(date -u +%FT%TZ) lunar_recon $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >> "$LOG"
+run $BIN/lunar-recon simulate --preset descent --pairs ${PAIRS:-240} --seed 2026 --width 256 --height 256 \
+    --altitude 60 --out "$RUN/data"
+run $BIN/lunar-recon simulate --preset descent --pairs ${TEST_PAIRS:-24} --seed 4242 --width 256 --height 256 \
+    --altitude 60 --only-split test --out "$RUN/test_data"
+run $BIN/lunar-recon distill --config configs/teacher_lunar_cpu.yaml --resume
+run $BIN/lunar-recon cache --teacher "$RUN/teacher/best.pt" --data "$RUN/data" --out "$RUN/cache" --size 192 \
+    --features view1.enc_out view1.dec_block.02 --rank 32
+run $BIN/lunar-recon distill --config configs/student_nano.yaml --resume
+run $BIN/python scripts/ship_model.py "$RUN/student/best.pt" --teacher "$RUN/teacher/best.pt" \
+    --test-data "$RUN/test_data" --commands "$LOG"
