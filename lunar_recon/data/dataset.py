@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from ..geometry.camera import Intrinsics
+from ..geometry.frames import RigPoses
 from ..geometry.frames import normalize
 
 FORMAT = "lunar_recon.dataset/1"
@@ -41,7 +42,7 @@ class DatasetError(RuntimeError):
 
 
 @dataclass
-class PairSample:
+class PairSample(RigPoses):
     name: str
     left: np.ndarray
     right: np.ndarray
@@ -55,14 +56,6 @@ class PairSample:
     rectified: bool = False
     truth: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
-
-    @property
-    def T_left_from_right(self) -> np.ndarray:
-        return np.linalg.inv(self.T_world_from_left) @ self.T_world_from_right
-
-    @property
-    def baseline_m(self) -> float:
-        return float(np.linalg.norm(self.T_left_from_right[:3, 3]))
 
 
 # ---- writing ---------------------------------------------------------------------------------------

@@ -93,21 +93,20 @@ def quaternion_msg(ts, q_xyzw: np.ndarray, stamp_ns: int, frame_id: str):
         header=_header(ts, stamp_ns, frame_id), quaternion=Q(x=q_xyzw[0], y=q_xyzw[1], z=q_xyzw[2], w=q_xyzw[3]))
 
 
-def occupancy_msg(ts, cost: np.ndarray, origin_xy, resolution: float, R_grid_from_cam: np.ndarray, ground_z: float,
-                  stamp_ns: int, frame_id: str):
+def occupancy_msg(ts, hmap, stamp_ns: int, frame_id: str):
     """OccupancyGrid lying on the gravity-aligned ground plane, expressed in the camera frame."""
+    from ..geometry.hazard import grid_origin_pose
+
     g = ts.types
-    rows, cols = cost.shape
-    R_cam_from_grid = R_grid_from_cam.T
-    pos = R_cam_from_grid @ np.array([origin_xy[0], origin_xy[1], ground_z])
-    q = matrix_to_quaternion(R_cam_from_grid)
+    rows, cols = hmap.shape
+    pos, q = grid_origin_pose(hmap)
     pose = g["geometry_msgs/msg/Pose"](position=g["geometry_msgs/msg/Point"](x=pos[0], y=pos[1], z=pos[2]),
                                        orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
     Time = g["builtin_interfaces/msg/Time"]
     info = g["nav_msgs/msg/MapMetaData"](map_load_time=Time(sec=int(stamp_ns // 10**9), nanosec=int(stamp_ns % 10**9)),
-                                         resolution=float(resolution), width=cols, height=rows, origin=pose)
+                                         resolution=float(hmap.resolution), width=cols, height=rows, origin=pose)
     return g["nav_msgs/msg/OccupancyGrid"](header=_header(ts, stamp_ns, frame_id), info=info,
-                                           data=np.ascontiguousarray(cost, np.int8).reshape(-1))
+                                           data=np.ascontiguousarray(hmap.cost, np.int8).reshape(-1))
 
 
 # ---- writing ------------------------------------------------------------------------------------------
@@ -154,10 +153,7 @@ def write_stereo_bag(path: str | Path, frames: Iterable, storage: str = "sqlite3
             depth = np.where(np.isfinite(fr.depth_left), fr.depth_left, np.nan).astype(np.float32)
             put("depth", image_msg(ts, depth, "32FC1", stamp, frame_id), "sensor_msgs/msg/Image", stamp)
             if fr.hazard is not None:
-                h = fr.hazard
-                ground = float(np.nanmedian(h.elevation_m)) if np.isfinite(h.elevation_m).any() else 0.0
-                put("hazard", occupancy_msg(ts, h.cost, h.origin, h.resolution, h.R_grid_from_input, ground, stamp,
-                                            frame_id), "nav_msgs/msg/OccupancyGrid", stamp)
+                put("hazard", occupancy_msg(ts, fr.hazard, stamp, frame_id), "nav_msgs/msg/OccupancyGrid", stamp)
             n += 1
     return n
 

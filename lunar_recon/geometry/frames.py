@@ -62,3 +62,18 @@ def rotation_aligning(a: np.ndarray, b: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndar
         return 2 * np.outer(axis, axis) - np.eye(3)
     vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
     return np.eye(3) + vx + vx @ vx * ((1 - c) / s**2)
+
+
+class RigPoses:
+    """Mixin for anything with ``T_world_from_left`` and ``T_world_from_right`` (4x4)."""
+
+    T_world_from_left: np.ndarray
+    T_world_from_right: np.ndarray
+
+    @property
+    def T_left_from_right(self) -> np.ndarray:
+        return np.linalg.inv(self.T_world_from_left) @ self.T_world_from_right
+
+    @property
+    def baseline_m(self) -> float:
+        return float(np.linalg.norm(self.T_left_from_right[:3, 3]))

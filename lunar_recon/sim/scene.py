@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..geometry.camera import Intrinsics
+from ..geometry.frames import RigPoses
 from ..geometry.hazard import HAZARD, HazardMap, HazardParams, hazard_map
 from .render import Camera, RenderedView, SensorParams, SunParams, look_at, render_view, terrain_tensors
 from .terrain import Terrain, TerrainParams, generate_terrain
@@ -147,7 +148,7 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
 
 
 @dataclass
-class StereoFrame:
+class StereoFrame(RigPoses):
     """A rendered pair and its ground truth (left camera frame unless stated)."""
 
     left: np.ndarray
@@ -170,14 +171,6 @@ class StereoFrame:
     hazard: HazardMap | None  # truth: slope/roughness over the footprint + rocks above size
     terrain: Terrain | None = None
     plan: ScenePlan | None = None
-
-    @property
-    def T_left_from_right(self) -> np.ndarray:
-        return np.linalg.inv(self.T_world_from_left) @ self.T_world_from_right
-
-    @property
-    def baseline_m(self) -> float:
-        return float(np.linalg.norm(self.T_left_from_right[:3, 3]))
 
 
 def _rotation_rpy(rpy_deg) -> np.ndarray:
