@@ -29,10 +29,18 @@ def image_from_msg(msg) -> np.ndarray:
     """sensor_msgs/Image -> mono or RGB array (a view of the message buffer when possible)."""
     if msg.encoding not in IMAGE_ENCODINGS:
         raise MessageRejected("encoding", f"unsupported encoding {msg.encoding!r} (supported: {IMAGE_ENCODINGS})")
+    if msg.height == 0 or msg.width == 0 or len(msg.data) != msg.step * msg.height:
+        raise MessageRejected("malformed_image", f"{msg.width}x{msg.height} image, step {msg.step}, "
+                                                 f"{len(msg.data)} bytes of data")
     try:
-        arr = image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        if _BRIDGE is not None:
+            arr = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough")
+        else:
+            arr = image_to_array(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
     except EncodingError as exc:
         raise MessageRejected("malformed_image", str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - cv_bridge raises its own error types
+        raise MessageRejected("malformed_image", f"cv_bridge: {exc}") from None
     return to_gray_or_rgb(arr, msg.encoding)
 
 
