@@ -295,7 +295,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Depth AbsRel / delta1, slope MAE and hazard F1 of the student on validation pairs
-        (network resolution, no alignment, both against the ground truth)."""
+        (network resolution, against the ground truth, after a per-frame median scale)."""
         from ..evaluation import score_frame
         from ..geometry.hazard import HazardParams, hazard_map
         from .data import collate
@@ -307,6 +307,11 @@ class Trainer:
             r1, _ = self.model({"img": b["img1"].to(self.device)}, {"img": b["img2"].to(self.device)})
             pts = r1["pts3d"][0].float().cpu().numpy()
             gt = b["gt1"][0].numpy()
+            # Students are trained scale-normalised (metric scale comes from the calibrated
+            # baseline at run time), so validation compares after a per-frame median scale.
+            both = np.isfinite(gt[..., 2]) & np.isfinite(pts[..., 2]) & (pts[..., 2] > 0)
+            if both.any():
+                pts = pts * np.float32(np.median(gt[..., 2][both] / pts[..., 2][both]))
             up = b["up"][0].numpy().astype(np.float64)
             params = HazardParams(resolution_m=0.5)
             valid = np.isfinite(gt).all(-1)
