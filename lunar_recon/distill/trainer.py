@@ -240,7 +240,7 @@ class Trainer:
                 parts["gt"] = cfg.gt_weight * confidence_regression(
                     p1, p2, batch["gt1"].to(self.device), batch["gt2"].to(self.device), alpha=cfg.alpha)
         total = sum(parts.values())
-        return total, {k: float(v) for k, v in parts.items()}
+        return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def train(self, stop_after: int | None = None, progress=None) -> list[dict]:
         """Run to ``cfg.steps`` (or ``stop_after`` more steps, to simulate an interruption)."""
