@@ -44,4 +44,8 @@ def model_label(name: str) -> str:
     if name in ("", "default"):
         path = shipped_model_path()
         return f"default ({path.name})" if path else "default (sgbm: no student shipped)"
-    return Path(name).name if name != "sgbm" else "sgbm"
+    if name == "sgbm":
+        return "sgbm"
+    p = Path(name)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name  # 'teacher/best.pt' vs 'student/best.pt'
+
