@@ -68,19 +68,14 @@ class RosTester:
                       ("right/camera_info", CameraInfo)]]
 
     def image(self, arr: np.ndarray, encoding: str = "mono8"):
-        from lunar_recon.data.encodings import array_to_image_fields
+        from lunar_recon.ros.conversions import image_msg
 
-        f = array_to_image_fields(arr, encoding)
-        m = self.Image()
-        m.height, m.width, m.encoding, m.step, m.data = f["height"], f["width"], encoding, f["step"], f["data"]
-        return m
+        return image_msg(self.Image, arr, encoding)
 
     def info(self, K, baseline: float = 0.0):
-        m = self.CameraInfo()
-        m.height, m.width = K.height, K.width
-        m.k = K.K.reshape(-1).tolist()
-        m.p = [K.fx, 0.0, K.cx, -K.fx * baseline, 0.0, K.fy, K.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        return m
+        from lunar_recon.ros.conversions import camera_info_msg
+
+        return camera_info_msg(self.CameraInfo, K, baseline)
 
     def publish(self, msgs, stamp_ns: int, frame_id: str = "left_camera_optical_frame"):
         from builtin_interfaces.msg import Time

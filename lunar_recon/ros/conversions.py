@@ -67,6 +67,30 @@ def intrinsics_from_info(msg, image_hw: tuple[int, int] | None = None) -> tuple[
     return Intrinsics(fx, fy, cx, cy, w, h), float(-p[3] / fx)
 
 
+def image_msg(Image, arr: np.ndarray, encoding: str, header=None):
+    """numpy image -> sensor_msgs/Image (publishers of raw inputs: replay tools, tests)."""
+    from ..data.encodings import array_to_image_fields
+
+    f = array_to_image_fields(arr, encoding)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width, msg.encoding, msg.is_bigendian = f["height"], f["width"], encoding, 0
+    msg.step, msg.data = f["step"], f["data"]
+    return msg
+
+
+def camera_info_msg(CameraInfo, K: Intrinsics, baseline_m: float = 0.0, header=None):
+    """Rectified CameraInfo: P = [K | (-fx * B, 0, 0)] (B = 0 for the left camera)."""
+    msg = CameraInfo()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = K.height, K.width
+    msg.k = K.K.reshape(-1).tolist()
+    msg.p = [K.fx, 0.0, K.cx, -K.fx * baseline_m, 0.0, K.fy, K.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
 def depth_image_msg(Image, header, depth: np.ndarray):
     msg = Image()
     msg.header = header

@@ -177,10 +177,10 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..data.encodings import array_to_image_fields
     from ..evaluation import FrameScore, error_over_time_figure, example_figure, score_frame, write_report
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
+    from ..ros.conversions import camera_info_msg, image_msg
 
     rclpy.init()
     node = Node("lunar_recon_replay")
@@ -205,19 +205,6 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     node.create_subscription(OccupancyGrid, topic("hazard/grid"), lambda m: None, latched)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(m), 10)
 
-    def image(arr, enc):
-        f = array_to_image_fields(arr, enc)
-        msg = Image()
-        msg.height, msg.width, msg.encoding, msg.step, msg.data = f["height"], f["width"], enc, f["step"], f["data"]
-        return msg
-
-    def info(K, baseline):
-        m = CameraInfo()
-        m.height, m.width = K.height, K.width
-        m.k = K.K.reshape(-1).tolist()
-        m.p = [K.fx, 0.0, K.cx, -K.fx * baseline, 0.0, K.fy, K.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        return m
-
     t_wait = time.monotonic()
     while time.monotonic() - t_wait < 60 and not all(p.get_subscription_count() for p in pubs):
         rclpy.spin_once(node, timeout_sec=0.1)
@@ -236,7 +223,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
             while time.monotonic() < due:
                 rclpy.spin_once(node, timeout_sec=min(0.01, max(due - time.monotonic(), 0)))
             enc = "mono8" if fr.left.dtype == np.uint8 else "mono16"
-            msgs = [image(fr.left, enc), info(fr.K_left, 0.0), image(fr.right, enc), info(fr.K_right, fr.baseline_m)]
+            msgs = [image_msg(Image, fr.left, enc), camera_info_msg(CameraInfo, fr.K_left),
+                    image_msg(Image, fr.right, enc), camera_info_msg(CameraInfo, fr.K_right, fr.baseline_m)]
             stamp = Time(sec=int(fr.stamp_ns // 10**9), nanosec=int(fr.stamp_ns % 10**9))
             if fr.attitude_xyzw is not None:  # gravity first, so the node uses it for this pair
                 att = QuaternionStamped()
