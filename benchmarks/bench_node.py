@@ -8,13 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 
 def rss_mib(pid: int) -> float:
@@ -32,7 +30,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--height", type=int, default=384)
     args = ap.parse_args()
-    from rosutil import RosTester, start_node, stop_node
+    from lunar_recon.ros.probe import NodeProbe, start_node, stop_node
 
     from lunar_recon.sim.scene import plan_scene, render_scene
 
@@ -41,7 +39,7 @@ def main() -> None:
     dom = random.randint(100, 200)
     up = "up_vector:=[%f,%f,%f]" % tuple(fr.up_left)
     proc = start_node(dom, f"model:={args.model}", "use_attitude:=false", up, "hazard.resolution_m:=0.3")
-    t = RosTester(dom)
+    t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
         msgs = t.pair(fr)

@@ -17,6 +17,8 @@ TOOLS = {
     "cache": "cache",
     "distill": "distill",
     "export": "export",
+    "ablate": "ablate",
+    "benchmark": "benchmark",
 }
 
 

@@ -19,7 +19,10 @@ from .geometry.slope import slope_image
 from .geometry.stereo import SGBMParams, disparity_to_depth, sgbm_depth_unrectified, sgbm_disparity
 from .models.predict import PairPrediction
 
-SCALE_MODES = ("predicted", "baseline", "auto")  # auto: the model's own recommendation (model card)
+# predicted: as the network says; baseline: PnP on the right pointmap, scaled to the calibrated
+# baseline; stereo: median ratio to a coarse SGBM depth (the calibrated rig's metric anchor);
+# auto: the model card's recommendation.
+SCALE_MODES = ("predicted", "baseline", "stereo", "auto")
 
 
 @dataclass
@@ -83,12 +86,42 @@ class SGBMModel:
                               np.zeros((h2, w2), np.float32), network_hw=depth.shape)
 
 
+def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
+                             calibration: "StereoCalibration", max_side: int = 256,
+                             min_matched_fraction: float = 0.02) -> float | None:
+    """Scale that makes a scale-ambiguous depth agree, in the median, with a coarse SGBM depth
+    from the calibrated pair.  A small network gets shape right long before it resolves the
+    sub-pixel disparities that fix metric scale; one robust number from classical matching
+    on a downscaled pair (a few ms) anchors it.  None when too few pixels match."""
+    import cv2
+
+    h, w = np.asarray(image_left).shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    sw, sh = max(16, round(w * f)), max(16, round(h * f))
+
+    def small(img):
+        img = np.asarray(img)
+        return img if (sw, sh) == (w, h) else cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+
+    cal = StereoCalibration(calibration.K_left.scaled(sw, sh), calibration.K_right.scaled(sw, sh),
+                            calibration.T_left_from_right)
+    ref = SGBMModel(SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128), cal).predict(
+        small(image_left), small(image_right)).points_left[..., 2]
+    pred = np.asarray(depth_pred, np.float32)
+    if pred.shape != (sh, sw):
+        pred = cv2.resize(pred, (sw, sh), interpolation=cv2.INTER_NEAREST)  # nearest: NaN-safe
+    ok = np.isfinite(ref) & np.isfinite(pred) & (ref > 0) & (pred > 0)
+    if ok.mean() < min_matched_fraction:
+        return None
+    return float(np.exp(np.median(np.log(ref[ok] / pred[ok]))))
+
+
 @dataclass
 class ReconstructionParams:
     inference_size: int = 0  # long side of the network input; 0: the model's recommendation, else 512
     confidence_threshold: float | None = None  # absolute (MASt3R conf >= 1)
     confidence_quantile: float | None = None  # per frame, e.g. 0.1 drops the least confident 10%
-    scale_mode: str = "auto"  # 'predicted', 'baseline' (calibrated baseline) or 'auto' (the model card's)
+    scale_mode: str = "auto"  # one of SCALE_MODES
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     hazard: HazardParams = field(default_factory=HazardParams)
@@ -136,13 +169,16 @@ class StereoReconstructor:
         pred = self.model.predict(image_left, image_right, size=size)
         t1 = time.perf_counter()
         scale = 1.0
-        if scale_mode == "baseline":
+        if scale_mode in ("baseline", "stereo") and not isinstance(self.model, SGBMModel):  # SGBM is metric
             if calibration is None:
-                raise ValueError("scale_mode 'baseline' needs the stereo calibration")
-            if not isinstance(self.model, SGBMModel):  # SGBM is metric by construction
+                raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
+            est = None
+            if scale_mode == "stereo":
+                est = metric_scale_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration)
+            if est is None:  # 'baseline', or too little texture for the matcher
                 est = metric_scale_from_baseline(pred.points_right, calibration.K_right, calibration.baseline_m,
-                                                 pred.conf_right)
-                scale = est.scale
+                                                 pred.conf_right).scale
+            scale = est
         points = pred.points_left * np.float32(scale)
         valid = np.isfinite(points).all(axis=-1) & (points[..., 2] > 0)
         valid &= confidence_mask(pred.conf_left, p.confidence_threshold, p.confidence_quantile)

@@ -12,13 +12,15 @@ mkdir -p "$RUN"
 LOG="$RUN/commands.log"
 run() { echo "+ $*" | tee -a "$LOG"; "$@"; }
 echo "# $(date -u +%FT%TZ) lunar_recon $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >> "$LOG"
-run $BIN/lunar-recon simulate --preset descent --pairs ${PAIRS:-240} --seed 2026 --width 256 --height 256 \
-    --altitude 60 --out "$RUN/data"
-run $BIN/lunar-recon simulate --preset descent --pairs ${TEST_PAIRS:-24} --seed 4242 --width 256 --height 256 \
-    --altitude 60 --only-split test --out "$RUN/test_data"
+# Training pairs at the student's network size (4:3, like the node's 512x384 input); the test
+# pairs at the node's input size, so the evaluation runs exactly what the node runs.
+run $BIN/lunar-recon simulate --preset descent --pairs ${PAIRS:-320} --seed 2026 --width 256 --height 192 \
+    --out "$RUN/data"
+run $BIN/lunar-recon simulate --preset descent --pairs ${TEST_PAIRS:-24} --seed 4242 --width 512 --height 384 \
+    --only-split test --out "$RUN/test_data"
 run $BIN/lunar-recon distill --config configs/teacher_lunar_cpu.yaml --resume
-run $BIN/lunar-recon cache --teacher "$RUN/teacher/best.pt" --data "$RUN/data" --out "$RUN/cache" --size 192 \
+run $BIN/lunar-recon cache --teacher "$RUN/teacher/best.pt" --data "$RUN/data" --out "$RUN/cache" --size 256 \
     --features view1.enc_out view1.dec_block.02 --rank 32
 run $BIN/lunar-recon distill --config configs/student_nano.yaml --resume
 run $BIN/python scripts/ship_model.py "$RUN/student/best.pt" --teacher "$RUN/teacher/best.pt" \
-    --test-data "$RUN/test_data" --commands "$LOG"
+    --test-data "$RUN/test_data" --commands "$LOG" --size 256 --scale-mode stereo

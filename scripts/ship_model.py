@@ -10,28 +10,12 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from lunar_recon.models import load_model, save_checkpoint
-from lunar_recon.models.profile import count_parameters, pair_gflops
+from lunar_recon.models.profile import count_parameters, latency_ms, pair_gflops, percentile
 from lunar_recon.models.registry import DEFAULT_STUDENT, SHIPPED_DIR
-
-
-def latency_ms(model, h: int, w: int, threads: int = 2, repeats: int = 10) -> float:
-    torch.set_num_threads(threads)
-    img = torch.rand(1, 3, h, w) * 2 - 1
-    with torch.inference_mode():
-        model({"img": img}, {"img": img})
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model({"img": img}, {"img": img})
-            times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def main() -> None:
@@ -40,14 +24,15 @@ def main() -> None:
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--test-data", required=True)
     ap.add_argument("--commands", required=True)
-    ap.add_argument("--size", type=int, default=192, help="network input long side the student was trained at")
+    ap.add_argument("--size", type=int, default=256, help="network input long side the student was trained at")
+    ap.add_argument("--scale-mode", default="stereo", help="the scale mode the node should use for this student")
     args = ap.parse_args()
     student = load_model(args.student)
     teacher = load_model(args.teacher)
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     report = Path(args.student).parent / "test_report"
     cmd = [sys.executable, "-m", "lunar_recon", "evaluate-bag", args.test_data, "--model", args.student, "--model",
-           args.teacher, "--baseline", "sgbm", "--scale-mode", "baseline", "--inference-size", str(args.size),
+           args.teacher, "--baseline", "sgbm", "--scale-mode", args.scale_mode, "--inference-size", str(args.size),
            "--out", str(report), "--figures", "1"]
     subprocess.run(cmd, check=True)
     summary = json.loads((report / "metrics.json").read_text())["summary"]
@@ -56,10 +41,10 @@ def main() -> None:
         "name": "lunar_recon default student (nano)", "file": DEFAULT_STUDENT,
         "config": student.config.to_dict(), "parameters": count_parameters(student),
         "gflops_per_pair": {f"{w}x{h}": pair_gflops(student, h, w), "512x384": pair_gflops(student, 384, 512)},
-        "cpu_latency_ms_2_threads": {f"{w}x{h}": latency_ms(student, h, w)},
-        "inference_size": args.size, "scale_mode": "baseline",
+        "cpu_latency_ms_2_threads": {f"{w}x{h}": percentile(latency_ms(student.eval(), h, w), 50)},
+        "inference_size": args.size, "scale_mode": args.scale_mode,
         "teacher": {"config": teacher.config.to_dict(), "parameters": count_parameters(teacher)},
-        "data": "simulated descent (lunar_recon simulate --preset descent --altitude 60), seeds in commands.log",
+        "data": "simulated descent, 10-100 m (lunar_recon simulate --preset descent), seeds in commands.log",
         "test_metrics": summary, "commands": Path(args.commands).read_text().splitlines(),
     }
     out = SHIPPED_DIR / DEFAULT_STUDENT
@@ -69,7 +54,7 @@ def main() -> None:
     lines = [f"# {card['name']}", "", f"- file: `{DEFAULT_STUDENT}` (sha256 `{card['sha256'][:16]}…`)",
              f"- parameters: {card['parameters']:,} (teacher: {card['teacher']['parameters']:,})",
              f"- GFLOPs per pair: {card['gflops_per_pair']}", f"- CPU latency (2 threads): {card['cpu_latency_ms_2_threads']} ms",
-             f"- inference size {args.size}, scale from the calibrated baseline", f"- data: {card['data']}", "",
+             f"- inference size {args.size}, scale mode {args.scale_mode!r}", f"- data: {card['data']}", "",
              "## Test metrics (held-out simulated descent, no alignment)", "", "```",
              json.dumps(summary, indent=1, default=str), "```", "", "## Commands", "", "```",
              *card["commands"], "```"]

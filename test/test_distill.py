@@ -65,6 +65,34 @@ def test_shared_basis_keeps_attention_heads_paired(fixtures_dir):
         assert all(any(torch.allclose(s_rows[:, i], t_rows[:, j]) for j in range(D)) for i in range(8))
 
 
+@pytest.mark.parametrize("kind", ["mobilenet", "resnet"])
+def test_cnn_encoder_students_keep_the_output_contract_and_take_the_decoder_from_the_teacher(kind):
+    torch.manual_seed(0)
+    teacher = build_model(TEACHER).eval()
+    cfg = ModelConfig(**{**STUDENT, "encoder_type": kind, "enc_embed_dim": 32, "enc_depth": 1})
+    student = svd_initialise(teacher, cfg, "shared").eval()
+    assert not hasattr(student, "patch_embed") and len(student.enc_blocks) == 0
+    # the decoder still comes from the teacher (selection basis: student rows are teacher rows)
+    t_fc1 = teacher.dec_blocks[0].mlp.fc1.bias.detach()
+    assert all(torch.isclose(b, t_fc1).any() for b in student.dec_blocks[0].mlp.fc1.bias.detach())
+    img1, img2 = torch.rand(2, 3, 48, 64) * 2 - 1, torch.rand(2, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        r1, r2, tok = student({"img": img1}, {"img": img2}, return_tokens=True)
+        t1, t2 = teacher({"img": img1}, {"img": img2})
+    for ours, theirs in ((r1, t1), (r2, t2)):
+        assert ours.keys() == theirs.keys()
+        for k in ours:
+            assert ours[k].shape == theirs[k].shape, k
+    assert tok["view1.enc_out"].shape == (2, 12, 32) and torch.equal(tok["view1.pos"], tok["view2.pos"])
+    assert (r1["conf"] >= 1).all()
+    with pytest.raises(Exception, match="multiple of 16"):
+        student({"img": torch.zeros(1, 3, 40, 64)}, {"img": torch.zeros(1, 3, 40, 64)})
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    from lunar_recon.models.profile import gflops_by_part
+
+    assert gflops_by_part(cfg, 48, 64)["encoder"] > 0
+
+
 def test_layer_map():
     assert layer_map(12, 4) == [0, 4, 7, 11] and layer_map(12, 12) == list(range(12)) and layer_map(5, 1) == [4]
     with pytest.raises(ValueError):
@@ -220,3 +248,34 @@ def test_export_parity_and_onnx_backend(tiny_setup, tmp_path):
     eager = load_model(tiny_setup / "teacher.pt").predict(img, img, size=96)
     assert pred.points_left.shape == (64, 96, 3)
     assert np.allclose(pred.points_left, eager.points_left, atol=1e-4)
+
+
+def test_ablate_command_writes_the_table_and_resumes(tiny_setup, tmp_path):
+    from lunar_recon.distill.cache import build_cache
+    from lunar_recon.distill.data import TrainPairs
+
+    build_cache(load_model(tiny_setup / "teacher.pt"), TrainPairs(tiny_setup / "data", "train", 64), tmp_path / "cache",
+                ["view1.enc_out"], rank=0)
+    cfg = _config(tiny_setup, tmp_path / "base", loss="distill3r", cache=str(tmp_path / "cache"), gt_weight=0.1,
+                  feature_pairs={"view1.enc_out": "view1.enc_out"})
+    cmd = [sys.executable, "-m", "lunar_recon", "ablate", "--config", str(cfg), "--steps", "2", "--out",
+           str(tmp_path / "abl"), "--variants", "full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder",
+           "--threads", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "abl" / "ablation.csv")))
+    assert [r["variant"] for r in rows] == ["full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder"]
+    by = {r["variant"]: r for r in rows}
+    assert by["full"]["parameters"] == by["no_svd"]["parameters"] != by["cnn_resnet"]["parameters"]
+    assert int(by["narrow_decoder"]["parameters"]) < int(by["full"]["parameters"])
+    assert all(float(r["gflops"]) > 0 and float(r["cpu_ms_p50"]) > 0 for r in rows)
+    # (two steps from a random start may leave no pixel in front of the camera: NaN is allowed there)
+    assert all(float(r["abs_rel"]) > 0 for r in rows if r["variant"] != "no_svd")
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert md.count("\n| ") == 1 + len(rows) and "seeds" in md
+    assert by["full"]["abs_rel"] != by["no_svd"]["abs_rel"]  # the variants really train different models
+    # a second run finds every variant done and reproduces the table without training
+    res2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res2.returncode == 0 and list(csv.DictReader(open(tmp_path / "abl" / "ablation.csv"))) == rows

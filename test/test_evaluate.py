@@ -94,7 +94,7 @@ def test_corrupt_bag_is_reported_not_a_crash(bag, tmp_path):
 
 @pytest.mark.slow
 def test_live_replay_receives_every_frame_at_a_slow_rate(bag, tmp_path):
-    from rosutil import node_env, start_node, stop_node
+    from lunar_recon.ros.probe import node_env, start_node, stop_node
 
     dom = random.randint(20, 200)
     proc = start_node(dom, "model:=sgbm", "hazard.resolution_m:=0.5")

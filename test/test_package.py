@@ -74,3 +74,27 @@ def test_colcon_build(tmp_path):
     assert (share / "package.xml").exists()
     assert (ws / "install" / "lunar_recon" / "share" / "ament_index" / "resource_index" / "packages" / "lunar_recon").exists()
     assert (ws / "install" / "lunar_recon" / "lib" / "lunar_recon" / "lunar-recon").exists()
+
+
+def test_shipped_default_student_loads_and_its_card_matches_its_file():
+    import hashlib
+    import json
+
+    from lunar_recon.models import load_model
+    from lunar_recon.models.profile import count_parameters
+    from lunar_recon.models.registry import SHIPPED_DIR, load_stereo_model, shipped_model_path
+
+    path = shipped_model_path()
+    assert path is not None and path.parent == SHIPPED_DIR, "the package must ship a default student"
+    card = json.loads((SHIPPED_DIR / "model_card.json").read_text())
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    model = load_model(path)
+    assert count_parameters(model) == card["parameters"]
+    assert model.config.to_dict() == card["config"]
+    embedded = model.meta["card"]
+    assert embedded["inference_size"] == card["inference_size"] and embedded["scale_mode"] == card["scale_mode"]
+    assert card["scale_mode"] in ("predicted", "baseline", "stereo")
+    assert card["parameters"] * 50 <= 688_638_856  # at most 1/50 of the released MASt3R
+    assert card["test_metrics"] and "commands" in card and any("distill" in c for c in card["commands"])
+    assert type(load_stereo_model("default")) is type(model)  # the node's default is this student
+    assert (SHIPPED_DIR / "MODEL_CARD.md").read_text().startswith("# ")

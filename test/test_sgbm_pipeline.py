@@ -53,8 +53,10 @@ def test_sgbm_on_unrectified_stereolunar_pair(stereolunar_dir):
     assert np.median(rel) < 0.02
 
 
-def test_pipeline_baseline_scale_mode_recovers_metric_scale(rendered):
-    """A 'model' that returns the true pointmaps shrunk by 3.7 is brought back to metric."""
+@pytest.mark.parametrize("mode", ["baseline", "stereo"])
+def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
+    """A 'model' that returns the true pointmaps shrunk by 3.7 is brought back to metric, from
+    the calibrated baseline (PnP) or from a coarse SGBM depth."""
     from lunar_recon.models.predict import PairPrediction
 
     fr = rendered
@@ -66,10 +68,16 @@ def test_pipeline_baseline_scale_mode_recovers_metric_scale(rendered):
                                   np.where(fr.valid_right, 5.0, 0).astype(np.float32))
 
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
-    out = StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode="baseline")).reconstruct(
+    out = StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode=mode)).reconstruct(
         fr.left, fr.right, calib, fr.up_left)
     assert out.scale == pytest.approx(3.7, rel=0.01)
     both = np.isfinite(out.depth) & np.isfinite(fr.depth_left)
     assert np.nanmedian(np.abs(out.depth[both] / fr.depth_left[both] - 1)) < 0.01
     with pytest.raises(ValueError, match="scale_mode"):
         StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode="magic"))
+    if mode == "stereo":
+        from lunar_recon.pipeline import metric_scale_from_stereo
+
+        # Nothing to match on a blank pair: no estimate (the pipeline then falls back to PnP).
+        blank = np.zeros_like(fr.left)
+        assert metric_scale_from_stereo(fr.depth_left, blank, blank, calib) is None

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from rosutil import RosTester, node_env, start_node, stop_node
+from lunar_recon.ros.probe import NodeProbe, node_env, start_node, stop_node
 
 pytestmark = pytest.mark.slow
 rclpy = pytest.importorskip("rclpy")
@@ -36,7 +36,7 @@ def test_every_output_over_dds(frame):
     proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
                       "hazard.roughness_max_m:=3.0", "hazard.step_max_m:=3.0", "hazard.slope_max_deg:=30.0",
                       "points_decimation:=2")
-    t = RosTester(dom)
+    t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
         stamp = 1_700_000_000_123_456_789
@@ -93,7 +93,7 @@ def test_every_output_over_dds(frame):
         stop_node(proc)
 
 
-def _diagnostics(t: RosTester) -> dict:
+def _diagnostics(t: NodeProbe) -> dict:
     """Key/values of the newest /diagnostics message ({} before the first)."""
     if not t.got.get("/diagnostics"):
         return {}
@@ -109,7 +109,7 @@ def _quat(q) -> np.ndarray:
 def test_malformed_flood_then_good_pair(frame):
     fr, dom = frame, _domain()
     proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr))
-    t = RosTester(dom)
+    t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
         bad = []
@@ -156,7 +156,7 @@ def test_stale_pairs_are_dropped_under_a_fast_publisher(frame):
     fr, dom = frame, _domain()
     # The teacher-sized input makes SGBM slower than the publisher: pairs must be dropped, not queued.
     proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr))
-    t = RosTester(dom)
+    t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
         msgs = t.pair(fr)
@@ -204,7 +204,7 @@ def test_truncated_model_file_exits_nonzero(tmp_path, fixtures_dir):
 def test_runtime_parameter_changes_are_validated(frame):
     dom = _domain()
     proc = start_node(dom, "model:=sgbm")
-    t = RosTester(dom)
+    t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
         from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue

@@ -188,10 +188,12 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
         out[f"{s}.fc2.weight"] = proj(w2, U, Hh)
         out[f"{s}.fc2.bias"] = U.T @ sd[f"{t}.fc2.bias"]
 
-    # patch embedding and encoder
-    out["patch_embed.proj.weight"] = proj(sd["patch_embed.proj.weight"], U_enc, None)
-    out["patch_embed.proj.bias"] = U_enc.T @ sd["patch_embed.proj.bias"]
-    for i_s, i_t in enumerate(enc_layers):
+    # patch embedding and encoder (a CNN encoder has no teacher counterpart: it starts random,
+    # and the decoder reads its tokens through the teacher's encoder-stream basis)
+    if cfg.encoder_type == "vit":
+        out["patch_embed.proj.weight"] = proj(sd["patch_embed.proj.weight"], U_enc, None)
+        out["patch_embed.proj.bias"] = U_enc.T @ sd["patch_embed.proj.bias"]
+    for i_s, i_t in enumerate(enc_layers if cfg.encoder_type == "vit" else []):
         t, s = f"enc_blocks.{i_t}", f"enc_blocks.{i_s}"
         ln(f"{t}.norm1", f"{s}.norm1", U_enc)
         ln(f"{t}.norm2", f"{s}.norm2", U_enc)
@@ -227,7 +229,7 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
             out[f"{h}.head_local_features.fc2.weight"] = proj(w2, None, Hh)
             out[f"{h}.head_local_features.fc2.bias"] = sd[f"{h}.head_local_features.fc2.bias"]
     target = student.state_dict()
-    missing = [k for k in target if k not in out and ".layer_rn." not in k]
+    missing = [k for k in target if k not in out and ".layer_rn." not in k and not k.startswith("cnn_encoder.")]
     if missing:
         raise RuntimeError(f"structured init left {len(missing)} tensors unset, e.g. {missing[:3]}")
     student.load_state_dict({k: v.to(target[k].dtype).reshape(target[k].shape) for k, v in out.items()

@@ -263,7 +263,7 @@ class Trainer:
                                     self.world)
                 loss, p = self.loss_on(collate([self.train_set[i] for i in idx]))
                 (loss / cfg.accum).backward()
-                total += float(loss) / cfg.accum
+                total += float(loss.detach()) / cfg.accum
                 parts = {k: parts.get(k, 0.0) + v / cfg.accum for k, v in p.items()}
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
             self.opt.step()

@@ -23,7 +23,7 @@ ARCH_BY_CLASS = {"AsymmetricMASt3R": "mast3r", "AsymmetricCroCo3DStereo": "dust3
 CLASS_BY_ARCH = {v: k for k, v in ARCH_BY_CLASS.items()}
 
 HEAD_TYPES = ("catmlp+dpt", "dpt", "linear")
-ENCODER_TYPES = ("vit",)
+ENCODER_TYPES = ("vit", "mobilenet", "resnet")  # CNN encoders: students only
 
 
 class ConfigError(ValueError):
@@ -113,6 +113,8 @@ class ModelConfig:
 
         need(self.arch in CLASS_BY_ARCH, f"arch must be one of {sorted(CLASS_BY_ARCH)}, got {self.arch!r}")
         need(self.encoder_type in ENCODER_TYPES, f"encoder_type must be one of {ENCODER_TYPES}")
+        need(self.encoder_type == "vit" or (self.patch_size == 16 and self.enc_embed_dim % 8 == 0),
+             "CNN encoders need patch_size 16 and a width that is a multiple of 8")
         need(self.head_type in HEAD_TYPES, f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}")
         need(self.output_mode == "pts3d" or self.output_mode.startswith("pts3d+desc"),
              f"output_mode {self.output_mode!r} is not 'pts3d' or 'pts3d+descN'")

@@ -48,10 +48,42 @@ def gflops_by_part(model_or_config, height: int, width: int) -> dict[str, float]
             continue
         total = sum(counts.values()) / 1e9
         top = names[1]
-        if top in ("patch_embed", "enc_blocks", "enc_norm"):
+        if top in ("patch_embed", "cnn_encoder", "enc_blocks", "enc_norm"):
             parts["encoder"] += total
         elif top in ("decoder_embed", "dec_blocks", "dec_blocks2", "dec_norm"):
             parts["decoder"] += total
         elif top.startswith("downstream_head"):
             parts["heads"] += total
     return parts
+
+
+def latency_ms(model, height: int, width: int, threads: int = 2, repeats: int = 10,
+               warmup: int = 1) -> list[float]:
+    """Wall-clock milliseconds of ``repeats`` single-pair forwards on the CPU with ``threads``
+    threads (after ``warmup`` untimed ones), sorted.  The caller's thread count is restored."""
+    import time
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    img1 = torch.rand(1, 3, height, width) * 2 - 1
+    img2 = torch.rand(1, 3, height, width) * 2 - 1
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model({"img": img1}, {"img": img2})
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model({"img": img1}, {"img": img2})
+                times.append(1e3 * (time.perf_counter() - t0))
+    finally:
+        torch.set_num_threads(before)
+    return sorted(times)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]) of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, int(round(q / 100 * (len(sorted_values) - 1)))))
+    return float(sorted_values[k])

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .blocks import DecoderBlock, EncoderBlock, PatchEmbed, RoPE2D, layer_norm
+from .cnn import ConvEncoder
 from .config import ModelConfig
 from .heads import build_head
 
@@ -38,11 +39,15 @@ class AsymmetricCroCo3DStereo(nn.Module):
         super().__init__()
         self.config = cfg
         rope = RoPE2D(cfg.rope_base)
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.enc_embed_dim)
+        if cfg.encoder_type == "vit":
+            self.patch_embed = PatchEmbed(cfg.patch_size, cfg.enc_embed_dim)
+        else:  # a student's CNN encoder: same tokens and positions, no patch embedding
+            self.cnn_encoder = ConvEncoder(cfg.encoder_type, cfg.enc_embed_dim, cfg.enc_depth, cfg.patch_size)
         # Pre-training leftover, never used at inference; kept so state dicts match exactly.
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_embed_dim))
         self.enc_blocks = nn.ModuleList(
-            EncoderBlock(cfg.enc_embed_dim, cfg.enc_num_heads, cfg.mlp_ratio, rope) for _ in range(cfg.enc_depth))
+            EncoderBlock(cfg.enc_embed_dim, cfg.enc_num_heads, cfg.mlp_ratio, rope)
+            for _ in range(cfg.enc_depth if cfg.encoder_type == "vit" else 0))
         self.enc_norm = layer_norm(cfg.enc_embed_dim)
         self.decoder_embed = nn.Linear(cfg.enc_embed_dim, cfg.dec_embed_dim)
         self.dec_blocks = nn.ModuleList(
@@ -57,7 +62,10 @@ class AsymmetricCroCo3DStereo(nn.Module):
 
     # ---- encoder ------------------------------------------------------------------------
     def _encode(self, img: torch.Tensor, tokens: dict | None, views: tuple[str, ...]):
-        x, pos = self.patch_embed(img)
+        if self.config.encoder_type != "vit":
+            x, pos = self.cnn_encoder(img)
+        else:
+            x, pos = self.patch_embed(img)
         if tokens is not None:
             _store(tokens, views, "pos", pos)
             _store(tokens, views, "patch_embed", x)

@@ -17,6 +17,14 @@ STUDENT_PRESETS: dict[str, ModelConfig] = {
     "nano": ModelConfig(name="nano", enc_embed_dim=128, enc_depth=4, enc_num_heads=2, dec_embed_dim=128, dec_depth=4,
                         dec_num_heads=2, dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128),
                         **_DEPTH_ONLY),
+    # The nano decoder and heads behind CNN encoders (Dutt et al.; Grethen et al.'s MobileNetV3
+    # student): stride-16 feature maps become the decoder's tokens.
+    "nano-mobilenet": ModelConfig(name="nano-mobilenet", encoder_type="mobilenet", enc_embed_dim=128, enc_depth=2,
+                                  enc_num_heads=2, dec_embed_dim=128, dec_depth=4, dec_num_heads=2,
+                                  dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128), **_DEPTH_ONLY),
+    "nano-resnet": ModelConfig(name="nano-resnet", encoder_type="resnet", enc_embed_dim=128, enc_depth=1,
+                               enc_num_heads=2, dec_embed_dim=128, dec_depth=4, dec_num_heads=2,
+                               dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128), **_DEPTH_ONLY),
     "tiny": ModelConfig(name="tiny", enc_embed_dim=192, enc_depth=6, enc_num_heads=3, dec_embed_dim=192, dec_depth=4,
                         dec_num_heads=3, dpt_feature_dim=64, dpt_last_dim=32, dpt_layer_dims=(24, 48, 96, 192),
                         **_DEPTH_ONLY),

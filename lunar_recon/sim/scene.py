@@ -76,7 +76,8 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     """Draw a scene of a viewpoint preset; any argument given overrides the random draw.
 
     * ``orbital``: 3-30 km altitude, B/H 0.045-0.08 (StereoLunar-like), nadir to 20 deg.
-    * ``descent``: terminal descent, 50-500 m, nadir to 45 deg oblique, 1-4 m baseline.
+    * ``descent``: the hazard-detection phase of terminal descent, where stereo can resolve
+      0.3 m hazards: 10-100 m above ground, nadir to 45 deg oblique, 0.5-2 m baseline.
     * ``rover``: camera 1-3 m above ground, looking forward 10-30 deg down, 0.2-0.5 m baseline.
     """
     if preset not in PRESETS:
@@ -88,9 +89,9 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
         tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 20))
         base = baseline_m if baseline_m is not None else alt * float(r.uniform(0.045, 0.08))
     elif preset == "descent":
-        alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(50), np.log(500))))
+        alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(10), np.log(100))))
         tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 45))
-        base = baseline_m if baseline_m is not None else float(r.uniform(1.0, 4.0))
+        base = baseline_m if baseline_m is not None else float(r.uniform(0.5, 2.0))
     else:
         alt = altitude_m if altitude_m is not None else float(r.uniform(1.0, 3.0))
         tilt = off_nadir_deg if off_nadir_deg is not None else float(90 - r.uniform(10, 30))

@@ -17,15 +17,15 @@ SEQUENCES = ("descent", "rover")
 def render_sequence(kind: str, frames: int, seed: int, width: int = 512, height: int = 384,
                     start_altitude_m: float | None = None, end_altitude_m: float | None = None,
                     bits: int = 8) -> Iterator[StereoFrame]:
-    """Frames of one sequence: ``descent`` (nadir-ish camera descending, 120 m -> 60 m by
+    """Frames of one sequence: ``descent`` (nadir-ish camera descending, 80 m -> 20 m by
     default, drifting sideways) or ``rover`` (1.5 m high camera driving 0.25 m per frame)."""
     if kind not in SEQUENCES:
         raise ValueError(f"unknown sequence {kind!r}; choose one of {SEQUENCES}")
     if frames < 1:
         raise ValueError("frames must be >= 1")
     if kind == "descent":
-        a0 = start_altitude_m if start_altitude_m is not None else 120.0
-        a1 = end_altitude_m if end_altitude_m is not None else 60.0
+        a0 = start_altitude_m if start_altitude_m is not None else 80.0
+        a1 = end_altitude_m if end_altitude_m is not None else 20.0
         if a0 <= 0 or a1 <= 0:
             raise ValueError("altitudes must be above the ground")
         # Plan at the start altitude (widest view) with the detail of the end altitude.

@@ -19,6 +19,8 @@ HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
 
 
 def add_arguments(p) -> None:
+    from ..pipeline import SCALE_MODES
+
     p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
     p.add_argument("--model", action="append", default=[], help="checkpoint, 'sgbm' or 'default' (repeatable)")
     p.add_argument("--baseline", choices=["sgbm"], help="also evaluate the classical baseline")
@@ -28,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--namespace", default="", help="topic namespace of the bag and the node")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per input")
     p.add_argument("--inference-size", type=int, default=0, help="0: the model's own (model card), else 512")
-    p.add_argument("--scale-mode", choices=["predicted", "baseline", "auto"], default="auto")
+    p.add_argument("--scale-mode", choices=list(SCALE_MODES), default="auto")
     p.add_argument("--hazard-resolution", type=float, default=None, help="hazard grid cell (m); default: the truth's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--figures", type=int, default=2, help="example-frame figures per model and input")

@@ -1,4 +1,6 @@
-"""Helpers for tests that run stereo_node in its own process and talk to it over real DDS."""
+"""A probe for a stereo_node running in its own process: start / stop it, publish stereo
+pairs into it and record everything it publishes, over real DDS.  Used by the benchmark
+(end-to-end latency and rate), the benchmarks and the integration tests."""
 from __future__ import annotations
 
 import os
@@ -34,8 +36,8 @@ def stop_node(proc: subprocess.Popen) -> str:
     return proc.stdout.read() if proc.stdout else ""
 
 
-class RosTester:
-    """A test-side rclpy node: publishes stereo pairs, records what stereo_node publishes."""
+class NodeProbe:
+    """A client rclpy node in its own context: publishes stereo pairs, records what stereo_node publishes."""
 
     def __init__(self, domain: int):
         os.environ["ROS_DOMAIN_ID"] = str(domain)
@@ -50,7 +52,7 @@ class RosTester:
         self.rclpy = rclpy
         self.context = rclpy.context.Context()
         rclpy.init(context=self.context, domain_id=domain)
-        self.node = Node("lunar_recon_tester", context=self.context)
+        self.node = Node("lunar_recon_probe", context=self.context)
         from rclpy.executors import SingleThreadedExecutor
 
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -68,12 +70,12 @@ class RosTester:
                       ("right/camera_info", CameraInfo)]]
 
     def image(self, arr: np.ndarray, encoding: str = "mono8"):
-        from lunar_recon.ros.conversions import image_msg
+        from .conversions import image_msg
 
         return image_msg(self.Image, arr, encoding)
 
     def info(self, K, baseline: float = 0.0):
-        from lunar_recon.ros.conversions import camera_info_msg
+        from .conversions import camera_info_msg
 
         return camera_info_msg(self.CameraInfo, K, baseline)
 
@@ -99,7 +101,8 @@ class RosTester:
     def wait_for_node(self, proc, timeout: float = 60.0) -> None:
         """Until stereo_node's subscriptions are matched (it is up and discovered)."""
         ok = self.spin(timeout, lambda: all(p.get_subscription_count() > 0 for p in self.pubs) or proc.poll() is not None)
-        assert ok and proc.poll() is None, "stereo_node did not come up"
+        if not ok or proc.poll() is not None:
+            raise RuntimeError("stereo_node did not come up" + (f": {stop_node(proc)[-2000:]}" if proc.poll() is not None else ""))
 
     def close(self):
         self.executor.shutdown()

@@ -1,0 +1,255 @@
+"""Side-by-side cost of MASt3R, the default teacher and student, other presets and SGBM.
+
+    lunar-recon benchmark [--teacher runs/default/teacher/best.pt] [--threads 2] --out runs/benchmark
+
+In one run on this machine: parameters, GFLOPs, CPU latency p50 / p90 per pair at 512x384
+and 256x256 network input, pairs per second, peak memory (each model measured in its own
+process), every ratio to the released MASt3R configuration and to SGBM, the machine's
+matmul GFLOP/s and each model's fraction of it, and (``--node``) stereo_node's end-to-end
+latency and output rate on 512x384 input at its default settings.  Writes
+``benchmark.md`` and ``benchmark.json``.
+"""
+from __future__ import annotations
+
+HELP = "latency / FLOPs / memory table: MASt3R vs teacher vs students vs SGBM"
+
+SIZES = ((384, 512), (256, 256))  # (H, W) network inputs
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="runs/benchmark")
+    p.add_argument("--teacher", default=None, help="the default teacher checkpoint (skipped when absent)")
+    p.add_argument("--student", default="default", help="the default student: checkpoint or 'default'")
+    p.add_argument("--presets", nargs="*", default=["nano", "nano-mobilenet", "nano-resnet", "tiny", "small", "s2"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7, help="timed pairs per model and size (2 for >100M params)")
+    p.add_argument("--skip-mast3r", action="store_true", help="leave out the 27-second released configuration")
+    p.add_argument("--node", action="store_true", help="also measure stereo_node end to end over DDS")
+    p.add_argument("--node-seconds", type=float, default=20.0)
+    p.add_argument("--worker", help=__import__("argparse").SUPPRESS)  # internal: one measurement, JSON out
+
+
+# ---- one measurement, in its own process (peak memory is the process's) -------------------
+def _measure(spec: dict) -> dict:
+    import resource
+    import time
+
+    import numpy as np
+    import torch
+
+    from ..models.profile import count_parameters, latency_ms, pair_gflops, percentile
+
+    threads, repeats = spec["threads"], spec["repeats"]
+    torch.set_num_threads(threads)
+    out: dict = {"label": spec["label"], "sizes": {}}
+    if spec["kind"] == "sgbm":
+        import cv2
+
+        from ..geometry.stereo import SGBMParams, sgbm_disparity
+
+        cv2.setNumThreads(threads)
+        rng = np.random.default_rng(0)
+        for h, w in SIZES:
+            base = cv2.GaussianBlur((rng.random((h, w + 32)) * 255).astype(np.uint8), (3, 3), 0)
+            left, right = base[:, 32:], base[:, 16:w + 16]  # a 16-pixel disparity everywhere
+            sgbm_disparity(left, right, SGBMParams())
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                sgbm_disparity(left, right, SGBMParams())
+                times.append(1e3 * (time.perf_counter() - t0))
+            times.sort()
+            out["sizes"][f"{w}x{h}"] = {"p50": percentile(times, 50), "p90": percentile(times, 90), "gflops": None}
+        out["parameters"] = 0
+    else:
+        from ..models import build_model, load_model
+        from ..models.registry import load_stereo_model
+
+        if spec["kind"] == "config":
+            from ..models.config import ModelConfig
+
+            torch.manual_seed(0)
+            model = build_model(ModelConfig.from_dict(spec["config"])).eval()
+        elif spec["kind"] == "default":
+            model = load_stereo_model("default")
+            if not isinstance(model, torch.nn.Module):
+                raise ValueError("no default student ships with this install (the node's default is SGBM)")
+        else:
+            model = load_model(spec["path"]).eval()
+        out["parameters"] = count_parameters(model)
+        out["inference_size"] = int(getattr(model, "meta", {}).get("card", {}).get("inference_size", 0) or 0)
+        big = out["parameters"] > 100e6
+        for h, w in SIZES:
+            times = latency_ms(model, h, w, threads=threads, repeats=2 if big else repeats, warmup=0 if big else 1)
+            out["sizes"][f"{w}x{h}"] = {"p50": percentile(times, 50), "p90": percentile(times, 90),
+                                        "gflops": pair_gflops(model, h, w)}
+        size = out["inference_size"]
+        if size:  # the deployed setting: 512x384 input run at the card's network size
+            h, w = (size * 3) // 4 // 16 * 16, size
+            times = latency_ms(model, h, w, threads=threads, repeats=repeats)
+            out["deployed"] = {"network": f"{w}x{h}", "p50": percentile(times, 50), "p90": percentile(times, 90),
+                               "gflops": pair_gflops(model, h, w)}
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
+    """Sustained float32 matmul GFLOP/s of this CPU with ``threads`` threads."""
+    import time
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    dt = time.perf_counter() - t0
+    torch.set_num_threads(before)
+    return 2 * n**3 * repeats / dt / 1e9
+
+
+def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
+    """stereo_node (default model, default settings) fed 512x384 pairs at ``rate_hz``."""
+    import os
+    import random
+    import time
+
+    import numpy as np
+
+    from ..ros.probe import NodeProbe, start_node, stop_node
+    from ..sim.scene import plan_scene, render_scene
+
+    fr = render_scene(plan_scene("descent", 5, width=512, height=384, altitude_m=40, off_nadir_deg=10,
+                                 baseline_m=1.5))
+    dom = random.randint(120, 220)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    up = "up_vector:=[%f,%f,%f]" % tuple(fr.up_left)
+    proc = start_node(dom, "use_attitude:=false", up)
+    probe = NodeProbe(dom)
+    lat, sent = [], {}
+    try:
+        probe.wait_for_node(proc)
+        msgs = probe.pair(fr)
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < seconds:
+            stamp = 1_700_000_000 * 10**9 + i * int(1e9 / rate_hz)
+            sent[stamp] = time.monotonic()
+            probe.publish(msgs, stamp)
+            i += 1
+            while time.monotonic() < t0 + i / rate_hz:
+                probe.executor.spin_once(timeout_sec=0.002)
+            for m in probe.got.pop("depth", []):
+                lat.append(time.monotonic() - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec])
+        elapsed = time.monotonic() - t0
+        first_half = len(lat)
+        probe.spin(3.0)
+        lat += [time.monotonic() - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec]
+                for m in probe.got.pop("depth", [])]
+    finally:
+        probe.close()
+        stop_node(proc)
+    lat_ms = np.array(lat) * 1e3
+    return {"sent": i, "answered": len(lat), "input_hz": rate_hz, "output_hz": first_half / elapsed,
+            "latency_p50_ms": float(np.median(lat_ms)) if len(lat_ms) else float("nan"),
+            "latency_p90_ms": float(np.percentile(lat_ms, 90)) if len(lat_ms) else float("nan")}
+
+
+# ---- the table ---------------------------------------------------------------------------
+def run(args) -> int:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if args.worker:
+        print(json.dumps(_measure(json.loads(args.worker))))
+        return 0
+    from ..models import DUST3R_RELEASED, MAST3R_RELEASED  # noqa: F401  (DUSt3R: same trunk, see README)
+    from ..models.students import student_config
+
+    specs = []
+    if not args.skip_mast3r:
+        specs.append({"label": "MASt3R released config (random weights)", "kind": "config",
+                      "config": MAST3R_RELEASED.to_dict()})
+    if args.teacher:
+        if Path(args.teacher).exists():
+            specs.append({"label": f"default teacher ({args.teacher})", "kind": "path", "path": args.teacher})
+        else:
+            print(f"benchmark: teacher {args.teacher} not found, left out", file=sys.stderr)
+    specs.append({"label": "default student" if args.student == "default" else f"student {args.student}",
+                  "kind": "default" if args.student == "default" else "path", "path": args.student})
+    for name in args.presets:
+        specs.append({"label": f"preset {name} (random weights)", "kind": "config",
+                      "config": student_config(name).to_dict()})
+    specs.append({"label": "SGBM (OpenCV)", "kind": "sgbm"})
+    rows = []
+    for spec in specs:
+        spec.update(threads=args.threads, repeats=args.repeats)
+        print(f"benchmark: {spec['label']}", file=sys.stderr, flush=True)
+        res = subprocess.run([sys.executable, "-m", "lunar_recon", "benchmark", "--worker", json.dumps(spec)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"benchmark of {spec['label']} failed:\n{res.stderr[-2000:]}")
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    machine = {"matmul_gflops": matmul_gflops(args.threads), "threads": args.threads}
+    node = node_rate(args.threads, args.node_seconds) if args.node else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps({"machine": machine, "models": rows, "node": node}, indent=1))
+    md = markdown(rows, machine, node)
+    (out / "benchmark.md").write_text(md)
+    print(md)
+    print(f"wrote {out / 'benchmark.md'}")
+    return 0
+
+
+def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
+    import math
+
+    def ref(label_start: str, key: str):
+        r = next((r for r in rows if r["label"].startswith(label_start)), None)
+        return r["sizes"].get(key, {}).get("p50") if r else None
+
+    def f(v, fmt=".1f"):
+        return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+    lines = [f"Machine: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s on {machine['threads']} threads. "
+             "Latency per pair (both views), batch 1; 'x MASt3R' = MASt3R's p50 / this p50 at the same input.", ""]
+    for h, w in SIZES:
+        key = f"{w}x{h}"
+        m_ref, s_ref = ref("MASt3R", key), ref("SGBM", key)
+        lines += [f"### {key} network input", "",
+                  "| model | params (M) | GFLOPs | p50 (ms) | p90 (ms) | pairs/s | x MASt3R speed | params / MASt3R "
+                  "| x SGBM time | % of matmul peak | peak RSS (MiB) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        m_params = next((r["parameters"] for r in rows if r["label"].startswith("MASt3R")), None)
+        for r in rows:
+            s = r["sizes"][key]
+            util = (s["gflops"] / (s["p50"] / 1e3) / machine["matmul_gflops"] * 100) if s["gflops"] else None
+            lines.append(
+                f"| {r['label']} | {r['parameters'] / 1e6:.2f} | {f(s['gflops'], '.2f')} | {f(s['p50'])} | "
+                f"{f(s['p90'])} | {1e3 / s['p50']:.2f} | {f(m_ref / s['p50'] if m_ref else None, '.0f')} | "
+                f"{f(r['parameters'] / m_params if m_params and r['parameters'] else None, '.4f')} | "
+                f"{f(s['p50'] / s_ref if s_ref else None, '.1f')} | {f(util, '.0f')} | {r['peak_rss_mib']:.0f} |")
+        lines.append("")
+    deployed = [r for r in rows if "deployed" in r]
+    m512 = ref("MASt3R", "512x384")
+    if deployed:
+        lines += ["### Deployed setting: 512x384 camera input, network at the model card's size", "",
+                  "| model | network input | GFLOPs | p50 (ms) | p90 (ms) | x MASt3R (at 512x384) |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for r in deployed:
+            d = r["deployed"]
+            lines.append(f"| {r['label']} | {d['network']} | {d['gflops']:.2f} | {d['p50']:.1f} | {d['p90']:.1f} | "
+                         f"{f(m512 / d['p50'] if m512 else None, '.0f')} |")
+        lines.append("")
+    if node:
+        lines += ["### stereo_node end to end (default model and settings, 512x384 mono8 over Fast DDS)", "",
+                  "| pairs sent | answered | input rate | output rate | latency p50 / p90 |", "|---:|---:|---:|---:|---:|",
+                  f"| {node['sent']} | {node['answered']} | {node['input_hz']:.1f} Hz | {node['output_hz']:.2f} pairs/s | "
+                  f"{node['latency_p50_ms']:.0f} / {node['latency_p90_ms']:.0f} ms |", ""]
+    return "\n".join(lines)
