@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 100))}
 
-echo "== 1/3 simulate a descent sequence (120 m -> 60 m, 2 m baseline)"
+echo "== 1/3 simulate a descent sequence (80 m -> 20 m, 2 m baseline)"
 $BIN/lunar-recon simulate --sequence descent --frames 12 --seed 7 --width 512 --height 384 --out "$OUT/descent_bag"
 
 echo "== 2/3 start stereo_node on the default model"

@@ -98,3 +98,27 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     assert card["test_metrics"] and "commands" in card and any("distill" in c for c in card["commands"])
     assert type(load_stereo_model("default")) is type(model)  # the node's default is this student
     assert (SHIPPED_DIR / "MODEL_CARD.md").read_text().startswith("# ")
+
+
+def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "lunar_recon", "benchmark", "--skip-mast3r", "--presets", "nano",
+                          "--repeats", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    labels = [m["label"] for m in data["models"]]
+    assert labels == ["default student", "preset nano (random weights)", "SGBM (OpenCV)"]
+    assert data["machine"]["matmul_gflops"] > 0
+    student, nano, sgbm = data["models"]
+    assert student["parameters"] == nano["parameters"] > 0 and sgbm["parameters"] == 0
+    for m in data["models"]:
+        for size in ("512x384", "256x256"):
+            s = m["sizes"][size]
+            assert 0 < s["p50"] <= s["p90"]
+    assert nano["sizes"]["512x384"]["gflops"] > nano["sizes"]["256x256"]["gflops"] > 0
+    assert student["deployed"]["network"] == "256x192"  # the model card's inference size
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "x SGBM time" in md and md.count("| SGBM (OpenCV) |") == 2 and "Deployed setting" in md
