@@ -168,7 +168,7 @@ def run(args) -> int:
     if args.worker:
         print(json.dumps(_measure(json.loads(args.worker))))
         return 0
-    from ..models import DUST3R_RELEASED, MAST3R_RELEASED  # noqa: F401  (DUSt3R: same trunk, see README)
+    from ..models import MAST3R_RELEASED
     from ..models.students import student_config
 
     specs = []
