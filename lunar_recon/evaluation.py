@@ -44,15 +44,34 @@ class FrameScore:
 
 
 def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
-                hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams) -> dict:
-    """Depth metrics (no alignment) and hazard metrics on the truth's grid."""
+                hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams,
+                elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None) -> dict:
+    """Depth metrics (no alignment), hazard metrics on the truth's grid (the prediction's
+    hazard map made with its ``elevation_sigma`` noise model, as the pipeline makes it), the
+    frame's range and, for a rectified rig (``focal_baseline`` = f B in px m), the disparity
+    error in pixels: the precision figure of stereo, comparable across ranges."""
     out: dict = {}
+    reference = depth_true if depth_true is not None else depth_pred
+    finite = reference[np.isfinite(reference) & (reference > 0)]
+    if finite.size:
+        out["range_m"] = float(np.median(finite))
     if depth_true is not None:
         out.update({f"depth_{k}": v for k, v in depth_metrics(depth_pred, depth_true).items()})
+        if focal_baseline:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e = focal_baseline / depth_pred - focal_baseline / depth_true
+            e = e[np.isfinite(e)]
+            if e.size:
+                med = float(np.median(e))
+                out["disparity_bias_px"] = med
+                out["disparity_sigma_px"] = float(1.4826 * np.median(np.abs(e - med)))  # robust (MAD) sigma
     if hazard_true is not None and up is not None:
         valid = np.isfinite(points_pred).all(axis=-1)
+        if elevation_sigma is not None:
+            valid &= np.isfinite(elevation_sigma)
         if valid.sum() >= 3:
-            pred = hazard_map(points_pred[valid], up, params, grid=hazard_true.grid)
+            pred = hazard_map(points_pred[valid], up, params, grid=hazard_true.grid,
+                              elevation_sigma=None if elevation_sigma is None else elevation_sigma[valid])
             hz = hazard_metrics(pred, hazard_true)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
             if np.isfinite(hazard_true.slope_deg).any():
@@ -60,10 +79,28 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
     return out
 
 
-def summarize(scores: list[FrameScore]) -> dict[str, dict[str, float]]:
-    """Mean of every metric (NaN-aware), per model and per (model, sequence)."""
+# Range bins of the per-range breakdown (m): stereo precision falls as range squared, so a
+# hazard size is detectable only up to some range; one mean over all ranges would hide it.
+RANGE_BINS_M = (0.0, 30.0, 60.0, 100.0, 300.0, 1e3, 1e4, 1e5)
+
+
+def range_bin(range_m: float) -> str | None:
+    for lo, hi in zip(RANGE_BINS_M[:-1], RANGE_BINS_M[1:]):
+        if lo <= range_m < hi:
+            return f"{lo:g}-{hi:g} m"
+    return None
+
+
+def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[str, float]]:
+    """Mean of every metric (NaN-aware), per model and per (model, sequence), or with
+    ``by='range'`` per (model, range bin of the frame's median range)."""
     groups: dict[str, list[FrameScore]] = {}
     for s in scores:
+        if by == "range":
+            b = range_bin(s.metrics.get("range_m", float("nan")))
+            if b is not None:
+                groups.setdefault(f"{s.model} | {b}", []).append(s)
+            continue
         groups.setdefault(s.model, []).append(s)
         groups.setdefault(f"{s.model} | {s.sequence}", []).append(s)
     out = {}
@@ -78,9 +115,10 @@ def summarize(scores: list[FrameScore]) -> dict[str, dict[str, float]]:
     return out
 
 
-MAIN_COLUMNS = ("frames", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
+MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
                 "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_precision", "hazard_recall",
-                "hazard_iou", "hazard_landing_site_safe", "latency_ms_p50", "latency_ms_p90")
+                "hazard_iou", "hazard_known_fraction", "hazard_landing_site_safe", "disparity_sigma_px",
+                "latency_ms_p50", "latency_ms_p90")
 
 
 def _fmt(v) -> str:
@@ -103,6 +141,7 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
                  title: str = "lunar_recon evaluation") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(scores)
+    by_range = summarize(scores, by="range")
     keys = sorted({k for s in scores for k in s.metrics})
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -110,12 +149,18 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
         for s in scores:
             w.writerow([s.sequence, s.model, s.index, s.stamp_ns, f"{s.latency_s:.6f}",
                         *[s.metrics.get(k, "") for k in keys]])
-    (out / "metrics.json").write_text(json.dumps({"summary": summary, "frames": [s.__dict__ for s in scores]},
+    (out / "metrics.json").write_text(json.dumps({"summary": summary, "by_range": by_range, "frames": [s.__dict__ for s in scores]},
                                                  indent=1, default=lambda o: None if isinstance(o, float) and
                                                  math.isnan(o) else str(o)).replace("NaN", "null"))
     lines = [f"# {title}", "", "Metrics are computed without any scale or Sim(3) alignment (scale is judged).",
              "Depth metrics against the ground-truth depth topic when present, else against the first model.", "",
              markdown_table(summary), ""]
+    if by_range:
+        lines += ["## By range", "",
+                  "Stereo depth noise grows as range squared over (focal length x baseline): each frame falls in "
+                  "the bin of its median range. `hazard_known_fraction` is the share of the truth's cells the "
+                  "prediction could judge (the rest it calls unknown: hazards of the set size are not resolvable "
+                  "there with its precision).", "", markdown_table(by_range), ""]
     lines += [f"- {n}" for n in notes]
     for fig in figures:
         lines += ["", f"![{fig.stem}]({fig.name})"]
@@ -148,10 +193,13 @@ def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_t
         im = ax[3].imshow(slope, cmap="magma", vmin=0, vmax=30)
         fig.colorbar(im, ax=ax[3], fraction=0.046)
         ax[3].set_title("slope (deg)")
-    for a, hm, name in ((ax[4], hazard_pred, "predicted hazard"), (ax[5], hazard_true, "hazard truth")):
+    from matplotlib.colors import ListedColormap
+
+    classes = ListedColormap(["0.8", "tab:green", "tab:red"])  # unknown grey, safe green, hazard red
+    for a, hm, name in ((ax[4], hazard_pred, "predicted hazard (grey: unknown)"), (ax[5], hazard_true, "hazard truth")):
         if hm is not None:
-            a.imshow(np.where(hm.hazard == UNKNOWN, np.nan, hm.hazard.astype(float)), cmap="RdYlGn_r", vmin=0,
-                     vmax=1, origin="lower")
+            a.imshow(hm.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower",
+                     interpolation="nearest")
             if hm.landing_site is not None:
                 a.plot(hm.landing_site.col, hm.landing_site.row, "c*", ms=12)
         a.set_title(name)

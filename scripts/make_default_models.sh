@@ -18,9 +18,14 @@ run $BIN/lunar-recon simulate --preset descent --pairs ${PAIRS:-320} --seed 2026
     --out "$RUN/data"
 run $BIN/lunar-recon simulate --preset descent --pairs ${TEST_PAIRS:-24} --seed 4242 --width 512 --height 384 \
     --only-split test --out "$RUN/test_data"
+# Calibration pairs (validation split, own seed): the student's disparity precision for the
+# hazard map's noise model is measured here, never on the test pairs it is judged on.
+run $BIN/lunar-recon simulate --preset descent --pairs ${CAL_PAIRS:-12} --seed 4343 --width 512 --height 384 \
+    --only-split val --out "$RUN/calibration_data"
 run $BIN/lunar-recon distill --config configs/teacher_lunar_cpu.yaml --resume
 run $BIN/lunar-recon cache --teacher "$RUN/teacher/best.pt" --data "$RUN/data" --out "$RUN/cache" --size 256 \
     --features view1.enc_out view1.dec_block.02 --rank 32
 run $BIN/lunar-recon distill --config configs/student_nano.yaml --resume
 run $BIN/python scripts/ship_model.py "$RUN/student/best.pt" --teacher "$RUN/teacher/best.pt" \
-    --test-data "$RUN/test_data" --commands "$LOG" --size 256 --scale-mode stereo
+    --test-data "$RUN/test_data" --calibration-data "$RUN/calibration_data" --commands "$LOG" --size 256 \
+    --scale-mode stereo

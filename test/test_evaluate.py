@@ -31,12 +31,19 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         params = HazardParams(resolution_m=fr.hazard["resolution"])
         truth, _ = hazard_truth_from_grid(fr.hazard["cost"], fr.hazard["resolution"], fr.hazard["origin"],
                                           fr.hazard["orientation"], params)
-        oracle = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, None, fr.up_left, params)
+        fB = fr.K_left.fx * fr.baseline_m
+        oracle = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, None, fr.up_left, params,
+                             focal_baseline=fB)
         assert oracle["depth_abs_rel"] == 0 and oracle["depth_mae"] == 0 and oracle["depth_delta1"] == 1
+        assert oracle["disparity_sigma_px"] == 0 and oracle["range_m"] == pytest.approx(np.nanmedian(fr.depth))
         calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
         r = StereoReconstructor(SGBMModel()).reconstruct(fr.left, fr.right, calib, fr.up_left)
-        sgbm = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params)
+        sgbm = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params, r.elevation_sigma, fB)
         assert sgbm["depth_abs_rel"] > 0 and sgbm["depth_mae"] > 0
+        assert 0.02 < sgbm["disparity_sigma_px"] < 2.0  # sub-pixel matching, but not perfect
+        # The pipeline's noise model: SGBM's stated 0.25 px through Z^2 / (f B).
+        z = np.nanmedian(r.depth)
+        assert np.nanmedian(r.elevation_sigma) == pytest.approx(z * z / fB * 0.25, rel=0.3)
         assert 0 <= sgbm["hazard_f1"] <= 1 or np.isnan(sgbm["hazard_f1"])
         break
 
@@ -44,6 +51,13 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
 def test_summary_is_nan_aware():
     s = summarize([FrameScore("a", "m", 0, 0, 0.1, {"x": 1.0}), FrameScore("a", "m", 1, 1, 0.3, {"x": float("nan")})])
     assert s["m"]["x"] == 1.0 and s["m"]["frames"] == 2 and s["m | a"]["latency_ms_p50"] == pytest.approx(200)
+
+
+def test_summary_by_range_bins_frames_by_their_median_range():
+    scores = [FrameScore("a", "m", i, i, 0.1, {"range_m": r, "x": float(i)}) for i, r in enumerate([12.0, 25.0, 70.0])]
+    s = summarize(scores, by="range")
+    assert set(s) == {"m | 0-30 m", "m | 60-100 m"}
+    assert s["m | 0-30 m"]["frames"] == 2 and s["m | 0-30 m"]["x"] == 0.5 and s["m | 60-100 m"]["x"] == 2.0
 
 
 def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
@@ -54,6 +68,8 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     assert (out / "report.md").read_text().startswith("# lunar_recon evaluation")
     data = json.loads((out / "metrics.json").read_text())
     assert data["summary"]["sgbm"]["frames"] == 3 and data["summary"]["sgbm"]["depth_abs_rel"] > 0
+    assert sum(row["frames"] for row in data["by_range"].values()) == 3  # every frame in one range bin
+    assert "## By range" in (out / "report.md").read_text()
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 and "depth_abs_rel" in rows[0]
     assert (out / "error_over_time.png").stat().st_size > 1000

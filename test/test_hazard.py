@@ -159,3 +159,68 @@ def test_hazard_metrics_on_shared_grid():
     missed = hazard_metrics(flat, gt)
     assert missed["recall"] == 0 and missed["f1"] == 0
     assert slope_mae(flat, gt) > 0
+
+
+# ---- noise-aware decisions (stereo clouds) ------------------------------------------------------
+def _noisy_plane(sigma_m, seed=0, n=150_000):
+    rng = np.random.default_rng(seed)
+    xy = ground(n, seed=seed)
+    z = rng.normal(0.0, sigma_m, len(xy))
+    return np.c_[xy, z], np.full(len(xy), sigma_m)
+
+
+def test_noise_model_stops_false_hazards_on_a_noisy_flat_plane():
+    pts, sigma = _noisy_plane(0.15)  # ~2 points per 0.15 m cell: cell sigma ~0.1 m, many cells exceed 0.3 m
+    plain = hazard_map(pts, up=[0, 0, 1])
+    aware = hazard_map(pts, up=[0, 0, 1], elevation_sigma=sigma)
+    assert (plain.hazard == HAZARD).mean() > 0.5  # the plain map calls noise rocks
+    assert (aware.hazard == HAZARD).mean() < 0.01  # no significant relief anywhere
+    assert (aware.hazard == SAFE).mean() < 0.01  # ...but a 0.3 m rock cannot be excluded either
+    assert aware.extra["uncertain"].mean() > 0.8
+    assert aware.landing_site is None  # never a landing site on a maybe
+
+
+def test_noise_model_keeps_resolvable_hazards_and_safe_ground():
+    pts, sigma = _noisy_plane(0.01, seed=1)  # lidar-grade: decisions as without noise
+    xy, z = pts[:, :2], pts[:, 2].copy()
+    boulder = np.hypot(xy[:, 0] - 3, xy[:, 1] - 3) < 0.6
+    z[boulder] += 1.0
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1], elevation_sigma=sigma)
+    r, c = hm.grid.cell_of(3.0, 3.0)
+    assert hm.hazard[r, c] == HAZARD
+    r, c = hm.grid.cell_of(-6.0, -6.0)
+    assert hm.hazard[r, c] == SAFE and hm.landing_site is not None
+
+
+def test_a_large_boulder_is_seen_through_noise_that_hides_small_rocks():
+    pts, sigma = _noisy_plane(0.15, seed=2)
+    xy, z = pts[:, :2], pts[:, 2].copy()
+    boulder = np.hypot(xy[:, 0], xy[:, 1]) < 1.0
+    z[boulder] += 2.0  # far above threshold + 3 sigma
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1], elevation_sigma=sigma)
+    r, c = hm.grid.cell_of(0.0, 0.0)
+    assert hm.hazard[r, c] == HAZARD
+    assert (hm.hazard == HAZARD).mean() < 0.25  # only footprints that reach the boulder
+
+
+def test_zero_sigma_is_the_plain_map_and_sigma_length_is_checked():
+    pts, _ = _noisy_plane(0.05, seed=3, n=40_000)
+    plain = hazard_map(pts, up=[0, 0, 1])
+    zero = hazard_map(pts, up=[0, 0, 1], elevation_sigma=np.zeros(len(pts)))
+    np.testing.assert_array_equal(plain.hazard, zero.hazard)
+    with pytest.raises(ValueError, match="elevation_sigma"):
+        hazard_map(pts, up=[0, 0, 1], elevation_sigma=np.zeros(10))
+
+
+def test_stereo_elevation_sigma_follows_the_precision_model():
+    from lunar_recon.geometry.stereo import stereo_elevation_sigma
+
+    # Nadir camera, point on the optical axis at 50 m: vertical sigma = Z^2 / (f B) sigma_d.
+    pts = np.array([[0.0, 0.0, 50.0], [25.0, 0.0, 50.0]])
+    s = stereo_elevation_sigma(pts, up=[0, 0, -1], fx=500.0, baseline_m=1.0, disparity_sigma_px=0.25)
+    assert s[0] == pytest.approx(2500 / 500 * 0.25, rel=1e-5)
+    assert s[1] == pytest.approx(s[0], rel=1e-5)  # off-axis: longer ray, smaller vertical share; equal for nadir
+    fwd = stereo_elevation_sigma(pts, up=[0, -1, 0], fx=500.0, baseline_m=1.0, disparity_sigma_px=0.25)
+    assert fwd[0] == pytest.approx(0.0, abs=1e-6)  # depth noise along a horizontal ray moves no height
+    with pytest.raises(ValueError):
+        stereo_elevation_sigma(pts, [0, 0, -1], fx=500.0, baseline_m=0.0, disparity_sigma_px=0.25)

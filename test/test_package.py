@@ -94,6 +94,13 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     embedded = model.meta["card"]
     assert embedded["inference_size"] == card["inference_size"] and embedded["scale_mode"] == card["scale_mode"]
     assert card["scale_mode"] in ("predicted", "baseline", "stereo")
+    # Its disparity precision (the node's hazard noise model) is in the file, measured on
+    # calibration pairs that are not the test split.
+    assert embedded["disparity_sigma_px"] == card["disparity_sigma_px"] > 0
+    assert card["test_metrics_by_range"] and any("calibration_data" in c for c in card["commands"])
+    from lunar_recon.pipeline import model_disparity_sigma
+
+    assert model_disparity_sigma(model) == card["disparity_sigma_px"]
     assert card["parameters"] * 50 <= 688_638_856  # at most 1/50 of the released MASt3R
     assert card["test_metrics"] and "commands" in card and any("distill" in c for c in card["commands"])
     assert type(load_stereo_model("default")) is type(model)  # the node's default is this student

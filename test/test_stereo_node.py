@@ -32,9 +32,10 @@ def _up(fr) -> str:
 
 def test_every_output_over_dds(frame):
     fr, dom = frame, _domain()
-    # Loose thresholds: SGBM depth noise at 40 m (~0.7 m) would otherwise make every cell rough.
+    # Loose thresholds and no noise model: this checks the transport; SGBM depth noise at 40 m
+    # (~0.7 m) would otherwise leave most cells rough or unresolved.
     proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
-                      "hazard.roughness_max_m:=3.0", "hazard.step_max_m:=3.0", "hazard.slope_max_deg:=30.0",
+                      "disparity_sigma_px:=0.0", "hazard.roughness_max_m:=3.0", "hazard.step_max_m:=3.0", "hazard.slope_max_deg:=30.0",
                       "points_decimation:=2")
     t = NodeProbe(dom)
     try:
@@ -88,6 +89,7 @@ def test_every_output_over_dds(frame):
         assert t.spin(10.0, lambda: int(_diagnostics(t).get("processed_pairs", 0)) >= 1)
         kv = _diagnostics(t)
         assert kv["model"] == "sgbm" and "latency_ms_p50" in kv
+        assert float(kv["disparity_sigma_px"]) == 0.0  # the noise model as set
     finally:
         t.close()
         stop_node(proc)

@@ -6,6 +6,13 @@ y^2, xz, yz, z^2) summed over the disc with box filters, so the cost does not gr
 footprint: the disc is the union of a few axis-aligned rectangles (bands), each summed in
 O(1) per cell.  From the plane: slope, RMS residual; from the residuals: the largest
 deviation (roughness) and the local step height anywhere under the footprint.
+
+Measured clouds are noisy (stereo depth noise grows as Z^2 / (f B)).  Given each point's
+elevation uncertainty, every footprint gets bounds ``noise_sigmas`` standard deviations wide
+on its relief, step and slope: HAZARD when a limit is certainly exceeded (a large boulder is
+seen from far away), SAFE only when no limit can be exceeded, UNKNOWN in between (hazards of
+the set size are not resolvable there).  Without uncertainties (ground truth, lidar-grade
+clouds) the bounds coincide and the map is the plain geometric one.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ class HazardParams:
     max_cells: int = 4_000_000
     min_points_per_cell: int = 1
     footprint_bands: int = 3  # rectangles per half-disc approximating the footprint
+    noise_sigmas: float = 3.0  # significance margin, in elevation standard deviations (when given)
 
     def validate(self) -> None:
         checks = [
@@ -47,6 +55,7 @@ class HazardParams:
             (self.max_cells > 0, "max_cells must be positive"),
             (self.min_points_per_cell >= 1, "min_points_per_cell must be >= 1"),
             (self.footprint_bands >= 1, "footprint_bands must be >= 1"),
+            (self.noise_sigmas >= 0, "noise_sigmas must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -195,43 +204,67 @@ def grid_for_points(xy: np.ndarray, params: HazardParams) -> GridSpec:
     return GridSpec((float(lo[0]), float(lo[1])), r, (rows, cols))
 
 
-def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: int = 1):
-    """Per-cell centroid (x, y, z) of gravity-aligned points; NaN where fewer than ``min_points``."""
+def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: int = 1,
+                   variance: np.ndarray | None = None):
+    """Per-cell centroid (x, y, z) of gravity-aligned points and point count; NaN where fewer
+    than ``min_points``.  With per-point elevation ``variance`` also the variance of each
+    cell's mean elevation (independent points: sum of variances / n^2)."""
     p = points_grid_frame
     rows, cols = grid.shape
     col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
     row = np.floor((p[:, 1] - grid.origin[1]) / grid.resolution).astype(np.int64)
     ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
     if ok.all():  # the usual case (grid made from these points): skip the copies
-        flat, inside = row * cols + col, p
+        flat, inside, var = row * cols + col, p, variance
     else:
         flat, inside = row[ok] * cols + col[ok], p[ok]
+        var = None if variance is None else variance[ok]
     n = np.bincount(flat, minlength=rows * cols).astype(np.float64)
     sums = [np.bincount(flat, weights=inside[:, k], minlength=rows * cols) for k in range(3)]
     valid = n >= min_points
     with np.errstate(invalid="ignore", divide="ignore"):
         cx, cy, cz = (np.where(valid, s / n, np.nan).reshape(rows, cols) for s in sums)
-    return cx, cy, cz, n.reshape(rows, cols)
+        if var is None:
+            return cx, cy, cz, n.reshape(rows, cols)
+        cvar = np.where(valid, np.bincount(flat, weights=var, minlength=rows * cols) / n**2, np.nan)
+    return cx, cy, cz, n.reshape(rows, cols), cvar.reshape(rows, cols)
 
 
 def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None = None,
-               grid: GridSpec | None = None) -> HazardMap:
+               grid: GridSpec | None = None, elevation_sigma: np.ndarray | None = None) -> HazardMap:
     """Hazard map of an N x 3 (or organised H x W x 3) cloud in any frame, given gravity 'up'
     in that frame.  The grid lives in the gravity-aligned frame obtained by the smallest
     rotation taking ``up`` to +z (so with up = +z the grid's x, y are the points' x, y).
-    ``grid`` pins the cell layout (e.g. to score a prediction on the ground truth's grid)."""
+    ``grid`` pins the cell layout (e.g. to score a prediction on the ground truth's grid).
+    ``elevation_sigma``: optional 1-sigma vertical uncertainty of each point (m), e.g. from
+    :func:`lunar_recon.geometry.stereo.stereo_elevation_sigma`; hazards must then clear the
+    noise by ``params.noise_sigmas`` standard deviations (see the module docstring)."""
     params = params or HazardParams()
     params.validate()
     R = rotation_aligning(normalize(up), np.array([0.0, 0.0, 1.0]))
     p = np.asarray(points).reshape(-1, 3)
-    p = p[np.isfinite(p[:, 0] + p[:, 1] + p[:, 2])]  # one pass instead of an axis reduction
+    finite = np.isfinite(p[:, 0] + p[:, 1] + p[:, 2])  # one pass instead of an axis reduction
+    point_var = None
+    if elevation_sigma is not None:
+        sig = np.asarray(elevation_sigma, dtype=np.float64).reshape(-1)
+        if sig.shape[0] != p.shape[0]:
+            raise ValueError(f"elevation_sigma has {sig.shape[0]} values for {p.shape[0]} points")
+        finite &= np.isfinite(sig)
+        point_var = sig[finite] ** 2
+    p = p[finite]
     if len(p) < 3:
         raise ValueError(f"hazard map needs at least 3 finite points, got {len(p)}")
     q = p if np.array_equal(R, np.eye(3)) else p @ R.T.astype(p.dtype)
     if grid is None:
         grid = grid_for_points(q[:, :2], params)
     res = grid.resolution
-    X, Y, Z, counts = elevation_grid(q, grid, params.min_points_per_cell)
+    k = params.noise_sigmas
+    if point_var is None:
+        X, Y, Z, counts = elevation_grid(q, grid, params.min_points_per_cell)
+        cell_sigma = np.zeros(grid.shape)
+    else:
+        X, Y, Z, counts, cell_var = elevation_grid(q, grid, params.min_points_per_cell, point_var)
+        cell_sigma = np.sqrt(np.nan_to_num(cell_var, nan=0.0))
     valid = np.isfinite(Z)
 
     # Moments over the footprint, coordinates relative to the grid centre for conditioning.
@@ -243,9 +276,11 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     y = np.where(valid, Y - y0, 0.0)
     z = np.where(valid, Z - z0, 0.0)
     rects = footprint_rectangles(params.footprint_diameter_m / 2 / res, params.footprint_bands)
-    # Ten moment images summed as three multi-channel images: one filter pass per 3-4 moments.
-    names = (("n", "x", "y", "z"), ("xx", "xy", "yy"), ("xz", "yz", "zz"))
-    planes = dict(n=w, x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, xz=x * z, yz=y * z, zz=z * z)
+    # Ten moment images (and the summed cell variance) as three multi-channel images: one
+    # filter pass per 3-4 moments.
+    names = (("n", "x", "y", "z"), ("xx", "xy", "yy", "vv"), ("xz", "yz", "zz"))
+    planes = dict(n=w, x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, xz=x * z, yz=y * z, zz=z * z,
+                  vv=cell_sigma**2)
     S = {}
     for group in names:
         summed = _rect_reduce(np.dstack([planes[k] for k in group]), rects, "sum")
@@ -263,13 +298,22 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         det = cxx * cyy - cxy * cxy
         a = (cxz * cyy - cyz * cxy) / det
         b = (cyz * cxx - cxz * cxy) / det
-        slope = np.degrees(np.arctan(np.hypot(a, b)))
+        grad = np.hypot(a, b)
+        slope = np.degrees(np.arctan(grad))
         rms = np.sqrt(np.clip(czz - a * cxz - b * cyz, 0.0, None))
+        # Least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees.
+        slope_sigma = np.degrees(np.sqrt(S["vv"] / n / n * (cxx + cyy) / det) / (1.0 + grad**2))
         # Each cell's deviation from its own footprint plane, then the largest one under
         # every footprint (max filter over the same rectangles).
         relief = np.where(valid, z - (mz + a * (x - mx) + b * (y - my)), np.nan)
-    relief_abs = np.nan_to_num(np.abs(relief), nan=0.0, posinf=0.0).astype(np.float32)
-    rough = _rect_reduce(relief_abs, rects, "max")
+    relief_abs = np.nan_to_num(np.abs(relief), nan=0.0, posinf=0.0)
+    margin = k * cell_sigma
+    rough = _rect_reduce(relief_abs.astype(np.float32), rects, "max")
+    if point_var is None:
+        rough_lo = rough_hi = rough
+    else:  # bounds: the largest relief that is certainly there / that may be there
+        rough_lo = _rect_reduce(np.clip(relief_abs - margin, 0.0, None).astype(np.float32), rects, "max")
+        rough_hi = _rect_reduce((relief_abs + margin).astype(np.float32), rects, "max")
     # Local step: range of the detrended relief over 3x3 cells, then its largest value under the footprint.
     hi = cv2.dilate(np.where(valid, relief, -np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
                     borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf)
@@ -277,18 +321,29 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
                    borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
     local_step = np.where(valid & np.isfinite(hi) & np.isfinite(lo), hi - lo, 0.0).astype(np.float32)
     step = _rect_reduce(local_step, rects, "max")
+    if point_var is None:
+        step_lo = step_hi = step
+    else:
+        step_margin = math.sqrt(2.0) * cv2.dilate(margin.astype(np.float32), np.ones((3, 3), np.uint8))
+        step_lo = _rect_reduce(np.clip(local_step - step_margin, 0.0, None), rects, "max")
+        step_hi = _rect_reduce(local_step + step_margin, rects, "max")
+    slope_margin = k * np.nan_to_num(slope_sigma, nan=np.inf)
 
+    # Three-way decision under noise: HAZARD when a limit is certainly exceeded, SAFE only when
+    # no limit can be exceeded, UNKNOWN in between (a lander must not be sent to a maybe).
     known = (coverage >= params.coverage_min) & np.isfinite(slope) & (det > 1e-12)
-    is_hazard = known & ((slope > params.slope_max_deg) | (rough > params.roughness_max_m)
-                         | (step > params.step_max_m))
+    is_hazard = known & ((slope - slope_margin > params.slope_max_deg) | (rough_lo > params.roughness_max_m)
+                         | (step_lo > params.step_max_m))
+    is_safe = known & ~is_hazard & (slope + slope_margin <= params.slope_max_deg) \
+        & (rough_hi <= params.roughness_max_m) & (step_hi <= params.step_max_m)
     hazard = np.full(grid.shape, UNKNOWN, np.int8)
-    hazard[known] = SAFE
+    hazard[is_safe] = SAFE
     hazard[is_hazard] = HAZARD
-    with np.errstate(invalid="ignore"):
-        ratio = np.fmax(np.fmax(slope / params.slope_max_deg, rough / params.roughness_max_m),
-                        step / params.step_max_m)
+    with np.errstate(invalid="ignore"):  # graded cost of a safe cell: its worst case against the limits
+        ratio = np.fmax(np.fmax((slope + slope_margin) / params.slope_max_deg, rough_hi / params.roughness_max_m),
+                        step_hi / params.step_max_m)
     cost = np.full(grid.shape, -1, np.int8)
-    cost[known] = np.clip(np.round(np.nan_to_num(ratio[known]) * 99), 0, 99).astype(np.int8)
+    cost[is_safe] = np.clip(np.round(np.nan_to_num(ratio[is_safe]) * 99), 0, 99).astype(np.int8)
     cost[is_hazard] = 100
 
     f32 = lambda arr: np.where(known, arr, np.nan).astype(np.float32)  # noqa: E731
@@ -296,6 +351,8 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         grid=grid, elevation_m=np.where(valid, Z, np.nan).astype(np.float32), slope_deg=f32(slope),
         roughness_m=f32(rough), roughness_rms_m=f32(rms), step_m=f32(step), coverage=coverage,
         hazard=hazard, cost=cost, R_grid_from_input=R, params=params,
+        extra={"uncertain": known & ~is_hazard & ~is_safe,
+               "slope_sigma_deg": np.where(known, slope_margin / max(k, 1e-9), np.nan).astype(np.float32)},
     )
     hmap.landing_site = choose_landing_site(hmap)
     return hmap

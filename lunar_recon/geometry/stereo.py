@@ -70,6 +70,26 @@ def disparity_to_depth(disp: np.ndarray, fx: float, baseline_m: float, doffs: fl
     return z.astype(np.float32)
 
 
+def stereo_elevation_sigma(points: np.ndarray, up: np.ndarray, fx: float, baseline_m: float,
+                           disparity_sigma_px: float) -> np.ndarray:
+    """1-sigma vertical uncertainty (m) of each point of a stereo cloud in the left camera frame.
+
+    Depth noise sigma_Z = Z^2 / (f B) sigma_d moves a point along its viewing ray, by
+    sigma_Z |p| / Z; its vertical part is that times |ray . up|.  This is the rig's precision
+    model (the same whichever matcher or network produced the depth), used by the hazard map
+    to tell hazards from noise."""
+    if not (fx > 0 and baseline_m > 0 and disparity_sigma_px >= 0):
+        raise ValueError(f"need fx > 0, baseline > 0, disparity sigma >= 0 (got {fx}, {baseline_m}, "
+                         f"{disparity_sigma_px})")
+    p = np.asarray(points, dtype=np.float32)
+    u = np.asarray(up, dtype=np.float32)
+    u = u / np.linalg.norm(u)
+    z = p[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma_z = z * z * np.float32(disparity_sigma_px / (fx * baseline_m))
+        return (sigma_z * np.abs(p @ u) / z).astype(np.float32)  # |p . up| / Z = |p|/Z |ray . up|
+
+
 @dataclass
 class Rectification:
     """Maps and geometry of a planar rectification of an unrectified pair."""

@@ -25,7 +25,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, up_from_attitude
 from ..geometry.hazard import HazardParams
-from ..pipeline import ReconstructionParams, StereoCalibration, StereoReconstructor
+from ..pipeline import ReconstructionParams, StereoCalibration, StereoReconstructor, model_disparity_sigma
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg, intrinsics_from_info,
                           occupancy_grid_msg, pointcloud2_msg)
 from .sync import TimeSynchronizer, make_synchronizer
@@ -37,13 +37,16 @@ PARAMETERS: dict[str, tuple] = {
     "inference_size": (0, "long side of the network input in pixels (0: the model's own, else 512)", (0, 2048)),
     "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),
     "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
-    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (rescale to the calibrated baseline) or "
-                   "'auto' (the model card's choice)", ("predicted", "baseline", "auto")),
+    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (rescale to the calibrated baseline), "
+                   "'stereo' (median ratio to a coarse SGBM depth) or 'auto' (the model card's choice)",
+                   ("predicted", "baseline", "stereo", "auto")),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
                      None),
     "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
+    "disparity_sigma_px": (-1.0, "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
+                           "-1: the model's own (model card; SGBM 0.25), 0: off", (-1.0, 100.0)),
     "hazard.slope_max_deg": (10.0, "largest safe slope over the footprint (deg)", (0.1, 89.0)),
     "hazard.roughness_max_m": (0.3, "largest safe deviation from the footprint plane (m)", (0.001, 100.0)),
     "hazard.step_max_m": (0.3, "largest safe local step (m)", (0.001, 100.0)),
@@ -51,6 +54,8 @@ PARAMETERS: dict[str, tuple] = {
     "hazard.resolution_m": (0.15, "hazard grid cell size (m)", (0.01, 100.0)),
     "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
     "hazard.coverage_min": (0.7, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
+    "hazard.noise_sigmas": (3.0, "a hazard must clear the depth noise by this many standard deviations",
+                            (0.0, 10.0)),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
@@ -176,10 +181,11 @@ class StereoNode(Node):
             confidence_threshold=v["confidence_threshold"] or None,
             confidence_quantile=v["confidence_quantile"] or None,
             scale_mode=v["scale_mode"], slope_baseline_m=v["slope_baseline_m"],
+            disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
             hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
                                 step_max_m=v["hazard.step_max_m"], footprint_diameter_m=v["hazard.footprint_diameter_m"],
                                 resolution_m=v["hazard.resolution_m"], extent_m=v["hazard.extent_m"] or None,
-                                coverage_min=v["hazard.coverage_min"]),
+                                coverage_min=v["hazard.coverage_min"], noise_sigmas=v["hazard.noise_sigmas"]),
         )
 
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -310,6 +316,10 @@ class StereoNode(Node):
             return 0.0
         return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
 
+    def _disparity_sigma(self) -> float:
+        p = self.reconstructor.params.disparity_sigma_px
+        return float(p) if p is not None else model_disparity_sigma(self.model)
+
     def _publish_diagnostics(self) -> None:
         st = DiagnosticStatus(name="lunar_recon: stereo_node", hardware_id=self.device)
         st.level = DiagnosticStatus.OK if not self.rejected else DiagnosticStatus.WARN
@@ -317,6 +327,7 @@ class StereoNode(Node):
         lat = sorted(self.latencies)
         values = {
             "model": self.model_name, "device": self.device, "processed_pairs": self.processed,
+            "disparity_sigma_px": self._disparity_sigma(),
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
             "rejected_messages": sum(self.rejected.values()),
             "latency_ms_p50": 1e3 * lat[len(lat) // 2] if lat else float("nan"),

@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--inference-size", type=int, default=0, help="0: the model's own (model card), else 512")
     p.add_argument("--scale-mode", choices=list(SCALE_MODES), default="auto")
     p.add_argument("--hazard-resolution", type=float, default=None, help="hazard grid cell (m); default: the truth's")
+    p.add_argument("--disparity-sigma", type=float, default=None,
+                   help="disparity precision (px) for the hazard noise model; default: each model's own "
+                        "(offline) or the node's (live); 0: off")
     p.add_argument("--device", default="cpu")
     p.add_argument("--figures", type=int, default=2, help="example-frame figures per model and input")
 
@@ -85,6 +88,12 @@ def _up(fr):
     return s.up_left if s is not None else None
 
 
+def _focal_baseline(fr) -> float | None:
+    s = fr.extra.get("sample")
+    rectified = s is None or s.rectified
+    return float(fr.K_left.fx * fr.baseline_m) if rectified and fr.baseline_m else None
+
+
 def _calibration(fr):
     from ..pipeline import StereoCalibration
 
@@ -135,8 +144,9 @@ def run(args) -> int:
                 truth_h.params = params
             reference = fr.depth
             for m_idx, (label, model) in enumerate(models):
-                rec = StereoReconstructor(model, ReconstructionParams(inference_size=args.inference_size,
-                                                                      scale_mode=args.scale_mode, hazard=params))
+                rec = StereoReconstructor(model, ReconstructionParams(
+                    inference_size=args.inference_size, scale_mode=args.scale_mode,
+                    disparity_sigma_px=args.disparity_sigma, hazard=params))
                 t0 = time.perf_counter()
                 try:
                     r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr))
@@ -147,7 +157,7 @@ def run(args) -> int:
                 if reference is None and m_idx == 0:
                     reference = r.depth  # no ground truth: score against the first model
                 metrics = score_frame(r.depth, r.points, reference if (m_idx > 0 or fr.depth is not None) else None,
-                                      truth_h, _up(fr), params)
+                                      truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr))
                 scores.append(FrameScore(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 if i < args.figures:
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
@@ -182,6 +192,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from ..evaluation import FrameScore, error_over_time_figure, example_figure, score_frame, write_report
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
+    from ..geometry.stereo import stereo_elevation_sigma
     from ..ros.conversions import camera_info_msg, image_msg
 
     rclpy.init()
@@ -241,28 +252,35 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         t_end = time.monotonic()
         while time.monotonic() - t_end < 10 and len([s for s in sent if s in received]) < len(sent):
             rclpy.spin_once(node, timeout_sec=0.1)
+    kv = {v.key: v.value for v in diag[-1].status[0].values} if diag else {}
+    # The node's hazard map uses its model's disparity precision; score with the same.
+    sigma_d = args.disparity_sigma if args.disparity_sigma is not None else float(kv.get("disparity_sigma_px", 0))
     for stamp, (t_sent, seq, i, fr) in sorted(sent.items()):
         if stamp not in received:
             continue
         t_recv, depth = received[stamp]["depth"]
         pts = depth_to_points(depth, fr.K_left)
+        up = _up(fr)
+        sigma = (stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
+                 if sigma_d > 0 and up is not None and fr.baseline_m else None)
         truth_h = _truth(fr, HazardParams())
         params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15))
         if truth_h is not None:
             truth_h.params = params
-        metrics = score_frame(depth, pts, fr.depth, truth_h, _up(fr), params)
+        metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr))
         scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if i < args.figures:
             from ..geometry.hazard import hazard_map
 
-            up = _up(fr)
             valid = np.isfinite(pts).all(axis=-1)
-            pred_h = hazard_map(pts[valid], up, params, grid=truth_h.grid) if truth_h is not None and \
-                valid.sum() > 3 else None
+            if sigma is not None:
+                valid &= np.isfinite(sigma)
+            pred_h = hazard_map(pts[valid], up, params, grid=truth_h.grid,
+                                elevation_sigma=None if sigma is None else sigma[valid]) \
+                if truth_h is not None and up is not None and valid.sum() > 3 else None
             figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
                                           None, pred_h, truth_h, pts, f"stereo_node (live) on {seq}, frame {i}"))
     dropped = len(sent) - len(scores)
-    kv = {v.key: v.value for v in diag[-1].status[0].values} if diag else {}
     notes.append(f"live replay at {args.speed}x: {len(sent)} frames sent, {len(scores)} answered, {dropped} dropped "
                  f"(node reports {kv.get('dropped_pairs', '?')} dropped pairs, model {kv.get('model', '?')})")
     node.destroy_node()
