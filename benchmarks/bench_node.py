@@ -51,17 +51,15 @@ def main() -> None:
             stamp = 1_700_000_000 * 10**9 + i * int(period * 1e9)
             sent[stamp] = time.monotonic()
             t.publish(msgs, stamp)
-            while time.monotonic() < t0 + (i + 1) * period:
-                t.executor.spin_once(timeout_sec=0.002)
-            for m in t.got.pop("depth", []):
-                s = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-                latencies.append(time.monotonic() - sent[s])
+            t.spin_until(t0 + (i + 1) * period)
+            for arrived, m in t.take("depth"):
+                latencies.append(arrived - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec])
             if i % max(1, args.frames // 20) == 0:
                 rss.append(rss_mib(proc.pid))
         elapsed = time.monotonic() - t0
         t.spin(2.0)
-        latencies += [time.monotonic() - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec]
-                      for m in t.got.pop("depth", [])]
+        latencies += [arrived - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec]
+                      for arrived, m in t.take("depth")]
         rss.append(rss_mib(proc.pid))
     finally:
         t.close()

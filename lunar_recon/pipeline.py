@@ -54,9 +54,11 @@ class StereoCalibration:
 
 
 class StereoModel(Protocol):
-    """Anything that turns a pair into a :class:`PairPrediction` (networks and SGBM)."""
+    """Anything that turns a pair into a :class:`PairPrediction` (networks and SGBM).
+    ``right_view=False``: the right view's pointmap may be left out (None)."""
 
-    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512) -> PairPrediction: ...
+    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512,
+                right_view: bool = True) -> PairPrediction: ...
 
 
 class SGBMModel:
@@ -70,7 +72,8 @@ class SGBMModel:
         self.params = params or SGBMParams()
         self.calibration = calibration
 
-    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512) -> PairPrediction:
+    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512,
+                right_view: bool = True) -> PairPrediction:
         cal = self.calibration
         if cal is None:
             raise ValueError("SGBM needs a stereo calibration")
@@ -84,6 +87,8 @@ class SGBMModel:
         valid = np.isfinite(depth)
         conf = np.where(valid, 2.0, 0.0).astype(np.float32)  # SGBM has no confidence: matched = 2 (> 1)
         h2, w2 = np.asarray(image_right).shape[:2]
+        if not right_view:
+            return PairPrediction(pts, None, conf, None, network_hw=depth.shape)
         return PairPrediction(pts, np.full((h2, w2, 3), np.nan, np.float32), conf,
                               np.zeros((h2, w2), np.float32), network_hw=depth.shape)
 
@@ -116,6 +121,12 @@ def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, ima
     if ok.mean() < min_matched_fraction:
         return None
     return float(np.exp(np.median(np.log(ref[ok] / pred[ok]))))
+
+
+def needs_right_view(scale_mode: str) -> bool:
+    """Only 'baseline' scaling reads the right view's pointmap (to recover the pose); the node
+    skips that head otherwise."""
+    return scale_mode == "baseline"
 
 
 @dataclass
@@ -185,16 +196,19 @@ class StereoReconstructor:
         card = getattr(self.model, "meta", {}).get("card", {})
         size = p.inference_size or int(card.get("inference_size", 512))
         scale_mode = p.scale_mode if p.scale_mode != "auto" else card.get("scale_mode", "predicted")
-        pred = self.model.predict(image_left, image_right, size=size)
+        rescale = scale_mode in ("baseline", "stereo") and not isinstance(self.model, SGBMModel)  # SGBM is metric
+        if rescale and calibration is None:
+            raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
+        pred = self.model.predict(image_left, image_right, size=size, right_view=rescale and needs_right_view(scale_mode))
         t1 = time.perf_counter()
         scale = 1.0
-        if scale_mode in ("baseline", "stereo") and not isinstance(self.model, SGBMModel):  # SGBM is metric
-            if calibration is None:
-                raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
+        if rescale:
             est = None
             if scale_mode == "stereo":
                 est = metric_scale_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration)
             if est is None:  # 'baseline', or too little texture for the matcher
+                if pred.points_right is None:
+                    pred = self.model.predict(image_left, image_right, size=size)
                 est = metric_scale_from_baseline(pred.points_right, calibration.K_right, calibration.baseline_m,
                                                  pred.conf_right).scale
             scale = est
@@ -213,9 +227,8 @@ class StereoReconstructor:
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)
-            if p.compute_hazard and valid.sum() >= 3:
-                hmap = hazard_map(points[valid], up, p.hazard,
-                                  elevation_sigma=None if sigma is None else sigma[valid])
+            if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
+                hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma)
         t3 = time.perf_counter()
         return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, sigma, slope, hmap, scale,
                               {"model": t1 - t0, "geometry": t2 - t1, "hazard": t3 - t2, "total": t3 - t0}, pred)

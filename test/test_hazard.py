@@ -224,3 +224,24 @@ def test_stereo_elevation_sigma_follows_the_precision_model():
     assert fwd[0] == pytest.approx(0.0, abs=1e-6)  # depth noise along a horizontal ray moves no height
     with pytest.raises(ValueError):
         stereo_elevation_sigma(pts, [0, 0, -1], fx=500.0, baseline_m=0.0, disparity_sigma_px=0.25)
+
+
+def test_rect_reduce_equals_brute_force_over_the_footprint():
+    """Box sums and max filters over the disc's rectangles, shifted to their bands, equal a
+    direct loop over every cell of the footprint (cells off the grid count as 0)."""
+    from lunar_recon.geometry.hazard import _rect_reduce, footprint_rectangles
+
+    rng = np.random.default_rng(0)
+    img = rng.random((23, 31))
+    rects = footprint_rectangles(5.3, 3)
+    h, w = img.shape
+    want_sum, want_max = np.zeros_like(img), np.zeros_like(img)
+    for y in range(h):
+        for x in range(w):
+            vals = [img[y + dy, x + dx] for dy0, dy1, dx0, dx1 in rects
+                    for dy in range(dy0, dy1 + 1) for dx in range(dx0, dx1 + 1) if 0 <= y + dy < h and 0 <= x + dx < w]
+            want_sum[y, x], want_max[y, x] = sum(vals), max(vals)
+    stacked = np.dstack([img, 2 * img, img**2])
+    got = _rect_reduce(stacked, rects, "sum")
+    assert np.allclose(got[..., 0], want_sum) and np.allclose(got[..., 1], 2 * want_sum)
+    assert np.array_equal(_rect_reduce(img.astype(np.float32), rects, "max"), want_max.astype(np.float32))

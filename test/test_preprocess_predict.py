@@ -84,3 +84,80 @@ def test_predict_at_network_resolution_equals_forward(fixtures_dir):
     assert np.allclose(pred.points_left, res1["pts3d"][0].numpy(), atol=1e-6)
     assert np.allclose(pred.points_right, res2["pts3d_in_other_view"][0].numpy(), atol=1e-6)
     assert np.allclose(pred.depth_left, res1["pts3d"][0, ..., 2].numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,size", [((384, 512), 256), ((97, 131), 64), ((300, 400), 512)])
+def test_mono_fast_path_equals_rgb_conversion(shape, size):
+    """Mono images are resampled as one band; the tensor must equal the RGB route's bit for bit."""
+    from lunar_recon.models.preprocess import to_pil_image
+
+    img = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    assert to_pil_image(img).mode == "L"
+    mono, info_m = preprocess_pil(to_pil_image(img), size, True)
+    rgb, info_c = preprocess_pil(to_pil_rgb(img), size, True)
+    assert info_m == info_c and mono.shape == rgb.shape and mono.shape[1] == 3
+    assert torch.equal(mono, rgb)
+
+
+def test_pure_resize_fast_path_equals_grid_resampling():
+    """512x384 -> 256x192 (no crop) takes the fast paths (OpenCV for predict's maps,
+    F.interpolate for tensors); both must sample exactly where the general grid path does,
+    edges included, for any number of channels (MASt3R: 3 + 1 + 24)."""
+    from lunar_recon.models.predict import _back_to_input, _grid_resample, _to_input_grid
+    from lunar_recon.models.preprocess import CropInfo
+
+    res = {"pts3d": torch.randn(1, 12, 16, 3), "conf": torch.rand(1, 12, 16) + 1, "desc": torch.randn(1, 12, 16, 24)}
+    x = torch.cat([res["pts3d"], res["conf"][..., None], res["desc"]], dim=-1).permute(0, 3, 1, 2)
+    fill = torch.tensor([float("nan")] * 3 + [0.0] + [float("nan")] * 24)
+    info = CropInfo((24, 32), (12, 16), 0, 0, (12, 16))
+    general = _grid_resample(x, info, fill)
+    assert torch.allclose(_back_to_input(x, info, fill), general, atol=1e-6)
+    pts, conf, desc = _to_input_grid(res, ("pts3d", "conf", "desc"), info, (float("nan"), 0.0, float("nan")))
+    assert pts.shape == (24, 32, 3) and conf.shape == (24, 32) and desc.shape == (24, 32, 24)
+    assert np.allclose(pts, general[0, :3].permute(1, 2, 0).numpy(), atol=1e-5)
+    assert np.allclose(conf, general[0, 3].numpy(), atol=1e-5)
+    assert np.allclose(desc, general[0, 4:].permute(1, 2, 0).numpy(), atol=1e-5)
+    # a crop offset must take the general path (NaN / 0 outside the network's view)
+    cropped = _back_to_input(x, CropInfo((30, 32), (15, 16), 0, 1, (12, 16)), fill)
+    assert torch.isnan(cropped[0, 0, 0]).all() and (cropped[0, 3, 0] == 0).all()
+
+
+def test_right_view_can_be_skipped(fixtures_dir):
+    """right_view=False drops the right head's outputs and leaves the left view unchanged."""
+    model = load_model(fixtures_dir / "mast3r_tiny" / "checkpoint.pth")
+    rng = np.random.default_rng(2)
+    left = rng.integers(0, 255, (48, 64), dtype=np.uint8)
+    right = rng.integers(0, 255, (48, 64), dtype=np.uint8)
+    both = model.predict(left, right, size=64)
+    only_left = model.predict(left, right, size=64, right_view=False)
+    assert only_left.points_right is None and only_left.conf_right is None and only_left.desc_right is None
+    assert np.array_equal(only_left.points_left, both.points_left, equal_nan=True)
+    assert np.array_equal(only_left.desc_left, both.desc_left, equal_nan=True)
+    with torch.inference_mode():
+        img = torch.zeros(1, 3, 48, 64)
+        assert model({"img": img}, {"img": img}, view2_head=False)[1] == {}
+
+
+def test_rope_matches_the_rotate_half_formula():
+    """The cached, sign-folded RoPE equals the textbook per-half rotate-half rotation, also
+    when a second position grid of the same token count (transposed) follows."""
+    from lunar_recon.models.blocks import RoPE2D, token_positions
+
+    rope = RoPE2D(100.0)
+    tokens = torch.randn(2, 3, 12, 16)
+
+    def reference(t, pos):
+        half = t.shape[-1] // 2
+        inv = 1.0 / (100.0 ** (torch.arange(0, half, 2).float() / half))
+        out = []
+        for u, p in zip(t.split(half, dim=-1), (pos[..., 0], pos[..., 1])):
+            f = p[:, None, :, None].float() * inv
+            f = torch.cat((f, f), dim=-1)
+            u1, u2 = u.chunk(2, dim=-1)
+            out.append(u * f.cos() + torch.cat((-u2, u1), dim=-1) * f.sin())
+        return torch.cat(out, dim=-1)
+
+    for grid in ((3, 4), (4, 3), (3, 4)):
+        pos = token_positions(2, *grid)
+        assert torch.allclose(rope(tokens, pos), reference(tokens, pos), atol=1e-6)
+        assert torch.allclose(rope(tokens, pos), reference(tokens, pos), atol=1e-6)  # cache hit

@@ -62,7 +62,7 @@ def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
     fr = rendered
 
     class Shrunk:
-        def predict(self, left, right, size=512):
+        def predict(self, left, right, size=512, right_view=True):
             return PairPrediction(fr.points_left / 3.7, fr.points_right_in_left / 3.7,
                                   np.where(fr.valid_left, 5.0, 0).astype(np.float32),
                                   np.where(fr.valid_right, 5.0, 0).astype(np.float32))

@@ -78,9 +78,12 @@ class OnnxStereoModel:
         rgb = np.asarray(to_pil_rgb(image).resize((self.hw[1], self.hw[0])), np.float32) / 255.0
         return ((rgb - 0.5) / 0.5).transpose(2, 0, 1)[None]
 
-    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512) -> PairPrediction:
+    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512,
+                right_view: bool = True) -> PairPrediction:
         p1, c1, p2, c2 = self.session.run(None, {"img1": self._prep(image_left), "img2": self._prep(image_right)})
         h, w = np.asarray(image_left).shape[:2]
         h2, w2 = np.asarray(image_right).shape[:2]
         up = lambda a, hh, ww: cv2.resize(a[0], (ww, hh), interpolation=cv2.INTER_LINEAR)  # noqa: E731
+        if not right_view:  # the graph computes both views; only the resampling is saved
+            return PairPrediction(up(p1, h, w), None, up(c1, h, w), None, network_hw=self.hw)
         return PairPrediction(up(p1, h, w), up(p2, h2, w2), up(c1, h, w), up(c2, h2, w2), network_hw=self.hw)

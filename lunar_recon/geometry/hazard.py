@@ -144,37 +144,29 @@ def footprint_rectangles(radius_cells: float, bands: int = 3) -> list[tuple[int,
     return rects
 
 
-def _shift_rows(img: np.ndarray, dy: int, fill: float) -> np.ndarray:
-    """out[y] = img[y + dy], ``fill`` where y + dy leaves the grid."""
-    if dy == 0:
-        return img
-    out = np.empty_like(img)
-    if dy > 0:
-        out[:-dy] = img[dy:]
-        out[-dy:] = fill
-    else:
-        out[-dy:] = img[:dy]
-        out[:-dy] = fill
-    return out
-
-
 def _rect_reduce(img: np.ndarray, rects, op: str) -> np.ndarray:
-    """Sum (or max) of ``img`` over the footprint rectangles placed on each cell.  Each
-    rectangle is a centred box filter / dilation (O(1) per cell in OpenCV) shifted to its band."""
-    out = None
+    """Sum (or max) of ``img`` over the footprint rectangles placed on each cell; cells off the
+    grid count as 0 (the inputs are non-negative).  Each rectangle is a box filter / dilation
+    (O(1) per cell in OpenCV) read back at its band's row offset; the image is padded by the
+    largest offset so bands that hang over the top or bottom edge keep their in-grid part."""
+    h = img.shape[0]
+    pad = max(max(abs(dy0), abs(dy1)) for dy0, dy1, _, _ in rects)
+    padded = cv2.copyMakeBorder(img, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    out = np.zeros_like(img)
     for dy0, dy1, dx0, dx1 in rects:
         kh, kw = dy1 - dy0 + 1, dx1 - dx0 + 1  # kw is odd: rectangles are symmetric in x
-        shift = dy0 + kh // 2
+        anchor = (kw // 2, kh // 2)
         if op == "sum":
-            r = cv2.boxFilter(img, -1, (kw, kh), anchor=(kw // 2, kh // 2), normalize=False,
-                              borderType=cv2.BORDER_CONSTANT)
-            r = _shift_rows(r, shift, 0.0)
-            out = r if out is None else out + r
+            r = cv2.boxFilter(padded, -1, (kw, kh), anchor=anchor, normalize=False, borderType=cv2.BORDER_CONSTANT)
         else:
-            r = cv2.dilate(img, np.ones((kh, kw), np.uint8), anchor=(kw // 2, kh // 2),
-                           borderType=cv2.BORDER_CONSTANT, borderValue=0)
-            r = _shift_rows(r, shift, 0.0)
-            out = r if out is None else np.maximum(out, r)
+            r = cv2.dilate(padded, np.ones((kh, kw), np.uint8), anchor=anchor, borderType=cv2.BORDER_CONSTANT,
+                           borderValue=0)
+        r0 = pad + dy0 + kh // 2  # the box at padded row r0 + y covers rows y + dy0 .. y + dy1
+        band = r[r0:r0 + h]
+        if op == "sum":
+            out += band
+        else:
+            np.maximum(out, band, out=out)
     return out
 
 
@@ -250,8 +242,11 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         if sig.shape[0] != p.shape[0]:
             raise ValueError(f"elevation_sigma has {sig.shape[0]} values for {p.shape[0]} points")
         finite &= np.isfinite(sig)
-        point_var = sig[finite] ** 2
-    p = p[finite]
+        point_var = sig**2
+    if not finite.all():
+        keep = np.flatnonzero(finite)
+        p = p.take(keep, axis=0)  # ~5x faster than boolean indexing of (N, 3) rows
+        point_var = None if point_var is None else point_var.take(keep)
     if len(p) < 3:
         raise ValueError(f"hazard map needs at least 3 finite points, got {len(p)}")
     q = p if np.array_equal(R, np.eye(3)) else p @ R.T.astype(p.dtype)
@@ -373,7 +368,7 @@ def cells_of_points(hmap: HazardMap, points: np.ndarray) -> tuple[np.ndarray, np
     """Grid (row, col) of each point given in the input frame, and whether it is on the grid."""
     p = np.asarray(points, dtype=np.float32)
     q = p @ hmap.R_grid_from_input.T.astype(np.float32)
-    finite = np.isfinite(q).all(axis=-1)
+    finite = np.isfinite(q[..., 0] + q[..., 1] + q[..., 2])  # one pass; an axis=-1 reduction is ~5x slower
     q = np.where(finite[..., None], q, 0.0)
     col = np.floor((q[..., 0] - hmap.origin[0]) / hmap.resolution).astype(np.int64)
     row = np.floor((q[..., 1] - hmap.origin[1]) / hmap.resolution).astype(np.int64)

@@ -7,9 +7,10 @@ from .preprocess import load_images
 from .stereo3d import AsymmetricCroCo3DStereo, AsymmetricMASt3R, build_model
 
 
-def _predict(self, image_left, image_right, size: int = 512, square_ok: bool = True) -> PairPrediction:
+def _predict(self, image_left, image_right, size: int = 512, square_ok: bool = True,
+             right_view: bool = True) -> PairPrediction:
     """``model.predict(left, right)``: numpy images of any size -> :class:`PairPrediction`."""
-    return predict_pair(self, image_left, image_right, size=size, square_ok=square_ok)
+    return predict_pair(self, image_left, image_right, size=size, square_ok=square_ok, right_view=right_view)
 
 
 AsymmetricCroCo3DStereo.predict = _predict

@@ -52,7 +52,7 @@ def crop_box(w: int, h: int, size: int, square_ok: bool) -> tuple[int, int, int,
 
 
 def preprocess_pil(img: PIL.Image.Image, size: int = 512, square_ok: bool = False) -> tuple[torch.Tensor, CropInfo]:
-    """PIL RGB image -> (1, 3, H, W) float32 tensor in [-1, 1] and where it came from."""
+    """PIL RGB (or mono 'L') image -> (1, 3, H, W) float32 tensor in [-1, 1] and where it came from."""
     w0, h0 = img.size
     if size == 224:
         img = _resize_long_edge(img, round(size * max(w0 / h0, h0 / w0)))
@@ -62,7 +62,12 @@ def preprocess_pil(img: PIL.Image.Image, size: int = 512, square_ok: bool = Fals
     box = crop_box(w, h, size, square_ok)
     img = img.crop(box)
     arr = np.asarray(img, dtype=np.float32) / 255.0
-    tensor = torch.from_numpy((arr - 0.5) / 0.5).permute(2, 0, 1).unsqueeze(0).contiguous()
+    tensor = torch.from_numpy((arr - 0.5) / 0.5)
+    if tensor.ndim == 2:  # mono ('L'): the three identical bands of its RGB conversion
+        tensor = tensor.unsqueeze(0).expand(3, -1, -1)
+    else:
+        tensor = tensor.permute(2, 0, 1)
+    tensor = tensor.unsqueeze(0).contiguous()
     info = CropInfo((h0, w0), (h, w), box[0], box[1], (tensor.shape[2], tensor.shape[3]))
     return tensor, info
 
@@ -80,9 +85,11 @@ def load_images(paths: list[str | os.PathLike], size: int = 512, square_ok: bool
     return views
 
 
-def to_pil_rgb(image: np.ndarray) -> PIL.Image.Image:
+def to_pil_image(image: np.ndarray) -> PIL.Image.Image:
     """numpy image (H, W) / (H, W, 1) / (H, W, 3) / (H, W, 4), uint8, uint16 or float in [0, 1]
-    -> PIL RGB.  16-bit and float images are scaled to 8 bits, as a camera driver would."""
+    -> PIL 'L' (mono) or 'RGB'.  16-bit and float images are scaled to 8 bits, as a camera
+    driver would.  Mono stays one band: PIL resamples each band alone, so resizing 'L' and
+    then repeating it gives the RGB result bit for bit at a third of the cost."""
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
@@ -98,6 +105,9 @@ def to_pil_rgb(image: np.ndarray) -> PIL.Image.Image:
         arr = (np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     elif arr.dtype != np.uint8:
         raise ValueError(f"unsupported image dtype {arr.dtype}")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return PIL.Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    return PIL.Image.fromarray(np.ascontiguousarray(arr), "L" if arr.ndim == 2 else "RGB")
+
+
+def to_pil_rgb(image: np.ndarray) -> PIL.Image.Image:
+    """:func:`to_pil_image`, always RGB (mono repeated in the three bands)."""
+    return to_pil_image(image).convert("RGB")

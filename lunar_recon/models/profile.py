@@ -16,15 +16,16 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def pair_gflops(model_or_config, height: int, width: int) -> float:
-    """GFLOPs (multiply-add = 2 FLOPs) of one forward on a ``height x width`` pair."""
+def pair_gflops(model_or_config, height: int, width: int, view2_head: bool = True) -> float:
+    """GFLOPs (multiply-add = 2 FLOPs) of one forward on a ``height x width`` pair (without
+    view 2's head when ``view2_head`` is False, as the node runs it)."""
     cfg = getattr(model_or_config, "config", model_or_config)
     with torch.device("meta"):
         meta = build_model(cfg).eval()
         img = torch.empty(1, 3, height, width)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        meta({"img": img}, {"img": img})
+        meta({"img": img}, {"img": img}, view2_head=view2_head)
     return counter.get_total_flops() / 1e9
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import DecoderBlock, EncoderBlock, PatchEmbed, RoPE2D, layer_norm
+from .blocks import DecoderBlock, EncoderBlock, LockstepDecoderLayer, PatchEmbed, RoPE2D, layer_norm
 from .cnn import ConvEncoder
 from .config import ModelConfig
 from .heads import build_head
@@ -96,6 +96,8 @@ class AsymmetricCroCo3DStereo(nn.Module):
         if tokens is not None:
             tokens["view1.dec_embed"], tokens["view2.dec_embed"] = f1, f2
         out1, out2 = [enc1], [enc2]
+        if tokens is None and not torch.is_grad_enabled() and not f1.is_meta and f1.shape == f2.shape:
+            return self._decode_lockstep(f1, f2, pos1, pos2, out1, out2)
         for i, (blk1, blk2) in enumerate(zip(self.dec_blocks, self.dec_blocks2)):
             # Each view reads the other view's tokens of the previous layer.
             f1, f2 = blk1(f1, f2, pos1, pos2), blk2(f2, f1, pos2, pos1)
@@ -109,8 +111,36 @@ class AsymmetricCroCo3DStereo(nn.Module):
             tokens["view1.dec_out"], tokens["view2.dec_out"] = out1[-1], out2[-1]
         return out1, out2
 
+    def _decode_lockstep(self, f1, f2, pos1, pos2, out1: list, out2: list):
+        """Inference: both stacks as one batched computation per layer (same maths)."""
+        layers = self._lockstep_layers()
+        x = torch.stack([f1, f2])
+        xpos, ypos = torch.cat([pos1, pos2]), torch.cat([pos2, pos1])
+        for layer in layers:
+            x = layer(x, x.flip(0), xpos, ypos)  # each view reads the other's previous layer
+            out1.append(x[0])
+            out2.append(x[1])
+        out1[-1] = self.dec_norm(out1[-1])
+        out2[-1] = self.dec_norm(out2[-1])
+        return out1, out2
+
+    def _lockstep_layers(self) -> list[LockstepDecoderLayer]:
+        # Rebuilt whenever a decoder weight changed (training step, load_state_dict, .to()).
+        key = tuple((p.data_ptr(), p._version) for p in self._decoder_params())
+        cached = getattr(self, "_lockstep_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                layers = [LockstepDecoderLayer(b1, b2) for b1, b2 in zip(self.dec_blocks, self.dec_blocks2)]
+            self._lockstep_cache = (key, layers)
+        return self._lockstep_cache[1]
+
+    def _decoder_params(self):
+        for blocks in (self.dec_blocks, self.dec_blocks2):
+            yield from blocks.parameters()
+
     # ---- full model ---------------------------------------------------------------------
-    def forward(self, view1: dict[str, Any], view2: dict[str, Any], return_tokens: bool = False):
+    def forward(self, view1: dict[str, Any], view2: dict[str, Any], return_tokens: bool = False,
+                view2_head: bool = True):
         """Official contract: ``view = {'img': (B,3,H,W) in [-1,1], 'true_shape': (B,2) [[H, W]]}``.
 
         Returns ``(res1, res2)``: ``res1['pts3d']`` (view-1 pixels, view-1 frame),
@@ -118,6 +148,8 @@ class AsymmetricCroCo3DStereo(nn.Module):
         MASt3R ``desc`` / ``desc_conf``.  With ``return_tokens=True`` a third element maps
         'view{1,2}.{pos,patch_embed,enc_block.KK,enc_out,dec_embed,dec_block.KK,dec_out}'
         to the intermediate tokens (for feature distillation); the plain call stores none.
+        ``view2_head=False`` skips view 2's head (``res2`` is then empty) for callers that
+        need only view 1's pointmap; both decoders still run, as each reads the other.
         """
         hw1, hw2 = _image_hw(view1), _image_hw(view2)
         tokens: dict[str, torch.Tensor] | None = {} if return_tokens else None
@@ -127,8 +159,9 @@ class AsymmetricCroCo3DStereo(nn.Module):
         amp_device = "cpu" if enc1.is_meta else enc1.device.type
         with torch.autocast(device_type=amp_device, enabled=False):
             res1 = self.downstream_head1([t.float() for t in dec1], hw1)
-            res2 = self.downstream_head2([t.float() for t in dec2], hw2)
-        res2["pts3d_in_other_view"] = res2.pop("pts3d")
+            res2 = self.downstream_head2([t.float() for t in dec2], hw2) if view2_head else {}
+        if view2_head:
+            res2["pts3d_in_other_view"] = res2.pop("pts3d")
         if return_tokens:
             return res1, res2, tokens
         return res1, res2

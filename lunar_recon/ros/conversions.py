@@ -2,6 +2,8 @@
 with a short reason that the node counts and logs."""
 from __future__ import annotations
 
+import array
+
 import numpy as np
 
 from ..data.encodings import IMAGE_ENCODINGS, EncodingError, image_to_array, to_gray_or_rgb
@@ -145,5 +147,6 @@ def occupancy_grid_msg(OccupancyGrid, header, hmap: HazardMap):
     msg.info.origin.position.x, msg.info.origin.position.y, msg.info.origin.position.z = (float(v) for v in pos)
     o = msg.info.origin.orientation
     o.x, o.y, o.z, o.w = (float(v) for v in q)
-    msg.data = np.ascontiguousarray(hmap.cost, np.int8).reshape(-1).tolist()
+    # array('b') is taken as is; a list is type-checked element by element (~3 ms per 60k cells).
+    msg.data = array.array("b", np.ascontiguousarray(hmap.cost, np.int8).tobytes())
     return msg

@@ -59,15 +59,25 @@ class NodeProbe:
         self.executor.add_node(self.node)
         self.Image, self.CameraInfo = Image, CameraInfo
         self.got: dict[str, list] = {}
+        self.arrived: dict[str, list[float]] = {}  # time.monotonic() of each message in got, same order
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         for topic, T, q in [("depth", Image, 10), ("depth/camera_info", CameraInfo, 10), ("confidence", Image, 10),
                             ("points2", PointCloud2, 10), ("slope", Image, 10), ("hazard/grid", OccupancyGrid, latched),
                             ("hazard/image", Image, 10), ("hazard/landing_site", PointStamped, 10),
                             ("/diagnostics", DiagnosticArray, 10)]:
-            self.node.create_subscription(T, topic, lambda m, t=topic: self.got.setdefault(t, []).append(m), q)
+            self.node.create_subscription(T, topic, lambda m, t=topic: self._record(t, m), q)
         self.pubs = [self.node.create_publisher(T, t, qos_profile_sensor_data) for t, T in
                      [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
                       ("right/camera_info", CameraInfo)]]
+
+    def _record(self, topic: str, msg) -> None:
+        self.arrived.setdefault(topic, []).append(time.monotonic())
+        self.got.setdefault(topic, []).append(msg)
+
+    def take(self, topic: str) -> list[tuple[float, object]]:
+        """(arrival time, message) of everything received on ``topic`` since the last take."""
+        msgs, times = self.got.pop(topic, []), self.arrived.pop(topic, [])
+        return list(zip(times, msgs))
 
     def image(self, arr: np.ndarray, encoding: str = "mono8"):
         from .conversions import image_msg
@@ -97,6 +107,12 @@ class NodeProbe:
             if until is not None and until():
                 return True
         return until() if until is not None else True
+
+    def spin_until(self, deadline: float) -> None:
+        """Handle what arrives until ``time.monotonic()`` reaches ``deadline``, blocked in the wait
+        set in between: a short-timeout polling loop would burn a core the node under test needs."""
+        while (left := deadline - time.monotonic()) > 0:
+            self.executor.spin_once(timeout_sec=left)
 
     def wait_for_node(self, proc, timeout: float = 60.0) -> None:
         """Until stereo_node's subscriptions are matched (it is up and discovered)."""

@@ -357,9 +357,12 @@ def main(args=None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
         return 1
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
-    executor = MultiThreadedExecutor(num_threads=2)
+    # Callbacks only convert, synchronise and hand over (inference has its own thread), so one
+    # executor thread is enough; rclpy's MultiThreadedExecutor kept a core busy (measured 100%)
+    # polling its wait set, which the network then lacked.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()

@@ -48,10 +48,8 @@ def _measure(spec: dict) -> dict:
         from ..geometry.stereo import SGBMParams, sgbm_disparity
 
         cv2.setNumThreads(threads)
-        rng = np.random.default_rng(0)
         for h, w in SIZES:
-            base = cv2.GaussianBlur((rng.random((h, w + 32)) * 255).astype(np.uint8), (3, 3), 0)
-            left, right = base[:, 32:], base[:, 16:w + 16]  # a 16-pixel disparity everywhere
+            left, right = _texture_pair(h, w)
             sgbm_disparity(left, right, SGBMParams())
             times = []
             for _ in range(repeats):
@@ -83,14 +81,55 @@ def _measure(spec: dict) -> dict:
             times = latency_ms(model, h, w, threads=threads, repeats=2 if big else repeats, warmup=0 if big else 1)
             out["sizes"][f"{w}x{h}"] = {"p50": percentile(times, 50), "p90": percentile(times, 90),
                                         "gflops": pair_gflops(model, h, w)}
-        size = out["inference_size"]
-        if size:  # the deployed setting: 512x384 input run at the card's network size
-            h, w = (size * 3) // 4 // 16 * 16, size
-            times = latency_ms(model, h, w, threads=threads, repeats=repeats)
-            out["deployed"] = {"network": f"{w}x{h}", "p50": percentile(times, 50), "p90": percentile(times, 90),
-                               "gflops": pair_gflops(model, h, w)}
+        if out["inference_size"]:
+            out["deployed"] = _deployed(model, out["inference_size"], repeats)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def _texture_pair(h: int, w: int, shift: int = 16):
+    """A textured rectified pair with a ``shift``-pixel disparity everywhere (timing input)."""
+    import cv2
+    import numpy as np
+
+    base = cv2.GaussianBlur((np.random.default_rng(0).random((h, w + 2 * shift)) * 255).astype(np.uint8), (3, 3), 0)
+    return base[:, 2 * shift:], base[:, shift:w + shift]
+
+
+def _deployed(model, size: int, repeats: int) -> dict:
+    """What the node runs per 512x384 mono camera pair: ``predict`` (resize to the card's
+    network size, the network with the right view's head only when the scale mode reads it,
+    resampling to camera pixels) and, for the card's 'stereo' scale mode, the coarse-SGBM
+    metric anchor that makes the pointmap metric (MASt3R's is metric by itself)."""
+    import time
+
+    from ..geometry.camera import Intrinsics
+    from ..models.profile import pair_gflops, percentile
+    from ..pipeline import StereoCalibration, metric_scale_from_stereo, needs_right_view
+
+    h0, w0 = 384, 512
+    scale_mode = getattr(model, "meta", {}).get("card", {}).get("scale_mode", "predicted")
+    right_view = needs_right_view(scale_mode)
+    left, right = _texture_pair(h0, w0)
+    calib = StereoCalibration.rectified(Intrinsics(443.0, 443.0, (w0 - 1) / 2, (h0 - 1) / 2, w0, h0), 1.0)
+    predict_ms, total_ms = [], []
+    for i in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        pred = model.predict(left, right, size=size, right_view=right_view)
+        t1 = time.perf_counter()
+        if scale_mode == "stereo":
+            metric_scale_from_stereo(pred.depth_left, left, right, calib)
+        t2 = time.perf_counter()
+        if i:
+            predict_ms.append(1e3 * (t1 - t0))
+            total_ms.append(1e3 * (t2 - t0))
+    predict_ms.sort()
+    total_ms.sort()
+    h, w = pred.network_hw
+    return {"network": f"{w}x{h}", "scale_mode": scale_mode, "right_view_head": right_view,
+            "gflops": pair_gflops(model, h, w, view2_head=right_view),
+            "p50": percentile(predict_ms, 50), "p90": percentile(predict_ms, 90),
+            "metric_p50": percentile(total_ms, 50), "metric_p90": percentile(total_ms, 90)}
 
 
 def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
@@ -140,15 +179,12 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
             sent[stamp] = time.monotonic()
             probe.publish(msgs, stamp)
             i += 1
-            while time.monotonic() < t0 + i / rate_hz:
-                probe.executor.spin_once(timeout_sec=0.002)
-            for m in probe.got.pop("depth", []):
-                lat.append(time.monotonic() - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec])
+            probe.spin_until(t0 + i / rate_hz)
+            lat += [t - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec] for t, m in probe.take("depth")]
         elapsed = time.monotonic() - t0
         first_half = len(lat)
         probe.spin(3.0)
-        lat += [time.monotonic() - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec]
-                for m in probe.got.pop("depth", [])]
+        lat += [t - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec] for t, m in probe.take("depth")]
     finally:
         probe.close()
         stop_node(proc)
@@ -239,13 +275,21 @@ def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
     deployed = [r for r in rows if "deployed" in r]
     m512 = ref("MASt3R", "512x384")
     if deployed:
-        lines += ["### Deployed setting: 512x384 camera input, network at the model card's size", "",
-                  "| model | network input | GFLOPs | p50 (ms) | p90 (ms) | x MASt3R (at 512x384) |",
-                  "|---|---|---:|---:|---:|---:|"]
+        lines += ["### Deployed setting: 512x384 mono camera pair, as the node runs it", "",
+                  "`predict`: resize to the model card's network size, the network (the right view's head only "
+                  "when the scale mode reads it), pointmap resampled to camera pixels. '+ metric anchor': "
+                  "with the card's scale step (coarse SGBM median for 'stereo'), i.e. a metric pointmap like "
+                  "MASt3R's. 'x MASt3R' divides MASt3R's p50 at 512x384 (network only) by these.", "",
+                  "| model | network input | scale mode | right head | GFLOPs | predict p50 / p90 (ms) "
+                  "| + metric anchor p50 / p90 (ms) | x MASt3R (predict) | x MASt3R (+ anchor) |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
         for r in deployed:
             d = r["deployed"]
-            lines.append(f"| {r['label']} | {d['network']} | {d['gflops']:.2f} | {d['p50']:.1f} | {d['p90']:.1f} | "
-                         f"{f(m512 / d['p50'] if m512 else None, '.0f')} |")
+            lines.append(f"| {r['label']} | {d['network']} | {d['scale_mode']} | {'yes' if d['right_view_head'] else 'no'} "
+                         f"| {d['gflops']:.2f} | {d['p50']:.1f} / {d['p90']:.1f} | "
+                         f"{d['metric_p50']:.1f} / {d['metric_p90']:.1f} | "
+                         f"{f(m512 / d['p50'] if m512 else None, '.0f')} | "
+                         f"{f(m512 / d['metric_p50'] if m512 else None, '.0f')} |")
         lines.append("")
     if node:
         lines += ["### stereo_node end to end (default model and settings, 512x384 mono8 over Fast DDS)", "",
