@@ -181,6 +181,17 @@ def model_disparity_sigma(model) -> float:
     return float(value) if value is not None else DEFAULT_DISPARITY_SIGMA_PX
 
 
+@dataclass
+class ScaledPrediction:
+    """The network stage of a reconstruction: the model's prediction and the metric scale the
+    second stage applies.  The node runs the two stages on two threads so the network of one
+    pair overlaps the geometry of the previous one."""
+
+    prediction: PairPrediction
+    scale: float
+    timings_s: dict[str, float]
+
+
 class StereoReconstructor:
     def __init__(self, model: StereoModel, params: ReconstructionParams | None = None):
         self.model = model
@@ -189,7 +200,13 @@ class StereoReconstructor:
 
     def reconstruct(self, image_left: np.ndarray, image_right: np.ndarray,
                     calibration: StereoCalibration | None, up_in_left: np.ndarray | None) -> Reconstruction:
-        p = self.params
+        return self.finish(self.predict_scaled(image_left, image_right, calibration), calibration, up_in_left)
+
+    def predict_scaled(self, image_left: np.ndarray, image_right: np.ndarray,
+                       calibration: StereoCalibration | None, params: ReconstructionParams | None = None
+                       ) -> ScaledPrediction:
+        """Stage 1: the network, and the factor that makes its pointmap metric."""
+        p = params or self.params
         t0 = time.perf_counter()
         if isinstance(self.model, SGBMModel) and calibration is not None:
             self.model.calibration = calibration
@@ -212,10 +229,18 @@ class StereoReconstructor:
                 est = metric_scale_from_baseline(pred.points_right, calibration.K_right, calibration.baseline_m,
                                                  pred.conf_right).scale
             scale = est
+        return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": time.perf_counter() - t1})
+
+    def finish(self, staged: ScaledPrediction, calibration: StereoCalibration | None,
+               up_in_left: np.ndarray | None, params: ReconstructionParams | None = None) -> Reconstruction:
+        """Stage 2: metric points, validity, slope and the hazard map."""
+        p = params or self.params
+        t1 = time.perf_counter()
+        pred, scale = staged.prediction, staged.scale
         points = pred.points_left * np.float32(scale)
-        valid = np.isfinite(points).all(axis=-1) & (points[..., 2] > 0)
+        valid = np.isfinite(points[..., 0] + points[..., 1] + points[..., 2]) & (points[..., 2] > 0)
         valid &= confidence_mask(pred.conf_left, p.confidence_threshold, p.confidence_quantile)
-        points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32)
+        points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32, copy=False)
         depth = points[..., 2].copy()
         t2 = time.perf_counter()
         slope = hmap = sigma = None
@@ -230,5 +255,7 @@ class StereoReconstructor:
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma)
         t3 = time.perf_counter()
+        model_s, geometry_s = staged.timings_s["model"], staged.timings_s["scale"] + (t2 - t1)
+        timings = {"model": model_s, "geometry": geometry_s, "hazard": t3 - t2, "total": model_s + geometry_s + t3 - t2}
         return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, sigma, slope, hmap, scale,
-                              {"model": t1 - t0, "geometry": t2 - t1, "hazard": t3 - t2, "total": t3 - t0}, pred)
+                              timings, pred)

@@ -129,3 +129,25 @@ def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
     assert student["deployed"]["network"] == "256x192"  # the model card's inference size
     md = (tmp_path / "benchmark.md").read_text()
     assert "x SGBM time" in md and md.count("| SGBM (OpenCV) |") == 2 and "Deployed setting" in md
+
+
+def test_programs_ask_numpy_for_one_blas_thread(monkeypatch):
+    """The node and the command line set OPENBLAS_NUM_THREADS=1 before numpy loads (its
+    spinning BLAS threads halve the network's speed on 2 cores), unless the user chose."""
+    from lunar_recon.runtime import prefer_single_threaded_blas
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    prefer_single_threaded_blas()
+    import os
+
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    prefer_single_threaded_blas()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    code = "import os, lunar_recon.ros.stereo_node; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr[-1000:]

@@ -3,11 +3,14 @@ hazard grid, hazard overlay, landing site and diagnostics out.
 
 Topics and parameters follow stereo_image_proc where they overlap.  The node only converts
 messages, calls :class:`lunar_recon.pipeline.StereoReconstructor` (the same path the offline
-tools run) and publishes.  Inference runs on a worker thread that always takes the newest
-complete pair; older pairs are dropped and counted, never queued without bound.
+tools run) and publishes.  Work runs off the callback thread in two stages, the network and
+then geometry + publishing, each on its own thread taking only the newest item (so one pair's
+network overlaps the previous pair's geometry); older items are dropped and counted, never
+queued without bound.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -132,7 +135,10 @@ class StereoNode(Node):
         self.in_times: deque = deque(maxlen=100)
         self.out_times: deque = deque(maxlen=100)
         self.attitude: tuple[float, np.ndarray] | None = None
-        self._slot = None  # newest complete pair waiting for the worker
+        # Two stages on two threads, each taking only the newest item (older ones are dropped
+        # and counted): the network of pair n+1 runs while pair n's geometry is made and published.
+        self._slot = None  # newest complete pair waiting for the network
+        self._staged = None  # newest network output waiting for the geometry stage
         self._cond = threading.Condition()
         self._stop = False
 
@@ -168,8 +174,11 @@ class StereoNode(Node):
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         self.create_timer(1.0, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="lunar_recon_inference", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._loop, args=(take, run), name=name, daemon=True)
+                         for take, run, name in ((self._take_pair, self._network_stage, "lunar_recon_network"),
+                                                 (self._take_staged, self._geometry_stage, "lunar_recon_geometry"))]
+        for w in self._workers:
+            w.start()
         self.get_logger().info(f"stereo_node ready: model {self.model_name} on {self.device}, "
                                f"{'approximate' if approx else 'exact'} sync")
 
@@ -223,28 +232,38 @@ class StereoNode(Node):
         self.in_times.append(time.monotonic())
         with self._cond:
             if self._slot is not None:
-                self.dropped += 1  # the worker is busy: the newer pair replaces the waiting one
+                self.dropped += 1  # the network is busy: the newer pair replaces the waiting one
             self._slot = (left, left_info, right, right_info, time.monotonic())
-            self._cond.notify()
+            self._cond.notify_all()
 
     def _up(self) -> np.ndarray:
         if self.values["use_attitude"] and self.attitude is not None:
             return self.attitude[1]
         return normalize(self.values["up_vector"])
 
-    # ---- worker ----------------------------------------------------------------------------------
-    def _work(self) -> None:
+    # ---- workers ---------------------------------------------------------------------------------
+    def _take_pair(self):
+        while self._slot is None and not self._stop:
+            self._cond.wait(timeout=0.5)
+        item, self._slot = self._slot, None
+        return item
+
+    def _take_staged(self):
+        while self._staged is None and not self._stop:
+            self._cond.wait(timeout=0.5)
+        item, self._staged = self._staged, None
+        return item
+
+    def _loop(self, take, run) -> None:
         while True:
             with self._cond:
-                while self._slot is None and not self._stop:
-                    self._cond.wait(timeout=0.5)
+                item = take()
                 if self._stop:
                     return
-                item, self._slot = self._slot, None
             if not self.context.ok():
                 return
             try:
-                self._process(*item)
+                run(*item)
             except MessageRejected as exc:
                 self._reject(exc.reason, str(exc))
             except Exception as exc:  # noqa: BLE001 - one bad frame never stops the node
@@ -260,7 +279,7 @@ class StereoNode(Node):
                 "grid": v["publish_hazard"] and n("grid"), "overlay": v["publish_hazard"] and n("overlay"),
                 "site": v["publish_hazard"] and n("site")}
 
-    def _process(self, left, left_info, right, right_info, t_arrival) -> None:
+    def _network_stage(self, left, left_info, right, right_info, t_arrival) -> None:
         img_l, img_r = image_from_msg(left), image_from_msg(right)
         if img_l.shape[:2] != img_r.shape[:2]:
             raise MessageRejected("size_mismatch", f"left {img_l.shape[:2]} vs right {img_r.shape[:2]}")
@@ -269,13 +288,20 @@ class StereoNode(Node):
         want = self._wanted()
         if not any(want.values()):
             return  # nobody listens: compute nothing
-        params = self.reconstructor.params
-        params.compute_slope = want["slope"]
-        params.compute_hazard = want["grid"] or want["overlay"] or want["site"]
+        params = dataclasses.replace(self.reconstructor.params, compute_slope=want["slope"],
+                                     compute_hazard=want["grid"] or want["overlay"] or want["site"])
         calib = None
         if baseline > 0:  # rectified rig: the right camera sits at +B along x
             calib = StereoCalibration(K_l, K_r, StereoCalibration.rectified(K_l, baseline).T_left_from_right)
-        rec = self.reconstructor.reconstruct(img_l, img_r, calib, self._up())
+        staged = self.reconstructor.predict_scaled(img_l, img_r, calib, params)
+        with self._cond:
+            if self._staged is not None:
+                self.dropped += 1  # the geometry stage is busy: the newer pair replaces the waiting one
+            self._staged = (staged, left, left_info, img_l, calib, params, want, self._up(), t_arrival)
+            self._cond.notify_all()
+
+    def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, t_arrival) -> None:
+        rec = self.reconstructor.finish(staged, calib, up, params)
         h = left.header
         if want["depth"]:
             self.pub["depth"].publish(depth_image_msg(Image, h, rec.depth))
@@ -343,8 +369,9 @@ class StereoNode(Node):
     def destroy_node(self):
         with self._cond:
             self._stop = True
-            self._cond.notify()
-        self._worker.join(timeout=5)
+            self._cond.notify_all()
+        for w in self._workers:
+            w.join(timeout=5)
         return super().destroy_node()
 
 
