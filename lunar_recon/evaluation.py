@@ -43,13 +43,27 @@ class FrameScore:
     metrics: dict = field(default_factory=dict)
 
 
+def hazard_on_truth_grid(points_pred: np.ndarray, up: np.ndarray, params: HazardParams, hazard_true: HazardMap,
+                         elevation_sigma: np.ndarray | None = None) -> HazardMap | None:
+    """The prediction's hazard map on the truth's cells, made as the pipeline makes it (same
+    noise model); None with fewer than 3 usable points."""
+    usable = np.isfinite(points_pred[..., 0] + points_pred[..., 1] + points_pred[..., 2])
+    if elevation_sigma is not None:
+        usable &= np.isfinite(elevation_sigma)
+    if usable.sum() < 3:
+        return None
+    return hazard_map(points_pred, up, params, grid=hazard_true.grid, elevation_sigma=elevation_sigma)
+
+
 def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
                 hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams,
-                elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None) -> dict:
+                elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None,
+                hazard_pred: HazardMap | None = None) -> dict:
     """Depth metrics (no alignment), hazard metrics on the truth's grid (the prediction's
-    hazard map made with its ``elevation_sigma`` noise model, as the pipeline makes it), the
-    frame's range and, for a rectified rig (``focal_baseline`` = f B in px m), the disparity
-    error in pixels: the precision figure of stereo, comparable across ranges."""
+    hazard map made with its ``elevation_sigma`` noise model, as the pipeline makes it, unless
+    ``hazard_pred`` on that grid is given), the frame's range and, for a rectified rig
+    (``focal_baseline`` = f B in px m), the disparity error in pixels: the precision figure of
+    stereo, comparable across ranges."""
     out: dict = {}
     reference = depth_true if depth_true is not None else depth_pred
     finite = reference[np.isfinite(reference) & (reference > 0)]
@@ -66,12 +80,8 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
                 out["disparity_bias_px"] = med
                 out["disparity_sigma_px"] = float(1.4826 * np.median(np.abs(e - med)))  # robust (MAD) sigma
     if hazard_true is not None and up is not None:
-        valid = np.isfinite(points_pred).all(axis=-1)
-        if elevation_sigma is not None:
-            valid &= np.isfinite(elevation_sigma)
-        if valid.sum() >= 3:
-            pred = hazard_map(points_pred[valid], up, params, grid=hazard_true.grid,
-                              elevation_sigma=None if elevation_sigma is None else elevation_sigma[valid])
+        pred = hazard_pred or hazard_on_truth_grid(points_pred, up, params, hazard_true, elevation_sigma)
+        if pred is not None:
             hz = hazard_metrics(pred, hazard_true)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
             if np.isfinite(hazard_true.slope_deg).any():

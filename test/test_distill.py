@@ -1,7 +1,6 @@
 """Distillation: SVD initialisation, losses, cache, trainer (resume, DDP), export."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 

@@ -244,7 +244,7 @@ def _channel_basis(W: torch.Tensor, n_student: int, dim: int = 0) -> torch.Tenso
 
 def _dpt(sd, out, p: str, tc: ModelConfig, cfg: ModelConfig, U_enc, U_dec, proj) -> None:
     """DPT head: hooked token streams through the stream bases, DPT channels by selection."""
-    dims_t, dims_s = tc.dpt_layer_dims, cfg.dpt_layer_dims
+    dims_s = cfg.dpt_layer_dims
     for i in range(4):
         U_tok = U_enc if cfg.hooks[i] == 0 else U_dec
         w0 = sd[f"{p}.act_postprocess.{i}.0.weight"]

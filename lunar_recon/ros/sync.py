@@ -64,10 +64,9 @@ def make_synchronizer(subscribers: Sequence[Any], queue_size: int, callback: Cal
                       approximate: bool, slop: float):
     """message_filters' synchroniser when it imports (every real ROS 2 install), else ours."""
     try:
-        import message_filters  # noqa: F401
+        import message_filters
     except ImportError:
         return None
-    import message_filters
 
     if approximate:
         sync = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)

@@ -34,7 +34,6 @@ def _measure(spec: dict) -> dict:
     import resource
     import time
 
-    import numpy as np
     import torch
 
     from ..models.profile import count_parameters, latency_ms, pair_gflops, percentile

@@ -189,7 +189,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..evaluation import FrameScore, error_over_time_figure, example_figure, score_frame, write_report
+    from ..evaluation import (FrameScore, error_over_time_figure, example_figure, hazard_on_truth_grid, score_frame,
+                              write_report)
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..geometry.stereo import stereo_elevation_sigma
@@ -267,17 +268,11 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15))
         if truth_h is not None:
             truth_h.params = params
-        metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr))
+        pred_h = hazard_on_truth_grid(pts, up, params, truth_h, sigma) \
+            if truth_h is not None and up is not None else None
+        metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
         scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if i < args.figures:
-            from ..geometry.hazard import hazard_map
-
-            valid = np.isfinite(pts).all(axis=-1)
-            if sigma is not None:
-                valid &= np.isfinite(sigma)
-            pred_h = hazard_map(pts[valid], up, params, grid=truth_h.grid,
-                                elevation_sigma=None if sigma is None else sigma[valid]) \
-                if truth_h is not None and up is not None and valid.sum() > 3 else None
             figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
                                           None, pred_h, truth_h, pts, f"stereo_node (live) on {seq}, frame {i}"))
     dropped = len(sent) - len(scores)
