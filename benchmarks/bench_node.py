@@ -65,12 +65,14 @@ def main() -> None:
         t.close()
         stop_node(proc)
     lat = np.array(latencies) * 1e3
+    # RSS after warm-up (second sample), half-way and at the end: flat from half-way on = no leak.
+    first, mid = (rss[1] if len(rss) > 1 else rss[0]), rss[len(rss) // 2]
     print(f"| model | input | frames sent @ {args.rate:g} Hz | answered | output rate | latency p50 / p90 | "
-          "RSS first / last (MiB) |")
+          "RSS first / half-way / last (MiB) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     print(f"| {args.model} | {args.width}x{args.height} mono8 | {args.frames} | {len(lat)} | "
           f"{len(lat) / elapsed:.2f} pairs/s | {np.median(lat):.0f} / {np.percentile(lat, 90):.0f} ms | "
-          f"{rss[1] if len(rss) > 1 else rss[0]:.0f} / {rss[-1]:.0f} |")
+          f"{first:.0f} / {mid:.0f} / {rss[-1]:.0f} |")
 
 
 if __name__ == "__main__":
