@@ -80,7 +80,8 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
                 out["disparity_bias_px"] = med
                 out["disparity_sigma_px"] = float(1.4826 * np.median(np.abs(e - med)))  # robust (MAD) sigma
     if hazard_true is not None and up is not None:
-        pred = hazard_pred or hazard_on_truth_grid(points_pred, up, params, hazard_true, elevation_sigma)
+        pred = hazard_pred if hazard_pred is not None else \
+            hazard_on_truth_grid(points_pred, up, params, hazard_true, elevation_sigma)
         if pred is not None:
             hz = hazard_metrics(pred, hazard_true)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})

@@ -86,9 +86,9 @@ class SGBMModel:
         pts = depth_to_points(depth, cal.K_left)
         valid = np.isfinite(depth)
         conf = np.where(valid, 2.0, 0.0).astype(np.float32)  # SGBM has no confidence: matched = 2 (> 1)
-        h2, w2 = np.asarray(image_right).shape[:2]
         if not right_view:
             return PairPrediction(pts, None, conf, None, network_hw=depth.shape)
+        h2, w2 = np.asarray(image_right).shape[:2]
         return PairPrediction(pts, np.full((h2, w2, 3), np.nan, np.float32), conf,
                               np.zeros((h2, w2), np.float32), network_hw=depth.shape)
 

@@ -41,21 +41,11 @@ def _is_pure_resize(info: CropInfo) -> bool:
 
 
 def _back_to_input(x: torch.Tensor, info: CropInfo, fill: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) map on the network grid -> (B, C, H0, W0) on the input grid; input pixels
-    the network did not see get ``fill`` (one value per channel)."""
+    """(B, C, h, w) map on the network grid -> (B, C, H0, W0) on the input grid, any resize
+    and crop offset; input pixels the network did not see get ``fill`` (one value per channel)."""
     h0, w0 = info.orig_hw
     if (h0, w0) == info.out_hw and info.crop_x0 == 0 and info.crop_y0 == 0:
         return x
-    if _is_pure_resize(info):
-        # Nothing cropped (e.g. 512x384 -> 256x192): the same half-pixel-centred bilinear
-        # sampling with edge clamping as the general path.
-        return F.interpolate(x, size=(h0, w0), mode="bilinear", align_corners=False)
-    return _grid_resample(x, info, fill)
-
-
-def _grid_resample(x: torch.Tensor, info: CropInfo, fill: torch.Tensor) -> torch.Tensor:
-    """General case of :func:`_back_to_input`: any resize and crop offset."""
-    h0, w0 = info.orig_hw
     hc, wc = info.out_hw
     sx, sy = info.scale_xy
     u = (torch.arange(w0, dtype=torch.float32) + 0.5) * sx - 0.5 - info.crop_x0

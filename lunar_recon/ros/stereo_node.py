@@ -174,9 +174,9 @@ class StereoNode(Node):
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         self.create_timer(1.0, self._publish_diagnostics)
-        self._workers = [threading.Thread(target=self._loop, args=(take, run), name=name, daemon=True)
-                         for take, run, name in ((self._take_pair, self._network_stage, "lunar_recon_network"),
-                                                 (self._take_staged, self._geometry_stage, "lunar_recon_geometry"))]
+        self._workers = [threading.Thread(target=self._loop, args=(slot, run), name=name, daemon=True)
+                         for slot, run, name in (("_slot", self._network_stage, "lunar_recon_network"),
+                                                 ("_staged", self._geometry_stage, "lunar_recon_geometry"))]
         for w in self._workers:
             w.start()
         self.get_logger().info(f"stereo_node ready: model {self.model_name} on {self.device}, "
@@ -242,24 +242,16 @@ class StereoNode(Node):
         return normalize(self.values["up_vector"])
 
     # ---- workers ---------------------------------------------------------------------------------
-    def _take_pair(self):
-        while self._slot is None and not self._stop:
-            self._cond.wait(timeout=0.5)
-        item, self._slot = self._slot, None
-        return item
-
-    def _take_staged(self):
-        while self._staged is None and not self._stop:
-            self._cond.wait(timeout=0.5)
-        item, self._staged = self._staged, None
-        return item
-
-    def _loop(self, take, run) -> None:
+    def _loop(self, slot: str, run) -> None:
+        """Wait for the newest item in ``self.<slot>``, take it, ``run`` it; until stopped."""
         while True:
             with self._cond:
-                item = take()
+                while getattr(self, slot) is None and not self._stop:
+                    self._cond.wait(timeout=0.5)
                 if self._stop:
                     return
+                item = getattr(self, slot)
+                setattr(self, slot, None)
             if not self.context.ok():
                 return
             try:
