@@ -127,7 +127,7 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
 
 
 MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
-                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_precision", "hazard_recall",
+                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_precision", "hazard_recall",
                 "hazard_iou", "hazard_known_fraction", "hazard_landing_site_safe", "disparity_sigma_px",
                 "latency_ms_p50", "latency_ms_p90")
 
@@ -171,7 +171,8 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
                   "Stereo depth noise grows as range squared over (focal length x baseline): each frame falls in "
                   "the bin of its median range. `hazard_known_fraction` is the share of the truth's cells the "
                   "prediction could judge (the rest it calls unknown: hazards of the set size are not resolvable "
-                  "there with its precision).", "", markdown_table(by_range), ""]
+                  "there with its precision). `hazard_f1_chance` is the F1 of calling every cell a hazard: a "
+                  "hazard F1 near it carries no information.", "", markdown_table(by_range), ""]
     lines += [f"- {n}" for n in notes]
     for fig in figures:
         lines += ["", f"![{fig.stem}]({fig.name})"]

@@ -22,8 +22,9 @@ from .models.predict import PairPrediction
 
 # predicted: as the network says; baseline: PnP on the right pointmap, scaled to the calibrated
 # baseline; stereo: median ratio to a coarse SGBM depth (the calibrated rig's metric anchor);
-# auto: the model card's recommendation.
-SCALE_MODES = ("predicted", "baseline", "stereo", "auto")
+# stereo_local: a smooth per-pixel scale field from the same SGBM depth (the network keeps the
+# fine shape, the matcher fixes the low-frequency metric structure); auto: the model card's choice.
+SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
 
 
 @dataclass
@@ -93,13 +94,10 @@ class SGBMModel:
                               np.zeros((h2, w2), np.float32), network_hw=depth.shape)
 
 
-def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
-                             calibration: "StereoCalibration", max_side: int = 256,
-                             min_matched_fraction: float = 0.02) -> float | None:
-    """Scale that makes a scale-ambiguous depth agree, in the median, with a coarse SGBM depth
-    from the calibrated pair.  A small network gets shape right long before it resolves the
-    sub-pixel disparities that fix metric scale; one robust number from classical matching
-    on a downscaled pair (a few ms) anchors it.  None when too few pixels match."""
+def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: "StereoCalibration",
+                           max_side: int = 256) -> np.ndarray:
+    """Coarse SGBM depth of the calibrated pair, its long side downscaled to ``max_side`` (a
+    few ms): the metric reference of the 'stereo' and 'stereo_local' scale modes."""
     import cv2
 
     h, w = np.asarray(image_left).shape[:2]
@@ -112,15 +110,72 @@ def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, ima
 
     cal = StereoCalibration(calibration.K_left.scaled(sw, sh), calibration.K_right.scaled(sw, sh),
                             calibration.T_left_from_right)
-    ref = SGBMModel(SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128), cal).predict(
-        small(image_left), small(image_right)).points_left[..., 2]
+    return SGBMModel(SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128), cal).predict(
+        small(image_left), small(image_right), right_view=False).points_left[..., 2]
+
+
+def _log_ratio_to(reference: np.ndarray, depth_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(reference / prediction) on the reference's grid, and where both are usable."""
+    import cv2
+
     pred = np.asarray(depth_pred, np.float32)
-    if pred.shape != (sh, sw):
-        pred = cv2.resize(pred, (sw, sh), interpolation=cv2.INTER_NEAREST)  # nearest: NaN-safe
-    ok = np.isfinite(ref) & np.isfinite(pred) & (ref > 0) & (pred > 0)
+    if pred.shape != reference.shape:
+        pred = cv2.resize(pred, reference.shape[::-1], interpolation=cv2.INTER_NEAREST)  # nearest: NaN-safe
+    ok = np.isfinite(reference) & np.isfinite(pred) & (reference > 0) & (pred > 0)
+    log_ratio = np.zeros(reference.shape, np.float32)
+    log_ratio[ok] = np.log(reference[ok] / pred[ok])
+    return log_ratio, ok
+
+
+def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
+                             calibration: "StereoCalibration", max_side: int = 256,
+                             min_matched_fraction: float = 0.02) -> float | None:
+    """Scale that makes a scale-ambiguous depth agree, in the median, with a coarse SGBM depth
+    from the calibrated pair.  A small network gets shape right long before it resolves the
+    sub-pixel disparities that fix metric scale; one robust number from classical matching
+    on a downscaled pair (a few ms) anchors it.  None when too few pixels match."""
+    log_ratio, ok = _log_ratio_to(stereo_reference_depth(image_left, image_right, calibration, max_side), depth_pred)
     if ok.mean() < min_matched_fraction:
         return None
-    return float(np.exp(np.median(np.log(ref[ok] / pred[ok]))))
+    return float(np.exp(np.median(log_ratio[ok])))
+
+
+def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
+                                   calibration: "StereoCalibration", sigma: float = 0.09, max_side: int = 256,
+                                   min_matched_fraction: float = 0.02, prior_weight: float = 5e-4
+                                   ) -> np.ndarray | None:
+    """Per-pixel scale field (shape of ``depth_pred``) that brings a depth onto a coarse SGBM
+    depth of the calibrated pair, smoothly: the log depth ratio averaged under a Gaussian of
+    ``sigma`` (fraction of the image width) over the matched pixels only (normalised
+    convolution), so a region the matcher misses (the left border, shadows) takes the ratio of
+    its matched neighbours, and only where nothing matched for several sigma the frame's median
+    (``prior_weight``, in units of matched fraction, keeps that well defined).  A small network's depth errors are
+    mostly low-frequency (a tilted or bent surface), which per-pixel-noisy matching fixes once
+    averaged, while the network keeps the detail and fills what the matcher cannot match
+    (shadows, texture-less regolith).  None when too few pixels match."""
+    import cv2
+
+    log_ratio, ok = _log_ratio_to(stereo_reference_depth(image_left, image_right, calibration, max_side), depth_pred)
+    if ok.mean() < min_matched_fraction:
+        return None
+    prior = float(np.median(log_ratio[ok]))
+    weight = ok.astype(np.float32)
+    sh, sw = ok.shape
+    sigma_px = sigma * sw
+    # The field is smooth: filter on a grid pooled to ~4 px per sigma (cheap for any sigma).
+    pool = max(1, int(sigma_px / 4))
+    if pool > 1:
+        size = (max(1, sw // pool), max(1, sh // pool))
+        num = cv2.resize(weight * log_ratio, size, interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+        sigma_px /= pool
+    else:
+        num = weight * log_ratio
+    num = cv2.GaussianBlur(num, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
+    field = (num + prior_weight * prior) / (den + prior_weight)
+    h, w = np.asarray(depth_pred).shape[:2]
+    return np.exp(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)).astype(np.float32)
 
 
 def needs_right_view(scale_mode: str) -> bool:
@@ -135,6 +190,7 @@ class ReconstructionParams:
     confidence_threshold: float | None = None  # absolute (MASt3R conf >= 1)
     confidence_quantile: float | None = None  # per frame, e.g. 0.1 drops the least confident 10%
     scale_mode: str = "auto"  # one of SCALE_MODES
+    scale_field_sigma: float = 0.09  # 'stereo_local': Gaussian sigma of the scale field, fraction of image width
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     # Disparity precision (px, 1 sigma) of the depth source, for the hazard map's noise model
@@ -148,6 +204,8 @@ class ReconstructionParams:
     def validate(self) -> None:
         if self.scale_mode not in SCALE_MODES:
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {self.scale_mode!r}")
+        if not 0 < self.scale_field_sigma <= 1:
+            raise ValueError("scale_field_sigma must be in (0, 1] (a fraction of the image width)")
         if self.inference_size != 0 and self.inference_size < 16:
             raise ValueError("inference_size must be 0 (model default) or >= 16")
         if self.slope_baseline_m <= 0:
@@ -166,7 +224,7 @@ class Reconstruction:
     elevation_sigma: np.ndarray | None  # (H, W) 1-sigma vertical uncertainty (m); None without a hazard map
     slope_deg: np.ndarray | None
     hazard: HazardMap | None
-    scale: float  # factor applied to the model's prediction (1 when scale_mode='predicted')
+    scale: float | np.ndarray  # factor applied to the prediction (1 when 'predicted'; (H, W) for 'stereo_local')
     timings_s: dict[str, float]
     prediction: PairPrediction
 
@@ -188,7 +246,7 @@ class ScaledPrediction:
     pair overlaps the geometry of the previous one."""
 
     prediction: PairPrediction
-    scale: float
+    scale: float | np.ndarray  # one factor, or an (H, W) field ('stereo_local')
     timings_s: dict[str, float]
 
 
@@ -213,7 +271,7 @@ class StereoReconstructor:
         card = getattr(self.model, "meta", {}).get("card", {})
         size = p.inference_size or int(card.get("inference_size", 512))
         scale_mode = p.scale_mode if p.scale_mode != "auto" else card.get("scale_mode", "predicted")
-        rescale = scale_mode in ("baseline", "stereo") and not isinstance(self.model, SGBMModel)  # SGBM is metric
+        rescale = scale_mode != "predicted" and not isinstance(self.model, SGBMModel)  # SGBM is metric
         if rescale and calibration is None:
             raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
         pred = self.model.predict(image_left, image_right, size=size, right_view=rescale and needs_right_view(scale_mode))
@@ -223,6 +281,9 @@ class StereoReconstructor:
             est = None
             if scale_mode == "stereo":
                 est = metric_scale_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration)
+            elif scale_mode == "stereo_local":
+                est = metric_scale_field_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration,
+                                                     p.scale_field_sigma)
             if est is None:  # 'baseline', or too little texture for the matcher
                 if pred.points_right is None:
                     pred = self.model.predict(image_left, image_right, size=size)
@@ -237,7 +298,7 @@ class StereoReconstructor:
         p = params or self.params
         t1 = time.perf_counter()
         pred, scale = staged.prediction, staged.scale
-        points = pred.points_left * np.float32(scale)
+        points = pred.points_left * (scale[..., None] if isinstance(scale, np.ndarray) else np.float32(scale))
         valid = np.isfinite(points[..., 0] + points[..., 1] + points[..., 2]) & (points[..., 2] > 0)
         valid &= confidence_mask(pred.conf_left, p.confidence_threshold, p.confidence_quantile)
         points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32, copy=False)

@@ -28,4 +28,4 @@ run $BIN/lunar-recon cache --teacher "$RUN/teacher/best.pt" --data "$RUN/data" -
 run $BIN/lunar-recon distill --config configs/student_nano.yaml --resume
 run $BIN/python scripts/ship_model.py "$RUN/student/best.pt" --teacher "$RUN/teacher/best.pt" \
     --test-data "$RUN/test_data" --calibration-data "$RUN/calibration_data" --commands "$LOG" --size 256 \
-    --scale-mode stereo
+    --scale-mode stereo_local

@@ -28,7 +28,7 @@ def main() -> None:
                     help="held-out pairs (not the test split) on which the disparity precision is measured")
     ap.add_argument("--commands", required=True)
     ap.add_argument("--size", type=int, default=256, help="network input long side the student was trained at")
-    ap.add_argument("--scale-mode", default="stereo", help="the scale mode the node should use for this student")
+    ap.add_argument("--scale-mode", default="stereo_local", help="the scale mode the node should use for this student")
     args = ap.parse_args()
     student = load_model(args.student)
     teacher = load_model(args.teacher)

@@ -159,6 +159,12 @@ def test_hazard_metrics_on_shared_grid():
     missed = hazard_metrics(flat, gt)
     assert missed["recall"] == 0 and missed["f1"] == 0
     assert slope_mae(flat, gt) > 0
+    # Chance level: the F1 of an "everything is a hazard" map, whatever the prediction.
+    everything = hazard_map(np.c_[xy, np.zeros(len(xy))], [0, 0, 1], grid=gt.grid)
+    known = gt.hazard != -1
+    everything.hazard[known] = 1
+    assert hazard_metrics(everything, gt)["f1"] == pytest.approx(perfect["f1_chance"])
+    assert missed["f1_chance"] == perfect["f1_chance"] and 0 < perfect["f1_chance"] < 1
 
 
 # ---- noise-aware decisions (stereo clouds) ------------------------------------------------------

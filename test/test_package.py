@@ -93,7 +93,7 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     assert model.config.to_dict() == card["config"]
     embedded = model.meta["card"]
     assert embedded["inference_size"] == card["inference_size"] and embedded["scale_mode"] == card["scale_mode"]
-    assert card["scale_mode"] in ("predicted", "baseline", "stereo")
+    assert card["scale_mode"] in ("predicted", "baseline", "stereo", "stereo_local")
     # Its disparity precision (the node's hazard noise model) is in the file, measured on
     # calibration pairs that are not the test split.
     assert embedded["disparity_sigma_px"] == card["disparity_sigma_px"] > 0

@@ -53,7 +53,7 @@ def test_sgbm_on_unrectified_stereolunar_pair(stereolunar_dir):
     assert np.median(rel) < 0.02
 
 
-@pytest.mark.parametrize("mode", ["baseline", "stereo"])
+@pytest.mark.parametrize("mode", ["baseline", "stereo", "stereo_local"])
 def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
     """A 'model' that returns the true pointmaps shrunk by 3.7 is brought back to metric, from
     the calibrated baseline (PnP) or from a coarse SGBM depth."""
@@ -70,14 +70,46 @@ def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
     out = StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode=mode)).reconstruct(
         fr.left, fr.right, calib, fr.up_left)
-    assert out.scale == pytest.approx(3.7, rel=0.01)
+    # one factor, or a field that is flat to within the coarse matcher's noise
+    assert np.median(out.scale) == pytest.approx(3.7, rel=0.01)
+    assert np.all(np.abs(np.asarray(out.scale) / 3.7 - 1) < 0.05)
     both = np.isfinite(out.depth) & np.isfinite(fr.depth_left)
     assert np.nanmedian(np.abs(out.depth[both] / fr.depth_left[both] - 1)) < 0.01
     with pytest.raises(ValueError, match="scale_mode"):
         StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode="magic"))
-    if mode == "stereo":
-        from lunar_recon.pipeline import metric_scale_from_stereo
+    if mode != "baseline":
+        from lunar_recon.pipeline import metric_scale_field_from_stereo, metric_scale_from_stereo
 
         # Nothing to match on a blank pair: no estimate (the pipeline then falls back to PnP).
         blank = np.zeros_like(fr.left)
-        assert metric_scale_from_stereo(fr.depth_left, blank, blank, calib) is None
+        estimate = metric_scale_from_stereo if mode == "stereo" else metric_scale_field_from_stereo
+        assert estimate(fr.depth_left, blank, blank, calib) is None
+
+
+def test_stereo_local_scale_field_removes_a_smooth_depth_distortion(rendered):
+    """A 'network' whose depth is right in detail but bent at low frequency (scale 0.6 on the
+    left edge to 1.6 on the right, and shrunk by 3): one global scale cannot undo it, the
+    local scale field from the coarse SGBM depth does, and keeps the full (dense) coverage."""
+    from lunar_recon.models.predict import PairPrediction
+
+    fr = rendered
+    h, w = fr.depth_left.shape
+    bend = np.linspace(0.6, 1.6, w, dtype=np.float32)[None, :, None] / 3.0
+
+    class Bent:
+        def predict(self, left, right, size=512, right_view=True):
+            conf = np.where(fr.valid_left, 5.0, 0).astype(np.float32)
+            return PairPrediction(fr.points_left * bend, None, conf, None)
+
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    errors = {}
+    for mode in ("stereo", "stereo_local"):
+        out = StereoReconstructor(Bent(), ReconstructionParams(scale_mode=mode)).reconstruct(
+            fr.left, fr.right, calib, fr.up_left)
+        both = np.isfinite(out.depth) & np.isfinite(fr.depth_left)
+        assert both.sum() == np.isfinite(fr.depth_left).sum()  # dense: no hole where SGBM fails
+        errors[mode] = float(np.median(np.abs(out.depth[both] / fr.depth_left[both] - 1)))
+    assert isinstance(out.scale, np.ndarray) and out.scale.shape == (h, w)
+    assert errors["stereo"] > 0.15 and errors["stereo_local"] < 0.05, errors
+    with pytest.raises(ValueError, match="scale_field_sigma"):
+        ReconstructionParams(scale_field_sigma=0).validate()

@@ -101,7 +101,9 @@ def slope_mae(pred: HazardMap, gt: HazardMap) -> float:
 def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
     """Precision / recall / F1 / IoU of the hazard class over cells known in the ground truth
     (a prediction 'unknown' there counts as a missed hazard and a non-safe call), coverage
-    of the truth, and whether the predicted landing site is safe in the truth."""
+    of the truth, and whether the predicted landing site is safe in the truth.  ``f1_chance``
+    is the F1 of calling every cell a hazard, which needs no data at all: an F1 near it says
+    the map carries no information about the truth (where hazards are frequent it is high)."""
     if pred.shape != gt.shape:
         raise ValueError("hazard_metrics: maps must share one grid (pass grid=gt.grid to hazard_map)")
     known = gt.hazard != -1
@@ -112,10 +114,12 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
     iou = tp / (tp + fp + fn) if (tp + fp + fn) else float("nan")
+    n_true, n_known = int(t.sum()), int(known.sum())
+    f1_chance = 2 * n_true / (n_true + n_known) if n_known else float("nan")
     site = pred.landing_site
     site_safe = float("nan")
     if site is not None:
         site_safe = float(gt.hazard[site.row, site.col] == SAFE)
-    return {"precision": precision, "recall": recall, "f1": f1, "iou": iou,
+    return {"precision": precision, "recall": recall, "f1": f1, "f1_chance": f1_chance, "iou": iou,
             "known_fraction": float(((pred.hazard != -1) & known).sum() / max(known.sum(), 1)),
             "landing_site_safe": site_safe, "slope_mae_deg": slope_mae(pred, gt)}

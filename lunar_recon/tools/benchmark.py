@@ -98,30 +98,26 @@ def _texture_pair(h: int, w: int, shift: int = 16):
 def _deployed(model, size: int, repeats: int) -> dict:
     """What the node runs per 512x384 mono camera pair: ``predict`` (resize to the card's
     network size, the network with the right view's head only when the scale mode reads it,
-    resampling to camera pixels) and, for the card's 'stereo' scale mode, the coarse-SGBM
-    metric anchor that makes the pointmap metric (MASt3R's is metric by itself)."""
-    import time
-
+    resampling to camera pixels) and, for the card's 'stereo' / 'stereo_local' scale modes, the
+    coarse-SGBM metric anchor that makes the pointmap metric (MASt3R's is metric by itself):
+    the node's first stage."""
     from ..geometry.camera import Intrinsics
     from ..models.profile import pair_gflops, percentile
-    from ..pipeline import StereoCalibration, metric_scale_from_stereo, needs_right_view
+    from ..pipeline import ReconstructionParams, StereoCalibration, StereoReconstructor, needs_right_view
 
     h0, w0 = 384, 512
     scale_mode = getattr(model, "meta", {}).get("card", {}).get("scale_mode", "predicted")
     right_view = needs_right_view(scale_mode)
     left, right = _texture_pair(h0, w0)
     calib = StereoCalibration.rectified(Intrinsics(443.0, 443.0, (w0 - 1) / 2, (h0 - 1) / 2, w0, h0), 1.0)
+    stage = StereoReconstructor(model, ReconstructionParams(inference_size=size, scale_mode=scale_mode))
     predict_ms, total_ms = [], []
     for i in range(repeats + 1):  # the first is a warm-up
-        t0 = time.perf_counter()
-        pred = model.predict(left, right, size=size, right_view=right_view)
-        t1 = time.perf_counter()
-        if scale_mode == "stereo":
-            metric_scale_from_stereo(pred.depth_left, left, right, calib)
-        t2 = time.perf_counter()
+        staged = stage.predict_scaled(left, right, calib)  # the node's first stage, exactly
         if i:
-            predict_ms.append(1e3 * (t1 - t0))
-            total_ms.append(1e3 * (t2 - t0))
+            predict_ms.append(1e3 * staged.timings_s["model"])
+            total_ms.append(1e3 * (staged.timings_s["model"] + staged.timings_s["scale"]))
+    pred = staged.prediction
     predict_ms.sort()
     total_ms.sort()
     h, w = pred.network_hw
