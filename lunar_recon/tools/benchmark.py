@@ -277,8 +277,9 @@ def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
         lines += ["### Deployed setting: 512x384 mono camera pair, as the node runs it", "",
                   "`predict`: resize to the model card's network size, the network (the right view's head only "
                   "when the scale mode reads it), pointmap resampled to camera pixels. '+ metric anchor': "
-                  "with the card's scale step (coarse SGBM median for 'stereo'), i.e. a metric pointmap like "
-                  "MASt3R's. 'x MASt3R' divides MASt3R's p50 at 512x384 (network only) by these.", "",
+                  "with the card's scale step (coarse SGBM median for 'stereo', its smooth scale field for "
+                  "'stereo_local'), i.e. a metric pointmap like MASt3R's. 'x MASt3R' divides MASt3R's p50 at "
+                  "512x384 (network only) by these.", "",
                   "| model | network input | scale mode | right head | GFLOPs | predict p50 / p90 (ms) "
                   "| + metric anchor p50 / p90 (ms) | x MASt3R (predict) | x MASt3R (+ anchor) |",
                   "|---|---|---|---|---:|---:|---:|---:|---:|"]

@@ -211,10 +211,17 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         received.setdefault(s, {})["depth"] = (time.monotonic(), np.frombuffer(bytes(m.data), np.float32)
                                                .reshape(m.height, m.width).copy())
 
+    def on_slope(m):  # the node's own slope image, kept for the example figures only
+        s = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        if s in sent and sent[s][2] < args.figures:
+            slope = np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
+            received.setdefault(s, {})["slope"] = slope.copy()
+
     from geometry_msgs.msg import QuaternionStamped
 
     att_pub = node.create_publisher(QuaternionStamped, topic("attitude"), 10)
     node.create_subscription(Image, topic("depth"), on_depth, 20)
+    node.create_subscription(Image, topic("slope"), on_slope, 20)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     node.create_subscription(OccupancyGrid, topic("hazard/grid"), lambda m: None, latched)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(m), 10)
@@ -251,13 +258,13 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
                 p.publish(m)
             sent[int(fr.stamp_ns)] = (time.monotonic(), seq, i, fr)
         t_end = time.monotonic()
-        while time.monotonic() - t_end < 10 and len([s for s in sent if s in received]) < len(sent):
+        while time.monotonic() - t_end < 10 and len([s for s in sent if "depth" in received.get(s, {})]) < len(sent):
             rclpy.spin_once(node, timeout_sec=0.1)
     kv = {v.key: v.value for v in diag[-1].status[0].values} if diag else {}
     # The node's hazard map uses its model's disparity precision; score with the same.
     sigma_d = args.disparity_sigma if args.disparity_sigma is not None else float(kv.get("disparity_sigma_px", 0))
     for stamp, (t_sent, seq, i, fr) in sorted(sent.items()):
-        if stamp not in received:
+        if "depth" not in received.get(stamp, {}):
             continue
         t_recv, depth = received[stamp]["depth"]
         pts = depth_to_points(depth, fr.K_left)
@@ -274,7 +281,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if i < args.figures:
             figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
-                                          None, pred_h, truth_h, pts, f"stereo_node (live) on {seq}, frame {i}"))
+                                          received[stamp].get("slope"), pred_h, truth_h, pts,
+                                          f"stereo_node (live) on {seq}, frame {i}"))
     dropped = len(sent) - len(scores)
     notes.append(f"live replay at {args.speed}x: {len(sent)} frames sent, {len(scores)} answered, {dropped} dropped "
                  f"(node reports {kv.get('dropped_pairs', '?')} dropped pairs, model {kv.get('model', '?')})")
