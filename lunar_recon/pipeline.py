@@ -25,6 +25,9 @@ from .models.predict import PairPrediction
 # stereo_local: a smooth per-pixel scale field from the same SGBM depth (the network keeps the
 # fine shape, the matcher fixes the low-frequency metric structure); auto: the model card's choice.
 SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
+# 'stereo_local' field sigma (fraction of the image width), chosen on the default student's
+# calibration pairs (never its test pairs); 0.03-0.125 all helped there.
+SCALE_FIELD_SIGMA = 0.09
 
 
 @dataclass
@@ -141,18 +144,18 @@ def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, ima
 
 
 def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
-                                   calibration: "StereoCalibration", sigma: float = 0.09, max_side: int = 256,
-                                   min_matched_fraction: float = 0.02, prior_weight: float = 5e-4
-                                   ) -> np.ndarray | None:
+                                   calibration: "StereoCalibration", sigma: float = SCALE_FIELD_SIGMA,
+                                   max_side: int = 256, min_matched_fraction: float = 0.02,
+                                   prior_weight: float = 5e-4) -> np.ndarray | None:
     """Per-pixel scale field (shape of ``depth_pred``) that brings a depth onto a coarse SGBM
-    depth of the calibrated pair, smoothly: the log depth ratio averaged under a Gaussian of
-    ``sigma`` (fraction of the image width) over the matched pixels only (normalised
-    convolution), so a region the matcher misses (the left border, shadows) takes the ratio of
-    its matched neighbours, and only where nothing matched for several sigma the frame's median
-    (``prior_weight``, in units of matched fraction, keeps that well defined).  A small network's depth errors are
-    mostly low-frequency (a tilted or bent surface), which per-pixel-noisy matching fixes once
-    averaged, while the network keeps the detail and fills what the matcher cannot match
-    (shadows, texture-less regolith).  None when too few pixels match."""
+    depth of the calibrated pair, smoothly.  A small network's depth errors are mostly
+    low-frequency (a tilted or bent surface) while its detail is right and it is dense;
+    matching is noisy per pixel and has holes, but is unbiased.  So: log(SGBM / network) on
+    the matched pixels, averaged under a Gaussian of ``sigma`` (fraction of the image width)
+    over matched pixels only (normalised convolution) -- a region the matcher misses (the left
+    border, shadows) takes the ratio of its matched neighbours; ``prior_weight`` (in units of
+    matched fraction) pulls only regions with no match for several sigma to the frame's
+    median.  None when too few pixels match."""
     import cv2
 
     log_ratio, ok = _log_ratio_to(stereo_reference_depth(image_left, image_right, calibration, max_side), depth_pred)
@@ -190,7 +193,7 @@ class ReconstructionParams:
     confidence_threshold: float | None = None  # absolute (MASt3R conf >= 1)
     confidence_quantile: float | None = None  # per frame, e.g. 0.1 drops the least confident 10%
     scale_mode: str = "auto"  # one of SCALE_MODES
-    scale_field_sigma: float = 0.09  # 'stereo_local': Gaussian sigma of the scale field, fraction of image width
+    scale_field_sigma: float = SCALE_FIELD_SIGMA  # 'stereo_local' field sigma, fraction of image width
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     # Disparity precision (px, 1 sigma) of the depth source, for the hazard map's noise model

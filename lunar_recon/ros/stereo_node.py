@@ -28,7 +28,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, up_from_attitude
 from ..geometry.hazard import HazardParams
-from ..pipeline import SCALE_MODES, ReconstructionParams, StereoCalibration, StereoReconstructor, model_disparity_sigma
+from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, ReconstructionParams, StereoCalibration, StereoReconstructor,
+                        model_disparity_sigma)
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg, intrinsics_from_info,
                           occupancy_grid_msg, pointcloud2_msg)
 from .sync import TimeSynchronizer, make_synchronizer
@@ -43,8 +44,8 @@ PARAMETERS: dict[str, tuple] = {
     "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (rescale to the calibrated baseline), "
                    "'stereo' (median ratio to a coarse SGBM depth), 'stereo_local' (a smooth per-pixel scale "
                    "field from that SGBM depth) or 'auto' (the model card's choice)", SCALE_MODES),
-    "scale_field_sigma": (0.09, "'stereo_local': Gaussian sigma of the scale field, fraction of the image width",
-                          (0.001, 1.0)),
+    "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "
+                          "image width", (0.001, 1.0)),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
