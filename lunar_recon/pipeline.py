@@ -117,17 +117,21 @@ def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
         small(image_left), small(image_right), right_view=False).points_left[..., 2]
 
 
-def _log_ratio_to(reference: np.ndarray, depth_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log(reference / prediction) on the reference's grid, and where both are usable."""
+def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
+                         calibration: "StereoCalibration", max_side: int, min_matched_fraction: float
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """log(SGBM / prediction) on the coarse SGBM grid, and where both are usable; None when
+    too few pixels match."""
     import cv2
 
+    reference = stereo_reference_depth(image_left, image_right, calibration, max_side)
     pred = np.asarray(depth_pred, np.float32)
     if pred.shape != reference.shape:
         pred = cv2.resize(pred, reference.shape[::-1], interpolation=cv2.INTER_NEAREST)  # nearest: NaN-safe
     ok = np.isfinite(reference) & np.isfinite(pred) & (reference > 0) & (pred > 0)
     log_ratio = np.zeros(reference.shape, np.float32)
     log_ratio[ok] = np.log(reference[ok] / pred[ok])
-    return log_ratio, ok
+    return (log_ratio, ok) if ok.mean() >= min_matched_fraction else None
 
 
 def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
@@ -137,9 +141,10 @@ def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, ima
     from the calibrated pair.  A small network gets shape right long before it resolves the
     sub-pixel disparities that fix metric scale; one robust number from classical matching
     on a downscaled pair (a few ms) anchors it.  None when too few pixels match."""
-    log_ratio, ok = _log_ratio_to(stereo_reference_depth(image_left, image_right, calibration, max_side), depth_pred)
-    if ok.mean() < min_matched_fraction:
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction)
+    if matched is None:
         return None
+    log_ratio, ok = matched
     return float(np.exp(np.median(log_ratio[ok])))
 
 
@@ -158,9 +163,10 @@ def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarra
     median.  None when too few pixels match."""
     import cv2
 
-    log_ratio, ok = _log_ratio_to(stereo_reference_depth(image_left, image_right, calibration, max_side), depth_pred)
-    if ok.mean() < min_matched_fraction:
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction)
+    if matched is None:
         return None
+    log_ratio, ok = matched
     prior = float(np.median(log_ratio[ok]))
     weight = ok.astype(np.float32)
     sh, sw = ok.shape
@@ -277,7 +283,8 @@ class StereoReconstructor:
         rescale = scale_mode != "predicted" and not isinstance(self.model, SGBMModel)  # SGBM is metric
         if rescale and calibration is None:
             raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
-        pred = self.model.predict(image_left, image_right, size=size, right_view=rescale and needs_right_view(scale_mode))
+        right_view = rescale and needs_right_view(scale_mode)
+        pred = self.model.predict(image_left, image_right, size=size, right_view=right_view)
         t1 = time.perf_counter()
         scale = 1.0
         if rescale:

@@ -56,11 +56,15 @@ def test_to_pil_rgb_encodings():
         to_pil_rgb(np.zeros((3, 4), np.int32))
 
 
+def _random_pair(shape, seed):
+    """A uint8 left/right pair of noise (the same draws as two successive integers() calls)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, shape, dtype=np.uint8), rng.integers(0, 255, shape, dtype=np.uint8)
+
+
 def test_predict_returns_left_frame_maps_at_input_resolution(fixtures_dir):
     model = load_model(fixtures_dir / "mast3r_tiny" / "checkpoint.pth")
-    rng = np.random.default_rng(0)
-    left = rng.integers(0, 255, (70, 100), dtype=np.uint8)
-    right = rng.integers(0, 255, (70, 100), dtype=np.uint8)
+    left, right = _random_pair((70, 100), seed=0)
     pred = model.predict(left, right, size=64)
     assert pred.points_left.shape == (70, 100, 3) and pred.conf_left.shape == (70, 100)
     assert pred.points_right.shape == (70, 100, 3)
@@ -74,9 +78,7 @@ def test_predict_returns_left_frame_maps_at_input_resolution(fixtures_dir):
 
 def test_predict_at_network_resolution_equals_forward(fixtures_dir):
     model = load_model(fixtures_dir / "dust3r_tiny" / "checkpoint.pth")
-    rng = np.random.default_rng(1)
-    left = rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)
-    right = rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    left, right = _random_pair((32, 64, 3), seed=1)
     pred = model.predict(left, right, size=64)
     to_t = lambda a: (torch.from_numpy(a).float().permute(2, 0, 1)[None] / 255 - 0.5) / 0.5  # noqa: E731
     with torch.inference_mode():
@@ -125,9 +127,7 @@ def test_pure_resize_fast_path_equals_grid_resampling():
 def test_right_view_can_be_skipped(fixtures_dir):
     """right_view=False drops the right head's outputs and leaves the left view unchanged."""
     model = load_model(fixtures_dir / "mast3r_tiny" / "checkpoint.pth")
-    rng = np.random.default_rng(2)
-    left = rng.integers(0, 255, (48, 64), dtype=np.uint8)
-    right = rng.integers(0, 255, (48, 64), dtype=np.uint8)
+    left, right = _random_pair((48, 64), seed=2)
     both = model.predict(left, right, size=64)
     only_left = model.predict(left, right, size=64, right_view=False)
     assert only_left.points_right is None and only_left.conf_right is None and only_left.desc_right is None
