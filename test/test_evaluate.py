@@ -41,9 +41,9 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         sgbm = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params, r.elevation_sigma, fB)
         assert sgbm["depth_abs_rel"] > 0 and sgbm["depth_mae"] > 0
         assert 0.02 < sgbm["disparity_sigma_px"] < 2.0  # sub-pixel matching, but not perfect
-        # The pipeline's noise model: SGBM's stated 0.25 px through Z^2 / (f B).
+        # The pipeline's noise model: SGBM's stated disparity sigma through Z^2 / (f B).
         z = np.nanmedian(r.depth)
-        assert np.nanmedian(r.elevation_sigma) == pytest.approx(z * z / fB * 0.25, rel=0.3)
+        assert np.nanmedian(r.elevation_sigma) == pytest.approx(z * z / fB * SGBMModel.disparity_sigma_px, rel=0.3)
         assert 0 <= sgbm["hazard_f1"] <= 1 or np.isnan(sgbm["hazard_f1"])
         break
 

@@ -27,6 +27,30 @@ def test_sgbm_subpixel_disparity_on_rendered_terrain(rendered):
     assert np.median(err) < 0.5 and np.mean(err < 1.0) > 0.85
 
 
+def _locking_bias(disp, gt_disp):
+    """Largest |median error| over eight bins of the true disparity's fractional part, and the
+    robust (MAD) sigma of the error."""
+    both = np.isfinite(disp) & np.isfinite(gt_disp)
+    both[:, :80] = False
+    err, frac = disp[both] - gt_disp[both], gt_disp[both] % 1.0
+    bias = max(abs(np.median(err[(frac >= a) & (frac < a + 0.125)])) for a in np.arange(0, 1, 0.125))
+    return bias, 1.4826 * np.median(np.abs(err - np.median(err)))
+
+
+def test_sgbm_half_pixel_pass_cancels_pixel_locking(rendered):
+    """OpenCV's parabola fit pulls disparities toward whole pixels; a second pass with the views
+    half a pixel apart flips that bias, and the average keeps little of it."""
+    fr = rendered
+    gt_disp = fr.K_left.fx * fr.baseline_m / fr.depth_left
+    nd = 64 + 16 * int(np.nanmax(gt_disp) // 16)
+    bias1, sigma1 = _locking_bias(sgbm_disparity(fr.left, fr.right, SGBMParams(nd, subpixel_passes=1)), gt_disp)
+    bias2, sigma2 = _locking_bias(sgbm_disparity(fr.left, fr.right, SGBMParams(nd, subpixel_passes=2)), gt_disp)
+    assert bias1 > 0.1  # the effect is there to correct
+    assert bias2 < 0.6 * bias1 and sigma2 < 0.75 * sigma1
+    with pytest.raises(ValueError, match="subpixel_passes"):
+        sgbm_disparity(fr.left, fr.right, SGBMParams(nd, subpixel_passes=0))
+
+
 def test_sgbm_model_through_the_pipeline_is_metric(rendered):
     fr = rendered
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
