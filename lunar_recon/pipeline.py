@@ -203,7 +203,7 @@ class ReconstructionParams:
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     # Disparity precision (px, 1 sigma) of the depth source, for the hazard map's noise model
-    # (sigma_Z = Z^2 / (f B) sigma_d).  None: the model's own (its card; SGBM 0.25), else 0.5;
+    # (sigma_Z = Z^2 / (f B) sigma_d).  None: the model's own (its card; SGBM 0.11), else 0.5;
     # 0: no noise model (the plain geometric hazard map).
     disparity_sigma_px: float | None = None
     hazard: HazardParams = field(default_factory=HazardParams)

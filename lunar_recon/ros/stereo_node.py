@@ -52,7 +52,7 @@ PARAMETERS: dict[str, tuple] = {
                      None),
     "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
     "disparity_sigma_px": (-1.0, "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
-                           "-1: the model's own (model card; SGBM 0.25), 0: off", (-1.0, 100.0)),
+                           "-1: the model's own (model card; SGBM 0.11), 0: off", (-1.0, 100.0)),
     "hazard.slope_max_deg": (10.0, "largest safe slope over the footprint (deg)", (0.1, 89.0)),
     "hazard.roughness_max_m": (0.3, "largest safe deviation from the footprint plane (m)", (0.001, 100.0)),
     "hazard.step_max_m": (0.3, "largest safe local step (m)", (0.001, 100.0)),
