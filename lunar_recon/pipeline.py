@@ -81,12 +81,7 @@ class SGBMModel:
         cal = self.calibration
         if cal is None:
             raise ValueError("SGBM needs a stereo calibration")
-        if cal.is_rectified:
-            disp = sgbm_disparity(image_left, image_right, self.params)
-            depth = disparity_to_depth(disp, cal.K_left.fx, cal.baseline_m)
-        else:
-            depth = sgbm_depth_unrectified(image_left, image_right, cal.K_left, cal.K_right,
-                                           cal.T_left_from_right, self.params)
+        depth = sgbm_depth(image_left, image_right, cal, self.params)
         pts = depth_to_points(depth, cal.K_left)
         valid = np.isfinite(depth)
         conf = np.where(valid, 2.0, 0.0).astype(np.float32)  # SGBM has no confidence: matched = 2 (> 1)
@@ -95,6 +90,15 @@ class SGBMModel:
         h2, w2 = np.asarray(image_right).shape[:2]
         return PairPrediction(pts, np.full((h2, w2, 3), np.nan, np.float32), conf,
                               np.zeros((h2, w2), np.float32), network_hw=depth.shape)
+
+
+def sgbm_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: "StereoCalibration",
+               params: SGBMParams) -> np.ndarray:
+    """Metric SGBM depth in the left camera's pixels (NaN unmatched), rectified or not."""
+    cal = calibration
+    if cal.is_rectified:
+        return disparity_to_depth(sgbm_disparity(image_left, image_right, params), cal.K_left.fx, cal.baseline_m)
+    return sgbm_depth_unrectified(image_left, image_right, cal.K_left, cal.K_right, cal.T_left_from_right, params)
 
 
 def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: "StereoCalibration",
@@ -113,8 +117,8 @@ def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
 
     cal = StereoCalibration(calibration.K_left.scaled(sw, sh), calibration.K_right.scaled(sw, sh),
                             calibration.T_left_from_right)
-    return SGBMModel(SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128), cal).predict(
-        small(image_left), small(image_right), right_view=False).points_left[..., 2]
+    return sgbm_depth(small(image_left), small(image_right), cal,
+                      SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128))
 
 
 def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
