@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from lunar_recon.distill.losses import FeatureAlignment, confidence_regression, distill3r_loss
+from lunar_recon.distill.losses import (FeatureAlignment, confidence_regression, distill3r_loss, normal_loss,
+                                        surface_normals)
 from lunar_recon.distill.svd_init import layer_map, svd_initialise, truncated_svd
 from lunar_recon.models import ModelConfig, build_model, load_model, save_checkpoint
 
@@ -130,6 +131,44 @@ def test_losses_vanish_when_student_equals_teacher_and_have_the_right_gradients(
     assert float(align({"a": x}, {"a": -x})) > 1.0
 
 
+def _terrain_pointmap(tilt_deg: float, scale: float = 1.0, h: int = 24, w: int = 32) -> torch.Tensor:
+    """A ground rippled along y seen from above (B=1, H, W, 3), tilted about the x axis by
+    ``tilt_deg``: its normals stay perpendicular to the axis, so each turns by exactly the tilt."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64),
+                          indexing="ij")
+    z = 10 + 0.1 * torch.sin(3 * y) + 0 * x
+    p = torch.stack([x, y, z], -1)
+    t = np.radians(tilt_deg)
+    R = torch.tensor([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]], dtype=torch.float64)
+    return (scale * p @ R.T)[None]
+
+
+def test_normal_loss_measures_the_tilt_between_surfaces_and_ignores_scale():
+    flat = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(9.0), indexing="ij")[::-1]
+                       + (torch.full((8, 9), 5.0),), -1)[None]
+    flat[..., 2] += 0.5 * flat[..., 0]  # the plane z = 5 + x / 2: normal (-1/2, 0, 1) up to sign
+    n, ok = surface_normals(flat, torch.ones(flat.shape[:3], dtype=torch.bool), 2)
+    assert ok.all() and torch.allclose(n.abs(), torch.tensor([0.5, 0.0, 1.0]) / np.sqrt(1.25), atol=1e-6)
+    target = _terrain_pointmap(0.0)
+    same = {"pts3d": 3.0 * target}, {"pts3d_in_other_view": target}  # any scale: normals only
+    assert float(normal_loss(*same, target, target)) < 1e-5  # float32 inside
+    for tilt in (2.0, 10.0):  # |n - n*| = 2 sin(angle / 2): a rigid tilt is read back as its angle
+        tilted = _terrain_pointmap(tilt)
+        loss = float(normal_loss({"pts3d": tilted}, {"pts3d_in_other_view": tilted}, target, target))
+        assert loss == pytest.approx(2 * np.sin(np.radians(tilt) / 2), rel=1e-3)
+    # invalid target pixels (NaN) are left out, not propagated
+    holed = target.clone()
+    holed[0, 5:9, 5:9] = float("nan")
+    assert float(normal_loss(*same, holed, holed)) < 1e-5
+    # the gradient pulls a tilted prediction toward the target
+    p = _terrain_pointmap(5.0).requires_grad_(True)
+    normal_loss({"pts3d": p}, {"pts3d_in_other_view": p}, target, target).backward()
+    with torch.no_grad():
+        stepped = p - 0.05 * p.grad / p.grad.abs().max()
+    assert float(normal_loss({"pts3d": stepped}, {"pts3d_in_other_view": stepped}, target, target)) < \
+        float(normal_loss({"pts3d": p}, {"pts3d_in_other_view": p}, target, target))
+
+
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
@@ -214,12 +253,12 @@ def test_distill_command_with_cache_and_features_reduces_validation_error(tiny_s
     first, last = float(rows[0]["val_abs_rel"]), float(rows[-1]["val_abs_rel"])
     assert last < first
     cfg2 = _config(tiny_setup, tmp_path / "kd", loss="distill3r", cache=str(tmp_path / "cache"),
-                   feature_pairs={"view1.enc_out": "view1.enc_out"}, steps=3)
+                   feature_pairs={"view1.enc_out": "view1.enc_out"}, normal_weight=0.5, steps=3)
     res = subprocess.run([sys.executable, "-m", "lunar_recon", "distill", "--config", str(cfg2)], capture_output=True,
                          text=True, timeout=900)
     assert res.returncode == 0, res.stderr
     header = open(tmp_path / "kd" / "log.csv").readline()
-    assert "distill3r" in header and "feature" in header
+    assert "distill3r" in header and "feature" in header and "normal" in header
 
 
 @pytest.mark.slow

@@ -5,6 +5,9 @@
   distance to the origin (scale-invariant) or kept metric.
 * :func:`distill3r_loss` — Distill3R: squared L2 on scale-normalised points weighted by
   ``clamp(c_teacher / 10, 0.1, 1)`` plus ``0.001 * |c_student - c_teacher|``.
+* :func:`normal_loss` — agreement of local surface normals (finite differences of the
+  pointmap at a few pixel spacings): slope is a derivative of the surface, which a pointwise
+  loss barely constrains; normals are scale-invariant, so any target works.
 * :class:`FeatureAlignment` — intermediate-token alignment through learned linear projectors
   (student width -> teacher width): cosine with a margin, or L2.
 """
@@ -60,6 +63,39 @@ def distill3r_loss(pred1: dict, pred2: dict, teacher1: dict, teacher2: dict, mas
         sq = ((p - q) ** 2).sum(-1)
         total = total + (w * sq)[v].sum() + conf_weight * (cs - ct).abs()[v].sum()
         count += int(v.sum())
+    return total / max(count, 1)
+
+
+def surface_normals(points: torch.Tensor, valid: torch.Tensor, spacing: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit normals of a (B, H, W, 3) pointmap from central differences ``spacing`` pixels
+    apart, on the interior (B, H - 2s, W - 2s), and where all four neighbours are valid."""
+    s = spacing
+    du = points[:, s:-s, 2 * s:] - points[:, s:-s, :-2 * s]
+    dv = points[:, 2 * s:, s:-s] - points[:, :-2 * s, s:-s]
+    n = torch.linalg.cross(du, dv, dim=-1)
+    norm = n.norm(dim=-1, keepdim=True)
+    ok = valid[:, s:-s, 2 * s:] & valid[:, s:-s, :-2 * s] & valid[:, 2 * s:, s:-s] & valid[:, :-2 * s, s:-s]
+    ok = ok & (norm[..., 0] > 1e-12)
+    return n / norm.clamp(min=1e-12), ok
+
+
+def normal_loss(pred1: dict, pred2: dict, target1: torch.Tensor, target2: torch.Tensor,
+                spacings: tuple[int, ...] = (2, 4, 8)) -> torch.Tensor:
+    """Mean distance between unit surface normals of prediction and target, both views, at
+    several pixel spacings (|n - n*| ~ the angle between them, so small tilts keep a useful
+    gradient, unlike 1 - cos).  Targets are NaN where invalid."""
+    total, count = 0.0, 0
+    for p, t in ((pred1["pts3d"], target1), (pred2["pts3d_in_other_view"], target2)):
+        v = torch.isfinite(t).all(dim=-1)
+        t = torch.nan_to_num(t.float())
+        for s in spacings:
+            if min(t.shape[1], t.shape[2]) <= 2 * s:
+                continue
+            nt, ok_t = surface_normals(t, v, s)
+            np_, ok_p = surface_normals(p.float(), torch.ones_like(v), s)
+            ok = ok_t & ok_p
+            total = total + (np_ - nt).norm(dim=-1)[ok].sum()
+            count += int(ok.sum())
     return total / max(count, 1)
 
 

@@ -25,7 +25,7 @@ from ..models.checkpoint import atomic_torch_save, load_model, read_checkpoint, 
 from ..models.config import ModelConfig
 from ..models.stereo3d import build_model
 from ..models.students import student_config
-from .losses import FeatureAlignment, confidence_regression, distill3r_loss
+from .losses import FeatureAlignment, confidence_regression, distill3r_loss, normal_loss
 
 LOSSES = ("distill3r", "conf_regression", "gt")
 
@@ -41,6 +41,7 @@ class DistillConfig:
     stream_basis: str = "select"
     loss: str = "distill3r"  # distill3r | conf_regression (on teacher outputs) | gt (ground truth)
     gt_weight: float = 0.0  # add ground-truth confidence regression to a distillation loss
+    normal_weight: float = 0.0  # add agreement of ground-truth surface normals (slope is a derivative)
     alpha: float = 0.2
     feature_pairs: dict = field(default_factory=dict)  # student token -> teacher token (from the cache)
     feature_kind: str = "cosine"
@@ -239,6 +240,9 @@ class Trainer:
             if cfg.gt_weight > 0:
                 parts["gt"] = cfg.gt_weight * confidence_regression(
                     p1, p2, batch["gt1"].to(self.device), batch["gt2"].to(self.device), alpha=cfg.alpha)
+        if cfg.normal_weight > 0:
+            parts["normal"] = cfg.normal_weight * normal_loss(p1, p2, batch["gt1"].to(self.device),
+                                                              batch["gt2"].to(self.device))
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
