@@ -33,11 +33,12 @@ def _half_decoder(c) -> dict:
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("full", "full recipe: shared-basis SVD init, Distill3R + feature loss, encoder fine-tuned"),
+    Variant("full", "full recipe: shared-basis SVD init, Distill3R + feature + normal loss, encoder fine-tuned"),
     Variant("no_svd", "random initialisation", {"init": "random"}),
     Variant("per_matrix_svd", "Grethen et al.'s per-matrix SVD truncation", {"init": "per_matrix"}),
     Variant("frozen_encoder", "encoder frozen after SVD init", {"freeze_encoder": True}),
     Variant("no_feature_loss", "output-only distillation", {"feature_pairs": {}}),
+    Variant("no_normal_loss", "no surface-normal loss (points and features only)", {"normal_weight": 0.0}),
     Variant("gt_supervision", "ground truth only, no teacher outputs",
             {"loss": "gt", "gt_weight": 0.0, "feature_pairs": {}}),
     Variant("cnn_mobilenet", "MobileNetV3-style CNN encoder (full recipe)", {},
