@@ -160,6 +160,10 @@ def test_normal_loss_measures_the_tilt_between_surfaces_and_ignores_scale():
     holed = target.clone()
     holed[0, 5:9, 5:9] = float("nan")
     assert float(normal_loss(*same, holed, holed)) < 1e-5
+    from lunar_recon.distill.trainer import DistillConfig
+
+    with pytest.raises(ValueError, match="normal_weight"):
+        DistillConfig(loss="gt", init="random", normal_weight=-0.5).validate()
     # the gradient pulls a tilted prediction toward the target
     p = _terrain_pointmap(5.0).requires_grad_(True)
     normal_loss({"pts3d": p}, {"pts3d_in_other_view": p}, target, target).backward()

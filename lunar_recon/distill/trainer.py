@@ -83,6 +83,8 @@ class DistillConfig:
             raise ValueError(f"init {self.init!r} needs a teacher checkpoint (set 'teacher')")
         if self.steps < 1 or self.batch_size < 1 or self.accum < 1:
             raise ValueError("steps, batch_size and accum must be >= 1")
+        if min(self.gt_weight, self.normal_weight, self.feature_weight) < 0:
+            raise ValueError("gt_weight, normal_weight and feature_weight must be >= 0")
 
 
 def lr_at(step: int, cfg: DistillConfig) -> float:
