@@ -136,7 +136,7 @@ def _terrain_pointmap(tilt_deg: float, scale: float = 1.0, h: int = 24, w: int =
     ``tilt_deg``: its normals stay perpendicular to the axis, so each turns by exactly the tilt."""
     y, x = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64),
                           indexing="ij")
-    z = 10 + 0.1 * torch.sin(3 * y) + 0 * x
+    z = 10 + 0.1 * torch.sin(3 * y)
     p = torch.stack([x, y, z], -1)
     t = np.radians(tilt_deg)
     R = torch.tensor([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]], dtype=torch.float64)
@@ -150,6 +150,12 @@ def test_normal_loss_measures_the_tilt_between_surfaces_and_ignores_scale():
     n, ok = surface_normals(flat, torch.ones(flat.shape[:3], dtype=torch.bool), 2)
     assert ok.all() and torch.allclose(n.abs(), torch.tensor([0.5, 0.0, 1.0]) / np.sqrt(1.25), atol=1e-6)
     target = _terrain_pointmap(0.0)
+    # the same normals as the node's slope image (numpy), up to orientation
+    from lunar_recon.geometry.slope import normals_from_points
+
+    n_np = normals_from_points(target[0].numpy(), 2)[2:-2, 2:-2]
+    n_t = surface_normals(target, None, 2)[0][0].numpy()
+    assert np.allclose(np.abs((n_np * n_t).sum(-1)), 1.0, atol=1e-5)
     same = {"pts3d": 3.0 * target}, {"pts3d_in_other_view": target}  # any scale: normals only
     assert float(normal_loss(*same, target, target)) < 1e-5  # float32 inside
     for tilt in (2.0, 10.0):  # |n - n*| = 2 sin(angle / 2): a rigid tilt is read back as its angle

@@ -66,16 +66,20 @@ def distill3r_loss(pred1: dict, pred2: dict, teacher1: dict, teacher2: dict, mas
     return total / max(count, 1)
 
 
-def surface_normals(points: torch.Tensor, valid: torch.Tensor, spacing: int) -> tuple[torch.Tensor, torch.Tensor]:
+def surface_normals(points: torch.Tensor, valid: torch.Tensor | None, spacing: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit normals of a (B, H, W, 3) pointmap from central differences ``spacing`` pixels
-    apart, on the interior (B, H - 2s, W - 2s), and where all four neighbours are valid."""
+    apart, on the interior (B, H - 2s, W - 2s), and where all four neighbours are ``valid``
+    (None: all are).  The construction of :func:`lunar_recon.geometry.slope.normals_from_points`
+    (numpy, the node's hot path), in torch so a loss can differentiate it; unoriented."""
     s = spacing
     du = points[:, s:-s, 2 * s:] - points[:, s:-s, :-2 * s]
     dv = points[:, 2 * s:, s:-s] - points[:, :-2 * s, s:-s]
     n = torch.linalg.cross(du, dv, dim=-1)
     norm = n.norm(dim=-1, keepdim=True)
-    ok = valid[:, s:-s, 2 * s:] & valid[:, s:-s, :-2 * s] & valid[:, 2 * s:, s:-s] & valid[:, :-2 * s, s:-s]
-    ok = ok & (norm[..., 0] > 1e-12)
+    ok = norm[..., 0] > 1e-12
+    if valid is not None:
+        ok = ok & valid[:, s:-s, 2 * s:] & valid[:, s:-s, :-2 * s] & valid[:, 2 * s:, s:-s] & valid[:, :-2 * s, s:-s]
     return n / norm.clamp(min=1e-12), ok
 
 
@@ -92,7 +96,7 @@ def normal_loss(pred1: dict, pred2: dict, target1: torch.Tensor, target2: torch.
             if min(t.shape[1], t.shape[2]) <= 2 * s:
                 continue
             nt, ok_t = surface_normals(t, v, s)
-            np_, ok_p = surface_normals(p.float(), torch.ones_like(v), s)
+            np_, ok_p = surface_normals(p.float(), None, s)
             ok = ok_t & ok_p
             total = total + (np_ - nt).norm(dim=-1)[ok].sum()
             count += int(ok.sum())
