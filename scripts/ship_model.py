@@ -54,7 +54,7 @@ def main() -> None:
     summary, by_range = metrics["summary"], metrics["by_range"]
     h, w = (args.size * 3) // 4 // 16 * 16, args.size
     card = {
-        "name": "lunar_recon default student (nano)", "file": DEFAULT_STUDENT,
+        "name": f"lunar_recon default student ({student.config.name})", "file": DEFAULT_STUDENT,
         "config": student.config.to_dict(), "parameters": count_parameters(student),
         "gflops_per_pair": {f"{w}x{h}": pair_gflops(student, h, w), "512x384": pair_gflops(student, 384, 512)},
         "cpu_latency_ms_2_threads": {f"{w}x{h}": percentile(latency_ms(student.eval(), h, w), 50)},
