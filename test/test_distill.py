@@ -308,16 +308,17 @@ def test_ablate_command_writes_the_table_and_resumes(tiny_setup, tmp_path):
                   feature_pairs={"view1.enc_out": "view1.enc_out"})
     cmd = [sys.executable, "-m", "lunar_recon", "ablate", "--config", str(cfg), "--steps", "2", "--out",
            str(tmp_path / "abl"), "--variants", "full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder",
-           "--threads", "1"]
+           "deep_decoder", "--threads", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "abl" / "ablation.csv")))
-    assert [r["variant"] for r in rows] == ["full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder"]
+    assert [r["variant"] for r in rows] == ["full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder",
+                                            "deep_decoder"]
     by = {r["variant"]: r for r in rows}
     assert by["full"]["parameters"] == by["no_svd"]["parameters"] != by["cnn_resnet"]["parameters"]
-    assert int(by["narrow_decoder"]["parameters"]) < int(by["full"]["parameters"])
+    assert int(by["narrow_decoder"]["parameters"]) < int(by["full"]["parameters"]) < int(by["deep_decoder"]["parameters"])
     assert all(float(r["gflops"]) > 0 and float(r["cpu_ms_p50"]) > 0 for r in rows)
     # (two steps from a random start may leave no pixel in front of the camera: NaN is allowed there)
     assert all(float(r["abs_rel"]) > 0 for r in rows if r["variant"] != "no_svd")

@@ -112,12 +112,13 @@ def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "benchmark", "--skip-mast3r", "--presets", "nano",
-                          "--repeats", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "lunar_recon", "benchmark", "--skip-mast3r", "--presets",
+                          "nano-shallow", "--repeats", "1", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads((tmp_path / "benchmark.json").read_text())
     labels = [m["label"] for m in data["models"]]
-    assert labels == ["default student", "preset nano (random weights)", "SGBM (OpenCV)"]
+    assert labels == ["default student", "preset nano-shallow (random weights)", "SGBM (OpenCV)"]
     assert data["machine"]["matmul_gflops"] > 0
     student, nano, sgbm = data["models"]
     assert student["parameters"] == nano["parameters"] > 0 and sgbm["parameters"] == 0

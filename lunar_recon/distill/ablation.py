@@ -45,6 +45,7 @@ VARIANTS: tuple[Variant, ...] = (
             {"encoder_type": "mobilenet", "enc_depth": 2}),
     Variant("cnn_resnet", "ResNet-style CNN encoder (full recipe)", {}, {"encoder_type": "resnet", "enc_depth": 1}),
     Variant("narrow_decoder", "decoder half as wide (half the heads)", {}, _half_decoder),
+    Variant("deep_decoder", "decoder twice as deep", {}, lambda c: {"dec_depth": 2 * c.dec_depth}),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 COLUMNS = ("variant", "seed", "parameters", "gflops", "cpu_ms_p50", "abs_rel", "delta1", "slope_mae_deg",
