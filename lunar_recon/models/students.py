@@ -12,26 +12,22 @@ from .config import ModelConfig
 
 _DEPTH_ONLY = dict(arch="dust3r", head_type="dpt", output_mode="pts3d", two_confs=False, desc_conf_mode=None)
 
+# 3.9M parameters: runs at video rate on two lander CPU cores at 256 px.
+_NANO = ModelConfig(name="nano", enc_embed_dim=128, enc_depth=4, enc_num_heads=2, dec_embed_dim=128, dec_depth=4,
+                    dec_num_heads=2, dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128),
+                    **_DEPTH_ONLY)
+
 STUDENT_PRESETS: dict[str, ModelConfig] = {
-    # 3.9M parameters: runs at video rate on two lander CPU cores at 256 px.
-    "nano": ModelConfig(name="nano", enc_embed_dim=128, enc_depth=4, enc_num_heads=2, dec_embed_dim=128, dec_depth=4,
-                        dec_num_heads=2, dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128),
-                        **_DEPTH_ONLY),
+    "nano": _NANO,
     # The default student: nano with a 2-layer decoder.  Grethen et al. find encoder capacity
     # matters more than decoder size; here it halves the decoder's time and keeps the footprint
     # slope on the calibration pairs (2.52 and 2.61 deg in two runs of the 1000-step recipe,
     # nano 2.59).
-    "nano-shallow": ModelConfig(name="nano-shallow", enc_embed_dim=128, enc_depth=4, enc_num_heads=2,
-                                dec_embed_dim=128, dec_depth=2, dec_num_heads=2, dpt_feature_dim=32, dpt_last_dim=16,
-                                dpt_layer_dims=(16, 32, 64, 128), **_DEPTH_ONLY),
+    "nano-shallow": _NANO.replace(name="nano-shallow", dec_depth=2),
     # The nano decoder and heads behind CNN encoders (Dutt et al.; Grethen et al.'s MobileNetV3
     # student): stride-16 feature maps become the decoder's tokens.
-    "nano-mobilenet": ModelConfig(name="nano-mobilenet", encoder_type="mobilenet", enc_embed_dim=128, enc_depth=2,
-                                  enc_num_heads=2, dec_embed_dim=128, dec_depth=4, dec_num_heads=2,
-                                  dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128), **_DEPTH_ONLY),
-    "nano-resnet": ModelConfig(name="nano-resnet", encoder_type="resnet", enc_embed_dim=128, enc_depth=1,
-                               enc_num_heads=2, dec_embed_dim=128, dec_depth=4, dec_num_heads=2,
-                               dpt_feature_dim=32, dpt_last_dim=16, dpt_layer_dims=(16, 32, 64, 128), **_DEPTH_ONLY),
+    "nano-mobilenet": _NANO.replace(name="nano-mobilenet", encoder_type="mobilenet", enc_depth=2),
+    "nano-resnet": _NANO.replace(name="nano-resnet", encoder_type="resnet", enc_depth=1),
     "tiny": ModelConfig(name="tiny", enc_embed_dim=192, enc_depth=6, enc_num_heads=3, dec_embed_dim=192, dec_depth=4,
                         dec_num_heads=3, dpt_feature_dim=64, dpt_last_dim=32, dpt_layer_dims=(24, 48, 96, 192),
                         **_DEPTH_ONLY),
