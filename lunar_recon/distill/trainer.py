@@ -226,10 +226,10 @@ class Trainer:
         with torch.autocast(**self.autocast):
             out = self.net(v1, v2, return_tokens=self.align is not None)
         p1, p2 = out[0], out[1]
+        gt1, gt2 = batch["gt1"].to(self.device), batch["gt2"].to(self.device)
         parts = {}
         if cfg.loss == "gt":
-            parts["gt"] = confidence_regression(p1, p2, batch["gt1"].to(self.device), batch["gt2"].to(self.device),
-                                                alpha=cfg.alpha)
+            parts["gt"] = confidence_regression(p1, p2, gt1, gt2, alpha=cfg.alpha)
         else:
             t1, t2, feats = self._targets(batch["name"])
             if cfg.loss == "distill3r":
@@ -240,11 +240,9 @@ class Trainer:
             if self.align is not None:
                 parts["feature"] = cfg.feature_weight * self.align(out[2], feats)
             if cfg.gt_weight > 0:
-                parts["gt"] = cfg.gt_weight * confidence_regression(
-                    p1, p2, batch["gt1"].to(self.device), batch["gt2"].to(self.device), alpha=cfg.alpha)
+                parts["gt"] = cfg.gt_weight * confidence_regression(p1, p2, gt1, gt2, alpha=cfg.alpha)
         if cfg.normal_weight > 0:
-            parts["normal"] = cfg.normal_weight * normal_loss(p1, p2, batch["gt1"].to(self.device),
-                                                              batch["gt2"].to(self.device))
+            parts["normal"] = cfg.normal_weight * normal_loss(p1, p2, gt1, gt2)
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
