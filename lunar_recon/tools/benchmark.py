@@ -21,7 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--teacher", default=None, help="the default teacher checkpoint (skipped when absent)")
     p.add_argument("--student", default="default", help="the default student: checkpoint or 'default'")
     p.add_argument("--presets", nargs="*",
-                   default=["nano-shallow", "nano", "nano-mobilenet", "nano-resnet", "tiny", "small", "s2"])
+                   default=["nano-shallow-dpt16", "nano-shallow", "nano", "nano-mobilenet", "nano-resnet", "tiny",
+                            "small", "s2"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7, help="timed pairs per model and size (2 for >100M params)")
     p.add_argument("--skip-mast3r", action="store_true", help="leave out the 27-second released configuration")
