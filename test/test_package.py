@@ -112,13 +112,16 @@ def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
     import subprocess
     import sys
 
+    from lunar_recon.models.registry import SHIPPED_DIR
+
+    preset = json.loads((SHIPPED_DIR / "model_card.json").read_text())["config"]["name"]  # the default's own
     res = subprocess.run([sys.executable, "-m", "lunar_recon", "benchmark", "--skip-mast3r", "--presets",
-                          "nano-shallow", "--repeats", "1", "--out", str(tmp_path)],
+                          preset, "--repeats", "1", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads((tmp_path / "benchmark.json").read_text())
     labels = [m["label"] for m in data["models"]]
-    assert labels == ["default student", "preset nano-shallow (random weights)", "SGBM (OpenCV)"]
+    assert labels == ["default student", f"preset {preset} (random weights)", "SGBM (OpenCV)"]
     assert data["machine"]["matmul_gflops"] > 0
     student, nano, sgbm = data["models"]
     assert student["parameters"] == nano["parameters"] > 0 and sgbm["parameters"] == 0

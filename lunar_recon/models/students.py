@@ -25,7 +25,7 @@ STUDENT_PRESETS: dict[str, ModelConfig] = {
     "nano-shallow": _NANO.replace(name="nano-shallow", dec_depth=2),
     # The default student: nano-shallow with a 16-wide DPT fusion (32 in nano).  The head was
     # ~10 of ~25 ms of the network on 2 cores; this halves it and keeps the footprint slope on
-    # the calibration pairs (2.56 deg, nano-shallow 2.52-2.61).
+    # the calibration pairs (2.56 and 2.54 deg in two runs; nano-shallow 2.52 and 2.61).
     "nano-shallow-dpt16": _NANO.replace(name="nano-shallow-dpt16", dec_depth=2, dpt_feature_dim=16),
     # The nano decoder and heads behind CNN encoders (Dutt et al.; Grethen et al.'s MobileNetV3
     # student): stride-16 feature maps become the decoder's tokens.
