@@ -123,13 +123,13 @@ def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
     labels = [m["label"] for m in data["models"]]
     assert labels == ["default student", f"preset {preset} (random weights)", "SGBM (OpenCV)"]
     assert data["machine"]["matmul_gflops"] > 0
-    student, nano, sgbm = data["models"]
-    assert student["parameters"] == nano["parameters"] > 0 and sgbm["parameters"] == 0
+    student, untrained, sgbm = data["models"]  # untrained: the student's preset with random weights
+    assert student["parameters"] == untrained["parameters"] > 0 and sgbm["parameters"] == 0
     for m in data["models"]:
         for size in ("512x384", "256x256"):
             s = m["sizes"][size]
             assert 0 < s["p50"] <= s["p90"]
-    assert nano["sizes"]["512x384"]["gflops"] > nano["sizes"]["256x256"]["gflops"] > 0
+    assert untrained["sizes"]["512x384"]["gflops"] > untrained["sizes"]["256x256"]["gflops"] > 0
     assert student["deployed"]["network"] == "256x192"  # the model card's inference size
     md = (tmp_path / "benchmark.md").read_text()
     assert "x SGBM time" in md and md.count("| SGBM (OpenCV) |") == 2 and "Deployed setting" in md
