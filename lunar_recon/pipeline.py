@@ -28,6 +28,11 @@ SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
 # 'stereo_local' field sigma (fraction of the image width), chosen on the default student's
 # calibration pairs (never its test pairs); 0.03-0.125 all helped there.
 SCALE_FIELD_SIGMA = 0.09
+# Stereo fusion: the disparity (px of the coarse reference) at which the matcher's point and
+# the network's weigh equally.  There the matcher's relative depth precision, sigma_d / d with
+# sigma_d ~ 0.09 px, is ~1%, about the network's; chosen on the default student's calibration
+# pairs (footprint slope 2.54 -> 2.30 deg; 8 px: 2.49, 12 px: 2.30).
+STEREO_FUSION_DISPARITY_PX = 10.0
 
 
 @dataclass
@@ -122,13 +127,14 @@ def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
 
 
 def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
-                         calibration: "StereoCalibration", max_side: int, min_matched_fraction: float
-                         ) -> tuple[np.ndarray, np.ndarray] | None:
+                         calibration: "StereoCalibration", max_side: int, min_matched_fraction: float,
+                         reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
     """log(SGBM / prediction) on the coarse SGBM grid, and where both are usable; None when
-    too few pixels match."""
+    too few pixels match.  ``reference``: that SGBM depth when already computed."""
     import cv2
 
-    reference = stereo_reference_depth(image_left, image_right, calibration, max_side)
+    if reference is None:
+        reference = stereo_reference_depth(image_left, image_right, calibration, max_side)
     pred = np.asarray(depth_pred, np.float32)
     if pred.shape != reference.shape:
         pred = cv2.resize(pred, reference.shape[::-1], interpolation=cv2.INTER_NEAREST)  # nearest: NaN-safe
@@ -140,12 +146,14 @@ def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_r
 
 def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
                              calibration: "StereoCalibration", max_side: int = 256,
-                             min_matched_fraction: float = 0.02) -> float | None:
+                             min_matched_fraction: float = 0.02, reference: np.ndarray | None = None
+                             ) -> float | None:
     """Scale that makes a scale-ambiguous depth agree, in the median, with a coarse SGBM depth
     from the calibrated pair.  A small network gets shape right long before it resolves the
     sub-pixel disparities that fix metric scale; one robust number from classical matching
     on a downscaled pair (a few ms) anchors it.  None when too few pixels match."""
-    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction)
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction,
+                                   reference)
     if matched is None:
         return None
     log_ratio, ok = matched
@@ -155,7 +163,8 @@ def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, ima
 def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
                                    calibration: "StereoCalibration", sigma: float = SCALE_FIELD_SIGMA,
                                    max_side: int = 256, min_matched_fraction: float = 0.02,
-                                   prior_weight: float = 5e-4) -> np.ndarray | None:
+                                   prior_weight: float = 5e-4, reference: np.ndarray | None = None
+                                   ) -> np.ndarray | None:
     """Per-pixel scale field (shape of ``depth_pred``) that brings a depth onto a coarse SGBM
     depth of the calibrated pair, smoothly.  A small network's depth errors are mostly
     low-frequency (a tilted or bent surface) while its detail is right and it is dense;
@@ -164,10 +173,12 @@ def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarra
     over matched pixels only (normalised convolution) -- a region the matcher misses (the left
     border, shadows) takes the ratio of its matched neighbours; ``prior_weight`` (in units of
     matched fraction) pulls only regions with no match for several sigma to the frame's
-    median.  None when too few pixels match."""
+    median.  None when too few pixels match.  ``reference``: the coarse SGBM depth when
+    already computed."""
     import cv2
 
-    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction)
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction,
+                                   reference)
     if matched is None:
         return None
     log_ratio, ok = matched
@@ -191,6 +202,39 @@ def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarra
     return np.exp(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)).astype(np.float32)
 
 
+def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibration: "StereoCalibration",
+                               equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX) -> np.ndarray:
+    """Metric pointmap (H, W, 3) that blends a network's metric ``points`` with the coarse SGBM
+    ``reference`` depth's points (on the calibrated rays), pixel by pixel, by the reference's
+    disparity d (its own px): weight 1 / (1 + (d0 / d)^4) for the matcher.  Matching is
+    precise where disparity is large (near ground: sigma_d / d falls as 1 / d) and there it
+    resolves the crater walls and the borders the network smooths or bends; far away the
+    network's dense shape is the better one.  The matcher's points are taken whole (depth and
+    ray), as a consistent pair: its depth on the network's rays does not help.  Pixels the
+    reference misses (or only some of its neighbours match) keep the network's point."""
+    import cv2
+
+    if equal_weight_disparity_px <= 0:
+        raise ValueError("equal_weight_disparity_px must be positive")
+    h, w = points.shape[:2]
+    sh, sw = reference.shape
+    matched = np.isfinite(reference) & (reference > 0)
+    depth = cv2.resize(np.where(matched, reference, 0).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    usable = cv2.resize(matched.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.999
+    usable &= np.isfinite(points[..., 2])
+    K = calibration.K_left.scaled(w, h)
+    q = depth * np.float32(equal_weight_disparity_px / (calibration.K_left.fx * sw / calibration.K_left.width
+                                                        * calibration.baseline_m))  # d0 / d
+    q *= q
+    weight = np.where(usable, 1.0 / (1.0 + q * q), 0.0).astype(np.float32)
+    out = np.array(points, dtype=np.float32, copy=True)
+    rays = (((np.arange(w, dtype=np.float32) - np.float32(K.cx)) / np.float32(K.fx))[None, :],
+            ((np.arange(h, dtype=np.float32) - np.float32(K.cy)) / np.float32(K.fy))[:, None], np.float32(1))
+    for c, ray in enumerate(rays):  # out += weight (reference point - out), per coordinate
+        out[..., c] += weight * (depth * ray - out[..., c])
+    return out
+
+
 def needs_right_view(scale_mode: str) -> bool:
     """Only 'baseline' scaling reads the right view's pointmap (to recover the pose); the node
     skips that head otherwise."""
@@ -204,6 +248,9 @@ class ReconstructionParams:
     confidence_quantile: float | None = None  # per frame, e.g. 0.1 drops the least confident 10%
     scale_mode: str = "auto"  # one of SCALE_MODES
     scale_field_sigma: float = SCALE_FIELD_SIGMA  # 'stereo_local' field sigma, fraction of image width
+    # 'stereo' / 'stereo_local': blend in the coarse SGBM's points where their disparity (its px)
+    # is large, weighing equally at this one (fuse_with_stereo_reference); 0: off
+    stereo_fusion_disparity_px: float = STEREO_FUSION_DISPARITY_PX
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     # Disparity precision (px, 1 sigma) of the depth source, for the hazard map's noise model
@@ -219,6 +266,8 @@ class ReconstructionParams:
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {self.scale_mode!r}")
         if not 0 < self.scale_field_sigma <= 1:
             raise ValueError("scale_field_sigma must be in (0, 1] (a fraction of the image width)")
+        if not 0 <= self.stereo_fusion_disparity_px < 1000:
+            raise ValueError("stereo_fusion_disparity_px must be in [0, 1000) px (0: no fusion)")
         if self.inference_size != 0 and self.inference_size < 16:
             raise ValueError("inference_size must be 0 (model default) or >= 16")
         if self.slope_baseline_m <= 0:
@@ -254,13 +303,21 @@ def model_disparity_sigma(model) -> float:
 
 @dataclass
 class ScaledPrediction:
-    """The network stage of a reconstruction: the model's prediction and the metric scale the
-    second stage applies.  The node runs the two stages on two threads so the network of one
-    pair overlaps the geometry of the previous one."""
+    """The network stage of a reconstruction: the model's prediction, the metric scale applied to
+    it and, with stereo fusion, the metric points themselves.  The node runs the two stages on
+    two threads so the network of one pair overlaps the geometry of the previous one."""
 
     prediction: PairPrediction
     scale: float | np.ndarray  # one factor, or an (H, W) field ('stereo_local')
     timings_s: dict[str, float]
+    points: np.ndarray | None = None  # metric left pointmap when not prediction x scale (stereo fusion)
+
+    def metric_points(self) -> np.ndarray:
+        return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
+
+
+def _scaled(points: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
+    return points * (scale[..., None] if isinstance(scale, np.ndarray) else np.float32(scale))
 
 
 class StereoReconstructor:
@@ -290,21 +347,25 @@ class StereoReconstructor:
         right_view = rescale and needs_right_view(scale_mode)
         pred = self.model.predict(image_left, image_right, size=size, right_view=right_view)
         t1 = time.perf_counter()
-        scale = 1.0
+        scale, points = 1.0, None
         if rescale:
-            est = None
-            if scale_mode == "stereo":
-                est = metric_scale_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration)
-            elif scale_mode == "stereo_local":
-                est = metric_scale_field_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration,
-                                                     p.scale_field_sigma)
+            est = reference = None
+            if scale_mode in ("stereo", "stereo_local"):
+                reference = stereo_reference_depth(image_left, image_right, calibration)
+                depth = pred.points_left[..., 2]
+                est = metric_scale_from_stereo(depth, image_left, image_right, calibration, reference=reference) \
+                    if scale_mode == "stereo" else metric_scale_field_from_stereo(
+                        depth, image_left, image_right, calibration, p.scale_field_sigma, reference=reference)
             if est is None:  # 'baseline', or too little texture for the matcher
                 if pred.points_right is None:
                     pred = self.model.predict(image_left, image_right, size=size)
                 est = metric_scale_from_baseline(pred.points_right, calibration.K_right, calibration.baseline_m,
                                                  pred.conf_right).scale
+            elif p.stereo_fusion_disparity_px > 0:
+                points = fuse_with_stereo_reference(_scaled(pred.points_left, est), reference,
+                                                    calibration, p.stereo_fusion_disparity_px)
             scale = est
-        return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": time.perf_counter() - t1})
+        return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": time.perf_counter() - t1}, points)
 
     def finish(self, staged: ScaledPrediction, calibration: StereoCalibration | None,
                up_in_left: np.ndarray | None, params: ReconstructionParams | None = None) -> Reconstruction:
@@ -312,7 +373,7 @@ class StereoReconstructor:
         p = params or self.params
         t1 = time.perf_counter()
         pred, scale = staged.prediction, staged.scale
-        points = pred.points_left * (scale[..., None] if isinstance(scale, np.ndarray) else np.float32(scale))
+        points = staged.metric_points()
         valid = np.isfinite(points[..., 0] + points[..., 1] + points[..., 2]) & (points[..., 2] > 0)
         valid &= confidence_mask(pred.conf_left, p.confidence_threshold, p.confidence_quantile)
         points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32, copy=False)

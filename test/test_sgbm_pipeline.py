@@ -128,7 +128,7 @@ def test_stereo_local_scale_field_removes_a_smooth_depth_distortion(rendered):
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
     errors = {}
     for mode in ("stereo", "stereo_local"):
-        out = StereoReconstructor(Bent(), ReconstructionParams(scale_mode=mode)).reconstruct(
+        out = StereoReconstructor(Bent(), ReconstructionParams(scale_mode=mode, stereo_fusion_disparity_px=0)).reconstruct(
             fr.left, fr.right, calib, fr.up_left)
         both = np.isfinite(out.depth) & np.isfinite(fr.depth_left)
         assert both.sum() == np.isfinite(fr.depth_left).sum()  # dense: no hole where SGBM fails
@@ -137,3 +137,71 @@ def test_stereo_local_scale_field_removes_a_smooth_depth_distortion(rendered):
     assert errors["stereo"] > 0.15 and errors["stereo_local"] < 0.05, errors
     with pytest.raises(ValueError, match="scale_field_sigma"):
         ReconstructionParams(scale_field_sigma=0).validate()
+
+
+def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
+    """Per pixel: the coarse SGBM point where its disparity is large (weight 1 / (1 + (d0/d)^4)),
+    the network's where it is small, the mean at d = d0; holes keep the network's point."""
+    from lunar_recon.geometry.camera import Intrinsics, depth_to_points
+    from lunar_recon.pipeline import fuse_with_stereo_reference
+
+    K = Intrinsics(443.0, 443.0, 255.5, 191.5, 512, 384)
+    calib = StereoCalibration.rectified(K, 1.5)
+    f_ref_b = 443.0 / 2 * 1.5  # the reference is the pair at 256 px
+    for z, d0, expected_weight in ((10.0, 10.0, 1 / (1 + (10 / (f_ref_b / 10)) ** 4)),
+                                   (100.0, 10.0, 1 / (1 + (10 / (f_ref_b / 100)) ** 4)),
+                                   (f_ref_b / 10, 10.0, 0.5)):
+        truth = depth_to_points(np.full((384, 512), z, np.float32), K)
+        network = truth * np.float32(1.05)  # 5% too far
+        reference = np.full((192, 256), z, np.float32)
+        reference[:40, :60] = np.nan  # the matcher's holes
+        network[300:, 400:] = np.nan
+        fused = fuse_with_stereo_reference(network, reference, calib, d0)
+        expected = (1 - expected_weight) * network + expected_weight * truth
+        inside = np.zeros((384, 512), bool)
+        inside[90:290, 130:390] = True
+        np.testing.assert_allclose(fused[inside], expected[inside], rtol=1e-4)
+        np.testing.assert_array_equal(fused[:70, :110], network[:70, :110])  # holes: the network's
+        assert np.isnan(fused[300:, 400:]).all()  # never invents a point the network lacks
+    assert expected_weight == 0.5
+    with pytest.raises(ValueError, match="positive"):
+        fuse_with_stereo_reference(network, reference, calib, 0)
+    with pytest.raises(ValueError, match="stereo_fusion_disparity_px"):
+        ReconstructionParams(stereo_fusion_disparity_px=-1).validate()
+
+
+def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
+    """A 'network' whose depth is smoothed and rippled (2%, 64 px period: a bend the scale
+    field's Gaussian only partly follows) and shrunk: at this close range (~10 px of disparity
+    in the 256-px reference) fusing the matcher's points brings the footprint slope closer to
+    the truth's, and coverage stays dense."""
+    import cv2
+
+    from lunar_recon.evaluation import hazard_on_truth_grid
+    from lunar_recon.geometry.camera import depth_to_points
+    from lunar_recon.geometry.metrics import slope_mae
+    from lunar_recon.models.predict import PairPrediction
+
+    fr = rendered
+    valid = np.isfinite(fr.depth_left)
+    h, w = valid.shape
+    filled = np.where(valid, fr.depth_left, np.nanmedian(fr.depth_left)).astype(np.float32)
+    wave = lambda n: np.sin(2 * np.pi * np.arange(n) / 64)  # noqa: E731
+    ripple = 1 + 0.02 * wave(h)[:, None] * wave(w)[None, :]
+    network = np.where(valid, cv2.GaussianBlur(filled, (0, 0), 4) * ripple, np.nan).astype(np.float32)
+
+    class Rippled:
+        def predict(self, left, right, size=512, right_view=True):
+            conf = np.where(valid, 5.0, 0).astype(np.float32)
+            return PairPrediction(depth_to_points(network, fr.K_left) / 3.0, None, conf, None)
+
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    errors = {}
+    for d0 in (0.0, 10.0):
+        out = StereoReconstructor(Rippled(), ReconstructionParams(scale_mode="stereo_local",
+                                                                  stereo_fusion_disparity_px=d0)).reconstruct(
+            fr.left, fr.right, calib, fr.up_left)
+        assert np.isfinite(out.depth).sum() == valid.sum()
+        footprint = hazard_on_truth_grid(out.points, fr.up_left, fr.hazard.params, fr.hazard, None)
+        errors[d0] = slope_mae(footprint, fr.hazard)
+    assert errors[10.0] < 0.75 * errors[0.0], errors

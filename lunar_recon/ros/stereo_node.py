@@ -28,7 +28,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, up_from_attitude
 from ..geometry.hazard import HazardParams
-from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, ReconstructionParams, StereoCalibration, StereoReconstructor,
+from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, STEREO_FUSION_DISPARITY_PX, ReconstructionParams, StereoCalibration, StereoReconstructor,
                         model_disparity_sigma)
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg, intrinsics_from_info,
                           occupancy_grid_msg, pointcloud2_msg)
@@ -46,6 +46,9 @@ PARAMETERS: dict[str, tuple] = {
                    "field from that SGBM depth) or 'auto' (the model card's choice)", SCALE_MODES),
     "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "
                           "image width", (0.001, 1.0)),
+    "stereo_fusion_disparity_px": (STEREO_FUSION_DISPARITY_PX, "'stereo' / 'stereo_local': blend in the coarse "
+                                   "SGBM's points where their disparity is large, equal weight at this one (px of "
+                                   "the 256-px reference); 0: off", (0.0, 999.0)),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
@@ -192,7 +195,8 @@ class StereoNode(Node):
             inference_size=int(v["inference_size"]),
             confidence_threshold=v["confidence_threshold"] or None,
             confidence_quantile=v["confidence_quantile"] or None,
-            scale_mode=v["scale_mode"], scale_field_sigma=v["scale_field_sigma"], slope_baseline_m=v["slope_baseline_m"],
+            scale_mode=v["scale_mode"], scale_field_sigma=v["scale_field_sigma"],
+            stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"], slope_baseline_m=v["slope_baseline_m"],
             disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
             hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
                                 step_max_m=v["hazard.step_max_m"], footprint_diameter_m=v["hazard.footprint_diameter_m"],

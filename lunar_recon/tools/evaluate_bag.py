@@ -19,7 +19,7 @@ HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
 
 
 def add_arguments(p) -> None:
-    from ..pipeline import SCALE_MODES
+    from ..pipeline import SCALE_MODES, STEREO_FUSION_DISPARITY_PX
 
     p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
     p.add_argument("--model", action="append", default=[], help="checkpoint, 'sgbm' or 'default' (repeatable)")
@@ -31,6 +31,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per input")
     p.add_argument("--inference-size", type=int, default=0, help="0: the model's own (model card), else 512")
     p.add_argument("--scale-mode", choices=list(SCALE_MODES), default="auto")
+    p.add_argument("--stereo-fusion-disparity", type=float, default=STEREO_FUSION_DISPARITY_PX,
+                   help="'stereo' / 'stereo_local': disparity (px of the 256-px SGBM reference) at which its "
+                        "points and the network's weigh equally; 0: no fusion")
     p.add_argument("--hazard-resolution", type=float, default=None, help="hazard grid cell (m); default: the truth's")
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
@@ -146,6 +149,7 @@ def run(args) -> int:
             for m_idx, (label, model) in enumerate(models):
                 rec = StereoReconstructor(model, ReconstructionParams(
                     inference_size=args.inference_size, scale_mode=args.scale_mode,
+                    stereo_fusion_disparity_px=args.stereo_fusion_disparity,
                     disparity_sigma_px=args.disparity_sigma, hazard=params))
                 t0 = time.perf_counter()
                 try:
