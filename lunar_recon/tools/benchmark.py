@@ -102,8 +102,8 @@ def _deployed(model, size: int, repeats: int) -> dict:
     """What the node runs per 512x384 mono camera pair: ``predict`` (resize to the card's
     network size, the network with the right view's head only when the scale mode reads it,
     resampling to camera pixels) and, for the card's 'stereo' / 'stereo_local' scale modes, the
-    coarse-SGBM metric anchor that makes the pointmap metric (MASt3R's is metric by itself):
-    the node's first stage."""
+    coarse-SGBM metric anchor that makes the pointmap metric (MASt3R's is metric by itself)
+    with its stereo fusion: the node's first stage."""
     from ..geometry.camera import Intrinsics
     from ..models.profile import pair_gflops, percentile
     from ..pipeline import ReconstructionParams, StereoCalibration, StereoReconstructor, needs_right_view
@@ -281,7 +281,8 @@ def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
                   "`predict`: resize to the model card's network size, the network (the right view's head only "
                   "when the scale mode reads it), pointmap resampled to camera pixels. '+ metric anchor': "
                   "with the card's scale step (coarse SGBM median for 'stereo', its smooth scale field for "
-                  "'stereo_local'), i.e. a metric pointmap like MASt3R's. 'x MASt3R' divides MASt3R's p50 at "
+                  "'stereo_local') and the stereo fusion of that SGBM's points, i.e. a metric pointmap like "
+                  "MASt3R's. 'x MASt3R' divides MASt3R's p50 at "
                   "512x384 (network only) by these.", "",
                   "| model | network input | scale mode | right head | GFLOPs | predict p50 / p90 (ms) "
                   "| + metric anchor p50 / p90 (ms) | x MASt3R (predict) | x MASt3R (+ anchor) |",
