@@ -29,7 +29,7 @@ SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
 # calibration pairs (never its test pairs); 0.03-0.125 all helped there.
 SCALE_FIELD_SIGMA = 0.09
 # Stereo fusion: the disparity (px of the coarse reference) at which the matcher's point and
-# the network's weigh equally.  There the matcher's relative depth precision, sigma_d / d with
+# the network's weigh equally (the points move halfway toward the matcher's).  There the matcher's relative depth precision, sigma_d / d with
 # sigma_d ~ 0.09 px, is ~1%, about the network's; chosen on the default student's calibration
 # pairs (footprint slope 2.54 -> 2.21 deg; 8 px: 2.23, 14 px: 2.34), with the correction
 # smoothed over 4 px of the reference (2 px: 2.23 deg but more of the matcher's noise).
@@ -228,17 +228,20 @@ def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibr
     h, w = points.shape[:2]
     sh, sw = reference.shape
     K_ref = calibration.K_left.scaled(sw, sh)
-    ref_points = depth_to_points(reference, K_ref)
     small = cv2.resize(np.ascontiguousarray(points, dtype=np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
-    matched = np.isfinite(ref_points[..., 2]) & (ref_points[..., 2] > 0) & np.isfinite(small).all(axis=-1)
-    q = reference * np.float32(equal_weight_disparity_px / (K_ref.fx * calibration.baseline_m))  # d0 / d
+    matched = np.isfinite(reference) & (reference > 0) & np.isfinite(small[..., 2])
+    depth = np.where(matched, reference, np.float32(0)).astype(np.float32, copy=False)
+    q = depth * np.float32(equal_weight_disparity_px / (K_ref.fx * calibration.baseline_m))  # d0 / d
     for _ in range(3):
         q *= q  # (d0 / d)^8
-    with np.errstate(invalid="ignore"):
-        say = np.where(matched, 1.0 / (1.0 + q), 0.0).astype(np.float32)
-    pull = np.where(matched[..., None], ref_points - small, 0.0).astype(np.float32) * say[..., None]
-    correction = cv2.GaussianBlur(pull, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
-    return np.add(points, cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    say = np.where(matched, 1.0 / (1.0 + q), 0.0).astype(np.float32)
+    pull = depth_to_points(depth, K_ref)  # the matcher's points (0 where it did not match) ...
+    pull -= np.nan_to_num(small)  # ... minus the network's, weighted by the matcher's say
+    pull *= say[..., None]
+    correction = cv2.resize(cv2.GaussianBlur(pull, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT), (w, h),
+                            interpolation=cv2.INTER_LINEAR)
+    correction += points  # NaN where the network has no point
+    return correction
 
 
 def needs_right_view(scale_mode: str) -> bool:
@@ -254,8 +257,8 @@ class ReconstructionParams:
     confidence_quantile: float | None = None  # per frame, e.g. 0.1 drops the least confident 10%
     scale_mode: str = "auto"  # one of SCALE_MODES
     scale_field_sigma: float = SCALE_FIELD_SIGMA  # 'stereo_local' field sigma, fraction of image width
-    # 'stereo' / 'stereo_local': blend in the coarse SGBM's points where their disparity (its px)
-    # is large, weighing equally at this one (fuse_with_stereo_reference); 0: off
+    # 'stereo' / 'stereo_local': pull the points toward the coarse SGBM's where its disparity (its
+    # px) is large, halfway at this one (fuse_with_stereo_reference); 0: off
     stereo_fusion_disparity_px: float = STEREO_FUSION_DISPARITY_PX
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image

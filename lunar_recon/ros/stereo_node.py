@@ -46,9 +46,9 @@ PARAMETERS: dict[str, tuple] = {
                    "field from that SGBM depth) or 'auto' (the model card's choice)", SCALE_MODES),
     "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "
                           "image width", (0.001, 1.0)),
-    "stereo_fusion_disparity_px": (STEREO_FUSION_DISPARITY_PX, "'stereo' / 'stereo_local': blend in the coarse "
-                                   "SGBM's points where their disparity is large, equal weight at this one (px of "
-                                   "the 256-px reference); 0: off", (0.0, 999.0)),
+    "stereo_fusion_disparity_px": (STEREO_FUSION_DISPARITY_PX, "'stereo' / 'stereo_local': pull the points toward "
+                                   "the coarse SGBM's where its disparity is large, halfway at this one (px of the "
+                                   "256-px reference); 0: off", (0.0, 999.0)),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",

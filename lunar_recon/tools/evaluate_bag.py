@@ -32,8 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--inference-size", type=int, default=0, help="0: the model's own (model card), else 512")
     p.add_argument("--scale-mode", choices=list(SCALE_MODES), default="auto")
     p.add_argument("--stereo-fusion-disparity", type=float, default=STEREO_FUSION_DISPARITY_PX,
-                   help="'stereo' / 'stereo_local': disparity (px of the 256-px SGBM reference) at which its "
-                        "points and the network's weigh equally; 0: no fusion")
+                   help="'stereo' / 'stereo_local': disparity (px of the 256-px SGBM reference) at which the "
+                        "points are pulled halfway toward its own; 0: no fusion")
     p.add_argument("--hazard-resolution", type=float, default=None, help="hazard grid cell (m); default: the truth's")
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
