@@ -28,8 +28,8 @@ SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
 # 'stereo_local' field sigma (fraction of the image width), chosen on the default student's
 # calibration pairs (never its test pairs); 0.03-0.125 all helped there.
 SCALE_FIELD_SIGMA = 0.09
-# Stereo fusion: the disparity (px of the coarse reference) at which the matcher's point and
-# the network's weigh equally (the points move halfway toward the matcher's).  There the matcher's relative depth precision, sigma_d / d with
+# Stereo fusion: the disparity (px of the coarse reference) at which the points move halfway
+# toward the matcher's.  There the matcher's relative depth precision, sigma_d / d with
 # sigma_d ~ 0.09 px, is ~1%, about the network's; chosen on the default student's calibration
 # pairs (footprint slope 2.54 -> 2.21 deg; 8 px: 2.23, 14 px: 2.34), with the correction
 # smoothed over 4 px of the reference (2 px: 2.23 deg but more of the matcher's noise).
