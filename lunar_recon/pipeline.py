@@ -362,9 +362,11 @@ class StereoReconstructor:
             if scale_mode in ("stereo", "stereo_local"):
                 reference = stereo_reference_depth(image_left, image_right, calibration)
                 depth = pred.points_left[..., 2]
-                est = metric_scale_from_stereo(depth, image_left, image_right, calibration, reference=reference) \
-                    if scale_mode == "stereo" else metric_scale_field_from_stereo(
-                        depth, image_left, image_right, calibration, p.scale_field_sigma, reference=reference)
+                if scale_mode == "stereo":
+                    est = metric_scale_from_stereo(depth, image_left, image_right, calibration, reference=reference)
+                else:
+                    est = metric_scale_field_from_stereo(depth, image_left, image_right, calibration,
+                                                         p.scale_field_sigma, reference=reference)
             if est is None:  # 'baseline', or too little texture for the matcher
                 if pred.points_right is None:
                     pred = self.model.predict(image_left, image_right, size=size)
