@@ -44,24 +44,28 @@ class FrameScore:
 
 
 def hazard_on_truth_grid(points_pred: np.ndarray, up: np.ndarray, params: HazardParams, hazard_true: HazardMap,
-                         elevation_sigma: np.ndarray | None = None) -> HazardMap | None:
+                         elevation_sigma: np.ndarray | None = None, shadowed: np.ndarray | None = None,
+                         sun: np.ndarray | None = None) -> HazardMap | None:
     """The prediction's hazard map on the truth's cells, made as the pipeline makes it (same
-    noise model); None with fewer than 3 usable points."""
+    noise model, same shadow bound); None with fewer than 3 usable points."""
     usable = np.isfinite(points_pred[..., 0] + points_pred[..., 1] + points_pred[..., 2])
     if elevation_sigma is not None:
         usable &= np.isfinite(elevation_sigma)
     if usable.sum() < 3:
         return None
-    return hazard_map(points_pred, up, params, grid=hazard_true.grid, elevation_sigma=elevation_sigma)
+    return hazard_map(points_pred, up, params, grid=hazard_true.grid, elevation_sigma=elevation_sigma,
+                      shadowed=shadowed, sun=sun)
 
 
 def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
                 hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams,
                 elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None,
-                hazard_pred: HazardMap | None = None) -> dict:
+                hazard_pred: HazardMap | None = None, shadowed: np.ndarray | None = None,
+                sun: np.ndarray | None = None) -> dict:
     """Depth metrics (no alignment), hazard metrics on the truth's grid (the prediction's
-    hazard map made with its ``elevation_sigma`` noise model, as the pipeline makes it, unless
-    ``hazard_pred`` on that grid is given), the frame's range and, for a rectified rig
+    hazard map made with its ``elevation_sigma`` noise model and ``shadowed`` / ``sun`` shadow
+    bound, as the pipeline makes it, unless ``hazard_pred`` on that grid is given), the frame's
+    range and, for a rectified rig
     (``focal_baseline`` = f B in px m), the disparity error in pixels: the precision figure of
     stereo, comparable across ranges."""
     out: dict = {}
@@ -81,7 +85,7 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
                 out["disparity_sigma_px"] = float(1.4826 * np.median(np.abs(e - med)))  # robust (MAD) sigma
     if hazard_true is not None and up is not None:
         pred = hazard_pred if hazard_pred is not None else \
-            hazard_on_truth_grid(points_pred, up, params, hazard_true, elevation_sigma)
+            hazard_on_truth_grid(points_pred, up, params, hazard_true, elevation_sigma, shadowed, sun)
         if pred is not None:
             hz = hazard_metrics(pred, hazard_true)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})

@@ -15,6 +15,7 @@ from .geometry.camera import Intrinsics, confidence_mask, depth_to_points
 from .geometry.frames import normalize
 from .geometry.hazard import HazardMap, HazardParams, hazard_map
 from .geometry.pose import metric_scale_from_baseline
+from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
 from .geometry.stereo import (SGBMParams, disparity_to_depth, sgbm_depth_unrectified, sgbm_disparity,
                                stereo_elevation_sigma)
@@ -244,6 +245,18 @@ def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibr
     return correction
 
 
+def shadows_of(image: np.ndarray | None, shape: tuple[int, int], fraction: float) -> np.ndarray | None:
+    """The image's shadow mask at the pointmap's (H, W), or None (no image, or fraction 0)."""
+    if image is None or fraction <= 0:
+        return None
+    mask = shadow_mask(image, fraction)
+    if mask.shape != tuple(shape):
+        import cv2
+
+        mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return mask
+
+
 def needs_right_view(scale_mode: str) -> bool:
     """Only 'baseline' scaling reads the right view's pointmap (to recover the pose); the node
     skips that head otherwise."""
@@ -266,6 +279,9 @@ class ReconstructionParams:
     # (sigma_Z = Z^2 / (f B) sigma_d).  None: the model's own (its card; SGBM 0.11), else 0.5;
     # 0: no noise model (the plain geometric hazard map).
     disparity_sigma_px: float | None = None
+    # Shadows bound the hazard map's terrain when the sun's direction is given: a pixel below this
+    # fraction of the lit level is shadow (geometry.shadows); 0: shadows unused.
+    shadow_intensity_fraction: float = SHADOW_INTENSITY_FRACTION
     hazard: HazardParams = field(default_factory=HazardParams)
     compute_hazard: bool = True
     compute_slope: bool = True
@@ -283,6 +299,8 @@ class ReconstructionParams:
             raise ValueError("slope_baseline_m must be positive")
         if self.disparity_sigma_px is not None and not (0 <= self.disparity_sigma_px < 100):
             raise ValueError("disparity_sigma_px must be in [0, 100) px, or None for the model's own")
+        if not 0 <= self.shadow_intensity_fraction < 1:
+            raise ValueError("shadow_intensity_fraction must be in [0, 1) (0: shadows unused)")
         self.hazard.validate()
 
 
@@ -298,6 +316,7 @@ class Reconstruction:
     scale: float | np.ndarray  # factor applied to the prediction (1 when 'predicted'; (H, W) for 'stereo_local')
     timings_s: dict[str, float]
     prediction: PairPrediction
+    shadowed: np.ndarray | None = None  # (H, W) the left image's shadows, when they bounded the hazard map
 
 
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
@@ -336,8 +355,10 @@ class StereoReconstructor:
         self.params.validate()
 
     def reconstruct(self, image_left: np.ndarray, image_right: np.ndarray,
-                    calibration: StereoCalibration | None, up_in_left: np.ndarray | None) -> Reconstruction:
-        return self.finish(self.predict_scaled(image_left, image_right, calibration), calibration, up_in_left)
+                    calibration: StereoCalibration | None, up_in_left: np.ndarray | None,
+                    sun_in_left: np.ndarray | None = None) -> Reconstruction:
+        return self.finish(self.predict_scaled(image_left, image_right, calibration), calibration, up_in_left,
+                           sun_in_left=sun_in_left, image_left=image_left)
 
     def predict_scaled(self, image_left: np.ndarray, image_right: np.ndarray,
                        calibration: StereoCalibration | None, params: ReconstructionParams | None = None
@@ -379,8 +400,11 @@ class StereoReconstructor:
         return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": time.perf_counter() - t1}, points)
 
     def finish(self, staged: ScaledPrediction, calibration: StereoCalibration | None,
-               up_in_left: np.ndarray | None, params: ReconstructionParams | None = None) -> Reconstruction:
-        """Stage 2: metric points, validity, slope and the hazard map."""
+               up_in_left: np.ndarray | None, params: ReconstructionParams | None = None,
+               sun_in_left: np.ndarray | None = None, image_left: np.ndarray | None = None) -> Reconstruction:
+        """Stage 2: metric points, validity, slope and the hazard map.  With the direction toward
+        the sun in the left camera frame and the left image, the left image's shadows bound the
+        hazard map's terrain (see ``geometry.shadows``)."""
         p = params or self.params
         t1 = time.perf_counter()
         pred, scale = staged.prediction, staged.scale
@@ -390,7 +414,7 @@ class StereoReconstructor:
         points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32, copy=False)
         depth = points[..., 2].copy()
         t2 = time.perf_counter()
-        slope = hmap = sigma = None
+        slope = hmap = sigma = shadowed = None
         sigma_d = p.disparity_sigma_px if p.disparity_sigma_px is not None else model_disparity_sigma(self.model)
         if up_in_left is not None:
             up = normalize(up_in_left)
@@ -400,9 +424,11 @@ class StereoReconstructor:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
-                hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma)
+                if sun_in_left is not None:
+                    shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
+                hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma, shadowed=shadowed, sun=sun_in_left)
         t3 = time.perf_counter()
         model_s, geometry_s = staged.timings_s["model"], staged.timings_s["scale"] + (t2 - t1)
         timings = {"model": model_s, "geometry": geometry_s, "hazard": t3 - t2, "total": model_s + geometry_s + t3 - t2}
         return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, sigma, slope, hmap, scale,
-                              timings, pred)
+                              timings, pred, shadowed)

@@ -53,6 +53,7 @@ class PairSample(RigPoses):
     depth_left: np.ndarray | None = None
     depth_right: np.ndarray | None = None
     up_left: np.ndarray | None = None
+    sun_left: np.ndarray | None = None  # toward the sun, left camera frame (simulated data)
     rectified: bool = False
     truth: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
@@ -147,6 +148,7 @@ def read_lunar_recon_pair(folder: Path) -> PairSample:
         right=_read_image(folder / "right.png"), K_left=_k_from(cam["K_left"]), K_right=_k_from(cam["K_right"]),
         T_world_from_left=np.array(cam["T_world_from_left"]), T_world_from_right=np.array(cam["T_world_from_right"]),
         depth_left=depth_l, depth_right=depth_r, up_left=np.array(cam["up_left"]), rectified=bool(cam["rectified"]),
+        sun_left=np.array(cam["sun_left"]) if "sun_left" in cam else None,
         truth=truth, meta=meta,
     )
 

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .frames import normalize, rotation_aligning
+from .shadows import SHADOW_CELL_FRACTION, shadow_bounded_elevation
 
 SAFE, HAZARD, UNKNOWN = 0, 1, -1
 
@@ -223,14 +224,19 @@ def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: in
 
 
 def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None = None,
-               grid: GridSpec | None = None, elevation_sigma: np.ndarray | None = None) -> HazardMap:
+               grid: GridSpec | None = None, elevation_sigma: np.ndarray | None = None,
+               shadowed: np.ndarray | None = None, sun: np.ndarray | None = None) -> HazardMap:
     """Hazard map of an N x 3 (or organised H x W x 3) cloud in any frame, given gravity 'up'
     in that frame.  The grid lives in the gravity-aligned frame obtained by the smallest
     rotation taking ``up`` to +z (so with up = +z the grid's x, y are the points' x, y).
     ``grid`` pins the cell layout (e.g. to score a prediction on the ground truth's grid).
     ``elevation_sigma``: optional 1-sigma vertical uncertainty of each point (m), e.g. from
     :func:`lunar_recon.geometry.stereo.stereo_elevation_sigma`; hazards must then clear the
-    noise by ``params.noise_sigmas`` standard deviations (see the module docstring)."""
+    noise by ``params.noise_sigmas`` standard deviations (see the module docstring).
+    ``shadowed`` (one flag per point, e.g. :func:`~lunar_recon.geometry.shadows.shadow_mask` of
+    the image the points came from) and ``sun`` (direction toward the sun, same frame): shadowed
+    cells are lowered to the sun ray grazing the terrain upsun
+    (:func:`~lunar_recon.geometry.shadows.shadow_bounded_elevation`)."""
     params = params or HazardParams()
     params.validate()
     R = rotation_aligning(normalize(up), np.array([0.0, 0.0, 1.0]))
@@ -243,10 +249,16 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
             raise ValueError(f"elevation_sigma has {sig.shape[0]} values for {p.shape[0]} points")
         finite &= np.isfinite(sig)
         point_var = sig**2
+    in_shadow = None
+    if shadowed is not None and sun is not None:
+        in_shadow = np.asarray(shadowed, dtype=bool).reshape(-1)
+        if in_shadow.shape[0] != p.shape[0]:
+            raise ValueError(f"shadowed has {in_shadow.shape[0]} flags for {p.shape[0]} points")
     if not finite.all():
         keep = np.flatnonzero(finite)
         p = p.take(keep, axis=0)  # ~5x faster than boolean indexing of (N, 3) rows
         point_var = None if point_var is None else point_var.take(keep)
+        in_shadow = None if in_shadow is None else in_shadow.take(keep)
     if len(p) < 3:
         raise ValueError(f"hazard map needs at least 3 finite points, got {len(p)}")
     q = p if np.array_equal(R, np.eye(3)) else p @ R.T.astype(p.dtype)
@@ -260,6 +272,9 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     else:
         X, Y, Z, counts, cell_var = elevation_grid(q, grid, params.min_points_per_cell, point_var)
         cell_sigma = np.sqrt(np.nan_to_num(cell_var, nan=0.0))
+    if in_shadow is not None and in_shadow.any():
+        share = elevation_grid(np.c_[q[:, :2], in_shadow], grid, params.min_points_per_cell)[2]
+        Z = shadow_bounded_elevation(Z, np.nan_to_num(share) >= SHADOW_CELL_FRACTION, res, R @ normalize(sun))
     valid = np.isfinite(Z)
 
     # Moments over the footprint, coordinates relative to the grid centre for conditioning.

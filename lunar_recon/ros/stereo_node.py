@@ -19,7 +19,7 @@ from collections import Counter, deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped, QuaternionStamped
+from geometry_msgs.msg import PointStamped, QuaternionStamped, Vector3Stamped
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
@@ -28,7 +28,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, up_from_attitude
 from ..geometry.hazard import HazardParams
-from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, STEREO_FUSION_DISPARITY_PX, ReconstructionParams, StereoCalibration, StereoReconstructor,
+from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
+                        ReconstructionParams, StereoCalibration, StereoReconstructor,
                         model_disparity_sigma)
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg, intrinsics_from_info,
                           occupancy_grid_msg, pointcloud2_msg)
@@ -53,6 +54,11 @@ PARAMETERS: dict[str, tuple] = {
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
                      None),
+    "sun_vector": ([0.0, 0.0, 0.0], "direction toward the sun in the left optical frame when none is received "
+                   "on sun_direction (geometry_msgs/Vector3Stamped); [0, 0, 0]: unknown", None),
+    "shadow_intensity_fraction": (SHADOW_INTENSITY_FRACTION, "with a sun direction: pixels darker than this fraction "
+                                  "of the lit level are shadows, which bound the hazard map's terrain; 0: shadows "
+                                  "unused", (0.0, 0.99)),
     "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
     "disparity_sigma_px": (-1.0, "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
                            "-1: the model's own (model card; SGBM 0.11), 0: off", (-1.0, 100.0)),
@@ -107,6 +113,10 @@ def validate_parameters(values: dict) -> None:
         up = np.asarray(values["up_vector"], dtype=float)
         if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
             raise ValueError(f"parameter up_vector={list(up)} must be a finite non-zero 3-vector")
+    if "sun_vector" in values:
+        sun = np.asarray(values["sun_vector"], dtype=float)
+        if sun.shape != (3,) or not np.isfinite(sun).all():
+            raise ValueError(f"parameter sun_vector={list(sun)} must be a finite 3-vector ([0, 0, 0]: unknown)")
     if "hazard.footprint_diameter_m" in values or "hazard.resolution_m" in values:
         fp = values.get("hazard.footprint_diameter_m", PARAMETERS["hazard.footprint_diameter_m"][0])
         res = values.get("hazard.resolution_m", PARAMETERS["hazard.resolution_m"][0])
@@ -141,6 +151,7 @@ class StereoNode(Node):
         self.in_times: deque = deque(maxlen=100)
         self.out_times: deque = deque(maxlen=100)
         self.attitude: tuple[float, np.ndarray] | None = None
+        self.sun: tuple[str, np.ndarray] | None = None  # (frame_id, unit vector) last received
         # Two stages on two threads, each taking only the newest item (older ones are dropped
         # and counted): the network of pair n+1 runs while pair n's geometry is made and published.
         self._slot = None  # newest complete pair waiting for the network
@@ -166,6 +177,7 @@ class StereoNode(Node):
             for i, (name, msg_type, qos) in enumerate(topics):
                 self.create_subscription(msg_type, name, lambda m, i=i: self._sync.add(i, m), qos)
         self.create_subscription(QuaternionStamped, "attitude", self._on_attitude, 10)
+        self.create_subscription(Vector3Stamped, "sun_direction", self._on_sun, 10)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub = {
@@ -198,6 +210,7 @@ class StereoNode(Node):
             scale_mode=v["scale_mode"], scale_field_sigma=v["scale_field_sigma"],
             stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"], slope_baseline_m=v["slope_baseline_m"],
             disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
+            shadow_intensity_fraction=v["shadow_intensity_fraction"],
             hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
                                 step_max_m=v["hazard.step_max_m"], footprint_diameter_m=v["hazard.footprint_diameter_m"],
                                 resolution_m=v["hazard.resolution_m"], extent_m=v["hazard.extent_m"] or None,
@@ -234,6 +247,24 @@ class StereoNode(Node):
             self._reject("attitude", "invalid quaternion")
             return
         self.attitude = (time.monotonic(), up_from_attitude(q))
+
+    def _on_sun(self, msg: Vector3Stamped) -> None:
+        v = np.array([msg.vector.x, msg.vector.y, msg.vector.z])
+        if not np.isfinite(v).all() or np.linalg.norm(v) < 1e-9:
+            self._reject("sun_direction", "invalid vector")
+            return
+        self.sun = (msg.header.frame_id, normalize(v))
+
+    def _sun(self, image_frame_id: str) -> np.ndarray | None:
+        """Direction toward the sun in the left optical frame: the topic's (when it is in that
+        frame), else the parameter's, else None (unknown: shadows unused)."""
+        if self.sun is not None:
+            frame_id, v = self.sun
+            if frame_id in ("", image_frame_id):
+                return v
+            self._reject("sun_direction", f"frame {frame_id!r} is not the left image's {image_frame_id!r}")
+        v = np.asarray(self.values["sun_vector"], dtype=float)
+        return normalize(v) if np.linalg.norm(v) > 1e-9 else None
 
     def _on_pair(self, left, left_info, right, right_info) -> None:
         self.in_times.append(time.monotonic())
@@ -296,11 +327,12 @@ class StereoNode(Node):
         with self._cond:
             if self._staged is not None:
                 self.dropped += 1  # the geometry stage is busy: the newer pair replaces the waiting one
-            self._staged = (staged, left, left_info, img_l, calib, params, want, self._up(), t_arrival)
+            self._staged = (staged, left, left_info, img_l, calib, params, want, self._up(),
+                            self._sun(left.header.frame_id), t_arrival)
             self._cond.notify_all()
 
-    def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, t_arrival) -> None:
-        rec = self.reconstructor.finish(staged, calib, up, params)
+    def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, sun, t_arrival) -> None:
+        rec = self.reconstructor.finish(staged, calib, up, params, sun_in_left=sun, image_left=img_l)
         h = left.header
         if want["depth"]:
             self.pub["depth"].publish(depth_image_msg(Image, h, rec.depth))
@@ -353,6 +385,8 @@ class StereoNode(Node):
         values = {
             "model": self.model_name, "device": self.device, "processed_pairs": self.processed,
             "disparity_sigma_px": self._disparity_sigma(),
+            "sun_direction": "topic" if self.sun is not None else
+            "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
             "rejected_messages": sum(self.rejected.values()),
             "latency_ms_p50": 1e3 * lat[len(lat) // 2] if lat else float("nan"),

@@ -19,7 +19,7 @@ HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
 
 
 def add_arguments(p) -> None:
-    from ..pipeline import SCALE_MODES, STEREO_FUSION_DISPARITY_PX
+    from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX
 
     p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
     p.add_argument("--model", action="append", default=[], help="checkpoint, 'sgbm' or 'default' (repeatable)")
@@ -34,6 +34,9 @@ def add_arguments(p) -> None:
     p.add_argument("--stereo-fusion-disparity", type=float, default=STEREO_FUSION_DISPARITY_PX,
                    help="'stereo' / 'stereo_local': disparity (px of the 256-px SGBM reference) at which the "
                         "points are pulled halfway toward its own; 0: no fusion")
+    p.add_argument("--shadow-fraction", type=float, default=SHADOW_INTENSITY_FRACTION,
+                   help="with a sun direction in the data: pixels below this fraction of the lit level are "
+                        "shadows that bound the hazard map's terrain; 0: shadows unused")
     p.add_argument("--hazard-resolution", type=float, default=None, help="hazard grid cell (m); default: the truth's")
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
@@ -59,7 +62,7 @@ def _frames(path: Path, namespace: str, max_frames: int):
         if max_frames and i >= max_frames:
             break
         s = ds[i]
-        fr = BagFrame(i, s.left, s.right, s.K_left, s.K_right, s.baseline_m, depth=s.depth_left)
+        fr = BagFrame(i, s.left, s.right, s.K_left, s.K_right, s.baseline_m, depth=s.depth_left, sun_left=s.sun_left)
         fr.extra["sample"] = s
         yield path.name, i, fr
 
@@ -150,10 +153,11 @@ def run(args) -> int:
                 rec = StereoReconstructor(model, ReconstructionParams(
                     inference_size=args.inference_size, scale_mode=args.scale_mode,
                     stereo_fusion_disparity_px=args.stereo_fusion_disparity,
-                    disparity_sigma_px=args.disparity_sigma, hazard=params))
+                    disparity_sigma_px=args.disparity_sigma, shadow_intensity_fraction=args.shadow_fraction,
+                    hazard=params))
                 t0 = time.perf_counter()
                 try:
-                    r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr))
+                    r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr), fr.sun_left)
                 except Exception as exc:  # noqa: BLE001 - a corrupt frame is reported and skipped
                     notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
                     continue
@@ -161,7 +165,8 @@ def run(args) -> int:
                 if reference is None and m_idx == 0:
                     reference = r.depth  # no ground truth: score against the first model
                 metrics = score_frame(r.depth, r.points, reference if (m_idx > 0 or fr.depth is not None) else None,
-                                      truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr))
+                                      truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr),
+                                      shadowed=r.shadowed, sun=fr.sun_left)
                 scores.append(FrameScore(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 if i < args.figures:
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
@@ -198,6 +203,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..geometry.stereo import stereo_elevation_sigma
+    from ..pipeline import shadows_of
     from ..ros.conversions import camera_info_msg, image_msg
 
     rclpy.init()
@@ -221,9 +227,10 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
             slope = np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
             received.setdefault(s, {})["slope"] = slope.copy()
 
-    from geometry_msgs.msg import QuaternionStamped
+    from geometry_msgs.msg import QuaternionStamped, Vector3Stamped
 
     att_pub = node.create_publisher(QuaternionStamped, topic("attitude"), 10)
+    sun_pub = node.create_publisher(Vector3Stamped, topic("sun_direction"), 10)
     node.create_subscription(Image, topic("depth"), on_depth, 20)
     node.create_subscription(Image, topic("slope"), on_slope, 20)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -257,6 +264,11 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
                 q = att.quaternion
                 q.x, q.y, q.z, q.w = (float(v) for v in fr.attitude_xyzw)
                 att_pub.publish(att)
+            if fr.sun_left is not None:
+                sun = Vector3Stamped()
+                sun.header.stamp, sun.header.frame_id = stamp, fr.frame_id
+                sun.vector.x, sun.vector.y, sun.vector.z = (float(v) for v in fr.sun_left)
+                sun_pub.publish(sun)
             for p, m in zip(pubs, msgs):
                 m.header.stamp, m.header.frame_id = stamp, fr.frame_id
                 p.publish(m)
@@ -279,7 +291,9 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15))
         if truth_h is not None:
             truth_h.params = params
-        pred_h = hazard_on_truth_grid(pts, up, params, truth_h, sigma) \
+        # ... and the left image's shadows under the sun it was sent, as the node does.
+        shadowed = shadows_of(fr.left, pts.shape[:2], args.shadow_fraction) if fr.sun_left is not None else None
+        pred_h = hazard_on_truth_grid(pts, up, params, truth_h, sigma, shadowed, fr.sun_left) \
             if truth_h is not None and up is not None else None
         metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
         scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
