@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from lunar_recon.data.rosbag import BagError, read_stereo_bag, write_stereo_bag
-from lunar_recon.evaluation import FrameScore, hazard_truth_from_grid, score_frame, summarize
+from lunar_recon.evaluation import FrameScore, hazard_on_truth_grid, hazard_truth_from_grid, score_frame, summarize
 from lunar_recon.geometry.camera import depth_to_points
 from lunar_recon.geometry.hazard import HazardParams
+from lunar_recon.geometry.metrics import hazard_metrics
 from lunar_recon.sim.sequence import render_sequence
 
 
@@ -45,6 +46,19 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         z = np.nanmedian(r.depth)
         assert np.nanmedian(r.elevation_sigma) == pytest.approx(z * z / fB * SGBMModel.disparity_sigma_px, rel=0.3)
         assert 0 <= sgbm["hazard_f1"] <= 1 or np.isnan(sgbm["hazard_f1"])
+        # With the bag's sun direction the left image's shadows bound the hazard map's terrain:
+        # the same points, never a higher cell, and the evaluation scores that same map.
+        assert fr.sun_left is not None
+        rs = StereoReconstructor(SGBMModel()).reconstruct(fr.left, fr.right, calib, fr.up_left, fr.sun_left)
+        assert rs.shadowed is not None and rs.shadowed.shape == rs.depth.shape and r.shadowed is None
+        assert np.array_equal(rs.points, r.points, equal_nan=True)
+        both = np.isfinite(rs.hazard.elevation_m) & np.isfinite(r.hazard.elevation_m)
+        assert np.all(rs.hazard.elevation_m[both] <= r.hazard.elevation_m[both] + 1e-6)
+        scored = score_frame(rs.depth, rs.points, fr.depth, truth, fr.up_left, params, rs.elevation_sigma, fB,
+                             shadowed=rs.shadowed, sun=fr.sun_left)
+        direct = hazard_on_truth_grid(rs.points, fr.up_left, params, truth, rs.elevation_sigma, rs.shadowed,
+                                      fr.sun_left)
+        assert scored["hazard_f1"] == pytest.approx(hazard_metrics(direct, truth)["f1"], nan_ok=True)
         break
 
 

@@ -129,3 +129,16 @@ def test_launch_file_starts_the_node():
         launch.LaunchContext())
     names = [e.name for e in ld.entities if hasattr(e, "name") and isinstance(getattr(e, "name", None), str)]
     assert "model" in names and "rviz" in names
+
+
+def test_sun_vector_parameter_is_validated():
+    from lunar_recon.ros.stereo_node import PARAMETERS, validate_parameters
+
+    assert PARAMETERS["sun_vector"][0] == [0.0, 0.0, 0.0]  # unknown by default: no shadow cue
+    validate_parameters({"sun_vector": [0.0, 0.0, 0.0]})
+    validate_parameters({"sun_vector": [0.3, -0.2, -0.9]})
+    for bad in ([0.0, float("nan"), 1.0], [1.0, 0.0]):
+        with pytest.raises(ValueError, match="sun_vector"):
+            validate_parameters({"sun_vector": bad})
+    with pytest.raises(ValueError, match="shadow_intensity_fraction"):
+        validate_parameters({"shadow_intensity_fraction": 1.5})
