@@ -13,6 +13,9 @@ on its relief, step and slope: HAZARD when a limit is certainly exceeded (a larg
 seen from far away), SAFE only when no limit can be exceeded, UNKNOWN in between (hazards of
 the set size are not resolvable there).  Without uncertainties (ground truth, lidar-grade
 clouds) the bounds coincide and the map is the plain geometric one.
+
+Given the sun's direction and which points lie in shadow, shadowed cells are first lowered to
+the sun ray grazing the lit terrain upsun (:mod:`lunar_recon.geometry.shadows`).
 """
 from __future__ import annotations
 
