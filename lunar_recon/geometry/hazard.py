@@ -200,30 +200,45 @@ def grid_for_points(xy: np.ndarray, params: HazardParams) -> GridSpec:
     return GridSpec((float(lo[0]), float(lo[1])), r, (rows, cols))
 
 
+@dataclass
+class CellGrid:
+    """Per-cell aggregates of gravity-aligned points (grid arrays, NaN where too few points)."""
+
+    x: np.ndarray  # centroid
+    y: np.ndarray
+    z: np.ndarray
+    count: np.ndarray
+    variance: np.ndarray | None = None  # of the cell's mean elevation
+    shadow_share: np.ndarray | None = None  # fraction of the cell's points in shadow
+
+
 def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: int = 1,
-                   variance: np.ndarray | None = None):
+                   variance: np.ndarray | None = None, shadowed: np.ndarray | None = None) -> CellGrid:
     """Per-cell centroid (x, y, z) of gravity-aligned points and point count; NaN where fewer
     than ``min_points``.  With per-point elevation ``variance`` also the variance of each
-    cell's mean elevation (independent points: sum of variances / n^2)."""
+    cell's mean elevation (independent points: sum of variances / n^2); with per-point
+    ``shadowed`` flags the share of each cell's points in shadow -- in the same pass."""
     p = points_grid_frame
     rows, cols = grid.shape
     col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
     row = np.floor((p[:, 1] - grid.origin[1]) / grid.resolution).astype(np.int64)
     ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
     if ok.all():  # the usual case (grid made from these points): skip the copies
-        flat, inside, var = row * cols + col, p, variance
+        flat, inside, var, shade = row * cols + col, p, variance, shadowed
     else:
         flat, inside = row[ok] * cols + col[ok], p[ok]
         var = None if variance is None else variance[ok]
+        shade = None if shadowed is None else shadowed[ok]
     n = np.bincount(flat, minlength=rows * cols).astype(np.float64)
-    sums = [np.bincount(flat, weights=inside[:, k], minlength=rows * cols) for k in range(3)]
     valid = n >= min_points
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cx, cy, cz = (np.where(valid, s / n, np.nan).reshape(rows, cols) for s in sums)
-        if var is None:
-            return cx, cy, cz, n.reshape(rows, cols)
-        cvar = np.where(valid, np.bincount(flat, weights=var, minlength=rows * cols) / n**2, np.nan)
-    return cx, cy, cz, n.reshape(rows, cols), cvar.reshape(rows, cols)
+
+    def cell_mean(weights, power=1):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = np.bincount(flat, weights=weights, minlength=rows * cols)
+            return np.where(valid, total / n**power, np.nan).reshape(rows, cols)
+
+    return CellGrid(*(cell_mean(inside[:, k]) for k in range(3)), n.reshape(rows, cols),
+                    None if var is None else cell_mean(var, 2), None if shade is None else cell_mean(shade))
 
 
 def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None = None,
@@ -269,15 +284,14 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         grid = grid_for_points(q[:, :2], params)
     res = grid.resolution
     k = params.noise_sigmas
-    if point_var is None:
-        X, Y, Z, counts = elevation_grid(q, grid, params.min_points_per_cell)
-        cell_sigma = np.zeros(grid.shape)
-    else:
-        X, Y, Z, counts, cell_var = elevation_grid(q, grid, params.min_points_per_cell, point_var)
-        cell_sigma = np.sqrt(np.nan_to_num(cell_var, nan=0.0))
-    if in_shadow is not None and in_shadow.any():
-        share = elevation_grid(np.c_[q[:, :2], in_shadow], grid, params.min_points_per_cell)[2]
-        Z = shadow_bounded_elevation(Z, np.nan_to_num(share) >= SHADOW_CELL_FRACTION, res, R @ normalize(sun))
+    if in_shadow is not None and not in_shadow.any():
+        in_shadow = None  # nothing to bound
+    cells = elevation_grid(q, grid, params.min_points_per_cell, point_var, in_shadow)
+    X, Y, Z = cells.x, cells.y, cells.z
+    cell_sigma = np.zeros(grid.shape) if cells.variance is None else np.sqrt(np.nan_to_num(cells.variance, nan=0.0))
+    if cells.shadow_share is not None:
+        shadowed_cells = np.nan_to_num(cells.shadow_share) >= SHADOW_CELL_FRACTION
+        Z = shadow_bounded_elevation(Z, shadowed_cells, res, R @ normalize(sun))
     valid = np.isfinite(Z)
 
     # Moments over the footprint, coordinates relative to the grid centre for conditioning.
