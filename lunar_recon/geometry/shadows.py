@@ -14,6 +14,10 @@ matcher smooths exactly where shadows fall (crater walls facing away from the su
 rocks: no texture, no match), so its surface there is too high; clamping it to the bound
 restores the depth of craters and the relief behind rocks that the hazard map must see.  The
 bound never lifts a cell and leaves any terrain consistent with the shadows unchanged.
+
+The simulator casts its shadows with its own code (``sim.render.shadow_map``, the forward
+problem on the true DEM); it is kept apart on purpose, so the tests check this bound against an
+independent caster.
 """
 from __future__ import annotations
 
