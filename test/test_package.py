@@ -130,9 +130,26 @@ def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
             s = m["sizes"][size]
             assert 0 < s["p50"] <= s["p90"]
     assert untrained["sizes"]["512x384"]["gflops"] > untrained["sizes"]["256x256"]["gflops"] > 0
-    assert student["deployed"]["network"] == "256x192"  # the model card's inference size
+    deployed = student["deployed"]
+    assert deployed["network"] == "256x192"  # the model card's inference size
+    # the timing pair is near the ground, so the first stage's stereo fusion runs and is timed
+    assert deployed["fused"] and 0 < deployed["p50"] <= deployed["metric_p50"] <= deployed["fused_p50"]
     md = (tmp_path / "benchmark.md").read_text()
     assert "x SGBM time" in md and md.count("| SGBM (OpenCV) |") == 2 and "Deployed setting" in md
+
+
+def test_benchmark_timing_pair_has_the_disparities_it_claims():
+    """The deployed timing's pair: disparity ramps from the top row's to the bottom row's."""
+    import numpy as np
+
+    from lunar_recon.geometry.stereo import SGBMParams, sgbm_disparity
+    from lunar_recon.tools.benchmark import NEAR_GROUND_DISPARITY_PX, _texture_pair
+
+    left, right = _texture_pair(384, 512, NEAR_GROUND_DISPARITY_PX)
+    disparity = sgbm_disparity(left, right, SGBMParams(num_disparities=64))
+    top, bottom = np.nanmedian(disparity[8:40, 100:]), np.nanmedian(disparity[-40:-8, 100:])
+    expected = np.interp([24, 360], [0, 383], NEAR_GROUND_DISPARITY_PX)
+    assert abs(top - expected[0]) < 0.5 and abs(bottom - expected[1]) < 0.5, (top, bottom)
 
 
 def test_programs_ask_numpy_for_one_blas_thread(monkeypatch):

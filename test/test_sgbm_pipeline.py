@@ -142,25 +142,35 @@ def test_stereo_local_scale_field_removes_a_smooth_depth_distortion(rendered):
 def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
     """The matcher's say is 1 / (1 + (d0/d)^8) of the way from the network's point to its own:
     all of it near (large disparity d), none far, half at d = d0; inside its holes the network's
-    points stay, and the correction fades in from their edge (no seam)."""
+    points stay, and the correction fades in from their edge (no seam).  d0 and the smoothing
+    are in the left image's pixels: a half-resolution reference gives the same fusion."""
+    import cv2
+
     from lunar_recon.geometry.camera import Intrinsics, depth_to_points
     from lunar_recon.pipeline import fuse_with_stereo_reference
 
+    def inside_mask():
+        inside = np.zeros((384, 512), bool)
+        inside[140:280, 180:380] = True  # > 3 sigma from the hole and the missing points
+        return inside
+
     K = Intrinsics(443.0, 443.0, 255.5, 191.5, 512, 384)
     calib = StereoCalibration.rectified(K, 1.5)
-    f_ref_b = 443.0 / 2 * 1.5  # the reference is the pair at 256 px
-    for z, expected_say in ((10.0, 1 / (1 + (10 / (f_ref_b / 10)) ** 8)),
-                            (100.0, 1 / (1 + (10 / (f_ref_b / 100)) ** 8)),
-                            (f_ref_b / 10, 0.5)):
+    f_b = 443.0 * 1.5  # f B in the left image's pixels; the reference is the pair at 256 px
+    for z, expected_say in ((10.0, 1 / (1 + (20 / (f_b / 10)) ** 8)),
+                            (100.0, 1 / (1 + (20 / (f_b / 100)) ** 8)),
+                            (f_b / 20, 0.5)):
         truth = depth_to_points(np.full((384, 512), z, np.float32), K)
         network = truth * np.float32(1.05)  # 5% too far
         reference = np.full((192, 256), z, np.float32)
         reference[:40, :60] = np.nan  # a hole of the matcher
         network[300:, 400:] = np.nan
-        fused = fuse_with_stereo_reference(network, reference, calib, 10.0)
+        fused = fuse_with_stereo_reference(network, reference, calib, 20.0, sigma_px=8.0)
         expected = (1 - expected_say) * network + expected_say * truth
-        inside = np.zeros((384, 512), bool)
-        inside[140:280, 180:380] = True  # > 3 sigma from the hole and the missing points
+        full = cv2.resize(reference, (512, 384), interpolation=cv2.INTER_NEAREST)
+        fused_full = fuse_with_stereo_reference(network, full, calib, 20.0, sigma_px=8.0)
+        np.testing.assert_allclose(fused_full[inside_mask()], expected[inside_mask()], rtol=1e-4)
+        inside = inside_mask()
         np.testing.assert_allclose(fused[inside], expected[inside], rtol=1e-4)
         np.testing.assert_allclose(fused[:40, :70], network[:40, :70], rtol=1e-5)  # deep in the hole
         assert np.isnan(fused[300:, 400:]).all()  # never invents a point the network lacks
@@ -175,17 +185,41 @@ def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
         ReconstructionParams(stereo_fusion_disparity_px=-1).validate()
 
 
+def test_fusion_reference_searches_only_the_disparities_the_coarse_reference_saw(rendered):
+    """The fusion's full-resolution matching searches only the band of disparities the coarse
+    reference saw: where a full search also matches it agrees, it loses less of the left border,
+    and it is skipped (None) when no disparity reaches where the matcher would have a say."""
+    from lunar_recon.pipeline import fusion_reference_depth, sgbm_depth, stereo_reference_depth
+
+    fr = rendered
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    coarse = stereo_reference_depth(fr.left, fr.right, calib)
+    fine = fusion_reference_depth(fr.left, fr.right, calib, coarse, 14.0)
+    full = sgbm_depth(fr.left, fr.right, calib, SGBMParams())
+    assert fine.shape == fr.depth_left.shape
+    both = np.isfinite(fine) & np.isfinite(full)
+    assert both.mean() > 0.4
+    assert np.median(np.abs(fine[both] / full[both] - 1)) < 1e-3
+    assert np.isfinite(fine).sum() > 1.1 * np.isfinite(full).sum()
+    ok = np.isfinite(fine) & np.isfinite(fr.depth_left)
+    assert np.median(np.abs(fine[ok] / fr.depth_left[ok] - 1)) < 0.01
+    disparity = fr.K_left.fx * fr.baseline_m / np.nanmedian(coarse)
+    assert fusion_reference_depth(fr.left, fr.right, calib, coarse, 3 * disparity) is None  # nothing to fuse
+    assert fusion_reference_depth(fr.left, fr.right, calib, np.full_like(coarse, np.nan), 14.0) is None
+
+
 def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
     """A 'network' whose depth is smoothed and rippled (2%, 64 px period: a bend the scale
-    field's Gaussian only partly follows) and shrunk: at this close range (~10 px of disparity
-    in the 256-px reference) fusing the matcher's points brings the footprint slope closer to
-    the truth's, and coverage stays dense."""
+    field's Gaussian only partly follows) and shrunk: at this close range (~20 px of disparity)
+    fusing the full-resolution matcher's points at the default d0 brings the footprint slope
+    closer to the truth's, and coverage stays dense."""
     import cv2
 
     from lunar_recon.evaluation import hazard_on_truth_grid
     from lunar_recon.geometry.camera import depth_to_points
     from lunar_recon.geometry.metrics import slope_mae
     from lunar_recon.models.predict import PairPrediction
+    from lunar_recon.pipeline import STEREO_FUSION_DISPARITY_PX
 
     fr = rendered
     valid = np.isfinite(fr.depth_left)
@@ -202,11 +236,11 @@ def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
 
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
     errors = {}
-    for d0 in (0.0, 10.0):
+    for d0 in (0.0, STEREO_FUSION_DISPARITY_PX):
         out = StereoReconstructor(Rippled(), ReconstructionParams(scale_mode="stereo_local",
                                                                   stereo_fusion_disparity_px=d0)).reconstruct(
             fr.left, fr.right, calib, fr.up_left)
         assert np.isfinite(out.depth).sum() == valid.sum()
         footprint = hazard_on_truth_grid(out.points, fr.up_left, fr.hazard.params, fr.hazard, None)
         errors[d0] = slope_mae(footprint, fr.hazard)
-    assert errors[10.0] < 0.75 * errors[0.0], errors
+    assert errors[STEREO_FUSION_DISPARITY_PX] < 0.75 * errors[0.0], errors

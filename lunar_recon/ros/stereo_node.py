@@ -48,8 +48,8 @@ PARAMETERS: dict[str, tuple] = {
     "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "
                           "image width", (0.001, 1.0)),
     "stereo_fusion_disparity_px": (STEREO_FUSION_DISPARITY_PX, "'stereo' / 'stereo_local': pull the points toward "
-                                   "the coarse SGBM's where its disparity is large, halfway at this one (px of the "
-                                   "256-px reference); 0: off", (0.0, 999.0)),
+                                   "a full-resolution SGBM's where its disparity is large, halfway at this one (px "
+                                   "of the left image); 0: off", (0.0, 999.0)),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",

@@ -89,13 +89,25 @@ def _measure(spec: dict) -> dict:
     return out
 
 
-def _texture_pair(h: int, w: int, shift: int = 16):
-    """A textured rectified pair with a ``shift``-pixel disparity everywhere (timing input)."""
+def _texture_pair(h: int, w: int, disparity: tuple[float, float] = (16.0, 16.0)):
+    """A textured rectified pair (timing input) whose disparity runs from ``disparity[0]`` px on
+    the top row to ``disparity[1]`` on the bottom one, like ground seen obliquely."""
     import cv2
     import numpy as np
 
-    base = cv2.GaussianBlur((np.random.default_rng(0).random((h, w + 2 * shift)) * 255).astype(np.uint8), (3, 3), 0)
-    return base[:, 2 * shift:], base[:, shift:w + shift]
+    pad = int(np.ceil(max(disparity))) + 2
+    base = cv2.GaussianBlur((np.random.default_rng(0).random((h, w + 2 * pad)) * 255).astype(np.uint8), (3, 3), 0)
+    x = np.arange(w, dtype=np.float32)[None, :] + np.float32(pad)
+    d = np.linspace(disparity[0], disparity[1], h, dtype=np.float32)[:, None]
+    y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    left = np.ascontiguousarray(base[:, pad:pad + w])
+    right = cv2.remap(base, np.ascontiguousarray(x + d), y, cv2.INTER_LINEAR)  # right(x) = left(x + d)
+    return left, right
+
+
+# The deployed timing's pair: near the ground, where the stereo fusion runs (a 1 m baseline
+# 9-22 m above tilted ground at f = 443 px); at altitude the fusion is skipped.
+NEAR_GROUND_DISPARITY_PX = (20.0, 50.0)
 
 
 def _deployed(model, size: int, repeats: int) -> dict:
@@ -111,23 +123,25 @@ def _deployed(model, size: int, repeats: int) -> dict:
     h0, w0 = 384, 512
     scale_mode = getattr(model, "meta", {}).get("card", {}).get("scale_mode", "predicted")
     right_view = needs_right_view(scale_mode)
-    left, right = _texture_pair(h0, w0)
+    left, right = _texture_pair(h0, w0, NEAR_GROUND_DISPARITY_PX)
     calib = StereoCalibration.rectified(Intrinsics(443.0, 443.0, (w0 - 1) / 2, (h0 - 1) / 2, w0, h0), 1.0)
     stage = StereoReconstructor(model, ReconstructionParams(inference_size=size, scale_mode=scale_mode))
-    predict_ms, total_ms = [], []
+    predict_ms, metric_ms, fused_ms = [], [], []
     for i in range(repeats + 1):  # the first is a warm-up
         staged = stage.predict_scaled(left, right, calib)  # the node's first stage, exactly
         if i:
-            predict_ms.append(1e3 * staged.timings_s["model"])
-            total_ms.append(1e3 * (staged.timings_s["model"] + staged.timings_s["scale"]))
+            t = staged.timings_s
+            predict_ms.append(1e3 * t["model"])
+            metric_ms.append(1e3 * (t["model"] + t["scale"]))
+            fused_ms.append(1e3 * (t["model"] + t["scale"] + t.get("fusion", 0.0)))
     pred = staged.prediction
-    predict_ms.sort()
-    total_ms.sort()
     h, w = pred.network_hw
-    return {"network": f"{w}x{h}", "scale_mode": scale_mode, "right_view_head": right_view,
-            "gflops": pair_gflops(model, h, w, view2_head=right_view),
-            "p50": percentile(predict_ms, 50), "p90": percentile(predict_ms, 90),
-            "metric_p50": percentile(total_ms, 50), "metric_p90": percentile(total_ms, 90)}
+    out = {"network": f"{w}x{h}", "scale_mode": scale_mode, "right_view_head": right_view,
+           "gflops": pair_gflops(model, h, w, view2_head=right_view), "fused": staged.points is not None}
+    for key, times in (("", predict_ms), ("metric_", metric_ms), ("fused_", fused_ms)):
+        times.sort()
+        out[f"{key}p50"], out[f"{key}p90"] = percentile(times, 50), percentile(times, 90)
+    return out
 
 
 def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10, trials: int = 5) -> float:
@@ -281,19 +295,24 @@ def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
                   "`predict`: resize to the model card's network size, the network (the right view's head only "
                   "when the scale mode reads it), pointmap resampled to camera pixels. '+ metric anchor': "
                   "with the card's scale step (coarse SGBM median for 'stereo', its smooth scale field for "
-                  "'stereo_local') and the stereo fusion of that SGBM's points, i.e. a metric pointmap like "
-                  "MASt3R's. 'x MASt3R' divides MASt3R's p50 at "
-                  "512x384 (network only) by these.", "",
+                  "'stereo_local'), i.e. a metric pointmap like MASt3R's: the whole first stage at altitude. "
+                  "'+ fusion': near the ground (disparities "
+                  f"{NEAR_GROUND_DISPARITY_PX[0]:g}-{NEAR_GROUND_DISPARITY_PX[1]:g} px, as in this timing) the "
+                  "first stage also matches the pair at full resolution and fuses those points (skipped at "
+                  "altitude). 'x MASt3R' divides MASt3R's p50 at 512x384 (network only) by these.", "",
                   "| model | network input | scale mode | right head | GFLOPs | predict p50 / p90 (ms) "
-                  "| + metric anchor p50 / p90 (ms) | x MASt3R (predict) | x MASt3R (+ anchor) |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|"]
+                  "| + metric anchor p50 / p90 (ms) | + fusion p50 / p90 (ms) | x MASt3R (predict) "
+                  "| x MASt3R (+ anchor) | x MASt3R (+ fusion) |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in deployed:
             d = r["deployed"]
+            fused = f"{d['fused_p50']:.1f} / {d['fused_p90']:.1f}" if d["fused"] else "–"
             lines.append(f"| {r['label']} | {d['network']} | {d['scale_mode']} | {'yes' if d['right_view_head'] else 'no'} "
                          f"| {d['gflops']:.2f} | {d['p50']:.1f} / {d['p90']:.1f} | "
-                         f"{d['metric_p50']:.1f} / {d['metric_p90']:.1f} | "
+                         f"{d['metric_p50']:.1f} / {d['metric_p90']:.1f} | {fused} | "
                          f"{f(m512 / d['p50'] if m512 else None, '.0f')} | "
-                         f"{f(m512 / d['metric_p50'] if m512 else None, '.0f')} |")
+                         f"{f(m512 / d['metric_p50'] if m512 else None, '.0f')} | "
+                         f"{f(m512 / d['fused_p50'] if m512 and d['fused'] else None, '.0f')} |")
         lines.append("")
     if node:
         lines += ["### stereo_node end to end (default model and settings, 512x384 mono8 over Fast DDS)", "",

@@ -32,8 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--inference-size", type=int, default=0, help="0: the model's own (model card), else 512")
     p.add_argument("--scale-mode", choices=list(SCALE_MODES), default="auto")
     p.add_argument("--stereo-fusion-disparity", type=float, default=STEREO_FUSION_DISPARITY_PX,
-                   help="'stereo' / 'stereo_local': disparity (px of the 256-px SGBM reference) at which the "
-                        "points are pulled halfway toward its own; 0: no fusion")
+                   help="'stereo' / 'stereo_local': disparity (px of the left image) at which the points are "
+                        "pulled halfway toward a full-resolution SGBM's own; 0: no fusion")
     p.add_argument("--shadow-fraction", type=float, default=SHADOW_INTENSITY_FRACTION,
                    help="with a sun direction in the data: pixels below this fraction of the lit level are "
                         "shadows that bound the hazard map's terrain; 0: shadows unused")
