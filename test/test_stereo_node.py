@@ -230,3 +230,57 @@ def test_runtime_parameter_changes_are_validated(frame):
     finally:
         t.close()
         stop_node(proc)
+
+
+def test_sun_direction_topic_bounds_the_hazard_map():
+    """A sun direction received on `sun_direction` bounds the node's hazard map exactly as the
+    pipeline's with that sun (its shadows lower cells a low sun proves to lie below the grazing
+    ray); one in another frame than the images' is rejected, counted, and not used."""
+    from geometry_msgs.msg import Vector3Stamped
+
+    from lunar_recon.geometry.hazard import HazardParams
+    from lunar_recon.pipeline import ReconstructionParams, SGBMModel, StereoCalibration, StereoReconstructor
+    from lunar_recon.sim.scene import plan_scene, render_scene
+
+    fr = render_scene(plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15,
+                                 baseline_m=2.0, sun_elevation_deg=8))
+    up = np.round(fr.up_left, 6)  # as the parameter string carries it
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    local = StereoReconstructor(SGBMModel(), ReconstructionParams(hazard=HazardParams(resolution_m=0.3),
+                                                                  disparity_sigma_px=0.0))
+    with_sun = local.reconstruct(fr.left, fr.right, calib, up, sun_in_left=fr.sun_left).hazard.cost
+    without = local.reconstruct(fr.left, fr.right, calib, up).hazard.cost
+    assert (with_sun != without).any()  # the shadows change the map
+    dom = _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", "up_vector:=[%f,%f,%f]" % tuple(up),
+                      "hazard.resolution_m:=0.3", "disparity_sigma_px:=0.0")
+    t = NodeProbe(dom)
+    sun_pub = t.node.create_publisher(Vector3Stamped, "sun_direction", 10)
+
+    def grid_with_sun_in(frame_id: str) -> np.ndarray:
+        msg = Vector3Stamped()
+        msg.header.frame_id = frame_id
+        msg.vector.x, msg.vector.y, msg.vector.z = (float(v) for v in fr.sun_left)
+        for i in range(15):  # until the node has seen this sun, then a pair after it
+            sun_pub.publish(msg)
+            t.spin(0.3)
+            before = len(t.got.get("hazard/grid", []))
+            t.publish(t.pair(fr), 1_700_000_000_000_000_000 + i)
+            assert t.spin(10.0, lambda: len(t.got.get("hazard/grid", [])) > before)
+            if _diagnostics(t).get("sun_direction") == "topic":
+                break
+        assert _diagnostics(t).get("sun_direction") == "topic"
+        before = len(t.got["hazard/grid"])
+        t.publish(t.pair(fr), 1_700_000_001_000_000_000)
+        assert t.spin(10.0, lambda: len(t.got["hazard/grid"]) > before)
+        g = t.got["hazard/grid"][-1]
+        return np.asarray(g.data, np.int8).reshape(g.info.height, g.info.width)
+
+    try:
+        t.wait_for_node(proc)
+        np.testing.assert_array_equal(grid_with_sun_in("map"), without)  # not the images' frame: unused
+        assert t.spin(5.0, lambda: int(_diagnostics(t).get("rejected.sun_direction", 0)) >= 1)
+        np.testing.assert_array_equal(grid_with_sun_in("left_camera_optical_frame"), with_sun)
+    finally:
+        t.close()
+        stop_node(proc)
