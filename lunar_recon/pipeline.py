@@ -408,7 +408,7 @@ class StereoReconstructor:
         right_view = rescale and needs_right_view(scale_mode)
         pred = self.model.predict(image_left, image_right, size=size, right_view=right_view)
         t1 = time.perf_counter()
-        scale, points, t2 = 1.0, None, None
+        scale, points, fusion_s = 1.0, None, 0.0
         if rescale:
             est = reference = None
             if scale_mode in ("stereo", "stereo_local"):
@@ -431,10 +431,11 @@ class StereoReconstructor:
                 if fine is not None:
                     points = fuse_with_stereo_reference(_scaled(pred.points_left, est), fine, calibration,
                                                         p.stereo_fusion_disparity_px)
+                fusion_s = time.perf_counter() - t2
             scale = est
-        t3 = time.perf_counter()
-        t2 = t3 if t2 is None else t2
-        return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": t2 - t1, "fusion": t3 - t2}, points)
+        metric_s = time.perf_counter() - t1
+        return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s},
+                                points)
 
     def finish(self, staged: ScaledPrediction, calibration: StereoCalibration | None,
                up_in_left: np.ndarray | None, params: ReconstructionParams | None = None,
