@@ -152,6 +152,22 @@ def test_benchmark_timing_pair_has_the_disparities_it_claims():
     assert abs(top - expected[0]) < 0.5 and abs(bottom - expected[1]) < 0.5, (top, bottom)
 
 
+def test_node_benchmark_tells_the_node_gravity_and_the_sun():
+    """The node's rate is measured with the shadow bound at work: the frame's sun direction
+    (and gravity) are passed as the node's parameters, in the left camera frame."""
+    import numpy as np
+
+    from lunar_recon.sim.scene import plan_scene, render_scene
+    from lunar_recon.tools.benchmark import node_benchmark_params
+
+    fr = render_scene(plan_scene("descent", 5, width=64, height=48, altitude_m=40, baseline_m=1.5))
+    params = dict(p.split(":=") for p in node_benchmark_params(fr))
+    assert params["use_attitude"] == "false"
+    for name, truth in (("up_vector", fr.up_left), ("sun_vector", fr.sun_left)):
+        value = np.array([float(v) for v in params[name].strip("[]").split(",")])
+        assert np.linalg.norm(truth) > 0.99 and np.allclose(value, truth, atol=1e-5), (name, value, truth)
+
+
 def test_programs_ask_numpy_for_one_blas_thread(monkeypatch):
     """The node and the command line set OPENBLAS_NUM_THREADS=1 before numpy loads (its
     spinning BLAS threads halve the network's speed on 2 cores), unless the user chose."""
