@@ -89,6 +89,11 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
         if pred is not None:
             hz = hazard_metrics(pred, hazard_true)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
+            margin = pred.extra.get("relief_margin_m")
+            if margin is not None:  # the map's resolving power here, in metres of relief
+                judged = margin[(hazard_true.hazard != -1) & np.isfinite(margin)]
+                if judged.size:
+                    out["hazard_relief_margin_m"] = float(np.median(judged))
             if np.isfinite(hazard_true.slope_deg).any():
                 out["slope_mae_deg"] = hz["slope_mae_deg"]
     return out
@@ -132,7 +137,8 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
 
 MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
                 "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_precision",
-                "hazard_recall", "hazard_iou", "hazard_known_fraction", "hazard_landing_site_safe", "disparity_sigma_px",
+                "hazard_recall", "hazard_iou", "hazard_known_fraction", "hazard_relief_margin_m", "hazard_landing_site_safe",
+                "disparity_sigma_px",
                 "latency_ms_p50", "latency_ms_p90")
 
 
@@ -175,7 +181,11 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
                   "Stereo depth noise grows as range squared over (focal length x baseline): each frame falls in "
                   "the bin of its median range. `hazard_known_fraction` is the share of the truth's cells the "
                   "prediction could judge (the rest it calls unknown: hazards of the set size are not resolvable "
-                  "there with its precision). `hazard_f1_chance` is the F1 of calling every cell a hazard: a "
+                  "there with its precision). `hazard_relief_margin_m` (median over the truth's cells) is how far "
+                  "a cell's relief must clear the roughness limit, either way, for the map to be certain: a "
+                  "rock is certainly a hazard above the limit plus it, and where it exceeds the limit "
+                  "itself nothing can be called safe, so it says at which range a hazard of the set size "
+                  "becomes detectable. `hazard_f1_chance` is the F1 of calling every cell a hazard: a "
                   "hazard F1 near it carries no information.", "", markdown_table(by_range), ""]
     lines += [f"- {n}" for n in notes]
     for fig in figures:

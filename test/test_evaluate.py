@@ -46,6 +46,13 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         z = np.nanmedian(r.depth)
         assert np.nanmedian(r.elevation_sigma) == pytest.approx(z * z / fB * SGBMModel.disparity_sigma_px, rel=0.3)
         assert 0 <= sgbm["hazard_f1"] <= 1 or np.isnan(sgbm["hazard_f1"])
+        # The map's resolving power: its relief margin follows the noise model (sigma_Z ~ Z^2),
+        # and the oracle's exact map has none.
+        doubled = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params, 2 * r.elevation_sigma, fB)
+        assert sgbm["hazard_relief_margin_m"] > 0
+        assert doubled["hazard_relief_margin_m"] == pytest.approx(2 * sgbm["hazard_relief_margin_m"], rel=1e-4)
+        exact = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, truth, fr.up_left, params)
+        assert exact["hazard_relief_margin_m"] == 0
         # With the bag's sun direction the left image's shadows bound the hazard map's terrain:
         # the same points, never a higher cell, and the evaluation scores that same map.
         assert fr.sun_left is not None

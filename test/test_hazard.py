@@ -209,6 +209,26 @@ def test_a_large_boulder_is_seen_through_noise_that_hides_small_rocks():
     assert (hm.hazard == HAZARD).mean() < 0.25  # only footprints that reach the boulder
 
 
+def test_relief_margin_is_k_sigma_of_each_cells_mean():
+    """The map states how much relief a cell must show to be certain: noise_sigmas x the
+    standard deviation of the cell's mean elevation (independent points: sigma / sqrt(n))."""
+    res = 0.25
+    c = (np.arange(-40, 40) + 0.5) * res
+    x, y = np.meshgrid(c, c)
+    xy = np.repeat(np.c_[x.ravel(), y.ravel()], 4, axis=0)  # 4 points in every cell
+    xy += np.tile([[-0.05, -0.05], [0.05, -0.05], [-0.05, 0.05], [0.05, 0.05]], (x.size, 1))
+    pts = np.c_[xy, np.zeros(len(xy))]
+    params = HazardParams(resolution_m=res, noise_sigmas=3.0)
+    hm = hazard_map(pts, up=[0, 0, 1], params=params, elevation_sigma=np.full(len(pts), 0.2))
+    margin = hm.extra["relief_margin_m"]
+    assert np.isfinite(margin).mean() > 0.95
+    np.testing.assert_allclose(margin[np.isfinite(margin)], 3.0 * 0.2 / 2.0, rtol=1e-5)
+    # 0.3 m under a margin of 0.3 m: no cell of this flat ground can be certified safe
+    assert (hm.hazard == SAFE).sum() == 0
+    exact = hazard_map(pts, up=[0, 0, 1], params=params)
+    assert np.nanmax(exact.extra["relief_margin_m"]) == 0 and (exact.hazard == SAFE).any()
+
+
 def test_zero_sigma_is_the_plain_map_and_sigma_length_is_checked():
     pts, _ = _noisy_plane(0.05, seed=3, n=40_000)
     plain = hazard_map(pts, up=[0, 0, 1])

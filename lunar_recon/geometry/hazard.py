@@ -379,7 +379,10 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         roughness_m=f32(rough), roughness_rms_m=f32(rms), step_m=f32(step), coverage=coverage,
         hazard=hazard, cost=cost, R_grid_from_input=R, params=params,
         extra={"uncertain": known & ~is_hazard & ~is_safe,
-               "slope_sigma_deg": np.where(known, slope_margin / max(k, 1e-9), np.nan).astype(np.float32)},
+               "slope_sigma_deg": np.where(known, slope_margin / max(k, 1e-9), np.nan).astype(np.float32),
+               # how far a cell's relief must clear a limit to be certain: where it exceeds the
+               # roughness limit itself, nothing there can be called safe
+               "relief_margin_m": np.where(valid, margin, np.nan).astype(np.float32)},
     )
     hmap.landing_site = choose_landing_site(hmap)
     return hmap
