@@ -15,7 +15,7 @@ import numpy as np
 
 from .geometry.camera import depth_to_points
 from .geometry.frames import quaternion_to_matrix
-from .geometry.hazard import HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, hazard_map
+from .geometry.hazard import HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, hazard_map, median_relief_margin
 from .geometry.metrics import depth_metrics, hazard_metrics
 
 
@@ -89,11 +89,9 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
         if pred is not None:
             hz = hazard_metrics(pred, hazard_true)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
-            margin = pred.extra.get("relief_margin_m")
-            if margin is not None:  # the map's resolving power here, in metres of relief
-                judged = margin[(hazard_true.hazard != -1) & np.isfinite(margin)]
-                if judged.size:
-                    out["hazard_relief_margin_m"] = float(np.median(judged))
+            margin = median_relief_margin(pred, hazard_true.hazard != -1)  # its resolving power here
+            if np.isfinite(margin):
+                out["hazard_relief_margin_m"] = margin
             if np.isfinite(hazard_true.slope_deg).any():
                 out["slope_mae_deg"] = hz["slope_mae_deg"]
     return out

@@ -227,6 +227,15 @@ def test_relief_margin_is_k_sigma_of_each_cells_mean():
     assert (hm.hazard == SAFE).sum() == 0
     exact = hazard_map(pts, up=[0, 0, 1], params=params)
     assert np.nanmax(exact.extra["relief_margin_m"]) == 0 and (exact.hazard == SAFE).any()
+    from lunar_recon.geometry.hazard import median_relief_margin
+
+    assert median_relief_margin(hm) == pytest.approx(0.3, rel=1e-5) and median_relief_margin(exact) == 0
+    half = np.zeros(hm.shape, bool)
+    half[:, : hm.shape[1] // 2] = True
+    sigma = np.where(xy[:, 0] < 0, 0.2, 0.4)  # noisier on the right half
+    mixed = hazard_map(pts, up=[0, 0, 1], params=params, elevation_sigma=sigma)
+    assert median_relief_margin(mixed, half) == pytest.approx(0.3, rel=1e-5)
+    assert median_relief_margin(mixed, ~half) == pytest.approx(0.6, rel=1e-5)
 
 
 def test_zero_sigma_is_the_plain_map_and_sigma_length_is_checked():

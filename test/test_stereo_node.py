@@ -90,6 +90,7 @@ def test_every_output_over_dds(frame):
         kv = _diagnostics(t)
         assert kv["model"] == "sgbm" and "latency_ms_p50" in kv
         assert float(kv["disparity_sigma_px"]) == 0.0  # the noise model as set
+        assert float(kv["hazard_relief_margin_m"]) == 0.0  # without one the map claims exact relief
     finally:
         t.close()
         stop_node(proc)

@@ -388,6 +388,17 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     return hmap
 
 
+def median_relief_margin(hmap: HazardMap, cells: np.ndarray | None = None) -> float:
+    """Median relief margin (m) of the map's cells with data (or of ``cells`` among them): how
+    far relief must clear a limit for the map to be certain -- its resolving power, which
+    grows with range squared for stereo.  NaN without data."""
+    margin = hmap.extra.get("relief_margin_m")
+    if margin is None:
+        return float("nan")
+    use = np.isfinite(margin) if cells is None else np.isfinite(margin) & cells
+    return float(np.median(margin[use])) if use.any() else float("nan")
+
+
 def grid_origin_pose(hmap: HazardMap) -> tuple[np.ndarray, np.ndarray]:
     """Pose of cell [0, 0]'s corner in the input (e.g. camera) frame, lying on the
     gravity-aligned ground plane: (position, quaternion x y z w), as OccupancyGrid.info.origin."""

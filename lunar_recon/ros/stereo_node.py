@@ -27,7 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, up_from_attitude
-from ..geometry.hazard import HazardParams
+from ..geometry.hazard import HazardParams, median_relief_margin
 from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
                         ReconstructionParams, StereoCalibration, StereoReconstructor,
                         model_disparity_sigma)
@@ -147,6 +147,7 @@ class StereoNode(Node):
         self.rejected: Counter = Counter()
         self.dropped = 0
         self.processed = 0
+        self.relief_margin_m = float("nan")  # of the last hazard map: what relief it can resolve
         self.latencies: deque = deque(maxlen=100)
         self.in_times: deque = deque(maxlen=100)
         self.out_times: deque = deque(maxlen=100)
@@ -350,6 +351,7 @@ class StereoNode(Node):
         if want["slope"] and rec.slope_deg is not None:
             self.pub["slope"].publish(depth_image_msg(Image, h, rec.slope_deg))
         if rec.hazard is not None:
+            self.relief_margin_m = median_relief_margin(rec.hazard)
             if want["grid"]:
                 self.pub["grid"].publish(occupancy_grid_msg(OccupancyGrid, h, rec.hazard))
             if want["overlay"]:
@@ -385,6 +387,9 @@ class StereoNode(Node):
         values = {
             "model": self.model_name, "device": self.device, "processed_pairs": self.processed,
             "disparity_sigma_px": self._disparity_sigma(),
+            # relief a cell must clear the limits by to be certain; above the roughness limit no
+            # cell can be certified safe at this range
+            "hazard_relief_margin_m": self.relief_margin_m,
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
