@@ -147,7 +147,7 @@ class StereoNode(Node):
         self.rejected: Counter = Counter()
         self.dropped = 0
         self.processed = 0
-        self.relief_margin_m = float("nan")  # of the last hazard map: what relief it can resolve
+        self.last_hazard = None  # the last hazard map, for the diagnostics (read at 1 Hz, not per pair)
         self.latencies: deque = deque(maxlen=100)
         self.in_times: deque = deque(maxlen=100)
         self.out_times: deque = deque(maxlen=100)
@@ -351,7 +351,7 @@ class StereoNode(Node):
         if want["slope"] and rec.slope_deg is not None:
             self.pub["slope"].publish(depth_image_msg(Image, h, rec.slope_deg))
         if rec.hazard is not None:
-            self.relief_margin_m = median_relief_margin(rec.hazard)
+            self.last_hazard = rec.hazard
             if want["grid"]:
                 self.pub["grid"].publish(occupancy_grid_msg(OccupancyGrid, h, rec.hazard))
             if want["overlay"]:
@@ -389,7 +389,7 @@ class StereoNode(Node):
             "disparity_sigma_px": self._disparity_sigma(),
             # relief a cell must clear the limits by to be certain; above the roughness limit no
             # cell can be certified safe at this range
-            "hazard_relief_margin_m": self.relief_margin_m,
+            "hazard_relief_margin_m": median_relief_margin(self.last_hazard) if self.last_hazard is not None else float("nan"),
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
