@@ -389,7 +389,8 @@ class StereoNode(Node):
             "disparity_sigma_px": self._disparity_sigma(),
             # relief a cell must clear the limits by to be certain; above the roughness limit no
             # cell can be certified safe at this range
-            "hazard_relief_margin_m": median_relief_margin(self.last_hazard) if self.last_hazard is not None else float("nan"),
+            "hazard_relief_margin_m": float("nan") if self.last_hazard is None else
+            median_relief_margin(self.last_hazard),
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
