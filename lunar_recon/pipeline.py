@@ -14,6 +14,7 @@ import numpy as np
 from .geometry.camera import Intrinsics, confidence_mask, depth_to_points
 from .geometry.frames import normalize
 from .geometry.hazard import HazardMap, HazardParams, hazard_map
+from .geometry.hazard_memory import HazardMemory
 from .geometry.pose import metric_scale_from_baseline
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
@@ -384,12 +385,14 @@ class StereoReconstructor:
         self.model = model
         self.params = params or ReconstructionParams()
         self.params.validate()
+        # the hazard maps of this camera's recent pairs (one stream per reconstructor)
+        self.hazard_memory = HazardMemory(self.params.hazard.memory_frames, self.params.hazard.memory_keyframe_distance_m)
 
     def reconstruct(self, image_left: np.ndarray, image_right: np.ndarray,
                     calibration: StereoCalibration | None, up_in_left: np.ndarray | None,
-                    sun_in_left: np.ndarray | None = None) -> Reconstruction:
+                    sun_in_left: np.ndarray | None = None, camera_pose: np.ndarray | None = None) -> Reconstruction:
         return self.finish(self.predict_scaled(image_left, image_right, calibration), calibration, up_in_left,
-                           sun_in_left=sun_in_left, image_left=image_left)
+                           sun_in_left=sun_in_left, image_left=image_left, camera_pose=camera_pose)
 
     def predict_scaled(self, image_left: np.ndarray, image_right: np.ndarray,
                        calibration: StereoCalibration | None, params: ReconstructionParams | None = None
@@ -439,10 +442,13 @@ class StereoReconstructor:
 
     def finish(self, staged: ScaledPrediction, calibration: StereoCalibration | None,
                up_in_left: np.ndarray | None, params: ReconstructionParams | None = None,
-               sun_in_left: np.ndarray | None = None, image_left: np.ndarray | None = None) -> Reconstruction:
+               sun_in_left: np.ndarray | None = None, image_left: np.ndarray | None = None,
+               camera_pose: np.ndarray | None = None) -> Reconstruction:
         """Stage 2: metric points, validity, slope and the hazard map.  With the direction toward
         the sun in the left camera frame and the left image, the left image's shadows bound the
-        hazard map's terrain (see ``geometry.shadows``)."""
+        hazard map's terrain (see ``geometry.shadows``).  With the left camera's pose in a world
+        frame (4x4 ``T_world_from_left``), the certain hazards of this stream's previous
+        ``hazard.memory_frames - 1`` keyframe maps fill the map's unknown cells (``geometry.hazard_memory``)."""
         p = params or self.params
         t1 = time.perf_counter()
         pred, scale = staged.prediction, staged.scale
@@ -465,6 +471,9 @@ class StereoReconstructor:
                 if sun_in_left is not None:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
                 hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma, shadowed=shadowed, sun=sun_in_left)
+                if camera_pose is not None:
+                    hmap = self.hazard_memory.update(hmap, camera_pose, p.hazard.memory_frames,
+                                                     p.hazard.memory_keyframe_distance_m)
         t3 = time.perf_counter()
         model_s = staged.timings_s["model"]
         geometry_s = staged.timings_s["scale"] + staged.timings_s.get("fusion", 0.0) + (t2 - t1)

@@ -145,3 +145,30 @@ def test_live_replay_receives_every_frame_at_a_slow_rate(bag, tmp_path):
     assert "3 frames sent, 3 answered, 0 dropped" in res.stdout
     data = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert data["summary"]["stereo_node (live)"]["frames"] == 3
+
+
+def test_bag_poses_carry_one_frames_hazards_onto_the_next_frames_truth(bag):
+    """The hazard memory as evaluate-bag runs it, on the bag's poses: the truth's hazards of
+    frame 0, remembered into a map of frame 1 that knows nothing, land on frame 1's truth
+    hazards (so poses, grids and frames agree); memories are kept per model and sequence."""
+    import dataclasses
+
+    from lunar_recon.geometry.hazard import HAZARD, UNKNOWN
+    from lunar_recon.tools.evaluate_bag import _truth, _with_memory
+
+    f0, f1 = list(read_stereo_bag(bag))[:2]
+    assert f0.pose_world is not None and not np.allclose(f0.pose_world, f1.pose_world)
+    t0, t1 = _truth(f0, HazardParams()), _truth(f1, HazardParams())
+    params = HazardParams(resolution_m=t1.resolution, memory_frames=2)
+    memories: dict = {}
+    _with_memory(memories, ("model", "seq"), t0, f0, params)
+    blind = dataclasses.replace(t1, hazard=np.full_like(t1.hazard, UNKNOWN))
+    merged = _with_memory(memories, ("model", "seq"), blind, f1, params)
+    known, truth = t1.hazard != UNKNOWN, t1.hazard == HAZARD
+    called = (merged.hazard == HAZARD) & known
+    assert truth.sum() > 20 and called.sum() > 20
+    assert (called & truth).sum() / called.sum() > 0.8  # remembered hazards are where the truth has them
+    other = _with_memory(memories, ("other model", "seq"), blind, f1, params)
+    assert (other.hazard == UNKNOWN).all()
+    f1.pose_world = None  # no pose: no memory
+    assert _with_memory(memories, ("model", "seq"), blind, f1, params) is blind

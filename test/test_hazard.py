@@ -280,3 +280,81 @@ def test_rect_reduce_equals_brute_force_over_the_footprint():
     got = _rect_reduce(stacked, rects, "sum")
     assert np.allclose(got[..., 0], want_sum) and np.allclose(got[..., 1], 2 * want_sum)
     assert np.array_equal(_rect_reduce(img.astype(np.float32), rects, "max"), want_max.astype(np.float32))
+
+
+def _pose(yaw_deg, t):
+    a = np.radians(yaw_deg)
+    T = np.eye(4)
+    T[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+    T[:3, 3] = t
+    return T
+
+
+def _view(T_world_from_cam, hole=None, seed=0):
+    """A flat world with a 1 m boulder at (3, 3), seen from a camera whose z is up (so the
+    hazard grid is the camera's x, y); ``hole``: radius around the boulder with no data."""
+    xy = ground(seed=seed)
+    z = np.where(np.hypot(xy[:, 0] - 3, xy[:, 1] - 3) < 0.6, 1.0, 0.0)
+    world = np.c_[xy, z]
+    if hole is not None:
+        world = world[np.hypot(xy[:, 0] - 3, xy[:, 1] - 3) > hole]
+    Ti = np.linalg.inv(T_world_from_cam)
+    return hazard_map(world @ Ti[:3, :3].T + Ti[:3, 3], up=[0, 0, 1], params=HazardParams(resolution_m=0.25))
+
+
+def _cell_of_world(hm, T_world_from_cam, xyz):
+    Ti = np.linalg.inv(T_world_from_cam)
+    p = Ti[:3, :3] @ np.asarray(xyz, float) + Ti[:3, 3]
+    return hm.grid.cell_of(p[0], p[1])
+
+
+def test_hazard_memory_carries_a_certain_hazard_into_unknown_cells_only():
+    from lunar_recon.geometry.hazard_memory import HazardMemory
+
+    T_a, T_b = _pose(0, [0, 0, 0]), _pose(30, [1.0, -2.0, 0.5])
+    seen, hidden = _view(T_a), _view(T_b, hole=3.0, seed=1)  # the second view has no data on the boulder
+    rc_a, rc_b = _cell_of_world(seen, T_a, [3, 3, 0]), _cell_of_world(hidden, T_b, [3, 3, 0])
+    assert seen.hazard[rc_a] == HAZARD and hidden.hazard[rc_b] == UNKNOWN
+
+    memory = HazardMemory(frames=3)
+    assert memory.update(seen, T_a).hazard[rc_a] == HAZARD  # nothing to remember yet: the map as made
+    merged = memory.update(hidden, T_b)
+    assert merged.hazard[rc_b] == HAZARD and merged.cost[rc_b] == 100 and merged.extra["remembered_hazard"][rc_b]
+    # only unknown cells change: what the current view certifies safe stays safe, the site stands
+    changed = merged.hazard != hidden.hazard
+    assert changed.any() and (hidden.hazard[changed] == UNKNOWN).all()
+    assert np.array_equal(merged.hazard == SAFE, hidden.hazard == SAFE)
+    assert (merged.landing_site.row, merged.landing_site.col) == (hidden.landing_site.row, hidden.landing_site.col)
+    # every remembered cell is, in the world, where the first view saw a hazard (near the boulder)
+    rows, cols = np.nonzero(merged.extra["remembered_hazard"])
+    X, Y = merged.grid.cell_centres()
+    world = np.c_[X[rows, cols], Y[rows, cols], np.zeros(len(rows))] @ T_b[:3, :3].T + T_b[:3, 3]
+    assert all(seen.hazard[_cell_of_world(seen, T_a, w)] == HAZARD for w in world)
+    assert np.hypot(world[:, 0] - 3, world[:, 1] - 3).max() < 4.0
+
+
+def test_hazard_memory_forgets_after_its_frames_and_checks_poses():
+    from lunar_recon.geometry.hazard_memory import HazardMemory
+
+    T_a, T_b = _pose(0, [0, 0, 0]), _pose(-20, [0.5, 1.0, 0.0])
+    seen, hidden = _view(T_a), _view(T_b, hole=3.0, seed=1)
+    rc_b = _cell_of_world(hidden, T_b, [3, 3, 0])
+    off = HazardMemory(frames=1)  # this map alone
+    off.update(seen, T_a)
+    assert off.update(hidden, T_b).hazard[rc_b] == UNKNOWN and len(off) == 0
+    memory = HazardMemory(frames=2)  # the previous map only, as it was made
+    memory.update(seen, T_a)
+    assert memory.update(hidden, T_b).hazard[rc_b] == HAZARD
+    assert memory.update(hidden, T_b).hazard[rc_b] == UNKNOWN  # the boulder's view has left the memory
+    keyframes = HazardMemory(frames=3, keyframe_distance_m=5.0)  # a map enters only 5 m from the last
+    keyframes.update(seen, T_a)
+    keyframes.update(hidden, _pose(0, [3.0, 0, 0]))
+    assert len(keyframes) == 1
+    keyframes.update(hidden, _pose(0, [0, 6.0, 0]))
+    assert len(keyframes) == 2
+    with pytest.raises(ValueError, match="rotation"):
+        memory.update(hidden, np.diag([1.0, 1.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match="4x4"):
+        memory.update(hidden, np.eye(3))
+    with pytest.raises(ValueError, match="memory_frames"):
+        HazardParams(memory_frames=0).validate()

@@ -187,7 +187,7 @@ def test_bag_round_trip(tmp_path, storage):
     path = tmp_path / f"seq_{storage}"
     assert write_stereo_bag(path, frames, storage=storage, rate_hz=10.0) == 3
     assert (path / "metadata.yaml").exists()
-    assert set(bag_topics(path)) >= {"left/image_rect", "right/camera_info", "attitude", "ground_truth/depth",
+    assert set(bag_topics(path)) >= {"left/image_rect", "right/camera_info", "attitude", "pose", "ground_truth/depth",
                                      "ground_truth/hazard", "sun_direction"}
     back = list(read_stereo_bag(path))
     assert len(back) == 3
@@ -196,6 +196,7 @@ def test_bag_round_trip(tmp_path, storage):
         assert np.array_equal(bf.left, fr.left) and np.array_equal(bf.right, fr.right)
         assert bf.K_left == fr.K_left and bf.baseline_m == pytest.approx(fr.baseline_m)
         assert np.allclose(bf.up_left, fr.up_left) and np.allclose(bf.sun_left, fr.sun_left)
+        assert np.allclose(bf.pose_world, fr.T_world_from_left, atol=1e-6)  # the navigation pose
         assert np.array_equal(np.isnan(bf.depth), np.isnan(fr.depth_left))
         assert np.allclose(bf.depth[np.isfinite(bf.depth)], fr.depth_left[np.isfinite(fr.depth_left)])
         assert np.array_equal(bf.hazard["cost"], fr.hazard.cost)
@@ -210,12 +211,13 @@ def test_bag_metadata_is_what_ros2_bag_info_reads(tmp_path):
     path = tmp_path / "bag"
     write_stereo_bag(path, render_sequence("rover", 2, seed=1, width=64, height=48))
     meta = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert meta["storage_identifier"] == "sqlite3" and meta["message_count"] == 16  # 8 topics x 2
+    assert meta["storage_identifier"] == "sqlite3" and meta["message_count"] == 18  # 9 topics x 2
     for f in meta["relative_file_paths"]:
         assert (path / f).exists()
     topics = {t["topic_metadata"]["name"]: t["topic_metadata"]["type"] for t in meta["topics_with_message_count"]}
     assert topics["left/camera_info"] == "sensor_msgs/msg/CameraInfo"
     assert topics["sun_direction"] == "geometry_msgs/msg/Vector3Stamped"
+    assert topics["pose"] == "geometry_msgs/msg/PoseStamped"
 
 
 def test_stereolunar_sample_depth_and_poses_are_consistent(stereolunar_dir):

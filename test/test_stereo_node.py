@@ -285,3 +285,55 @@ def test_sun_direction_topic_bounds_the_hazard_map():
     finally:
         t.close()
         stop_node(proc)
+
+
+def test_pose_topic_feeds_the_hazard_memory(frame):
+    """A pose stamped like the pair (within pose_tolerance_seconds) puts its hazard map in the
+    memory, up to hazard.memory_frames - 1 maps at least hazard.memory_keyframe_distance_m apart; a pair with no pose near its stamp leaves the
+    memory alone, and a broken pose is rejected and counted."""
+    from geometry_msgs.msg import PoseStamped
+
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
+                      "hazard.memory_frames:=3", "pose_tolerance_seconds:=0.01")
+    t = NodeProbe(dom)
+    pose_pub = t.node.create_publisher(PoseStamped, "pose", 10)
+
+    def send(stamp: int, pose_stamp: int | None, x: float = 0.0, qw: float = 1.0) -> None:
+        if pose_stamp is not None:
+            msg = PoseStamped()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = pose_stamp // 10**9, pose_stamp % 10**9
+            msg.header.frame_id = "world"
+            msg.pose.position.x, msg.pose.orientation.w = x, qw
+            pose_pub.publish(msg)
+            t.spin(0.3)
+        before = len(t.got.get("hazard/grid", []))
+        t.publish(t.pair(fr), stamp)
+        assert t.spin(15.0, lambda: len(t.got.get("hazard/grid", [])) > before)
+
+    def maps() -> int:
+        t.spin(1.5)  # a fresh 1 Hz diagnostics message
+        return int(_diagnostics(t)["hazard_memory_maps"])
+
+    try:
+        t.wait_for_node(proc)
+        s0 = 1_700_000_000_000_000_000
+        for i in range(20):  # until discovery is complete and the first grid comes back
+            t.publish(t.pair(fr), s0 - 10**9 + i)
+            if t.spin(3.0, lambda: "hazard/grid" in t.got):
+                break
+        assert maps() == 0  # no pose: no memory
+        send(s0 + 10**9, s0 + 2 * 10**9)  # a pose a second away from the pair: not this pair's
+        assert maps() == 0
+        send(s0 + 3 * 10**9, s0 + 3 * 10**9)
+        assert maps() == 1
+        for k in range(4, 7):
+            send(s0 + k * 10**9, s0 + k * 10**9, x=5.0 * k)  # keyframes: 5 m of travel apart
+        assert maps() == 2  # the two newest keyframes: with the current map, memory_frames = 3
+        send(s0 + 7 * 10**9, s0 + 7 * 10**9, x=5.0 * 6 + 1.0)  # 1 m from the last keyframe: not kept
+        assert maps() == 2
+        send(s0 + 8 * 10**9, s0 + 8 * 10**9, x=float("nan"))
+        assert t.spin(5.0, lambda: int(_diagnostics(t).get("rejected.pose", 0)) >= 1)
+    finally:
+        t.close()
+        stop_node(proc)

@@ -7,6 +7,7 @@ Topics (relative names, as the node subscribes them):
 | ``left/image_rect``, ``right/image_rect`` | sensor_msgs/Image | mono8 or mono16, rectified |
 | ``left/camera_info``, ``right/camera_info`` | sensor_msgs/CameraInfo | right ``P[3] = -fx * B`` |
 | ``attitude`` | geometry_msgs/QuaternionStamped | left optical frame in a gravity-aligned frame (z up) |
+| ``pose`` | geometry_msgs/PoseStamped | left optical frame in that world frame (navigation), for the hazard memory |
 | ``sun_direction`` | geometry_msgs/Vector3Stamped | unit vector toward the sun, left optical frame |
 | ``ground_truth/depth`` | sensor_msgs/Image | 32FC1 metres, NaN = no surface (REP 118) |
 | ``ground_truth/hazard`` | nav_msgs/OccupancyGrid | 0 safe .. 100 hazard, -1 unknown |
@@ -26,7 +27,7 @@ from .encodings import array_to_image_fields, image_to_array
 TOPICS = {
     "left_image": "left/image_rect", "right_image": "right/image_rect",
     "left_info": "left/camera_info", "right_info": "right/camera_info",
-    "attitude": "attitude", "sun": "sun_direction", "depth": "ground_truth/depth", "hazard": "ground_truth/hazard",
+    "attitude": "attitude", "pose": "pose", "sun": "sun_direction", "depth": "ground_truth/depth", "hazard": "ground_truth/hazard",
 }
 REQUIRED = ("left_image", "right_image", "left_info", "right_info")
 
@@ -52,6 +53,7 @@ class BagFrame:
     baseline_m: float
     frame_id: str = "left_camera_optical_frame"
     attitude_xyzw: np.ndarray | None = None
+    pose_world: np.ndarray | None = None  # 4x4 T_world_from_left (the pose topic)
     sun_left: np.ndarray | None = None  # toward the sun, left optical frame
     depth: np.ndarray | None = None
     hazard: dict | None = None
@@ -93,6 +95,15 @@ def quaternion_msg(ts, q_xyzw: np.ndarray, stamp_ns: int, frame_id: str):
     Q = ts.types["geometry_msgs/msg/Quaternion"]
     return ts.types["geometry_msgs/msg/QuaternionStamped"](
         header=_header(ts, stamp_ns, frame_id), quaternion=Q(x=q_xyzw[0], y=q_xyzw[1], z=q_xyzw[2], w=q_xyzw[3]))
+
+
+def pose_msg(ts, T_world_from_camera: np.ndarray, stamp_ns: int, frame_id: str):
+    g = ts.types
+    q = matrix_to_quaternion(T_world_from_camera[:3, :3])
+    t = T_world_from_camera[:3, 3]
+    pose = g["geometry_msgs/msg/Pose"](position=g["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2])),
+                                       orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
+    return g["geometry_msgs/msg/PoseStamped"](header=_header(ts, stamp_ns, frame_id), pose=pose)
 
 
 def vector_msg(ts, v: np.ndarray, stamp_ns: int, frame_id: str):
@@ -139,6 +150,7 @@ def write_stereo_bag(path: str | Path, frames: Iterable, storage: str = "sqlite3
             "left_info": w.add_connection(TOPICS["left_info"], "sensor_msgs/msg/CameraInfo", typestore=ts),
             "right_info": w.add_connection(TOPICS["right_info"], "sensor_msgs/msg/CameraInfo", typestore=ts),
             "attitude": w.add_connection(TOPICS["attitude"], "geometry_msgs/msg/QuaternionStamped", typestore=ts),
+            "pose": w.add_connection(TOPICS["pose"], "geometry_msgs/msg/PoseStamped", typestore=ts),
             "sun": w.add_connection(TOPICS["sun"], "geometry_msgs/msg/Vector3Stamped", typestore=ts),
             "depth": w.add_connection(TOPICS["depth"], "sensor_msgs/msg/Image", typestore=ts),
             "hazard": w.add_connection(TOPICS["hazard"], "nav_msgs/msg/OccupancyGrid", typestore=ts),
@@ -159,6 +171,7 @@ def write_stereo_bag(path: str | Path, frames: Iterable, storage: str = "sqlite3
                 "sensor_msgs/msg/CameraInfo", stamp)
             q = matrix_to_quaternion(fr.T_world_from_left[:3, :3])
             put("attitude", quaternion_msg(ts, q, stamp, "world"), "geometry_msgs/msg/QuaternionStamped", stamp)
+            put("pose", pose_msg(ts, fr.T_world_from_left, stamp, "world"), "geometry_msgs/msg/PoseStamped", stamp)
             put("sun", vector_msg(ts, fr.sun_left, stamp, frame_id), "geometry_msgs/msg/Vector3Stamped", stamp)
             depth = np.where(np.isfinite(fr.depth_left), fr.depth_left, np.nan).astype(np.float32)
             put("depth", image_msg(ts, depth, "32FC1", stamp, frame_id), "sensor_msgs/msg/Image", stamp)
@@ -233,7 +246,7 @@ def read_stereo_bag(path: str | Path, namespace: str = "", tolerance_ns: int = 0
     try:
         conns = [c for c in reader.connections if _normalise(c.topic) in {want[k] for k in TOPICS if want[k] in norm}]
         key_of = {want[k]: k for k in TOPICS}
-        optional = [k for k in ("attitude", "sun", "depth", "hazard") if want[k] in norm]  # wait only for these
+        optional = [k for k in ("attitude", "pose", "sun", "depth", "hazard") if want[k] in norm]  # wait only for these
         for conn, t_ns, raw in reader.messages(connections=conns):
             key = key_of[_normalise(conn.topic)]
             try:
@@ -273,7 +286,7 @@ def _match(buf: dict[int, object], stamp: int, tol: int):
 def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[str],
               final: bool = False) -> BagFrame | None:
     keys = {}
-    for k in ("right_image", "left_info", "right_info", "attitude", "sun", "depth", "hazard"):
+    for k in ("right_image", "left_info", "right_info", "attitude", "pose", "sun", "depth", "hazard"):
         keys[k] = _match(buffers[k], stamp, tol)
     if any(keys[k] is None for k in ("right_image", "left_info", "right_info")):
         return None
@@ -297,6 +310,15 @@ def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[s
     if keys["attitude"] is not None:
         q = buffers["attitude"].pop(keys["attitude"]).quaternion
         frame.attitude_xyzw = np.array([q.x, q.y, q.z, q.w])
+    if keys["pose"] is not None:
+        pm = buffers["pose"].pop(keys["pose"]).pose
+        q = np.array([pm.orientation.x, pm.orientation.y, pm.orientation.z, pm.orientation.w])
+        t = np.array([pm.position.x, pm.position.y, pm.position.z])
+        if np.isfinite(q).all() and np.isfinite(t).all() and np.linalg.norm(q) > 1e-6:
+            frame.pose_world = np.eye(4)
+            frame.pose_world[:3, :3], frame.pose_world[:3, 3] = quaternion_to_matrix(q), t
+        else:  # a broken pose only costs the hazard memory
+            frame.extra.setdefault("errors", []).append(f"frame @ {stamp}: invalid pose")
     if keys["sun"] is not None:
         v = buffers["sun"].pop(keys["sun"]).vector
         sun = np.array([v.x, v.y, v.z])

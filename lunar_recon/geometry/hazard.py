@@ -46,6 +46,10 @@ class HazardParams:
     min_points_per_cell: int = 1
     footprint_bands: int = 3  # rectangles per half-disc approximating the footprint
     noise_sigmas: float = 3.0  # significance margin, in elevation standard deviations (when given)
+    # Maps of a descent whose certain hazards fill this map's unknown cells, this one included
+    # (needs the camera's pose; geometry.hazard_memory); 1: this map alone
+    memory_frames: int = 3
+    memory_keyframe_distance_m: float = 4.0  # camera travel between remembered maps (a footprint)
 
     def validate(self) -> None:
         checks = [
@@ -60,6 +64,8 @@ class HazardParams:
             (self.min_points_per_cell >= 1, "min_points_per_cell must be >= 1"),
             (self.footprint_bands >= 1, "footprint_bands must be >= 1"),
             (self.noise_sigmas >= 0, "noise_sigmas must be >= 0"),
+            (self.memory_frames >= 1, "memory_frames must be >= 1 (1: no memory)"),
+            (self.memory_keyframe_distance_m >= 0, "memory_keyframe_distance_m must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -19,14 +19,14 @@ from collections import Counter, deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped, QuaternionStamped, Vector3Stamped
+from geometry_msgs.msg import PointStamped, PoseStamped, QuaternionStamped, Vector3Stamped
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from ..geometry.frames import normalize, up_from_attitude
+from ..geometry.frames import normalize, quaternion_to_matrix, up_from_attitude
 from ..geometry.hazard import HazardParams, median_relief_margin
 from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
                         ReconstructionParams, StereoCalibration, StereoReconstructor,
@@ -71,6 +71,10 @@ PARAMETERS: dict[str, tuple] = {
     "hazard.coverage_min": (0.7, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
     "hazard.noise_sigmas": (3.0, "a hazard must clear the depth noise by this many standard deviations",
                             (0.0, 10.0)),
+    "hazard.memory_frames": (3, "maps whose certain hazards fill the current map's unknown cells, this one "
+                             "included (needs the pose topic); 1: this map alone", (1, 100)),
+    "hazard.memory_keyframe_distance_m": (4.0, "camera travel between the maps the memory keeps (m)", (0.0, 1e4)),
+    "pose_tolerance_seconds": (0.05, "largest stamp difference between a pair and the pose used for it", (0.0, 10.0)),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
@@ -153,6 +157,7 @@ class StereoNode(Node):
         self.out_times: deque = deque(maxlen=100)
         self.attitude: tuple[float, np.ndarray] | None = None
         self.sun: tuple[str, np.ndarray] | None = None  # (frame_id, unit vector) last received
+        self.poses: deque = deque(maxlen=100)  # (stamp ns, T_world_from_left) from the pose topic
         # Two stages on two threads, each taking only the newest item (older ones are dropped
         # and counted): the network of pair n+1 runs while pair n's geometry is made and published.
         self._slot = None  # newest complete pair waiting for the network
@@ -179,6 +184,7 @@ class StereoNode(Node):
                 self.create_subscription(msg_type, name, lambda m, i=i: self._sync.add(i, m), qos)
         self.create_subscription(QuaternionStamped, "attitude", self._on_attitude, 10)
         self.create_subscription(Vector3Stamped, "sun_direction", self._on_sun, 10)
+        self.create_subscription(PoseStamped, "pose", self._on_pose, 10)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub = {
@@ -215,7 +221,9 @@ class StereoNode(Node):
             hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
                                 step_max_m=v["hazard.step_max_m"], footprint_diameter_m=v["hazard.footprint_diameter_m"],
                                 resolution_m=v["hazard.resolution_m"], extent_m=v["hazard.extent_m"] or None,
-                                coverage_min=v["hazard.coverage_min"], noise_sigmas=v["hazard.noise_sigmas"]),
+                                coverage_min=v["hazard.coverage_min"], noise_sigmas=v["hazard.noise_sigmas"],
+                                memory_frames=int(v["hazard.memory_frames"]),
+                                memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"]),
         )
 
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -248,6 +256,26 @@ class StereoNode(Node):
             self._reject("attitude", "invalid quaternion")
             return
         self.attitude = (time.monotonic(), up_from_attitude(q))
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        o, t = msg.pose.orientation, msg.pose.position
+        q, pos = np.array([o.x, o.y, o.z, o.w]), np.array([t.x, t.y, t.z])
+        if not (np.isfinite(q).all() and np.isfinite(pos).all()) or np.linalg.norm(q) < 1e-6:
+            self._reject("pose", "invalid pose")
+            return
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = quaternion_to_matrix(q), pos
+        self.poses.append((msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, T))
+
+    def _pose(self, stamp) -> np.ndarray | None:
+        """The left camera's pose at the pair's stamp (the nearest pose within the tolerance), or
+        None: without it the hazard map has no memory."""
+        ns = stamp.sec * 10**9 + stamp.nanosec
+        poses = list(self.poses)  # the deque is appended on the executor thread
+        if not poses:
+            return None
+        t, T = min(poses, key=lambda p: abs(p[0] - ns))
+        return T if abs(t - ns) <= self.values["pose_tolerance_seconds"] * 1e9 else None
 
     def _on_sun(self, msg: Vector3Stamped) -> None:
         v = np.array([msg.vector.x, msg.vector.y, msg.vector.z])
@@ -329,11 +357,11 @@ class StereoNode(Node):
             if self._staged is not None:
                 self.dropped += 1  # the geometry stage is busy: the newer pair replaces the waiting one
             self._staged = (staged, left, left_info, img_l, calib, params, want, self._up(),
-                            self._sun(left.header.frame_id), t_arrival)
+                            self._sun(left.header.frame_id), self._pose(left.header.stamp), t_arrival)
             self._cond.notify_all()
 
-    def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, sun, t_arrival) -> None:
-        rec = self.reconstructor.finish(staged, calib, up, params, sun_in_left=sun, image_left=img_l)
+    def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, sun, pose, t_arrival) -> None:
+        rec = self.reconstructor.finish(staged, calib, up, params, sun_in_left=sun, image_left=img_l, camera_pose=pose)
         h = left.header
         if want["depth"]:
             self.pub["depth"].publish(depth_image_msg(Image, h, rec.depth))
@@ -391,6 +419,7 @@ class StereoNode(Node):
             # cell can be certified safe at this range
             "hazard_relief_margin_m": float("nan") if self.last_hazard is None else
             median_relief_margin(self.last_hazard),
+            "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),

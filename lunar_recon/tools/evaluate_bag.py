@@ -19,6 +19,7 @@ HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
 
 
 def add_arguments(p) -> None:
+    from ..geometry.hazard import HazardParams
     from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX
 
     p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
@@ -41,8 +42,26 @@ def add_arguments(p) -> None:
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
                         "(offline) or the node's (live); 0: off")
+    p.add_argument("--hazard-memory", type=int, default=HazardParams().memory_frames,
+                   help="maps of a sequence whose certain hazards fill a map's unknown cells, this one included "
+                        "(needs the bag's pose topic; as the node's hazard.memory_frames); 1: none")
+    p.add_argument("--hazard-memory-keyframe-distance", type=float,
+                   default=HazardParams().memory_keyframe_distance_m,
+                   help="camera travel (m) between the maps the memory keeps (hazard.memory_keyframe_distance_m)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--figures", type=int, default=2, help="example-frame figures per model and input")
+
+
+def _with_memory(memories: dict, key, pred_h, fr, params):
+    """The prediction's map on the truth's grid with the certain hazards of the same model's
+    previous maps of this sequence in its unknown cells, as the node makes it (when the frame
+    has a pose)."""
+    from ..geometry.hazard_memory import HazardMemory
+
+    if pred_h is None or fr.pose_world is None:
+        return pred_h
+    return memories.setdefault(key, HazardMemory()).update(pred_h, fr.pose_world, params.memory_frames,
+                                                            params.memory_keyframe_distance_m)
 
 
 def _frames(path: Path, namespace: str, max_frames: int):
@@ -111,7 +130,8 @@ def _calibration(fr):
 
 
 def run(args) -> int:
-    from ..evaluation import FrameScore, error_over_time_figure, example_figure, score_frame, write_report
+    from ..evaluation import (FrameScore, error_over_time_figure, example_figure, hazard_on_truth_grid, score_frame,
+                              write_report)
     from ..geometry.hazard import HazardParams
     from ..models.registry import load_stereo_model, model_label
     from ..pipeline import ReconstructionParams, StereoReconstructor
@@ -129,6 +149,7 @@ def run(args) -> int:
     models = [(model_label(n), load_stereo_model(n, args.device)) for n in names]
     out.mkdir(parents=True, exist_ok=True)
     scores, figures, notes = [], [], []
+    memories: dict = {}  # (model, sequence) -> that model's recent maps of the sequence
     from tqdm import tqdm
 
     for path in inputs:
@@ -145,7 +166,9 @@ def run(args) -> int:
             for err in fr.extra.get("errors", []):
                 notes.append(f"{seq}: {err}")
             truth_h = _truth(fr, HazardParams())
-            params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15))
+            params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
+                                  memory_frames=args.hazard_memory,
+                                  memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
             if truth_h is not None:
                 truth_h.params = params
             reference = fr.depth
@@ -164,13 +187,16 @@ def run(args) -> int:
                 latency = time.perf_counter() - t0
                 if reference is None and m_idx == 0:
                     reference = r.depth  # no ground truth: score against the first model
+                pred_h = hazard_on_truth_grid(r.points, _up(fr), params, truth_h, r.elevation_sigma, r.shadowed,
+                                              fr.sun_left) if truth_h is not None and _up(fr) is not None else None
+                pred_h = _with_memory(memories, (label, seq), pred_h, fr, params)
                 metrics = score_frame(r.depth, r.points, reference if (m_idx > 0 or fr.depth is not None) else None,
                                       truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr),
-                                      shadowed=r.shadowed, sun=fr.sun_left)
+                                      hazard_pred=pred_h)
                 scores.append(FrameScore(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 if i < args.figures:
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
-                                                  r.depth, fr.depth, r.slope_deg, r.hazard, truth_h, r.points,
+                                                  r.depth, fr.depth, r.slope_deg, pred_h or r.hazard, truth_h, r.points,
                                                   f"{label} on {seq}, frame {i}"))
     if not scores:
         raise ValueError("no frame could be evaluated: " + "; ".join(notes[:5]))
@@ -227,10 +253,13 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
             slope = np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
             received.setdefault(s, {})["slope"] = slope.copy()
 
-    from geometry_msgs.msg import QuaternionStamped, Vector3Stamped
+    from geometry_msgs.msg import PoseStamped, QuaternionStamped, Vector3Stamped
+
+    from ..geometry.frames import matrix_to_quaternion
 
     att_pub = node.create_publisher(QuaternionStamped, topic("attitude"), 10)
     sun_pub = node.create_publisher(Vector3Stamped, topic("sun_direction"), 10)
+    pose_pub = node.create_publisher(PoseStamped, topic("pose"), 10)
     node.create_subscription(Image, topic("depth"), on_depth, 20)
     node.create_subscription(Image, topic("slope"), on_slope, 20)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -245,7 +274,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         rclpy.shutdown()
         raise RuntimeError("no stereo_node is subscribed to the input topics (start it first)")
     out.mkdir(parents=True, exist_ok=True)
-    scores, figures, notes, sent = [], [], [], {}
+    scores, figures, notes, sent, memories = [], [], [], {}, {}
     for path in inputs:
         frames = list(_frames(path, args.namespace, args.max_frames))
         t0 = time.monotonic()
@@ -264,6 +293,13 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
                 q = att.quaternion
                 q.x, q.y, q.z, q.w = (float(v) for v in fr.attitude_xyzw)
                 att_pub.publish(att)
+            if fr.pose_world is not None:  # the navigation pose, for the node's hazard memory
+                pose = PoseStamped()
+                pose.header.stamp, pose.header.frame_id = stamp, "world"
+                p_, o_ = pose.pose.position, pose.pose.orientation
+                p_.x, p_.y, p_.z = (float(v) for v in fr.pose_world[:3, 3])
+                o_.x, o_.y, o_.z, o_.w = (float(v) for v in matrix_to_quaternion(fr.pose_world[:3, :3]))
+                pose_pub.publish(pose)
             if fr.sun_left is not None:
                 sun = Vector3Stamped()
                 sun.header.stamp, sun.header.frame_id = stamp, fr.frame_id
@@ -288,13 +324,16 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         sigma = (stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
                  if sigma_d > 0 and up is not None and fr.baseline_m else None)
         truth_h = _truth(fr, HazardParams())
-        params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15))
+        params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
+                              memory_frames=args.hazard_memory,
+                              memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
         if truth_h is not None:
             truth_h.params = params
         # ... and the left image's shadows under the sun it was sent, as the node does.
         shadowed = shadows_of(fr.left, pts.shape[:2], args.shadow_fraction) if fr.sun_left is not None else None
         pred_h = hazard_on_truth_grid(pts, up, params, truth_h, sigma, shadowed, fr.sun_left) \
             if truth_h is not None and up is not None else None
+        pred_h = _with_memory(memories, seq, pred_h, fr, params)  # the frames the node answered, in order
         metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
         scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if i < args.figures:
