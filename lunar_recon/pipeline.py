@@ -386,7 +386,8 @@ class StereoReconstructor:
         self.params = params or ReconstructionParams()
         self.params.validate()
         # the hazard maps of this camera's recent pairs (one stream per reconstructor)
-        self.hazard_memory = HazardMemory(self.params.hazard.memory_frames, self.params.hazard.memory_keyframe_distance_m)
+        self.hazard_memory = HazardMemory(self.params.hazard.memory_frames,
+                                          self.params.hazard.memory_keyframe_distance_m)
 
     def reconstruct(self, image_left: np.ndarray, image_right: np.ndarray,
                     calibration: StereoCalibration | None, up_in_left: np.ndarray | None,

@@ -289,7 +289,8 @@ def test_sun_direction_topic_bounds_the_hazard_map():
 
 def test_pose_topic_feeds_the_hazard_memory(frame):
     """A pose stamped like the pair (within pose_tolerance_seconds) puts its hazard map in the
-    memory, up to hazard.memory_frames - 1 maps at least hazard.memory_keyframe_distance_m apart; a pair with no pose near its stamp leaves the
+    memory, up to hazard.memory_frames - 1 maps at least hazard.memory_keyframe_distance_m
+    apart; a pair with no pose near its stamp leaves the
     memory alone, and a broken pose is rejected and counted."""
     from geometry_msgs.msg import PoseStamped
 
@@ -299,12 +300,12 @@ def test_pose_topic_feeds_the_hazard_memory(frame):
     t = NodeProbe(dom)
     pose_pub = t.node.create_publisher(PoseStamped, "pose", 10)
 
-    def send(stamp: int, pose_stamp: int | None, x: float = 0.0, qw: float = 1.0) -> None:
+    def send(stamp: int, pose_stamp: int | None, x: float = 0.0) -> None:
         if pose_stamp is not None:
             msg = PoseStamped()
             msg.header.stamp.sec, msg.header.stamp.nanosec = pose_stamp // 10**9, pose_stamp % 10**9
             msg.header.frame_id = "world"
-            msg.pose.position.x, msg.pose.orientation.w = x, qw
+            msg.pose.position.x, msg.pose.orientation.w = x, 1.0
             pose_pub.publish(msg)
             t.spin(0.3)
         before = len(t.got.get("hazard/grid", []))

@@ -27,7 +27,8 @@ from .encodings import array_to_image_fields, image_to_array
 TOPICS = {
     "left_image": "left/image_rect", "right_image": "right/image_rect",
     "left_info": "left/camera_info", "right_info": "right/camera_info",
-    "attitude": "attitude", "pose": "pose", "sun": "sun_direction", "depth": "ground_truth/depth", "hazard": "ground_truth/hazard",
+    "attitude": "attitude", "pose": "pose", "sun": "sun_direction",
+    "depth": "ground_truth/depth", "hazard": "ground_truth/hazard",
 }
 REQUIRED = ("left_image", "right_image", "left_info", "right_info")
 
@@ -101,7 +102,8 @@ def pose_msg(ts, T_world_from_camera: np.ndarray, stamp_ns: int, frame_id: str):
     g = ts.types
     q = matrix_to_quaternion(T_world_from_camera[:3, :3])
     t = T_world_from_camera[:3, 3]
-    pose = g["geometry_msgs/msg/Pose"](position=g["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2])),
+    position = g["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2]))
+    pose = g["geometry_msgs/msg/Pose"](position=position,
                                        orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
     return g["geometry_msgs/msg/PoseStamped"](header=_header(ts, stamp_ns, frame_id), pose=pose)
 

@@ -50,9 +50,6 @@ class HazardMemory:
         self.keyframe_distance_m = keyframe_distance_m
         self._past: deque[tuple[HazardMap, np.ndarray]] = deque()
 
-    def reset(self) -> None:
-        self._past.clear()
-
     def __len__(self) -> int:
         return len(self._past)
 

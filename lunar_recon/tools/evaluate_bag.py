@@ -196,7 +196,8 @@ def run(args) -> int:
                 scores.append(FrameScore(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 if i < args.figures:
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
-                                                  r.depth, fr.depth, r.slope_deg, pred_h or r.hazard, truth_h, r.points,
+                                                  r.depth, fr.depth, r.slope_deg,
+                                                  r.hazard if pred_h is None else pred_h, truth_h, r.points,
                                                   f"{label} on {seq}, frame {i}"))
     if not scores:
         raise ValueError("no frame could be evaluated: " + "; ".join(notes[:5]))
