@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..geometry.camera import Intrinsics
-from ..geometry.frames import matrix_to_quaternion, quaternion_to_matrix
+from ..geometry.frames import matrix_to_quaternion, pose_matrix, quaternion_to_matrix
 from .encodings import array_to_image_fields, image_to_array
 
 TOPICS = {
@@ -314,12 +314,10 @@ def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[s
         frame.attitude_xyzw = np.array([q.x, q.y, q.z, q.w])
     if keys["pose"] is not None:
         pm = buffers["pose"].pop(keys["pose"]).pose
-        q = np.array([pm.orientation.x, pm.orientation.y, pm.orientation.z, pm.orientation.w])
-        t = np.array([pm.position.x, pm.position.y, pm.position.z])
-        if np.isfinite(q).all() and np.isfinite(t).all() and np.linalg.norm(q) > 1e-6:
-            frame.pose_world = np.eye(4)
-            frame.pose_world[:3, :3], frame.pose_world[:3, 3] = quaternion_to_matrix(q), t
-        else:  # a broken pose only costs the hazard memory
+        try:
+            frame.pose_world = pose_matrix([pm.orientation.x, pm.orientation.y, pm.orientation.z, pm.orientation.w],
+                                           [pm.position.x, pm.position.y, pm.position.z])
+        except ValueError:  # a broken pose only costs the hazard memory
             frame.extra.setdefault("errors", []).append(f"frame @ {stamp}: invalid pose")
     if keys["sun"] is not None:
         v = buffers["sun"].pop(keys["sun"]).vector

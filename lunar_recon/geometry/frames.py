@@ -40,6 +40,17 @@ def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     return normalize(np.array(q))
 
 
+def pose_matrix(q_xyzw: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """4x4 rigid transform from a quaternion (x, y, z, w) and a translation, as a
+    geometry_msgs/Pose holds them; ValueError when either is not finite or q is zero."""
+    q, t = np.asarray(q_xyzw, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    if not (np.isfinite(q).all() and np.isfinite(t).all()) or np.linalg.norm(q) < 1e-6:
+        raise ValueError(f"invalid pose (quaternion {q.tolist()}, translation {t.tolist()})")
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = quaternion_to_matrix(q), t
+    return T
+
+
 def up_from_attitude(q_camera_in_world_xyzw: np.ndarray, world_up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
     """Gravity 'up' in the camera frame from the camera's attitude in a gravity-aligned world
     frame (quaternion rotating camera vectors into world vectors, e.g. from an IMU/TF)."""

@@ -27,7 +27,7 @@ from collections import deque
 
 import numpy as np
 
-from .hazard import HAZARD, UNKNOWN, HazardMap
+from .hazard import HAZARD, UNKNOWN, HazardMap, cells_of_points
 
 
 def _check_pose(T: np.ndarray) -> np.ndarray:
@@ -80,12 +80,8 @@ class HazardMemory:
             world = (cells @ hmap.R_grid_from_input) @ T[:3, :3].T + T[:3, 3]  # grid -> camera -> world
             for past, T_past in self._past:
                 T_inv = np.linalg.inv(T_past)
-                q = (world @ T_inv[:3, :3].T + T_inv[:3, 3]) @ past.R_grid_from_input.T
-                c = np.floor((q[:, 0] - past.origin[0]) / past.resolution).astype(np.int64)
-                r = np.floor((q[:, 1] - past.origin[1]) / past.resolution).astype(np.int64)
-                on = (r >= 0) & (r < past.shape[0]) & (c >= 0) & (c < past.shape[1])
-                hit = np.zeros(len(rows), bool)
-                hit[on] = past.hazard[r[on], c[on]] == HAZARD
+                r, c, on = cells_of_points(past, world @ T_inv[:3, :3].T + T_inv[:3, 3])
+                hit = on & (past.hazard[r, c] == HAZARD)
                 filled[rows[hit], cols[hit]] = True
         if frames > 1 and (not self._past or np.linalg.norm(T[:3, 3] - self._past[-1][1][:3, 3]) >= gap):
             self._past.append((hmap, T))

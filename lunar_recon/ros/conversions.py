@@ -8,6 +8,7 @@ import numpy as np
 
 from ..data.encodings import IMAGE_ENCODINGS, EncodingError, image_to_array, to_gray_or_rgb
 from ..geometry.camera import Intrinsics
+from ..geometry.frames import matrix_to_quaternion
 from ..geometry.hazard import HazardMap, grid_origin_pose
 
 
@@ -25,6 +26,22 @@ try:  # cv_bridge on a real ROS 2 install; the in-package conversion otherwise
     _BRIDGE = _CvBridge()
 except Exception:  # noqa: BLE001 - a broken cv_bridge (the PyPI ROS 1 port) must not break the node
     _BRIDGE = None
+
+
+def stamp_ns(stamp) -> int:
+    """A builtin_interfaces/Time in nanoseconds (the key that pairs messages of one instant)."""
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
+def pose_msg(PoseStamped, T_world_from_frame: np.ndarray, header=None):
+    """geometry_msgs/PoseStamped of a 4x4 transform (the pose of a frame in ``header.frame_id``)."""
+    msg = PoseStamped()
+    if header is not None:
+        msg.header = header
+    p, o = msg.pose.position, msg.pose.orientation
+    p.x, p.y, p.z = (float(v) for v in T_world_from_frame[:3, 3])
+    o.x, o.y, o.z, o.w = (float(v) for v in matrix_to_quaternion(T_world_from_frame[:3, :3]))
+    return msg
 
 
 def image_from_msg(msg) -> np.ndarray:

@@ -26,13 +26,13 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from ..geometry.frames import normalize, quaternion_to_matrix, up_from_attitude
+from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.hazard import HazardParams, median_relief_margin
 from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
                         ReconstructionParams, StereoCalibration, StereoReconstructor,
                         model_disparity_sigma)
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg, intrinsics_from_info,
-                          occupancy_grid_msg, pointcloud2_msg)
+                          occupancy_grid_msg, pointcloud2_msg, stamp_ns)
 from .sync import TimeSynchronizer, make_synchronizer
 
 # name -> (default, description, range or choices)
@@ -259,18 +259,17 @@ class StereoNode(Node):
 
     def _on_pose(self, msg: PoseStamped) -> None:
         o, t = msg.pose.orientation, msg.pose.position
-        q, pos = np.array([o.x, o.y, o.z, o.w]), np.array([t.x, t.y, t.z])
-        if not (np.isfinite(q).all() and np.isfinite(pos).all()) or np.linalg.norm(q) < 1e-6:
-            self._reject("pose", "invalid pose")
+        try:
+            T = pose_matrix([o.x, o.y, o.z, o.w], [t.x, t.y, t.z])
+        except ValueError as exc:
+            self._reject("pose", str(exc))
             return
-        T = np.eye(4)
-        T[:3, :3], T[:3, 3] = quaternion_to_matrix(q), pos
-        self.poses.append((msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, T))
+        self.poses.append((stamp_ns(msg.header.stamp), T))
 
     def _pose(self, stamp) -> np.ndarray | None:
         """The left camera's pose at the pair's stamp (the nearest pose within the tolerance), or
         None: without it the hazard map has no memory."""
-        ns = stamp.sec * 10**9 + stamp.nanosec
+        ns = stamp_ns(stamp)
         poses = list(self.poses)  # the deque is appended on the executor thread
         if not poses:
             return None

@@ -182,6 +182,7 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
 
     import numpy as np
 
+    from ..ros.conversions import stamp_ns
     from ..ros.probe import NodeProbe, start_node, stop_node
     from ..sim.scene import plan_scene, render_scene
 
@@ -203,11 +204,11 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
             probe.publish(msgs, stamp)
             i += 1
             probe.spin_until(t0 + i / rate_hz)
-            lat += [t - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec] for t, m in probe.take("depth")]
+            lat += [t - sent[stamp_ns(m.header.stamp)] for t, m in probe.take("depth")]
         elapsed = time.monotonic() - t0
         first_half = len(lat)
         probe.spin(3.0)
-        lat += [t - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec] for t, m in probe.take("depth")]
+        lat += [t - sent[stamp_ns(m.header.stamp)] for t, m in probe.take("depth")]
     finally:
         probe.close()
         stop_node(proc)

@@ -231,7 +231,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from ..geometry.hazard import HazardParams
     from ..geometry.stereo import stereo_elevation_sigma
     from ..pipeline import shadows_of
-    from ..ros.conversions import camera_info_msg, image_msg
+    from ..ros.conversions import camera_info_msg, image_msg, pose_msg, stamp_ns
 
     rclpy.init()
     node = Node("lunar_recon_replay")
@@ -244,19 +244,17 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     diag: list = []
 
     def on_depth(m):
-        s = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        s = stamp_ns(m.header.stamp)
         received.setdefault(s, {})["depth"] = (time.monotonic(), np.frombuffer(bytes(m.data), np.float32)
                                                .reshape(m.height, m.width).copy())
 
     def on_slope(m):  # the node's own slope image, kept for the example figures only
-        s = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        s = stamp_ns(m.header.stamp)
         if s in sent and sent[s][2] < args.figures:
             slope = np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
             received.setdefault(s, {})["slope"] = slope.copy()
 
     from geometry_msgs.msg import PoseStamped, QuaternionStamped, Vector3Stamped
-
-    from ..geometry.frames import matrix_to_quaternion
 
     att_pub = node.create_publisher(QuaternionStamped, topic("attitude"), 10)
     sun_pub = node.create_publisher(Vector3Stamped, topic("sun_direction"), 10)
@@ -295,11 +293,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
                 q.x, q.y, q.z, q.w = (float(v) for v in fr.attitude_xyzw)
                 att_pub.publish(att)
             if fr.pose_world is not None:  # the navigation pose, for the node's hazard memory
-                pose = PoseStamped()
+                pose = pose_msg(PoseStamped, fr.pose_world)
                 pose.header.stamp, pose.header.frame_id = stamp, "world"
-                p_, o_ = pose.pose.position, pose.pose.orientation
-                p_.x, p_.y, p_.z = (float(v) for v in fr.pose_world[:3, 3])
-                o_.x, o_.y, o_.z, o_.w = (float(v) for v in matrix_to_quaternion(fr.pose_world[:3, :3]))
                 pose_pub.publish(pose)
             if fr.sun_left is not None:
                 sun = Vector3Stamped()
