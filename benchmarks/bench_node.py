@@ -1,7 +1,10 @@
 """stereo_node end to end: latency (left stamp -> depth published), sustained rate, and
 resident memory over a soak, with the node in its own process over Fast DDS (localhost).
 
-    .venv/bin/python benchmarks/bench_node.py [--model default] [--frames 10000] [--rate 10]
+    .venv/bin/python benchmarks/bench_node.py [--model default] [--frames 10000] [--rate 10] [--pose-step 5]
+
+Each pair also gets a pose (the camera moved ``--pose-step`` metres sideways per pair), so the
+hazard memory is exercised as on a descent; 0 sends no pose.
 """
 from __future__ import annotations
 
@@ -29,7 +32,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="publish rate (Hz)")
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--height", type=int, default=384)
+    ap.add_argument("--pose-step", type=float, default=5.0,
+                    help="metres the published pose moves per pair (0: no pose topic)")
     args = ap.parse_args()
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import PoseStamped
+
+    from lunar_recon.ros.conversions import pose_msg
     from lunar_recon.ros.probe import NodeProbe, start_node, stop_node
 
     from lunar_recon.sim.scene import plan_scene, render_scene
@@ -43,6 +52,7 @@ def main() -> None:
     try:
         t.wait_for_node(proc)
         msgs = t.pair(fr)
+        pose_pub = t.node.create_publisher(PoseStamped, "pose", 10) if args.pose_step > 0 else None
         sent: dict[int, float] = {}
         latencies, rss = [], []
         period = 1.0 / args.rate
@@ -50,6 +60,13 @@ def main() -> None:
         for i in range(args.frames):
             stamp = 1_700_000_000 * 10**9 + i * int(period * 1e9)
             sent[stamp] = time.monotonic()
+            if pose_pub is not None:
+                T = np.eye(4)
+                T[0, 3] = i * args.pose_step
+                pose = pose_msg(PoseStamped, T)
+                pose.header.stamp = Time(sec=stamp // 10**9, nanosec=stamp % 10**9)
+                pose.header.frame_id = "map"
+                pose_pub.publish(pose)
             t.publish(msgs, stamp)
             t.spin_until(t0 + (i + 1) * period)
             for arrived, m in t.take("depth"):
@@ -61,6 +78,7 @@ def main() -> None:
         latencies += [arrived - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec]
                       for arrived, m in t.take("depth")]
         rss.append(rss_mib(proc.pid))
+        diag = t.diagnostics()
     finally:
         t.close()
         stop_node(proc)
@@ -73,6 +91,9 @@ def main() -> None:
     print(f"| {args.model} | {args.width}x{args.height} mono8 | {args.frames} | {len(lat)} | "
           f"{len(lat) / elapsed:.2f} pairs/s | {np.median(lat):.0f} / {np.percentile(lat, 90):.0f} ms | "
           f"{first:.0f} / {mid:.0f} / {rss[-1]:.0f} |")
+    print("\nRSS every 5% of the run (MiB): " + " ".join(f"{r:.0f}" for r in rss))
+    print(f"node diagnostics at the end: dropped pairs {diag.get('dropped_pairs', '?')}, "
+          f"hazard memory maps {diag.get('hazard_memory_maps', '?')}")
 
 
 if __name__ == "__main__":

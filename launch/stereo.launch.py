@@ -18,7 +18,7 @@ from launch_ros.actions import Node
 ARGUMENTS = {
     "namespace": ("", "namespace of the node and its output topics"),
     "params_file": ("", "parameter file (default: the package's config/stereo.yaml)"),
-    "model": ("default", "checkpoint path, 'sgbm', or 'default' (the shipped student)"),
+    "model": ("default", "checkpoint path, 'sgbm', 'sgbm-wls' or 'default' (the shipped student)"),
     "use_sim_time": ("false", "use /clock (bag replay)"),
     "left_namespace": ("left", "namespace of the left camera topics"),
     "right_namespace": ("right", "namespace of the right camera topics"),

@@ -147,11 +147,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def markdown_table(summary: dict[str, dict[str, float]], columns=MAIN_COLUMNS) -> str:
+def markdown_table(summary: dict[str, dict[str, float]], columns=MAIN_COLUMNS, group: str = "sequence") -> str:
+    """A :func:`summarize` result as a markdown table: the model, then the group ('all' for a
+    model's row over everything), then the metrics."""
     cols = [c for c in columns if any(c in row for row in summary.values())]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines = [f"| model | {group} | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
     for name, row in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, float('nan'))) for c in cols) + " |")
+        model, _, part = name.partition(" | ")
+        lines.append(f"| {model} | {part or 'all'} | " + " | ".join(_fmt(row.get(c, float('nan'))) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -183,7 +186,7 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
                   "rock is certainly a hazard above the limit plus it, and where it exceeds the limit "
                   "itself nothing can be called safe, so it says at which range a hazard of the set size "
                   "becomes detectable. `hazard_f1_chance` is the F1 of calling every cell a hazard: a "
-                  "hazard F1 near it carries no information.", "", markdown_table(by_range), ""]
+                  "hazard F1 near it carries no information.", "", markdown_table(by_range, group="range"), ""]
     lines += [f"- {n}" for n in notes]
     for fig in figures:
         lines += ["", f"![{fig.stem}]({fig.name})"]

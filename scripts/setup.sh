@@ -17,6 +17,8 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 # PyTorch first and pinned to the CPU build: a bare 'torch' requirement would
 # otherwise pull the newest CUDA wheel and several GB of CUDA libraries.
 $PIP install "torch==2.13.0"
+# An older .venv has plain opencv: it and opencv-contrib both install cv2/, so remove it first.
+$PIP uninstall -y opencv-python-headless opencv-python >/dev/null 2>&1 || true
 $PIP install -r scripts/requirements.txt
 # --no-deps for the project itself: its requirements are installed above, so
 # nothing can replace the CPU torch.

@@ -90,7 +90,12 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     data = json.loads((out / "metrics.json").read_text())
     assert data["summary"]["sgbm"]["frames"] == 3 and data["summary"]["sgbm"]["depth_abs_rel"] > 0
     assert sum(row["frames"] for row in data["by_range"].values()) == 3  # every frame in one range bin
-    assert "## By range" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## By range" in report
+    tables = [ln for ln in report.splitlines() if ln.startswith("|")]
+    assert "| sgbm | all |" in report and "| model | range |" in report
+    header_cells = tables[0].count("|")
+    assert all(ln.count("|") == header_cells for ln in tables)  # every row lines up with its header
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 and "depth_abs_rel" in rows[0]
     assert (out / "error_over_time.png").stat().st_size > 1000

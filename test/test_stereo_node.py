@@ -86,21 +86,14 @@ def test_every_output_over_dds(frame):
         assert 0 <= local[0] <= g.info.width * g.info.resolution
         assert 0 <= local[1] <= g.info.height * g.info.resolution
         # Diagnostics come from a 1 Hz timer: one sent before the first pair finished says 0 pairs.
-        assert t.spin(10.0, lambda: int(_diagnostics(t).get("processed_pairs", 0)) >= 1)
-        kv = _diagnostics(t)
+        assert t.spin(10.0, lambda: int(t.diagnostics().get("processed_pairs", 0)) >= 1)
+        kv = t.diagnostics()
         assert kv["model"] == "sgbm" and "latency_ms_p50" in kv
         assert float(kv["disparity_sigma_px"]) == 0.0  # the noise model as set
         assert float(kv["hazard_relief_margin_m"]) == 0.0  # without one the map claims exact relief
     finally:
         t.close()
         stop_node(proc)
-
-
-def _diagnostics(t: NodeProbe) -> dict:
-    """Key/values of the newest /diagnostics message ({} before the first)."""
-    if not t.got.get("/diagnostics"):
-        return {}
-    return {v.key: v.value for v in t.got["/diagnostics"][-1].status[0].values}
 
 
 def _quat(q) -> np.ndarray:
@@ -174,7 +167,7 @@ def test_stale_pairs_are_dropped_under_a_fast_publisher(frame):
         last = t.got["depth"][-1].header.stamp
         assert last.sec * 10**9 + last.nanosec >= 1_800_000_000 * 10**9 + 100 * 10**7  # the newest pairs were processed
         def dropped():
-            kv = _diagnostics(t)
+            kv = t.diagnostics()
             return int(kv.get("dropped_pairs", 0)) + int(kv.get("dropped_messages_sync", 0))
         assert t.spin(3.0, lambda: dropped() > 0)
     finally:
@@ -262,25 +255,26 @@ def test_sun_direction_topic_bounds_the_hazard_map():
         msg = Vector3Stamped()
         msg.header.frame_id = frame_id
         msg.vector.x, msg.vector.y, msg.vector.z = (float(v) for v in fr.sun_left)
-        for i in range(15):  # until the node has seen this sun, then a pair after it
+        def answered(stamp: int) -> bool:
+            before = len(t.got.get("hazard/grid", []))
+            t.publish(t.pair(fr), stamp)
+            return t.spin(10.0, lambda: len(t.got.get("hazard/grid", [])) > before)
+
+        for i in range(15):  # until the node has seen this sun and answered a pair after it
             sun_pub.publish(msg)
             t.spin(0.3)
-            before = len(t.got.get("hazard/grid", []))
-            t.publish(t.pair(fr), 1_700_000_000_000_000_000 + i)
-            assert t.spin(10.0, lambda: len(t.got.get("hazard/grid", [])) > before)
-            if _diagnostics(t).get("sun_direction") == "topic":
+            # A best-effort image can be lost on a loaded machine: then the next try resends.
+            if answered(1_700_000_000_000_000_000 + i) and t.diagnostics().get("sun_direction") == "topic":
                 break
-        assert _diagnostics(t).get("sun_direction") == "topic"
-        before = len(t.got["hazard/grid"])
-        t.publish(t.pair(fr), 1_700_000_001_000_000_000)
-        assert t.spin(10.0, lambda: len(t.got["hazard/grid"]) > before)
+        assert t.diagnostics().get("sun_direction") == "topic"
+        assert any(answered(1_700_000_001_000_000_000 + k) for k in range(3))
         g = t.got["hazard/grid"][-1]
         return np.asarray(g.data, np.int8).reshape(g.info.height, g.info.width)
 
     try:
         t.wait_for_node(proc)
         np.testing.assert_array_equal(grid_with_sun_in("map"), without)  # not the images' frame: unused
-        assert t.spin(5.0, lambda: int(_diagnostics(t).get("rejected.sun_direction", 0)) >= 1)
+        assert t.spin(5.0, lambda: int(t.diagnostics().get("rejected.sun_direction", 0)) >= 1)
         np.testing.assert_array_equal(grid_with_sun_in("left_camera_optical_frame"), with_sun)
     finally:
         t.close()
@@ -314,7 +308,7 @@ def test_pose_topic_feeds_the_hazard_memory(frame):
 
     def maps() -> int:
         t.spin(1.5)  # a fresh 1 Hz diagnostics message
-        return int(_diagnostics(t)["hazard_memory_maps"])
+        return int(t.diagnostics()["hazard_memory_maps"])
 
     try:
         t.wait_for_node(proc)
@@ -334,7 +328,7 @@ def test_pose_topic_feeds_the_hazard_memory(frame):
         send(s0 + 7 * 10**9, s0 + 7 * 10**9, x=5.0 * 6 + 1.0)  # 1 m from the last keyframe: not kept
         assert maps() == 2
         send(s0 + 8 * 10**9, s0 + 8 * 10**9, x=float("nan"))
-        assert t.spin(5.0, lambda: int(_diagnostics(t).get("rejected.pose", 0)) >= 1)
+        assert t.spin(5.0, lambda: int(t.diagnostics().get("rejected.pose", 0)) >= 1)
     finally:
         t.close()
         stop_node(proc)

@@ -1,11 +1,13 @@
 """Model names the node and the tools accept: a checkpoint path, 'sgbm' (the classical
-baseline), or 'default' (the student shipped with the package, else SGBM)."""
+baseline), 'sgbm-wls' (the same with OpenCV's WLS disparity filter), or 'default' (the
+student shipped with the package, else SGBM)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 DEFAULT_STUDENT = "lunar_student_default.pt"
+CLASSICAL = ("sgbm", "sgbm-wls")
 
 
 def shipped_model_path() -> Path | None:
@@ -27,6 +29,7 @@ def _ros_share() -> Path | None:
 
 def load_stereo_model(name: str, device: str = "cpu"):
     """A model with ``predict(left, right, size)`` for the reconstruction pipeline."""
+    from ..geometry.stereo import SGBMParams
     from ..pipeline import SGBMModel
     from .checkpoint import load_model
 
@@ -37,6 +40,8 @@ def load_stereo_model(name: str, device: str = "cpu"):
         name = str(path)
     if name == "sgbm":
         return SGBMModel()
+    if name == "sgbm-wls":
+        return SGBMModel(SGBMParams(wls_lambda=8000.0))
     return load_model(name, device=device)
 
 
@@ -44,8 +49,8 @@ def model_label(name: str) -> str:
     if name in ("", "default"):
         path = shipped_model_path()
         return f"default ({path.name})" if path else "default (sgbm: no student shipped)"
-    if name == "sgbm":
-        return "sgbm"
+    if name in CLASSICAL:
+        return name
     p = Path(name)
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name  # 'teacher/best.pt' vs 'student/best.pt'
 

@@ -133,7 +133,10 @@ def bgr_image_msg(Image, header, bgr: np.ndarray):
 
 
 def pointcloud2_msg(PointCloud2, PointField, header, points: np.ndarray, intensity: np.ndarray, decimation: int = 1):
-    """Organised cloud (H, W) with fields x y z intensity (float32), NaN for invalid points."""
+    """Organised cloud (H, W) with fields x y z intensity (float32), NaN for invalid points.
+
+    Packed here even where sensor_msgs_py imports: its create_cloud takes a 2-D array's first
+    axis as the width (ros2/common_interfaces#236), which swaps an image's height and width."""
     pts = points[::decimation, ::decimation]
     inten = intensity[::decimation, ::decimation]
     h, w = pts.shape[:2]

@@ -79,6 +79,12 @@ class NodeProbe:
         msgs, times = self.got.pop(topic, []), self.arrived.pop(topic, [])
         return list(zip(times, msgs))
 
+    def diagnostics(self) -> dict:
+        """Key/values of the newest /diagnostics message received ({} before the first)."""
+        if not self.got.get("/diagnostics"):
+            return {}
+        return {v.key: v.value for v in self.got["/diagnostics"][-1].status[0].values}
+
     def image(self, arr: np.ndarray, encoding: str = "mono8"):
         from .conversions import image_msg
 

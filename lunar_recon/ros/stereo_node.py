@@ -37,7 +37,7 @@ from .sync import TimeSynchronizer, make_synchronizer
 
 # name -> (default, description, range or choices)
 PARAMETERS: dict[str, tuple] = {
-    "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', or 'default' (shipped student)", None),
+    "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', 'sgbm-wls' or 'default' (shipped student)", None),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
     "inference_size": (0, "long side of the network input in pixels (0: the model's own, else 512)", (0, 2048)),
     "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),

@@ -221,18 +221,24 @@ def visible_dem_points(terrain: Terrain, cam: Camera, depth: np.ndarray, spacing
     not hidden (their depth matches the rendered depth at their pixel).  ``spacing_m`` thins
     the grid to about that spacing (no need for more points than hazard cells can use)."""
     stride = max(1, int(spacing_m / terrain.cell))
-    X, Y = terrain.cell_centres()
-    X, Y, Z = X[::stride, ::stride], Y[::stride, ::stride], terrain.z[::stride, ::stride]
+    rows, cols = terrain.z.shape
     T_cw = np.linalg.inv(cam.T_world_from_cam)
-    P = np.stack([X, Y, Z], axis=-1).reshape(-1, 3) @ T_cw[:3, :3].T + T_cw[:3, 3]
-    z = P[:, 2]
-    front = z > 1e-6
-    P, z = P[front], z[front]
+    R, c = T_cw[:3, :3], cam.position
+    # Camera-frame coordinates from camera-relative grid axes (float32 keeps millimetres that
+    # way, and broadcasting the axes avoids building the world grid: ~4x faster).
+    x = (terrain.x0 + (np.arange(0, cols, stride) + 0.5) * terrain.cell - c[0]).astype(np.float32)
+    y = (terrain.y0 + (np.arange(0, rows, stride) + 0.5) * terrain.cell - c[1]).astype(np.float32)
+    dz = terrain.z[::stride, ::stride] - np.float32(c[2])
+    px, py, pz = (np.float32(R[k, 0]) * x[None, :] + np.float32(R[k, 1]) * y[:, None] + np.float32(R[k, 2]) * dz
+                  for k in range(3))
     K = cam.K
-    u = np.round(P[:, 0] / z * K.fx + K.cx).astype(np.int64)
-    v = np.round(P[:, 1] / z * K.fy + K.cy).astype(np.int64)
-    inside = (u >= 0) & (u < K.width) & (v >= 0) & (v < K.height)
-    P, z, u, v = P[inside], z[inside], u[inside], v[inside]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.round(px / pz * np.float32(K.fx) + np.float32(K.cx))
+        v = np.round(py / pz * np.float32(K.fy) + np.float32(K.cy))
+    # Most of the terrain is out of view: select first, gather only what is in the image.
+    keep = np.flatnonzero((pz > 1e-6) & (u >= 0) & (u < K.width) & (v >= 0) & (v < K.height))
+    P = np.stack([a.reshape(-1)[keep] for a in (px, py, pz)], axis=-1)
+    z, u, v = P[:, 2], u.reshape(-1)[keep].astype(np.int64), v.reshape(-1)[keep].astype(np.int64)
     seen = depth[v, u]
     # A grid point is visible when the surface at its pixel is at its depth (within a couple of cells).
     tol = 3 * terrain.cell + 0.002 * z

@@ -142,20 +142,64 @@ def _power_law_sizes(rng, count: int, dmin: float, dmax: float, slope: float) ->
 EJECTA_REACH = 2.5  # ejecta blanket radius, in crater radii
 
 
-def _crater_profile(r: np.ndarray, diameter: float, depth: float, fresh: bool) -> np.ndarray:
+def _crater_profile(r: np.ndarray, diameter, depth, fresh) -> np.ndarray:
     """Height change at normalised radius r = distance / radius: a parabolic bowl, a raised
-    rim and an ejecta blanket decaying as r^-3 (degraded craters: shallower, softer rim)."""
-    rim = (0.04 if fresh else 0.015) * diameter
-    h = np.zeros_like(r)
-    inside = r <= 1.0
-    h[inside] = -depth + (depth + rim) * r[inside] ** 2
-    out = ~inside
+    rim and an ejecta blanket decaying as r^-3 (degraded craters: shallower, softer rim).
+    ``diameter``, ``depth`` and ``fresh`` are scalars or arrays that broadcast against ``r``."""
+    rim = np.where(fresh, 0.04, 0.015) * diameter
     # Ejecta ~ r^-3, shifted to reach exactly zero at r = 2.5 so the blanket has no edge.
     edge = EJECTA_REACH ** -3.0
-    h[out] = rim * np.clip((r[out] ** -3.0 - edge) / (1 - edge), 0.0, None)
-    if not fresh:  # soften the rim crest
-        h = np.where(np.abs(r - 1) < 0.15, h * (1 - 0.5 * (1 - np.abs(r - 1) / 0.15)), h)
-    return h
+    with np.errstate(divide="ignore"):
+        ejecta = rim * np.clip((np.maximum(r, 1.0) ** -3.0 - edge) / (1 - edge), 0.0, None)
+    h = np.where(r <= 1.0, -depth + (depth + rim) * r**2, ejecta)
+    soften = ~np.asarray(fresh) & (np.abs(r - 1) < 0.15)  # degraded craters: a softer rim crest
+    return np.where(soften, h * (1 - 0.5 * (1 - np.abs(r - 1) / 0.15)), h)
+
+
+# Craters are drawn together, on patches of one size per class of ejecta reach (cells); only
+# those beyond the last class get a patch each.
+CRATER_PATCH_CLASSES = (4, 6, 8, 11, 16, 23, 32, 45, 64)
+
+
+def _crater_patches(x0: float, y0: float, cell: float, shape: tuple[int, int], craters: np.ndarray,
+                    fresh: np.ndarray, reach_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Many craters at once on patches of +-``reach_cells``: the flat grid index of every cell
+    within a crater's ejecta reach, its height change and its log albedo factor."""
+    rows, cols = shape
+    m = reach_cells + 1
+    offs = np.arange(-m, m + 1)
+    cx, cy, d, dep = (craters[:, i] for i in range(4))
+    ci = np.floor((cx - x0) / cell).astype(np.int64)[:, None] + offs  # (n, P) patch columns
+    ri = np.floor((cy - y0) / cell).astype(np.int64)[:, None] + offs
+    dx = (x0 + (ci + 0.5) * cell - cx[:, None]).astype(np.float32)
+    dy = (y0 + (ri + 0.5) * cell - cy[:, None]).astype(np.float32)
+    rr = np.hypot(dx[:, None, :], dy[:, :, None]) / (d / 2).astype(np.float32)[:, None, None]  # (n, P, P)
+    inside = ((ci >= 0) & (ci < cols))[:, None, :] & ((ri >= 0) & (ri < rows))[:, :, None] & (rr < EJECTA_REACH)
+    k, pr, pc = np.nonzero(inside)  # crater, patch row and column of every cell within reach
+    r = rr[k, pr, pc]
+    h = _crater_profile(r, d[k], dep[k], fresh[k])
+    flat = ri[k, pr] * cols + ci[k, pc]
+    brighten = np.log1p(0.25 * np.clip(1.5 - r, 0, 1)) * fresh[k]  # fresh ejecta is brighter
+    return flat, h, brighten
+
+
+def _add_craters(z: np.ndarray, albedo: np.ndarray, x0: float, y0: float, cell: float, craters: np.ndarray,
+                 fresh: np.ndarray) -> np.ndarray:
+    """Draw the craters up to the last patch class together (heights add and albedo factors
+    multiply, so the order is free: one accumulation for all); return which are left."""
+    reach_cells = EJECTA_REACH * craters[:, 2] / 2 / cell
+    parts, lower = [], 0.0
+    for upper in CRATER_PATCH_CLASSES:
+        cls = np.flatnonzero((reach_cells > lower) & (reach_cells <= upper))
+        per_batch = max(1, 1_000_000 // (2 * upper + 3) ** 2)  # bounds the patches' memory
+        parts += [_crater_patches(x0, y0, cell, z.shape, craters[sel], fresh[sel], upper)
+                  for sel in (cls[i:i + per_batch] for i in range(0, len(cls), per_batch))]
+        lower = upper
+    if parts:
+        flat, h, brighten = (np.concatenate(p) for p in zip(*parts))
+        z += np.bincount(flat, weights=h, minlength=z.size).reshape(z.shape).astype(np.float32)
+        albedo *= np.exp(np.bincount(flat, weights=brighten, minlength=z.size)).reshape(z.shape)
+    return reach_cells > CRATER_PATCH_CLASSES[-1]
 
 
 def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
@@ -186,7 +230,8 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
     fresh = rng.uniform(size=n_craters) < params.fresh_crater_fraction
     depth_ratio = np.where(fresh, rng.uniform(0.17, 0.22, n_craters), rng.uniform(0.05, 0.12, n_craters))
     craters = np.c_[cxy, diam, depth_ratio * diam]
-    for (cx, cy, d, dep), fr in zip(craters, fresh):  # big (old) craters first, small ones on top
+    large = _add_craters(z, albedo, x0, y0, cell, craters, fresh)
+    for (cx, cy, d, dep), fr in zip(craters[large], fresh[large]):
         reach = EJECTA_REACH * d / 2
         c0, c1 = np.searchsorted(X, [cx - reach, cx + reach])
         r0, r1 = np.searchsorted(Y, [cy - reach, cy + reach])

@@ -1,6 +1,6 @@
 """Evaluate models on rosbag2 recordings (or dataset folders) and write a report.
 
-    lunar-recon evaluate-bag BAG... --model M [--model M2 ...] [--baseline sgbm] --out REPORT
+    lunar-recon evaluate-bag BAG... --model M [--model M2 ...] [--baseline sgbm|sgbm-wls] --out REPORT
     lunar-recon evaluate-bag BAG --live --out REPORT      # replay into a running stereo_node
 
 Offline, every model runs through the same pipeline the node runs.  Scores are against the
@@ -20,11 +20,14 @@ HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
 
 def add_arguments(p) -> None:
     from ..geometry.hazard import HazardParams
+    from ..models.registry import CLASSICAL
     from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX
 
     p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
-    p.add_argument("--model", action="append", default=[], help="checkpoint, 'sgbm' or 'default' (repeatable)")
-    p.add_argument("--baseline", choices=["sgbm"], help="also evaluate the classical baseline")
+    p.add_argument("--model", action="append", default=[],
+                   help="checkpoint, 'sgbm', 'sgbm-wls' or 'default' (repeatable)")
+    p.add_argument("--baseline", choices=CLASSICAL, help="also evaluate the classical baseline "
+                   "(sgbm-wls: with OpenCV's WLS disparity filter)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--live", action="store_true", help="replay into a running stereo_node over ROS topics")
     p.add_argument("--speed", type=float, default=1.0, help="live replay speed (1 = real time)")
