@@ -262,3 +262,20 @@ def test_unreadable_files_give_clear_errors(tmp_path):
     (tmp_path / "notabag").mkdir()
     with pytest.raises(BagError, match="cannot open bag"):
         list(read_stereo_bag(tmp_path / "notabag"))
+
+
+def test_ray_march_starts_outside_the_terrain_free_ball():
+    """clearance() bounds the distance from the camera to the terrain from below: 1.5 m above a
+    flat plane it is the height; a 0.5 m rock 1 m to the side brings it under the distance to the
+    rock's top (1.41 m); at the grid's edge it claims nothing."""
+    from lunar_recon.sim.render import SunParams, clearance, terrain_tensors
+    from lunar_recon.sim.terrain import add_rock, flat_terrain
+
+    ground = flat_terrain(20.0, 0.05, texture=0.0)
+    sun = SunParams(30.0, 0.0)
+    cam = np.array([0.0, 0.0, 1.5])
+    assert 1.49 < clearance(terrain_tensors(ground, sun), cam) <= 1.5
+    add_rock(ground, 1.0, 0.0, 0.6, 0.5)  # top 0.5 m high at 1 m: 1.41 m from the camera
+    near = clearance(terrain_tensors(ground, sun), cam)
+    assert 1.2 < near < np.hypot(1.0, 1.0)
+    assert clearance(terrain_tensors(ground, sun), np.array([9.9, 0.0, 1.5])) == 0.0
