@@ -156,6 +156,11 @@ def _crater_profile(r: np.ndarray, diameter, depth, fresh) -> np.ndarray:
     return np.where(soften, h * (1 - 0.5 * (1 - np.abs(r - 1) / 0.15)), h)
 
 
+def _ejecta_brightening(r: np.ndarray) -> np.ndarray:
+    """Albedo factor of a fresh crater at normalised radius r (fresh ejecta is brighter)."""
+    return 1 + 0.25 * np.clip(1.5 - r, 0, 1)
+
+
 # Craters are drawn together, on patches of one size per class of ejecta reach (cells); only
 # those beyond the last class get a patch each.
 CRATER_PATCH_CLASSES = (4, 6, 8, 11, 16, 23, 32, 45, 64)
@@ -179,7 +184,7 @@ def _crater_patches(x0: float, y0: float, cell: float, shape: tuple[int, int], c
     r = rr[k, pr, pc]
     h = _crater_profile(r, d[k], dep[k], fresh[k])
     flat = ri[k, pr] * cols + ci[k, pc]
-    brighten = np.log1p(0.25 * np.clip(1.5 - r, 0, 1)) * fresh[k]  # fresh ejecta is brighter
+    brighten = np.log(_ejecta_brightening(r)) * fresh[k]
     return flat, h, brighten
 
 
@@ -239,8 +244,8 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
             continue
         rr = np.hypot(X[None, c0:c1] - cx, Y[r0:r1, None] - cy) / (d / 2)
         z[r0:r1, c0:c1] += _crater_profile(rr, d, dep, bool(fr)).astype(np.float32)
-        if fr:  # fresh ejecta is brighter
-            albedo[r0:r1, c0:c1] *= (1 + 0.25 * np.clip(1.5 - rr, 0, 1)).astype(np.float32)
+        if fr:
+            albedo[r0:r1, c0:c1] *= _ejecta_brightening(rr).astype(np.float32)
 
     # Regional tilt (before rocks, which rest on the final surface).
     if params.tilt_deg > 0:
