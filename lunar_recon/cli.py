@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runtime import prefer_single_threaded_blas
+    from .runtime import configure_program
 
-    prefer_single_threaded_blas()  # before the tools import numpy
+    configure_program()  # before the tools import numpy
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

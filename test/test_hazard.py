@@ -261,25 +261,29 @@ def test_stereo_elevation_sigma_follows_the_precision_model():
         stereo_elevation_sigma(pts, [0, 0, -1], fx=500.0, baseline_m=0.0, disparity_sigma_px=0.25)
 
 
-def test_rect_reduce_equals_brute_force_over_the_footprint():
-    """Box sums and max filters over the disc's rectangles, shifted to their bands, equal a
-    direct loop over every cell of the footprint (cells off the grid count as 0)."""
-    from lunar_recon.geometry.hazard import _rect_reduce, footprint_rectangles
+def test_footprint_sum_and_max_equal_brute_force_over_the_footprint():
+    """Box sums and max filters over the footprint's nested boxes equal a direct loop over
+    every cell of the disc's rectangles (cells off the grid count as 0), for footprints
+    wider and narrower than the grid."""
+    from lunar_recon.geometry.hazard import footprint_boxes, footprint_max, footprint_sum
 
     rng = np.random.default_rng(0)
     img = rng.random((23, 31))
-    rects = footprint_rectangles(5.3, 3)
     h, w = img.shape
-    want_sum, want_max = np.zeros_like(img), np.zeros_like(img)
-    for y in range(h):
-        for x in range(w):
-            vals = [img[y + dy, x + dx] for dy0, dy1, dx0, dx1 in rects
-                    for dy in range(dy0, dy1 + 1) for dx in range(dx0, dx1 + 1) if 0 <= y + dy < h and 0 <= x + dx < w]
-            want_sum[y, x], want_max[y, x] = sum(vals), max(vals)
-    stacked = np.dstack([img, 2 * img, img**2])
-    got = _rect_reduce(stacked, rects, "sum")
-    assert np.allclose(got[..., 0], want_sum) and np.allclose(got[..., 1], 2 * want_sum)
-    assert np.array_equal(_rect_reduce(img.astype(np.float32), rects, "max"), want_max.astype(np.float32))
+    for radius, bands in ((5.3, 3), (2.0, 1), (13.3, 3), (8.7, 5)):
+        rects = footprint_rectangles(radius, bands)
+        boxes = footprint_boxes(rects)
+        assert [b[1] for b in boxes] == sorted({b[1] for b in boxes}, reverse=True)  # widest first
+        want_sum, want_max = np.zeros_like(img), np.zeros_like(img)
+        for y in range(h):
+            for x in range(w):
+                vals = [img[y + dy, x + dx] for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1)
+                        for dx in range(dx0, dx1 + 1) if 0 <= y + dy < h and 0 <= x + dx < w]
+                want_sum[y, x], want_max[y, x] = sum(vals), max(vals)
+        got = footprint_sum(np.dstack([img, 2 * img, img**2]), boxes)
+        assert np.allclose(got[..., 0], want_sum) and np.allclose(got[..., 1], 2 * want_sum), radius
+        assert np.allclose(footprint_sum(img, boxes), want_sum), radius
+        assert np.array_equal(footprint_max(img.astype(np.float32), boxes), want_max.astype(np.float32)), radius
 
 
 def _pose(yaw_deg, t):

@@ -168,6 +168,48 @@ def test_node_benchmark_tells_the_node_gravity_and_the_sun():
         assert np.linalg.norm(truth) > 0.99 and np.allclose(value, truth, atol=1e-5), (name, value, truth)
 
 
+_FAULTS_PER_HAZARD_MAP = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "node":
+    import lunar_recon.ros  # the node's package applies the programs' settings on import
+from lunar_recon.geometry import hazard_map
+xy = np.random.default_rng(0).uniform(-20, 20, size=(200_000, 2))
+pts = np.c_[xy, 0.1 * np.sin(xy[:, 0])]
+for _ in range(2):
+    hazard_map(pts, [0, 0, 1])
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    hazard_map(pts, [0, 0, 1])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_programs_keep_freed_memory_so_frames_do_not_fault_their_arrays_in_again():
+    """In the node's process a repeated hazard map reuses its memory (a few page faults per
+    map instead of thousands with glibc's defaults); a user's MALLOC_* setting wins."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    faults = {}
+    for mode in ("node", "library"):
+        out = subprocess.run([sys.executable, "-c", _FAULTS_PER_HAZARD_MAP, mode], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        faults[mode] = float(out.stdout.split()[-1])
+    assert faults["node"] < 200 and faults["library"] > 5 * faults["node"], faults
+    from lunar_recon.runtime import retain_freed_memory
+
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = "0"
+    try:
+        assert retain_freed_memory() is False
+    finally:
+        del os.environ["MALLOC_TRIM_THRESHOLD_"]
+    assert retain_freed_memory() is True
+
+
 def test_programs_ask_numpy_for_one_blas_thread(monkeypatch):
     """The node and the command line set OPENBLAS_NUM_THREADS=1 before numpy loads (its
     spinning BLAS threads halve the network's speed on 2 cores), unless the user chose."""

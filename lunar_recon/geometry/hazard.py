@@ -3,9 +3,10 @@
 For every cell a least-squares plane is fitted to the cell elevations inside the lander
 footprint (a disc).  The plane comes from ten moment images (sums of 1, x, y, z, x^2, xy,
 y^2, xz, yz, z^2) summed over the disc with box filters, so the cost does not grow with the
-footprint: the disc is the union of a few axis-aligned rectangles (bands), each summed in
-O(1) per cell.  From the plane: slope, RMS residual; from the residuals: the largest
-deviation (roughness) and the local step height anywhere under the footprint.
+footprint: the disc is the union of a few centred boxes (its bands), summed with running
+row and column sums, O(1) per cell.  From the plane: slope, RMS residual; from the
+residuals: the largest deviation (roughness) and the local step height anywhere under the
+footprint.
 
 Measured clouds are noisy (stereo depth noise grows as Z^2 / (f B)).  Given each point's
 elevation uncertainty, every footprint gets bounds ``noise_sigmas`` standard deviations wide
@@ -19,6 +20,7 @@ the sun ray grazing the lit terrain upsun (:mod:`lunar_recon.geometry.shadows`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -134,12 +136,13 @@ class HazardMap:
 
 
 # ---- footprint as a union of rectangles -------------------------------------------------------
-def footprint_rectangles(radius_cells: float, bands: int = 3) -> list[tuple[int, int, int, int]]:
+@functools.lru_cache(maxsize=64)  # the same few footprints, frame after frame
+def footprint_rectangles(radius_cells: float, bands: int = 3) -> tuple[tuple[int, int, int, int], ...]:
     """Disjoint rectangles (dy0, dy1, dx0, dx1), inclusive offsets, whose union approximates a
     disc of ``radius_cells``: the central band plus mirrored bands above and below."""
     r = max(radius_cells, 0.5)
     rmax = int(math.floor(r))
-    edges = np.unique(np.round(np.linspace(0, rmax + 1, bands + 1)).astype(int))
+    edges = [int(e) for e in np.unique(np.round(np.linspace(0, rmax + 1, bands + 1)))]
     rects = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         if hi <= lo:
@@ -151,37 +154,62 @@ def footprint_rectangles(radius_cells: float, bands: int = 3) -> list[tuple[int,
         else:
             rects.append((lo, hi - 1, -half_w, half_w))
             rects.append((-(hi - 1), -lo, -half_w, half_w))
-    return rects
+    return tuple(rects)
 
 
-def _rect_reduce(img: np.ndarray, rects, op: str) -> np.ndarray:
-    """Sum (or max) of ``img`` over the footprint rectangles placed on each cell; cells off the
-    grid count as 0 (the inputs are non-negative).  Each rectangle is a box filter / dilation
-    (O(1) per cell in OpenCV) read back at its band's row offset; the image is padded by the
-    largest offset so bands that hang over the top or bottom edge keep their in-grid part."""
-    h = img.shape[0]
-    pad = max(max(abs(dy0), abs(dy1)) for dy0, dy1, _, _ in rects)
-    padded = cv2.copyMakeBorder(img, pad, pad, 0, 0, cv2.BORDER_CONSTANT, value=0)
-    out = np.zeros_like(img)
-    for dy0, dy1, dx0, dx1 in rects:
-        kh, kw = dy1 - dy0 + 1, dx1 - dx0 + 1  # kw is odd: rectangles are symmetric in x
-        anchor = (kw // 2, kh // 2)
-        if op == "sum":
-            r = cv2.boxFilter(padded, -1, (kw, kh), anchor=anchor, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        else:
-            r = cv2.dilate(padded, np.ones((kh, kw), np.uint8), anchor=anchor, borderType=cv2.BORDER_CONSTANT,
-                           borderValue=0)
-        r0 = pad + dy0 + kh // 2  # the box at padded row r0 + y covers rows y + dy0 .. y + dy1
-        band = r[r0:r0 + h]
-        if op == "sum":
-            out += band
-        else:
-            np.maximum(out, band, out=out)
+@functools.lru_cache(maxsize=64)
+def footprint_boxes(rects: tuple[tuple[int, int, int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """The footprint's bands as centred boxes (half height, half width), widest first: their
+    union is the footprint, since each band is narrower than the bands inside it."""
+    half_height: dict[int, int] = {}
+    for dy0, dy1, _, dx1 in rects:
+        half_height[dx1] = max(half_height.get(dx1, 0), abs(dy0), abs(dy1))
+    return tuple(sorted(((g, w) for w, g in half_height.items()), key=lambda box: -box[1]))
+
+
+def _box(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Sum over a centred width x height box; cells off the grid count as 0."""
+    return cv2.boxFilter(img, -1, (width, height), normalize=False, borderType=cv2.BORDER_CONSTANT)
+
+
+def footprint_sum(img: np.ndarray, boxes) -> np.ndarray:
+    """Sum of ``img`` (H x W x up to 4 channels: OpenCV's fast path) over the footprint placed
+    on each cell, cells off the grid counting as 0.  Widest box first: the footprint is box 0,
+    plus for each taller box k the columns it adds beyond box k-1's width -- a row sum of
+    width w_k less one of width w_{k-1}, then a column sum of box k's height.  Row and column
+    sums are O(1) per cell (running sums), so the cost does not grow with the footprint."""
+    out = None
+    rows = [_box(img, 2 * w + 1, 1) for _, w in boxes]
+    for k, (g, _) in enumerate(boxes):
+        band = rows[k] if k == len(boxes) - 1 else np.subtract(rows[k], rows[k + 1], out=rows[k])
+        col = _box(band, 1, 2 * g + 1)
+        out = col if out is None else np.add(out, col, out=out)
     return out
 
 
-def _rect_area(rects) -> int:
-    return sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)
+def _trend_plane(x: np.ndarray, y: np.ndarray, z: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Least-squares plane z = gx x + gy y + c through the valid cells (x, y, z zero
+    elsewhere): (gx, gy, c); a level plane at the mean where the cells are collinear."""
+    w = valid.ravel().astype(np.float64)
+    xv, yv, zv = x.ravel(), y.ravel(), z.ravel()
+    n = w.sum()
+    A = np.array([[xv @ xv, xv @ yv, xv.sum()], [xv @ yv, yv @ yv, yv.sum()], [xv.sum(), yv.sum(), n]])
+    rhs = np.array([xv @ zv, yv @ zv, zv.sum()])
+    level = np.array([0.0, 0.0, rhs[2] / max(n, 1.0)])
+    if n < 3 or np.linalg.cond(A) > 1e12:
+        return level
+    return np.linalg.solve(A, rhs)
+
+
+def footprint_max(img: np.ndarray, boxes) -> np.ndarray:
+    """Largest value of a non-negative float32 ``img`` under the footprint placed on each cell
+    (cells off the grid count as 0): the largest of one dilation per box."""
+    out = None
+    for g, w in boxes:
+        r = cv2.dilate(img, np.ones((2 * g + 1, 2 * w + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0)
+        out = r if out is None else np.maximum(out, r, out=out)
+    return out
 
 
 # ---- the map ------------------------------------------------------------------------------------
@@ -228,10 +256,11 @@ def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: in
     rows, cols = grid.shape
     col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
     row = np.floor((p[:, 1] - grid.origin[1]) / grid.resolution).astype(np.int64)
-    ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
-    if ok.all():  # the usual case (grid made from these points): skip the copies
+    if len(col) and col.min() >= 0 and col.max() < cols and row.min() >= 0 and row.max() < rows:
+        # the usual case (grid made from these points): skip the mask and the copies
         flat, inside, var, shade = row * cols + col, p, variance, shadowed
     else:
+        ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
         flat, inside = row[ok] * cols + col[ok], p[ok]
         var = None if variance is None else variance[ok]
         shade = None if shadowed is None else shadowed[ok]
@@ -300,26 +329,34 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         Z = shadow_bounded_elevation(Z, shadowed_cells, res, R @ normalize(sun))
     valid = np.isfinite(Z)
 
-    # Moments over the footprint, coordinates relative to the grid centre for conditioning.
+    # Moments over the footprint, coordinates relative to the grid centre, elevations relative
+    # to the grid's own least-squares plane: what is left is relief of metres, not the tens of
+    # metres a tilted view spans, so the moments hold in float32 (OpenCV sums them in double)
+    # for half the memory traffic of float64.  Footprint planes are fitted to the relief and
+    # get the trend back.
     x0 = grid.origin[0] + grid.shape[1] * res / 2
     y0 = grid.origin[1] + grid.shape[0] * res / 2
-    z0 = float(np.nanmedian(Z)) if valid.any() else 0.0
-    w = valid.astype(np.float64)
     x = np.where(valid, X - x0, 0.0)
     y = np.where(valid, Y - y0, 0.0)
-    z = np.where(valid, Z - z0, 0.0)
+    trend = _trend_plane(x, y, np.where(valid, Z, 0.0), valid)
+    z = np.where(valid, Z - (trend[2] + trend[0] * x + trend[1] * y), 0.0)
     rects = footprint_rectangles(params.footprint_diameter_m / 2 / res, params.footprint_bands)
-    # Ten moment images (and the summed cell variance) as three multi-channel images: one
-    # filter pass per 3-4 moments.
-    names = (("n", "x", "y", "z"), ("xx", "xy", "yy", "vv"), ("xz", "yz", "zz"))
-    planes = dict(n=w, x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, xz=x * z, yz=y * z, zz=z * z,
-                  vv=cell_sigma**2)
+    boxes = footprint_boxes(rects)
+    # Ten moment images (and the summed cell variance, when given) as three images of up to
+    # four channels (OpenCV's fast path): one filter pass per 3-4 moments.
+    x32, y32, z32 = x.astype(np.float32), y.astype(np.float32), z.astype(np.float32)
+    names = [["n", "x", "y", "z"], ["xx", "xy", "yy", "zz"], ["xz", "yz"]]
+    planes = dict(n=valid.astype(np.float32), x=x32, y=y32, z=z32, xx=x32 * x32, xy=x32 * y32, yy=y32 * y32,
+                  zz=z32 * z32, xz=x32 * z32, yz=y32 * z32)
+    if point_var is not None:
+        names[2].append("vv")
+        planes["vv"] = (cell_sigma**2).astype(np.float32)
     S = {}
     for group in names:
-        summed = _rect_reduce(np.dstack([planes[k] for k in group]), rects, "sum")
+        summed = footprint_sum(cv2.merge([planes[k] for k in group]), boxes).astype(np.float64)
         S.update({k: summed[..., i] for i, k in enumerate(group)})
     n = S["n"]
-    coverage = (n / _rect_area(rects)).astype(np.float32)
+    coverage = (n / sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
         mx, my, mz = S["x"] / n, S["y"] / n, S["z"] / n
         cxx = S["xx"] / n - mx * mx
@@ -329,38 +366,41 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         cyz = S["yz"] / n - my * mz
         czz = S["zz"] / n - mz * mz
         det = cxx * cyy - cxy * cxy
-        a = (cxz * cyy - cyz * cxy) / det
-        b = (cyz * cxx - cxz * cxy) / det
-        grad = np.hypot(a, b)
-        slope = np.degrees(np.arctan(grad))
-        rms = np.sqrt(np.clip(czz - a * cxz - b * cyz, 0.0, None))
-        # Least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees.
-        slope_sigma = np.degrees(np.sqrt(S["vv"] / n / n * (cxx + cyy) / det) / (1.0 + grad**2))
+        a_relief = (cxz * cyy - cyz * cxy) / det  # gradient of the footprint plane over the trend
+        b_relief = (cyz * cxx - cxz * cxy) / det
+        rms = np.sqrt(np.clip(czz - a_relief * cxz - b_relief * cyz, 0.0, None))
         # Each cell's deviation from its own footprint plane, then the largest one under
         # every footprint (max filter over the same rectangles).
-        relief = np.where(valid, z - (mz + a * (x - mx) + b * (y - my)), np.nan)
+        relief = np.where(valid, z - (mz + a_relief * (x - mx) + b_relief * (y - my)), np.nan)
+        a, b = a_relief + trend[0], b_relief + trend[1]
+        grad = np.sqrt(a * a + b * b)
+        slope = np.degrees(np.arctan(grad))
+        if point_var is None:
+            slope_margin = np.zeros(grid.shape)
+        else:  # least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees
+            slope_sigma = np.degrees(np.sqrt(S["vv"] / n / n * (cxx + cyy) / det) / (1.0 + grad**2))
+            slope_margin = k * np.nan_to_num(slope_sigma, nan=np.inf)
     relief_abs = np.nan_to_num(np.abs(relief), nan=0.0, posinf=0.0)
     margin = k * cell_sigma
-    rough = _rect_reduce(relief_abs.astype(np.float32), rects, "max")
+    rough = footprint_max(relief_abs.astype(np.float32), boxes)
     if point_var is None:
         rough_lo = rough_hi = rough
     else:  # bounds: the largest relief that is certainly there / that may be there
-        rough_lo = _rect_reduce(np.clip(relief_abs - margin, 0.0, None).astype(np.float32), rects, "max")
-        rough_hi = _rect_reduce((relief_abs + margin).astype(np.float32), rects, "max")
+        rough_lo = footprint_max(np.clip(relief_abs - margin, 0.0, None).astype(np.float32), boxes)
+        rough_hi = footprint_max((relief_abs + margin).astype(np.float32), boxes)
     # Local step: range of the detrended relief over 3x3 cells, then its largest value under the footprint.
     hi = cv2.dilate(np.where(valid, relief, -np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
                     borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf)
     lo = cv2.erode(np.where(valid, relief, np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
                    borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
     local_step = np.where(valid & np.isfinite(hi) & np.isfinite(lo), hi - lo, 0.0).astype(np.float32)
-    step = _rect_reduce(local_step, rects, "max")
+    step = footprint_max(local_step, boxes)
     if point_var is None:
         step_lo = step_hi = step
     else:
         step_margin = math.sqrt(2.0) * cv2.dilate(margin.astype(np.float32), np.ones((3, 3), np.uint8))
-        step_lo = _rect_reduce(np.clip(local_step - step_margin, 0.0, None), rects, "max")
-        step_hi = _rect_reduce(local_step + step_margin, rects, "max")
-    slope_margin = k * np.nan_to_num(slope_sigma, nan=np.inf)
+        step_lo = footprint_max(np.clip(local_step - step_margin, 0.0, None), boxes)
+        step_hi = footprint_max(local_step + step_margin, boxes)
 
     # Three-way decision under noise: HAZARD when a limit is certainly exceeded, SAFE only when
     # no limit can be exceeded, UNKNOWN in between (a lander must not be sent to a maybe).
@@ -439,8 +479,9 @@ def choose_landing_site(hmap: HazardMap) -> LandingSite | None:
     score = dist - hmap.cost.astype(np.float32) * 1e-3  # lower cost breaks ties
     score[~safe] = -np.inf
     row, col = np.unravel_index(int(np.argmax(score)), safe.shape)
-    X, Y = hmap.grid.cell_centres()
-    pos = np.array([X[row, col], Y[row, col], hmap.elevation_m[row, col]], dtype=np.float64)
+    g = hmap.grid
+    pos = np.array([g.origin[0] + (col + 0.5) * g.resolution, g.origin[1] + (row + 0.5) * g.resolution,
+                    hmap.elevation_m[row, col]], dtype=np.float64)
     if not np.isfinite(pos[2]):  # a safe footprint centred on an empty cell: use the plane height
         pos[2] = float(np.nanmedian(hmap.elevation_m))
     return LandingSite(int(row), int(col), pos, hmap.R_grid_from_input.T @ pos,

@@ -1,4 +1,4 @@
 """ROS 2 layer: the stereo node, message conversions and the synchroniser (no science here)."""
-from ..runtime import prefer_single_threaded_blas
+from ..runtime import configure_program
 
-prefer_single_threaded_blas()  # before the node imports numpy
+configure_program()  # before the node imports numpy
