@@ -10,10 +10,9 @@ measures a library user's process instead.
 from __future__ import annotations
 
 import argparse
-import time
-
 import resource
 import sys
+import time
 
 from lunar_recon.runtime import retain_freed_memory
 
