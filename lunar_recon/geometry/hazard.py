@@ -175,15 +175,14 @@ def _box(img: np.ndarray, width: int, height: int) -> np.ndarray:
 def footprint_sum(img: np.ndarray, boxes) -> np.ndarray:
     """Sum of ``img`` (H x W x up to 4 channels: OpenCV's fast path) over the footprint placed
     on each cell, cells off the grid counting as 0.  Widest box first: the footprint is box 0,
-    plus for each taller box k the columns it adds beyond box k-1's width -- a row sum of
-    width w_k less one of width w_{k-1}, then a column sum of box k's height.  Row and column
-    sums are O(1) per cell (running sums), so the cost does not grow with the footprint."""
-    out = None
-    rows = [_box(img, 2 * w + 1, 1) for _, w in boxes]
-    for k, (g, _) in enumerate(boxes):
-        band = rows[k] if k == len(boxes) - 1 else np.subtract(rows[k], rows[k + 1], out=rows[k])
-        col = _box(band, 1, 2 * g + 1)
-        out = col if out is None else np.add(out, col, out=out)
+    plus for each taller, narrower box k the rows it adds beyond box k-1's height -- the box
+    less the same width at box k-1's height.  OpenCV's box filter keeps running row and column
+    sums in one pass, O(1) per cell, so the cost does not grow with the footprint."""
+    g, w = boxes[0]
+    out = _box(img, 2 * w + 1, 2 * g + 1)
+    for (g_inner, _), (g, w) in zip(boxes[:-1], boxes[1:]):
+        out += _box(img, 2 * w + 1, 2 * g + 1)
+        out -= _box(img, 2 * w + 1, 2 * g_inner + 1)
     return out
 
 
