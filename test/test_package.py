@@ -186,7 +186,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 5)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_programs_keep_freed_memory_so_frames_do_not_fault_their_arrays_in_again():
+def test_programs_keep_freed_memory_so_frames_do_not_fault_their_arrays_in_again(monkeypatch):
     """In the node's process a repeated hazard map reuses its memory (a few page faults per
     map instead of thousands with glibc's defaults); a user's MALLOC_* setting wins."""
     import os
@@ -202,11 +202,9 @@ def test_programs_keep_freed_memory_so_frames_do_not_fault_their_arrays_in_again
     assert faults["node"] < 200 and faults["library"] > 5 * faults["node"], faults
     from lunar_recon.runtime import retain_freed_memory
 
-    os.environ["MALLOC_TRIM_THRESHOLD_"] = "0"
-    try:
-        assert retain_freed_memory() is False
-    finally:
-        del os.environ["MALLOC_TRIM_THRESHOLD_"]
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert retain_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     assert retain_freed_memory() is True
 
 
