@@ -38,7 +38,7 @@ def main() -> None:
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import PoseStamped
 
-    from lunar_recon.ros.conversions import pose_msg
+    from lunar_recon.ros.conversions import pose_msg, stamp_ns
     from lunar_recon.ros.probe import NodeProbe, start_node, stop_node
 
     from lunar_recon.sim.scene import plan_scene, render_scene
@@ -70,12 +70,12 @@ def main() -> None:
             t.publish(msgs, stamp)
             t.spin_until(t0 + (i + 1) * period)
             for arrived, m in t.take("depth"):
-                latencies.append(arrived - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec])
+                latencies.append(arrived - sent[stamp_ns(m.header.stamp)])
             if i % max(1, args.frames // 20) == 0:
                 rss.append(rss_mib(proc.pid))
         elapsed = time.monotonic() - t0
         t.spin(2.0)
-        latencies += [arrived - sent[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec]
+        latencies += [arrived - sent[stamp_ns(m.header.stamp)]
                       for arrived, m in t.take("depth")]
         rss.append(rss_mib(proc.pid))
         diag = t.diagnostics()

@@ -88,6 +88,11 @@ class GridSpec:
         y = self.origin[1] + (np.arange(rows) + 0.5) * self.resolution
         return np.meshgrid(x, y)
 
+    def centres_of(self, rows, cols) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of the centres of cells [rows, cols] (no full meshgrid)."""
+        return (self.origin[0] + (np.asarray(cols) + 0.5) * self.resolution,
+                self.origin[1] + (np.asarray(rows) + 0.5) * self.resolution)
+
     def cell_of(self, x: float, y: float) -> tuple[int, int]:
         return (int(math.floor((y - self.origin[1]) / self.resolution)),
                 int(math.floor((x - self.origin[0]) / self.resolution)))
@@ -464,9 +469,7 @@ def choose_landing_site(hmap: HazardMap) -> LandingSite | None:
     score = dist - hmap.cost.astype(np.float32) * 1e-3  # lower cost breaks ties
     score[~safe] = -np.inf
     row, col = np.unravel_index(int(np.argmax(score)), safe.shape)
-    g = hmap.grid
-    pos = np.array([g.origin[0] + (col + 0.5) * g.resolution, g.origin[1] + (row + 0.5) * g.resolution,
-                    hmap.elevation_m[row, col]], dtype=np.float64)
+    pos = np.array([*hmap.grid.centres_of(row, col), hmap.elevation_m[row, col]], dtype=np.float64)
     if not np.isfinite(pos[2]):  # a safe footprint centred on an empty cell: use the plane height
         pos[2] = float(np.nanmedian(hmap.elevation_m))
     return LandingSite(int(row), int(col), pos, hmap.R_grid_from_input.T @ pos,

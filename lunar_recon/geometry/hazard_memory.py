@@ -70,13 +70,13 @@ class HazardMemory:
             self._past.popleft()
         if self._past and unknown.any():
             rows, cols = np.nonzero(unknown)
-            X, Y = hmap.grid.cell_centres()
+            x, y = hmap.grid.centres_of(rows, cols)
             z = hmap.elevation_m[rows, cols].astype(np.float64)
             ground = float(np.nanmedian(hmap.elevation_m)) if np.isfinite(hmap.elevation_m).any() else 0.0
             # Unknown cells often have no elevation; with gravity-aligned grids the height moves
             # a cell along the vertical only, so the map's median ground stands in for it.
             z = np.where(np.isfinite(z), z, ground)
-            cells = np.c_[X[rows, cols], Y[rows, cols], z]
+            cells = np.c_[x, y, z]
             world = (cells @ hmap.R_grid_from_input) @ T[:3, :3].T + T[:3, 3]  # grid -> camera -> world
             for past, T_past in self._past:
                 T_inv = np.linalg.inv(T_past)
