@@ -57,6 +57,27 @@ def hazard_on_truth_grid(points_pred: np.ndarray, up: np.ndarray, params: Hazard
                       shadowed=shadowed, sun=sun)
 
 
+def ideal_stereo_depth(depth_true: np.ndarray, focal_baseline: float, disparity_sigma_px: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """The ground-truth depth as an ideal rectified matcher would measure it: every pixel
+    matched (shadows too), no bias, independent Gaussian disparity noise of the given sigma.
+
+    Its hazard map is the ceiling of two-view stereo at that precision on the rig
+    (``focal_baseline`` = f B in px m): real matchers and networks do worse, their errors being
+    correlated over a window, biased toward whole pixels and missing in shadow."""
+    if not (focal_baseline > 0 and disparity_sigma_px >= 0):
+        raise ValueError(f"need f B > 0 and a disparity sigma >= 0 (got {focal_baseline}, {disparity_sigma_px})")
+    depth = np.asarray(depth_true, dtype=np.float32)
+    if disparity_sigma_px == 0:  # the truth itself, not its float32 round trip through disparity
+        return np.where(depth > 0, depth, np.float32(np.nan))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disparity = np.float32(focal_baseline) / depth
+        disparity = disparity + np.float32(disparity_sigma_px) * rng.standard_normal(depth.shape, dtype=np.float32)
+        noisy = np.float32(focal_baseline) / disparity
+    noisy[~(np.isfinite(depth) & (depth > 0) & (disparity > 0))] = np.nan  # a negative disparity matches nothing
+    return noisy
+
+
 def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
                 hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams,
                 elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None,

@@ -69,6 +69,42 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         break
 
 
+def test_ideal_stereo_depth_carries_the_requested_disparity_noise_and_nothing_else():
+    from lunar_recon.evaluation import ideal_stereo_depth
+
+    fb = 443.0 * 1.2
+    depth = np.random.default_rng(1).uniform(15, 90, (200, 300)).astype(np.float32)
+    depth[0, :5] = np.nan
+    exact = ideal_stereo_depth(depth, fb, 0.0, np.random.default_rng(0))
+    assert np.array_equal(exact, depth, equal_nan=True)
+    noisy = ideal_stereo_depth(depth, fb, 0.1, np.random.default_rng(0))
+    err = (fb / noisy - fb / depth)[1:]
+    assert abs(np.median(err)) < 0.005 and np.std(err) == pytest.approx(0.1, rel=0.03)  # unbiased, sigma as asked
+    assert np.isnan(noisy[0, :5]).all() and np.isfinite(noisy[1:]).all()
+    far = ideal_stereo_depth(np.full((50, 50), 5e4, np.float32), fb, 1.0, np.random.default_rng(0))
+    assert np.isnan(far).any() and (far[np.isfinite(far)] > 0).all()  # a negative disparity matches nothing
+    with pytest.raises(ValueError, match="sigma"):
+        ideal_stereo_depth(depth, fb, -0.1, np.random.default_rng(0))
+
+
+def test_stereo_ceiling_is_reproducible_and_falls_with_the_noise(bag):
+    from lunar_recon.tools.evaluate_bag import _score_ceiling, _truth
+
+    fr = next(iter(read_stereo_bag(bag)))
+    params = HazardParams(resolution_m=fr.hazard["resolution"])
+    label, first = _score_ceiling(0.1, "descent", 0, fr, _truth(fr, params), params, {})
+    _, again = _score_ceiling(0.1, "descent", 0, fr, _truth(fr, params), params, {})
+    assert label == "ideal stereo, 0.1 px" and first.keys() == again.keys()
+    assert all(np.isclose(first[k], again[k], rtol=0, atol=0, equal_nan=True) for k in first)
+    assert first["disparity_sigma_px"] == pytest.approx(0.1, rel=0.1)
+    _, exact = _score_ceiling(0.0, "descent", 0, fr, _truth(fr, params), params, {})
+    _, coarse = _score_ceiling(1.0, "descent", 0, fr, _truth(fr, params), params, {})
+    assert exact["depth_abs_rel"] == 0 and exact["hazard_relief_margin_m"] == 0
+    assert exact["hazard_f1"] > coarse["hazard_f1"] and coarse["hazard_relief_margin_m"] > first["hazard_relief_margin_m"]
+    fr.depth = None
+    assert "needs ground-truth depth" in _score_ceiling(0.1, "descent", 0, fr, None, params, {})
+
+
 def test_summary_is_nan_aware():
     s = summarize([FrameScore("a", "m", 0, 0, 0.1, {"x": 1.0}), FrameScore("a", "m", 1, 1, 0.3, {"x": float("nan")})])
     assert s["m"]["x"] == 1.0 and s["m"]["frames"] == 2 and s["m | a"]["latency_ms_p50"] == pytest.approx(200)
@@ -84,20 +120,29 @@ def test_summary_by_range_bins_frames_by_their_median_range():
 def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     out = tmp_path / "report"
     res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
-                          "--out", str(out), "--figures", "1"], capture_output=True, text=True, timeout=600)
+                          "--out", str(out), "--figures", "1", "--stereo-ceiling", "0", "--stereo-ceiling", "0.5"],
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert (out / "report.md").read_text().startswith("# lunar_recon evaluation")
     data = json.loads((out / "metrics.json").read_text())
     assert data["summary"]["sgbm"]["frames"] == 3 and data["summary"]["sgbm"]["depth_abs_rel"] > 0
-    assert sum(row["frames"] for row in data["by_range"].values()) == 3  # every frame in one range bin
+    exact, noisy = data["summary"]["ideal stereo, 0 px"], data["summary"]["ideal stereo, 0.5 px"]
+    assert exact["frames"] == noisy["frames"] == 3 and exact["depth_abs_rel"] == 0 < noisy["depth_abs_rel"]
+    assert noisy["disparity_sigma_px"] == pytest.approx(0.5, rel=0.1)
+    assert sum(row["frames"] for row in data["by_range"].values()) == 3 * 3  # every frame in one range bin
     report = (out / "report.md").read_text()
     assert "## By range" in report
     tables = [ln for ln in report.splitlines() if ln.startswith("|")]
     assert "| sgbm | all |" in report and "| model | range |" in report
     header_cells = tables[0].count("|")
     assert all(ln.count("|") == header_cells for ln in tables)  # every row lines up with its header
+    assert "| ideal stereo, 0.5 px | all |" in report
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 and "depth_abs_rel" in rows[0]
+    assert len(rows) == 1 + 3 * 3 and "depth_abs_rel" in rows[0]
+    bad = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
+                          "--out", str(tmp_path / "bad"), "--stereo-ceiling", "-0.1"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "--stereo-ceiling" in bad.stderr and "Traceback" not in bad.stderr
     assert (out / "error_over_time.png").stat().st_size > 1000
     assert list(out.glob("example_*.png"))
 

@@ -51,6 +51,9 @@ def add_arguments(p) -> None:
     p.add_argument("--hazard-memory-keyframe-distance", type=float,
                    default=HazardParams().memory_keyframe_distance_m,
                    help="camera travel (m) between the maps the memory keeps (hazard.memory_keyframe_distance_m)")
+    p.add_argument("--stereo-ceiling", type=float, action="append", default=[], metavar="SIGMA_PX",
+                   help="also score an ideal matcher: the ground-truth depth with this disparity noise (px), "
+                        "dense, unbiased; the ceiling of two-view stereo on the rig (repeatable)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--figures", type=int, default=2, help="example-frame figures per model and input")
 
@@ -65,6 +68,32 @@ def _with_memory(memories: dict, key, pred_h, fr, params):
         return pred_h
     return memories.setdefault(key, HazardMemory()).update(pred_h, fr.pose_world, params.memory_frames,
                                                             params.memory_keyframe_distance_m)
+
+
+def ceiling_label(sigma_px: float) -> str:
+    return f"ideal stereo, {sigma_px:g} px"
+
+
+def _score_ceiling(sigma_px: float, seq: str, i: int, fr, truth_h, params, memories: dict) -> tuple[str, dict] | str:
+    """The ideal matcher's scores on one frame (see ``evaluation.ideal_stereo_depth``), or why
+    it cannot be scored there.  Seeded by the frame, so a report is reproducible."""
+    from ..evaluation import hazard_on_truth_grid, ideal_stereo_depth, score_frame
+    from ..geometry.camera import depth_to_points
+    from ..geometry.stereo import stereo_elevation_sigma
+
+    label = ceiling_label(sigma_px)
+    fb = _focal_baseline(fr)
+    if fr.depth is None or not fb:
+        return f"{seq} frame {i} ({label}): skipped (needs ground-truth depth and a rectified rig)"
+    rng = np.random.default_rng([i, round(sigma_px * 1e6), sum(map(ord, seq))])
+    depth = ideal_stereo_depth(fr.depth, fb, sigma_px, rng)
+    points = depth_to_points(depth, fr.K_left)
+    up = _up(fr)
+    sigma = stereo_elevation_sigma(points, up, fr.K_left.fx, fr.baseline_m, sigma_px) if up is not None else None
+    pred_h = hazard_on_truth_grid(points, up, params, truth_h, sigma) if truth_h is not None and up is not None \
+        else None
+    pred_h = _with_memory(memories, (label, seq), pred_h, fr, params)
+    return label, score_frame(depth, points, fr.depth, truth_h, up, params, sigma, fb, hazard_pred=pred_h)
 
 
 def _frames(path: Path, namespace: str, max_frames: int):
@@ -146,6 +175,8 @@ def run(args) -> int:
             raise ValueError(f"{p}: no such bag or dataset")
     if args.live:
         return _run_live(args, inputs, out)
+    if any(not (s >= 0) for s in args.stereo_ceiling):
+        raise ValueError(f"--stereo-ceiling: a disparity sigma is >= 0 px, got {args.stereo_ceiling}")
     names = list(args.model) or ["default"]
     if args.baseline:
         names.append(args.baseline)
@@ -202,6 +233,12 @@ def run(args) -> int:
                                                   r.depth, fr.depth, r.slope_deg,
                                                   r.hazard if pred_h is None else pred_h, truth_h, r.points,
                                                   f"{label} on {seq}, frame {i}"))
+            for sigma_px in args.stereo_ceiling:
+                scored = _score_ceiling(sigma_px, seq, i, fr, truth_h, params, memories)
+                if isinstance(scored, str):
+                    notes.append(scored)
+                else:  # no latency: it is not a method that runs
+                    scores.append(FrameScore(seq, scored[0], i, int(fr.stamp_ns), float("nan"), scored[1]))
     if not scores:
         raise ValueError("no frame could be evaluated: " + "; ".join(notes[:5]))
     out.mkdir(parents=True, exist_ok=True)
