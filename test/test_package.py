@@ -103,6 +103,14 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     assert model_disparity_sigma(model) == card["disparity_sigma_px"]
     assert card["parameters"] * 50 <= 688_638_856  # at most 1/50 of the released MASt3R
     assert card["test_metrics"] and "commands" in card and any("distill" in c for c in card["commands"])
+    # Beside the student, the ceiling of two-view stereo at its precision on the same test pairs.
+    from lunar_recon.models.registry import model_label
+    from lunar_recon.tools.evaluate_bag import ceiling_label
+
+    ceiling = card["test_metrics"][ceiling_label(card["disparity_sigma_px"])]
+    student = card["test_metrics"][model_label(str(path))]
+    assert ceiling["frames"] == student["frames"] and ceiling["disparity_sigma_px"] > 0
+    assert student["hazard_f1"] <= ceiling["hazard_f1"] < 1
     assert type(load_stereo_model("default")) is type(model)  # the node's default is this student
     assert (SHIPPED_DIR / "MODEL_CARD.md").read_text().startswith("# ")
 
