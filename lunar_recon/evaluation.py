@@ -130,6 +130,21 @@ def range_bin(range_m: float) -> str | None:
     return None
 
 
+def pooled_f1(scores: list[FrameScore]) -> float:
+    """Hazard F1 of the frames' cells taken as one set.  The mean of per-frame F1s gives a frame
+    with one small rock at the limit (where one noisy cell flips its F1 between 0 and 1) the
+    weight of a frame full of hazards, and drops frames without any; this does neither."""
+    tp, fp, fn = (sum(s.metrics.get(f"hazard_{k}", 0) for s in scores) for k in ("tp", "fp", "fn"))
+    return 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else float("nan")
+
+
+def pooled_f1_chance(scores: list[FrameScore]) -> float:
+    """The chance F1 (every cell a hazard) of the frames' cells taken as one set."""
+    true = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in scores)
+    cells = sum(s.metrics.get("hazard_cells", 0) for s in scores)
+    return 2 * true / (true + cells) if cells else float("nan")
+
+
 def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[str, float]]:
     """Mean of every metric (NaN-aware), per model and per (model, sequence), or with
     ``by='range'`` per (model, range bin of the frame's median range)."""
@@ -150,12 +165,14 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
         for k in keys:
             vals = np.array([s.metrics.get(k, np.nan) for s in items], dtype=np.float64)
             row[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        if "hazard_tp" in keys:
+            row["hazard_f1_pooled"], row["hazard_f1_chance_pooled"] = pooled_f1(items), pooled_f1_chance(items)
         out[name] = row
     return out
 
 
 MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
-                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_precision",
+                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_f1_pooled", "hazard_f1_chance_pooled", "hazard_precision",
                 "hazard_recall", "hazard_iou", "hazard_known_fraction", "hazard_relief_margin_m",
                 "hazard_landing_site_safe", "disparity_sigma_px", "latency_ms_p50", "latency_ms_p90")
 
@@ -207,7 +224,10 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
                   "rock is certainly a hazard above the limit plus it, and where it exceeds the limit "
                   "itself nothing can be called safe, so it says at which range a hazard of the set size "
                   "becomes detectable. `hazard_f1_chance` is the F1 of calling every cell a hazard: a "
-                  "hazard F1 near it carries no information.", "", markdown_table(by_range, group="range"), ""]
+                  "hazard F1 near it carries no information. `hazard_f1` is the mean of the frames' F1s; "
+                  "`hazard_f1_pooled` (and `hazard_f1_chance_pooled`) score all the frames' cells as one set, so a "
+                  "frame whose few hazard cells one noisy cell decides does not weigh as much as a frame full of "
+                  "them.", "", markdown_table(by_range, group="range"), ""]
     lines += [f"- {n}" for n in notes]
     for fig in figures:
         lines += ["", f"![{fig.stem}]({fig.name})"]

@@ -46,6 +46,10 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         z = np.nanmedian(r.depth)
         assert np.nanmedian(r.elevation_sigma) == pytest.approx(z * z / fB * SGBMModel.disparity_sigma_px, rel=0.3)
         assert 0 <= sgbm["hazard_f1"] <= 1 or np.isnan(sgbm["hazard_f1"])
+        tp, fp, fn = sgbm["hazard_tp"], sgbm["hazard_fp"], sgbm["hazard_fn"]
+        assert sgbm["hazard_cells"] >= tp + fp + fn and (tp + fn) / sgbm["hazard_cells"] == pytest.approx(
+            sgbm["hazard_f1_chance"] / (2 - sgbm["hazard_f1_chance"]))
+        assert 2 * tp + fp + fn == 0 or sgbm["hazard_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
         # The map's resolving power: its relief margin follows the noise model (sigma_Z ~ Z^2),
         # and the oracle's exact map has none.
         doubled = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params, 2 * r.elevation_sigma, fB)
@@ -108,6 +112,17 @@ def test_stereo_ceiling_is_reproducible_and_falls_with_the_noise(bag):
 def test_summary_is_nan_aware():
     s = summarize([FrameScore("a", "m", 0, 0, 0.1, {"x": 1.0}), FrameScore("a", "m", 1, 1, 0.3, {"x": float("nan")})])
     assert s["m"]["x"] == 1.0 and s["m"]["frames"] == 2 and s["m | a"]["latency_ms_p50"] == pytest.approx(200)
+
+
+def test_pooled_hazard_f1_scores_the_frames_cells_as_one_set():
+    # A frame full of hazards found well, one whose single small rock was missed, one without any.
+    big = {"hazard_f1": 0.9, "hazard_tp": 900, "hazard_fp": 100, "hazard_fn": 100, "hazard_cells": 5000}
+    rock = {"hazard_f1": 0.0, "hazard_tp": 0, "hazard_fp": 0, "hazard_fn": 10, "hazard_cells": 5000}
+    empty = {"hazard_f1": float("nan"), "hazard_tp": 0, "hazard_fp": 0, "hazard_fn": 0, "hazard_cells": 5000}
+    s = summarize([FrameScore("a", "m", i, i, 0.1, m) for i, m in enumerate([big, rock, empty])])["m"]
+    assert s["hazard_f1"] == pytest.approx(0.45)  # the rock frame weighs as much as the full one
+    assert s["hazard_f1_pooled"] == pytest.approx(1800 / (1800 + 100 + 110))
+    assert s["hazard_f1_chance_pooled"] == pytest.approx(2 * 1010 / (1010 + 15000))
 
 
 def test_summary_by_range_bins_frames_by_their_median_range():

@@ -121,5 +121,6 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
     if site is not None:
         site_safe = float(gt.hazard[site.row, site.col] == SAFE)
     return {"precision": precision, "recall": recall, "f1": f1, "f1_chance": f1_chance, "iou": iou,
+            "tp": tp, "fp": fp, "fn": fn, "cells": n_known,  # counts: frames can be scored as one set (pooled)
             "known_fraction": float(((pred.hazard != -1) & known).sum() / max(known.sum(), 1)),
             "landing_site_safe": site_safe, "slope_mae_deg": slope_mae(pred, gt)}

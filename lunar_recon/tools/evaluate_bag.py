@@ -45,6 +45,9 @@ def add_arguments(p) -> None:
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
                         "(offline) or the node's (live); 0: off")
+    p.add_argument("--hazard-noise-sigmas", type=float, default=HazardParams().noise_sigmas,
+                   help="a hazard must clear the depth noise by this many standard deviations, a safe cell "
+                        "stay under the limits by as many (as the node's hazard.noise_sigmas)")
     p.add_argument("--hazard-memory", type=int, default=HazardParams().memory_frames,
                    help="maps of a sequence whose certain hazards fill a map's unknown cells, this one included "
                         "(needs the bag's pose topic; as the node's hazard.memory_frames); 1: none")
@@ -173,10 +176,12 @@ def run(args) -> int:
     for p in inputs:
         if not p.exists():
             raise ValueError(f"{p}: no such bag or dataset")
-    if args.live:
-        return _run_live(args, inputs, out)
+    if not args.hazard_noise_sigmas >= 0:
+        raise ValueError(f"--hazard-noise-sigmas must be >= 0, got {args.hazard_noise_sigmas}")
     if any(not (s >= 0) for s in args.stereo_ceiling):
         raise ValueError(f"--stereo-ceiling: a disparity sigma is >= 0 px, got {args.stereo_ceiling}")
+    if args.live:
+        return _run_live(args, inputs, out)
     names = list(args.model) or ["default"]
     if args.baseline:
         names.append(args.baseline)
@@ -201,7 +206,7 @@ def run(args) -> int:
                 notes.append(f"{seq}: {err}")
             truth_h = _truth(fr, HazardParams())
             params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
-                                  memory_frames=args.hazard_memory,
+                                  noise_sigmas=args.hazard_noise_sigmas, memory_frames=args.hazard_memory,
                                   memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
             if truth_h is not None:
                 truth_h.params = params
@@ -361,7 +366,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
                  if sigma_d > 0 and up is not None and fr.baseline_m else None)
         truth_h = _truth(fr, HazardParams())
         params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
-                              memory_frames=args.hazard_memory,
+                              noise_sigmas=args.hazard_noise_sigmas, memory_frames=args.hazard_memory,
                               memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
         if truth_h is not None:
             truth_h.params = params
