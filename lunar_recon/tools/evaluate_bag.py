@@ -2,11 +2,13 @@
 
     lunar-recon evaluate-bag BAG... --model M [--model M2 ...] [--baseline sgbm|sgbm-wls] --out REPORT
     lunar-recon evaluate-bag BAG --live --out REPORT      # replay into a running stereo_node
+    lunar-recon evaluate-bag DATA --model M --stereo-ceiling 0.1 --out REPORT  # beside the ideal matcher
 
 Offline, every model runs through the same pipeline the node runs.  Scores are against the
 bag's ground-truth depth / hazard topics when it has them, else against the first model.
 ``--live`` publishes the bag on the node's input topics (real time, or faster with --speed),
 records what the node publishes and scores that, node latency and dropped pairs included.
+``--stereo-ceiling`` adds the ideal matcher at a disparity precision: what the rig allows.
 """
 from __future__ import annotations
 
