@@ -172,8 +172,8 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
 
 
 MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
-                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_f1_pooled", "hazard_f1_chance_pooled", "hazard_precision",
-                "hazard_recall", "hazard_iou", "hazard_known_fraction", "hazard_relief_margin_m",
+                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_f1_pooled",
+                "hazard_f1_chance_pooled", "hazard_precision", "hazard_recall", "hazard_iou", "hazard_known_fraction", "hazard_relief_margin_m",
                 "hazard_landing_site_safe", "disparity_sigma_px", "latency_ms_p50", "latency_ms_p90")
 
 
