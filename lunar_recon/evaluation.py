@@ -63,8 +63,8 @@ def ideal_stereo_depth(depth_true: np.ndarray, focal_baseline: float, disparity_
     matched (shadows too), no bias, independent Gaussian disparity noise of the given sigma.
 
     Its hazard map is the ceiling of two-view stereo at that precision on the rig
-    (``focal_baseline`` = f B in px m): real matchers and networks do worse, their errors being
-    correlated over a window, biased toward whole pixels and missing in shadow."""
+    (``focal_baseline`` = f B in px m): real matchers and networks do worse, smoothing small
+    relief away, biased toward whole pixels and leaving holes where nothing matches."""
     if not (focal_baseline > 0 and disparity_sigma_px >= 0):
         raise ValueError(f"need f B > 0 and a disparity sigma >= 0 (got {focal_baseline}, {disparity_sigma_px})")
     depth = np.asarray(depth_true, dtype=np.float32)
