@@ -130,19 +130,14 @@ def range_bin(range_m: float) -> str | None:
     return None
 
 
-def pooled_f1(scores: list[FrameScore]) -> float:
-    """Hazard F1 of the frames' cells taken as one set.  The mean of per-frame F1s gives a frame
-    with one small rock at the limit (where one noisy cell flips its F1 between 0 and 1) the
-    weight of a frame full of hazards, and drops frames without any; this does neither."""
-    tp, fp, fn = (sum(s.metrics.get(f"hazard_{k}", 0) for s in scores) for k in ("tp", "fp", "fn"))
-    return 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else float("nan")
-
-
-def pooled_f1_chance(scores: list[FrameScore]) -> float:
-    """The chance F1 (every cell a hazard) of the frames' cells taken as one set."""
-    true = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in scores)
-    cells = sum(s.metrics.get("hazard_cells", 0) for s in scores)
-    return 2 * true / (true + cells) if cells else float("nan")
+def pooled_hazard_f1(scores: list[FrameScore]) -> tuple[float, float]:
+    """Hazard F1, and its chance F1 (every cell a hazard), of the frames' cells taken as one
+    set.  The mean of per-frame F1s gives a frame with one small rock at the limit (where one
+    noisy cell flips its F1 between 0 and 1) the weight of a frame full of hazards, and drops
+    frames without any; this does neither."""
+    tp, fp, fn, cells = (sum(s.metrics.get(f"hazard_{k}", 0) for s in scores) for k in ("tp", "fp", "fn", "cells"))
+    f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else float("nan")
+    return f1, 2 * (tp + fn) / (tp + fn + cells) if cells else float("nan")
 
 
 def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[str, float]]:
@@ -166,15 +161,16 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
             vals = np.array([s.metrics.get(k, np.nan) for s in items], dtype=np.float64)
             row[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         if "hazard_tp" in keys:
-            row["hazard_f1_pooled"], row["hazard_f1_chance_pooled"] = pooled_f1(items), pooled_f1_chance(items)
+            row["hazard_f1_pooled"], row["hazard_f1_chance_pooled"] = pooled_hazard_f1(items)
         out[name] = row
     return out
 
 
 MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
                 "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_f1_pooled",
-                "hazard_f1_chance_pooled", "hazard_precision", "hazard_recall", "hazard_iou", "hazard_known_fraction", "hazard_relief_margin_m",
-                "hazard_landing_site_safe", "disparity_sigma_px", "latency_ms_p50", "latency_ms_p90")
+                "hazard_f1_chance_pooled", "hazard_precision", "hazard_recall", "hazard_iou", "hazard_known_fraction",
+                "hazard_relief_margin_m", "hazard_landing_site_safe", "disparity_sigma_px", "latency_ms_p50",
+                "latency_ms_p90")
 
 
 def _fmt(v) -> str:

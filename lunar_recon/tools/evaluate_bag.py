@@ -75,6 +75,38 @@ def _with_memory(memories: dict, key, pred_h, fr, params):
                                                             params.memory_keyframe_distance_m)
 
 
+def _hazard_params(args, truth_h):
+    """The hazard parameters of one frame's evaluation (the truth's grid unless given), set on
+    the truth's map too."""
+    from ..geometry.hazard import HazardParams
+
+    params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
+                          noise_sigmas=args.hazard_noise_sigmas, memory_frames=args.hazard_memory,
+                          memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
+    if truth_h is not None:
+        truth_h.params = params
+    return params
+
+
+def _score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key, shadowed=None):
+    """Scores of a depth image of the left camera, its hazard map made on the truth's grid with
+    the rig's noise model at ``sigma_d`` px (0: none), the frame's shadows when given, and the
+    same stream's hazard memory: (metrics, hazard map, points)."""
+    from ..evaluation import hazard_on_truth_grid, score_frame
+    from ..geometry.camera import depth_to_points
+    from ..geometry.stereo import stereo_elevation_sigma
+
+    pts = depth_to_points(depth, fr.K_left)
+    up = _up(fr)
+    sigma = (stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
+             if sigma_d > 0 and up is not None and fr.baseline_m else None)
+    pred_h = hazard_on_truth_grid(pts, up, params, truth_h, sigma, shadowed, fr.sun_left) \
+        if truth_h is not None and up is not None else None
+    pred_h = _with_memory(memories, key, pred_h, fr, params)
+    metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
+    return metrics, pred_h, pts
+
+
 def ceiling_label(sigma_px: float) -> str:
     return f"ideal stereo, {sigma_px:g} px"
 
@@ -82,9 +114,7 @@ def ceiling_label(sigma_px: float) -> str:
 def _score_ceiling(sigma_px: float, seq: str, i: int, fr, truth_h, params, memories: dict) -> tuple[str, dict] | str:
     """The ideal matcher's scores on one frame (see ``evaluation.ideal_stereo_depth``), or why
     it cannot be scored there.  Seeded by the frame, so a report is reproducible."""
-    from ..evaluation import hazard_on_truth_grid, ideal_stereo_depth, score_frame
-    from ..geometry.camera import depth_to_points
-    from ..geometry.stereo import stereo_elevation_sigma
+    from ..evaluation import ideal_stereo_depth
 
     label = ceiling_label(sigma_px)
     fb = _focal_baseline(fr)
@@ -92,13 +122,7 @@ def _score_ceiling(sigma_px: float, seq: str, i: int, fr, truth_h, params, memor
         return f"{seq} frame {i} ({label}): skipped (needs ground-truth depth and a rectified rig)"
     rng = np.random.default_rng([i, round(sigma_px * 1e6), sum(map(ord, seq))])
     depth = ideal_stereo_depth(fr.depth, fb, sigma_px, rng)
-    points = depth_to_points(depth, fr.K_left)
-    up = _up(fr)
-    sigma = stereo_elevation_sigma(points, up, fr.K_left.fx, fr.baseline_m, sigma_px) if up is not None else None
-    pred_h = hazard_on_truth_grid(points, up, params, truth_h, sigma) if truth_h is not None and up is not None \
-        else None
-    pred_h = _with_memory(memories, (label, seq), pred_h, fr, params)
-    return label, score_frame(depth, points, fr.depth, truth_h, up, params, sigma, fb, hazard_pred=pred_h)
+    return label, _score_depth(depth, fr, truth_h, params, sigma_px, memories, (label, seq))[0]
 
 
 def _frames(path: Path, namespace: str, max_frames: int):
@@ -207,11 +231,7 @@ def run(args) -> int:
             for err in fr.extra.get("errors", []):
                 notes.append(f"{seq}: {err}")
             truth_h = _truth(fr, HazardParams())
-            params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
-                                  noise_sigmas=args.hazard_noise_sigmas, memory_frames=args.hazard_memory,
-                                  memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
-            if truth_h is not None:
-                truth_h.params = params
+            params = _hazard_params(args, truth_h)
             reference = fr.depth
             for m_idx, (label, model) in enumerate(models):
                 rec = StereoReconstructor(model, ReconstructionParams(
@@ -272,11 +292,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..evaluation import (FrameScore, error_over_time_figure, example_figure, hazard_on_truth_grid, score_frame,
-                              write_report)
-    from ..geometry.camera import depth_to_points
+    from ..evaluation import FrameScore, error_over_time_figure, example_figure, write_report
     from ..geometry.hazard import HazardParams
-    from ..geometry.stereo import stereo_elevation_sigma
     from ..pipeline import shadows_of
     from ..ros.conversions import camera_info_msg, image_msg, pose_msg, stamp_ns
 
@@ -362,22 +379,12 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         if "depth" not in received.get(stamp, {}):
             continue
         t_recv, depth = received[stamp]["depth"]
-        pts = depth_to_points(depth, fr.K_left)
-        up = _up(fr)
-        sigma = (stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
-                 if sigma_d > 0 and up is not None and fr.baseline_m else None)
         truth_h = _truth(fr, HazardParams())
-        params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
-                              noise_sigmas=args.hazard_noise_sigmas, memory_frames=args.hazard_memory,
-                              memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
-        if truth_h is not None:
-            truth_h.params = params
-        # ... and the left image's shadows under the sun it was sent, as the node does.
-        shadowed = shadows_of(fr.left, pts.shape[:2], args.shadow_fraction) if fr.sun_left is not None else None
-        pred_h = hazard_on_truth_grid(pts, up, params, truth_h, sigma, shadowed, fr.sun_left) \
-            if truth_h is not None and up is not None else None
-        pred_h = _with_memory(memories, seq, pred_h, fr, params)  # the frames the node answered, in order
-        metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
+        params = _hazard_params(args, truth_h)
+        # ... and the left image's shadows under the sun it was sent, as the node does; the
+        # memory over the frames the node answered, in order.
+        shadowed = shadows_of(fr.left, depth.shape, args.shadow_fraction) if fr.sun_left is not None else None
+        metrics, pred_h, pts = _score_depth(depth, fr, truth_h, params, sigma_d, memories, seq, shadowed)
         scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if i < args.figures:
             figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
