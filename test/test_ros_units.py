@@ -60,6 +60,36 @@ def test_exact_sync_pairs_equal_stamps_only():
     assert out == [("L1", "R1")]
 
 
+def _msg_ns(sec: int, nanosec: int, tag: str):
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec)), tag=tag)
+
+
+def test_exact_sync_tells_apart_stamps_nanoseconds_apart():
+    # At today's epoch a float of seconds has ~240 ns resolution: 50 ns apart looked equal.
+    out = []
+    sync = TimeSynchronizer(2, 5, lambda a, b: out.append((a.tag, b.tag)))
+    sec = 1_764_700_000
+    sync.add(0, _msg_ns(sec, 123_456_700, "L"))
+    sync.add(1, _msg_ns(sec, 123_456_750, "R50ns"))
+    assert out == []
+    sync.add(1, _msg_ns(sec, 123_456_700, "R"))
+    assert out == [("L", "R")]
+
+
+def test_approximate_sync_slop_in_nanoseconds():
+    out = []
+    sync = TimeSynchronizer(2, 5, lambda a, b: out.append((a.tag, b.tag)), slop=1e-6, approximate=True)
+    assert sync.slop_ns == 1000
+    sec = 1_764_700_000
+    sync.add(0, _msg_ns(sec, 500_000_000, "L"))
+    sync.add(1, _msg_ns(sec, 500_001_001, "R1001ns"))  # 1 ns beyond the slop
+    assert out == []
+    sync.add(1, _msg_ns(sec, 500_001_000, "R1000ns"))
+    assert out == [("L", "R1000ns")]
+    with pytest.raises(ValueError, match="slop"):
+        TimeSynchronizer(2, 5, lambda *a: None, slop=-0.1, approximate=True)
+
+
 def test_approximate_sync_newest_set_wins_and_old_are_dropped():
     out = []
     sync = TimeSynchronizer(2, 10, lambda a, b: out.append((a.tag, b.tag)), slop=0.02, approximate=True)

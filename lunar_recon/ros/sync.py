@@ -2,7 +2,8 @@
 
 Exact policy: a set is emitted when every input has a message with the same stamp.
 Approximate policy: a set is emitted when every input has a message within ``slop`` seconds
-of the newest pivot.  Queues are bounded (``queue_size`` per input); the newest complete set
+of the newest pivot.  Stamps are compared as integer nanoseconds (a float of seconds cannot
+tell apart stamps ~50 ns apart at today's epoch), the slop converted to nanoseconds once.  Queues are bounded (``queue_size`` per input); the newest complete set
 wins and everything older is dropped, so the consumer always sees the latest pair.
 """
 from __future__ import annotations
@@ -12,19 +13,21 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 
-def stamp_seconds(msg: Any) -> float:
+def stamp_nanoseconds(msg: Any) -> int:
     s = msg.header.stamp
-    return float(s.sec) + float(s.nanosec) * 1e-9
+    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
 
 
 class TimeSynchronizer:
     def __init__(self, n_inputs: int, queue_size: int, callback: Callable[..., None], slop: float = 0.0,
-                 approximate: bool = False, stamp: Callable[[Any], float] = stamp_seconds):
+                 approximate: bool = False, stamp: Callable[[Any], int] = stamp_nanoseconds):
         if n_inputs < 1 or queue_size < 1:
             raise ValueError("need at least one input and queue_size >= 1")
         self.queues: list[deque] = [deque(maxlen=queue_size) for _ in range(n_inputs)]
         self.callback = callback
-        self.slop = float(slop) if approximate else 0.0
+        if not slop >= 0:
+            raise ValueError(f"slop must be >= 0 s, got {slop}")
+        self.slop_ns = int(round(float(slop) * 1e9)) if approximate else 0
         self.approximate = approximate
         self.stamp = stamp
         self.dropped = 0  # messages that left a queue without ever being part of a set
@@ -46,7 +49,7 @@ class TimeSynchronizer:
             chosen = []
             for q in self.queues:
                 best = min(q, key=lambda e: abs(e[0] - t_pivot), default=None)
-                if best is None or abs(best[0] - t_pivot) > self.slop + 1e-12:
+                if best is None or abs(best[0] - t_pivot) > self.slop_ns:
                     break
                 chosen.append(best)
             else:
