@@ -95,8 +95,27 @@ def test_pickled_code_is_refused(tmp_path):
     evil = tmp_path / "evil.pth"
     # Any class a file names (here one of this module) would run code when unpickled.
     torch.save({"model": {}, "args": Payload()}, evil)
-    with pytest.raises(CheckpointError, match="refused to unpickle"):
+    with pytest.raises(CheckpointError, match="not loaded, for safety") as err:
         load_model(evil)
+    assert "Payload" in str(err.value) and "weights_only" not in str(err.value)
+
+
+class _SystemCall:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo must-not-run",))
+
+
+@pytest.mark.parametrize("payload,global_name", [(_SystemCall(), "system"), ({"a": _SystemCall()}, "system")])
+def test_pickled_call_names_the_global_and_never_suggests_the_unsafe_flag(tmp_path, payload, global_name):
+    evil = tmp_path / "evil.pth"
+    torch.save(payload, evil)
+    with pytest.raises(CheckpointError) as err:
+        load_model(evil)
+    text = str(err.value)
+    assert "not loaded, for safety" in text and global_name in text
+    assert "corrupt" not in text and "weights_only" not in text and "False" not in text
 
 
 def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path, tiny):

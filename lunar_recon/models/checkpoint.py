@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -47,14 +49,23 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's weights-only unpickler refused a global: name it, and never pass on torch's
+        # advice to retry with weights_only=False (that would run the file's code).
+        found = _REFUSED_GLOBAL.search(str(exc))
+        what = f"the global {found.group(1)}" if found else "a global that is not a tensor or plain container"
+        raise CheckpointError(
+            f"{path}: not loaded, for safety: the file holds code or an object that unpickling would construct "
+            f"({what}); lunar_recon loads only tensors, plain containers and argparse.Namespace. Re-save the "
+            "state dict (torch.save(model.state_dict(), ...)) from code you trust."
+        ) from None
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear message
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Unsupported global" in str(exc) or "WeightsUnpickler" in str(exc):
-            raise CheckpointError(
-                f"{path}: refused to unpickle code or an unknown type ({text}); lunar_recon loads only "
-                "tensors, plain containers and argparse.Namespace. Re-save the state dict from trusted code."
-            ) from None
         raise CheckpointError(f"{path}: cannot read checkpoint (corrupt or truncated?): {text}") from None
+
+
+# "... unsupported GLOBAL posix.system whose module ..." / "Unsupported global: GLOBAL eval was not ..."
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
 
 
 def infer_head_widths(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
