@@ -53,6 +53,24 @@ def test_command_line_info(fixtures_dir):
     assert "parameters: 227,302" in out.stdout and "arch: mast3r" in out.stdout
 
 
+def test_info_and_export_accept_the_model_names_the_node_accepts(tmp_path):
+    from lunar_recon.models.registry import resolve_network_file, shipped_model_path
+
+    shipped = shipped_model_path()
+    assert shipped is not None  # the package ships its default student
+    assert resolve_network_file("default") == str(shipped)
+    assert resolve_network_file("runs/x.pt") == "runs/x.pt"
+    with pytest.raises(ValueError, match="classical matcher"):
+        resolve_network_file("sgbm")
+    out = subprocess.run([sys.executable, "-m", "lunar_recon", "info", "default", "--height", "64", "--width", "64"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "parameters:" in out.stdout and "no such model file" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "lunar_recon", "export", "sgbm", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no network file" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_command_line_reports_bad_model_cleanly(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_text("nope")

@@ -27,6 +27,20 @@ def _ros_share() -> Path | None:
         return None
 
 
+def resolve_network_file(name: str) -> str:
+    """The checkpoint file a model name stands for, for the tools that need a network
+    (``info``, ``export``): 'default' is the shipped student; a classical matcher has none."""
+    if name in ("", "default"):
+        path = shipped_model_path()
+        if path is None:
+            raise ValueError("model 'default' is SGBM here (no student is shipped with this install): "
+                             "it has no network file")
+        return str(path)
+    if name in CLASSICAL:
+        raise ValueError(f"model {name!r} is the classical matcher: it has no network file")
+    return name
+
+
 def load_stereo_model(name: str, device: str = "cpu"):
     """A model with ``predict(left, right, size)`` for the reconstruction pipeline."""
     from ..geometry.stereo import SGBMParams
@@ -34,10 +48,9 @@ def load_stereo_model(name: str, device: str = "cpu"):
     from .checkpoint import load_model
 
     if name in ("", "default"):
-        path = shipped_model_path()
-        if path is None:
+        if shipped_model_path() is None:
             return SGBMModel()
-        name = str(path)
+        name = resolve_network_file(name)
     if name == "sgbm":
         return SGBMModel()
     if name == "sgbm-wls":
