@@ -6,9 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/demo}
-BIN=.venv/bin
-rm -rf "$OUT"
+BIN=${LUNAR_RECON_BIN:-.venv/bin}  # the environment holding lunar-recon and stereo_node
+MARK=.lunar_recon_demo
+# Delete only what an earlier demo wrote: a folder holding its mark, or an empty one.
+if [ -e "$OUT" ]; then
+  if [ ! -d "$OUT" ]; then
+    echo "demo.sh: $OUT exists and is not a folder; refusing to replace it" >&2; exit 2
+  elif [ -f "$OUT/$MARK" ]; then
+    rm -rf "$OUT"
+  elif [ -n "$(ls -A "$OUT")" ]; then
+    echo "demo.sh: $OUT is not empty and not a previous demo's output (no $MARK); refusing to delete it" >&2
+    exit 2
+  fi
+fi
 mkdir -p "$OUT"
+touch "$OUT/$MARK"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 100))}
 
