@@ -279,3 +279,19 @@ def test_ray_march_starts_outside_the_terrain_free_ball():
     near = clearance(terrain_tensors(ground, sun), cam)
     assert 1.2 < near < np.hypot(1.0, 1.0)
     assert clearance(terrain_tensors(ground, sun), np.array([9.9, 0.0, 1.5])) == 0.0
+
+
+def test_simulated_sequence_bag_files_carry_the_bags_name(tmp_path):
+    from lunar_recon.cli import main
+
+    out = tmp_path / "seq_bag"
+    (tmp_path / ".seq_bag.partial").mkdir()  # an interrupted run's leftovers are cleared
+    assert main(["simulate", "--sequence", "rover", "--frames", "1", "--width", "64", "--height", "48",
+                 "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "metadata.yaml" in names and not any("partial" in n for n in names), names
+    assert not any("partial" in p.name for p in tmp_path.iterdir())
+    assert "partial" not in (out / "metadata.yaml").read_text()
+    from lunar_recon.data.rosbag import read_stereo_bag
+
+    assert len(list(read_stereo_bag(out))) == 1

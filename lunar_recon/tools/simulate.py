@@ -112,16 +112,27 @@ def _run_sequence(args) -> int:
         raise ValueError(f"{out} already exists; rosbag2 bags are never overwritten")
     frames = render_sequence(args.sequence, args.frames, args.seed, width=args.width,
                              height=args.height if args.height != 512 else 384, bits=args.bits)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    n = write_stereo_bag(tmp, _progress(frames, total=args.frames, desc=f"sequence {args.sequence}"),
-                         storage=args.storage, rate_hz=args.rate)
-    tmp.rename(out)
+    n = write_bag_atomically(out, lambda path: write_stereo_bag(
+        path, _progress(frames, total=args.frames, desc=f"sequence {args.sequence}"), storage=args.storage,
+        rate_hz=args.rate))
     print(f"{out}: {n} frames ({args.storage})")
     return 0
+
+
+def write_bag_atomically(out: Path, write) -> int:
+    """``write(path)`` a bag under its final name inside a hidden sibling folder, then move it
+    into place: an interrupted run leaves no bag at ``out``, and the finished bag's files carry
+    its own name (rosbag2 names them after the bag's folder, and metadata.yaml lists them)."""
+    import shutil
+
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)  # an interrupted run's leftovers
+    staging.mkdir(parents=True)
+    n = write(staging / out.name)
+    (staging / out.name).rename(out)
+    staging.rmdir()
+    return n
 
 
 def _progress(it, total: int, desc: str, initial: int = 0):
