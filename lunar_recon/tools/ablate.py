@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
+    from ..progress import progress
 
     from ..distill.ablation import VARIANTS, run_variant, variant_config, write_tables
     from ..distill.trainer import DistillConfig
@@ -44,7 +44,7 @@ def run(args) -> int:
             cfg = variant_config(base, variant, out, seed, args.steps)
             print(f"ablate: {variant.name} (seed {seed}) -> {cfg.out}", flush=True)
             row = run_variant(cfg, variant, h, w, threads=args.threads, log=lambda *a, **k: None,
-                              progress=lambda r: tqdm(r, desc=variant.name, unit="step", disable=None, leave=False))
+                              progress=lambda r: progress(r, desc=variant.name, unit="step", leave=False))
             rows.append(row)
             write_tables(out, rows, _header(args, base, h, w))  # partial tables survive an interruption
     md, csv_path = write_tables(out, rows, _header(args, base, h, w))

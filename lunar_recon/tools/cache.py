@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
+    from ..progress import progress
 
     from ..distill.cache import build_cache
     from ..distill.data import TrainPairs
@@ -30,8 +30,7 @@ def run(args) -> int:
     teacher = load_model(args.teacher, device=args.device)
     pairs = TrainPairs(args.data, args.split, args.size)
     meta = build_cache(teacher, pairs, args.out, args.features, args.rank, args.shard_size, args.batch_size,
-                       teacher_label=str(args.teacher), progress=lambda it: tqdm(it, desc="cache", unit="shard",
-                                                                                 disable=None))
+                       teacher_label=str(args.teacher), progress=lambda it: progress(it, desc="cache", unit="shard"))
     print(f"{args.out}: {meta['pairs']} pairs, {meta['bytes_per_pair'] / 1024:.1f} KiB per pair, "
           f"compression x{meta['compression_ratio']:.2f} vs float32")
     return 0

@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import yaml
-    from tqdm import tqdm
+    from ..progress import progress
 
     from ..distill.trainer import DistillConfig, Trainer
 
@@ -28,8 +28,8 @@ def run(args) -> int:
         setattr(cfg, key, yaml.safe_load(value))
     cfg.validate()
     trainer = Trainer(cfg, resume=args.resume)
-    history = trainer.train(progress=lambda r: tqdm(r, desc="distill", unit="step", disable=None,
-                                                    initial=trainer.step, total=cfg.steps))
+    history = trainer.train(progress=lambda r: progress(r, desc="distill", unit="step",
+                                                        initial=trainer.step, total=cfg.steps))
     last = history[-1] if history else {}
     print(f"{cfg.out}: step {trainer.step}/{cfg.steps}, loss {last.get('loss', float('nan')):.4f}, "
           f"best val AbsRel {trainer.best:.4f}")

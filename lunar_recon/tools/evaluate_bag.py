@@ -215,7 +215,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scores, figures, notes = [], [], []
     memories: dict = {}  # (model, sequence) -> that model's recent maps of the sequence
-    from tqdm import tqdm
+    from ..progress import progress
 
     for path in inputs:
         try:
@@ -227,7 +227,7 @@ def run(args) -> int:
                 raise
             notes.append(f"{path}: skipped ({exc})")
             continue
-        for seq, i, fr in tqdm(frames, desc=f"evaluate {path.name}", unit="frame", disable=None):
+        for seq, i, fr in progress(frames, desc=f"evaluate {path.name}", unit="frame"):
             for err in fr.extra.get("errors", []):
                 notes.append(f"{seq}: {err}")
             truth_h = _truth(fr, HazardParams())

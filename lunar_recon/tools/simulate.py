@@ -136,6 +136,6 @@ def write_bag_atomically(out: Path, write) -> int:
 
 
 def _progress(it, total: int, desc: str, initial: int = 0):
-    from tqdm import tqdm
+    from ..progress import progress
 
-    return tqdm(it, total=total, initial=initial, desc=desc, unit="pair", disable=None)
+    return progress(it, total=total, initial=initial, desc=desc, unit="pair")
