@@ -179,6 +179,9 @@ def test_stale_pairs_are_dropped_under_a_fast_publisher(frame):
     (["model:=/nonexistent/student.pt"], "no such model file"),
     (["scale_mode:=magic"], "scale_mode"),
     (["hazard.footprint_diameter_m:=0.1"], "footprint"),
+    (["device:=tpu"], "device"),
+    (["hazard.roughness_max_m:=-1.0"], "roughness_max_m"),
+    (["points_decimation:=0"], "points_decimation"),
 ])
 def test_bad_startup_exits_nonzero_with_reason(params, needle):
     proc = subprocess.run([sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args"]
@@ -186,6 +189,9 @@ def test_bad_startup_exits_nonzero_with_reason(params, needle):
                           text=True, timeout=120)
     assert proc.returncode != 0
     assert needle in proc.stderr + proc.stdout
+    # one clear line, no traceback (a half-built node used to fail again in rclpy's shutdown)
+    assert "Traceback" not in proc.stderr and "_cond" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[0].startswith("stereo_node: cannot start:")
 
 
 def test_truncated_model_file_exits_nonzero(tmp_path, fixtures_dir):

@@ -434,10 +434,14 @@ class StereoNode(Node):
         self.pub["diagnostics"].publish(arr)
 
     def destroy_node(self):
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        for w in self._workers:
+        # Also called by rclpy's shutdown on a node whose __init__ failed part-way (bad
+        # parameters, a missing model): stop only what was started.
+        cond = getattr(self, "_cond", None)
+        if cond is not None:
+            with cond:
+                self._stop = True
+                cond.notify_all()
+        for w in getattr(self, "_workers", ()):
             w.join(timeout=5)
         return super().destroy_node()
 
