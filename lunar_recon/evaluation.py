@@ -15,8 +15,9 @@ import numpy as np
 
 from .geometry.camera import depth_to_points
 from .geometry.frames import quaternion_to_matrix
-from .geometry.hazard import HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, hazard_map, median_relief_margin
-from .geometry.metrics import depth_metrics, hazard_metrics
+from .geometry.hazard import (HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, hazard_map, median_elevation_sigma,
+                              resample_hazard_map)
+from .geometry.metrics import depth_metrics, expected_calibration_error, hazard_metrics, reliability_counts
 
 
 def hazard_truth_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw,
@@ -28,8 +29,9 @@ def hazard_truth_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orie
     grid = GridSpec((float(o[0]), float(o[1])), float(resolution), tuple(cost.shape))
     classes = np.where(cost < 0, UNKNOWN, np.where(cost >= 100, HAZARD, SAFE)).astype(np.int8)
     nan = np.full(cost.shape, np.nan, np.float32)
-    hm = HazardMap(grid, nan, nan, nan, nan, nan, np.ones(cost.shape, np.float32), classes, cost.astype(np.int8),
-                   R, params)
+    hm = HazardMap(grid=grid, elevation_m=nan, slope_deg=nan, roughness_m=nan, roughness_rms_m=nan,
+                   coverage=np.ones(cost.shape, np.float32), hazard=classes, cost=cost.astype(np.int8),
+                   R_grid_from_input=R, params=params)
     return hm, grid
 
 
@@ -41,20 +43,13 @@ class FrameScore:
     stamp_ns: int
     latency_s: float
     metrics: dict = field(default_factory=dict)
+    reliability: np.ndarray | None = None  # geometry.metrics.reliability_counts of the frame's hazard map
 
 
-def hazard_on_truth_grid(points_pred: np.ndarray, up: np.ndarray, params: HazardParams, hazard_true: HazardMap,
-                         elevation_sigma: np.ndarray | None = None, shadowed: np.ndarray | None = None,
-                         sun: np.ndarray | None = None) -> HazardMap | None:
-    """The prediction's hazard map on the truth's cells, made as the pipeline makes it (same
-    noise model, same shadow bound); None with fewer than 3 usable points."""
-    usable = np.isfinite(points_pred[..., 0] + points_pred[..., 1] + points_pred[..., 2])
-    if elevation_sigma is not None:
-        usable &= np.isfinite(elevation_sigma)
-    if usable.sum() < 3:
-        return None
-    return hazard_map(points_pred, up, params, grid=hazard_true.grid, elevation_sigma=elevation_sigma,
-                      shadowed=shadowed, sun=sun)
+def hazard_on_truth_cells(hazard_pred: HazardMap, hazard_true: HazardMap) -> HazardMap:
+    """The map the pipeline made, resampled onto the truth's cells (nearest cell), so the very
+    map a node publishes is scored -- not a second map made on the truth's grid."""
+    return resample_hazard_map(hazard_pred, hazard_true.grid, hazard_true.R_grid_from_input, hazard_true.elevation_m)
 
 
 def ideal_stereo_depth(depth_true: np.ndarray, focal_baseline: float, disparity_sigma_px: float,
@@ -81,14 +76,12 @@ def ideal_stereo_depth(depth_true: np.ndarray, focal_baseline: float, disparity_
 def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
                 hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams,
                 elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None,
-                hazard_pred: HazardMap | None = None, shadowed: np.ndarray | None = None,
-                sun: np.ndarray | None = None) -> dict:
-    """Depth metrics (no alignment), hazard metrics on the truth's grid (the prediction's
-    hazard map made with its ``elevation_sigma`` noise model and ``shadowed`` / ``sun`` shadow
-    bound, as the pipeline makes it, unless ``hazard_pred`` on that grid is given), the frame's
-    range and, for a rectified rig
-    (``focal_baseline`` = f B in px m), the disparity error in pixels: the precision figure of
-    stereo, comparable across ranges."""
+                hazard_pred: HazardMap | None = None) -> dict:
+    """Depth metrics (no alignment), the frame's range, for a rectified rig (``focal_baseline``
+    = f B in px m) the disparity error in pixels (the precision figure of stereo, comparable
+    across ranges), and hazard metrics of ``hazard_pred`` (the pipeline's own map; made here
+    from ``points_pred`` with ``elevation_sigma`` when not given) resampled onto the truth's
+    cells.  The frame's reliability counts are under the key ``"_reliability"``."""
     out: dict = {}
     reference = depth_true if depth_true is not None else depth_pred
     finite = reference[np.isfinite(reference) & (reference > 0)]
@@ -105,17 +98,29 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
                 out["disparity_bias_px"] = med
                 out["disparity_sigma_px"] = float(1.4826 * np.median(np.abs(e - med)))  # robust (MAD) sigma
     if hazard_true is not None and up is not None:
-        pred = hazard_pred if hazard_pred is not None else \
-            hazard_on_truth_grid(points_pred, up, params, hazard_true, elevation_sigma, shadowed, sun)
-        if pred is not None:
+        if hazard_pred is None:
+            usable = np.isfinite(points_pred[..., 0] + points_pred[..., 1] + points_pred[..., 2])
+            if elevation_sigma is not None:
+                usable &= np.isfinite(elevation_sigma)
+            if usable.sum() >= 3:
+                hazard_pred = hazard_map(points_pred, up, params, elevation_sigma=elevation_sigma)
+        if hazard_pred is not None:
+            pred = hazard_on_truth_cells(hazard_pred, hazard_true)
             hz = hazard_metrics(pred, hazard_true)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
-            margin = median_relief_margin(pred, hazard_true.hazard != -1)  # its resolving power here
-            if np.isfinite(margin):
-                out["hazard_relief_margin_m"] = margin
+            out["_reliability"] = reliability_counts(pred, hazard_true)
+            sigma = median_elevation_sigma(pred, hazard_true.hazard != -1)  # its resolving power here
+            if np.isfinite(sigma):
+                out["hazard_elevation_sigma_m"] = sigma
             if np.isfinite(hazard_true.slope_deg).any():
                 out["slope_mae_deg"] = hz["slope_mae_deg"]
     return out
+
+
+def frame_score(sequence: str, model: str, index: int, stamp_ns: int, latency_s: float, metrics: dict) -> FrameScore:
+    """A FrameScore from :func:`score_frame`'s result (its reliability counts moved to their field)."""
+    metrics = dict(metrics)
+    return FrameScore(sequence, model, index, stamp_ns, latency_s, metrics, metrics.pop("_reliability", None))
 
 
 # Range bins of the per-range breakdown (m): stereo precision falls as range squared, so a
@@ -140,6 +145,22 @@ def pooled_hazard_f1(scores: list[FrameScore]) -> tuple[float, float]:
     return f1, 2 * (tp + fn) / (tp + fn + cells) if cells else float("nan")
 
 
+def pooled_reliability(scores: list[FrameScore]) -> np.ndarray | None:
+    parts = [s.reliability for s in scores if s.reliability is not None]
+    return np.sum(parts, axis=0) if parts else None
+
+
+def pooled_safety(scores: list[FrameScore]) -> dict[str, float]:
+    """Certified-safe and false-safe shares and the calibration error of the frames' sites taken
+    as one set."""
+    ok, bad, called, true = (sum(s.metrics.get(f"hazard_{k}", 0) for s in scores)
+                             for k in ("safe_ok", "safe_bad", "safe_called", "safe_true"))
+    rel = pooled_reliability(scores)
+    return {"hazard_certified_safe_pooled": ok / true if true else float("nan"),
+            "hazard_false_safe_pooled": bad / called if called else float("nan"),
+            "hazard_ece_pooled": expected_calibration_error(rel) if rel is not None else float("nan")}
+
+
 def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[str, float]]:
     """Mean of every metric (NaN-aware), per model and per (model, sequence), or with
     ``by='range'`` per (model, range bin of the frame's median range)."""
@@ -162,15 +183,17 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
             row[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         if "hazard_tp" in keys:
             row["hazard_f1_pooled"], row["hazard_f1_chance_pooled"] = pooled_hazard_f1(items)
+            row.update(pooled_safety(items))
         out[name] = row
     return out
 
 
-MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_delta1", "depth_completeness",
-                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1", "hazard_f1_chance", "hazard_f1_pooled",
-                "hazard_f1_chance_pooled", "hazard_precision", "hazard_recall", "hazard_iou", "hazard_known_fraction",
-                "hazard_relief_margin_m", "hazard_landing_site_safe", "disparity_sigma_px", "latency_ms_p50",
-                "latency_ms_p90")
+MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_completeness",
+                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1_pooled", "hazard_f1_chance_pooled",
+                "hazard_certified_safe_pooled", "hazard_false_safe_pooled", "hazard_ece_pooled", "hazard_recall",
+                "hazard_f1", "hazard_f1_chance", "hazard_known_fraction", "hazard_elevation_sigma_m",
+                "hazard_landing_site_proposed", "hazard_landing_site_safe", "hazard_landing_site_hazard_distance_m",
+                "disparity_sigma_px", "latency_ms_p50", "latency_ms_p90")
 
 
 def _fmt(v) -> str:
@@ -192,6 +215,22 @@ def markdown_table(summary: dict[str, dict[str, float]], columns=MAIN_COLUMNS, g
     return "\n".join(lines)
 
 
+def headline(summary: dict[str, dict[str, float]]) -> list[str]:
+    """One sentence per model on its hazard map, saying so in words when it is no better than chance."""
+    lines = []
+    for name, row in summary.items():
+        if " | " in name or "hazard_f1_pooled" not in row:
+            continue
+        f1, chance = row["hazard_f1_pooled"], row.get("hazard_f1_chance_pooled", float("nan"))
+        verdict = ("**at or below chance: the map carries no information about the hazards**"
+                   if np.isfinite(f1) and np.isfinite(chance) and f1 <= chance else "above chance")
+        lines.append(f"- **{name}**: hazard F1 {_fmt(f1)} against {_fmt(chance)} for calling everything a hazard "
+                     f"({verdict}); certified safe {_fmt(row.get('hazard_certified_safe_pooled', float('nan')))}, "
+                     f"false safe {_fmt(row.get('hazard_false_safe_pooled', float('nan')))}, "
+                     f"calibration error {_fmt(row.get('hazard_ece_pooled', float('nan')))}.")
+    return lines
+
+
 def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes: list[str],
                  title: str = "lunar_recon evaluation") -> dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -204,31 +243,66 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
         for s in scores:
             w.writerow([s.sequence, s.model, s.index, s.stamp_ns, f"{s.latency_s:.6f}",
                         *[s.metrics.get(k, "") for k in keys]])
-    (out / "metrics.json").write_text(json.dumps({"summary": summary, "by_range": by_range, "frames": [s.__dict__ for s in scores]},
+    frames = [{**s.__dict__, "reliability": None if s.reliability is None else s.reliability.tolist()} for s in scores]
+    (out / "metrics.json").write_text(json.dumps({"summary": summary, "by_range": by_range, "frames": frames},
                                                  indent=1, default=lambda o: None if isinstance(o, float) and
                                                  math.isnan(o) else str(o)).replace("NaN", "null"))
-    lines = [f"# {title}", "", "Metrics are computed without any scale or Sim(3) alignment (scale is judged).",
-             "Depth metrics against the ground-truth depth topic when present, else against the first model.", "",
+    if any(s.reliability is not None for s in scores):
+        figures = [reliability_figure(out / "reliability.png", scores), *figures]
+    lines = [f"# {title}", "", *headline(summary), "",
+             "Metrics are computed without any scale or Sim(3) alignment (scale is judged).",
+             "Depth metrics against the ground-truth depth topic when present, else against the first model. "
+             "Hazard metrics score each model's own map, as the node publishes it, on the truth's sites: "
+             "`certified_safe` is the share of truly safe sites called safe, `false_safe` the share of sites "
+             "called safe that are hazards, `ece` the calibration error of the hazard probability; `_pooled` "
+             "columns take every frame's sites as one set, the others are means of frames. "
+             "`hazard_f1_chance` is the F1 of calling every site a hazard.", "",
              markdown_table(summary), ""]
     if by_range:
         lines += ["## By range", "",
                   "Stereo depth noise grows as range squared over (focal length x baseline): each frame falls in "
-                  "the bin of its median range. `hazard_known_fraction` is the share of the truth's cells the "
-                  "prediction could judge (the rest it calls unknown: hazards of the set size are not resolvable "
-                  "there with its precision). `hazard_relief_margin_m` (median over the truth's cells) is how far "
-                  "a cell's relief must clear the roughness limit, either way, for the map to be certain: a "
-                  "rock is certainly a hazard above the limit plus it, and where it exceeds the limit "
-                  "itself nothing can be called safe, so it says at which range a hazard of the set size "
-                  "becomes detectable. `hazard_f1_chance` is the F1 of calling every cell a hazard: a "
-                  "hazard F1 near it carries no information. `hazard_f1` is the mean of the frames' F1s; "
-                  "`hazard_f1_pooled` (and `hazard_f1_chance_pooled`) score all the frames' cells as one set, so a "
-                  "frame whose few hazard cells one noisy cell decides does not weigh as much as a frame full of "
-                  "them.", "", markdown_table(by_range, group="range"), ""]
+                  "the bin of its median range. `hazard_known_fraction` is the share of the truth's sites the "
+                  "map could judge; `hazard_elevation_sigma_m` (median over the truth's cells) is the 1-sigma of "
+                  "a cell's height: where it nears the roughness limit, hazards of the set size are not "
+                  "resolvable.", "", markdown_table(by_range, group="range"), ""]
     lines += [f"- {n}" for n in notes]
     for fig in figures:
         lines += ["", f"![{fig.stem}]({fig.name})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def reliability_figure(path: Path, scores: list[FrameScore]) -> Path:
+    """Reliability diagram of every model's hazard probability (frames pooled), with the ECE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax[0].plot([0, 1], [0, 1], "k:", label="perfectly calibrated")
+    for model in sorted({s.model for s in scores}):
+        rel = pooled_reliability([s for s in scores if s.model == model])
+        if rel is None or rel[0].sum() == 0:
+            continue
+        used = rel[0] > 0
+        ax[0].plot(rel[1][used] / rel[0][used], rel[2][used] / rel[0][used], "o-",
+                   label=f"{model} (ECE {expected_calibration_error(rel):.3f})")
+        centres = (np.arange(rel.shape[1]) + 0.5) / rel.shape[1]
+        ax[1].bar(centres, rel[0] / rel[0].sum(), width=1 / rel.shape[1], alpha=0.4, label=model)
+    ax[0].set_xlabel("predicted hazard probability")
+    ax[0].set_ylabel("observed hazard frequency")
+    ax[0].set_title("reliability of the hazard probability")
+    ax[0].legend(fontsize=8)
+    ax[1].set_xlabel("predicted hazard probability")
+    ax[1].set_ylabel("share of sites")
+    ax[1].set_yscale("log")
+    ax[1].set_title("sites per probability bin")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return path
 
 
 def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_true: np.ndarray | None,
@@ -308,5 +382,6 @@ def error_over_time_figure(path: Path, scores: list[FrameScore]) -> Path:
     return path
 
 
-__all__ = ["FrameScore", "depth_to_points", "error_over_time_figure", "example_figure", "hazard_truth_from_grid",
-           "markdown_table", "score_frame", "summarize", "write_report"]
+__all__ = ["FrameScore", "depth_to_points", "error_over_time_figure", "example_figure", "frame_score",
+           "hazard_on_truth_cells", "hazard_truth_from_grid", "markdown_table", "reliability_figure", "score_frame",
+           "summarize", "write_report"]

@@ -85,6 +85,8 @@ class SGBMModel:
 
     name = "sgbm"
     disparity_sigma_px = 0.11  # robust sigma on the simulated descent calibration pairs (2 sub-pixel passes; 1: 0.21)
+    # fitted on the lander calibration split (evaluate-bag --fit-hazard-calibration; docs/results.md)
+    hazard_calibration = (0.0177, 0.0653, 0.0893, 0.0903, 0.0903, 0.0903, 0.0971, 0.1281, 0.2146, 0.4561, 0.7696)
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()
@@ -289,6 +291,20 @@ def shadows_of(image: np.ndarray | None, shape: tuple[int, int], fraction: float
     return mask
 
 
+def confidence_sigma_factor(confidence: np.ndarray, valid: np.ndarray, widest: float = 4.0) -> np.ndarray:
+    """How much wider than the stereo noise model a pixel's depth error is taken to be, from the
+    network's confidence: sqrt(median / confidence), between 1 (at or above the frame's median
+    confidence) and ``widest``.  A uniform confidence (SGBM) changes nothing."""
+    conf = np.asarray(confidence, dtype=np.float32)
+    use = valid & np.isfinite(conf) & (conf > 0)
+    if not use.any():
+        return np.ones(conf.shape, np.float32)
+    median = float(np.median(conf[use]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.sqrt(np.float32(median) / conf)
+    return np.clip(np.nan_to_num(factor, nan=widest, posinf=widest), 1.0, widest).astype(np.float32)
+
+
 def needs_right_view(scale_mode: str) -> bool:
     """Only 'baseline' scaling reads the right view's pointmap (to recover the pose); the node
     skips that head otherwise."""
@@ -316,6 +332,9 @@ class ReconstructionParams:
     shadow_intensity_fraction: float = SHADOW_INTENSITY_FRACTION
     hazard: HazardParams = field(default_factory=HazardParams)
     compute_hazard: bool = True
+    # map the hazard probabilities through the model's calibration (off: the raw Gaussian model's,
+    # e.g. to fit a new calibration)
+    calibrate_hazard: bool = True
     compute_slope: bool = True
 
     def validate(self) -> None:
@@ -352,6 +371,14 @@ class Reconstruction:
 
 
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
+
+
+def model_hazard_calibration(model) -> tuple[float, ...] | None:
+    """The hazard-probability calibration a model states (card ``hazard_calibration``, or an
+    attribute): fitted on calibration pairs with ``evaluate-bag --fit-hazard-calibration``."""
+    card = getattr(model, "meta", {}).get("card", {})
+    value = card.get("hazard_calibration", getattr(model, "hazard_calibration", None))
+    return tuple(float(v) for v in value) if value else None
 
 
 def model_disparity_sigma(model) -> float:
@@ -465,13 +492,15 @@ class StereoReconstructor:
             up = normalize(up_in_left)
             if p.compute_hazard and calibration is not None and sigma_d > 0:  # only the hazard map uses it
                 sigma = stereo_elevation_sigma(points, up, calibration.K_left.fx, calibration.baseline_m, sigma_d)
+                sigma = sigma * confidence_sigma_factor(pred.conf_left, valid)
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 if sun_in_left is not None:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
-                hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma, shadowed=shadowed, sun=sun_in_left)
+                hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma, shadowed=shadowed, sun=sun_in_left,
+                                  calibration=model_hazard_calibration(self.model) if p.calibrate_hazard else None)
                 if camera_pose is not None:
                     hmap = self.hazard_memory.update(hmap, camera_pose, p.hazard.memory_frames,
                                                      p.hazard.memory_keyframe_distance_m)

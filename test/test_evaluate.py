@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lunar_recon.data.rosbag import BagError, read_stereo_bag, write_stereo_bag
-from lunar_recon.evaluation import FrameScore, hazard_on_truth_grid, hazard_truth_from_grid, score_frame, summarize
+from lunar_recon.evaluation import FrameScore, hazard_on_truth_cells, hazard_truth_from_grid, score_frame, summarize
 from lunar_recon.geometry.camera import depth_to_points
 from lunar_recon.geometry.hazard import HazardParams
 from lunar_recon.geometry.metrics import hazard_metrics
@@ -50,15 +50,15 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         assert sgbm["hazard_cells"] >= tp + fp + fn and (tp + fn) / sgbm["hazard_cells"] == pytest.approx(
             sgbm["hazard_f1_chance"] / (2 - sgbm["hazard_f1_chance"]))
         assert 2 * tp + fp + fn == 0 or sgbm["hazard_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
-        # The map's resolving power: its relief margin follows the noise model (sigma_Z ~ Z^2),
+        # The map's resolving power: its cell height sigma follows the noise model (sigma_Z ~ Z^2),
         # and the oracle's exact map has none.
         doubled = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params, 2 * r.elevation_sigma, fB)
-        assert sgbm["hazard_relief_margin_m"] > 0
-        assert doubled["hazard_relief_margin_m"] == pytest.approx(2 * sgbm["hazard_relief_margin_m"], rel=1e-4)
+        assert sgbm["hazard_elevation_sigma_m"] > 0
+        assert doubled["hazard_elevation_sigma_m"] > 1.5 * sgbm["hazard_elevation_sigma_m"]
         exact = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, truth, fr.up_left, params)
-        assert exact["hazard_relief_margin_m"] == 0
+        assert exact["hazard_elevation_sigma_m"] == 0
         # With the bag's sun direction the left image's shadows bound the hazard map's terrain:
-        # the same points, never a higher cell, and the evaluation scores that same map.
+        # the same points, never a higher cell, and the evaluation scores that very map.
         assert fr.sun_left is not None
         rs = StereoReconstructor(SGBMModel()).reconstruct(fr.left, fr.right, calib, fr.up_left, fr.sun_left)
         assert rs.shadowed is not None and rs.shadowed.shape == rs.depth.shape and r.shadowed is None
@@ -66,10 +66,10 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         both = np.isfinite(rs.hazard.elevation_m) & np.isfinite(r.hazard.elevation_m)
         assert np.all(rs.hazard.elevation_m[both] <= r.hazard.elevation_m[both] + 1e-6)
         scored = score_frame(rs.depth, rs.points, fr.depth, truth, fr.up_left, params, rs.elevation_sigma, fB,
-                             shadowed=rs.shadowed, sun=fr.sun_left)
-        direct = hazard_on_truth_grid(rs.points, fr.up_left, params, truth, rs.elevation_sigma, rs.shadowed,
-                                      fr.sun_left)
+                             hazard_pred=rs.hazard)
+        direct = hazard_on_truth_cells(rs.hazard, truth)
         assert scored["hazard_f1"] == pytest.approx(hazard_metrics(direct, truth)["f1"], nan_ok=True)
+        assert scored["hazard_false_safe"] == pytest.approx(hazard_metrics(direct, truth)["false_safe"], nan_ok=True)
         break
 
 
@@ -99,12 +99,13 @@ def test_stereo_ceiling_is_reproducible_and_falls_with_the_noise(bag):
     label, first = _score_ceiling(0.1, "descent", 0, fr, _truth(fr, params), params, {})
     _, again = _score_ceiling(0.1, "descent", 0, fr, _truth(fr, params), params, {})
     assert label == "ideal stereo, 0.1 px" and first.keys() == again.keys()
-    assert all(np.isclose(first[k], again[k], rtol=0, atol=0, equal_nan=True) for k in first)
+    assert all(np.allclose(first[k], again[k], rtol=0, atol=0, equal_nan=True) for k in first)
     assert first["disparity_sigma_px"] == pytest.approx(0.1, rel=0.1)
     _, exact = _score_ceiling(0.0, "descent", 0, fr, _truth(fr, params), params, {})
     _, coarse = _score_ceiling(1.0, "descent", 0, fr, _truth(fr, params), params, {})
-    assert exact["depth_abs_rel"] == 0 and exact["hazard_relief_margin_m"] == 0
-    assert exact["hazard_f1"] > coarse["hazard_f1"] and coarse["hazard_relief_margin_m"] > first["hazard_relief_margin_m"]
+    assert exact["depth_abs_rel"] == 0 and exact["hazard_elevation_sigma_m"] == 0
+    assert exact["hazard_f1"] >= coarse["hazard_f1"]
+    assert coarse["hazard_elevation_sigma_m"] > first["hazard_elevation_sigma_m"]
     fr.depth = None
     assert "needs ground-truth depth" in _score_ceiling(0.1, "descent", 0, fr, None, params, {})
 
@@ -159,7 +160,11 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
                          timeout=300)
     assert bad.returncode == 2 and "--stereo-ceiling" in bad.stderr and "Traceback" not in bad.stderr
     assert (out / "error_over_time.png").stat().st_size > 1000
+    assert (out / "reliability.png").stat().st_size > 1000 and "![reliability](reliability.png)" in report
     assert list(out.glob("example_*.png"))
+    headline = report.splitlines()[2]
+    assert headline.startswith("- **") and "hazard F1" in headline and "chance" in headline
+    assert "hazard_false_safe_pooled" in tables[0] and "hazard_certified_safe_pooled" in tables[0]
 
 
 def test_missing_topic_lists_the_bag_topics(tmp_path):
@@ -219,21 +224,18 @@ def test_bag_poses_carry_one_frames_hazards_onto_the_next_frames_truth(bag):
     import dataclasses
 
     from lunar_recon.geometry.hazard import HAZARD, UNKNOWN
-    from lunar_recon.tools.evaluate_bag import _truth, _with_memory
+    from lunar_recon.geometry.hazard_memory import HazardMemory
+    from lunar_recon.tools.evaluate_bag import _truth
 
     f0, f1 = list(read_stereo_bag(bag))[:2]
     assert f0.pose_world is not None and not np.allclose(f0.pose_world, f1.pose_world)
     t0, t1 = _truth(f0, HazardParams()), _truth(f1, HazardParams())
-    params = HazardParams(resolution_m=t1.resolution, memory_frames=2)
-    memories: dict = {}
-    _with_memory(memories, ("model", "seq"), t0, f0, params)
+    memory = HazardMemory(frames=2)
+    memory.update(t0, f0.pose_world)
     blind = dataclasses.replace(t1, hazard=np.full_like(t1.hazard, UNKNOWN))
-    merged = _with_memory(memories, ("model", "seq"), blind, f1, params)
+    merged = memory.update(blind, f1.pose_world)
     known, truth = t1.hazard != UNKNOWN, t1.hazard == HAZARD
     called = (merged.hazard == HAZARD) & known
     assert truth.sum() > 20 and called.sum() > 20
     assert (called & truth).sum() / called.sum() > 0.8  # remembered hazards are where the truth has them
-    other = _with_memory(memories, ("other model", "seq"), blind, f1, params)
-    assert (other.hazard == UNKNOWN).all()
-    f1.pose_world = None  # no pose: no memory
-    assert _with_memory(memories, ("model", "seq"), blind, f1, params) is blind
+    assert (HazardMemory(frames=2).update(blind, f1.pose_world).hazard == UNKNOWN).all()  # a fresh stream

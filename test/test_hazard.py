@@ -22,7 +22,7 @@ def test_tilted_planes_exact_slope_zero_roughness(tilt):
     known = hm.hazard != UNKNOWN
     assert known.mean() > 0.8
     assert np.nanmax(np.abs(hm.slope_deg - tilt)) < 0.1
-    assert np.nanmax(hm.roughness_m) < 1e-6
+    assert np.nanmax(hm.roughness_m) < 1e-5  # float32 layers
     assert (hm.hazard[known] == (HAZARD if tilt > 10 else SAFE)).all()
 
 
@@ -93,14 +93,16 @@ def test_spherical_crater_bowl_slope_profile():
 
 
 def test_step_of_half_a_metre_is_a_hazard_and_far_ground_is_safe():
+    """A step inside the footprint stands above (or below) the site's plane by about half its
+    height or more: every site whose footprint holds the step is a hazard."""
     xy = ground(seed=6)
-    z = np.where(xy[:, 0] > 0, 0.5, 0.0)
+    z = np.where(xy[:, 0] > 0, 0.8, 0.0)
     hm = hazard_map(np.c_[xy, z], up=[0, 0, 1])
     X, _ = hm.grid.cell_centres()
     known = hm.hazard != UNKNOWN
     assert (hm.hazard[known & (np.abs(X) < 1.0)] == HAZARD).all()
     assert (hm.hazard[known & (np.abs(X) > 2.5)] == SAFE).all()
-    assert np.nanmax(hm.step_m) == pytest.approx(0.5, abs=0.05)
+    assert 0.3 < np.nanmax(hm.roughness_m) <= 0.8 + 1e-6
 
 
 def test_boulder_of_40cm_flagged_surroundings_safe():
@@ -135,10 +137,10 @@ def test_nans_holes_and_outliers():
     cloud[::50] = np.nan  # NaN rows are ignored
     hole = np.hypot(cloud[:, 0] + 5, cloud[:, 1] + 5) < 3.0
     cloud = cloud[~hole]  # no data: unknown, not safe
-    cloud = np.vstack([cloud, [[4, 4, 60.0], [4.1, 4, -40.0]]])  # two wild outliers
+    cloud = np.vstack([cloud, [[4, 4, 60.0], [4.1, 4, -40.0]]])  # two wild points among many: the cell medians drop them
     hm = hazard_map(cloud, up=[0, 0, 1])
-    assert hm.hazard[hm.grid.cell_of(-5, -5)] == UNKNOWN
-    assert hm.hazard[hm.grid.cell_of(4, 4)] == HAZARD  # an outlier spike reads as an obstacle, locally
+    assert hm.hazard[hm.grid.cell_of(-5, -5)] == UNKNOWN and hm.cost[hm.grid.cell_of(-5, -5)] == -1
+    assert hm.hazard[hm.grid.cell_of(4, 4)] == SAFE
     assert hm.hazard[hm.grid.cell_of(-8, 8)] == SAFE
     assert np.isfinite(hm.cost).all() and hm.cost.min() >= -1 and hm.cost.max() <= 100
     with pytest.raises(ValueError, match="at least 3"):
@@ -146,13 +148,17 @@ def test_nans_holes_and_outliers():
 
 
 def test_organised_cloud_accepted_and_cost_values():
+    """Cost is 100 x the hazard probability where there is data (0 or 100 for an exact cloud),
+    -1 only without data."""
     xy = ground(n=200 * 200, seed=10)
-    z = np.tan(np.radians(5)) * xy[:, 0]
+    z = np.tan(np.radians(5)) * xy[:, 0] + np.where(np.hypot(xy[:, 0], xy[:, 1]) < 0.5, 1.0, 0.0)
     organised = np.c_[xy, z].reshape(200, 200, 3)
     hm = hazard_map(organised, up=[0, 0, 1])
-    known = hm.hazard == SAFE
-    assert known.any() and np.isin(hm.cost[known], [49, 50]).all()  # 5 deg of 10 deg -> 0.5 * 99
-    assert (hm.cost[hm.hazard == UNKNOWN] == -1).all()
+    has_data = np.isfinite(hm.probability)
+    assert (hm.cost[hm.hazard == SAFE] == 0).all() and (hm.cost[hm.hazard == HAZARD] == 100).all()
+    assert (hm.hazard == SAFE).any() and (hm.hazard == HAZARD).any()
+    assert (hm.cost[~has_data] == -1).all() and (hm.cost[has_data] >= 0).all()
+    assert np.nanmax(np.abs(hm.slope_deg[hm.hazard == SAFE] - 5)) < 0.3
 
 
 def test_parameters_are_validated():
@@ -203,15 +209,12 @@ def _noisy_plane(sigma_m, seed=0, n=150_000):
     return np.c_[xy, z], np.full(len(xy), sigma_m)
 
 
-def test_noise_model_stops_false_hazards_on_a_noisy_flat_plane():
-    pts, sigma = _noisy_plane(0.15)  # ~2 points per 0.15 m cell: cell sigma ~0.1 m, many cells exceed 0.3 m
-    plain = hazard_map(pts, up=[0, 0, 1])
+def test_noise_model_certifies_nothing_where_a_limit_size_rock_could_hide():
+    pts, sigma = _noisy_plane(0.15)  # a cell's height to ~0.1 m: a 0.3 m rock cannot be excluded
     aware = hazard_map(pts, up=[0, 0, 1], elevation_sigma=sigma)
-    assert (plain.hazard == HAZARD).mean() > 0.5  # the plain map calls noise rocks
-    assert (aware.hazard == HAZARD).mean() < 0.01  # no significant relief anywhere
-    assert (aware.hazard == SAFE).mean() < 0.01  # ...but a 0.3 m rock cannot be excluded either
-    assert aware.extra["uncertain"].mean() > 0.8
+    assert (aware.hazard == SAFE).mean() < 0.01
     assert aware.landing_site is None  # never a landing site on a maybe
+    assert np.nanmedian(aware.elevation_sigma_m) == pytest.approx(0.15 / 2, rel=0.3)
 
 
 def test_noise_model_keeps_resolvable_hazards_and_safe_ground():
@@ -226,44 +229,44 @@ def test_noise_model_keeps_resolvable_hazards_and_safe_ground():
     assert hm.hazard[r, c] == SAFE and hm.landing_site is not None
 
 
-def test_a_large_boulder_is_seen_through_noise_that_hides_small_rocks():
-    pts, sigma = _noisy_plane(0.15, seed=2)
+def test_a_large_boulder_is_seen_through_noise_and_only_footprints_that_reach_it_are_hazards():
+    pts, sigma = _noisy_plane(0.02, seed=2)
     xy, z = pts[:, :2], pts[:, 2].copy()
     boulder = np.hypot(xy[:, 0], xy[:, 1]) < 1.0
-    z[boulder] += 2.0  # far above threshold + 3 sigma
+    z[boulder] += 2.0
     hm = hazard_map(np.c_[xy, z], up=[0, 0, 1], elevation_sigma=sigma)
     r, c = hm.grid.cell_of(0.0, 0.0)
-    assert hm.hazard[r, c] == HAZARD
-    assert (hm.hazard == HAZARD).mean() < 0.25  # only footprints that reach the boulder
+    assert hm.hazard[r, c] == HAZARD and hm.probability[r, c] > 0.99
+    X, Y = hm.grid.cell_centres()
+    reach = np.hypot(X, Y)
+    assert (hm.hazard[(reach > 3.2) & (hm.hazard != UNKNOWN)] == SAFE).all()
+    assert (hm.hazard[(reach < 2.5) & np.isfinite(hm.probability)] == HAZARD).all()
 
 
-def test_relief_margin_is_k_sigma_of_each_cells_mean():
-    """The map states how much relief a cell must show to be certain: noise_sigmas x the
-    standard deviation of the cell's mean elevation (independent points: sigma / sqrt(n))."""
+def test_cell_height_sigma_from_the_noise_model_and_the_median_elevation():
+    """A cell's height is the median of its points; its sigma the noise model's over at most
+    INDEPENDENT_POINTS_PER_CELL samples, plus the spread of its points."""
+    from lunar_recon.geometry.hazard import INDEPENDENT_POINTS_PER_CELL, median_elevation_sigma
+
     res = 0.25
     c = (np.arange(-40, 40) + 0.5) * res
     x, y = np.meshgrid(c, c)
     xy = np.repeat(np.c_[x.ravel(), y.ravel()], 4, axis=0)  # 4 points in every cell
     xy += np.tile([[-0.05, -0.05], [0.05, -0.05], [-0.05, 0.05], [0.05, 0.05]], (x.size, 1))
     pts = np.c_[xy, np.zeros(len(xy))]
-    params = HazardParams(resolution_m=res, noise_sigmas=3.0)
+    params = HazardParams(resolution_m=res)
     hm = hazard_map(pts, up=[0, 0, 1], params=params, elevation_sigma=np.full(len(pts), 0.2))
-    margin = hm.extra["relief_margin_m"]
-    assert np.isfinite(margin).mean() > 0.95
-    np.testing.assert_allclose(margin[np.isfinite(margin)], 3.0 * 0.2 / 2.0, rtol=1e-5)
-    # 0.3 m under a margin of 0.3 m: no cell of this flat ground can be certified safe
-    assert (hm.hazard == SAFE).sum() == 0
+    want = 0.2 / np.sqrt(min(4, INDEPENDENT_POINTS_PER_CELL))
+    assert median_elevation_sigma(hm) == pytest.approx(want, rel=1e-5)
     exact = hazard_map(pts, up=[0, 0, 1], params=params)
-    assert np.nanmax(exact.extra["relief_margin_m"]) == 0 and (exact.hazard == SAFE).any()
-    from lunar_recon.geometry.hazard import median_relief_margin
-
-    assert median_relief_margin(hm) == pytest.approx(0.3, rel=1e-5) and median_relief_margin(exact) == 0
+    assert median_elevation_sigma(exact) == 0 and (exact.hazard == SAFE).any()
+    assert set(np.unique(exact.probability[np.isfinite(exact.probability)])) <= {0.0, 1.0}
     half = np.zeros(hm.shape, bool)
     half[:, : hm.shape[1] // 2] = True
     sigma = np.where(xy[:, 0] < 0, 0.2, 0.4)  # noisier on the right half
     mixed = hazard_map(pts, up=[0, 0, 1], params=params, elevation_sigma=sigma)
-    assert median_relief_margin(mixed, half) == pytest.approx(0.3, rel=1e-5)
-    assert median_relief_margin(mixed, ~half) == pytest.approx(0.6, rel=1e-5)
+    assert median_elevation_sigma(mixed, half) == pytest.approx(want, rel=1e-5)
+    assert median_elevation_sigma(mixed, ~half) == pytest.approx(2 * want, rel=1e-5)
 
 
 def test_zero_sigma_is_the_plain_map_and_sigma_length_is_checked():
@@ -289,29 +292,118 @@ def test_stereo_elevation_sigma_follows_the_precision_model():
         stereo_elevation_sigma(pts, [0, 0, -1], fx=500.0, baseline_m=0.0, disparity_sigma_px=0.25)
 
 
-def test_footprint_sum_and_max_equal_brute_force_over_the_footprint():
-    """Box sums and max filters over the footprint's nested boxes equal a direct loop over
-    every cell of the disc's rectangles (cells off the grid count as 0), for footprints
-    wider and narrower than the grid."""
-    from lunar_recon.geometry.hazard import footprint_boxes, footprint_max, footprint_sum
+def test_footprint_sums_and_site_relief_equal_brute_force_over_the_footprint():
+    """Box sums over the footprint's nested boxes, and each site's largest height above / depth
+    below its own plane, equal a direct loop over every cell of the footprint's rectangles
+    (cells off the grid count as 0 in sums and are ignored in the relief)."""
+    from lunar_recon.geometry.hazard import footprint_boxes, footprint_offsets, footprint_sum, site_relief
 
     rng = np.random.default_rng(0)
     img = rng.random((23, 31))
+    gx, gy = rng.normal(0, 0.1, img.shape), rng.normal(0, 0.1, img.shape)
     h, w = img.shape
     for radius, bands in ((5.3, 3), (2.0, 1), (13.3, 3), (8.7, 5)):
         rects = footprint_rectangles(radius, bands)
         boxes = footprint_boxes(rects)
         assert [b[1] for b in boxes] == sorted({b[1] for b in boxes}, reverse=True)  # widest first
-        want_sum, want_max = np.zeros_like(img), np.zeros_like(img)
+        hi, lo = site_relief(img, gx, gy, footprint_offsets(rects))
+        want_sum = np.zeros_like(img)
         for y in range(h):
             for x in range(w):
-                vals = [img[y + dy, x + dx] for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1)
-                        for dx in range(dx0, dx1 + 1) if 0 <= y + dy < h and 0 <= x + dx < w]
-                want_sum[y, x], want_max[y, x] = sum(vals), max(vals)
+                cells = [(dy, dx) for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1)
+                         for dx in range(dx0, dx1 + 1) if 0 <= y + dy < h and 0 <= x + dx < w]
+                want_sum[y, x] = sum(img[y + dy, x + dx] for dy, dx in cells)
+                t = [img[y + dy, x + dx] - dx * gx[y, x] - dy * gy[y, x] for dy, dx in cells]
+                assert hi[y, x] == pytest.approx(max(t), abs=1e-5) and lo[y, x] == pytest.approx(min(t), abs=1e-5)
         got = footprint_sum(np.dstack([img, 2 * img, img**2]), boxes)
         assert np.allclose(got[..., 0], want_sum) and np.allclose(got[..., 1], 2 * want_sum), radius
         assert np.allclose(footprint_sum(img, boxes), want_sum), radius
-        assert np.array_equal(footprint_max(img.astype(np.float32), boxes), want_max.astype(np.float32)), radius
+
+
+def test_planes_just_under_and_over_the_slope_limit():
+    for tilt, want in ((9.9, SAFE), (10.1, HAZARD)):
+        xy = ground(seed=11)
+        hm = hazard_map(np.c_[xy, np.tan(np.radians(tilt)) * xy[:, 1]], up=[0, 0, 1])
+        known = np.isfinite(hm.probability)
+        assert known.mean() > 0.8 and (hm.hazard[known] == want).all(), tilt
+
+
+def test_one_rock_makes_exactly_the_sites_whose_footprint_holds_it_hazardous():
+    from lunar_recon.geometry.hazard import footprint_offsets
+
+    g = np.arange(0.0, 16.0, 0.05) + 0.025
+    X, Y = np.meshgrid(g, g)
+    z = np.zeros_like(X)
+    rock = (np.abs(X - 8.0) < 0.15) & (np.abs(Y - 8.0) < 0.15)  # 0.3 m wide, 0.35 m tall: four cells
+    z[rock] = 0.35
+    hm = hazard_map(np.c_[X.ravel(), Y.ravel(), z.ravel()], up=[0, 0, 1])
+    rock_cells = list(zip(*np.nonzero(hm.elevation_m > 0.3)))  # the rock at the grid's resolution
+    assert 1 <= len(rock_cells) <= 9
+    holds = np.zeros(hm.shape, bool)
+    rows, cols = hm.shape
+    for dy, dx in footprint_offsets(footprint_rectangles(hm.params.footprint_diameter_m / 2 / hm.resolution,
+                                                         hm.params.footprint_bands)):
+        for r, c in rock_cells:  # the site at (r - dy, c - dx) sees the rock at offset (dy, dx)
+            if 0 <= r - dy < rows and 0 <= c - dx < cols:
+                holds[r - dy, c - dx] = True
+    known = np.isfinite(hm.probability)
+    assert holds[known].any() and (~holds[known]).any()
+    np.testing.assert_array_equal(hm.hazard[known] == HAZARD, holds[known])
+
+
+def test_five_percent_of_points_two_metres_off_leave_a_flat_field_safe():
+    rng = np.random.default_rng(12)
+    xy = ground(n=400_000, seed=12)
+    z = rng.normal(0.0, 0.01, len(xy))
+    wild = rng.random(len(xy)) < 0.05
+    z[wild] += rng.choice([-2.0, 2.0], wild.sum())
+    hm = hazard_map(np.c_[xy, z], up=[0, 0, 1], elevation_sigma=np.full(len(xy), 0.01))
+    known = np.isfinite(hm.probability)
+    assert known.mean() > 0.8 and (hm.hazard[known] == SAFE).mean() > 0.99
+    assert np.nanmax(hm.slope_deg) < 1.0
+
+
+def test_probabilities_of_a_noisy_field_are_calibrated():
+    """Hazard probabilities of noisy views of a random field of gentle slopes and rocks, scored
+    against the same field's exact map: the expected calibration error stays small."""
+    from lunar_recon.geometry.metrics import expected_calibration_error, reliability_counts
+
+    rng = np.random.default_rng(13)
+    total = np.zeros((3, 10))
+    for k in range(3):
+        g = np.arange(-10.0, 10.0, 0.05) + 0.025
+        X, Y = np.meshgrid(g, g)
+        tilt = np.radians(rng.uniform(6, 14))
+        z = np.tan(tilt) * X
+        for _ in range(6):
+            cx, cy, h = rng.uniform(-9, 9), rng.uniform(-9, 9), rng.uniform(0.1, 0.6)
+            z += h * (np.hypot(X - cx, Y - cy) < 0.3)
+        pts = np.c_[X.ravel(), Y.ravel(), z.ravel()]
+        truth = hazard_map(pts, up=[0, 0, 1])
+        sigma = 0.03
+        noisy = pts + np.c_[np.zeros((len(pts), 2)), rng.normal(0, sigma, len(pts))]
+        pred = hazard_map(noisy, up=[0, 0, 1], grid=truth.grid, elevation_sigma=np.full(len(pts), sigma))
+        total += reliability_counts(pred, truth)
+    assert expected_calibration_error(total) < 0.05
+
+
+def test_a_perfect_oracle_scores_f1_one_and_no_false_safe():
+    xy = ground(seed=14)
+    z = np.tan(np.radians(8)) * xy[:, 0] + np.where(np.hypot(xy[:, 0] - 2, xy[:, 1]) < 0.4, 0.5, 0.0)
+    truth = hazard_map(np.c_[xy, z], up=[0, 0, 1])
+    m = hazard_metrics(truth, truth)
+    assert m["f1"] == 1 and m["false_safe"] == 0 and m["certified_safe"] == 1 and m["ece"] == 0
+    assert m["landing_site_safe"] == 1 and m["landing_site_hazard_distance_m"] > 0
+
+
+def test_bad_hazard_parameters_fail_clearly():
+    pts = np.c_[ground(n=1000, seed=15), np.zeros(1000)]
+    with pytest.raises(ValueError, match="at least two cells"):
+        hazard_map(pts, [0, 0, 1], HazardParams(footprint_diameter_m=0.2, resolution_m=0.15))
+    with pytest.raises(ValueError, match="roughness_max_m"):
+        hazard_map(pts, [0, 0, 1], HazardParams(roughness_max_m=-0.3))
+    with pytest.raises(ValueError, match="safe_below"):
+        hazard_map(pts, [0, 0, 1], HazardParams(safe_below=0.6, hazard_above=0.5))
 
 
 def _pose(yaw_deg, t):

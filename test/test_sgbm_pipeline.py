@@ -242,7 +242,7 @@ def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
     closer to the truth's, and coverage stays dense."""
     import cv2
 
-    from lunar_recon.evaluation import hazard_on_truth_grid
+    from lunar_recon.evaluation import hazard_on_truth_cells
     from lunar_recon.geometry.camera import depth_to_points
     from lunar_recon.geometry.metrics import slope_mae
     from lunar_recon.models.predict import PairPrediction
@@ -268,6 +268,6 @@ def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
                                                                   stereo_fusion_disparity_px=d0)).reconstruct(
             fr.left, fr.right, calib, fr.up_left)
         assert np.isfinite(out.depth).sum() == valid.sum()
-        footprint = hazard_on_truth_grid(out.points, fr.up_left, fr.hazard.params, fr.hazard, None)
+        footprint = hazard_on_truth_cells(out.hazard, fr.hazard)
         errors[d0] = slope_mae(footprint, fr.hazard)
     assert errors[STEREO_FUSION_DISPARITY_PX] < 0.75 * errors[0.0], errors

@@ -123,7 +123,7 @@ def test_hazard_map_sees_a_flattened_boulder_through_its_shadow():
     assert (plain.hazard[boulder] == HAZARD).mean() < 0.05  # without the shadow: missed
     # With it: seen.  The relief goes into the shadow (the caster is still too low), so the
     # hazard cells found are shifted downsun, but they overlap the boulder's footprints.
-    assert (bounded.hazard[boulder] == HAZARD).mean() > 0.15
+    assert (bounded.hazard[boulder] == HAZARD).mean() > 0.1
     far = np.hypot(x, y) > 7.5  # farther than a footprint from boulder and shadow: still safe
     assert (bounded.hazard[far & (true_map.hazard == SAFE)] == SAFE).all()
     with pytest.raises(ValueError, match="flags"):

@@ -35,7 +35,7 @@ def test_every_output_over_dds(frame):
     # Loose thresholds and no noise model: this checks the transport; SGBM depth noise at 40 m
     # (~0.7 m) would otherwise leave most cells rough or unresolved.
     proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
-                      "disparity_sigma_px:=0.0", "hazard.roughness_max_m:=3.0", "hazard.step_max_m:=3.0", "hazard.slope_max_deg:=30.0",
+                      "disparity_sigma_px:=0.0", "hazard.roughness_max_m:=3.0", "hazard.slope_max_deg:=30.0",
                       "points_decimation:=2")
     t = NodeProbe(dom)
     try:
@@ -90,7 +90,7 @@ def test_every_output_over_dds(frame):
         kv = t.diagnostics()
         assert kv["model"] == "sgbm" and "latency_ms_p50" in kv
         assert float(kv["disparity_sigma_px"]) == 0.0  # the noise model as set
-        assert float(kv["hazard_relief_margin_m"]) == 0.0  # without one the map claims exact relief
+        assert float(kv["hazard_elevation_sigma_m"]) == 0.0  # without one the map claims exact heights
     finally:
         t.close()
         stop_node(proc)

@@ -95,6 +95,7 @@ def write_pair(folder: Path, frame, extra_meta: dict | None = None) -> Path:
         if frame.hazard is not None:
             h = frame.hazard
             truth.update(hazard=h.hazard, hazard_slope_deg=h.slope_deg, hazard_roughness_m=h.roughness_m,
+                         hazard_elevation_m=h.elevation_m,
                          hazard_origin=np.array(h.origin), hazard_resolution=np.array(h.resolution),
                          hazard_R_grid_from_left=h.R_grid_from_input)
         if frame.terrain is not None:

@@ -1,31 +1,37 @@
-"""Gravity-aligned elevation grid and slope / roughness / step hazard over the lander footprint.
+"""The landing-site safety map: every cell of a gravity-aligned grid is a candidate centre of
+the lander, judged as hazard-detection-and-avoidance systems judge a site (ALHAT, the open
+``pydem`` code).
 
-For every cell a least-squares plane is fitted to the cell elevations inside the lander
-footprint (a disc).  The plane comes from ten moment images (sums of 1, x, y, z, x^2, xy,
-y^2, xz, yz, z^2) summed over the disc with box filters, so the cost does not grow with the
-footprint: the disc is the union of a few centred boxes (its bands), summed with running
-row and column sums, O(1) per cell.  From the plane: slope, RMS residual; from the
-residuals: the largest deviation (roughness) and the local step height anywhere under the
-footprint.
-
-Measured clouds are noisy (stereo depth noise grows as Z^2 / (f B)).  Given each point's
-elevation uncertainty, every footprint gets bounds ``noise_sigmas`` standard deviations wide
-on its relief, step and slope: HAZARD when a limit is certainly exceeded (a large boulder is
-seen from far away), SAFE only when no limit can be exceeded, UNKNOWN in between (hazards of
-the set size are not resolvable there).  Without uncertainties (ground truth, lidar-grade
-clouds) the bounds coincide and the map is the plain geometric one.
+1. **Cell elevation, robustly.**  Points are binned into cells of ``resolution_m``; a cell's
+   height is the *median* of its points (wild stereo matches do not move it) and its variance
+   comes from the depth noise model of its points (``elevation_sigma``, which the pipeline
+   widens where the network is less confident) plus the spread of its points.
+2. **The site's plane.**  A least-squares plane through the cell heights under the footprint
+   disc (diameter ``footprint_diameter_m``) centred on the site; its tilt against gravity is
+   the site's slope.  The sums come from ten moment images summed over the footprint with box
+   filters (the disc is the union of a few centred boxes), so the cost does not grow with it.
+3. **The site's roughness.**  The largest height of any cell inside the same footprint above
+   that plane, and the largest depth below it (holes) -- each site against its own plane.
+4. **A hazard probability per site.**  With each estimate's standard deviation,
+   ``P(hazard) = 1 - P(slope <= limit) P(height above <= limit) P(depth below <= limit)`` under
+   a Gaussian model; SAFE below ``safe_below``, HAZARD at or above ``hazard_above``, UNKNOWN in
+   between and where the footprint has too little data.  The published cost is ``100 P``;
+   -1 only where there is no data.  Without uncertainties (ground truth) the map is the plain
+   geometric one: P is 0 or 1.
 
 Given the sun's direction and which points lie in shadow, shadowed cells are first lowered to
 the sun ray grazing the lit terrain upsun (:mod:`lunar_recon.geometry.shadows`).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy.special import ndtr
 
 from .frames import normalize, rotation_aligning
 from .shadows import SHADOW_CELL_FRACTION, shadow_bounded_elevation
@@ -35,11 +41,10 @@ SAFE, HAZARD, UNKNOWN = 0, 1, -1
 
 @dataclass
 class HazardParams:
-    """Thresholds and grid geometry (defaults: commonly cited lander design values)."""
+    """Limits, decision thresholds and grid geometry (defaults: commonly cited lander design values)."""
 
-    slope_max_deg: float = 10.0
-    roughness_max_m: float = 0.3  # largest deviation from the footprint plane (rocks, holes)
-    step_max_m: float = 0.3  # local step height
+    slope_max_deg: float = 10.0  # largest safe tilt of the site's plane against gravity
+    roughness_max_m: float = 0.3  # largest safe height above (or depth below) the site's plane
     footprint_diameter_m: float = 4.0
     resolution_m: float = 0.15  # at most half the hazard size
     coverage_min: float = 0.7  # fraction of the footprint's cells that must hold data
@@ -47,8 +52,9 @@ class HazardParams:
     max_cells: int = 4_000_000
     min_points_per_cell: int = 1
     footprint_bands: int = 3  # rectangles per half-disc approximating the footprint
-    noise_sigmas: float = 3.0  # significance margin, in elevation standard deviations (when given)
-    # Maps of a descent whose certain hazards fill this map's unknown cells, this one included
+    safe_below: float = 0.05  # a site is certified SAFE when its hazard probability is below this
+    hazard_above: float = 0.5  # and called a HAZARD at or above this (UNKNOWN in between)
+    # Maps of a descent whose hazards fill this map's unknown cells, this one included
     # (needs the camera's pose; geometry.hazard_memory); 1: this map alone
     memory_frames: int = 3
     memory_keyframe_distance_m: float = 4.0  # camera travel between remembered maps (a footprint)
@@ -57,15 +63,17 @@ class HazardParams:
         checks = [
             (0 < self.slope_max_deg < 90, "slope_max_deg must be in (0, 90)"),
             (self.roughness_max_m > 0, "roughness_max_m must be positive"),
-            (self.step_max_m > 0, "step_max_m must be positive"),
             (self.resolution_m > 0, "resolution_m must be positive"),
-            (self.footprint_diameter_m >= 2 * self.resolution_m, "footprint must span at least two cells"),
+            (self.footprint_diameter_m >= 2 * self.resolution_m,
+             f"footprint must span at least two cells (footprint_diameter_m {self.footprint_diameter_m} m, "
+             f"resolution_m {self.resolution_m} m)"),
             (0 < self.coverage_min <= 1, "coverage_min must be in (0, 1]"),
             (self.extent_m is None or self.extent_m > 2 * self.resolution_m, "extent_m too small"),
             (self.max_cells > 0, "max_cells must be positive"),
             (self.min_points_per_cell >= 1, "min_points_per_cell must be >= 1"),
             (self.footprint_bands >= 1, "footprint_bands must be >= 1"),
-            (self.noise_sigmas >= 0, "noise_sigmas must be >= 0"),
+            (0 < self.safe_below <= self.hazard_above <= 1,
+             "need 0 < safe_below <= hazard_above <= 1 (hazard probabilities)"),
             (self.memory_frames >= 1, "memory_frames must be >= 1 (1: no memory)"),
             (self.memory_keyframe_distance_m >= 0, "memory_keyframe_distance_m must be >= 0"),
         ]
@@ -111,20 +119,22 @@ class LandingSite:
 
 @dataclass
 class HazardMap:
-    """Grids indexed [row, col] = [y, x] as nav_msgs/OccupancyGrid (cell [0, 0] at ``origin``)."""
+    """Grids indexed [row, col] = [y, x] as nav_msgs/OccupancyGrid (cell [0, 0] at ``origin``);
+    per-site layers are NaN where the footprint has too little data."""
 
     grid: GridSpec
-    elevation_m: np.ndarray
-    slope_deg: np.ndarray
-    roughness_m: np.ndarray  # largest |residual| under the footprint
-    roughness_rms_m: np.ndarray
-    step_m: np.ndarray
+    elevation_m: np.ndarray  # cell height (median of its points), NaN without points
+    slope_deg: np.ndarray  # tilt of the site's plane against gravity
+    roughness_m: np.ndarray  # largest height above / depth below the site's plane inside the footprint
+    roughness_rms_m: np.ndarray  # RMS residual of the cells about the site's plane
     coverage: np.ndarray
-    hazard: np.ndarray  # int8: SAFE 0, HAZARD 1, UNKNOWN -1
-    cost: np.ndarray  # int8: 0 safe .. 100 hazard, -1 unknown (OccupancyGrid values)
+    hazard: np.ndarray  # int8: SAFE 0, HAZARD 1, UNKNOWN -1 (no data, or between the thresholds)
+    cost: np.ndarray  # int8: round(100 P(hazard)), -1 without data (OccupancyGrid values)
     R_grid_from_input: np.ndarray
     params: HazardParams
     landing_site: LandingSite | None = None
+    probability: np.ndarray | None = None  # float32 P(hazard) per site, NaN without data
+    elevation_sigma_m: np.ndarray | None = None  # 1-sigma of each cell's height, NaN without points
     extra: dict = field(default_factory=dict)
 
     @property
@@ -191,15 +201,32 @@ def footprint_sum(img: np.ndarray, boxes) -> np.ndarray:
     return out
 
 
-def footprint_max(img: np.ndarray, boxes) -> np.ndarray:
-    """Largest value of a non-negative float32 ``img`` under the footprint placed on each cell
-    (cells off the grid count as 0): the largest of one dilation per box."""
-    out = None
-    for g, w in boxes:
-        r = cv2.dilate(img, np.ones((2 * g + 1, 2 * w + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                       borderValue=0)
-        out = r if out is None else np.maximum(out, r, out=out)
-    return out
+@functools.lru_cache(maxsize=64)
+def footprint_offsets(rects: tuple[tuple[int, int, int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """Every (dy, dx) cell offset inside the footprint's rectangles: the cells a site is judged on."""
+    return tuple((dy, dx) for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1) for dx in range(dx0, dx1 + 1))
+
+
+def site_relief(z: np.ndarray, plane_gx: np.ndarray, plane_gy: np.ndarray,
+                offsets: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """For every site (cell) the largest and smallest of ``z[j] - dx_j gx - dy_j gy`` over the
+    cells j at the footprint's offsets (dy, dx) from it, where (gx, gy) is the site's own plane
+    gradient per cell: subtracting the plane's height at the site gives the largest height above
+    and depth below the site's plane.  NaN cells are ignored (-inf / +inf where none)."""
+    rows, cols = z.shape
+    pad = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    zp = np.pad(z.astype(np.float32), pad, constant_values=np.nan)
+    gx, gy = plane_gx.astype(np.float32), plane_gy.astype(np.float32)
+    hi = np.full(z.shape, -np.inf, np.float32)
+    lo = np.full(z.shape, np.inf, np.float32)
+    t = np.empty(z.shape, np.float32)
+    for dy, dx in offsets:  # one fused multiply-add pair per offset (OpenCV), NaN-aware max / min
+        shifted = zp[pad + dy:pad + dy + rows, pad + dx:pad + dx + cols]
+        cv2.scaleAdd(gx, float(-dx), shifted, dst=t)
+        cv2.scaleAdd(gy, float(-dy), t, dst=t)
+        np.fmax(hi, t, out=hi)
+        np.fmin(lo, t, out=lo)
+    return hi, lo
 
 
 # ---- the map ------------------------------------------------------------------------------------
@@ -226,22 +253,29 @@ def grid_for_points(xy: np.ndarray, params: HazardParams) -> GridSpec:
 
 @dataclass
 class CellGrid:
-    """Per-cell aggregates of gravity-aligned points (grid arrays, NaN where too few points)."""
+    """Per-cell statistics of gravity-aligned points (grid arrays, NaN where too few points)."""
 
-    x: np.ndarray  # centroid
+    x: np.ndarray  # the cell's median-elevation point
     y: np.ndarray
-    z: np.ndarray
+    z: np.ndarray  # median elevation of the cell's points
     count: np.ndarray
-    variance: np.ndarray | None = None  # of the cell's mean elevation
+    variance: np.ndarray | None = None  # of the cell's elevation: noise model and spread of its points
     shadow_share: np.ndarray | None = None  # fraction of the cell's points in shadow
+
+
+# Stereo errors of neighbouring pixels are correlated (they share a matching window): a cell's
+# points average its noise down by at most this many independent samples.
+INDEPENDENT_POINTS_PER_CELL = 4
+_Z_BITS = 20  # elevation quantisation inside the (cell, elevation) sort key
 
 
 def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: int = 1,
                    variance: np.ndarray | None = None, shadowed: np.ndarray | None = None) -> CellGrid:
-    """Per-cell centroid (x, y, z) of gravity-aligned points and point count; NaN where fewer
-    than ``min_points``.  With per-point elevation ``variance`` also the variance of each
-    cell's mean elevation (independent points: sum of variances / n^2); with per-point
-    ``shadowed`` flags the share of each cell's points in shadow -- in the same pass."""
+    """Per-cell median elevation of gravity-aligned points and their count; NaN where fewer
+    than ``min_points``.  With per-point elevation ``variance`` also the variance of each cell's
+    height: the points' mean noise variance over at most ``INDEPENDENT_POINTS_PER_CELL``
+    samples, plus the squared spread of its points (interquartile) over their count; with
+    per-point ``shadowed`` flags the share of each cell's points in shadow."""
     p = points_grid_frame
     rows, cols = grid.shape
     col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
@@ -254,32 +288,98 @@ def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: in
         flat, inside = row[ok] * cols + col[ok], p[ok]
         var = None if variance is None else variance[ok]
         shade = None if shadowed is None else shadowed[ok]
-    n = np.bincount(flat, minlength=rows * cols).astype(np.float64)
-    valid = n >= min_points
+    size = rows * cols
+    n = np.bincount(flat, minlength=size)
+    valid = n >= max(min_points, 1)
+    out = np.full(size, np.nan)
+    if not len(flat):
+        return CellGrid(out.reshape(rows, cols), out.reshape(rows, cols), out.reshape(rows, cols),
+                        n.reshape(rows, cols).astype(np.float64))
+    z = inside[:, 2]
+    # Medians by one sort of a (cell, quantised elevation) key: the cells' runs come out in
+    # order.  A cell's representative is its median-elevation point itself (the mean of the two
+    # middle ones), so a cell on a plane lies exactly on it whatever its points' layout.
+    z = inside[:, 2].astype(np.float64)
+    zmin, span = float(z.min()), float(np.ptp(z))
+    step = max(span, 1e-9) / ((1 << _Z_BITS) - 1)
+    order = np.argsort((flat << _Z_BITS) | np.round((z - zmin) / step).astype(np.int64))
+    start = np.cumsum(n) - n
+    cells = np.flatnonzero(valid)
+    s, m = start[cells], n[cells]
 
-    def cell_mean(weights, power=1):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            total = np.bincount(flat, weights=weights, minlength=rows * cols)
-            return np.where(valid, total / n**power, np.nan).reshape(rows, cols)
+    def rank(num, den):  # index of the ((m - 1) num / den)-th of each valid cell's points by elevation
+        return order[s + ((m - 1) * num) // den]
 
-    return CellGrid(*(cell_mean(inside[:, k]) for k in range(3)), n.reshape(rows, cols),
-                    None if var is None else cell_mean(var, 2), None if shade is None else cell_mean(shade))
+    lower, upper = rank(1, 2), order[s + m // 2]
+    rep = [np.full(size, np.nan) for _ in range(3)]
+    for k in range(3):
+        rep[k][cells] = 0.5 * (inside[lower, k] + inside[upper, k])
+    variance_grid = None
+    if var is not None:
+        noise = np.bincount(flat, weights=var, minlength=size)[cells] / m / np.minimum(m, INDEPENDENT_POINTS_PER_CELL)
+        spread = (z[rank(3, 4)] - z[rank(1, 4)]) / 1.349  # the interquartile range of a Gaussian
+        variance_grid = np.full(size, np.nan)
+        variance_grid[cells] = noise + spread**2 / m
+        variance_grid = variance_grid.reshape(rows, cols)
+    shadow_grid = None
+    if shade is not None:
+        shadow_grid = np.full(size, np.nan)
+        shadow_grid[cells] = np.bincount(flat, weights=shade, minlength=size)[cells] / m
+        shadow_grid = shadow_grid.reshape(rows, cols)
+    return CellGrid(*(r.reshape(rows, cols) for r in rep), n.reshape(rows, cols).astype(np.float64),
+                    variance_grid, shadow_grid)
+
+
+def _exceedance(value: np.ndarray, limit: float, sigma: np.ndarray) -> np.ndarray:
+    """P(true value > limit) for a Gaussian estimate ``value`` +- ``sigma``; a step where sigma is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sigma > 0, ndtr((value - limit) / np.where(sigma > 0, sigma, 1.0)),
+                        (value > limit).astype(np.float64))
+
+
+def calibrate_probability(p: np.ndarray, table) -> np.ndarray:
+    """Map raw hazard probabilities through a calibration ``table``: the calibrated value at the
+    raw probabilities 0, 1/(n-1), ..., 1, linear between (see :func:`fit_probability_calibration`)."""
+    table = np.asarray(table, dtype=np.float64)
+    return np.interp(p, np.linspace(0.0, 1.0, len(table)), table)
+
+
+def fit_probability_calibration(counts: np.ndarray, knots: int = 11) -> tuple[float, ...]:
+    """A monotone calibration table from reliability counts (``geometry.metrics.reliability_counts``
+    of raw probabilities, summed over calibration frames): the observed hazard frequency per bin,
+    made non-decreasing by pooling adjacent violators, at ``knots`` raw probabilities."""
+    n, sum_p, hits = (np.asarray(c, dtype=np.float64) for c in counts)
+    used = n > 0
+    if not used.any():
+        raise ValueError("no sites to fit a hazard probability calibration on")
+    x, y, w = sum_p[used] / n[used], hits[used] / n[used], n[used]
+    blocks = [[yi, wi, 1] for yi, wi in zip(y, w)]  # pool adjacent violators: (mean, weight, bins)
+    merged: list[list[float]] = []
+    for b in blocks:
+        merged.append(b)
+        while len(merged) > 1 and merged[-2][0] > merged[-1][0]:
+            (y1, w1, k1), (y2, w2, k2) = merged[-2], merged[-1]
+            merged[-2:] = [[(y1 * w1 + y2 * w2) / (w1 + w2), w1 + w2, k1 + k2]]
+    fitted = np.repeat([m[0] for m in merged], [int(m[2]) for m in merged])
+    grid = np.linspace(0.0, 1.0, knots)
+    return tuple(float(round(v, 4)) for v in np.interp(grid, x, fitted))
 
 
 def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None = None,
                grid: GridSpec | None = None, elevation_sigma: np.ndarray | None = None,
-               shadowed: np.ndarray | None = None, sun: np.ndarray | None = None) -> HazardMap:
-    """Hazard map of an N x 3 (or organised H x W x 3) cloud in any frame, given gravity 'up'
-    in that frame.  The grid lives in the gravity-aligned frame obtained by the smallest
-    rotation taking ``up`` to +z (so with up = +z the grid's x, y are the points' x, y).
-    ``grid`` pins the cell layout (e.g. to score a prediction on the ground truth's grid).
+               shadowed: np.ndarray | None = None, sun: np.ndarray | None = None,
+               calibration=None) -> HazardMap:
+    """Landing-site safety map of an N x 3 (or organised H x W x 3) cloud in any frame, given
+    gravity 'up' in that frame (see the module docstring).  The grid lives in the
+    gravity-aligned frame obtained by the smallest rotation taking ``up`` to +z (so with up = +z
+    the grid's x, y are the points' x, y); ``grid`` pins the cell layout.
     ``elevation_sigma``: optional 1-sigma vertical uncertainty of each point (m), e.g. from
-    :func:`lunar_recon.geometry.stereo.stereo_elevation_sigma`; hazards must then clear the
-    noise by ``params.noise_sigmas`` standard deviations (see the module docstring).
-    ``shadowed`` (one flag per point, e.g. :func:`~lunar_recon.geometry.shadows.shadow_mask` of
-    the image the points came from) and ``sun`` (direction toward the sun, same frame): shadowed
-    cells are lowered to the sun ray grazing the terrain upsun
-    (:func:`~lunar_recon.geometry.shadows.shadow_bounded_elevation`)."""
+    :func:`lunar_recon.geometry.stereo.stereo_elevation_sigma`; without it the map is the plain
+    geometric one (probabilities 0 or 1).  ``shadowed`` (one flag per point) and ``sun``
+    (direction toward the sun, same frame): shadowed cells are lowered to the sun ray grazing
+    the terrain upsun (:func:`~lunar_recon.geometry.shadows.shadow_bounded_elevation`).
+    ``calibration``: a table of :func:`calibrate_probability` for the probabilities of this
+    depth source (its model's, chosen on calibration data); None: the Gaussian model's own."""
     params = params or HazardParams()
     params.validate()
     R = rotation_aligning(normalize(up), np.array([0.0, 0.0, 1.0]))
@@ -308,41 +408,35 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     if grid is None:
         grid = grid_for_points(q[:, :2], params)
     res = grid.resolution
-    k = params.noise_sigmas
     if in_shadow is not None and not in_shadow.any():
         in_shadow = None  # nothing to bound
     cells = elevation_grid(q, grid, params.min_points_per_cell, point_var, in_shadow)
-    X, Y, Z = cells.x, cells.y, cells.z
-    cell_sigma = np.zeros(grid.shape) if cells.variance is None else np.sqrt(np.nan_to_num(cells.variance, nan=0.0))
+    Z = cells.z
     if cells.shadow_share is not None:
         shadowed_cells = np.nan_to_num(cells.shadow_share) >= SHADOW_CELL_FRACTION
         Z = shadow_bounded_elevation(Z, shadowed_cells, res, R @ normalize(sun))
     valid = np.isfinite(Z)
+    cell_var = np.zeros(grid.shape) if cells.variance is None else np.where(valid, np.nan_to_num(cells.variance), 0.0)
 
-    # Moments over the footprint, coordinates relative to the grid centre and the mean
-    # elevation for conditioning.  They stay float64: the covariances are differences of raw
-    # moments (E[xx] - E[x]^2), and in float32 that cancellation cost up to 1.6 cm of RMS
-    # residual on a 120 m field.
-    x0 = grid.origin[0] + grid.shape[1] * res / 2
-    y0 = grid.origin[1] + grid.shape[0] * res / 2
+    # Plane moments over the footprint at the cells' representative points, relative to the grid centre and
+    # the mean elevation for conditioning; float64, since covariances are differences of raw moments.
+    rows_n, cols_n = grid.shape
+    x0 = grid.origin[0] + cols_n * res / 2
+    y0 = grid.origin[1] + rows_n * res / 2
+    xc = ((np.arange(cols_n) + 0.5 - cols_n / 2) * res)[None, :]  # cell centres, same origin
+    yc = ((np.arange(rows_n) + 0.5 - rows_n / 2) * res)[:, None]
     z0 = float(np.mean(Z, where=valid)) if valid.any() else 0.0
-    x = np.where(valid, X - x0, 0.0)
-    y = np.where(valid, Y - y0, 0.0)
+    x = np.where(valid, cells.x - x0, 0.0)
+    y = np.where(valid, cells.y - y0, 0.0)
     z = np.where(valid, Z - z0, 0.0)
     rects = footprint_rectangles(params.footprint_diameter_m / 2 / res, params.footprint_bands)
     boxes = footprint_boxes(rects)
-    # The cell count in float32 (its sums are exact small integers), the other nine moments
-    # (and the summed cell variance, when given) as float64 images of up to four channels
-    # (OpenCV's fast path): one filter pass per 1-4 moments.
-    names = [["x", "y", "z", "xx"], ["xy", "yy", "zz", "xz"], ["yz"]]
-    planes = dict(x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, zz=z * z, xz=x * z, yz=y * z)
-    if point_var is not None:
-        names[2].append("vv")
-        planes["vv"] = cell_sigma**2
+    names = [["x", "y", "z", "xx"], ["xy", "yy", "zz", "xz"], ["yz", "vv"]]
+    planes = dict(x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, zz=z * z, xz=x * z, yz=y * z, vv=cell_var)
     S = {"n": footprint_sum(valid.astype(np.float32), boxes).astype(np.float64)}
     for group in names:
-        summed = footprint_sum(cv2.merge([planes[k] for k in group]) if len(group) > 1 else planes[group[0]], boxes)
-        S.update({k: summed[..., i] if summed.ndim == 3 else summed for i, k in enumerate(group)})
+        summed = footprint_sum(cv2.merge([planes[k] for k in group]), boxes)
+        S.update({k: summed[..., i] for i, k in enumerate(group)})
     n = S["n"]
     coverage = (n / sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -360,79 +454,59 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         a = (cxz * cyy - cyz * cxy) / det
         b = (cyz * cxx - cxz * cxy) / det
         rms = np.sqrt(np.clip(czz - a * cxz - b * cyz, 0.0, None))
-        # Each cell's deviation from its own footprint plane, then the largest one under
-        # every footprint (max filter over the same rectangles).
-        relief = np.where(valid, z - (mz + a * (x - mx) + b * (y - my)), np.nan)
         grad = np.sqrt(a * a + b * b)
         slope = np.degrees(np.arctan(grad))
-        if point_var is None:
-            slope_margin = np.zeros(grid.shape)
-        else:  # least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees
-            slope_sigma = np.degrees(np.sqrt(S["vv"] * inv_n * inv_n * (cxx + cyy) / det) / (1.0 + grad**2))
-            slope_margin = k * np.nan_to_num(slope_sigma, nan=np.inf)
-    relief_abs = np.nan_to_num(np.abs(relief), nan=0.0, posinf=0.0)
-    margin = k * cell_sigma
-    rough = footprint_max(relief_abs.astype(np.float32), boxes)
-    if point_var is None:
-        rough_lo = rough_hi = rough
-    else:  # bounds: the largest relief that is certainly there / that may be there
-        rough_lo = footprint_max(np.clip(relief_abs - margin, 0.0, None).astype(np.float32), boxes)
-        rough_hi = footprint_max((relief_abs + margin).astype(np.float32), boxes)
-    # Local step: range of the detrended relief over 3x3 cells, then its largest value under the footprint.
-    hi = cv2.dilate(np.where(valid, relief, -np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
-                    borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf)
-    lo = cv2.erode(np.where(valid, relief, np.inf).astype(np.float32), np.ones((3, 3), np.uint8),
-                   borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
-    local_step = np.where(valid & np.isfinite(hi) & np.isfinite(lo), hi - lo, 0.0).astype(np.float32)
-    step = footprint_max(local_step, boxes)
-    if point_var is None:
-        step_lo = step_hi = step
-    else:
-        step_margin = math.sqrt(2.0) * cv2.dilate(margin.astype(np.float32), np.ones((3, 3), np.uint8))
-        step_lo = footprint_max(np.clip(local_step - step_margin, 0.0, None), boxes)
-        step_hi = footprint_max(local_step + step_margin, boxes)
-
-    # Three-way decision under noise: HAZARD when a limit is certainly exceeded, SAFE only when
-    # no limit can be exceeded, UNKNOWN in between (a lander must not be sent to a maybe).
-    known = (coverage >= params.coverage_min) & np.isfinite(slope) & (det > 1e-12)
-    is_hazard = known & ((slope - slope_margin > params.slope_max_deg) | (rough_lo > params.roughness_max_m)
-                         | (step_lo > params.step_max_m))
-    is_safe = known & ~is_hazard & (slope + slope_margin <= params.slope_max_deg) \
-        & (rough_hi <= params.roughness_max_m) & (step_hi <= params.step_max_m)
+        mean_var = S["vv"] * inv_n  # the footprint's mean cell variance
+        # least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees
+        slope_sigma = np.degrees(np.sqrt(mean_var * inv_n * (cxx + cyy) / det) / (1.0 + grad**2))
+        # the plane's height at the site (the cell centre), then each site against its own plane
+        centre = mz + a * (xc - mx) + b * (yc - my)
+        known = (coverage >= params.coverage_min) & np.isfinite(slope) & (det > 1e-12)
+        # each cell's height moved from its point to its centre along its own footprint plane,
+        # so the sites' planes can be evaluated at the cell centres
+        planar = np.isfinite(a) & np.isfinite(b) & (det > 1e-12)  # a plane fits, whatever the coverage
+        ga, gb = np.where(planar, a, 0.0), np.where(planar, b, 0.0)
+        z_at_centre = np.where(valid, z + ga * (xc - x) + gb * (yc - y), np.nan)
+        hi, lo = site_relief(z_at_centre, ga * res, gb * res,
+                             footprint_offsets(rects))
+        above = hi - centre
+        below = centre - lo
+        relief_sigma = np.sqrt(mean_var)
+        p_hazard = 1.0 - ((1.0 - _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf)))
+                          * (1.0 - _exceedance(above, params.roughness_max_m, relief_sigma))
+                          * (1.0 - _exceedance(below, params.roughness_max_m, relief_sigma)))
+    if calibration is not None and elevation_sigma is not None:  # an exact map needs none
+        p_hazard = calibrate_probability(p_hazard, calibration)
+    p_hazard = np.where(known, p_hazard, np.nan)
     hazard = np.full(grid.shape, UNKNOWN, np.int8)
-    hazard[is_safe] = SAFE
-    hazard[is_hazard] = HAZARD
-    with np.errstate(invalid="ignore"):  # graded cost of a safe cell: its worst case against the limits
-        ratio = np.fmax(np.fmax((slope + slope_margin) / params.slope_max_deg, rough_hi / params.roughness_max_m),
-                        step_hi / params.step_max_m)
+    hazard[known & (p_hazard < params.safe_below)] = SAFE
+    hazard[known & (p_hazard >= params.hazard_above)] = HAZARD
     cost = np.full(grid.shape, -1, np.int8)
-    cost[is_safe] = np.clip(np.round(np.nan_to_num(ratio[is_safe]) * 99), 0, 99).astype(np.int8)
-    cost[is_hazard] = 100
+    cost[known] = np.clip(np.round(p_hazard[known] * 100), 0, 100).astype(np.int8)
 
     f32 = lambda arr: np.where(known, arr, np.nan).astype(np.float32)  # noqa: E731
+    cell_sigma = np.where(valid, np.sqrt(cell_var), np.nan)
     hmap = HazardMap(
         grid=grid, elevation_m=np.where(valid, Z, np.nan).astype(np.float32), slope_deg=f32(slope),
-        roughness_m=f32(rough), roughness_rms_m=f32(rms), step_m=f32(step), coverage=coverage,
-        hazard=hazard, cost=cost, R_grid_from_input=R, params=params,
-        extra={"uncertain": known & ~is_hazard & ~is_safe,
-               "slope_sigma_deg": np.where(known, slope_margin / max(k, 1e-9), np.nan).astype(np.float32),
-               # how far a cell's relief must clear a limit to be certain: where it exceeds the
-               # roughness limit itself, nothing there can be called safe
-               "relief_margin_m": np.where(valid, margin, np.nan).astype(np.float32)},
+        roughness_m=f32(np.fmax(above, below)), roughness_rms_m=f32(rms), coverage=coverage,
+        hazard=hazard, cost=cost, R_grid_from_input=R, params=params, probability=p_hazard.astype(np.float32),
+        elevation_sigma_m=cell_sigma.astype(np.float32),
+        extra={"slope_sigma_deg": f32(np.where(np.isfinite(slope_sigma), slope_sigma, 0.0)),
+               "height_above_m": f32(above), "depth_below_m": f32(below)},
     )
     hmap.landing_site = choose_landing_site(hmap)
     return hmap
 
 
-def median_relief_margin(hmap: HazardMap, cells: np.ndarray | None = None) -> float:
-    """Median relief margin (m) of the map's cells with data (or of ``cells`` among them): how
-    far relief must clear a limit for the map to be certain -- its resolving power, which
-    grows with range squared for stereo.  NaN without data."""
-    margin = hmap.extra.get("relief_margin_m")
-    if margin is None:
+def median_elevation_sigma(hmap: HazardMap, cells: np.ndarray | None = None) -> float:
+    """Median 1-sigma height uncertainty (m) of the map's cells with data (or of ``cells`` among
+    them): its resolving power, which grows with range squared for stereo.  NaN without data
+    or without a noise model."""
+    sigma = hmap.elevation_sigma_m
+    if sigma is None:
         return float("nan")
-    use = np.isfinite(margin) if cells is None else np.isfinite(margin) & cells
-    return float(np.median(margin[use])) if use.any() else float("nan")
+    use = np.isfinite(sigma) if cells is None else np.isfinite(sigma) & cells
+    return float(np.median(sigma[use])) if use.any() else float("nan")
 
 
 def grid_origin_pose(hmap: HazardMap) -> tuple[np.ndarray, np.ndarray]:
@@ -456,6 +530,41 @@ def cells_of_points(hmap: HazardMap, points: np.ndarray) -> tuple[np.ndarray, np
     row = np.floor((q[..., 1] - hmap.origin[1]) / hmap.resolution).astype(np.int64)
     ok = finite & (row >= 0) & (row < hmap.shape[0]) & (col >= 0) & (col < hmap.shape[1])
     return np.where(ok, row, 0), np.where(ok, col, 0), ok
+
+
+def resample_hazard_map(hmap: HazardMap, grid: GridSpec, R_grid_from_input: np.ndarray,
+                        elevation_m: np.ndarray | None = None) -> HazardMap:
+    """``hmap`` seen on another grid (e.g. the ground truth's), nearest cell: each cell centre of
+    ``grid`` (at ``elevation_m`` where finite, else ``hmap``'s median ground) is looked up in
+    ``hmap``.  Cells off ``hmap`` are UNKNOWN without data.  The landing site keeps its place,
+    re-indexed on the new grid.  Scoring a map this way scores the very map that was made."""
+    rows, cols = grid.shape
+    r_idx, c_idx = np.mgrid[0:rows, 0:cols]
+    x, y = grid.centres_of(r_idx, c_idx)
+    ground = float(np.nanmedian(hmap.elevation_m)) if np.isfinite(hmap.elevation_m).any() else 0.0
+    z = np.full(grid.shape, ground) if elevation_m is None else np.where(np.isfinite(elevation_m), elevation_m, ground)
+    in_input = np.stack([x, y, z], axis=-1) @ np.asarray(R_grid_from_input)  # grid -> input frame (R^T p)
+    r, c, on = cells_of_points(hmap, in_input)
+
+    def take(layer, fill, dtype):
+        if layer is None:
+            return None
+        return np.where(on, layer[r, c], fill).astype(dtype)
+
+    out = HazardMap(grid=grid, elevation_m=take(hmap.elevation_m, np.nan, np.float32),
+                    slope_deg=take(hmap.slope_deg, np.nan, np.float32),
+                    roughness_m=take(hmap.roughness_m, np.nan, np.float32),
+                    roughness_rms_m=take(hmap.roughness_rms_m, np.nan, np.float32),
+                    coverage=take(hmap.coverage, 0.0, np.float32), hazard=take(hmap.hazard, UNKNOWN, np.int8),
+                    cost=take(hmap.cost, -1, np.int8), R_grid_from_input=np.asarray(R_grid_from_input),
+                    params=hmap.params, probability=take(hmap.probability, np.nan, np.float32),
+                    elevation_sigma_m=take(hmap.elevation_sigma_m, np.nan, np.float32))
+    site = hmap.landing_site
+    if site is not None:
+        q = np.asarray(R_grid_from_input) @ site.position_input
+        row, col = grid.cell_of(float(q[0]), float(q[1]))
+        out.landing_site = dataclasses.replace(site, row=row, col=col, position_grid=q)
+    return out
 
 
 def choose_landing_site(hmap: HazardMap) -> LandingSite | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -98,29 +99,78 @@ def slope_mae(pred: HazardMap, gt: HazardMap) -> float:
     return float(np.mean(np.abs(pred.slope_deg[both] - gt.slope_deg[both]))) if both.any() else float("nan")
 
 
+RELIABILITY_BINS = 10  # equal-width bins of the hazard probability
+
+
+def reliability_counts(pred: HazardMap, gt: HazardMap) -> np.ndarray:
+    """(3, RELIABILITY_BINS): per probability bin the number of sites judged in both maps, the
+    sum of their predicted hazard probabilities and the number that are hazards in the truth --
+    counts, so frames can be pooled into one reliability diagram."""
+    out = np.zeros((3, RELIABILITY_BINS))
+    if pred.probability is None:
+        return out
+    use = (gt.hazard != -1) & np.isfinite(pred.probability)
+    prob = pred.probability[use].astype(np.float64)
+    truth = (gt.hazard[use] == HAZARD).astype(np.float64)
+    bins = np.clip((prob * RELIABILITY_BINS).astype(np.int64), 0, RELIABILITY_BINS - 1)
+    out[0] = np.bincount(bins, minlength=RELIABILITY_BINS)
+    out[1] = np.bincount(bins, weights=prob, minlength=RELIABILITY_BINS)
+    out[2] = np.bincount(bins, weights=truth, minlength=RELIABILITY_BINS)
+    return out
+
+
+def expected_calibration_error(counts: np.ndarray) -> float:
+    """ECE of :func:`reliability_counts` (summed over frames): the count-weighted mean gap
+    between the mean predicted probability and the observed hazard frequency per bin."""
+    n = counts[0]
+    if n.sum() == 0:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(counts[1] - counts[2]) / n
+    return float(np.nansum(gap * n) / n.sum())
+
+
 def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
-    """Precision / recall / F1 / IoU of the hazard class over cells known in the ground truth
-    (a prediction 'unknown' there counts as a missed hazard and a non-safe call), coverage
-    of the truth, and whether the predicted landing site is safe in the truth.  ``f1_chance``
-    is the F1 of calling every cell a hazard, which needs no data at all: an F1 near it says
-    the map carries no information about the truth (where hazards are frequent it is high)."""
+    """How an HDA engineer reads a hazard map, over the sites known in the ground truth:
+
+    * ``certified_safe``: share of the truly safe sites the map calls SAFE;
+    * ``false_safe``: share of the sites called SAFE that are hazards (the error that breaks a lander);
+    * precision / recall / F1 / IoU of the HAZARD class (UNKNOWN counts as not a hazard call),
+      with ``f1_chance``, the F1 of calling every site a hazard, which needs no data at all;
+    * ``ece``: expected calibration error of the hazard probability;
+    * the landing site: whether one was proposed, whether it is safe in the truth, and its
+      distance to the nearest true hazard (m)."""
     if pred.shape != gt.shape:
-        raise ValueError("hazard_metrics: maps must share one grid (pass grid=gt.grid to hazard_map)")
+        raise ValueError("hazard_metrics: maps must share one grid (resample the prediction onto the truth's)")
     known = gt.hazard != -1
     t = (gt.hazard == HAZARD) & known
     p = (pred.hazard == HAZARD) & known
     tp, fp, fn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum())
+    truly_safe = (gt.hazard == SAFE) & known
+    called_safe = (pred.hazard == SAFE) & known
+    safe_ok, safe_bad = int((called_safe & truly_safe).sum()), int((called_safe & t).sum())
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
     iou = tp / (tp + fp + fn) if (tp + fp + fn) else float("nan")
     n_true, n_known = int(t.sum()), int(known.sum())
     f1_chance = 2 * n_true / (n_true + n_known) if n_known else float("nan")
+    counts = reliability_counts(pred, gt)
     site = pred.landing_site
-    site_safe = float("nan")
-    if site is not None:
+    site_safe = site_distance = float("nan")
+    if site is not None and 0 <= site.row < gt.shape[0] and 0 <= site.col < gt.shape[1]:
         site_safe = float(gt.hazard[site.row, site.col] == SAFE)
+        if t.any():
+            clear = np.pad((~t).astype(np.uint8), 1, constant_values=1)
+            dist = cv2.distanceTransform(clear, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+            site_distance = float(dist[site.row, site.col] * gt.resolution)
     return {"precision": precision, "recall": recall, "f1": f1, "f1_chance": f1_chance, "iou": iou,
             "tp": tp, "fp": fp, "fn": fn, "cells": n_known,  # counts: frames can be scored as one set (pooled)
+            "safe_called": int(called_safe.sum()), "safe_true": int(truly_safe.sum()), "safe_ok": safe_ok,
+            "safe_bad": safe_bad,
+            "certified_safe": safe_ok / truly_safe.sum() if truly_safe.any() else float("nan"),
+            "false_safe": safe_bad / called_safe.sum() if called_safe.any() else float("nan"),
+            "ece": expected_calibration_error(counts),
             "known_fraction": float(((pred.hazard != -1) & known).sum() / max(known.sum(), 1)),
-            "landing_site_safe": site_safe, "slope_mae_deg": slope_mae(pred, gt)}
+            "landing_site_proposed": float(site is not None), "landing_site_safe": site_safe,
+            "landing_site_hazard_distance_m": site_distance, "slope_mae_deg": slope_mae(pred, gt)}

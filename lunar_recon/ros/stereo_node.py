@@ -27,7 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, pose_matrix, up_from_attitude
-from ..geometry.hazard import HazardParams, median_relief_margin
+from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
                         ReconstructionParams, StereoCalibration, StereoReconstructor,
                         model_disparity_sigma)
@@ -62,15 +62,16 @@ PARAMETERS: dict[str, tuple] = {
     "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
     "disparity_sigma_px": (-1.0, "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
                            "-1: the model's own (model card; SGBM 0.11), 0: off", (-1.0, 100.0)),
-    "hazard.slope_max_deg": (10.0, "largest safe slope over the footprint (deg)", (0.1, 89.0)),
-    "hazard.roughness_max_m": (0.3, "largest safe deviation from the footprint plane (m)", (0.001, 100.0)),
-    "hazard.step_max_m": (0.3, "largest safe local step (m)", (0.001, 100.0)),
+    "hazard.slope_max_deg": (10.0, "largest safe tilt of a site's footprint plane against gravity (deg)",
+                             (0.1, 89.0)),
+    "hazard.roughness_max_m": (0.3, "largest safe height above (or depth below) a site's footprint plane (m)",
+                               (0.001, 100.0)),
     "hazard.footprint_diameter_m": (4.0, "lander footprint diameter (m)", (0.1, 1000.0)),
     "hazard.resolution_m": (0.15, "hazard grid cell size (m)", (0.01, 100.0)),
     "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
     "hazard.coverage_min": (0.7, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
-    "hazard.noise_sigmas": (3.0, "a hazard must clear the depth noise by this many standard deviations",
-                            (0.0, 10.0)),
+    "hazard.safe_below": (0.05, "a site is certified safe when its hazard probability is below this", (0.001, 1.0)),
+    "hazard.hazard_above": (0.5, "a site is a hazard when its hazard probability is at least this", (0.001, 1.0)),
     "hazard.memory_frames": (3, "maps whose certain hazards fill the current map's unknown cells, this one "
                              "included (needs the pose topic); 1: this map alone", (1, 100)),
     "hazard.memory_keyframe_distance_m": (4.0, "camera travel between the maps the memory keeps (m)", (0.0, 1e4)),
@@ -126,6 +127,11 @@ def validate_parameters(values: dict) -> None:
         res = values.get("hazard.resolution_m", PARAMETERS["hazard.resolution_m"][0])
         if fp < 2 * res:
             raise ValueError("hazard.footprint_diameter_m must span at least two hazard.resolution_m cells")
+    if "hazard.safe_below" in values or "hazard.hazard_above" in values:
+        safe = values.get("hazard.safe_below", PARAMETERS["hazard.safe_below"][0])
+        haz = values.get("hazard.hazard_above", PARAMETERS["hazard.hazard_above"][0])
+        if safe > haz:
+            raise ValueError(f"hazard.safe_below ({safe}) must not exceed hazard.hazard_above ({haz})")
 
 
 class StereoNode(Node):
@@ -219,9 +225,10 @@ class StereoNode(Node):
             disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
             shadow_intensity_fraction=v["shadow_intensity_fraction"],
             hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
-                                step_max_m=v["hazard.step_max_m"], footprint_diameter_m=v["hazard.footprint_diameter_m"],
+                                footprint_diameter_m=v["hazard.footprint_diameter_m"],
                                 resolution_m=v["hazard.resolution_m"], extent_m=v["hazard.extent_m"] or None,
-                                coverage_min=v["hazard.coverage_min"], noise_sigmas=v["hazard.noise_sigmas"],
+                                coverage_min=v["hazard.coverage_min"], safe_below=v["hazard.safe_below"],
+                                hazard_above=v["hazard.hazard_above"],
                                 memory_frames=int(v["hazard.memory_frames"]),
                                 memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"]),
         )
@@ -414,10 +421,9 @@ class StereoNode(Node):
         values = {
             "model": self.model_name, "device": self.device, "processed_pairs": self.processed,
             "disparity_sigma_px": self._disparity_sigma(),
-            # relief a cell must clear the limits by to be certain; above the roughness limit no
-            # cell can be certified safe at this range
-            "hazard_relief_margin_m": float("nan") if self.last_hazard is None else
-            median_relief_margin(self.last_hazard),
+            # the map's resolving power: 1-sigma of a cell's height (NaN without a noise model)
+            "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else
+            median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",

@@ -3,18 +3,18 @@ with every ground truth lunar_recon evaluates against."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ..geometry.camera import Intrinsics
 from ..geometry.frames import RigPoses
-from ..geometry.hazard import HAZARD, HazardMap, HazardParams, hazard_map
+from ..geometry.hazard import HazardMap, HazardParams, hazard_map
 from .render import Camera, RenderedView, SensorParams, SunParams, look_at, render_view, terrain_tensors
 from .terrain import Terrain, TerrainParams, generate_terrain
 
-PRESETS = ("orbital", "descent", "rover")
+PRESETS = ("orbital", "descent", "lander", "rover")
 
 
 @dataclass
@@ -78,6 +78,9 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     * ``orbital``: 3-30 km altitude, B/H 0.045-0.08 (StereoLunar-like), nadir to 20 deg.
     * ``descent``: the hazard-detection phase of terminal descent, where stereo can resolve
       0.3 m hazards: 10-100 m above ground, nadir to 45 deg oblique, 0.5-2 m baseline.
+    * ``lander``: the last hazard-detection look of a lander, where a 0.3 m rock is resolvable:
+      10-30 m above ground, nadir to 30 deg off-nadir, f 500-700 px at 512 px, 1-2 m baseline,
+      sun 5-35 deg high, rocks 0.15-1.6 m (power law), craters 2-30 m.
     * ``rover``: camera 1-3 m above ground, looking forward 10-30 deg down, 0.2-0.5 m baseline.
     """
     if preset not in PRESETS:
@@ -92,13 +95,19 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
         alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(10), np.log(100))))
         tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 45))
         base = baseline_m if baseline_m is not None else float(r.uniform(0.5, 2.0))
+    elif preset == "lander":
+        alt = altitude_m if altitude_m is not None else float(r.uniform(10, 30))
+        tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 30))
+        base = baseline_m if baseline_m is not None else float(r.uniform(1.0, 2.0))
+        focal_512 = float(r.uniform(500, 700))  # px at 512 px wide
+        hfov = math.degrees(2 * math.atan(256 / focal_512))
     else:
         alt = altitude_m if altitude_m is not None else float(r.uniform(1.0, 3.0))
         tilt = off_nadir_deg if off_nadir_deg is not None else float(90 - r.uniform(10, 30))
         base = baseline_m if baseline_m is not None else float(r.uniform(0.2, 0.5))
     if alt <= 0:
         raise ValueError(f"camera altitude must be above the ground, got {alt} m")
-    sun_el = sun_elevation_deg if sun_elevation_deg is not None else float(r.uniform(5, 45))
+    sun_el = sun_elevation_deg if sun_elevation_deg is not None else float(r.uniform(5, 35 if preset == "lander" else 45))
     sun_az = sun_azimuth_deg if sun_azimuth_deg is not None else float(r.uniform(0, 360))
     heading = float(r.uniform(0, 2 * math.pi))
     rig = RigParams(width, height, hfov, base, rectified,
@@ -121,7 +130,7 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     position = np.array([0.0, 0.0, alt])
     target = np.array([fwd[0] * ground_range, fwd[1] * ground_range, 0.0])
     # Extent: the ground the frustum can see, bounded by a maximum range.
-    max_range = {"orbital": 3.0 * alt, "descent": 4.0 * alt, "rover": 40.0}[preset]
+    max_range = {"orbital": 3.0 * alt, "descent": 4.0 * alt, "lander": 4.0 * alt, "rover": 40.0}[preset]
     half_fov = math.radians(hfov / 2) * math.hypot(1, height / width)
     far_angle = min(t + half_fov, math.radians(85))
     far_ground = min(alt * math.tan(far_angle), max_range)
@@ -138,13 +147,15 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
         tilt_deg=float(r.uniform(0, 8)), tilt_azimuth_deg=float(r.uniform(0, 360)),
         crater_max_fraction=0.35,
     )
+    if preset == "lander":
+        terrain = replace(terrain, rock_min_m=0.15, rock_max_m=1.6, crater_min_m=2.0, crater_max_m=30.0)
     if hazard is None:
         # The hazard grid follows the imagery: at orbital range cells of a few metres.
         hazard = HazardParams()
         if 2 * gsd > hazard.resolution_m:
             res = 2 * gsd
             hazard = HazardParams(resolution_m=res, footprint_diameter_m=max(hazard.footprint_diameter_m, 8 * res),
-                                  roughness_max_m=max(hazard.roughness_max_m, res), step_max_m=max(hazard.step_max_m, res))
+                                  roughness_max_m=max(hazard.roughness_max_m, res))
     return ScenePlan(preset, int(seed), rig, sun, sensor, terrain, position, target, hazard, max_range)
 
 
@@ -189,31 +200,6 @@ def rig_cameras(rig: RigParams, T_world_from_left: np.ndarray) -> tuple[Camera, 
     if not rig.rectified:
         T_lr[:3, :3] = _rotation_rpy(rig.right_rotation_deg)
     return Camera(K, T_world_from_left), Camera(K, T_world_from_left @ T_lr)
-
-
-def rock_hazard_cells(hmap: HazardMap, rocks: np.ndarray, T_world_from_left: np.ndarray) -> np.ndarray:
-    """Cells whose footprint holds a rock at or above the hazard size (height >= roughness limit)."""
-    mask = np.zeros(hmap.shape, bool)
-    big = rocks[rocks[:, 3] >= hmap.params.roughness_max_m] if len(rocks) else rocks
-    if len(big) == 0:
-        return mask
-    T_lw = np.linalg.inv(T_world_from_left)
-    tops = np.c_[big[:, 0], big[:, 1], big[:, 4] + big[:, 3]]
-    in_left = tops @ T_lw[:3, :3].T + T_lw[:3, 3]
-    in_grid = in_left @ hmap.R_grid_from_input.T
-    reach = hmap.params.footprint_diameter_m / 2
-    res, (ox, oy) = hmap.resolution, hmap.origin
-    rows, cols = hmap.shape
-    for (x, y, _), d in zip(in_grid, big[:, 2]):
-        rad = reach + d / 2  # only the cells within reach of this rock are visited
-        c0, c1 = max(0, int((x - rad - ox) / res)), min(cols, int((x + rad - ox) / res) + 2)
-        r0, r1 = max(0, int((y - rad - oy) / res)), min(rows, int((y + rad - oy) / res) + 2)
-        if c1 <= c0 or r1 <= r0:
-            continue
-        xc = ox + (np.arange(c0, c1) + 0.5) * res
-        yc = oy + (np.arange(r0, r1) + 0.5) * res
-        mask[r0:r1, c0:c1] |= np.hypot(xc[None, :] - x, yc[:, None] - y) <= rad
-    return mask
 
 
 def visible_dem_points(terrain: Terrain, cam: Camera, depth: np.ndarray, spacing_m: float = 0.0) -> np.ndarray:
@@ -282,16 +268,10 @@ def _frame(plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: Re
     slope[~vl.valid] = np.nan
     hmap = None
     if with_hazard and vl.valid.sum() >= 3:
-        # Truth from the terrain itself (dense, exact), restricted to what the left camera sees.
+        # Truth from the terrain itself (dense, exact), restricted to what the left camera sees:
+        # the DEM at the grid's resolution through the same landing-site definition.
         pts = visible_dem_points(terrain, cam_l, vl.depth, spacing_m=plan.hazard.resolution_m / 3)
         hmap = hazard_map(pts, up_left, plan.hazard)
-        rocks = rock_hazard_cells(hmap, terrain.rocks, cam_l.T_world_from_cam) & (hmap.hazard != -1)
-        if rocks.any():
-            hmap.hazard[rocks] = HAZARD
-            hmap.cost[rocks] = 100
-            from ..geometry.hazard import choose_landing_site
-
-            hmap.landing_site = choose_landing_site(hmap)
     return StereoFrame(
         left=vl.image, right=vr.image, K_left=cam_l.K, K_right=cam_r.K,
         T_world_from_left=cam_l.T_world_from_cam, T_world_from_right=cam_r.T_world_from_cam,

@@ -30,6 +30,9 @@ class TerrainParams:
     rock_density: float = 0.02  # rocks with D > 0.1 m per m^2 (cumulative N(>D) ~ D^-2.5)
     rock_sfd_slope: float = 2.5
     rock_max_m: float = 3.0
+    rock_min_m: float = 0.1  # smallest rock drawn (and never under two cells)
+    crater_min_m: float = 0.0  # smallest crater drawn (and never under four cells)
+    crater_max_m: float | None = None  # largest crater; None: crater_max_fraction of the extent
     tilt_deg: float = 0.0
     tilt_azimuth_deg: float = 0.0
     max_cells: int = 16_000_000
@@ -226,8 +229,9 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
     area = params.extent_m**2
 
     # Craters: only those at least four cells across are drawn (level of detail).
-    dmin = 4 * cell
-    dmax = max(dmin * 1.01, params.crater_max_fraction * params.extent_m)
+    dmin = max(4 * cell, params.crater_min_m)
+    largest = params.crater_max_fraction * params.extent_m
+    dmax = max(dmin * 1.01, largest if params.crater_max_m is None else min(largest, params.crater_max_m))
     expected = params.crater_density * area * dmin ** -params.crater_sfd_slope  # N(>D) per m^2 ~ D^-slope
     n_craters = int(min(rng.poisson(min(expected, 5e4)), 5e4))
     diam = np.sort(_power_law_sizes(rng, n_craters, dmin, dmax, params.crater_sfd_slope))[::-1]
@@ -255,7 +259,7 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
                    + math.sin(az) * (Y[:, None] - params.center_xy[1]))).astype(np.float32)
 
     # Rocks: half-ellipsoids resting on the surface, at least two cells across.
-    rmin = max(2 * cell, 0.1)
+    rmin = max(2 * cell, params.rock_min_m)
     rmax = max(rmin * 1.01, params.rock_max_m)
     expected = params.rock_density * area * (rmin / 0.1) ** -params.rock_sfd_slope
     n_rocks = int(min(rng.poisson(min(expected, params.max_rocks)), params.max_rocks))

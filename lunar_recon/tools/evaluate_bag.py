@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
+# The reference rows every report carries unless told not to: the classical matcher and the
+# ideal matcher at the disparity precision measured for the shipped student and SGBM.
+DEFAULT_CEILING_PX = 0.1
 
 
 def add_arguments(p) -> None:
@@ -35,6 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="live replay speed (1 = real time)")
     p.add_argument("--namespace", default="", help="topic namespace of the bag and the node")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per input")
+    p.add_argument("--split", choices=["train", "val", "test"],
+                   help="split of a dataset folder (default: test where it has one); choose on val, report test")
     p.add_argument("--inference-size", type=int, default=0, help="0: the model's own (model card), else 512")
     p.add_argument("--scale-mode", choices=list(SCALE_MODES), default="auto")
     p.add_argument("--stereo-fusion-disparity", type=float, default=STEREO_FUSION_DISPARITY_PX,
@@ -47,15 +52,24 @@ def add_arguments(p) -> None:
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
                         "(offline) or the node's (live); 0: off")
-    p.add_argument("--hazard-noise-sigmas", type=float, default=HazardParams().noise_sigmas,
-                   help="a hazard must clear the depth noise by this many standard deviations, a safe cell "
-                        "stay under the limits by as many (as the node's hazard.noise_sigmas)")
+    p.add_argument("--hazard-footprint", type=float, default=HazardParams().footprint_diameter_m,
+                   help="lander footprint diameter (m): the disc each candidate site is judged on")
+    p.add_argument("--hazard-safe-below", type=float, default=HazardParams().safe_below,
+                   help="a site is certified safe below this hazard probability (as the node's hazard.safe_below)")
+    p.add_argument("--hazard-above", type=float, default=HazardParams().hazard_above,
+                   help="a site is a hazard at or above this probability (as the node's hazard.hazard_above)")
     p.add_argument("--hazard-memory", type=int, default=HazardParams().memory_frames,
                    help="maps of a sequence whose certain hazards fill a map's unknown cells, this one included "
                         "(needs the bag's pose topic; as the node's hazard.memory_frames); 1: none")
     p.add_argument("--hazard-memory-keyframe-distance", type=float,
                    default=HazardParams().memory_keyframe_distance_m,
                    help="camera travel (m) between the maps the memory keeps (hazard.memory_keyframe_distance_m)")
+    p.add_argument("--fit-hazard-calibration", action="store_true",
+                   help="score every model's raw hazard probabilities and fit each one's calibration table "
+                        "(written to hazard_calibration.json; run it on a calibration split, never the test one)")
+    p.add_argument("--no-references", action="store_true",
+                   help="score only the models named: without it SGBM and the ideal matcher at "
+                        f"{DEFAULT_CEILING_PX} px are scored beside them (when not named already)")
     p.add_argument("--stereo-ceiling", type=float, action="append", default=[], metavar="SIGMA_PX",
                    help="also score an ideal matcher: the ground-truth depth with this disparity noise (px), "
                         "dense, unbiased; the ceiling of two-view stereo on the rig (repeatable)")
@@ -63,48 +77,40 @@ def add_arguments(p) -> None:
     p.add_argument("--figures", type=int, default=2, help="example-frame figures per model and input")
 
 
-def _with_memory(memories: dict, key, pred_h, fr, params):
-    """The prediction's map on the truth's grid with the certain hazards of the same model's
-    previous maps of this sequence in its unknown cells, as the node makes it (when the frame
-    has a pose)."""
-    from ..geometry.hazard_memory import HazardMemory
-
-    if pred_h is None or fr.pose_world is None:
-        return pred_h
-    return memories.setdefault(key, HazardMemory()).update(pred_h, fr.pose_world, params.memory_frames,
-                                                            params.memory_keyframe_distance_m)
-
-
 def _hazard_params(args, truth_h):
-    """The hazard parameters of one frame's evaluation (the truth's grid unless given), set on
-    the truth's map too."""
+    """The hazard parameters of one frame's evaluation (the truth's cell size unless given), set
+    on the truth's map too."""
     from ..geometry.hazard import HazardParams
 
     params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
-                          noise_sigmas=args.hazard_noise_sigmas, memory_frames=args.hazard_memory,
+                          footprint_diameter_m=args.hazard_footprint, safe_below=args.hazard_safe_below,
+                          hazard_above=args.hazard_above, memory_frames=args.hazard_memory,
                           memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
     if truth_h is not None:
         truth_h.params = params
     return params
 
 
-def _score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key, shadowed=None):
-    """Scores of a depth image of the left camera, its hazard map made on the truth's grid with
-    the rig's noise model at ``sigma_d`` px (0: none), the frame's shadows when given, and the
-    same stream's hazard memory: (metrics, hazard map, points)."""
-    from ..evaluation import hazard_on_truth_grid, score_frame
+def _score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key):
+    """Scores of a depth image of the left camera made into a hazard map as the pipeline makes
+    it (the rig's noise model at ``sigma_d`` px, 0: none; the same stream's hazard memory)."""
+    from ..evaluation import score_frame
     from ..geometry.camera import depth_to_points
+    from ..geometry.hazard import hazard_map
+    from ..geometry.hazard_memory import HazardMemory
     from ..geometry.stereo import stereo_elevation_sigma
 
     pts = depth_to_points(depth, fr.K_left)
     up = _up(fr)
     sigma = (stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
              if sigma_d > 0 and up is not None and fr.baseline_m else None)
-    pred_h = hazard_on_truth_grid(pts, up, params, truth_h, sigma, shadowed, fr.sun_left) \
-        if truth_h is not None and up is not None else None
-    pred_h = _with_memory(memories, key, pred_h, fr, params)
-    metrics = score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
-    return metrics, pred_h, pts
+    pred_h = None
+    if truth_h is not None and up is not None and np.isfinite(pts[..., 2]).sum() >= 3:
+        pred_h = hazard_map(pts, up, params, elevation_sigma=sigma)
+        if fr.pose_world is not None:
+            pred_h = memories.setdefault(key, HazardMemory()).update(pred_h, fr.pose_world, params.memory_frames,
+                                                                      params.memory_keyframe_distance_m)
+    return score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
 
 
 def ceiling_label(sigma_px: float) -> str:
@@ -122,10 +128,10 @@ def _score_ceiling(sigma_px: float, seq: str, i: int, fr, truth_h, params, memor
         return f"{seq} frame {i} ({label}): skipped (needs ground-truth depth and a rectified rig)"
     rng = np.random.default_rng([i, round(sigma_px * 1e6), sum(map(ord, seq))])
     depth = ideal_stereo_depth(fr.depth, fb, sigma_px, rng)
-    return label, _score_depth(depth, fr, truth_h, params, sigma_px, memories, (label, seq))[0]
+    return label, _score_depth(depth, fr, truth_h, params, sigma_px, memories, (label, seq))
 
 
-def _frames(path: Path, namespace: str, max_frames: int):
+def _frames(path: Path, namespace: str, max_frames: int, split: str | None = None):
     """(sequence name, index, BagFrame-like) from a bag or a dataset folder."""
     from ..data.rosbag import BagFrame, read_stereo_bag
 
@@ -137,7 +143,7 @@ def _frames(path: Path, namespace: str, max_frames: int):
         return
     from ..data.dataset import StereoDataset
 
-    ds = StereoDataset(path, split="test" if (path / "test").is_dir() else None)
+    ds = StereoDataset(path, split=split or ("test" if (path / "test").is_dir() else None))
     for i in range(len(ds)):
         if max_frames and i >= max_frames:
             break
@@ -159,9 +165,11 @@ def _truth(fr, params):
             cls = t["hazard"].astype(np.int8)
             grid = GridSpec(tuple(t["hazard_origin"]), float(t["hazard_resolution"]), cls.shape)
             cost = np.where(cls == 1, 100, np.where(cls == 0, 0, -1)).astype(np.int8)
-            return HazardMap(grid, t["hazard_slope_deg"], t["hazard_slope_deg"], t["hazard_roughness_m"],
-                             t["hazard_roughness_m"], t["hazard_roughness_m"], np.ones(cls.shape, np.float32), cls,
-                             cost, t["hazard_R_grid_from_left"], params)
+            nan = np.full(cls.shape, np.nan, np.float32)
+            return HazardMap(grid=grid, elevation_m=t.get("hazard_elevation_m", nan), slope_deg=t["hazard_slope_deg"],
+                             roughness_m=t["hazard_roughness_m"], roughness_rms_m=nan,
+                             coverage=np.ones(cls.shape, np.float32), hazard=cls, cost=cost,
+                             R_grid_from_input=t["hazard_R_grid_from_left"], params=params)
         return None
     h = fr.hazard
     return hazard_truth_from_grid(h["cost"], h["resolution"], h["origin"], h["orientation"], params)[0]
@@ -191,10 +199,9 @@ def _calibration(fr):
 
 
 def run(args) -> int:
-    from ..evaluation import (FrameScore, error_over_time_figure, example_figure, hazard_on_truth_grid, score_frame,
-                              write_report)
+    from ..evaluation import error_over_time_figure, example_figure, frame_score, score_frame, write_report
     from ..geometry.hazard import HazardParams
-    from ..models.registry import load_stereo_model, model_label
+    from ..models.registry import CLASSICAL, load_stereo_model, model_label
     from ..pipeline import ReconstructionParams, StereoReconstructor
 
     out = Path(args.out)
@@ -202,8 +209,8 @@ def run(args) -> int:
     for p in inputs:
         if not p.exists():
             raise ValueError(f"{p}: no such bag or dataset")
-    if not args.hazard_noise_sigmas >= 0:
-        raise ValueError(f"--hazard-noise-sigmas must be >= 0, got {args.hazard_noise_sigmas}")
+    HazardParams(footprint_diameter_m=args.hazard_footprint, safe_below=args.hazard_safe_below,
+                 hazard_above=args.hazard_above, resolution_m=args.hazard_resolution or 0.15).validate()
     if any(not (s >= 0) for s in args.stereo_ceiling):
         raise ValueError(f"--stereo-ceiling: a disparity sigma is >= 0 px, got {args.stereo_ceiling}")
     if args.live:
@@ -211,15 +218,23 @@ def run(args) -> int:
     names = list(args.model) or ["default"]
     if args.baseline:
         names.append(args.baseline)
+    ceilings = list(args.stereo_ceiling)
+    if not args.no_references:
+        if not any(n in CLASSICAL for n in names):
+            names.append("sgbm")
+        ceilings = ceilings or [DEFAULT_CEILING_PX]
     models = [(model_label(n), load_stereo_model(n, args.device)) for n in names]
     out.mkdir(parents=True, exist_ok=True)
     scores, figures, notes = [], [], []
-    memories: dict = {}  # (model, sequence) -> that model's recent maps of the sequence
+    memories: dict = {}  # (ideal matcher, sequence) -> its recent maps of the sequence
+    # One reconstructor per model and sequence, as a node runs one per camera stream: its hazard
+    # memory carries over the sequence's frames.
+    reconstructors: dict = {}
     from ..progress import progress
 
     for path in inputs:
         try:
-            frames = list(_frames(path, args.namespace, args.max_frames))
+            frames = list(_frames(path, args.namespace, args.max_frames, args.split))
         except Exception as exc:  # noqa: BLE001 - a bad input is reported, the others still run
             from ..data.rosbag import BagError
 
@@ -234,48 +249,78 @@ def run(args) -> int:
             params = _hazard_params(args, truth_h)
             reference = fr.depth
             for m_idx, (label, model) in enumerate(models):
-                rec = StereoReconstructor(model, ReconstructionParams(
-                    inference_size=args.inference_size, scale_mode=args.scale_mode,
-                    stereo_fusion_disparity_px=args.stereo_fusion_disparity,
-                    disparity_sigma_px=args.disparity_sigma, shadow_intensity_fraction=args.shadow_fraction,
-                    hazard=params))
+                rec = reconstructors.get((label, seq))
+                if rec is None or rec.params.hazard != params:
+                    rec = reconstructors[(label, seq)] = StereoReconstructor(model, ReconstructionParams(
+                        inference_size=args.inference_size, scale_mode=args.scale_mode,
+                        stereo_fusion_disparity_px=args.stereo_fusion_disparity,
+                        disparity_sigma_px=args.disparity_sigma, shadow_intensity_fraction=args.shadow_fraction,
+                        hazard=params, calibrate_hazard=not args.fit_hazard_calibration))
                 t0 = time.perf_counter()
                 try:
-                    r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr), fr.sun_left)
+                    r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr), fr.sun_left,
+                                        camera_pose=fr.pose_world)
                 except Exception as exc:  # noqa: BLE001 - a corrupt frame is reported and skipped
                     notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
                     continue
                 latency = time.perf_counter() - t0
                 if reference is None and m_idx == 0:
                     reference = r.depth  # no ground truth: score against the first model
-                pred_h = hazard_on_truth_grid(r.points, _up(fr), params, truth_h, r.elevation_sigma, r.shadowed,
-                                              fr.sun_left) if truth_h is not None and _up(fr) is not None else None
-                pred_h = _with_memory(memories, (label, seq), pred_h, fr, params)
                 metrics = score_frame(r.depth, r.points, reference if (m_idx > 0 or fr.depth is not None) else None,
                                       truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr),
-                                      hazard_pred=pred_h)
-                scores.append(FrameScore(seq, label, i, int(fr.stamp_ns), latency, metrics))
-                if i < args.figures:
+                                      hazard_pred=r.hazard)
+                scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
+                if _example_wanted(i, len(frames), args.figures):
+                    from ..evaluation import hazard_on_truth_cells
+
+                    shown = r.hazard if truth_h is None or r.hazard is None else hazard_on_truth_cells(r.hazard, truth_h)
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
-                                                  r.depth, fr.depth, r.slope_deg,
-                                                  r.hazard if pred_h is None else pred_h, truth_h, r.points,
+                                                  r.depth, fr.depth, r.slope_deg, shown, truth_h, r.points,
                                                   f"{label} on {seq}, frame {i}"))
-            for sigma_px in args.stereo_ceiling:
+            for sigma_px in ceilings:
                 scored = _score_ceiling(sigma_px, seq, i, fr, truth_h, params, memories)
                 if isinstance(scored, str):
                     notes.append(scored)
                 else:  # no latency: it is not a method that runs
-                    scores.append(FrameScore(seq, scored[0], i, int(fr.stamp_ns), float("nan"), scored[1]))
+                    scores.append(frame_score(seq, scored[0], i, int(fr.stamp_ns), float("nan"), scored[1]))
     if not scores:
         raise ValueError("no frame could be evaluated: " + "; ".join(notes[:5]))
     out.mkdir(parents=True, exist_ok=True)
     figures.insert(0, error_over_time_figure(out / "error_over_time.png", scores))
+    if args.fit_hazard_calibration:
+        _write_calibration(out / "hazard_calibration.json", scores, [label for label, _ in models])
     summary = write_report(out, scores, figures, notes)
     from ..evaluation import markdown_table
 
     print(markdown_table(summary))
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def _write_calibration(path: Path, scores, labels: list[str]) -> None:
+    """Each model's fitted hazard-probability calibration table, from its frames' raw reliability counts."""
+    import json
+
+    from ..evaluation import pooled_reliability
+    from ..geometry.hazard import fit_probability_calibration
+
+    tables = {}
+    for label in labels:
+        counts = pooled_reliability([s for s in scores if s.model == label])
+        if counts is not None and counts[0].sum() > 0:
+            tables[label] = {"hazard_calibration": list(fit_probability_calibration(counts)),
+                             "sites": int(counts[0].sum()), "frames": sum(1 for s in scores if s.model == label)}
+    path.write_text(json.dumps(tables, indent=1))
+    for label, t in tables.items():
+        print(f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}")
+
+
+def _example_wanted(index: int, count: int, figures: int) -> bool:
+    """Example frames spread evenly over an input (a descent: over its range), not its first ones."""
+    if figures <= 0 or count <= 0:
+        return False
+    picks = {round(k * (count - 1) / max(figures - 1, 1)) for k in range(min(figures, count))}
+    return index in picks
 
 
 def _safe(name: str) -> str:
@@ -292,9 +337,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..evaluation import FrameScore, error_over_time_figure, example_figure, write_report
+    from ..evaluation import error_over_time_figure, example_figure, frame_score, write_report
     from ..geometry.hazard import HazardParams
-    from ..pipeline import shadows_of
     from ..ros.conversions import camera_info_msg, image_msg, pose_msg, stamp_ns
 
     rclpy.init()
@@ -339,7 +383,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scores, figures, notes, sent, memories = [], [], [], {}, {}
     for path in inputs:
-        frames = list(_frames(path, args.namespace, args.max_frames))
+        frames = list(_frames(path, args.namespace, args.max_frames, args.split))
         t0 = time.monotonic()
         stamp0 = frames[0][2].stamp_ns if frames else 0
         for seq, i, fr in frames:
@@ -381,14 +425,14 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         t_recv, depth = received[stamp]["depth"]
         truth_h = _truth(fr, HazardParams())
         params = _hazard_params(args, truth_h)
-        # ... and the left image's shadows under the sun it was sent, as the node does; the
-        # memory over the frames the node answered, in order.
-        shadowed = shadows_of(fr.left, depth.shape, args.shadow_fraction) if fr.sun_left is not None else None
-        metrics, pred_h, pts = _score_depth(depth, fr, truth_h, params, sigma_d, memories, seq, shadowed)
-        scores.append(FrameScore(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
+        metrics = _score_depth(depth, fr, truth_h, params, sigma_d, memories, seq)
+        scores.append(frame_score(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if i < args.figures:
+            from ..geometry.camera import depth_to_points
+
+            pts = depth_to_points(depth, fr.K_left)
             figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
-                                          received[stamp].get("slope"), pred_h, truth_h, pts,
+                                          received[stamp].get("slope"), None, truth_h, pts,
                                           f"stereo_node (live) on {seq}, frame {i}"))
     dropped = len(sent) - len(scores)
     notes.append(f"live replay at {args.speed}x: {len(sent)} frames sent, {len(scores)} answered, {dropped} dropped "

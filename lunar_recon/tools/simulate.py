@@ -17,7 +17,7 @@ SPLITS = ("train", "val", "test")
 
 def add_arguments(p) -> None:
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--preset", choices=["orbital", "descent", "rover"], help="dataset of independent pairs")
+    mode.add_argument("--preset", choices=["orbital", "descent", "lander", "rover"], help="dataset of independent pairs")
     mode.add_argument("--sequence", choices=["descent", "rover"], help="time-stamped sequence written as a bag")
     p.add_argument("--pairs", type=int, default=10, help="pairs in the dataset (all splits)")
     p.add_argument("--frames", type=int, default=10, help="frames in the sequence")
