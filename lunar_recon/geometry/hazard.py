@@ -212,20 +212,31 @@ def site_relief(z: np.ndarray, plane_gx: np.ndarray, plane_gy: np.ndarray,
     """For every site (cell) the largest and smallest of ``z[j] - dx_j gx - dy_j gy`` over the
     cells j at the footprint's offsets (dy, dx) from it, where (gx, gy) is the site's own plane
     gradient per cell: subtracting the plane's height at the site gives the largest height above
-    and depth below the site's plane.  NaN cells are ignored (-inf / +inf where none)."""
+    and depth below the site's plane.  NaN cells are ignored (-inf / +inf where none).
+
+    Row by row of the footprint: the running max / min of ``z[j] - dx gx`` over the row's
+    offsets (one fused multiply-add and a NaN-aware max and min per offset), then the row's
+    ``- dy gy`` added once."""
     rows, cols = z.shape
     pad = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
     zp = np.pad(z.astype(np.float32), pad, constant_values=np.nan)
     gx, gy = plane_gx.astype(np.float32), plane_gy.astype(np.float32)
     hi = np.full(z.shape, -np.inf, np.float32)
     lo = np.full(z.shape, np.inf, np.float32)
-    t = np.empty(z.shape, np.float32)
-    for dy, dx in offsets:  # one fused multiply-add pair per offset (OpenCV), NaN-aware max / min
-        shifted = zp[pad + dy:pad + dy + rows, pad + dx:pad + dx + cols]
-        cv2.scaleAdd(gx, float(-dx), shifted, dst=t)
-        cv2.scaleAdd(gy, float(-dy), t, dst=t)
-        np.fmax(hi, t, out=hi)
-        np.fmin(lo, t, out=lo)
+    row_hi, row_lo, t = (np.empty(z.shape, np.float32) for _ in range(3))
+    by_row: dict[int, list[int]] = {}
+    for dy, dx in offsets:
+        by_row.setdefault(dy, []).append(dx)
+    for dy, dxs in by_row.items():
+        row_hi.fill(-np.inf)
+        row_lo.fill(np.inf)
+        for dx in dxs:
+            cv2.scaleAdd(gx, float(-dx), zp[pad + dy:pad + dy + rows, pad + dx:pad + dx + cols], dst=t)
+            np.fmax(row_hi, t, out=row_hi)
+            np.fmin(row_lo, t, out=row_lo)
+        shift = np.float32(-dy) * gy
+        np.fmax(hi, row_hi + shift, out=hi)
+        np.fmin(lo, row_lo + shift, out=lo)
     return hi, lo
 
 
