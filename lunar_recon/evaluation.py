@@ -20,18 +20,25 @@ from .geometry.hazard import (HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, Hazard
 from .geometry.metrics import depth_metrics, expected_calibration_error, hazard_metrics, reliability_counts
 
 
-def hazard_truth_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw,
-                           params: HazardParams) -> tuple[HazardMap, GridSpec]:
-    """A ground-truth OccupancyGrid (costs, origin pose in the camera frame) as a HazardMap."""
+def hazard_map_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw,
+                         params: HazardParams) -> tuple[HazardMap, GridSpec]:
+    """A published hazard OccupancyGrid (costs 100 P, -1 without data; origin pose in the camera
+    frame) as a HazardMap: its probabilities, and classes by ``params``' thresholds.  A
+    ground-truth grid (costs 0 / 100) reads back as its classes."""
     R_cam_from_grid = quaternion_to_matrix(orientation_xyzw)
     R = R_cam_from_grid.T
     o = R @ np.asarray(origin_xyz, dtype=np.float64)
     grid = GridSpec((float(o[0]), float(o[1])), float(resolution), tuple(cost.shape))
-    classes = np.where(cost < 0, UNKNOWN, np.where(cost >= 100, HAZARD, SAFE)).astype(np.int8)
+    cost = np.asarray(cost)
+    probability = np.where(cost < 0, np.nan, cost / 100.0).astype(np.float32)
+    classes = np.full(cost.shape, UNKNOWN, np.int8)
+    classes[(cost >= 0) & (probability < params.safe_below)] = SAFE
+    classes[(cost >= 0) & (probability >= params.hazard_above)] = HAZARD
     nan = np.full(cost.shape, np.nan, np.float32)
-    hm = HazardMap(grid=grid, elevation_m=nan, slope_deg=nan, roughness_m=nan, roughness_rms_m=nan,
+    ground = np.full(cost.shape, o[2], np.float32)  # the grid lies on the ground plane at the origin's height
+    hm = HazardMap(grid=grid, elevation_m=ground, slope_deg=nan, roughness_m=nan, roughness_rms_m=nan,
                    coverage=np.ones(cost.shape, np.float32), hazard=classes, cost=cost.astype(np.int8),
-                   R_grid_from_input=R, params=params)
+                   R_grid_from_input=R, params=params, probability=probability)
     return hm, grid
 
 
@@ -383,5 +390,5 @@ def error_over_time_figure(path: Path, scores: list[FrameScore]) -> Path:
 
 
 __all__ = ["FrameScore", "depth_to_points", "error_over_time_figure", "example_figure", "frame_score",
-           "hazard_on_truth_cells", "hazard_truth_from_grid", "markdown_table", "reliability_figure", "score_frame",
+           "hazard_map_from_grid", "hazard_on_truth_cells", "markdown_table", "reliability_figure", "score_frame",
            "summarize", "write_report"]

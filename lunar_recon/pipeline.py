@@ -13,17 +13,17 @@ import numpy as np
 
 from .geometry.camera import Intrinsics, confidence_mask, depth_to_points
 from .geometry.frames import normalize
-from .geometry.hazard import HazardMap, HazardParams, hazard_map
+from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, params_for_range
 from .geometry.hazard_memory import HazardMemory
-from .geometry.pose import metric_scale_from_baseline
+from .geometry.pose import metric_scale_from_rig
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
 from .geometry.stereo import (SGBMParams, disparity_to_depth, sgbm_depth_unrectified, sgbm_disparity,
                                stereo_elevation_sigma)
 from .models.predict import PairPrediction
 
-# predicted: as the network says; baseline: PnP on the right pointmap, scaled to the calibrated
-# baseline; stereo: median ratio to a coarse SGBM depth (the calibrated rig's metric anchor);
+# predicted: as the network says; baseline: the right view's pointmap put on the calibrated rig's rays
+# (any relative rotation); stereo: median ratio to a coarse SGBM depth (the calibrated rig's metric anchor);
 # stereo_local: a smooth per-pixel scale field from the same SGBM depth (the network keeps the
 # fine shape, the matcher fixes the low-frequency metric structure); auto: the model card's choice.
 SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
@@ -368,6 +368,8 @@ class Reconstruction:
     timings_s: dict[str, float]
     prediction: PairPrediction
     shadowed: np.ndarray | None = None  # (H, W) the left image's shadows, when they bounded the hazard map
+    hazard_note: str | None = None  # why there is no hazard map where one was asked for
+    scale_path: str = "predicted"  # ScaledPrediction.scale_path
 
 
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
@@ -398,6 +400,9 @@ class ScaledPrediction:
     scale: float | np.ndarray  # one factor, or an (H, W) field ('stereo_local')
     timings_s: dict[str, float]  # model, scale (the metric anchor), fusion (with the matcher)
     points: np.ndarray | None = None  # metric left pointmap when not prediction x scale (stereo fusion)
+    # how the scale was found: 'predicted', 'stereo', 'stereo_local', 'rig' (the right view's
+    # pointmap on the calibrated rig's rays) or 'metric model' (SGBM)
+    scale_path: str = "predicted"
 
     def metric_points(self) -> np.ndarray:
         return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
@@ -440,6 +445,7 @@ class StereoReconstructor:
         pred = self.model.predict(image_left, image_right, size=size, right_view=right_view)
         t1 = time.perf_counter()
         scale, points, fusion_s = 1.0, None, 0.0
+        scale_path = "metric model" if isinstance(self.model, SGBMModel) else "predicted"
         if rescale:
             est = reference = None
             if scale_mode in ("stereo", "stereo_local"):
@@ -453,9 +459,12 @@ class StereoReconstructor:
             if est is None:  # 'baseline', or too little texture for the matcher
                 if pred.points_right is None:
                     pred = self.model.predict(image_left, image_right, size=size)
-                est = metric_scale_from_baseline(pred.points_right, calibration.K_right, calibration.baseline_m,
-                                                 pred.conf_right).scale
-            elif p.stereo_fusion_disparity_px > 0:
+                est = metric_scale_from_rig(pred.points_right, calibration.K_right, calibration.T_left_from_right,
+                                            pred.conf_right)
+                scale_path = "rig"
+            else:
+                scale_path = scale_mode
+            if scale_path != "rig" and p.stereo_fusion_disparity_px > 0:
                 t2 = time.perf_counter()
                 fine = fusion_reference_depth(image_left, image_right, calibration, reference,
                                               p.stereo_fusion_disparity_px)
@@ -466,7 +475,7 @@ class StereoReconstructor:
             scale = est
         metric_s = time.perf_counter() - t1
         return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s},
-                                points)
+                                points, scale_path)
 
     def finish(self, staged: ScaledPrediction, calibration: StereoCalibration | None,
                up_in_left: np.ndarray | None, params: ReconstructionParams | None = None,
@@ -486,7 +495,7 @@ class StereoReconstructor:
         points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32, copy=False)
         depth = points[..., 2].copy()
         t2 = time.perf_counter()
-        slope = hmap = sigma = shadowed = None
+        slope = hmap = sigma = shadowed = hazard_note = None
         sigma_d = p.disparity_sigma_px if p.disparity_sigma_px is not None else model_disparity_sigma(self.model)
         if up_in_left is not None:
             up = normalize(up_in_left)
@@ -499,9 +508,15 @@ class StereoReconstructor:
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 if sun_in_left is not None:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
-                hmap = hazard_map(points, up, p.hazard, elevation_sigma=sigma, shadowed=shadowed, sun=sun_in_left,
-                                  calibration=model_hazard_calibration(self.model) if p.calibrate_hazard else None)
-                if camera_pose is not None:
+                try:
+                    fx = calibration.K_left.fx if calibration is not None else float("nan")
+                    hazard_params = params_for_range(p.hazard, float(np.median(depth[valid])), fx)
+                    hmap = hazard_map(points, up, hazard_params, elevation_sigma=sigma, shadowed=shadowed,
+                                      sun=sun_in_left,
+                                      calibration=model_hazard_calibration(self.model) if p.calibrate_hazard else None)
+                except HazardGridError as exc:  # the depth stands; the map says why it is missing
+                    hazard_note = str(exc)
+                if hmap is not None and camera_pose is not None:
                     hmap = self.hazard_memory.update(hmap, camera_pose, p.hazard.memory_frames,
                                                      p.hazard.memory_keyframe_distance_m)
         t3 = time.perf_counter()
@@ -509,4 +524,4 @@ class StereoReconstructor:
         geometry_s = staged.timings_s["scale"] + staged.timings_s.get("fusion", 0.0) + (t2 - t1)
         timings = {"model": model_s, "geometry": geometry_s, "hazard": t3 - t2, "total": model_s + geometry_s + t3 - t2}
         return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, sigma, slope, hmap, scale,
-                              timings, pred, shadowed)
+                              timings, pred, shadowed, hazard_note, staged.scale_path)

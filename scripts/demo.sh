@@ -24,14 +24,18 @@ touch "$OUT/$MARK"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 100))}
 
-echo "== 1/3 simulate a descent sequence (80 m -> 20 m, 2 m baseline)"
+echo "== 1/4 simulate a descent sequence (80 m -> 20 m, 2 m baseline)"
 $BIN/lunar-recon simulate --sequence descent --frames 12 --seed 7 --width 512 --height 384 --out "$OUT/descent_bag"
 
-echo "== 2/3 start stereo_node on the default model"
+echo "== 2/4 start stereo_node on the default model"
 $BIN/stereo_node --ros-args -p model:=default -p hazard.resolution_m:=0.5 > "$OUT/stereo_node.log" 2>&1 &
 NODE=$!
 trap 'kill $NODE 2>/dev/null || true; wait $NODE 2>/dev/null || true' EXIT
 
-echo "== 3/3 replay the bag live into the node and evaluate"
+echo "== 3/4 replay the bag live into the node and evaluate"
 $BIN/lunar-recon evaluate-bag "$OUT/descent_bag" --live --speed 0.5 --hazard-resolution 0.5 --out "$OUT/report"
-echo "report: $OUT/report/report.md"
+kill $NODE 2>/dev/null || true; wait $NODE 2>/dev/null || true
+
+echo "== 4/4 the same bag offline: the default model beside SGBM and the ideal matcher"
+$BIN/lunar-recon evaluate-bag "$OUT/descent_bag" --model default --hazard-resolution 0.5 --figures 3 --out "$OUT/report_offline"
+echo "report: $OUT/report/report.md (live), $OUT/report_offline/report.md (offline, with references)"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lunar_recon.data.rosbag import BagError, read_stereo_bag, write_stereo_bag
-from lunar_recon.evaluation import FrameScore, hazard_on_truth_cells, hazard_truth_from_grid, score_frame, summarize
+from lunar_recon.evaluation import FrameScore, hazard_on_truth_cells, hazard_map_from_grid, score_frame, summarize
 from lunar_recon.geometry.camera import depth_to_points
 from lunar_recon.geometry.hazard import HazardParams
 from lunar_recon.geometry.metrics import hazard_metrics
@@ -30,7 +30,7 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
 
     for fr in read_stereo_bag(bag):
         params = HazardParams(resolution_m=fr.hazard["resolution"])
-        truth, _ = hazard_truth_from_grid(fr.hazard["cost"], fr.hazard["resolution"], fr.hazard["origin"],
+        truth, _ = hazard_map_from_grid(fr.hazard["cost"], fr.hazard["resolution"], fr.hazard["origin"],
                                           fr.hazard["orientation"], params)
         fB = fr.K_left.fx * fr.baseline_m
         oracle = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, None, fr.up_left, params,
@@ -239,3 +239,36 @@ def test_bag_poses_carry_one_frames_hazards_onto_the_next_frames_truth(bag):
     assert truth.sum() > 20 and called.sum() > 20
     assert (called & truth).sum() / called.sum() > 0.8  # remembered hazards are where the truth has them
     assert (HazardMemory(frames=2).update(blind, f1.pose_world).hazard == UNKNOWN).all()  # a fresh stream
+
+
+def test_stereolunar_folder_runs_through_evaluate_bag_with_every_frame_scored(stereolunar_dir, tmp_path):
+    """Orbital range: the hazard map follows the ground sample distance and, coarser than the
+    footprint there, is left out with a note -- the depth of every frame is still scored."""
+    sample = tmp_path / "Nadir"
+    import shutil
+
+    shutil.copytree(stereolunar_dir / "Nadir_baseline_sample" / "paire1", sample / "paire1")
+    out = tmp_path / "report"
+    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(sample), "--model", "sgbm",
+                          "--no-references", "--out", str(out), "--figures", "0"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads((out / "metrics.json").read_text())
+    frames = data["summary"]["sgbm"]["frames"]
+    assert frames == 3 and data["summary"]["sgbm"]["depth_abs_rel"] < 0.05
+    report = (out / "report.md").read_text()
+    assert "coarser than half the 4 m footprint" in report and "skipped" not in report
+
+
+def test_hazard_cells_follow_the_range_and_a_meaningless_map_says_why():
+    from lunar_recon.geometry.hazard import HazardGridError, params_for_range
+
+    auto = HazardParams(resolution_m=0.0)
+    assert params_for_range(auto, 30.0, 600.0).resolution_m == pytest.approx(0.1)
+    assert params_for_range(HazardParams(resolution_m=0.2), 3e4, 600.0).resolution_m == 0.2  # given: kept
+    with pytest.raises(HazardGridError, match="coarser than half the 4 m footprint"):
+        params_for_range(auto, 3e4, 600.0)
+    with pytest.raises(ValueError, match="resolved first"):
+        from lunar_recon.geometry.hazard import hazard_map
+
+        hazard_map(np.zeros((10, 3)), [0, 0, 1], auto)

@@ -135,3 +135,40 @@ def test_point_metrics_perfect_scaled_and_aligned():
     assert m["chamfer"] > 0.1  # scale errors count by default
     m = point_metrics(pts * 1.1, pts, align=True)
     assert m["chamfer"] < 1e-4 and m["aligned_scale"] == pytest.approx(1 / 1.1) and m["aligned"] == 1.0
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 15.0, 60.0, 120.0])
+@pytest.mark.parametrize("b_over_z", [0.02, 0.1, 0.3])
+def test_metric_scale_from_a_known_rotated_rig_is_exact(angle_deg, b_over_z):
+    """A right-view pointmap in the left frame, shrunk by an unknown factor: the rig's known pose
+    (rotated 0-120 deg, B/Z 0.02-0.3) brings the scale back exactly, 5 % wild points included."""
+    from lunar_recon.geometry.camera import Intrinsics
+    from lunar_recon.geometry.pose import metric_scale_from_rig
+
+    K = Intrinsics.from_fov(50.0, 64, 48)
+    a = np.radians(angle_deg)
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])  # right camera turned about y
+    depth = 100.0
+    t = np.array([b_over_z * depth, 0.0, 0.0])
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, t
+    rng = np.random.default_rng(int(angle_deg * 10 + b_over_z * 100))
+    v, u = np.mgrid[0:48, 0:64]
+    rays = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones((48, 64))], -1)
+    z_right = rng.uniform(0.8, 1.2, (48, 64)) * depth  # depth along the right camera's axis
+    X = (rays * z_right[..., None]) @ R.T + t  # right-view points in the left frame, metric
+    shrunk = X / 3.7
+    wild = rng.random((48, 64)) < 0.05
+    shrunk[wild] *= rng.uniform(0.2, 5.0, wild.sum())[:, None]
+    assert metric_scale_from_rig(shrunk, K, T) == pytest.approx(3.7, rel=1e-6)
+
+
+def test_metric_scale_from_rig_rejects_a_zero_or_nan_baseline():
+    from lunar_recon.geometry.camera import Intrinsics
+    from lunar_recon.geometry.pose import metric_scale_from_rig
+
+    K = Intrinsics.from_fov(50.0, 8, 8)
+    pts = np.ones((8, 8, 3))
+    for bad in (np.eye(4), np.where(np.eye(4) > 0, 1.0, np.nan)):
+        with pytest.raises(ValueError, match="non-zero baseline"):
+            metric_scale_from_rig(pts, K, bad)

@@ -46,7 +46,7 @@ class HazardParams:
     slope_max_deg: float = 10.0  # largest safe tilt of the site's plane against gravity
     roughness_max_m: float = 0.3  # largest safe height above (or depth below) the site's plane
     footprint_diameter_m: float = 4.0
-    resolution_m: float = 0.15  # at most half the hazard size
+    resolution_m: float = 0.15  # at most half the hazard size; 0: two ground pixels at the median range
     coverage_min: float = 0.7  # fraction of the footprint's cells that must hold data
     extent_m: float | None = None  # square grid side centred on the data; None: the points' bounding box
     max_cells: int = 4_000_000
@@ -63,7 +63,8 @@ class HazardParams:
         checks = [
             (0 < self.slope_max_deg < 90, "slope_max_deg must be in (0, 90)"),
             (self.roughness_max_m > 0, "roughness_max_m must be positive"),
-            (self.resolution_m > 0, "resolution_m must be positive"),
+            (self.resolution_m >= 0, "resolution_m must be positive (0: follow the ground sample distance)"),
+            (self.footprint_diameter_m > 0, "footprint_diameter_m must be positive"),
             (self.footprint_diameter_m >= 2 * self.resolution_m,
              f"footprint must span at least two cells (footprint_diameter_m {self.footprint_diameter_m} m, "
              f"resolution_m {self.resolution_m} m)"),
@@ -80,6 +81,28 @@ class HazardParams:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"invalid hazard parameters: {msg}")
+
+
+class HazardGridError(ValueError):
+    """No meaningful hazard map at these settings (cells coarser than the footprint, or more
+    cells than ``max_cells``): the reconstruction goes on without one and says why."""
+
+
+def params_for_range(params: HazardParams, range_m: float, fx: float) -> HazardParams:
+    """``params`` with ``resolution_m`` 0 resolved to two ground pixels at ``range_m`` (the
+    ground sample distance of a camera of focal length ``fx`` px), at least 1 cm.  Raises
+    :class:`HazardGridError` when the cells come out coarser than half the footprint: a
+    lander-footprint map is meaningless at that range."""
+    if params.resolution_m > 0:
+        return params
+    if not (np.isfinite(range_m) and range_m > 0 and fx > 0):
+        raise HazardGridError(f"no hazard map: the cell size follows the range, and the range is {range_m}")
+    resolution = max(2.0 * range_m / fx, 0.01)
+    if params.footprint_diameter_m < 2 * resolution:
+        raise HazardGridError(f"no hazard map: at {range_m:.4g} m range two ground pixels span {resolution:.3g} m, "
+                              f"coarser than half the {params.footprint_diameter_m:g} m footprint (a lander-size "
+                              "hazard is not resolvable there)")
+    return dataclasses.replace(params, resolution_m=resolution)
 
 
 @dataclass(frozen=True)
@@ -257,8 +280,8 @@ def grid_for_points(xy: np.ndarray, params: HazardParams) -> GridSpec:
     cols = max(1, int(math.ceil((hi[0] - lo[0]) / r + 1e-9)))
     rows = max(1, int(math.ceil((hi[1] - lo[1]) / r + 1e-9)))
     if rows * cols > params.max_cells:
-        raise ValueError(f"hazard grid of {rows}x{cols} cells exceeds max_cells={params.max_cells}: "
-                         "set extent_m or a coarser resolution_m")
+        raise HazardGridError(f"hazard grid of {rows}x{cols} cells exceeds max_cells={params.max_cells}: "
+                              "set extent_m or a coarser resolution_m (0: follow the ground sample distance)")
     return GridSpec((float(lo[0]), float(lo[1])), r, (rows, cols))
 
 
@@ -393,6 +416,8 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     depth source (its model's, chosen on calibration data); None: the Gaussian model's own."""
     params = params or HazardParams()
     params.validate()
+    if params.resolution_m == 0 and grid is None:
+        raise ValueError("resolution_m 0 (follow the range) must be resolved first: params_for_range()")
     R = rotation_aligning(normalize(up), np.array([0.0, 0.0, 1.0]))
     p = np.asarray(points).reshape(-1, 3)
     finite = np.isfinite(p[:, 0] + p[:, 1] + p[:, 2])  # one pass instead of an axis reduction

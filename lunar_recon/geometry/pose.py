@@ -89,6 +89,44 @@ def metric_scale_from_baseline(points_right_in_left: np.ndarray, K_right: Intrin
     return ScaleEstimate(baseline_m / pose.baseline, pose.baseline, baseline_m, pose)
 
 
+def metric_scale_from_rig(points_right_in_left: np.ndarray, K_right: Intrinsics, T_left_from_right: np.ndarray,
+                          conf: np.ndarray | None = None) -> float:
+    """Scale of a pointmap from a calibrated rig of any relative rotation: the factor s that puts
+    each right-view point s X (in the left frame) on the ray of its own right pixel, which
+    leaves the right camera (at the calibrated translation t) along R K^-1 [u, v, 1].
+
+    Per point, the component of s X - t across the ray must vanish: s = (P X . P t) / |P X|^2
+    with P the projector across the ray; the confidence-weighted median over points is robust
+    to wild points.  Exact for a pointmap of the right shape, whatever the rotation; it needs
+    the baseline to be seen at an angle (B / Z of a few percent is enough)."""
+    T = np.asarray(T_left_from_right, dtype=np.float64)
+    t = T[:3, 3]
+    if T.shape != (4, 4) or not np.isfinite(T).all() or not np.linalg.norm(t) > 0:
+        raise ValueError("metric scale from the rig: need a finite pose with a non-zero baseline")
+    X = np.asarray(points_right_in_left, dtype=np.float64)
+    h, w = X.shape[:2]
+    v, u = np.mgrid[0:h, 0:w]
+    rays = np.stack([(u - K_right.cx) / K_right.fx, (v - K_right.cy) / K_right.fy, np.ones((h, w))], axis=-1)
+    d = rays @ T[:3, :3].T
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    across_x = X - (X * d).sum(-1, keepdims=True) * d
+    across_t = t - (d @ t)[..., None] * d
+    num, den = (across_x * across_t).sum(-1), (across_x * across_x).sum(-1)
+    ok = np.isfinite(num) & np.isfinite(den) & (den > 1e-18)
+    if conf is not None:
+        ok &= np.isfinite(conf) & (conf > 0)
+    if ok.sum() < 10:
+        raise ValueError(f"metric scale from the rig: only {int(ok.sum())} usable right-view points")
+    scales = num[ok] / den[ok]
+    weights = np.sqrt(den[ok]) * (1.0 if conf is None else np.asarray(conf, dtype=np.float64)[ok])
+    order = np.argsort(scales)
+    cum = np.cumsum(weights[order])
+    scale = float(scales[order][np.searchsorted(cum, cum[-1] / 2)])
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"metric scale from the rig: no positive scale (got {scale})")
+    return scale
+
+
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
     """Similarity (s, R, t) minimising sum ||dst - (s R src + t)||^2 (Umeyama 1991)."""
     src = np.asarray(src, dtype=np.float64).reshape(-1, 3)

@@ -67,7 +67,8 @@ PARAMETERS: dict[str, tuple] = {
     "hazard.roughness_max_m": (0.3, "largest safe height above (or depth below) a site's footprint plane (m)",
                                (0.001, 100.0)),
     "hazard.footprint_diameter_m": (4.0, "lander footprint diameter (m)", (0.1, 1000.0)),
-    "hazard.resolution_m": (0.15, "hazard grid cell size (m)", (0.01, 100.0)),
+    "hazard.resolution_m": (0.15, "hazard grid cell size (m); 0: two ground pixels at the pair's median range",
+                            (0.0, 100.0)),
     "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
     "hazard.coverage_min": (0.7, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
     "hazard.safe_below": (0.05, "a site is certified safe when its hazard probability is below this", (0.001, 1.0)),
@@ -158,6 +159,7 @@ class StereoNode(Node):
         self.dropped = 0
         self.processed = 0
         self.last_hazard = None  # the last hazard map, for the diagnostics (read at 1 Hz, not per pair)
+        self.last_hazard_note = None  # why the last pair has no hazard map
         self.latencies: deque = deque(maxlen=100)
         self.in_times: deque = deque(maxlen=100)
         self.out_times: deque = deque(maxlen=100)
@@ -384,6 +386,7 @@ class StereoNode(Node):
                                                        intensity.astype(np.float32), self.values["points_decimation"]))
         if want["slope"] and rec.slope_deg is not None:
             self.pub["slope"].publish(depth_image_msg(Image, h, rec.slope_deg))
+        self.last_hazard_note = rec.hazard_note
         if rec.hazard is not None:
             self.last_hazard = rec.hazard
             if want["grid"]:
@@ -425,6 +428,7 @@ class StereoNode(Node):
             "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else
             median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
+            "hazard_status": self.last_hazard_note or "ok",
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),

@@ -48,7 +48,8 @@ def add_arguments(p) -> None:
     p.add_argument("--shadow-fraction", type=float, default=SHADOW_INTENSITY_FRACTION,
                    help="with a sun direction in the data: pixels below this fraction of the lit level are "
                         "shadows that bound the hazard map's terrain; 0: shadows unused")
-    p.add_argument("--hazard-resolution", type=float, default=None, help="hazard grid cell (m); default: the truth's")
+    p.add_argument("--hazard-resolution", type=float, default=None,
+                   help="hazard grid cell (m); default: the truth's, else two ground pixels at each frame's range")
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
                         "(offline) or the node's (live); 0: off")
@@ -82,7 +83,7 @@ def _hazard_params(args, truth_h):
     on the truth's map too."""
     from ..geometry.hazard import HazardParams
 
-    params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.15),
+    params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.0),
                           footprint_diameter_m=args.hazard_footprint, safe_below=args.hazard_safe_below,
                           hazard_above=args.hazard_above, memory_frames=args.hazard_memory,
                           memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
@@ -154,7 +155,7 @@ def _frames(path: Path, namespace: str, max_frames: int, split: str | None = Non
 
 
 def _truth(fr, params):
-    from ..evaluation import hazard_truth_from_grid
+    from ..evaluation import hazard_map_from_grid
 
     if fr.hazard is None:
         s = fr.extra.get("sample")
@@ -172,7 +173,7 @@ def _truth(fr, params):
                              R_grid_from_input=t["hazard_R_grid_from_left"], params=params)
         return None
     h = fr.hazard
-    return hazard_truth_from_grid(h["cost"], h["resolution"], h["origin"], h["orientation"], params)[0]
+    return hazard_map_from_grid(h["cost"], h["resolution"], h["origin"], h["orientation"], params)[0]
 
 
 def _up(fr):
@@ -264,6 +265,8 @@ def run(args) -> int:
                     notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
                     continue
                 latency = time.perf_counter() - t0
+                if r.hazard_note is not None and truth_h is not None or (r.hazard_note and i == 0):
+                    notes.append(f"{seq} frame {i} ({label}): {r.hazard_note}")
                 if reference is None and m_idx == 0:
                     reference = r.depth  # no ground truth: score against the first model
                 metrics = score_frame(r.depth, r.points, reference if (m_idx > 0 or fr.depth is not None) else None,
@@ -358,7 +361,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
 
     def on_slope(m):  # the node's own slope image, kept for the example figures only
         s = stamp_ns(m.header.stamp)
-        if s in sent and sent[s][2] < args.figures:
+        if s in sent:
             slope = np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
             received.setdefault(s, {})["slope"] = slope.copy()
 
@@ -370,7 +373,13 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     node.create_subscription(Image, topic("depth"), on_depth, 20)
     node.create_subscription(Image, topic("slope"), on_slope, 20)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(OccupancyGrid, topic("hazard/grid"), lambda m: None, latched)
+    def on_grid(m):  # the node's own hazard map, scored as published
+        cost = np.frombuffer(bytes(m.data), np.int8).reshape(m.info.height, m.info.width).copy()
+        p, q = m.info.origin.position, m.info.origin.orientation
+        received.setdefault(stamp_ns(m.header.stamp), {})["grid"] = (cost, float(m.info.resolution), (p.x, p.y, p.z),
+                                                                      (q.x, q.y, q.z, q.w))
+
+    node.create_subscription(OccupancyGrid, topic("hazard/grid"), on_grid, latched)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(m), 10)
 
     t_wait = time.monotonic()
@@ -425,9 +434,19 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         t_recv, depth = received[stamp]["depth"]
         truth_h = _truth(fr, HazardParams())
         params = _hazard_params(args, truth_h)
-        metrics = _score_depth(depth, fr, truth_h, params, sigma_d, memories, seq)
+        grid = received[stamp].get("grid")
+        if grid is not None and truth_h is not None:
+            from ..evaluation import hazard_map_from_grid, score_frame
+            from ..geometry.camera import depth_to_points
+
+            published = hazard_map_from_grid(*grid, params)[0]
+            metrics = score_frame(depth, depth_to_points(depth, fr.K_left), fr.depth, truth_h, _up(fr), params,
+                                  focal_baseline=_focal_baseline(fr), hazard_pred=published)
+        else:  # no grid arrived for this pair: the depth it published, made into a map as the node would
+            metrics = _score_depth(depth, fr, truth_h, params, sigma_d, memories, seq)
+            notes.append(f"{seq} frame {i}: no hazard/grid received; scored a map made from its depth")
         scores.append(frame_score(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
-        if i < args.figures:
+        if _example_wanted(i, len(sent), args.figures):
             from ..geometry.camera import depth_to_points
 
             pts = depth_to_points(depth, fr.K_left)
