@@ -18,8 +18,8 @@ from .geometry.hazard_memory import HazardMemory
 from .geometry.pose import metric_scale_from_rig
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
-from .geometry.stereo import (SGBMParams, disparity_to_depth, sgbm_depth_unrectified, sgbm_disparity,
-                               stereo_elevation_sigma)
+from .geometry.stereo import (SGBMParams, disparity_to_depth, matched_depths, sgbm_depth_unrectified,
+                               sgbm_disparity, stereo_elevation_sigma)
 from .models.predict import PairPrediction
 
 # predicted: as the network says; baseline: the right view's pointmap put on the calibrated rig's rays
@@ -135,6 +135,26 @@ def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
                             calibration.T_left_from_right)
     return sgbm_depth(small(image_left), small(image_right), cal,
                       SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128))
+
+
+# Sparse matches as the metric reference: at least this share of the coarse grid's pixels
+# (~65 matches at 256 x 256).
+SPARSE_MIN_MATCHED_FRACTION = 1e-3
+
+
+def sparse_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: "StereoCalibration",
+                           shape: tuple[int, int]) -> np.ndarray:
+    """Triangulated SIFT matches of the calibrated pair (any relative rotation) as a depth image
+    of ``shape`` (NaN between matches): the metric reference where dense matching finds
+    nothing (rotated rigs that cannot be planar-rectified, oblique views)."""
+    px, z = matched_depths(image_left, image_right, calibration.K_left, calibration.K_right,
+                           calibration.T_left_from_right)
+    h, w = np.asarray(image_left).shape[:2]
+    out = np.full(shape, np.nan, np.float32)
+    u = np.clip((px[:, 0] + 0.5) * shape[1] / w - 0.5, 0, shape[1] - 1).round().astype(int)
+    v = np.clip((px[:, 1] + 0.5) * shape[0] / h - 0.5, 0, shape[0] - 1).round().astype(int)
+    out[v, u] = z
+    return out
 
 
 def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
@@ -400,8 +420,9 @@ class ScaledPrediction:
     scale: float | np.ndarray  # one factor, or an (H, W) field ('stereo_local')
     timings_s: dict[str, float]  # model, scale (the metric anchor), fusion (with the matcher)
     points: np.ndarray | None = None  # metric left pointmap when not prediction x scale (stereo fusion)
-    # how the scale was found: 'predicted', 'stereo', 'stereo_local', 'rig' (the right view's
-    # pointmap on the calibrated rig's rays) or 'metric model' (SGBM)
+    # how the scale was found: 'predicted', 'stereo', 'stereo_local' (either '(sparse matches)'
+    # where dense matching found nothing), 'rig' (the right view's pointmap on the calibrated
+    # rig's rays) or 'metric model' (SGBM)
     scale_path: str = "predicted"
 
     def metric_points(self) -> np.ndarray:
@@ -456,6 +477,20 @@ class StereoReconstructor:
                 else:
                     est = metric_scale_field_from_stereo(depth, image_left, image_right, calibration,
                                                          p.scale_field_sigma, reference=reference)
+            if est is None and reference is not None:  # dense matching failed: triangulated sparse matches
+                sparse = sparse_reference_depth(image_left, image_right, calibration, reference.shape)
+                depth = pred.points_left[..., 2]
+                if scale_mode == "stereo":
+                    est = metric_scale_from_stereo(depth, image_left, image_right, calibration, reference=sparse,
+                                                   min_matched_fraction=SPARSE_MIN_MATCHED_FRACTION)
+                else:
+                    est = metric_scale_field_from_stereo(depth, image_left, image_right, calibration,
+                                                         p.scale_field_sigma, reference=sparse,
+                                                         min_matched_fraction=SPARSE_MIN_MATCHED_FRACTION)
+                reference = None  # no dense reference to fuse with
+                matched_sparse = est is not None
+            else:
+                matched_sparse = False
             if est is None:  # 'baseline', or too little texture for the matcher
                 if pred.points_right is None:
                     pred = self.model.predict(image_left, image_right, size=size)
@@ -463,8 +498,8 @@ class StereoReconstructor:
                                             pred.conf_right)
                 scale_path = "rig"
             else:
-                scale_path = scale_mode
-            if scale_path != "rig" and p.stereo_fusion_disparity_px > 0:
+                scale_path = f"{scale_mode} (sparse matches)" if matched_sparse else scale_mode
+            if scale_path == scale_mode and p.stereo_fusion_disparity_px > 0:
                 t2 = time.perf_counter()
                 fine = fusion_reference_depth(image_left, image_right, calibration, reference,
                                               p.stereo_fusion_disparity_px)

@@ -145,7 +145,9 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     exact, noisy = data["summary"]["ideal stereo, 0 px"], data["summary"]["ideal stereo, 0.5 px"]
     assert exact["frames"] == noisy["frames"] == 3 and exact["depth_abs_rel"] == 0 < noisy["depth_abs_rel"]
     assert noisy["disparity_sigma_px"] == pytest.approx(0.5, rel=0.1)
-    assert sum(row["frames"] for row in data["by_range"].values()) == 3 * 3  # every frame in one range bin
+    assert sum(row["frames"] for row in data["by_range"].values()) == 3 * 4  # every frame in one range bin
+    constant = data["summary"]["constant depth (true median)"]  # the reference that needs no images
+    assert constant["frames"] == 3 and constant["depth_abs_rel"] > exact["depth_abs_rel"]
     report = (out / "report.md").read_text()
     assert "## By range" in report
     tables = [ln for ln in report.splitlines() if ln.startswith("|")]
@@ -154,7 +156,7 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     assert all(ln.count("|") == header_cells for ln in tables)  # every row lines up with its header
     assert "| ideal stereo, 0.5 px | all |" in report
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 3 and "depth_abs_rel" in rows[0]
+    assert len(rows) == 1 + 3 * 4 and "depth_abs_rel" in rows[0]
     bad = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
                           "--out", str(tmp_path / "bad"), "--stereo-ceiling", "-0.1"], capture_output=True, text=True,
                          timeout=300)

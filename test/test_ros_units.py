@@ -172,3 +172,39 @@ def test_sun_vector_parameter_is_validated():
             validate_parameters({"sun_vector": bad})
     with pytest.raises(ValueError, match="shadow_intensity_fraction"):
         validate_parameters({"shadow_intensity_fraction": 1.5})
+
+
+def _info(K, baseline=0.0, R=None):
+    from sensor_msgs.msg import CameraInfo
+
+    from lunar_recon.ros.conversions import camera_info_msg
+
+    msg = camera_info_msg(CameraInfo, K, baseline)
+    if R is not None:
+        msg.r = [float(v) for v in np.asarray(R).ravel()]
+    return msg
+
+
+def test_camera_infos_give_a_rectified_or_a_calibrated_raw_rig_or_a_counted_reason():
+    from lunar_recon.geometry.camera import Intrinsics
+    from lunar_recon.ros.conversions import MessageRejected, stereo_calibration_from_infos
+
+    K = Intrinsics.from_fov(60.0, 64, 48)
+    rect = stereo_calibration_from_infos(_info(K), _info(K, 1.5), (48, 64))
+    assert rect.is_rectified and rect.baseline_m == pytest.approx(1.5)
+    # raw images of a rotated rig: the pose comes from the rectifying rotations
+    a = np.radians(20)
+    R_r = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    raw = stereo_calibration_from_infos(_info(K, R=np.eye(3)), _info(K, 1.5, R=R_r), (48, 64))
+    assert not raw.is_rectified and raw.baseline_m == pytest.approx(1.5)
+    np.testing.assert_allclose(raw.T_left_from_right[:3, :3], R_r, atol=1e-12)
+    for bad_baseline in (0.0, 1e-9, -1.0):
+        with pytest.raises(MessageRejected, match="baseline") as err:
+            stereo_calibration_from_infos(_info(K), _info(K, bad_baseline), (48, 64))
+        assert err.value.reason == "calibration"
+    with pytest.raises(MessageRejected, match="NaN"):  # a NaN baseline is a NaN in P
+        stereo_calibration_from_infos(_info(K), _info(K, float("nan")), (48, 64))
+    tiny = Intrinsics(1e-12, 1e-12, 32, 24, 64, 48)
+    with pytest.raises(MessageRejected, match="focal length") as err:
+        stereo_calibration_from_infos(_info(tiny), _info(tiny, 1.5), (48, 64))
+    assert err.value.reason == "calibration"

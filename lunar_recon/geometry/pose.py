@@ -103,6 +103,8 @@ def metric_scale_from_rig(points_right_in_left: np.ndarray, K_right: Intrinsics,
     t = T[:3, 3]
     if T.shape != (4, 4) or not np.isfinite(T).all() or not np.linalg.norm(t) > 0:
         raise ValueError("metric scale from the rig: need a finite pose with a non-zero baseline")
+    if points_right_in_left is None:
+        raise ValueError("metric scale from the rig: the model gives no right-view pointmap")
     X = np.asarray(points_right_in_left, dtype=np.float64)
     h, w = X.shape[:2]
     v, u = np.mgrid[0:h, 0:w]

@@ -172,3 +172,38 @@ def sgbm_depth_unrectified(left: np.ndarray, right: np.ndarray, K_left: Intrinsi
     pts_rect = depth_to_points(z, rect.K_rect).reshape(-1, 3)
     pts_left = pts_rect @ rect.R_left  # rectified -> original left frame (R_left^T applied)
     return points_to_depth(pts_left, K_left, K_left.height, K_left.width)
+
+
+def matched_depths(left: np.ndarray, right: np.ndarray, K_left: Intrinsics, K_right: Intrinsics,
+                   T_left_from_right: np.ndarray, max_features: int = 4000,
+                   max_reprojection_px: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse metric depths of a calibrated pair of any relative rotation: SIFT matches (ratio
+    test), each triangulated with the known poses and kept where it lies in front of both
+    cameras and reprojects within ``max_reprojection_px``.  Returns the left pixels (N x 2, x y)
+    and their depths (N,) -- a metric anchor where the pair cannot be planar-rectified or
+    dense matching finds nothing."""
+    sift = cv2.SIFT_create(nfeatures=max_features)
+    kl, dl = sift.detectAndCompute(_to_gray8(left), None)
+    kr, dr = sift.detectAndCompute(_to_gray8(right), None)
+    empty = (np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
+    if dl is None or dr is None or len(kl) < 2 or len(kr) < 2:
+        return empty
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(dl, dr, k=2)
+    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < 0.75 * n.distance]
+    if not good:
+        return empty
+    pl = np.float64([kl[m.queryIdx].pt for m in good])
+    pr = np.float64([kr[m.trainIdx].pt for m in good])
+    T = np.asarray(T_left_from_right, dtype=np.float64)
+    T_rl = np.linalg.inv(T)  # left -> right camera
+    P_l = K_left.K @ np.eye(3, 4)
+    P_r = K_right.K @ T_rl[:3]
+    X = cv2.triangulatePoints(P_l, P_r, pl.T, pr.T)
+    X = (X[:3] / X[3]).T
+    Xr = X @ T_rl[:3, :3].T + T_rl[:3, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        proj_l = (X @ K_left.K.T)[:, :2] / X[:, 2:3]
+        proj_r = (Xr @ K_right.K.T)[:, :2] / Xr[:, 2:3]
+        err = np.maximum(np.linalg.norm(proj_l - pl, axis=1), np.linalg.norm(proj_r - pr, axis=1))
+    ok = (X[:, 2] > 0) & (Xr[:, 2] > 0) & (err < max_reprojection_px) & np.isfinite(err)
+    return pl[ok].astype(np.float32), X[ok, 2].astype(np.float32)

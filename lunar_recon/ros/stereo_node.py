@@ -29,10 +29,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
-                        ReconstructionParams, StereoCalibration, StereoReconstructor,
-                        model_disparity_sigma)
-from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg, intrinsics_from_info,
-                          occupancy_grid_msg, pointcloud2_msg, stamp_ns)
+                        ReconstructionParams, StereoReconstructor, model_disparity_sigma)
+from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg,
+                          occupancy_grid_msg, pointcloud2_msg, stamp_ns, stereo_calibration_from_infos)
 from .sync import TimeSynchronizer, make_synchronizer
 
 # name -> (default, description, range or choices)
@@ -350,16 +349,12 @@ class StereoNode(Node):
         img_l, img_r = image_from_msg(left), image_from_msg(right)
         if img_l.shape[:2] != img_r.shape[:2]:
             raise MessageRejected("size_mismatch", f"left {img_l.shape[:2]} vs right {img_r.shape[:2]}")
-        K_l, _ = intrinsics_from_info(left_info, img_l.shape[:2])
-        K_r, baseline = intrinsics_from_info(right_info, img_r.shape[:2])
+        calib = stereo_calibration_from_infos(left_info, right_info, img_l.shape[:2])
         want = self._wanted()
         if not any(want.values()):
             return  # nobody listens: compute nothing
         params = dataclasses.replace(self.reconstructor.params, compute_slope=want["slope"],
                                      compute_hazard=want["grid"] or want["overlay"] or want["site"])
-        calib = None
-        if baseline > 0:  # rectified rig: the right camera sits at +B along x
-            calib = StereoCalibration(K_l, K_r, StereoCalibration.rectified(K_l, baseline).T_left_from_right)
         staged = self.reconstructor.predict_scaled(img_l, img_r, calib, params)
         with self._cond:
             if self._staged is not None:

@@ -21,6 +21,7 @@ HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
 # The reference rows every report carries unless told not to: the classical matcher and the
 # ideal matcher at the disparity precision measured for the shipped student and SGBM.
 DEFAULT_CEILING_PX = 0.1
+CONSTANT_LABEL = "constant depth (true median)"
 
 
 def add_arguments(p) -> None:
@@ -69,8 +70,8 @@ def add_arguments(p) -> None:
                    help="score every model's raw hazard probabilities and fit each one's calibration table "
                         "(written to hazard_calibration.json; run it on a calibration split, never the test one)")
     p.add_argument("--no-references", action="store_true",
-                   help="score only the models named: without it SGBM and the ideal matcher at "
-                        f"{DEFAULT_CEILING_PX} px are scored beside them (when not named already)")
+                   help="score only the models named: without it SGBM, the ideal matcher at "
+                        f"{DEFAULT_CEILING_PX} px and a constant depth at the true median are scored beside them")
     p.add_argument("--stereo-ceiling", type=float, action="append", default=[], metavar="SIGMA_PX",
                    help="also score an ideal matcher: the ground-truth depth with this disparity noise (px), "
                         "dense, unbiased; the ceiling of two-view stereo on the rig (repeatable)")
@@ -201,6 +202,7 @@ def _calibration(fr):
 
 def run(args) -> int:
     from ..evaluation import error_over_time_figure, example_figure, frame_score, score_frame, write_report
+    from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..models.registry import CLASSICAL, load_stereo_model, model_label
     from ..pipeline import ReconstructionParams, StereoReconstructor
@@ -280,6 +282,12 @@ def run(args) -> int:
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
                                                   r.depth, fr.depth, r.slope_deg, shown, truth_h, r.points,
                                                   f"{label} on {seq}, frame {i}"))
+            if not args.no_references and fr.depth is not None and np.isfinite(fr.depth).any():
+                # the guess that needs no images: every pixel at the true median depth
+                constant = np.where(np.isfinite(fr.depth), np.float32(np.nanmedian(fr.depth)), np.float32(np.nan))
+                scores.append(frame_score(seq, CONSTANT_LABEL, i, int(fr.stamp_ns), float("nan"),
+                                          score_frame(constant, depth_to_points(constant, fr.K_left), fr.depth, None,
+                                                      None, params)))
             for sigma_px in ceilings:
                 scored = _score_ceiling(sigma_px, seq, i, fr, truth_h, params, memories)
                 if isinstance(scored, str):
