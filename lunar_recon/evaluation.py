@@ -15,8 +15,8 @@ import numpy as np
 
 from .geometry.camera import depth_to_points
 from .geometry.frames import quaternion_to_matrix
-from .geometry.hazard import (HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, hazard_map, median_elevation_sigma,
-                              resample_hazard_map)
+from .geometry.hazard import (HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, choose_landing_site, hazard_map,
+                              median_elevation_sigma, resample_hazard_map)
 from .geometry.metrics import depth_metrics, expected_calibration_error, hazard_metrics, reliability_counts
 
 
@@ -39,6 +39,7 @@ def hazard_map_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orient
     hm = HazardMap(grid=grid, elevation_m=ground, slope_deg=nan, roughness_m=nan, roughness_rms_m=nan,
                    coverage=np.ones(cost.shape, np.float32), hazard=classes, cost=cost.astype(np.int8),
                    R_grid_from_input=R, params=params, probability=probability)
+    hm.landing_site = choose_landing_site(hm)  # the node's site is this choice on the same map
     return hm, grid
 
 
@@ -324,29 +325,47 @@ def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_t
     ax = ax.ravel()
     ax[0].imshow(left, cmap="gray")
     ax[0].set_title("left image")
-    finite = depth_pred[np.isfinite(depth_pred)]
+    # One colour scale for every model of a frame: the truth's depth range, and errors up to 2 %
+    # of its median range.
+    reference = depth_true if depth_true is not None else depth_pred
+    finite = reference[np.isfinite(reference)]
     vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
-    ax[1].imshow(depth_pred, cmap="viridis", vmin=vmin, vmax=vmax)
+    im = ax[1].imshow(depth_pred, cmap="viridis", vmin=vmin, vmax=vmax)
+    fig.colorbar(im, ax=ax[1], fraction=0.046)
     ax[1].set_title("predicted depth (m)")
     if depth_true is not None:
         err = np.abs(depth_pred - depth_true)
-        im = ax[2].imshow(err, cmap="inferno", vmin=0, vmax=np.nanpercentile(err, 95) if np.isfinite(err).any() else 1)
+        im = ax[2].imshow(err, cmap="inferno", vmin=0, vmax=0.02 * float(np.median(finite)) if finite.size else 1)
         fig.colorbar(im, ax=ax[2], fraction=0.046)
-        ax[2].set_title("|depth error| (m)")
+        ax[2].set_title("|depth error| (m), 0-2 % of range")
     if slope is not None:
         im = ax[3].imshow(slope, cmap="magma", vmin=0, vmax=30)
         fig.colorbar(im, ax=ax[3], fraction=0.046)
         ax[3].set_title("slope (deg)")
     from matplotlib.colors import ListedColormap
 
+    from matplotlib.patches import Patch
+
     classes = ListedColormap(["0.8", "tab:green", "tab:red"])  # unknown grey, safe green, hazard red
-    for a, hm, name in ((ax[4], hazard_pred, "predicted hazard (grey: unknown)"), (ax[5], hazard_true, "hazard truth")):
-        if hm is not None:
-            a.imshow(hm.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower",
+    if hazard_pred is not None and hazard_pred.probability is not None:
+        im = ax[4].imshow(hazard_pred.probability, cmap="RdYlGn_r", vmin=0, vmax=1, origin="lower",
+                          interpolation="nearest")
+        fig.colorbar(im, ax=ax[4], fraction=0.046)
+        ax[4].set_title("predicted P(hazard) per site")
+    elif hazard_pred is not None:
+        ax[4].imshow(hazard_pred.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower",
                      interpolation="nearest")
-            if hm.landing_site is not None:
-                a.plot(hm.landing_site.col, hm.landing_site.row, "c*", ms=12)
-        a.set_title(name)
+        ax[4].set_title("predicted hazard")
+    if hazard_true is not None:
+        ax[5].imshow(hazard_true.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower",
+                     interpolation="nearest")
+        ax[5].legend(handles=[Patch(color="tab:green", label="safe"), Patch(color="tab:red", label="hazard"),
+                              Patch(color="0.8", label="unknown"), Patch(color="c", label="landing site (pred.)")],
+                     fontsize=7, loc="upper right")
+        ax[5].set_title("hazard truth")
+    for a in (ax[4], ax[5]):  # the proposed site on both: is it safe in the truth?
+        if hazard_pred is not None and hazard_pred.landing_site is not None:
+            a.plot(hazard_pred.landing_site.col, hazard_pred.landing_site.row, "c*", ms=12)
     if depth_true is not None:
         d = (depth_pred - depth_true)[np.isfinite(depth_pred) & np.isfinite(depth_true)]
         ax[6].hist(d, bins=60, color="tab:blue")
@@ -367,28 +386,37 @@ def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_t
     return path
 
 
-def error_over_time_figure(path: Path, scores: list[FrameScore]) -> Path:
+def error_by_range_figure(path: Path, scores: list[FrameScore]) -> Path:
+    """Depth AbsRel and hazard F1 of every frame against its median range (a descent's altitude
+    axis), one line per model, with the chance F1 dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(12, 3.5))
+    fig, ax = plt.subplots(1, 2, figsize=(12, 3.8))
     for model in sorted({s.model for s in scores}):
-        items = [s for s in scores if s.model == model]
-        ax[0].plot([s.index for s in items], [s.metrics.get("depth_abs_rel", np.nan) for s in items], label=model)
-        ax[1].plot([s.index for s in items], [s.metrics.get("hazard_f1", np.nan) for s in items], label=model)
-    ax[0].set_title("depth AbsRel over time")
-    ax[1].set_title("hazard F1 over time")
+        items = sorted((s for s in scores if s.model == model), key=lambda s: s.metrics.get("range_m", np.nan))
+        r = [s.metrics.get("range_m", np.nan) for s in items]
+        ax[0].plot(r, [s.metrics.get("depth_abs_rel", np.nan) for s in items], "o-", ms=3, label=model)
+        ax[1].plot(r, [s.metrics.get("hazard_f1", np.nan) for s in items], "o-", ms=3, label=model)
+    chance = sorted((s.metrics.get("range_m", np.nan), s.metrics["hazard_f1_chance"]) for s in scores
+                    if "hazard_f1_chance" in s.metrics)
+    if chance:
+        ax[1].plot(*zip(*chance), "k:", label="chance (everything a hazard)")
+    ax[0].set_title("depth AbsRel by range")
+    ax[0].set_ylabel("AbsRel")
+    ax[1].set_title("hazard F1 by range")
+    ax[1].set_ylabel("F1")
     for a in ax:
-        a.set_xlabel("frame")
-        a.legend()
+        a.set_xlabel("median range of the frame (m)")
+        a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
 
 
-__all__ = ["FrameScore", "depth_to_points", "error_over_time_figure", "example_figure", "frame_score",
+__all__ = ["FrameScore", "depth_to_points", "error_by_range_figure", "example_figure", "frame_score",
            "hazard_map_from_grid", "hazard_on_truth_cells", "markdown_table", "reliability_figure", "score_frame",
            "summarize", "write_report"]

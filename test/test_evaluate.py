@@ -161,7 +161,7 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
                           "--out", str(tmp_path / "bad"), "--stereo-ceiling", "-0.1"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "--stereo-ceiling" in bad.stderr and "Traceback" not in bad.stderr
-    assert (out / "error_over_time.png").stat().st_size > 1000
+    assert (out / "error_by_range.png").stat().st_size > 1000
     assert (out / "reliability.png").stat().st_size > 1000 and "![reliability](reliability.png)" in report
     assert list(out.glob("example_*.png"))
     headline = report.splitlines()[2]

@@ -201,7 +201,7 @@ def _calibration(fr):
 
 
 def run(args) -> int:
-    from ..evaluation import error_over_time_figure, example_figure, frame_score, score_frame, write_report
+    from ..evaluation import error_by_range_figure, example_figure, frame_score, score_frame, write_report
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..models.registry import CLASSICAL, load_stereo_model, model_label
@@ -297,7 +297,7 @@ def run(args) -> int:
     if not scores:
         raise ValueError("no frame could be evaluated: " + "; ".join(notes[:5]))
     out.mkdir(parents=True, exist_ok=True)
-    figures.insert(0, error_over_time_figure(out / "error_over_time.png", scores))
+    figures.insert(0, error_by_range_figure(out / "error_by_range.png", scores))
     if args.fit_hazard_calibration:
         _write_calibration(out / "hazard_calibration.json", scores, [label for label, _ in models])
     summary = write_report(out, scores, figures, notes)
@@ -348,7 +348,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..evaluation import error_over_time_figure, example_figure, frame_score, write_report
+    from ..evaluation import error_by_range_figure, example_figure, frame_score, write_report
     from ..geometry.hazard import HazardParams
     from ..ros.conversions import camera_info_msg, image_msg, pose_msg, stamp_ns
 
@@ -469,7 +469,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     if not scores:
         raise RuntimeError("stereo_node answered no frame")
     out.mkdir(parents=True, exist_ok=True)
-    figures.insert(0, error_over_time_figure(out / "error_over_time.png", scores))
+    figures.insert(0, error_by_range_figure(out / "error_by_range.png", scores))
     summary = write_report(out, scores, figures, notes, title="lunar_recon live evaluation")
     from ..evaluation import markdown_table
 
