@@ -16,9 +16,10 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
-        ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/shipped/*")),
     ],
-    package_data={PACKAGE: ["models/shipped/*.pt", "models/shipped/*.md", "models/shipped/*.yaml", "models/shipped/*.json"]},
+    # The shipped student is package data of its own (sub)package, installed once, beside the code
+    # that finds it (models/registry.py).
+    package_data={PACKAGE + ".models.shipped": ["*.pt", "*.md", "*.yaml", "*.json"]},
     include_package_data=True,
     # Runtime dependencies come from package.xml (ROS) or scripts/requirements.txt (pip);
     # listing torch here would let pip replace the CPU build with a CUDA one.

@@ -69,14 +69,14 @@ def main() -> None:
                 pose_pub.publish(pose)
             t.publish(msgs, stamp)
             t.spin_until(t0 + (i + 1) * period)
-            for arrived, m in t.take("depth"):
+            for arrived, m in t.take("depth/image_rect"):
                 latencies.append(arrived - sent[stamp_ns(m.header.stamp)])
             if i % max(1, args.frames // 20) == 0:
                 rss.append(rss_mib(proc.pid))
         elapsed = time.monotonic() - t0
         t.spin(2.0)
         latencies += [arrived - sent[stamp_ns(m.header.stamp)]
-                      for arrived, m in t.take("depth")]
+                      for arrived, m in t.take("depth/image_rect")]
         rss.append(rss_mib(proc.pid))
         diag = t.diagnostics()
     finally:

@@ -5,44 +5,64 @@
 
 Like stereo_image_proc's launch: the node subscribes to left/image_rect, left/camera_info,
 right/image_rect, right/camera_info, remapped to <left_namespace>/... and <right_namespace>/...
+The parameter file is read first; ``model`` overrides it only when given.  When stereo_node or
+the viewer exits, the whole launch shuts down (no orphaned node); ``rviz:=true`` without rviz2
+installed stops before anything starts, saying so.
 """
-import os
-
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
 
 ARGUMENTS = {
-    "namespace": ("", "namespace of the node and its output topics"),
+    "namespace": ("", "namespace of the node, its output topics and the viewer"),
     "params_file": ("", "parameter file (default: the package's config/stereo.yaml)"),
-    "model": ("default", "checkpoint path, 'sgbm', 'sgbm-wls' or 'default' (the shipped student)"),
+    "model": ("", "checkpoint path, 'sgbm', 'sgbm-wls' or 'default'; empty: the parameter file's"),
     "use_sim_time": ("false", "use /clock (bag replay)"),
     "left_namespace": ("left", "namespace of the left camera topics"),
     "right_namespace": ("right", "namespace of the right camera topics"),
     "rviz": ("false", "start rviz2 with config/lunar_recon.rviz"),
 }
+# The parameter file's default is a path in the package's share folder.
+PARAMS_FILE_DEFAULT = PathJoinSubstitution([FindPackageShare("lunar_recon"), "config", "stereo.yaml"])
+
+
+def _is_true(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def _actions(context):
+    cfg = context.launch_configurations
+    namespace, left, right = cfg["namespace"], cfg["left_namespace"], cfg["right_namespace"]
+    sim_time = _is_true(cfg["use_sim_time"])
+    overrides = {"use_sim_time": sim_time}
+    if cfg["model"]:  # given on the command line: it wins over the file; else the file's own
+        overrides["model"] = cfg["model"]
+    if _is_true(cfg["rviz"]):
+        try:
+            get_package_share_directory("rviz2")
+        except PackageNotFoundError:
+            return [LogInfo(msg="rviz:=true but rviz2 is not installed (install ros-<distro>-rviz2, or launch "
+                                "with rviz:=false): nothing started"),
+                    Shutdown(reason="rviz2 is not installed")]
+    remap = [("left/image_rect", f"{left}/image_rect"), ("left/camera_info", f"{left}/camera_info"),
+             ("right/image_rect", f"{right}/image_rect"), ("right/camera_info", f"{right}/camera_info")]
+    actions = [Node(package="lunar_recon", executable="stereo_node", name="stereo_node", namespace=namespace,
+                    output="screen", parameters=[cfg["params_file"], overrides], remappings=remap,
+                    on_exit=Shutdown(reason="stereo_node exited"))]
+    if _is_true(cfg["rviz"]):
+        rviz_config = PathJoinSubstitution([FindPackageShare("lunar_recon"), "config", "lunar_recon.rviz"])
+        # Same namespace and clock as the node: the config's relative topics resolve to its outputs.
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace, output="screen",
+                            arguments=["-d", rviz_config], parameters=[{"use_sim_time": sim_time}],
+                            remappings=remap[:1], on_exit=Shutdown(reason="rviz2 exited")))
+    return actions
 
 
 def generate_launch_description():
-    share = get_package_share_directory("lunar_recon")
-    default_params = os.path.join(share, "config", "stereo.yaml")
-    args = [DeclareLaunchArgument(name, default_value=default, description=description)
+    args = [DeclareLaunchArgument(name, default_value=PARAMS_FILE_DEFAULT if name == "params_file" else default,
+                                  description=description)
             for name, (default, description) in ARGUMENTS.items()]
-    params_file = PythonExpression(["'", LaunchConfiguration("params_file"), "' or '", default_params, "'"])
-    left, right = LaunchConfiguration("left_namespace"), LaunchConfiguration("right_namespace")
-    node = Node(
-        package="lunar_recon", executable="stereo_node", name="stereo_node", namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        parameters=[params_file, {"model": LaunchConfiguration("model"),
-                                  "use_sim_time": PythonExpression(["'", LaunchConfiguration("use_sim_time"),
-                                                                    "'.lower() == 'true'"])}],
-        remappings=[("left/image_rect", [left, "/image_rect"]), ("left/camera_info", [left, "/camera_info"]),
-                    ("right/image_rect", [right, "/image_rect"]), ("right/camera_info", [right, "/camera_info"])],
-    )
-    rviz = Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
-                arguments=["-d", os.path.join(share, "config", "lunar_recon.rviz")],
-                condition=IfCondition(LaunchConfiguration("rviz")))
-    return LaunchDescription(args + [node, rviz])
+    return LaunchDescription(args + [OpaqueFunction(function=_actions)])

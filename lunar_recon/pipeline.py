@@ -540,6 +540,8 @@ class StereoReconstructor:
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)
+            if p.compute_hazard and valid.sum() < 3:
+                hazard_note = f"no hazard map: {int(valid.sum())} valid points"
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 if sun_in_left is not None:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -140,13 +141,95 @@ def test_rviz_file_is_valid_and_shows_existing_topics():
     cfg = yaml.safe_load((REPO / "config" / "lunar_recon.rviz").read_text())
     displays = cfg["Visualization Manager"]["Displays"]
     topics = {d["Topic"]["Value"] for d in displays}
-    published = {"depth", "points2", "hazard/grid", "hazard/image", "hazard/landing_site"}
+    published = {"depth/image_rect", "points2", "hazard/grid", "hazard/image", "hazard/landing_site"}
     assert published <= topics and "left/image_rect" in topics
     classes = {d["Class"] for d in displays}
     assert {"rviz_default_plugins/Map", "rviz_default_plugins/PointCloud2", "rviz_default_plugins/Image",
             "rviz_default_plugins/PointStamped"} <= classes
     grid = next(d for d in displays if d["Class"] == "rviz_default_plugins/Map")
     assert grid["Topic"]["Durability Policy"] == "Transient Local"  # the grid is published latched
+
+
+def _launch_module(rviz_installed: bool):
+    """The launch file executed against recording stand-ins of launch / launch_ros (which are
+    not on PyPI): each action records its arguments, so the launch logic can be checked here;
+    the real stack runs it in test_launch_file_starts_the_node where it is installed."""
+    import types
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    class PackageNotFoundError(Exception):
+        pass
+
+    def share(name):
+        if name == "rviz2" and not rviz_installed:
+            raise PackageNotFoundError(name)
+        return f"/opt/share/{name}"
+
+    stubs = {
+        "launch": {"LaunchDescription": Recorded},
+        "launch.actions": {n: type(n, (Recorded,), {}) for n in
+                           ("DeclareLaunchArgument", "LogInfo", "OpaqueFunction", "Shutdown")},
+        "launch.substitutions": {n: type(n, (Recorded,), {}) for n in ("LaunchConfiguration", "PathJoinSubstitution")},
+        "launch_ros.actions": {"Node": type("Node", (Recorded,), {})},
+        "launch_ros.substitutions": {"FindPackageShare": type("FindPackageShare", (Recorded,), {})},
+        "ament_index_python.packages": {"PackageNotFoundError": PackageNotFoundError,
+                                        "get_package_share_directory": share},
+    }
+    saved = {name: sys.modules.get(name) for name in stubs}
+    try:
+        for name, attrs in stubs.items():
+            mod = types.ModuleType(name)
+            mod.__dict__.update(attrs)
+            sys.modules[name] = mod
+        ns: dict = {}
+        exec(compile((REPO / "launch" / "stereo.launch.py").read_text(), "stereo.launch.py", "exec"), ns)
+        return ns
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+
+
+def _launch(ns, **given):
+    cfg = {k: v for k, (v, _) in ns["ARGUMENTS"].items()}
+    cfg.update(params_file="/opt/share/lunar_recon/config/stereo.yaml", **given)
+
+    class Context:
+        launch_configurations = cfg
+
+    return ns["_actions"](Context())
+
+
+def test_launch_logic_model_override_rviz_and_shutdown():
+    ns = _launch_module(rviz_installed=True)
+    # 1. the parameter file's model stands unless model:= is given
+    node = _launch(ns)[0]
+    assert node.kwargs["executable"] == "stereo_node"
+    file_, overrides = node.kwargs["parameters"]
+    assert file_.endswith("stereo.yaml") and "model" not in overrides and overrides["use_sim_time"] is False
+    assert _launch(ns, model="sgbm")[0].kwargs["parameters"][1]["model"] == "sgbm"
+    # the node's exit ends the launch
+    assert type(node.kwargs["on_exit"]).__name__ == "Shutdown"
+    # 3. the viewer: same namespace and clock, the left image remapped
+    actions = _launch(ns, rviz="true", namespace="lander", use_sim_time="true", left_namespace="cam/left")
+    rviz = actions[1]
+    assert rviz.kwargs["executable"] == "rviz2" and rviz.kwargs["namespace"] == "lander"
+    assert rviz.kwargs["parameters"] == [{"use_sim_time": True}]
+    assert ("left/image_rect", "cam/left/image_rect") in rviz.kwargs["remappings"]
+    assert type(rviz.kwargs["on_exit"]).__name__ == "Shutdown"
+    # 4. the parameter file's default is found in the package share, not built from a string
+    default = ns["PARAMS_FILE_DEFAULT"]
+    assert type(default).__name__ == "PathJoinSubstitution"
+    assert type(default.args[0][0]).__name__ == "FindPackageShare" and default.args[0][1:] == ["config", "stereo.yaml"]
+    # 2. rviz:=true without rviz2: nothing starts, the launch shuts down saying why
+    missing = _launch(_launch_module(rviz_installed=False), rviz="true")
+    kinds = [type(a).__name__ for a in missing]
+    assert kinds == ["LogInfo", "Shutdown"] and "not installed" in missing[0].kwargs["msg"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch_pytest") is None,
@@ -208,3 +291,12 @@ def test_camera_infos_give_a_rectified_or_a_calibrated_raw_rig_or_a_counted_reas
     with pytest.raises(MessageRejected, match="focal length") as err:
         stereo_calibration_from_infos(_info(tiny), _info(tiny, 1.5), (48, 64))
     assert err.value.reason == "calibration"
+
+
+def test_readme_parameter_table_is_made_from_the_declarations():
+    from lunar_recon.ros.stereo_node import PARAMETERS, parameter_table
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("<!-- parameters:begin -->\n")[1].split("\n<!-- parameters:end -->")[0]
+    assert table == parameter_table(), "README's parameter table drifted: run scripts/parameter_table.py"
+    assert all(f"| `{name}` |" in table for name in PARAMETERS)

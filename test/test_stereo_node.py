@@ -36,12 +36,12 @@ def test_every_output_over_dds(frame):
     # (~0.7 m) would otherwise leave most cells rough or unresolved.
     proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
                       "disparity_sigma_px:=0.0", "hazard.roughness_max_m:=3.0", "hazard.slope_max_deg:=30.0",
-                      "points_decimation:=2")
+                      "points_decimation:=2", "hazard.slope_max_dge:=5.0")  # a typo: reported, not applied
     t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
         stamp = 1_700_000_000_123_456_789
-        wanted = ["depth", "depth/camera_info", "confidence", "points2", "slope", "hazard/grid", "hazard/image"]
+        wanted = ["depth/image_rect", "depth/camera_info", "confidence", "points2", "slope", "hazard/grid", "hazard/image"]
         for _ in range(20):
             t.publish(t.pair(fr), stamp)
             if t.spin(3.0, lambda: all(k in t.got for k in wanted)):
@@ -52,7 +52,7 @@ def test_every_output_over_dds(frame):
             msg = t.got[key][-1]
             assert msg.header.frame_id == "left_camera_optical_frame", key
             assert msg.header.stamp.sec == stamp // 10**9 and msg.header.stamp.nanosec == stamp % 10**9, key
-        d = t.got["depth"][-1]
+        d = t.got["depth/image_rect"][-1]
         assert (d.encoding, d.height, d.width, d.step) == ("32FC1", h, w, 4 * w)
         depth = np.frombuffer(bytes(d.data), np.float32).reshape(h, w)
         both = np.isfinite(depth) & np.isfinite(fr.depth_left)
@@ -91,6 +91,7 @@ def test_every_output_over_dds(frame):
         assert kv["model"] == "sgbm" and "latency_ms_p50" in kv
         assert float(kv["disparity_sigma_px"]) == 0.0  # the noise model as set
         assert float(kv["hazard_elevation_sigma_m"]) == 0.0  # without one the map claims exact heights
+        assert kv["unknown_parameters"] == "hazard.slope_max_dge"
     finally:
         t.close()
         stop_node(proc)
@@ -132,12 +133,12 @@ def test_malformed_flood_then_good_pair(frame):
             t.publish(bad[i % len(bad)], 10**18 + i * 10**6)
             t.spin(0.02)
         t.spin(2.0)
-        assert "depth" not in t.got
+        assert "depth/image_rect" not in t.got
         for i in range(10):
             t.publish(t.pair(fr), 2 * 10**18 + i)
-            if t.spin(3.0, lambda: "depth" in t.got):
+            if t.spin(3.0, lambda: "depth/image_rect" in t.got):
                 break
-        assert "depth" in t.got and proc.poll() is None
+        assert "depth/image_rect" in t.got and proc.poll() is None
         assert t.spin(3.0, lambda: any(int({v.key: v.value for v in d.status[0].values}.get("rejected_messages", 0)) >= 5
                                        for d in t.got.get("/diagnostics", [])))
         kv = {v.key: v.value for v in t.got["/diagnostics"][-1].status[0].values}
@@ -162,9 +163,9 @@ def test_stale_pairs_are_dropped_under_a_fast_publisher(frame):
             sent += 1
             t.spin(0.005)
         t.spin(4.0)
-        n_out = len(t.got.get("depth", []))
+        n_out = len(t.got.get("depth/image_rect", []))
         assert 0 < n_out < sent
-        last = t.got["depth"][-1].header.stamp
+        last = t.got["depth/image_rect"][-1].header.stamp
         assert last.sec * 10**9 + last.nanosec >= 1_800_000_000 * 10**9 + 100 * 10**7  # the newest pairs were processed
         def dropped():
             kv = t.diagnostics()
@@ -182,6 +183,8 @@ def test_stale_pairs_are_dropped_under_a_fast_publisher(frame):
     (["device:=tpu"], "device"),
     (["hazard.roughness_max_m:=-1.0"], "roughness_max_m"),
     (["points_decimation:=0"], "points_decimation"),
+    (["inference_size:=17"], "multiple of 16"),
+    (["hazard.safe_below:=0.6", "hazard.hazard_above:=0.5"], "safe_below"),
 ])
 def test_bad_startup_exits_nonzero_with_reason(params, needle):
     proc = subprocess.run([sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args"]
@@ -335,6 +338,40 @@ def test_pose_topic_feeds_the_hazard_memory(frame):
         assert maps() == 2
         send(s0 + 8 * 10**9, s0 + 8 * 10**9, x=float("nan"))
         assert t.spin(5.0, lambda: int(t.diagnostics().get("rejected.pose", 0)) >= 1)
+    finally:
+        t.close()
+        stop_node(proc)
+
+
+def test_unknown_parameters_are_named_with_the_closest_real_one():
+    from lunar_recon.ros.stereo_node import unknown_parameters
+
+    found = unknown_parameters({"modle": 1, "model": 1, "use_sim_time": 1, "qos_overrides./x.depth": 1,
+                                "frobnicate": 1})
+    assert found == {"frobnicate": None, "modle": "model"}
+
+
+def test_a_map_that_cannot_be_made_is_published_unknown_with_the_reason(frame):
+    """Cells that follow the range (resolution 0) are coarser than a 0.1 m footprint at 40 m: no
+    meaningful map, so hazard/grid carries an all-unknown grid and the diagnostics say why."""
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.0",
+                      "hazard.footprint_diameter_m:=0.1")
+    t = NodeProbe(dom)
+    try:
+        t.wait_for_node(proc)
+        for i in range(10):
+            t.publish(t.pair(fr), 3 * 10**18 + i)
+            if t.spin(3.0, lambda: "hazard/grid" in t.got and "depth/image_rect" in t.got):
+                break
+        g = t.got["hazard/grid"][-1]
+        assert (g.info.width, g.info.height) == (1, 1) and list(g.data) == [-1]
+
+        def status():
+            d = t.got.get("/diagnostics", [])
+            return {v.key: v.value for v in d[-1].status[0].values} if d else {}
+
+        assert t.spin(3.0, lambda: "coarser than half" in status().get("hazard_status", "")), status()
     finally:
         t.close()
         stop_node(proc)

@@ -11,20 +11,9 @@ CLASSICAL = ("sgbm", "sgbm-wls")
 
 
 def shipped_model_path() -> Path | None:
-    """The default student installed with the package, if one ships."""
-    for cand in (SHIPPED_DIR / DEFAULT_STUDENT, _ros_share() / DEFAULT_STUDENT if _ros_share() else None):
-        if cand is not None and cand.exists():
-            return cand
-    return None
-
-
-def _ros_share() -> Path | None:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("lunar_recon")) / "models"
-    except Exception:  # noqa: BLE001 - not installed through colcon
-        return None
+    """The default student installed with the package (package data, pip and colcon alike), if one ships."""
+    path = SHIPPED_DIR / DEFAULT_STUDENT
+    return path if path.exists() else None
 
 
 def resolve_network_file(name: str) -> str:

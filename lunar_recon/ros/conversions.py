@@ -157,6 +157,19 @@ def camera_info_msg(CameraInfo, K: Intrinsics, baseline_m: float = 0.0, header=N
     return msg
 
 
+def unknown_grid_msg(OccupancyGrid, header, resolution: float):
+    """A one-cell, all-unknown hazard grid: what hazard/grid carries when no map could be made
+    for a pair (the reason goes to the diagnostics), so a subscriber never keeps a stale map."""
+    msg = OccupancyGrid()
+    msg.header = header
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(resolution)
+    msg.info.width = msg.info.height = 1
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array.array("b", [-1])
+    return msg
+
+
 def depth_image_msg(Image, header, depth: np.ndarray):
     msg = Image()
     msg.header = header

@@ -61,7 +61,7 @@ class NodeProbe:
         self.got: dict[str, list] = {}
         self.arrived: dict[str, list[float]] = {}  # time.monotonic() of each message in got, same order
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        for topic, T, q in [("depth", Image, 10), ("depth/camera_info", CameraInfo, 10), ("confidence", Image, 10),
+        for topic, T, q in [("depth/image_rect", Image, 10), ("depth/camera_info", CameraInfo, 10), ("confidence", Image, 10),
                             ("points2", PointCloud2, 10), ("slope", Image, 10), ("hazard/grid", OccupancyGrid, latched),
                             ("hazard/image", Image, 10), ("hazard/landing_site", PointStamped, 10),
                             ("/diagnostics", DiagnosticArray, 10)]:

@@ -31,17 +31,18 @@ from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
                         ReconstructionParams, StereoReconstructor, model_disparity_sigma)
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg,
-                          occupancy_grid_msg, pointcloud2_msg, stamp_ns, stereo_calibration_from_infos)
+                          occupancy_grid_msg, pointcloud2_msg, stamp_ns, stereo_calibration_from_infos,
+                          unknown_grid_msg)
 from .sync import TimeSynchronizer, make_synchronizer
 
 # name -> (default, description, range or choices)
 PARAMETERS: dict[str, tuple] = {
     "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', 'sgbm-wls' or 'default' (shipped student)", None),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
-    "inference_size": (0, "long side of the network input in pixels (0: the model's own, else 512)", (0, 2048)),
+    "inference_size": (0, "long side of the network input in pixels (0: the model's own; else a multiple of 16)", (0, 2048)),
     "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),
     "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
-    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (rescale to the calibrated baseline), "
+    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (the right view's pointmap on the calibrated rig's rays), "
                    "'stereo' (median ratio to a coarse SGBM depth), 'stereo_local' (a smooth per-pixel scale "
                    "field from that SGBM depth) or 'auto' (the model card's choice)", SCALE_MODES),
     "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "
@@ -80,8 +81,11 @@ PARAMETERS: dict[str, tuple] = {
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
     "use_reliable_qos": (False, "reliable image subscriptions (default: sensor-data best effort)", None),
+    "output_qos": ("reliable", "QoS of the image, cloud and landing-site outputs: 'reliable' (depth 5; every "
+                   "subscriber gets them) or 'sensor_data' (best effort, depth 5); hazard/grid is always "
+                   "reliable + transient-local", ("reliable", "sensor_data")),
     "points_decimation": (1, "publish every N-th row and column of the point cloud", (1, 64)),
-    "publish_depth": (True, "publish depth and depth/camera_info", None),
+    "publish_depth": (True, "publish depth/image_rect and depth/camera_info", None),
     "publish_confidence": (True, "publish confidence", None),
     "publish_points": (True, "publish points2", None),
     "publish_slope": (True, "publish slope", None),
@@ -114,6 +118,10 @@ def validate_parameters(values: dict) -> None:
         if isinstance(rng, tuple) and len(rng) == 2 and not isinstance(rng[0], str) and not isinstance(value, bool):
             if not (rng[0] <= value <= rng[1]):
                 raise ValueError(f"parameter {name}={value} outside [{rng[0]}, {rng[1]}]")
+    size = values.get("inference_size")
+    if size is not None and size != 0 and size % 16:
+        raise ValueError(f"parameter inference_size={size} must be 0 (the model's own) or a multiple of 16 "
+                         "(the networks' patch size)")
     if "up_vector" in values:
         up = np.asarray(values["up_vector"], dtype=float)
         if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
@@ -134,6 +142,45 @@ def validate_parameters(values: dict) -> None:
             raise ValueError(f"hazard.safe_below ({safe}) must not exceed hazard.hazard_above ({haz})")
 
 
+def parameter_table() -> str:
+    """The README's parameter reference, made from PARAMETERS (the one source of the node's
+    declarations, config/stereo.yaml and this table)."""
+    def fmt(v):
+        return f"`{v!r}`".replace("'", '"') if isinstance(v, str) else f"`{v}`".replace("True", "true").replace(
+            "False", "false")
+
+    rows = ["| parameter | type | default | range | meaning |", "|---|---|---|---|---|"]
+    for name, (default, description, rng) in PARAMETERS.items():
+        kind = type(default).__name__.replace("str", "string").replace("float", "double").replace("int", "integer")
+        kind = "double[]" if isinstance(default, list) else kind
+        if isinstance(rng, tuple) and rng and all(isinstance(v, str) for v in rng):
+            span = " / ".join(f"`{v}`" for v in rng)
+        elif isinstance(rng, tuple):
+            span = f"[{rng[0]:g}, {rng[1]:g}]"
+        else:
+            span = ""
+        rows.append(f"| `{name}` | {kind} | {fmt(default)} | {span} | {description.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def output_qos(name: str) -> QoSProfile:
+    """The outputs' QoS (parameter ``output_qos``): reliable by default, so ``ros2 topic echo``,
+    RViz and recorders get every large cloud; 'sensor_data' for best effort."""
+    if name == "sensor_data":
+        return QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+    return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def unknown_parameters(overrides) -> dict[str, str | None]:
+    """Overrides (command line, parameter files) that name no parameter of the node, each with
+    the closest parameter name (a typo's likely meaning) or None."""
+    import difflib
+
+    known = set(PARAMETERS) | {"use_sim_time", "start_type_description_service"}
+    unknown = sorted(n for n in overrides if n not in known and not n.startswith("qos_overrides."))
+    return {n: next(iter(difflib.get_close_matches(n, PARAMETERS, n=1, cutoff=0.6)), None) for n in unknown}
+
+
 class StereoNode(Node):
     def __init__(self, **kwargs):
         super().__init__("stereo_node", **kwargs)
@@ -141,6 +188,10 @@ class StereoNode(Node):
             self.declare_parameter(name, default, _descriptor(name, description, rng))
         self.values = {name: self.get_parameter(name).value for name in PARAMETERS}
         validate_parameters(self.values)  # startup: invalid values stop the node with the reason
+        self.unknown_parameters = unknown_parameters(self._parameter_overrides)
+        if self.unknown_parameters:  # a typo must not pass silently as the default
+            self.get_logger().warning("ignoring unknown parameters: " + "; ".join(
+                name + (f" (did you mean {hint}?)" if hint else "") for name, hint in self.unknown_parameters.items()))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         from ..models.checkpoint import resolve_device
@@ -194,15 +245,16 @@ class StereoNode(Node):
         self.create_subscription(PoseStamped, "pose", self._on_pose, 10)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        out = output_qos(self.values["output_qos"])
         self.pub = {
-            "depth": self.create_publisher(Image, "depth", 5),
-            "depth_info": self.create_publisher(CameraInfo, "depth/camera_info", 5),
-            "confidence": self.create_publisher(Image, "confidence", 5),
-            "points": self.create_publisher(PointCloud2, "points2", 5),
-            "slope": self.create_publisher(Image, "slope", 5),
+            "depth": self.create_publisher(Image, "depth/image_rect", out),
+            "depth_info": self.create_publisher(CameraInfo, "depth/camera_info", out),
+            "confidence": self.create_publisher(Image, "confidence", out),
+            "points": self.create_publisher(PointCloud2, "points2", out),
+            "slope": self.create_publisher(Image, "slope", out),
             "grid": self.create_publisher(OccupancyGrid, "hazard/grid", latched),
-            "overlay": self.create_publisher(Image, "hazard/image", 5),
-            "site": self.create_publisher(PointStamped, "hazard/landing_site", 5),
+            "overlay": self.create_publisher(Image, "hazard/image", out),
+            "site": self.create_publisher(PointStamped, "hazard/landing_site", out),
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         self.create_timer(1.0, self._publish_diagnostics)
@@ -237,7 +289,7 @@ class StereoNode(Node):
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params}
         fixed = {"model", "device", "queue_size", "approximate_sync", "approximate_sync_tolerance_seconds",
-                 "use_reliable_qos"} & set(changes)
+                 "use_reliable_qos", "output_qos"} & set(changes)
         if fixed and any(changes[k] != self.values[k] for k in fixed):
             return SetParametersResult(successful=False, reason=f"{sorted(fixed)} can only be set at startup")
         merged = {**self.values, **changes}
@@ -382,6 +434,10 @@ class StereoNode(Node):
         if want["slope"] and rec.slope_deg is not None:
             self.pub["slope"].publish(depth_image_msg(Image, h, rec.slope_deg))
         self.last_hazard_note = rec.hazard_note
+        if rec.hazard is None and params.compute_hazard and want["grid"]:
+            self.pub["grid"].publish(unknown_grid_msg(OccupancyGrid, h, params.hazard.resolution_m or 1.0))
+            if rec.hazard_note is None:
+                self.last_hazard_note = "no hazard map: no gravity 'up' (attitude topic or up_vector)"
         if rec.hazard is not None:
             self.last_hazard = rec.hazard
             if want["grid"]:
@@ -424,6 +480,7 @@ class StereoNode(Node):
             median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "hazard_status": self.last_hazard_note or "ok",
+            "unknown_parameters": ", ".join(self.unknown_parameters) or "none",
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),

@@ -204,11 +204,11 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
             probe.publish(msgs, stamp)
             i += 1
             probe.spin_until(t0 + i / rate_hz)
-            lat += [t - sent[stamp_ns(m.header.stamp)] for t, m in probe.take("depth")]
+            lat += [t - sent[stamp_ns(m.header.stamp)] for t, m in probe.take("depth/image_rect")]
         elapsed = time.monotonic() - t0
         first_half = len(lat)
         probe.spin(3.0)
-        lat += [t - sent[stamp_ns(m.header.stamp)] for t, m in probe.take("depth")]
+        lat += [t - sent[stamp_ns(m.header.stamp)] for t, m in probe.take("depth/image_rect")]
     finally:
         probe.close()
         stop_node(proc)

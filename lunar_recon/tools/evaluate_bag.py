@@ -378,7 +378,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     att_pub = node.create_publisher(QuaternionStamped, topic("attitude"), 10)
     sun_pub = node.create_publisher(Vector3Stamped, topic("sun_direction"), 10)
     pose_pub = node.create_publisher(PoseStamped, topic("pose"), 10)
-    node.create_subscription(Image, topic("depth"), on_depth, 20)
+    node.create_subscription(Image, topic("depth/image_rect"), on_depth, 20)
     node.create_subscription(Image, topic("slope"), on_slope, 20)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     def on_grid(m):  # the node's own hazard map, scored as published

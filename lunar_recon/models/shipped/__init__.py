@@ -1,0 +1,1 @@
+"""The default student shipped with the package (checkpoint and model card): data, no code."""
