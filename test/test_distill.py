@@ -223,6 +223,59 @@ def test_cache_round_trip_and_compression(tiny_setup, tmp_path):
     _ = collate
 
 
+def test_damaged_caches_fail_naming_the_file_and_the_repair(tiny_setup, tmp_path):
+    import os
+    import pickle
+
+    from lunar_recon.distill.cache import CacheError, TeacherCache, build_cache
+    from lunar_recon.distill.data import TrainPairs
+
+    teacher = load_model(tiny_setup / "teacher.pt")
+    pairs = TrainPairs(tiny_setup / "data", "train", 64)
+    root = tmp_path / "c"
+    build_cache(teacher, pairs, root, [], rank=0, shard_size=4)
+    first = pairs[0].name
+    # a shard whose pickle would run code: refused, never run, and named (checksums off)
+    shard = root / "shard_00000.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"format": "x", "entries": [Payload()]}, shard)
+    with pytest.raises(CacheError, match=r"shard_00000\.pt: not loaded, for safety.*re-run lunar-recon cache"):
+        TeacherCache(root, verify=False)[first]
+    assert not (tmp_path / "pwned").exists()
+    shard.write_bytes(b"PK\x03\x04" + b"\x00" * 20)  # truncated
+    with pytest.raises(CacheError, match=r"shard_00000\.pt: .*re-run lunar-recon cache"):
+        TeacherCache(root, verify=False)[first]
+    # a broken index is named, and re-running cache rebuilds it (and leaves no temporaries)
+    (root / "cache.json").write_text("{not json")
+    (root / ".cache.json.tmp").write_text("left by a killed run")
+    with pytest.raises(CacheError, match=r"cache\.json: not a readable cache index.*re-run lunar-recon cache"):
+        TeacherCache(root)
+    build_cache(teacher, pairs, root, [], rank=0, shard_size=4)
+    assert len(TeacherCache(root)) == len(pairs) and not list(root.glob("*.tmp")) and not list(root.glob(".*.tmp"))
+    _ = pickle
+
+
+def test_finished_files_are_flushed_to_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    import os
+
+    from lunar_recon.fileio import write_text_durable
+    from lunar_recon.models.checkpoint import atomic_torch_save
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "ckpt.pt")
+    assert any(p.endswith(".tmp") for p in synced) and str(tmp_path) in synced  # the data, then the folder
+    synced.clear()
+    write_text_durable(tmp_path / "index.json", "{}")
+    assert any(p.endswith(".index.json.tmp") for p in synced) and synced[-1] == str(tmp_path)
+    assert (tmp_path / "index.json").read_text() == "{}" and not list(tmp_path.glob("*.tmp"))
+
+
 def _config(root, out, **extra):
     cfg = {"out": str(out), "data": str(root / "data"), "teacher": str(root / "teacher.pt"), "student": STUDENT,
            "init": "shared", "loss": "gt", "size": 64, "steps": 6, "batch_size": 2, "val_every": 3, "val_pairs": 1,

@@ -176,6 +176,16 @@ def test_dataset_reader_reads_what_simulate_wrote(tmp_path):
     assert np.isclose(np.linalg.norm(s.sun_left), 1) and s.sun_left @ s.up_left > 0  # the sun is up
     assert {"hazard", "slope_left_deg", "dem_z"} <= set(s.truth)
     assert len(StereoDataset(tmp_path / "d")) == 3
+    # pairs missing (an interrupted run): read, with a warning that says so
+    import shutil
+    import warnings
+
+    shutil.rmtree(tmp_path / "d" / "test" / "000000")
+    with pytest.warns(UserWarning, match=r"split 'test' holds 0 of its 1 pairs"):
+        assert len(StereoDataset(tmp_path / "d", split="test")) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(StereoDataset(tmp_path / "d", split="train")) >= 1  # a whole split: no warning
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])

@@ -182,3 +182,16 @@ def test_inference_path_reproduces_outputs(fixtures_dir, name):
             assert torch.equal(only1[out], got), key
         checked += 1
     assert checked >= 4 and none2 == {}
+
+
+def test_rope_tables_stay_one_per_head_size_over_many_image_shapes():
+    """A burst of odd image shapes must not grow the rotary tables (RSS grew per new shape):
+    one table per head size, and the rotation equals a fresh module's bit for bit."""
+    import torch
+
+    rope = RoPE2D(100.0)
+    for h, w in [(3, 5), (17, 4), (9, 33), (40, 2), (7, 7), (65, 3)]:
+        pos = token_positions(1, h, w, torch.device("cpu"))
+        x = torch.randn(1, 2, h * w, 16)
+        assert torch.equal(rope(x, pos), RoPE2D(100.0)(x, pos))
+    assert len(rope._cache) == 1 and rope._cache[(8, torch.device("cpu"), torch.float32)][0].shape[0] == 128

@@ -24,12 +24,14 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..fileio import durable_replace
 from ..geometry.camera import Intrinsics
 from ..geometry.frames import RigPoses
 from ..geometry.frames import normalize
@@ -106,7 +108,7 @@ def write_pair(folder: Path, frame, extra_meta: dict | None = None) -> Path:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
         if folder.exists():
             shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        durable_replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -227,7 +229,12 @@ class StereoDataset:
             self.info = json.loads(info.read_text())
             splits = [split] if split else sorted(self.info.get("splits", {}))
             for s in splits:
-                self.items += [("lr", p) for p in sorted((self.root / s).glob("[0-9]*")) if p.is_dir()]
+                found = [("lr", p) for p in sorted((self.root / s).glob("[0-9]*")) if p.is_dir()]
+                expected = int(self.info.get("splits", {}).get(s, 0))
+                if len(found) < expected:  # an interrupted simulate: say so, read what is there
+                    warnings.warn(f"{self.root}: split {s!r} holds {len(found)} of its {expected} pairs (an "
+                                  "interrupted 'lunar-recon simulate'? the same command finishes it)", stacklevel=2)
+                self.items += found
         elif any(self.root.glob("**/im_*.npz")):
             self.format = "stereolunar"
             self.info = {"format": "stereolunar"}

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..models.checkpoint import atomic_torch_save
+from ..fileio import remove_stale_temporaries, write_text_durable
+from ..models.checkpoint import CheckpointError, atomic_torch_save, read_checkpoint
 
 FORMAT = "lunar_recon.teacher_cache/1"
 
@@ -71,9 +73,20 @@ def build_cache(teacher: torch.nn.Module, pairs, out: str | Path, features: list
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for p in remove_stale_temporaries(out):
+        print(f"removed {p.name}, a temporary of an interrupted run", file=sys.stderr)
     features = list(features or [])
     index_path = out / "cache.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else None
+    index = None
+    if index_path.exists():
+        try:
+            index = json.loads(index_path.read_text())
+            if not isinstance(index, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:  # rebuilt below from the shards' own checks
+            print(f"{index_path}: unreadable ({exc}); rebuilding the index, every shard is recomputed",
+                  file=sys.stderr)
+            index = None
     meta = {"format": FORMAT, "teacher": teacher_label, "teacher_config": teacher.config.to_dict(),
             "size": pairs.size, "features": features, "rank": rank, "pairs": len(pairs), "shard_size": shard_size}
     if index is not None and {k: index.get(k) for k in ("teacher", "size", "features", "rank", "shard_size")} != \
@@ -128,18 +141,18 @@ def build_cache(teacher: torch.nn.Module, pairs, out: str | Path, features: list
                         "bytes": sum(_entry_bytes(e) for e in entries),
                         "raw_bytes": sum(_raw_bytes(e) for e in entries)}
         meta["shards"] = [shards[k] for k in sorted(shards)]
-        tmp = index_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(index_path)
+        write_text_durable(index_path, json.dumps(meta, indent=1))
     meta["shards"] = [shards[k] for k in sorted(shards)]
     total = sum(s["bytes"] for s in meta["shards"])
     raw = sum(s["raw_bytes"] for s in meta["shards"])
     meta["bytes_per_pair"] = total / max(len(pairs), 1)
     meta["compression_ratio"] = raw / max(total, 1)
-    tmp = index_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(index_path)
+    write_text_durable(index_path, json.dumps(meta, indent=1))
     return meta
+
+
+class CacheError(ValueError):
+    """A teacher cache that cannot be read; the message names the file and the repair."""
 
 
 class TeacherCache:
@@ -150,18 +163,36 @@ class TeacherCache:
         path = self.root / "cache.json"
         if not path.exists():
             raise FileNotFoundError(f"{self.root}: no cache.json (not a teacher cache)")
-        self.meta = json.loads(path.read_text())
+        try:
+            self.meta = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CacheError(f"{path}: not a readable cache index ({exc}); re-run lunar-recon cache to rebuild it") \
+                from None
+        if not isinstance(self.meta, dict):
+            raise CacheError(f"{path}: not a cache index; re-run lunar-recon cache to rebuild it")
         if self.meta.get("format") != FORMAT:
-            raise ValueError(f"{self.root}: unknown cache format {self.meta.get('format')}")
+            raise CacheError(f"{path}: unknown cache format {self.meta.get('format')}")
         self.where = {}
         for s in self.meta.get("shards", []):
             f = self.root / s["file"]
             if verify and (not f.exists() or _sha256(f) != s["sha256"]):
-                raise ValueError(f"{f}: checksum mismatch or missing shard (re-run lunar-recon cache to repair)")
+                raise CacheError(f"{f}: checksum mismatch or missing shard (re-run lunar-recon cache to repair)")
             for name in s["pairs"]:
                 self.where[name] = s["file"]
         self.basis = torch.load(self.root / "basis.pt", weights_only=True) if (self.root / "basis.pt").exists() else {}
         self._loaded: dict[str, dict] = {}
+
+    @staticmethod
+    def _read_shard(path: Path) -> dict:
+        """A shard's contents, or a CacheError naming it (the same safe loader as checkpoints:
+        a file holding code is never run)."""
+        try:
+            data = read_checkpoint(path)
+        except CheckpointError as exc:
+            raise CacheError(f"{exc}; re-run lunar-recon cache to repair the shard") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), list):
+            raise CacheError(f"{path}: not a shard of this cache; re-run lunar-recon cache to repair it")
+        return data
 
     def __contains__(self, name: str) -> bool:
         return name in self.where
@@ -172,7 +203,7 @@ class TeacherCache:
     def __getitem__(self, name: str) -> dict:
         f = self.where[name]
         if f not in self._loaded:
-            self._loaded = {f: {e["name"]: e for e in torch.load(self.root / f, weights_only=True)["entries"]}}
+            self._loaded = {f: {e["name"]: e for e in self._read_shard(self.root / f)["entries"]}}
         e = self._loaded[f][name]
         out = {}
         for v in ("1", "2"):

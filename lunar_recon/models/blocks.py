@@ -35,10 +35,15 @@ class RoPE2D(nn.Module):
         self._gather_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _tables(self, half: int, max_pos: int, device: torch.device, dtype: torch.dtype):
-        key = (half, max_pos, device, dtype)
-        if key not in self._cache:
+        """cos / sin tables covering positions 0 .. max_pos - 1 (at least): one table per head
+        size, device and dtype, grown to the next power of two when a larger image needs it, so a
+        stream of new image shapes never adds entries (each row is the same whatever the length)."""
+        key = (half, device, dtype)
+        have = self._cache.get(key)
+        if have is None or have[0].shape[0] < max_pos:
+            length = 1 << max(6, (max_pos - 1).bit_length())
             inv_freq = 1.0 / (self.base ** (torch.arange(0, half, 2, device=device).float() / half))
-            t = torch.arange(max_pos, device=device, dtype=inv_freq.dtype)
+            t = torch.arange(length, device=device, dtype=inv_freq.dtype)
             freqs = torch.outer(t, inv_freq)
             freqs = torch.cat((freqs, freqs), dim=-1).to(dtype)
             self._cache[key] = (freqs.cos(), freqs.sin())

@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
+from ..fileio import durable_replace
+
 from .config import ConfigError, ModelConfig, parse_constructor_string
 from .stereo3d import AsymmetricCroCo3DStereo, build_model
 
@@ -203,14 +205,15 @@ def save_checkpoint(model: AsymmetricCroCo3DStereo, path: str | os.PathLike, **m
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: readers never see half a file."""
+    """``torch.save`` to a temporary file in the same folder, then a durable rename: readers
+    never see half a file, and a power loss never leaves an empty finished one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -85,14 +85,13 @@ def run(args) -> int:
             counts[s] = max(n, counts.get(s, 0))
         info["splits"] = counts
     from ..data.dataset import clean_partial, write_pair
+    from ..fileio import write_text_durable
     from ..sim.scene import render_scene
 
     removed = clean_partial(out)
     if removed:
         print(f"removed {removed} partial pair(s) of an interrupted run", file=sys.stderr)
-    tmp = info_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(info_path)
+    write_text_durable(info_path, json.dumps(info, indent=1))
     todo = [(s, i) for s in SPLITS for i in range(counts.get(s, 0)) if not (out / s / f"{i:06d}").is_dir()]
     done = sum(counts.values()) - len(todo)
     for s, i in _progress(todo, total=sum(counts.values()), initial=done, desc=f"simulate {args.preset}"):
@@ -125,12 +124,14 @@ def write_bag_atomically(out: Path, write) -> int:
     its own name (rosbag2 names them after the bag's folder, and metadata.yaml lists them)."""
     import shutil
 
+    from ..fileio import durable_replace
+
     staging = out.with_name(f".{out.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)  # an interrupted run's leftovers
     staging.mkdir(parents=True)
     n = write(staging / out.name)
-    (staging / out.name).rename(out)
+    durable_replace(staging / out.name, out)
     staging.rmdir()
     return n
 
