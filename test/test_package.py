@@ -290,3 +290,11 @@ def test_the_suite_runs_where_launch_testing_is_installed():
                           str(REPO / "test" / "test_package.py")], capture_output=True, text=True, timeout=120,
                          cwd=REPO)
     assert res.returncode == 0 and "error" not in res.stdout.lower(), res.stdout[-1000:]
+
+
+def test_the_code_passes_the_linter():
+    """ruff (ruff.toml: pycodestyle and pyflakes) over the package, launch file, scripts,
+    benchmarks and tests: an unused import or an undefined name fails here, not in the field."""
+    res = subprocess.run([sys.executable, "-m", "ruff", "check", "lunar_recon", "launch", "scripts", "benchmarks",
+                          "test"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]

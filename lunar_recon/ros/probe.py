@@ -124,7 +124,8 @@ class NodeProbe:
         """Until stereo_node's subscriptions are matched (it is up and discovered)."""
         ok = self.spin(timeout, lambda: all(p.get_subscription_count() > 0 for p in self.pubs) or proc.poll() is not None)
         if not ok or proc.poll() is not None:
-            raise RuntimeError("stereo_node did not come up" + (f": {stop_node(proc)[-2000:]}" if proc.poll() is not None else ""))
+            why = f": {stop_node(proc)[-2000:]}" if proc.poll() is not None else ""
+            raise RuntimeError("stereo_node did not come up" + why)
 
     def close(self):
         self.executor.shutdown()

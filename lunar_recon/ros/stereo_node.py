@@ -37,12 +37,14 @@ from .sync import TimeSynchronizer, make_synchronizer
 
 # name -> (default, description, range or choices)
 PARAMETERS: dict[str, tuple] = {
-    "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', 'sgbm-wls' or 'default' (shipped student)", None),
+    "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', 'sgbm-wls' or 'default' "
+              "(shipped student)", None),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
     "inference_size": (0, "long side of the network input in pixels (0: the model's own; else a multiple of 16)", (0, 2048)),
     "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),
     "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
-    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (the right view's pointmap on the calibrated rig's rays), "
+    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (the right view's pointmap on the "
+                   "calibrated rig's rays), "
                    "'stereo' (median ratio to a coarse SGBM depth), 'stereo_local' (a smooth per-pixel scale "
                    "field from that SGBM depth) or 'auto' (the model card's choice)", SCALE_MODES),
     "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "

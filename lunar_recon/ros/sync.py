@@ -3,8 +3,9 @@
 Exact policy: a set is emitted when every input has a message with the same stamp.
 Approximate policy: a set is emitted when every input has a message within ``slop`` seconds
 of the newest pivot.  Stamps are compared as integer nanoseconds (a float of seconds cannot
-tell apart stamps ~50 ns apart at today's epoch), the slop converted to nanoseconds once.  Queues are bounded (``queue_size`` per input); the newest complete set
-wins and everything older is dropped, so the consumer always sees the latest pair.
+tell apart stamps ~50 ns apart at today's epoch), the slop converted to nanoseconds once.
+Queues are bounded (``queue_size`` per input); the newest complete set wins and everything
+older is dropped, so the consumer always sees the latest pair.
 """
 from __future__ import annotations
 

@@ -323,7 +323,8 @@ def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
                          f"{f(m512 / d['fused_p50'] if m512 and d['fused'] else None, '.0f')} |")
         lines.append("")
     if node:
-        lines += ["### stereo_node end to end (default model and settings, gravity and sun direction given, 512x384 mono8 over Fast DDS)", "",
+        lines += ["### stereo_node end to end (default model and settings, gravity and sun direction given, "
+                  "512x384 mono8 over Fast DDS)", "",
                   "| pairs sent | answered | input rate | output rate | latency p50 / p90 |", "|---:|---:|---:|---:|---:|",
                   f"| {node['sent']} | {node['answered']} | {node['input_hz']:.1f} Hz | {node['output_hz']:.2f} pairs/s | "
                   f"{node['latency_p50_ms']:.0f} / {node['latency_p90_ms']:.0f} ms |", ""]
