@@ -273,6 +273,16 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
                   "map could judge; `hazard_elevation_sigma_m` (median over the truth's cells) is the 1-sigma of "
                   "a cell's height: where it nears the roughness limit, hazards of the set size are not "
                   "resolvable.", "", markdown_table(by_range, group="range"), ""]
+    last = {}
+    for sc in scores:  # the last frame of each model's sequence: where a descent ends
+        key = (sc.model, sc.sequence)
+        if key not in last or sc.index > last[key].index:
+            last[key] = sc
+    if any(s.index > 0 for s in last.values()):
+        finals = {k: v for k, v in summarize(list(last.values())).items() if " | " not in k}
+        lines += ["## Last frame of each sequence", "",
+                  "The frame closest to the ground of every sequence, where a lander decides; a descent map has "
+                  "fused all the frames before it.", "", markdown_table(finals, group="last frames"), ""]
     lines += [f"- {n}" for n in notes]
     for fig in figures:
         lines += ["", f"![{fig.stem}]({fig.name})"]

@@ -5,6 +5,7 @@ evaluation measures exactly what runs on the lander.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +15,7 @@ import numpy as np
 from .geometry.camera import Intrinsics, confidence_mask, depth_to_points
 from .geometry.frames import normalize
 from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, params_for_range
+from .geometry.descent_map import DescentMap, DescentMapParams, DescentUpdate
 from .geometry.hazard_memory import HazardMemory
 from .geometry.pose import metric_scale_from_rig
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
@@ -355,6 +357,10 @@ class ReconstructionParams:
     # map the hazard probabilities through the model's calibration (off: the raw Gaussian model's,
     # e.g. to fit a new calibration)
     calibrate_hazard: bool = True
+    # fuse every frame of a descent into one elevation map (needs the camera's pose) and make
+    # the landing-site map on it (geometry.descent_map); its window, gate and reset:
+    descent_map: bool = False
+    descent: DescentMapParams = field(default_factory=DescentMapParams)
     compute_slope: bool = True
 
     def validate(self) -> None:
@@ -373,6 +379,7 @@ class ReconstructionParams:
         if not 0 <= self.shadow_intensity_fraction < 1:
             raise ValueError("shadow_intensity_fraction must be in [0, 1) (0: shadows unused)")
         self.hazard.validate()
+        self.descent.validate()
 
 
 @dataclass
@@ -390,6 +397,10 @@ class Reconstruction:
     shadowed: np.ndarray | None = None  # (H, W) the left image's shadows, when they bounded the hazard map
     hazard_note: str | None = None  # why there is no hazard map where one was asked for
     scale_path: str = "predicted"  # ScaledPrediction.scale_path
+    # with ReconstructionParams.descent_map and a pose: the landing-site map of the fused descent
+    # map, and what this frame's update did (fused / new / gated cells, a reset)
+    descent_hazard: HazardMap | None = None
+    descent_update: DescentUpdate | None = None
 
 
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
@@ -439,6 +450,7 @@ class StereoReconstructor:
         self.params = params or ReconstructionParams()
         self.params.validate()
         # the hazard maps of this camera's recent pairs (one stream per reconstructor)
+        self.descent_map: DescentMap | None = None  # this stream's fused elevation map, made on first use
         self.hazard_memory = HazardMemory(self.params.hazard.memory_frames,
                                           self.params.hazard.memory_keyframe_distance_m)
 
@@ -530,7 +542,7 @@ class StereoReconstructor:
         points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32, copy=False)
         depth = points[..., 2].copy()
         t2 = time.perf_counter()
-        slope = hmap = sigma = shadowed = hazard_note = None
+        slope = hmap = sigma = shadowed = hazard_note = descent_hazard = descent_update = None
         sigma_d = p.disparity_sigma_px if p.disparity_sigma_px is not None else model_disparity_sigma(self.model)
         if up_in_left is not None:
             up = normalize(up_in_left)
@@ -553,6 +565,8 @@ class StereoReconstructor:
                                       calibration=model_hazard_calibration(self.model) if p.calibrate_hazard else None)
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
+                if p.descent_map and camera_pose is not None and sigma is not None and hazard_note is None:
+                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p)
                 if hmap is not None and camera_pose is not None:
                     hmap = self.hazard_memory.update(hmap, camera_pose, p.hazard.memory_frames,
                                                      p.hazard.memory_keyframe_distance_m)
@@ -561,4 +575,18 @@ class StereoReconstructor:
         geometry_s = staged.timings_s["scale"] + staged.timings_s.get("fusion", 0.0) + (t2 - t1)
         timings = {"model": model_s, "geometry": geometry_s, "hazard": t3 - t2, "total": model_s + geometry_s + t3 - t2}
         return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, sigma, slope, hmap, scale,
-                              timings, pred, shadowed, hazard_note, staged.scale_path)
+                              timings, pred, shadowed, hazard_note, staged.scale_path, descent_hazard,
+                              descent_update)
+
+    def _fuse(self, points: np.ndarray, sigma: np.ndarray, camera_pose: np.ndarray, hazard_params: HazardParams,
+              p: ReconstructionParams) -> tuple[HazardMap, DescentUpdate]:
+        """Fuse this frame into the stream's descent map and make the landing-site map on it
+        (the raw Gaussian probabilities: the models' calibrations were fitted on single frames)."""
+        if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
+            hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's
+        if self.descent_map is None or self.descent_map.resolution != hazard_params.resolution_m \
+                or self.descent_map.params != p.descent:
+            self.descent_map = DescentMap(hazard_params.resolution_m, p.descent)
+        update = self.descent_map.update(points, sigma, camera_pose, hazard_params.min_points_per_cell)
+        calibration = model_hazard_calibration(self.model) if p.calibrate_hazard else None
+        return self.descent_map.hazard_map(camera_pose, hazard_params, calibration), update

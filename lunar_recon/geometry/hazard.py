@@ -447,10 +447,22 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     if in_shadow is not None and not in_shadow.any():
         in_shadow = None  # nothing to bound
     cells = elevation_grid(q, grid, params.min_points_per_cell, point_var, in_shadow)
-    Z = cells.z
     if cells.shadow_share is not None:
         shadowed_cells = np.nan_to_num(cells.shadow_share) >= SHADOW_CELL_FRACTION
-        Z = shadow_bounded_elevation(Z, shadowed_cells, res, R @ normalize(sun))
+        cells.z = shadow_bounded_elevation(cells.z, shadowed_cells, res, R @ normalize(sun))
+    return hazard_map_from_cells(cells, grid, R, params, calibration if elevation_sigma is not None else None)
+
+
+def hazard_map_from_cells(cells: CellGrid, grid: GridSpec, R_grid_from_input: np.ndarray,
+                          params: HazardParams | None = None, calibration=None) -> HazardMap:
+    """The landing-site map of cell heights already made (``cells``: each cell's representative
+    point and, when known, its height variance; NaN without data) on ``grid``, whose frame is
+    ``R_grid_from_input`` applied to the input frame (e.g. a fused descent map's cells)."""
+    params = params or HazardParams()
+    params.validate()
+    R = np.asarray(R_grid_from_input, dtype=np.float64)
+    res = grid.resolution
+    Z = cells.z
     valid = np.isfinite(Z)
     cell_var = np.zeros(grid.shape) if cells.variance is None else np.where(valid, np.nan_to_num(cells.variance), 0.0)
 
@@ -511,7 +523,7 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
         p_hazard = 1.0 - ((1.0 - _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf)))
                           * (1.0 - _exceedance(above, params.roughness_max_m, relief_sigma))
                           * (1.0 - _exceedance(below, params.roughness_max_m, relief_sigma)))
-    if calibration is not None and elevation_sigma is not None:  # an exact map needs none
+    if calibration is not None:
         p_hazard = calibrate_probability(p_hazard, calibration)
     p_hazard = np.where(known, p_hazard, np.nan)
     hazard = np.full(grid.shape, UNKNOWN, np.int8)

@@ -27,6 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, pose_matrix, up_from_attitude
+from ..geometry.descent_map import DescentMapParams
 from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
                         ReconstructionParams, StereoReconstructor, model_disparity_sigma)
@@ -78,6 +79,13 @@ PARAMETERS: dict[str, tuple] = {
     "hazard.memory_frames": (3, "maps whose certain hazards fill the current map's unknown cells, this one "
                              "included (needs the pose topic); 1: this map alone", (1, 100)),
     "hazard.memory_keyframe_distance_m": (4.0, "camera travel between the maps the memory keeps (m)", (0.0, 1e4)),
+    "descent_map.enabled": (False, "fuse every frame into one elevation map in the pose topic's world frame and "
+                            "publish the landing-site map made on it (needs the pose topic)", None),
+    "descent_map.window_m": (48.0, "side of the fused map's window, which follows the camera (m)", (1.0, 1e4)),
+    "descent_map.gate_sigmas": (3.0, "an observation further than this many sigmas from the map is an outlier",
+                                (0.1, 100.0)),
+    "descent_map.reset_distance_m": (25.0, "camera travel between two frames that resets the map (a pose jump, m)",
+                                     (0.01, 1e5)),
     "pose_tolerance_seconds": (0.05, "largest stamp difference between a pair and the pose used for it", (0.0, 10.0)),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
@@ -212,6 +220,7 @@ class StereoNode(Node):
         self.processed = 0
         self.last_hazard = None  # the last hazard map, for the diagnostics (read at 1 Hz, not per pair)
         self.last_hazard_note = None  # why the last pair has no hazard map
+        self.descent_resets = 0
         self.latencies: deque = deque(maxlen=100)
         self.in_times: deque = deque(maxlen=100)
         self.out_times: deque = deque(maxlen=100)
@@ -286,6 +295,9 @@ class StereoNode(Node):
                                 hazard_above=v["hazard.hazard_above"],
                                 memory_frames=int(v["hazard.memory_frames"]),
                                 memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"]),
+            descent_map=bool(v["descent_map.enabled"]),
+            descent=DescentMapParams(window_m=v["descent_map.window_m"], gate_sigmas=v["descent_map.gate_sigmas"],
+                                     reset_distance_m=v["descent_map.reset_distance_m"]),
         )
 
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -440,18 +452,23 @@ class StereoNode(Node):
             self.pub["grid"].publish(unknown_grid_msg(OccupancyGrid, h, params.hazard.resolution_m or 1.0))
             if rec.hazard_note is None:
                 self.last_hazard_note = "no hazard map: no gravity 'up' (attitude topic or up_vector)"
-        if rec.hazard is not None:
-            self.last_hazard = rec.hazard
+        if rec.descent_update is not None and rec.descent_update.reset:
+            self.descent_resets += 1
+            self.get_logger().warning("the pose jumped: the descent map was reset")
+        # with the descent map on and a pose, the fused map is the one published
+        hmap = rec.descent_hazard if rec.descent_hazard is not None else rec.hazard
+        if hmap is not None:
+            self.last_hazard = hmap
             if want["grid"]:
-                self.pub["grid"].publish(occupancy_grid_msg(OccupancyGrid, h, rec.hazard))
+                self.pub["grid"].publish(occupancy_grid_msg(OccupancyGrid, h, hmap))
             if want["overlay"]:
                 from ..viz import hazard_overlay
 
-                self.pub["overlay"].publish(bgr_image_msg(Image, h, hazard_overlay(img_l, rec.points, rec.hazard)))
-            if want["site"] and rec.hazard.landing_site is not None:
+                self.pub["overlay"].publish(bgr_image_msg(Image, h, hazard_overlay(img_l, rec.points, hmap)))
+            if want["site"] and hmap.landing_site is not None:
                 site = PointStamped()
                 site.header = h
-                site.point.x, site.point.y, site.point.z = (float(v) for v in rec.hazard.landing_site.position_input)
+                site.point.x, site.point.y, site.point.z = (float(v) for v in hmap.landing_site.position_input)
                 self.pub["site"].publish(site)
         self.processed += 1
         now = time.monotonic()
@@ -482,6 +499,7 @@ class StereoNode(Node):
             median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "hazard_status": self.last_hazard_note or "ok",
+            "descent_map_resets": self.descent_resets,
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",

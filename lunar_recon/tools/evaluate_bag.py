@@ -66,6 +66,9 @@ def add_arguments(p) -> None:
     p.add_argument("--hazard-memory-keyframe-distance", type=float,
                    default=HazardParams().memory_keyframe_distance_m,
                    help="camera travel (m) between the maps the memory keeps (hazard.memory_keyframe_distance_m)")
+    p.add_argument("--descent-map", action="store_true",
+                   help="also fuse each sequence's frames into a descent map (needs poses) and score its "
+                        "landing-site map as 'MODEL + descent map', per frame and at each sequence's last frame")
     p.add_argument("--fit-hazard-calibration", action="store_true",
                    help="score every model's raw hazard probabilities and fit each one's calibration table "
                         "(written to hazard_calibration.json; run it on a calibration split, never the test one)")
@@ -258,7 +261,8 @@ def run(args) -> int:
                         inference_size=args.inference_size, scale_mode=args.scale_mode,
                         stereo_fusion_disparity_px=args.stereo_fusion_disparity,
                         disparity_sigma_px=args.disparity_sigma, shadow_intensity_fraction=args.shadow_fraction,
-                        hazard=params, calibrate_hazard=not args.fit_hazard_calibration))
+                        hazard=params, calibrate_hazard=not args.fit_hazard_calibration,
+                        descent_map=args.descent_map))
                 t0 = time.perf_counter()
                 try:
                     r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr), fr.sun_left,
@@ -275,6 +279,12 @@ def run(args) -> int:
                                       truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr),
                                       hazard_pred=r.hazard)
                 scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
+                if args.descent_map and r.descent_hazard is not None:
+                    fused = score_frame(r.depth, r.points, fr.depth, truth_h, _up(fr), params,
+                                        focal_baseline=_focal_baseline(fr), hazard_pred=r.descent_hazard)
+                    scores.append(frame_score(seq, f"{label} + descent map", i, int(fr.stamp_ns), latency, fused))
+                    if r.descent_update is not None and r.descent_update.reset:
+                        notes.append(f"{seq} frame {i} ({label}): the pose jumped; the descent map was reset")
                 if _example_wanted(i, len(frames), args.figures):
                     from ..evaluation import hazard_on_truth_cells
 

@@ -1,0 +1,167 @@
+"""The descent map: every frame of a descent fused into one probabilistic elevation map.
+
+A lander images the same ground ten to thirty times on its way down; one pair is capped by
+two-view stereo.  Like elevation_mapping_cupy and JPL's descent height map, each cell of a
+gravity-aligned grid in the world frame of the navigation pose keeps a height mean and
+variance, updated from every frame by a scalar Kalman step with each observation's own
+variance (the frame's cell median and its noise model: sigma_Z = Z^2 sigma_d / (f B), widened
+where the network is unsure, plus the spread of its points).  An observation further than
+``gate_sigmas`` standard deviations of the two variances together from the map is an outlier
+and is not fused (Mahalanobis gating) -- unless it is the more precise of the two: then the
+map's estimate was the wrong one (a far frame's smoothing of a rock is not noise) and the
+closer look replaces it.  Far frames observe with large variances and nearer
+ones refine them, so the resolution the map holds grows as the lander descends.
+
+The grid is a window of fixed size that follows the camera's ground point (memory stays
+bounded over any descent); cells leaving it are forgotten.  A pose that jumps further than
+``reset_distance_m`` between frames (a navigation reset) empties the map, and the update
+says so.  The landing-site safety map of :mod:`lunar_recon.geometry.hazard` is then made on
+the fused cells, in the current camera's gravity-aligned frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .hazard import CellGrid, GridSpec, HazardMap, HazardParams, elevation_grid, hazard_map_from_cells
+
+
+@dataclass
+class DescentMapParams:
+    """The fused map's window, gate and reset (the cell size is the hazard map's)."""
+
+    window_m: float = 48.0  # side of the square window of cells kept around the camera's ground point
+    gate_sigmas: float = 3.0  # Mahalanobis gate of an observation against the map
+    reset_distance_m: float = 25.0  # camera travel between two frames that counts as a pose jump
+
+    def validate(self) -> None:
+        if not self.window_m > 0:
+            raise ValueError("descent map: window_m must be positive")
+        if not self.gate_sigmas > 0:
+            raise ValueError("descent map: gate_sigmas must be positive")
+        if not self.reset_distance_m > 0:
+            raise ValueError("descent map: reset_distance_m must be positive")
+
+
+@dataclass
+class DescentUpdate:
+    fused: int  # cells whose estimate this frame refined
+    new: int  # cells this frame saw first
+    gated: int  # observations rejected as outliers
+    reset: bool  # the pose jumped: the map was emptied before this frame
+    replaced: int = 0  # cells a more precise, disagreeing observation replaced
+
+
+class DescentMap:
+    """Per-cell height mean and variance in the world frame of ``T_world_from_camera`` poses
+    (world z is 'up'), over a window that follows the camera."""
+
+    def __init__(self, resolution_m: float, params: DescentMapParams | None = None):
+        self.params = params or DescentMapParams()
+        self.params.validate()
+        if not resolution_m > 0:
+            raise ValueError("descent map: the cell size must be positive")
+        self.resolution = float(resolution_m)
+        n = max(8, int(math.ceil(self.params.window_m / self.resolution)))
+        self.mean = np.full((n, n), np.nan)
+        self.var = np.full((n, n), np.nan)
+        self.origin = np.zeros(2)  # world x, y of cell [0, 0]'s corner
+        self._last_position: np.ndarray | None = None
+        self.resets = 0
+
+    @property
+    def grid(self) -> GridSpec:
+        return GridSpec((float(self.origin[0]), float(self.origin[1])), self.resolution, self.mean.shape)
+
+    def reset(self) -> None:
+        self.mean.fill(np.nan)
+        self.var.fill(np.nan)
+        self._last_position = None
+
+    def _follow(self, ground_xy: np.ndarray) -> None:
+        """Keep the window centred near the camera's ground point: shift it by whole cells when
+        the point leaves the middle half, forgetting the cells that fall out."""
+        n = self.mean.shape[0]
+        centre = self.origin + n * self.resolution / 2
+        if np.all(np.abs(ground_xy - centre) <= n * self.resolution / 4) and np.isfinite(self.origin).all():
+            return
+        shift = np.round((ground_xy - centre) / self.resolution).astype(int)  # cells, (x, y)
+        new_origin = self.origin + shift * self.resolution
+        for arr in (self.mean, self.var):
+            moved = np.full_like(arr, np.nan)
+            dx, dy = int(shift[0]), int(shift[1])
+            src = arr[max(dy, 0):n + min(dy, 0), max(dx, 0):n + min(dx, 0)]
+            moved[max(-dy, 0):max(-dy, 0) + src.shape[0], max(-dx, 0):max(-dx, 0) + src.shape[1]] = src
+            arr[...] = moved
+        self.origin = new_origin
+
+    def update(self, points: np.ndarray, elevation_sigma: np.ndarray, T_world_from_camera: np.ndarray,
+               min_points_per_cell: int = 1) -> DescentUpdate:
+        """Fuse one frame: ``points`` (N x 3 or H x W x 3, camera frame, NaN invalid) with each
+        point's 1-sigma elevation uncertainty, seen from the pose ``T_world_from_camera``."""
+        T = np.asarray(T_world_from_camera, dtype=np.float64)
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            raise ValueError("descent map: the camera pose must be a finite 4x4 matrix")
+        position = T[:3, 3]
+        reset = self._last_position is not None and \
+            float(np.linalg.norm(position - self._last_position)) > self.params.reset_distance_m
+        if reset:
+            self.reset()
+            self.resets += 1
+        if self._last_position is None and not np.isfinite(self.mean).any():
+            n = self.mean.shape[0]
+            self.origin = np.floor(position[:2] / self.resolution) * self.resolution - n * self.resolution / 2
+        self._last_position = position.copy()
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        sigma = np.asarray(elevation_sigma, dtype=np.float64).reshape(-1)
+        if sigma.shape[0] != p.shape[0]:
+            raise ValueError(f"descent map: {sigma.shape[0]} sigmas for {p.shape[0]} points")
+        ok = np.isfinite(p).all(axis=1) & np.isfinite(sigma)
+        world = p[ok] @ T[:3, :3].T + position
+        if len(world):
+            self._follow(np.median(world[:, :2], axis=0))
+        cells = elevation_grid(world, self.grid, min_points_per_cell, sigma[ok] ** 2)
+        z, v = cells.z, cells.variance
+        seen = np.isfinite(z) & np.isfinite(v)
+        known = seen & np.isfinite(self.mean)
+        first = seen & ~np.isfinite(self.mean)
+        total = np.where(known, self.var + v, np.nan)
+        disagree = known & ((z - self.mean) ** 2 > self.params.gate_sigmas ** 2 * total)
+        # A disagreeing observation more precise than the map (a closer look) replaces the cell:
+        # the map's estimate carried an error its variance did not (a far frame's smoothing is
+        # not noise); a less precise one is the outlier and is rejected.
+        replace = disagree & (v < self.var)
+        gated = disagree & ~replace
+        fuse = known & ~disagree
+        gain = np.where(fuse, self.var / np.where(fuse, total, 1.0), 0.0)
+        self.mean = np.where(fuse, self.mean + gain * (z - self.mean), self.mean)
+        self.var = np.where(fuse, (1.0 - gain) * self.var, self.var)
+        take = first | replace
+        self.mean[take], self.var[take] = z[take], v[take]
+        return DescentUpdate(int(fuse.sum()), int(first.sum()), int(gated.sum()), bool(reset), int(replace.sum()))
+
+    def hazard_map(self, T_world_from_camera: np.ndarray, params: HazardParams | None = None,
+                   calibration=None) -> HazardMap:
+        """The landing-site map on the fused cells, in the camera's gravity-aligned frame (the
+        world's axes about the camera: ``R_grid_from_input`` is the camera's attitude)."""
+        T = np.asarray(T_world_from_camera, dtype=np.float64)
+        t = T[:3, 3]
+        g = self.grid
+        rows, cols = g.shape
+        xs = g.origin[0] + (np.arange(cols) + 0.5) * g.resolution - t[0]
+        ys = g.origin[1] + (np.arange(rows) + 0.5) * g.resolution - t[1]
+        have = np.isfinite(self.mean)
+        X, Y = np.meshgrid(xs, ys)
+        cells = CellGrid(np.where(have, X, np.nan), np.where(have, Y, np.nan), self.mean - t[2], have.astype(float),
+                         self.var)
+        local = GridSpec((g.origin[0] - t[0], g.origin[1] - t[1]), g.resolution, g.shape)
+        return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration)
+
+    @property
+    def nbytes(self) -> int:
+        return self.mean.nbytes + self.var.nbytes
+
+
+__all__ = ["DescentMap", "DescentMapParams", "DescentUpdate"]

@@ -1,0 +1,154 @@
+"""The descent map: frames fused into one probabilistic elevation map (issue 31)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lunar_recon.geometry.descent_map import DescentMap, DescentMapParams
+from lunar_recon.geometry.hazard import HAZARD, SAFE
+
+
+def _pose(x=0.0, y=0.0, z=20.0):
+    """A camera looking straight down (its z along world -z) at (x, y, z)."""
+    T = np.eye(4)
+    T[:3, :3] = np.diag([1.0, -1.0, -1.0])
+    T[:3, 3] = [x, y, z]
+    return T
+
+
+def _plane_view(T, height=0.0, sigma=0.0, n=200_000, half=8.0, rng=None, bump=None):
+    """Points of the plane z = height (plus an optional bump) in the camera frame, with noise."""
+    rng = rng or np.random.default_rng(0)
+    xy = rng.uniform(-half, half, (n, 2)) + T[:2, 3]
+    z = np.full(n, height)
+    if bump is not None:
+        cx, cy, r, h = bump
+        z[np.hypot(xy[:, 0] - cx, xy[:, 1] - cy) < r] += h
+    z = z + rng.normal(0.0, sigma, n) if sigma else z
+    world = np.c_[xy, z]
+    Ti = np.linalg.inv(T)
+    return world @ Ti[:3, :3].T + Ti[:3, 3]
+
+
+def test_two_noisy_views_of_a_plane_fuse_to_the_variance_weighted_mean():
+    m = DescentMap(0.5, DescentMapParams(window_m=12.0))
+    T = _pose()
+    # one point per cell, exact heights 1.0 and 1.3 with stated sigmas 0.2 and 0.1
+    g = (np.arange(-5.75, 6.0, 0.5))
+    X, Y = np.meshgrid(g, g)
+    world = lambda h: np.c_[X.ravel(), Y.ravel(), np.full(X.size, h)]  # noqa: E731
+    Ti = np.linalg.inv(T)
+    for h, s in ((1.0, 0.2), (1.3, 0.1)):
+        u = m.update(world(h) @ Ti[:3, :3].T + Ti[:3, 3], np.full(X.size, s), T)
+        assert u.gated == 0 and not u.reset
+    seen = np.isfinite(m.mean)
+    assert seen.sum() >= X.size * 0.9
+    w1, w2 = 1 / 0.2**2, 1 / 0.1**2
+    np.testing.assert_allclose(m.mean[seen], (1.0 * w1 + 1.3 * w2) / (w1 + w2), atol=1e-9)
+    np.testing.assert_allclose(m.var[seen], 1 / (w1 + w2), rtol=1e-9)
+
+
+def test_an_observation_beyond_the_gate_is_rejected():
+    m = DescentMap(0.5, DescentMapParams(window_m=12.0, gate_sigmas=3.0))
+    T = _pose()
+    g = np.arange(-5.75, 6.0, 0.5)
+    X, Y = np.meshgrid(g, g)
+    Ti = np.linalg.inv(T)
+    view = lambda h: np.c_[X.ravel(), Y.ravel(), np.full(X.size, h)] @ Ti[:3, :3].T + Ti[:3, 3]  # noqa: E731
+    m.update(view(0.0), np.full(X.size, 0.05), T)
+    u = m.update(view(2.0), np.full(X.size, 0.05), T)  # 2 m off at sigma 0.07 together: an outlier everywhere
+    seen = np.isfinite(m.mean)
+    assert u.gated == seen.sum() and u.fused == 0
+    assert np.allclose(m.mean[seen], 0.0)
+
+
+def test_memory_is_bounded_over_a_long_traverse_and_the_window_follows():
+    m = DescentMap(0.25, DescentMapParams(window_m=16.0, reset_distance_m=50.0))
+    size = m.nbytes
+    rng = np.random.default_rng(1)
+    for k in range(40):  # 40 frames, 2 m apart: 80 m of ground, five windows' worth
+        T = _pose(x=2.0 * k)
+        m.update(_plane_view(T, n=20_000, half=6.0, rng=rng), np.full(20_000, 0.02), T)
+        assert m.nbytes == size
+    centre = m.origin + m.mean.shape[0] * m.resolution / 2
+    assert abs(centre[0] - 78.0) <= 16.0 / 4 + 0.25
+    assert np.isfinite(m.mean).mean() > 0.3 and m.resets == 0
+
+
+def test_a_pose_jump_resets_the_map_and_says_so():
+    m = DescentMap(0.5, DescentMapParams(window_m=12.0, reset_distance_m=10.0))
+    T = _pose()
+    m.update(_plane_view(T, height=0.0, n=20_000, half=5.0), np.full(20_000, 0.05), T)
+    T2 = _pose(x=30.0)  # 30 m in one frame: navigation reset
+    u = m.update(_plane_view(T2, height=5.0, n=20_000, half=5.0), np.full(20_000, 0.05), T2)
+    assert u.reset and m.resets == 1 and u.fused == 0 and u.gated == 0
+    assert np.allclose(m.mean[np.isfinite(m.mean)], 5.0)
+
+
+def test_fusing_noisy_frames_certifies_ground_one_frame_cannot():
+    """A 0.4 m rock on flat ground seen ten times at a noise one frame cannot judge: the fused
+    map calls the rock's sites hazards and certifies the far ground, the single frame does not."""
+    from lunar_recon.geometry.hazard import hazard_map
+
+    params = DescentMapParams(window_m=20.0)
+    m = DescentMap(0.25, params)
+    rng = np.random.default_rng(2)
+    rock = (1.0, 1.0, 0.4, 0.4)
+    sigma = 0.25  # per point; with ~4 points per cell a frame's cell is good to ~0.13 m
+    for k in range(12):
+        T = _pose(x=0.1 * k, z=20.0 - k)
+        pts = _plane_view(T, sigma=sigma, n=40_000, half=7.0, rng=rng, bump=rock)
+        m.update(pts, np.full(len(pts), sigma), T)
+    from lunar_recon.geometry.hazard import HazardParams
+
+    hp = HazardParams(resolution_m=0.25)
+    fused = m.hazard_map(T, hp)
+    single = hazard_map(pts, [0, 0, -1], hp, elevation_sigma=np.full(len(pts), sigma))
+    rock_cell = fused.grid.cell_of(1.0 - T[0, 3], 1.0 - T[1, 3])
+    assert fused.hazard[rock_cell] == HAZARD
+    far = fused.grid.cell_of(-4.0 - T[0, 3], -4.0 - T[1, 3])
+    assert fused.hazard[far] == SAFE
+    assert (fused.hazard == SAFE).sum() > 5 * max((single.hazard == SAFE).sum(), 1)
+
+
+def test_bad_inputs_fail_clearly():
+    with pytest.raises(ValueError, match="window_m"):
+        DescentMap(0.5, DescentMapParams(window_m=0.0))
+    m = DescentMap(0.5)
+    with pytest.raises(ValueError, match="pose"):
+        m.update(np.zeros((3, 3)), np.zeros(3), np.eye(3))
+    with pytest.raises(ValueError, match="sigmas"):
+        m.update(np.zeros((3, 3)), np.zeros(2), np.eye(4))
+
+
+def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
+    """Through the node's path: with descent_map on and poses, each reconstruction carries the
+    fused map's landing-site map; evaluate-bag scores it beside the single-frame map, at the
+    last frame too."""
+    import json
+    import subprocess
+    import sys
+
+    from lunar_recon.data.rosbag import read_stereo_bag, write_stereo_bag
+    from lunar_recon.pipeline import ReconstructionParams, SGBMModel, StereoCalibration, StereoReconstructor
+    from lunar_recon.sim.sequence import render_sequence
+
+    bag = tmp_path / "descent"
+    write_stereo_bag(bag, render_sequence("descent", 3, seed=5, width=256, height=192, start_altitude_m=30,
+                                          end_altitude_m=24), rate_hz=2.0)
+    rec = StereoReconstructor(SGBMModel(), ReconstructionParams(descent_map=True))
+    updates = []
+    for fr in read_stereo_bag(bag):
+        r = rec.reconstruct(fr.left, fr.right, StereoCalibration.rectified(fr.K_left, fr.baseline_m), fr.up_left,
+                            camera_pose=fr.pose_world)
+        assert r.descent_hazard is not None and r.descent_hazard.probability is not None
+        updates.append(r.descent_update)
+    assert updates[0].new > 0 and updates[-1].fused > 0 and not any(u.reset for u in updates)
+    out = tmp_path / "report"
+    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
+                          "--no-references", "--descent-map", "--figures", "0", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert summary["sgbm + descent map"]["frames"] == 3 and "hazard_f1_pooled" in summary["sgbm + descent map"]
+    assert "## Last frame of each sequence" in (out / "report.md").read_text()
