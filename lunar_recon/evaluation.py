@@ -114,9 +114,10 @@ def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.
                 hazard_pred = hazard_map(points_pred, up, params, elevation_sigma=elevation_sigma)
         if hazard_pred is not None:
             pred = hazard_on_truth_cells(hazard_pred, hazard_true)
-            hz = hazard_metrics(pred, hazard_true)
+            counts = reliability_counts(pred, hazard_true)
+            hz = hazard_metrics(pred, hazard_true, counts)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
-            out["_reliability"] = reliability_counts(pred, hazard_true)
+            out["_reliability"] = counts
             sigma = median_elevation_sigma(pred, hazard_true.hazard != -1)  # its resolving power here
             if np.isfinite(sigma):
                 out["hazard_elevation_sigma_m"] = sigma

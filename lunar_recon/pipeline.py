@@ -370,8 +370,9 @@ class ReconstructionParams:
             raise ValueError("scale_field_sigma must be in (0, 1] (a fraction of the image width)")
         if not 0 <= self.stereo_fusion_disparity_px < 1000:
             raise ValueError("stereo_fusion_disparity_px must be in [0, 1000) px (0: no fusion)")
-        if self.inference_size != 0 and self.inference_size < 16:
-            raise ValueError("inference_size must be 0 (model default) or >= 16")
+        if self.inference_size != 0 and (self.inference_size < 16 or self.inference_size % 16):
+            raise ValueError(f"inference_size={self.inference_size} must be 0 (the model's own) or a multiple of 16 "
+                             "(the networks' patch size)")
         if self.slope_baseline_m <= 0:
             raise ValueError("slope_baseline_m must be positive")
         if self.disparity_sigma_px is not None and not (0 <= self.disparity_sigma_px < 100):
@@ -557,16 +558,17 @@ class StereoReconstructor:
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 if sun_in_left is not None:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
+                probability_table = model_hazard_calibration(self.model) if p.calibrate_hazard else None
                 try:
                     fx = calibration.K_left.fx if calibration is not None else float("nan")
                     hazard_params = params_for_range(p.hazard, float(np.median(depth[valid])), fx)
                     hmap = hazard_map(points, up, hazard_params, elevation_sigma=sigma, shadowed=shadowed,
-                                      sun=sun_in_left,
-                                      calibration=model_hazard_calibration(self.model) if p.calibrate_hazard else None)
+                                      sun=sun_in_left, calibration=probability_table)
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
                 if p.descent_map and camera_pose is not None and sigma is not None and hazard_note is None:
-                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p)
+                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p,
+                                                                probability_table)
                 if hmap is not None and camera_pose is not None:
                     hmap = self.hazard_memory.update(hmap, camera_pose, p.hazard.memory_frames,
                                                      p.hazard.memory_keyframe_distance_m)
@@ -579,14 +581,13 @@ class StereoReconstructor:
                               descent_update)
 
     def _fuse(self, points: np.ndarray, sigma: np.ndarray, camera_pose: np.ndarray, hazard_params: HazardParams,
-              p: ReconstructionParams) -> tuple[HazardMap, DescentUpdate]:
+              p: ReconstructionParams, probability_table) -> tuple[HazardMap, DescentUpdate]:
         """Fuse this frame into the stream's descent map and make the landing-site map on it
-        (the raw Gaussian probabilities: the models' calibrations were fitted on single frames)."""
+        (through the model's calibration, which was fitted on single frames)."""
         if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
             hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's
         if self.descent_map is None or self.descent_map.resolution != hazard_params.resolution_m \
                 or self.descent_map.params != p.descent:
             self.descent_map = DescentMap(hazard_params.resolution_m, p.descent)
         update = self.descent_map.update(points, sigma, camera_pose, hazard_params.min_points_per_cell)
-        calibration = model_hazard_calibration(self.model) if p.calibrate_hazard else None
-        return self.descent_map.hazard_map(camera_pose, hazard_params, calibration), update
+        return self.descent_map.hazard_map(camera_pose, hazard_params, probability_table), update

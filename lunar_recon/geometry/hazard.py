@@ -329,7 +329,6 @@ def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: in
     if not len(flat):
         return CellGrid(out.reshape(rows, cols), out.reshape(rows, cols), out.reshape(rows, cols),
                         n.reshape(rows, cols).astype(np.float64))
-    z = inside[:, 2]
     # Medians by one sort of a (cell, quantised elevation) key: the cells' runs come out in
     # order.  A cell's representative is its median-elevation point itself (the mean of the two
     # middle ones), so a cell on a plane lies exactly on it whatever its points' layout.

@@ -130,7 +130,7 @@ def expected_calibration_error(counts: np.ndarray) -> float:
     return float(np.nansum(gap * n) / n.sum())
 
 
-def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
+def hazard_metrics(pred: HazardMap, gt: HazardMap, counts: np.ndarray | None = None) -> dict[str, float]:
     """How an HDA engineer reads a hazard map, over the sites known in the ground truth:
 
     * ``certified_safe``: share of the truly safe sites the map calls SAFE;
@@ -139,7 +139,9 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
       with ``f1_chance``, the F1 of calling every site a hazard, which needs no data at all;
     * ``ece``: expected calibration error of the hazard probability;
     * the landing site: whether one was proposed, whether it is safe in the truth, and its
-      distance to the nearest true hazard (m)."""
+      distance to the nearest true hazard (m).
+
+    ``counts``: the pair's :func:`reliability_counts` when already made."""
     if pred.shape != gt.shape:
         raise ValueError("hazard_metrics: maps must share one grid (resample the prediction onto the truth's)")
     known = gt.hazard != -1
@@ -155,7 +157,7 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap) -> dict[str, float]:
     iou = tp / (tp + fp + fn) if (tp + fp + fn) else float("nan")
     n_true, n_known = int(t.sum()), int(known.sum())
     f1_chance = 2 * n_true / (n_true + n_known) if n_known else float("nan")
-    counts = reliability_counts(pred, gt)
+    counts = reliability_counts(pred, gt) if counts is None else counts
     site = pred.landing_site
     site_safe = site_distance = float("nan")
     if site is not None and 0 <= site.row < gt.shape[0] and 0 <= site.col < gt.shape[1]:

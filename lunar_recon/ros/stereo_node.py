@@ -128,10 +128,6 @@ def validate_parameters(values: dict) -> None:
         if isinstance(rng, tuple) and len(rng) == 2 and not isinstance(rng[0], str) and not isinstance(value, bool):
             if not (rng[0] <= value <= rng[1]):
                 raise ValueError(f"parameter {name}={value} outside [{rng[0]}, {rng[1]}]")
-    size = values.get("inference_size")
-    if size is not None and size != 0 and size % 16:
-        raise ValueError(f"parameter inference_size={size} must be 0 (the model's own) or a multiple of 16 "
-                         "(the networks' patch size)")
     if "up_vector" in values:
         up = np.asarray(values["up_vector"], dtype=float)
         if up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
@@ -140,16 +136,6 @@ def validate_parameters(values: dict) -> None:
         sun = np.asarray(values["sun_vector"], dtype=float)
         if sun.shape != (3,) or not np.isfinite(sun).all():
             raise ValueError(f"parameter sun_vector={list(sun)} must be a finite 3-vector ([0, 0, 0]: unknown)")
-    if "hazard.footprint_diameter_m" in values or "hazard.resolution_m" in values:
-        fp = values.get("hazard.footprint_diameter_m", PARAMETERS["hazard.footprint_diameter_m"][0])
-        res = values.get("hazard.resolution_m", PARAMETERS["hazard.resolution_m"][0])
-        if fp < 2 * res:
-            raise ValueError("hazard.footprint_diameter_m must span at least two hazard.resolution_m cells")
-    if "hazard.safe_below" in values or "hazard.hazard_above" in values:
-        safe = values.get("hazard.safe_below", PARAMETERS["hazard.safe_below"][0])
-        haz = values.get("hazard.hazard_above", PARAMETERS["hazard.hazard_above"][0])
-        if safe > haz:
-            raise ValueError(f"hazard.safe_below ({safe}) must not exceed hazard.hazard_above ({haz})")
 
 
 def parameter_table() -> str:
@@ -198,6 +184,7 @@ class StereoNode(Node):
             self.declare_parameter(name, default, _descriptor(name, description, rng))
         self.values = {name: self.get_parameter(name).value for name in PARAMETERS}
         validate_parameters(self.values)  # startup: invalid values stop the node with the reason
+        self._reconstruction_params().validate()  # and their combinations, before the model loads
         self.unknown_parameters = unknown_parameters(self._parameter_overrides)
         if self.unknown_parameters:  # a typo must not pass silently as the default
             self.get_logger().warning("ignoring unknown parameters: " + "; ".join(

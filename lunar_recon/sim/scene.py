@@ -11,10 +11,10 @@ import torch
 from ..geometry.camera import Intrinsics
 from ..geometry.frames import RigPoses
 from ..geometry.hazard import HazardMap, HazardParams, hazard_map
+from . import PRESETS
 from .render import Camera, RenderedView, SensorParams, SunParams, look_at, render_view, terrain_tensors
 from .terrain import Terrain, TerrainParams, generate_terrain
 
-PRESETS = ("orbital", "descent", "lander", "rover")
 
 
 @dataclass

@@ -204,7 +204,8 @@ def _calibration(fr):
 
 
 def run(args) -> int:
-    from ..evaluation import error_by_range_figure, example_figure, frame_score, score_frame, write_report
+    from ..evaluation import (error_by_range_figure, example_figure, frame_score, hazard_on_truth_cells, score_frame,
+                              write_report)
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..models.registry import CLASSICAL, load_stereo_model, model_label
@@ -286,8 +287,6 @@ def run(args) -> int:
                     if r.descent_update is not None and r.descent_update.reset:
                         notes.append(f"{seq} frame {i} ({label}): the pose jumped; the descent map was reset")
                 if _example_wanted(i, len(frames), args.figures):
-                    from ..evaluation import hazard_on_truth_cells
-
                     shown = r.hazard if truth_h is None or r.hazard is None else hazard_on_truth_cells(r.hazard, truth_h)
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
                                                   r.depth, fr.depth, r.slope_deg, shown, truth_h, r.points,
@@ -358,7 +357,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..evaluation import error_by_range_figure, example_figure, frame_score, write_report
+    from ..evaluation import error_by_range_figure, example_figure, frame_score, hazard_map_from_grid, score_frame, write_report
+    from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..ros.conversions import camera_info_msg, image_msg, pose_msg, stamp_ns
 
@@ -454,9 +454,6 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         params = _hazard_params(args, truth_h)
         grid = received[stamp].get("grid")
         if grid is not None and truth_h is not None:
-            from ..evaluation import hazard_map_from_grid, score_frame
-            from ..geometry.camera import depth_to_points
-
             published = hazard_map_from_grid(*grid, params)[0]
             metrics = score_frame(depth, depth_to_points(depth, fr.K_left), fr.depth, truth_h, _up(fr), params,
                                   focal_baseline=_focal_baseline(fr), hazard_pred=published)
@@ -465,8 +462,6 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
             notes.append(f"{seq} frame {i}: no hazard/grid received; scored a map made from its depth")
         scores.append(frame_score(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if _example_wanted(i, len(sent), args.figures):
-            from ..geometry.camera import depth_to_points
-
             pts = depth_to_points(depth, fr.K_left)
             figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
                                           received[stamp].get("slope"), None, truth_h, pts,

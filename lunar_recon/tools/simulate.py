@@ -16,8 +16,10 @@ SPLITS = ("train", "val", "test")
 
 
 def add_arguments(p) -> None:
+    from ..sim import PRESETS
+
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--preset", choices=["orbital", "descent", "lander", "rover"], help="dataset of independent pairs")
+    mode.add_argument("--preset", choices=PRESETS, help="dataset of independent pairs")
     mode.add_argument("--sequence", choices=["descent", "rover"], help="time-stamped sequence written as a bag")
     p.add_argument("--pairs", type=int, default=10, help="pairs in the dataset (all splits)")
     p.add_argument("--frames", type=int, default=10, help="frames in the sequence")
