@@ -2,6 +2,8 @@
 resident memory over a soak, with the node in its own process over Fast DDS (localhost).
 
     .venv/bin/python benchmarks/bench_node.py [--model default] [--frames 10000] [--rate 10] [--pose-step 5]
+    .venv/bin/python benchmarks/bench_node.py --width 1024 --height 1024 --encoding rgb8 --frames 600   # colour soak
+    .venv/bin/python benchmarks/bench_node.py --storm 10000   # malformed messages, then a valid pair
 
 Each pair also gets a pose (the camera moved ``--pose-step`` metres sideways per pair), so the
 hazard memory is exercised as on a descent; 0 sends no pose.
@@ -25,6 +27,68 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def colour_pair(t, fr) -> list:
+    import cv2
+
+    return [t.image(cv2.cvtColor(fr.left, cv2.COLOR_GRAY2RGB), "rgb8"), t.info(fr.K_left),
+            t.image(cv2.cvtColor(fr.right, cv2.COLOR_GRAY2RGB), "rgb8"), t.info(fr.K_right, fr.baseline_m)]
+
+
+def storm(args) -> None:
+    """``args.storm`` malformed pairs (every kind in turn) into a running node, then the valid
+    pair it answered before the storm: the answer must be the same bytes."""
+    from lunar_recon.ros.probe import NodeProbe, start_node, stop_node
+    from lunar_recon.sim.scene import plan_scene, render_scene
+
+    fr = render_scene(plan_scene("descent", 5, width=args.width, height=args.height, altitude_m=60,
+                                 off_nadir_deg=10, baseline_m=2.0))
+    dom = random.randint(100, 200)
+    up = "up_vector:=[%f,%f,%f]" % tuple(fr.up_left)
+    proc = start_node(dom, f"model:={args.model}", "use_attitude:=false", up)
+    t = NodeProbe(dom)
+    try:
+        t.wait_for_node(proc)
+        good = t.pair(fr)
+
+        def answer(stamp: int):
+            t.take("depth/image_rect")
+            t.publish(good, stamp)
+            t.spin(30.0, lambda: "depth/image_rect" in t.got)
+            got = t.take("depth/image_rect")
+            return bytes(got[-1][1].data) if got else None
+
+        before, rss_before = answer(1), rss_mib(proc.pid)
+        kinds = t.malformed_pairs(fr)
+        sent = {k: 0 for k, _ in kinds}
+        rss, t0 = [rss_before], time.monotonic()
+        for i in range(args.storm):
+            kind, msgs = kinds[i % len(kinds)]
+            t.publish(msgs, 10**18 + i * 10**6)
+            sent[kind] += 1
+            t.spin(0.0)
+            if i % max(1, args.storm // 10) == 0:
+                rss.append(rss_mib(proc.pid))
+        elapsed = time.monotonic() - t0
+        t.spin(3.0)
+        after = answer(2 * 10**18)
+        rss.append(rss_mib(proc.pid))
+        t.spin(1.5)
+        diag = t.diagnostics()
+        alive = proc.poll() is None
+    finally:
+        t.close()
+        stop_node(proc)
+    print("| malformed pairs sent | in | node alive | valid pair answered identically | rejected (node) | "
+          "RSS before / after (MiB) |")
+    print("|---:|---:|---|---|---:|---:|")
+    print(f"| {args.storm} | {elapsed:.0f} s | {'yes' if alive else 'NO'} | "
+          f"{'yes' if before is not None and before == after else 'NO'} | {diag.get('rejected_messages', '?')} | "
+          f"{rss_before:.0f} / {rss[-1]:.0f} |")
+    print("\nsent by kind: " + ", ".join(f"{k} {n}" for k, n in sent.items()))
+    print("rejected by reason (node): " + ", ".join(f"{k[9:]} {v}" for k, v in diag.items() if k.startswith("rejected.")))
+    print("RSS every 10% of the storm (MiB): " + " ".join(f"{r:.0f}" for r in rss))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
@@ -34,7 +98,13 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--pose-step", type=float, default=5.0,
                     help="metres the published pose moves per pair (0: no pose topic)")
+    ap.add_argument("--encoding", choices=["mono8", "rgb8"], default="mono8")
+    ap.add_argument("--storm", type=int, default=0,
+                    help="instead of the soak: this many malformed pairs of every kind, then the valid pair again")
     args = ap.parse_args()
+    if args.storm:
+        storm(args)
+        return
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import PoseStamped
 
@@ -51,7 +121,7 @@ def main() -> None:
     t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
-        msgs = t.pair(fr)
+        msgs = colour_pair(t, fr) if args.encoding == "rgb8" else t.pair(fr)
         pose_pub = t.node.create_publisher(PoseStamped, "pose", 10) if args.pose_step > 0 else None
         sent: dict[int, float] = {}
         latencies, rss = [], []
@@ -88,7 +158,7 @@ def main() -> None:
     print(f"| model | input | frames sent @ {args.rate:g} Hz | answered | output rate | latency p50 / p90 | "
           "RSS first / half-way / last (MiB) |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    print(f"| {args.model} | {args.width}x{args.height} mono8 | {args.frames} | {len(lat)} | "
+    print(f"| {args.model} | {args.width}x{args.height} {args.encoding} | {args.frames} | {len(lat)} | "
           f"{len(lat) / elapsed:.2f} pairs/s | {np.median(lat):.0f} / {np.percentile(lat, 90):.0f} ms | "
           f"{first:.0f} / {mid:.0f} / {rss[-1]:.0f} |")
     print("\nRSS every 5% of the run (MiB): " + " ".join(f"{r:.0f}" for r in rss))

@@ -17,7 +17,7 @@ _API = {
     "StereoReconstructor": "lunar_recon.pipeline",
     "ReconstructionParams": "lunar_recon.pipeline",
     "Reconstruction": "lunar_recon.pipeline",
-    "StereoCalibration": "lunar_recon.pipeline",
+    "StereoCalibration": "lunar_recon.geometry.stereo",
     "Intrinsics": "lunar_recon.geometry.camera",
     "HazardParams": "lunar_recon.geometry.hazard",
     "HazardMap": "lunar_recon.geometry.hazard",

@@ -16,6 +16,7 @@ TOOLS = {
     "evaluate-bag": "evaluate_bag",
     "cache": "cache",
     "distill": "distill",
+    "train-stereo-head": "train_stereo_head",
     "export": "export",
     "ablate": "ablate",
     "benchmark": "benchmark",

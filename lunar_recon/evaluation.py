@@ -197,7 +197,8 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
     return out
 
 
-MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_mae", "depth_rmse", "depth_completeness",
+MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_abs_rel_sgbm_matched", "depth_mae", "depth_rmse",
+                "depth_completeness",
                 "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1_pooled", "hazard_f1_chance_pooled",
                 "hazard_certified_safe_pooled", "hazard_false_safe_pooled", "hazard_ece_pooled", "hazard_recall",
                 "hazard_f1", "hazard_f1_chance", "hazard_known_fraction", "hazard_elevation_sigma_m",

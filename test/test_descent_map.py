@@ -130,7 +130,9 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     import sys
 
     from lunar_recon.data.rosbag import read_stereo_bag, write_stereo_bag
-    from lunar_recon.pipeline import ReconstructionParams, SGBMModel, StereoCalibration, StereoReconstructor
+    from lunar_recon.geometry.stereo import StereoCalibration
+    from lunar_recon.models.sgbm import SGBMModel
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
     from lunar_recon.sim.sequence import render_sequence
 
     bag = tmp_path / "descent"

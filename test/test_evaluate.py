@@ -26,7 +26,9 @@ def bag(tmp_path_factory):
 
 
 def test_oracle_scores_zero_and_sgbm_positive(bag):
-    from lunar_recon.pipeline import SGBMModel, StereoCalibration, StereoReconstructor
+    from lunar_recon.geometry.stereo import StereoCalibration
+    from lunar_recon.models.sgbm import SGBMModel
+    from lunar_recon.pipeline import StereoReconstructor
 
     for fr in read_stereo_bag(bag):
         params = HazardParams(resolution_m=fr.hazard["resolution"])

@@ -482,3 +482,4 @@ def test_hazard_memory_forgets_after_its_frames_and_checks_poses():
         memory.update(hidden, np.eye(3))
     with pytest.raises(ValueError, match="memory_frames"):
         HazardParams(memory_frames=0).validate()
+

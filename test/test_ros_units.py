@@ -300,3 +300,26 @@ def test_readme_parameter_table_is_made_from_the_declarations():
     table = readme.split("<!-- parameters:begin -->\n")[1].split("\n<!-- parameters:end -->")[0]
     assert table == parameter_table(), "README's parameter table drifted: run scripts/parameter_table.py"
     assert all(f"| `{name}` |" in table for name in PARAMETERS)
+
+
+def test_pair_monitor_counts_incomplete_pairs_and_what_was_missing():
+    from lunar_recon.ros.sync import PairMonitor
+
+    m = PairMonitor(["left", "right"], horizon_s=1.0, max_pending=4)
+    ms = 1_000_000
+    m.arrived(0, 100, 0)
+    m.arrived(1, 100, 1 * ms)  # complete
+    m.arrived(0, 200, 2 * ms)  # right never comes ...
+    m.arrived(0, 300, 3 * ms)
+    m.arrived(1, 300, 4 * ms)  # ... a newer pair completes: 200 is lost
+    assert (m.complete, m.incomplete, m.missing) == (2, 1, {"left": 0, "right": 1})
+    m.arrived(1, 400, 5 * ms)  # left missing, and nothing newer: the horizon decides
+    m.arrived(0, 500, 2000 * ms)
+    assert m.incomplete == 2 and m.missing["left"] == 1
+    for s in range(600, 1300, 100):  # a stream of lone left images stays bounded
+        m.arrived(0, s, 2001 * ms)
+    assert len(m.pending) <= 4
+    approx = PairMonitor(["left", "right"], slop_s=0.01)
+    approx.arrived(0, 10**9, 0)
+    approx.arrived(1, 10**9 + 5 * ms, 0)  # within the slop: one pair
+    assert approx.complete == 1 and approx.incomplete == 0

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from lunar_recon.geometry.stereo import SGBMParams, sgbm_disparity, sgbm_depth_unrectified
-from lunar_recon.pipeline import ReconstructionParams, SGBMModel, StereoCalibration, StereoReconstructor
+from lunar_recon.geometry.stereo import StereoCalibration
+from lunar_recon.models.sgbm import SGBMModel
+from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
 from lunar_recon.sim.scene import plan_scene, render_scene
 
 
@@ -154,7 +156,7 @@ def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
     with pytest.raises(ValueError, match="scale_mode"):
         StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode="magic"))
     if mode != "baseline":
-        from lunar_recon.pipeline import metric_scale_field_from_stereo, metric_scale_from_stereo
+        from lunar_recon.geometry.metric_scale import metric_scale_field_from_stereo, metric_scale_from_stereo
 
         # Nothing to match on a blank pair: no estimate (the pipeline then falls back to PnP).
         blank = np.zeros_like(fr.left)
@@ -199,7 +201,7 @@ def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
     import cv2
 
     from lunar_recon.geometry.camera import Intrinsics, depth_to_points
-    from lunar_recon.pipeline import fuse_with_stereo_reference
+    from lunar_recon.geometry.metric_scale import fuse_with_stereo_reference
 
     def inside_mask():
         inside = np.zeros((384, 512), bool)
@@ -241,7 +243,8 @@ def test_fusion_reference_searches_only_the_disparities_the_coarse_reference_saw
     """The fusion's full-resolution matching searches only the band of disparities the coarse
     reference saw: where a full search also matches it agrees, it loses less of the left border,
     and it is skipped (None) when no disparity reaches where the matcher would have a say."""
-    from lunar_recon.pipeline import fusion_reference_depth, sgbm_depth, stereo_reference_depth
+    from lunar_recon.geometry.metric_scale import fusion_reference_depth, stereo_reference_depth
+    from lunar_recon.geometry.stereo import sgbm_depth
 
     fr = rendered
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
@@ -271,7 +274,7 @@ def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
     from lunar_recon.geometry.camera import depth_to_points
     from lunar_recon.geometry.metrics import slope_mae
     from lunar_recon.models.predict import PairPrediction
-    from lunar_recon.pipeline import STEREO_FUSION_DISPARITY_PX
+    from lunar_recon.geometry.metric_scale import STEREO_FUSION_DISPARITY_PX
 
     fr = rendered
     valid = np.isfinite(fr.depth_left)

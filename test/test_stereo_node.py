@@ -109,26 +109,7 @@ def test_malformed_flood_then_good_pair(frame):
     t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
-        bad = []
-        m = t.pair(fr)
-        m[0].data = m[0].data[:-7]  # data length != step * height
-        bad.append(m)
-        m = t.pair(fr)
-        m[0].encoding = "yuv422_exotic"
-        bad.append(m)
-        m = t.pair(fr)
-        m[2] = t.image(fr.right[:, :-16])  # left / right sizes differ
-        bad.append(m)
-        m = t.pair(fr)
-        m[1].p = [0.0] * 12
-        m[1].k = [0.0] * 9  # all-zero camera_info
-        bad.append(m)
-        m = t.pair(fr)
-        m[3].p = [float("nan")] * 12
-        bad.append(m)
-        m = t.pair(fr)
-        m[0].height, m[0].width, m[0].step, m[0].data = 0, 0, 0, b""
-        bad.append(m)
+        bad = [msgs for _, msgs in t.malformed_pairs(fr)]
         for i in range(40):
             t.publish(bad[i % len(bad)], 10**18 + i * 10**6)
             t.spin(0.02)
@@ -242,7 +223,9 @@ def test_sun_direction_topic_bounds_the_hazard_map():
     from geometry_msgs.msg import Vector3Stamped
 
     from lunar_recon.geometry.hazard import HazardParams
-    from lunar_recon.pipeline import ReconstructionParams, SGBMModel, StereoCalibration, StereoReconstructor
+    from lunar_recon.geometry.stereo import StereoCalibration
+    from lunar_recon.models.sgbm import SGBMModel
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
     from lunar_recon.sim.scene import plan_scene, render_scene
 
     fr = render_scene(plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15,
@@ -375,3 +358,55 @@ def test_a_map_that_cannot_be_made_is_published_unknown_with_the_reason(frame):
     finally:
         t.close()
         stop_node(proc)
+
+
+def test_megapixel_colour_pairs_arrive_at_10_hz_with_the_default_qos(frame):
+    """1024x1024 rgb8 pairs (3 MB an image) at 10 Hz from a reliable publisher, as a camera
+    driver sends them: every pair reaches the node's synchroniser with the default input_qos;
+    a pair whose right image never comes is counted incomplete, naming what was missing."""
+    import cv2
+
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "publish_points:=false")
+    t = NodeProbe(dom)
+    try:
+        t.wait_for_node(proc)
+        big = [cv2.cvtColor(cv2.resize(img, (1024, 1024)), cv2.COLOR_GRAY2RGB) for img in (fr.left, fr.right)]
+        K = fr.K_left.scaled(1024, 1024)
+        msgs = [t.image(big[0], "rgb8"), t.info(K), t.image(big[1], "rgb8"), t.info(K, fr.baseline_m)]
+        assert len(msgs[0].data) == 1024 * 1024 * 3
+        base, sent = 1_900_000_000 * 10**9, 20
+        t0 = __import__("time").monotonic()
+        for i in range(sent):
+            t.publish(msgs, base + i * 10**8)
+            t.spin_until(t0 + (i + 1) / 10.0)
+        # one pair whose right image is lost, then a complete one after it
+        for p, m in zip(t.pubs[:2], msgs[:2]):
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(base + sent * 10**8, 10**9)
+            p.publish(m)
+        t.publish(msgs, base + (sent + 1) * 10**8)
+
+        def counted():
+            kv = t.diagnostics()
+            return int(kv.get("pairs_received", 0)) >= sent + 1 and int(kv.get("incomplete_pairs", 0)) >= 1
+
+        assert t.spin(15.0, counted), {k: v for k, v in t.diagnostics().items() if "pair" in k or "qos" in k or "reject" in k}
+        kv = t.diagnostics()
+        assert int(kv["pairs_received"]) == sent + 1 and int(kv["incomplete_pairs"]) == 1
+        assert kv["incomplete_pairs_missing"] == "right/image_rect: 1, right/camera_info: 1"
+        assert kv["incompatible_qos_events"] == "0"
+    finally:
+        t.close()
+        stop_node(proc)
+
+
+def test_a_publisher_the_input_qos_cannot_hear_is_reported(frame):
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "input_qos:=reliable")
+    t = NodeProbe(dom, qos="sensor_data")  # a best-effort camera driver
+    try:
+        assert t.spin(20.0, lambda: int(t.diagnostics().get("incompatible_qos_events", 0)) > 0), t.diagnostics()
+    finally:
+        t.close()
+        log = stop_node(proc)
+    assert "input_qos" in log and "sensor_data" in log

@@ -1,5 +1,6 @@
-"""Classical stereo: rectification from camera poses, and OpenCV semi-global matching with
-sub-pixel disparity -> metric depth.  The baseline every learned model is judged against."""
+"""Stereo rigs and classical stereo: the calibration of a camera pair (``StereoCalibration``),
+rectification from camera poses, and OpenCV semi-global matching with sub-pixel disparity ->
+metric depth.  The baseline every learned model is judged against."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -95,6 +96,32 @@ def _sgbm_pass(l8: np.ndarray, r8: np.ndarray, p: SGBMParams) -> np.ndarray:
     disp[raw <= (p.min_disparity - 1) * 16] = np.nan
     disp[disp <= 0] = np.nan
     return disp
+
+
+def unmatched_left_band(disparity: np.ndarray, margin_px: float = 2.0, fit_from: float = 1 / 3) -> np.ndarray:
+    """Pixels of the left image whose match lies left of the right image (x < d): no matcher
+    can see them, and a learned one returns confident nonsense there.  Per row, the disparity
+    of the row's right part (x >= ``fit_from`` x width, where matches exist) is fitted with a
+    line d = a + b x (least squares, refitted without residuals over 3 px) and the band is
+    x < a / (1 - b) + ``margin_px``, where the line meets x = d.  Returns a (H, W) bool mask."""
+    d = np.asarray(disparity, dtype=np.float64)
+    h, w = d.shape
+    x = np.broadcast_to(np.arange(w, dtype=np.float64), (h, w))
+    use = np.isfinite(d) & (x >= fit_from * w)
+    a = b = np.zeros(h)
+    for _ in range(2):
+        n = use.sum(1)
+        sx, sd = np.where(use, x, 0).sum(1), np.where(use, d, 0).sum(1)
+        sxx, sxd = np.where(use, x * x, 0).sum(1), np.where(use, x * d, 0).sum(1)
+        det = n * sxx - sx * sx
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = np.where(det > 0, (n * sxd - sx * sd) / det, 0.0)
+            a = np.where(n > 0, (sd - b * sx) / np.maximum(n, 1), 0.0)
+        use &= np.abs(d - (a[:, None] + b[:, None] * x)) <= 3.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        edge = np.where(b < 0.9, a / (1 - b), w)  # a row whose disparity grows as fast as x: all unmatched
+    edge = np.clip(np.nan_to_num(edge, nan=w), 0, w)
+    return x < edge[:, None] + margin_px
 
 
 def disparity_to_depth(disp: np.ndarray, fx: float, baseline_m: float, doffs: float = 0.0) -> np.ndarray:
@@ -207,3 +234,39 @@ def matched_depths(left: np.ndarray, right: np.ndarray, K_left: Intrinsics, K_ri
         err = np.maximum(np.linalg.norm(proj_l - pl, axis=1), np.linalg.norm(proj_r - pr, axis=1))
     ok = (X[:, 2] > 0) & (Xr[:, 2] > 0) & (err < max_reprojection_px) & np.isfinite(err)
     return pl[ok].astype(np.float32), X[ok, 2].astype(np.float32)
+
+
+@dataclass
+class StereoCalibration:
+    """Two pinhole cameras and the pose of the right one in the left camera frame."""
+
+    K_left: Intrinsics
+    K_right: Intrinsics
+    T_left_from_right: np.ndarray  # 4x4; a rectified rig is a pure translation (+B, 0, 0)
+
+    @classmethod
+    def rectified(cls, K: Intrinsics, baseline_m: float) -> "StereoCalibration":
+        if not (np.isfinite(baseline_m) and baseline_m > 0):
+            raise ValueError(f"baseline must be positive, got {baseline_m}")
+        T = np.eye(4)
+        T[0, 3] = baseline_m
+        return cls(K, K, T)
+
+    @property
+    def baseline_m(self) -> float:
+        return float(np.linalg.norm(self.T_left_from_right[:3, 3]))
+
+    @property
+    def is_rectified(self) -> bool:
+        T = self.T_left_from_right
+        return bool(np.allclose(T[:3, :3], np.eye(3), atol=1e-9) and abs(T[1, 3]) < 1e-9 and abs(T[2, 3]) < 1e-9
+                    and self.K_left == self.K_right)
+
+
+def sgbm_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
+               params: SGBMParams) -> np.ndarray:
+    """Metric SGBM depth in the left camera's pixels (NaN unmatched), rectified or not."""
+    cal = calibration
+    if cal.is_rectified:
+        return disparity_to_depth(sgbm_disparity(image_left, image_right, params), cal.K_left.fx, cal.baseline_m)
+    return sgbm_depth_unrectified(image_left, image_right, cal.K_left, cal.K_right, cal.T_left_from_right, params)

@@ -3,20 +3,13 @@ students, checkpoint I/O and inference helpers."""
 from .checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from .config import DUST3R_RELEASED, MAST3R_RELEASED, ConfigError, ModelConfig, parse_constructor_string
 from .predict import PairPrediction, predict_pair
+from .sgbm import SGBMModel
 from .preprocess import load_images
 from .stereo3d import AsymmetricCroCo3DStereo, AsymmetricMASt3R, build_model
 
 
-def _predict(self, image_left, image_right, size: int = 512, square_ok: bool = True,
-             right_view: bool = True) -> PairPrediction:
-    """``model.predict(left, right)``: numpy images of any size -> :class:`PairPrediction`."""
-    return predict_pair(self, image_left, image_right, size=size, square_ok=square_ok, right_view=right_view)
-
-
-AsymmetricCroCo3DStereo.predict = _predict
-
 __all__ = [
     "AsymmetricCroCo3DStereo", "AsymmetricMASt3R", "CheckpointError", "ConfigError", "DUST3R_RELEASED",
-    "MAST3R_RELEASED", "ModelConfig", "PairPrediction", "build_model", "load_images", "load_model",
+    "MAST3R_RELEASED", "ModelConfig", "PairPrediction", "SGBMModel", "build_model", "load_images", "load_model",
     "parse_constructor_string", "predict_pair", "read_checkpoint", "save_checkpoint",
 ]

@@ -182,9 +182,40 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     except ConfigError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
     load_state_dict_checked(model, state_dict, source)
+    own = isinstance(ckpt, dict) and ckpt.get("format") == FORMAT
     # Plain metadata of lunar_recon checkpoints (e.g. the shipped model card: inference size, scale mode).
-    model.meta = dict(ckpt.get("meta", {})) if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT else {}
+    model.meta = dict(ckpt.get("meta", {})) if own else {}
+    # The calibrated-stereo head of a student (models.stereo_head), None for every other model.
+    model.stereo_head = _stereo_head(ckpt["stereo_head"], source) if own and ckpt.get("stereo_head") else None
     return model.to(resolve_device(device)).eval()
+
+
+def _stereo_head(payload: Any, source: str):
+    from .stereo_head import EpipolarStereoHead, StereoHeadConfig
+
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("model"), Mapping):
+        raise CheckpointError(f"{source}: 'stereo_head' must hold a config and a state dict")
+    try:
+        head = EpipolarStereoHead(StereoHeadConfig.from_dict(dict(payload.get("config") or {})))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: unusable stereo head config: {exc}") from None
+    load_state_dict_checked(head, payload["model"], f"{source} (stereo head)")
+    return head
+
+
+def read_stereo_head(path: str | os.PathLike):
+    """A head trained by ``lunar-recon train-stereo-head`` (``stereo_head.pt``)."""
+    return _stereo_head(read_checkpoint(path), str(path))
+
+
+def attach_stereo_head(student: str | os.PathLike, head: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A copy of the ``student`` checkpoint that carries the trained ``head``."""
+    ckpt = read_checkpoint(student)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == FORMAT):
+        raise CheckpointError(f"{student}: only lunar_recon checkpoints carry a stereo head")
+    trained = read_stereo_head(head)
+    ckpt = dict(ckpt, stereo_head={"config": trained.config.to_dict(), "model": trained.state_dict()})
+    return atomic_torch_save(ckpt, out)
 
 
 def _config_argument(config, source: str) -> ModelConfig | None:
@@ -200,7 +231,11 @@ def _config_argument(config, source: str) -> ModelConfig | None:
 
 def save_checkpoint(model: AsymmetricCroCo3DStereo, path: str | os.PathLike, **meta: Any) -> Path:
     """Write a lunar_recon checkpoint (config + weights + plain metadata) atomically."""
-    payload = {"format": FORMAT, "config": model.config.to_dict(), "model": model.state_dict(), "meta": meta}
+    head = getattr(model, "stereo_head", None)
+    weights = {k: v for k, v in model.state_dict().items() if not k.startswith("stereo_head.")}
+    payload = {"format": FORMAT, "config": model.config.to_dict(), "model": weights, "meta": meta}
+    if head is not None:
+        payload["stereo_head"] = {"config": head.config.to_dict(), "model": head.state_dict()}
     return atomic_torch_save(payload, path)
 
 

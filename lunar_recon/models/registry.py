@@ -33,8 +33,8 @@ def resolve_network_file(name: str) -> str:
 def load_stereo_model(name: str, device: str = "cpu"):
     """A model with ``predict(left, right, size)`` for the reconstruction pipeline."""
     from ..geometry.stereo import SGBMParams
-    from ..pipeline import SGBMModel
     from .checkpoint import load_model
+    from .sgbm import SGBMModel
 
     if name in ("", "default"):
         if shipped_model_path() is None:

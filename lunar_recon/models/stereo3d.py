@@ -35,6 +35,11 @@ def _image_hw(view: dict[str, Any]) -> tuple[int, int]:
 class AsymmetricCroCo3DStereo(nn.Module):
     """DUSt3R (``head_type`` 'dpt' or 'linear', ``output_mode`` 'pts3d')."""
 
+    # the model protocol's capabilities (pipeline.StereoModel): a pointmap whose metric scale
+    # the pipeline's scale mode decides; no calibration needed to predict
+    metric_depth = False
+    needs_calibration = False
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -59,6 +64,15 @@ class AsymmetricCroCo3DStereo(nn.Module):
         self.dec_norm = layer_norm(cfg.dec_embed_dim)
         self.downstream_head1 = build_head(cfg)
         self.downstream_head2 = build_head(cfg)
+        # a student's calibrated-stereo head (models.stereo_head), stored beside the weights by the
+        # checkpoint; None for the teacher and for students without one
+        self.stereo_head: nn.Module | None = None
+
+    def predict(self, image_left, image_right, size: int = 512, square_ok: bool = True, right_view: bool = True):
+        """Numpy images of any size -> :class:`~lunar_recon.models.predict.PairPrediction`."""
+        from .predict import predict_pair
+
+        return predict_pair(self, image_left, image_right, size=size, square_ok=square_ok, right_view=right_view)
 
     # ---- encoder ------------------------------------------------------------------------
     def _encode(self, img: torch.Tensor, tokens: dict | None, views: tuple[str, ...]):

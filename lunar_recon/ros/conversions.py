@@ -101,7 +101,7 @@ def stereo_calibration_from_infos(left_info, right_info, image_hw: tuple[int, in
 
     Raises MessageRejected('calibration') for a missing, NaN or implausible baseline or focal length."""
     from ..geometry.camera import Intrinsics
-    from ..pipeline import StereoCalibration
+    from ..geometry.stereo import StereoCalibration
 
     K_l, _ = intrinsics_from_info(left_info, image_hw)
     K_r, baseline = intrinsics_from_info(right_info, image_hw)

@@ -39,7 +39,9 @@ def stop_node(proc: subprocess.Popen) -> str:
 class NodeProbe:
     """A client rclpy node in its own context: publishes stereo pairs, records what stereo_node publishes."""
 
-    def __init__(self, domain: int):
+    def __init__(self, domain: int, qos: str = "reliable"):
+        """``qos``: the stereo pair publishers' reliability, 'reliable' (as camera drivers and
+        bag players usually publish) or 'sensor_data' (best effort)."""
         os.environ["ROS_DOMAIN_ID"] = str(domain)
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
@@ -66,7 +68,9 @@ class NodeProbe:
                             ("hazard/image", Image, 10), ("hazard/landing_site", PointStamped, 10),
                             ("/diagnostics", DiagnosticArray, 10)]:
             self.node.create_subscription(T, topic, lambda m, t=topic: self._record(t, m), q)
-        self.pubs = [self.node.create_publisher(T, t, qos_profile_sensor_data) for t, T in
+        pair_qos = qos_profile_sensor_data if qos == "sensor_data" else \
+            QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = [self.node.create_publisher(T, t, pair_qos) for t, T in
                      [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
                       ("right/camera_info", CameraInfo)]]
 
@@ -105,6 +109,30 @@ class NodeProbe:
 
     def pair(self, fr):
         return [self.image(fr.left), self.info(fr.K_left), self.image(fr.right), self.info(fr.K_right, fr.baseline_m)]
+
+    def malformed_pairs(self, fr) -> list[tuple[str, list]]:
+        """(kind, the four messages) for every kind of bad input the node must reject and
+        count: truncated data, an unknown encoding, mismatched sizes, an all-zero or NaN
+        camera_info, an empty image, a wrong step, an odd mono16 buffer."""
+        def pair(edit):
+            m = self.pair(fr)
+            edit(m)
+            return m
+
+        def set_(obj, **kw):
+            for k, v in kw.items():
+                setattr(obj, k, v)
+
+        return [
+            ("truncated data", pair(lambda m: set_(m[0], data=m[0].data[:-7]))),
+            ("unknown encoding", pair(lambda m: set_(m[0], encoding="yuv422_exotic"))),
+            ("left / right sizes differ", pair(lambda m: m.__setitem__(2, self.image(fr.right[:, :-16])))),
+            ("all-zero camera_info", pair(lambda m: set_(m[1], p=[0.0] * 12, k=[0.0] * 9))),
+            ("NaN camera_info", pair(lambda m: set_(m[3], p=[float("nan")] * 12))),
+            ("empty image", pair(lambda m: set_(m[0], height=0, width=0, step=0, data=b""))),
+            ("wrong step", pair(lambda m: set_(m[2], step=m[2].step + 3))),
+            ("mono16 with an odd buffer", pair(lambda m: set_(m[0], encoding="mono16"))),
+        ]
 
     def spin(self, seconds: float, until=None):
         t0 = time.time()

@@ -23,18 +23,19 @@ from geometry_msgs.msg import PointStamped, PoseStamped, QuaternionStamped, Vect
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.descent_map import DescentMapParams
 from ..geometry.hazard import HazardParams, median_elevation_sigma
-from ..pipeline import (SCALE_FIELD_SIGMA, SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX,
-                        ReconstructionParams, StereoReconstructor, model_disparity_sigma)
+from ..geometry.metric_scale import SCALE_FIELD_SIGMA, STEREO_FUSION_DISPARITY_PX
+from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION, ReconstructionParams, StereoReconstructor, model_disparity_sigma
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg,
                           occupancy_grid_msg, pointcloud2_msg, stamp_ns, stereo_calibration_from_infos,
                           unknown_grid_msg)
-from .sync import TimeSynchronizer, make_synchronizer
+from .sync import PairMonitor, TimeSynchronizer, make_synchronizer
 
 # name -> (default, description, range or choices)
 PARAMETERS: dict[str, tuple] = {
@@ -53,6 +54,10 @@ PARAMETERS: dict[str, tuple] = {
     "stereo_fusion_disparity_px": (STEREO_FUSION_DISPARITY_PX, "'stereo' / 'stereo_local': pull the points toward "
                                    "a full-resolution SGBM's where its disparity is large, halfway at this one (px "
                                    "of the left image); 0: off", (0.0, 999.0)),
+    "stereo_head": (True, "a student with a calibrated-stereo head takes its metric reference and fusion from "
+                    "it on a rectified rig instead of SGBM", None),
+    "stereo_head_min_confidence": (0.99, "head disparities below this match confidence (0-1) are left to the "
+                                   "pointmap", (0.0, 0.999)),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
@@ -90,7 +95,11 @@ PARAMETERS: dict[str, tuple] = {
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
-    "use_reliable_qos": (False, "reliable image subscriptions (default: sensor-data best effort)", None),
+    "input_qos": ("reliable", "QoS of the image and camera_info subscriptions, depth queue_size: 'reliable' "
+                  "(delivers large colour and megapixel images; a best-effort publisher is reported in the "
+                  "diagnostics and the log), 'sensor_data' (best effort, for best-effort camera drivers; loses "
+                  "images over ~0.5 MB on localhost) or 'system_default'", ("reliable", "sensor_data",
+                                                                            "system_default")),
     "output_qos": ("reliable", "QoS of the image, cloud and landing-site outputs: 'reliable' (depth 5; every "
                    "subscriber gets them) or 'sensor_data' (best effort, depth 5); hazard/grid is always "
                    "reliable + transient-local", ("reliable", "sensor_data")),
@@ -159,6 +168,13 @@ def parameter_table() -> str:
     return "\n".join(rows)
 
 
+def input_qos(name: str, depth: int) -> QoSProfile:
+    """The image and camera_info subscriptions' QoS (parameter ``input_qos``)."""
+    reliability = {"reliable": ReliabilityPolicy.RELIABLE, "sensor_data": ReliabilityPolicy.BEST_EFFORT,
+                   "system_default": ReliabilityPolicy.SYSTEM_DEFAULT}[name]
+    return QoSProfile(depth=depth, reliability=reliability)
+
+
 def output_qos(name: str) -> QoSProfile:
     """The outputs' QoS (parameter ``output_qos``): reliable by default, so ``ros2 topic echo``,
     RViz and recorders get every large cloud; 'sensor_data' for best effort."""
@@ -199,9 +215,7 @@ class StereoNode(Node):
         self.model = load_stereo_model(self.values["model"], self.device)
         self.reconstructor = StereoReconstructor(self.model, self._reconstruction_params())
 
-        image_qos = QoSProfile(depth=self.values["queue_size"], reliability=ReliabilityPolicy.RELIABLE) \
-            if self.values["use_reliable_qos"] else qos_profile_sensor_data
-        info_qos = image_qos
+        image_qos = info_qos = input_qos(self.values["input_qos"], self.values["queue_size"])
         self.rejected: Counter = Counter()
         self.dropped = 0
         self.processed = 0
@@ -225,19 +239,31 @@ class StereoNode(Node):
                   ("right/image_rect", Image, image_qos), ("right/camera_info", CameraInfo, info_qos)]
         approx = self.values["approximate_sync"]
         slop = self.values["approximate_sync_tolerance_seconds"]
+        self.pairs_received = 0
+        self.incompatible_qos = 0  # publishers whose QoS cannot reach our subscriptions
+        self.pair_monitor = PairMonitor([n for n, _, _ in topics], slop if approx else 0.0)
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         mf_subs = None
         try:
             import message_filters
 
-            mf_subs = [message_filters.Subscriber(self, t, n, qos_profile=q) for n, t, q in topics]
+            mf_subs = [message_filters.Subscriber(self, t, n, qos_profile=q, event_callbacks=events)
+                       for n, t, q in topics]
+            for i, sub in enumerate(mf_subs):
+                sub.registerCallback(lambda m, i=i: self._on_input(i, m))
         except ImportError:
             pass
         self._sync = make_synchronizer(mf_subs, self.values["queue_size"], self._on_pair, approx, slop) \
             if mf_subs else None
         if self._sync is None:
             self._sync = TimeSynchronizer(4, self.values["queue_size"], self._on_pair, slop, approx)
+
+            def deliver(i: int, m) -> None:
+                self._on_input(i, m)
+                self._sync.add(i, m)
+
             for i, (name, msg_type, qos) in enumerate(topics):
-                self.create_subscription(msg_type, name, lambda m, i=i: self._sync.add(i, m), qos)
+                self.create_subscription(msg_type, name, lambda m, i=i: deliver(i, m), qos, event_callbacks=events)
         self.create_subscription(QuaternionStamped, "attitude", self._on_attitude, 10)
         self.create_subscription(Vector3Stamped, "sun_direction", self._on_sun, 10)
         self.create_subscription(PoseStamped, "pose", self._on_pose, 10)
@@ -273,6 +299,7 @@ class StereoNode(Node):
             confidence_quantile=v["confidence_quantile"] or None,
             scale_mode=v["scale_mode"], scale_field_sigma=v["scale_field_sigma"],
             stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"], slope_baseline_m=v["slope_baseline_m"],
+            stereo_head=bool(v["stereo_head"]), stereo_head_min_confidence=v["stereo_head_min_confidence"],
             disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
             shadow_intensity_fraction=v["shadow_intensity_fraction"],
             hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
@@ -290,7 +317,7 @@ class StereoNode(Node):
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params}
         fixed = {"model", "device", "queue_size", "approximate_sync", "approximate_sync_tolerance_seconds",
-                 "use_reliable_qos", "output_qos"} & set(changes)
+                 "input_qos", "output_qos"} & set(changes)
         if fixed and any(changes[k] != self.values[k] for k in fixed):
             return SetParametersResult(successful=False, reason=f"{sorted(fixed)} can only be set at startup")
         merged = {**self.values, **changes}
@@ -355,8 +382,21 @@ class StereoNode(Node):
         v = np.asarray(self.values["sun_vector"], dtype=float)
         return normalize(v) if np.linalg.norm(v) > 1e-9 else None
 
+    def _on_input(self, index: int, msg) -> None:
+        try:
+            self.pair_monitor.arrived(index, stamp_ns(msg.header.stamp), time.monotonic_ns())
+        except (AttributeError, TypeError, ValueError):  # a malformed header: the synchroniser's to reject
+            pass
+
+    def _on_incompatible_qos(self, event) -> None:
+        self.incompatible_qos += 1
+        self.get_logger().warning(f"a publisher's QoS is incompatible with input_qos={self.values['input_qos']!r} "
+                                  f"(policy {event.last_policy_kind}): its images never arrive; set input_qos to "
+                                  "match it (e.g. 'sensor_data' for a best-effort camera driver)")
+
     def _on_pair(self, left, left_info, right, right_info) -> None:
         self.in_times.append(time.monotonic())
+        self.pairs_received += 1
         with self._cond:
             if self._slot is not None:
                 self.dropped += 1  # the network is busy: the newer pair replaces the waiting one
@@ -490,6 +530,10 @@ class StereoNode(Node):
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",
             "sun_direction": "topic" if self.sun is not None else
             "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
+            "pairs_received": self.pairs_received, "incomplete_pairs": self.pair_monitor.incomplete,
+            "incomplete_pairs_missing": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.missing.items() if v)
+            or "none",
+            "incompatible_qos_events": self.incompatible_qos,
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
             "rejected_messages": sum(self.rejected.values()),
             "latency_ms_p50": 1e3 * lat[len(lat) // 2] if lat else float("nan"),

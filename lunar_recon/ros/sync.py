@@ -78,3 +78,44 @@ def make_synchronizer(subscribers: Sequence[Any], queue_size: int, callback: Cal
         sync = message_filters.TimeSynchronizer(subscribers, queue_size)
     sync.registerCallback(callback)
     return sync
+
+
+class PairMonitor:
+    """Counts stereo pairs that arrive incomplete: a stamp some inputs delivered and another
+    never did, by the time a newer stamp was complete on every input (messages arrive in stamp
+    order, so the missing one is lost: dropped in transport, or too late) or ``horizon_s`` after
+    its first message.  ``slop_s``: inputs within it count as one stamp (approximate sync).
+    Bounded: at most ``max_pending`` stamps are tracked."""
+
+    def __init__(self, names: Sequence[str], slop_s: float = 0.0, horizon_s: float = 1.0, max_pending: int = 64):
+        self.names = list(names)
+        self.slop_ns = int(round(slop_s * 1e9))
+        self.horizon_ns = int(round(horizon_s * 1e9))
+        self.max_pending = max_pending
+        self.pending: dict[int, tuple[int, set[int]]] = {}  # stamp -> (first arrival, inputs seen)
+        self.complete = 0
+        self.incomplete = 0
+        self.missing: dict[str, int] = {n: 0 for n in self.names}  # input -> incomplete pairs it was missing from
+        self._lock = threading.Lock()
+
+    def arrived(self, index: int, stamp_ns: int, now_ns: int) -> None:
+        with self._lock:
+            key = next((s for s in self.pending if abs(s - stamp_ns) <= self.slop_ns), stamp_ns)
+            first, seen = self.pending.setdefault(key, (now_ns, set()))
+            seen.add(index)
+            if len(seen) == len(self.names):
+                del self.pending[key]
+                self.complete += 1
+                for s in [s for s in self.pending if s < key]:  # older and still open: lost
+                    self._count(s)
+            for s in [s for s, (t, _) in self.pending.items() if now_ns - t > self.horizon_ns]:
+                self._count(s)
+            while len(self.pending) > self.max_pending:
+                self._count(min(self.pending))
+
+    def _count(self, stamp: int) -> None:
+        _, seen = self.pending.pop(stamp)
+        self.incomplete += 1
+        for i, name in enumerate(self.names):
+            if i not in seen:
+                self.missing[name] += 1

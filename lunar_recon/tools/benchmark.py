@@ -28,6 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--skip-mast3r", action="store_true", help="leave out the 27-second released configuration")
     p.add_argument("--node", action="store_true", help="also measure stereo_node end to end over DDS")
     p.add_argument("--node-seconds", type=float, default=20.0)
+    p.add_argument("--node-sizes", nargs="+", default=["512x384", "1024x1024"], metavar="WxH",
+                   help="camera sizes of the node measurement (lander cameras are megapixel)")
     p.add_argument("--worker", help=__import__("argparse").SUPPRESS)  # internal: one measurement, JSON out
 
 
@@ -118,7 +120,8 @@ def _deployed(model, size: int, repeats: int) -> dict:
     with its stereo fusion: the node's first stage."""
     from ..geometry.camera import Intrinsics
     from ..models.profile import pair_gflops, percentile
-    from ..pipeline import ReconstructionParams, StereoCalibration, StereoReconstructor, needs_right_view
+    from ..geometry.stereo import StereoCalibration
+    from ..pipeline import ReconstructionParams, StereoReconstructor, needs_right_view
 
     h0, w0 = 384, 512
     scale_mode = getattr(model, "meta", {}).get("card", {}).get("scale_mode", "predicted")
@@ -137,11 +140,26 @@ def _deployed(model, size: int, repeats: int) -> dict:
     pred = staged.prediction
     h, w = pred.network_hw
     out = {"network": f"{w}x{h}", "scale_mode": scale_mode, "right_view_head": right_view,
-           "gflops": pair_gflops(model, h, w, view2_head=right_view), "fused": staged.points is not None}
+           "gflops": pair_gflops(model, h, w, view2_head=right_view), "fused": staged.points is not None,
+           "scale_path": staged.scale_path, "stereo_head_gflops": stereo_head_gflops(model, h0, w0)}
     for key, times in (("", predict_ms), ("metric_", metric_ms), ("fused_", fused_ms)):
         times.sort()
         out[f"{key}p50"], out[f"{key}p90"] = percentile(times, 50), percentile(times, 90)
     return out
+
+
+def stereo_head_gflops(model, h: int, w: int) -> float:
+    """GFLOPs of the model's calibrated-stereo head on an h x w camera pair (0 without one)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    head = getattr(model, "stereo_head", None)
+    if head is None:
+        return 0.0
+    x = torch.zeros(1, 1, h, w)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        head(x, x)
+    return counter.get_total_flops() / 1e9
 
 
 def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10, trials: int = 5) -> float:
@@ -173,9 +191,10 @@ def node_benchmark_params(frame) -> list[str]:
             "sun_vector:=[%f,%f,%f]" % tuple(frame.sun_left)]
 
 
-def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
-    """stereo_node (default model, default settings) fed 512x384 pairs at ``rate_hz``, told
-    gravity and the sun's direction as a lander knows them (so the shadow bound is timed too)."""
+def node_rate(threads: int, seconds: float, rate_hz: float = 10.0, width: int = 512, height: int = 384) -> dict:
+    """stereo_node (default model, default settings, every output subscribed) fed mono8 pairs of
+    ``width`` x ``height`` at ``rate_hz``, told gravity and the sun's direction as a lander knows
+    them (so the shadow bound is timed too)."""
     import os
     import random
     import time
@@ -186,7 +205,7 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
     from ..ros.probe import NodeProbe, start_node, stop_node
     from ..sim.scene import plan_scene, render_scene
 
-    fr = render_scene(plan_scene("descent", 5, width=512, height=384, altitude_m=40, off_nadir_deg=10,
+    fr = render_scene(plan_scene("descent", 5, width=width, height=height, altitude_m=40, off_nadir_deg=10,
                                  baseline_m=1.5))
     dom = random.randint(120, 220)
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -213,7 +232,8 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0) -> dict:
         probe.close()
         stop_node(proc)
     lat_ms = np.array(lat) * 1e3
-    return {"sent": i, "answered": len(lat), "input_hz": rate_hz, "output_hz": first_half / elapsed,
+    return {"size": f"{width}x{height}", "sent": i, "answered": len(lat), "input_hz": rate_hz,
+            "output_hz": first_half / elapsed,
             "latency_p50_ms": float(np.median(lat_ms)) if len(lat_ms) else float("nan"),
             "latency_p90_ms": float(np.percentile(lat_ms, 90)) if len(lat_ms) else float("nan")}
 
@@ -256,7 +276,8 @@ def run(args) -> int:
             raise RuntimeError(f"benchmark of {spec['label']} failed:\n{res.stderr[-2000:]}")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     machine = {"matmul_gflops": matmul_gflops(args.threads), "threads": args.threads}
-    node = node_rate(args.threads, args.node_seconds) if args.node else None
+    node = [node_rate(args.threads, args.node_seconds, width=int(size.split("x")[0]), height=int(size.split("x")[1]))
+            for size in args.node_sizes] if args.node else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps({"machine": machine, "models": rows, "node": node}, indent=1))
@@ -267,7 +288,7 @@ def run(args) -> int:
     return 0
 
 
-def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
+def markdown(rows: list[dict], machine: dict, node: list[dict] | None) -> str:
     import math
 
     def ref(label_start: str, key: str):
@@ -308,6 +329,8 @@ def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
                   f"{NEAR_GROUND_DISPARITY_PX[0]:g}-{NEAR_GROUND_DISPARITY_PX[1]:g} px, as in this timing) the "
                   "first stage also matches the pair at full resolution and fuses those points (skipped at "
                   "altitude). 'x MASt3R' divides MASt3R's p50 at 512x384 (network only) by these.", "",
+                  "With a calibrated-stereo head (its GFLOPs at 512x384 in brackets) the head is the metric "
+                  "anchor and the fusion's matcher, and no SGBM runs.", "",
                   "| model | network input | scale mode | right head | GFLOPs | predict p50 / p90 (ms) "
                   "| + metric anchor p50 / p90 (ms) | + fusion p50 / p90 (ms) | x MASt3R (predict) "
                   "| x MASt3R (+ anchor) | x MASt3R (+ fusion) |",
@@ -316,16 +339,19 @@ def markdown(rows: list[dict], machine: dict, node: dict | None) -> str:
             d = r["deployed"]
             fused = f"{d['fused_p50']:.1f} / {d['fused_p90']:.1f}" if d["fused"] else "–"
             lines.append(f"| {r['label']} | {d['network']} | {d['scale_mode']} | {'yes' if d['right_view_head'] else 'no'} "
-                         f"| {d['gflops']:.2f} | {d['p50']:.1f} / {d['p90']:.1f} | "
+                         f"| {d['gflops']:.2f}{' (+ %.2f)' % d['stereo_head_gflops'] if d['stereo_head_gflops'] else ''} "
+                         f"| {d['p50']:.1f} / {d['p90']:.1f} | "
                          f"{d['metric_p50']:.1f} / {d['metric_p90']:.1f} | {fused} | "
                          f"{f(m512 / d['p50'] if m512 else None, '.0f')} | "
                          f"{f(m512 / d['metric_p50'] if m512 else None, '.0f')} | "
                          f"{f(m512 / d['fused_p50'] if m512 and d['fused'] else None, '.0f')} |")
         lines.append("")
     if node:
-        lines += ["### stereo_node end to end (default model and settings, gravity and sun direction given, "
-                  "512x384 mono8 over Fast DDS)", "",
-                  "| pairs sent | answered | input rate | output rate | latency p50 / p90 |", "|---:|---:|---:|---:|---:|",
-                  f"| {node['sent']} | {node['answered']} | {node['input_hz']:.1f} Hz | {node['output_hz']:.2f} pairs/s | "
-                  f"{node['latency_p50_ms']:.0f} / {node['latency_p90_ms']:.0f} ms |", ""]
+        lines += ["### stereo_node end to end (default model and settings, every output subscribed, gravity and "
+                  "sun direction given, mono8 pairs over Fast DDS)", "",
+                  "| camera | pairs sent | answered | input rate | output rate | latency p50 / p90 |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {n['size']} | {n['sent']} | {n['answered']} | {n['input_hz']:.1f} Hz | {n['output_hz']:.2f} pairs/s "
+                  f"| {n['latency_p50_ms']:.0f} / {n['latency_p90_ms']:.0f} ms |" for n in node]
+        lines.append("")
     return "\n".join(lines)

@@ -27,7 +27,8 @@ CONSTANT_LABEL = "constant depth (true median)"
 def add_arguments(p) -> None:
     from ..geometry.hazard import HazardParams
     from ..models.registry import CLASSICAL
-    from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION, STEREO_FUSION_DISPARITY_PX
+    from ..geometry.metric_scale import STEREO_FUSION_DISPARITY_PX
+    from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION
 
     p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
     p.add_argument("--model", action="append", default=[],
@@ -194,7 +195,7 @@ def _focal_baseline(fr) -> float | None:
 
 
 def _calibration(fr):
-    from ..pipeline import StereoCalibration
+    from ..geometry.stereo import StereoCalibration
 
     s = fr.extra.get("sample")
     if s is not None and not s.rectified:
@@ -255,6 +256,7 @@ def run(args) -> int:
             truth_h = _truth(fr, HazardParams())
             params = _hazard_params(args, truth_h)
             reference = fr.depth
+            this_frame: list[tuple] = []  # (score, model, depth) of every model on this frame
             for m_idx, (label, model) in enumerate(models):
                 rec = reconstructors.get((label, seq))
                 if rec is None or rec.params.hazard != params:
@@ -280,6 +282,7 @@ def run(args) -> int:
                                       truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr),
                                       hazard_pred=r.hazard)
                 scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
+                this_frame.append((scores[-1], model, r.depth))
                 if args.descent_map and r.descent_hazard is not None:
                     fused = score_frame(r.depth, r.points, fr.depth, truth_h, _up(fr), params,
                                         focal_baseline=_focal_baseline(fr), hazard_pred=r.descent_hazard)
@@ -291,6 +294,7 @@ def run(args) -> int:
                     figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
                                                   r.depth, fr.depth, r.slope_deg, shown, truth_h, r.points,
                                                   f"{label} on {seq}, frame {i}"))
+            _score_on_sgbm_pixels(this_frame, fr.depth)
             if not args.no_references and fr.depth is not None and np.isfinite(fr.depth).any():
                 # the guess that needs no images: every pixel at the true median depth
                 constant = np.where(np.isfinite(fr.depth), np.float32(np.nanmedian(fr.depth)), np.float32(np.nan))
@@ -315,6 +319,19 @@ def run(args) -> int:
     print(markdown_table(summary))
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def _score_on_sgbm_pixels(frame_scores: list[tuple], depth_true) -> None:
+    """Every model's AbsRel over the pixels SGBM matched on the same frame (SGBM's own AbsRel is
+    over those), when SGBM ran: the fair comparison with a matcher that leaves holes."""
+    from ..geometry.metrics import depth_metrics
+
+    matcher = next((d for _, m, d in frame_scores if getattr(m, "name", None) == "sgbm"), None)
+    if matcher is None or depth_true is None:
+        return
+    matched = np.isfinite(matcher) & (matcher > 0)
+    for score, _, depth in frame_scores:
+        score.metrics["depth_abs_rel_sgbm_matched"] = depth_metrics(depth, depth_true, matched)["abs_rel"]
 
 
 def _write_calibration(path: Path, scores, labels: list[str]) -> None:
@@ -354,7 +371,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import OccupancyGrid
     from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
     from ..evaluation import error_by_range_figure, example_figure, frame_score, hazard_map_from_grid, score_frame, write_report
@@ -366,7 +383,8 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     node = Node("lunar_recon_replay")
     ns = args.namespace.strip("/")
     topic = lambda t: f"{ns}/{t}" if ns else t  # noqa: E731
-    pubs = [node.create_publisher(T, topic(t), qos_profile_sensor_data) for t, T in
+    pair_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # as a camera driver or bag player
+    pubs = [node.create_publisher(T, topic(t), pair_qos) for t, T in
             [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
              ("right/camera_info", CameraInfo)]]
     received: dict[int, dict] = {}

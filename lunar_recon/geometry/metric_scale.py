@@ -1,0 +1,218 @@
+"""Metric scale and stereo fusion: how a scale-ambiguous network pointmap is made metric on a
+calibrated rig and corrected toward a matcher's precise points near the ground.
+
+The reference is a matcher's depth of the same pair: the student's own calibrated-stereo head
+(``models.stereo_head``) on a rectified rig when it has one, else SGBM (coarse for the scale,
+full resolution for the fusion), or triangulated sparse matches where dense matching finds
+nothing.  Why each constant has its value: docs/design-notes.md ("Metric scale", "Stereo fusion").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .camera import depth_to_points
+from .stereo import SGBMParams, StereoCalibration, matched_depths, sgbm_depth
+
+# 'stereo_local': Gaussian sigma of the scale field, a fraction of the image width.
+SCALE_FIELD_SIGMA = 0.09
+# Stereo fusion: the disparity (px of the left image) at which the points move halfway toward the
+# matcher's (there the matcher's sigma_d / d is about the network's relative precision), and the
+# Gaussian (px) the correction is smoothed over (the matcher's detail is what resolves rocks).
+STEREO_FUSION_DISPARITY_PX = 14.0
+STEREO_FUSION_SIGMA_PX = 1.0
+# Below this say (1 / (1 + (d0 / d)^8)) nowhere in the frame, the fusion would change nothing
+# and the full-resolution matching is skipped (at altitude).
+STEREO_FUSION_MIN_SAY = 0.05
+
+
+def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
+                           max_side: int = 256) -> np.ndarray:
+    """Coarse SGBM depth of the calibrated pair, its long side downscaled to ``max_side`` (a
+    few ms): the metric reference of the 'stereo' and 'stereo_local' scale modes."""
+    import cv2
+
+    h, w = np.asarray(image_left).shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    sw, sh = max(16, round(w * f)), max(16, round(h * f))
+
+    def small(img):
+        img = np.asarray(img)
+        return img if (sw, sh) == (w, h) else cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+
+    cal = StereoCalibration(calibration.K_left.scaled(sw, sh), calibration.K_right.scaled(sw, sh),
+                            calibration.T_left_from_right)
+    return sgbm_depth(small(image_left), small(image_right), cal,
+                      SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128))
+
+
+# Sparse matches as the metric reference: at least this share of the coarse grid's pixels
+# (~65 matches at 256 x 256).
+SPARSE_MIN_MATCHED_FRACTION = 1e-3
+
+
+def sparse_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
+                           shape: tuple[int, int]) -> np.ndarray:
+    """Triangulated SIFT matches of the calibrated pair (any relative rotation) as a depth image
+    of ``shape`` (NaN between matches): the metric reference where dense matching finds
+    nothing (rotated rigs that cannot be planar-rectified, oblique views)."""
+    px, z = matched_depths(image_left, image_right, calibration.K_left, calibration.K_right,
+                           calibration.T_left_from_right)
+    h, w = np.asarray(image_left).shape[:2]
+    out = np.full(shape, np.nan, np.float32)
+    u = np.clip((px[:, 0] + 0.5) * shape[1] / w - 0.5, 0, shape[1] - 1).round().astype(int)
+    v = np.clip((px[:, 1] + 0.5) * shape[0] / h - 0.5, 0, shape[0] - 1).round().astype(int)
+    out[v, u] = z
+    return out
+
+
+def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
+                         calibration: StereoCalibration, max_side: int, min_matched_fraction: float,
+                         reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """log(SGBM / prediction) on the coarse SGBM grid, and where both are usable; None when
+    too few pixels match.  ``reference``: that SGBM depth when already computed."""
+    import cv2
+
+    if reference is None:
+        reference = stereo_reference_depth(image_left, image_right, calibration, max_side)
+    pred = np.asarray(depth_pred, np.float32)
+    if pred.shape != reference.shape:
+        pred = cv2.resize(pred, reference.shape[::-1], interpolation=cv2.INTER_NEAREST)  # nearest: NaN-safe
+    ok = np.isfinite(reference) & np.isfinite(pred) & (reference > 0) & (pred > 0)
+    log_ratio = np.zeros(reference.shape, np.float32)
+    log_ratio[ok] = np.log(reference[ok] / pred[ok])
+    return (log_ratio, ok) if ok.mean() >= min_matched_fraction else None
+
+
+def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
+                             calibration: StereoCalibration, max_side: int = 256,
+                             min_matched_fraction: float = 0.02, reference: np.ndarray | None = None
+                             ) -> float | None:
+    """Scale that makes a scale-ambiguous depth agree, in the median, with a coarse SGBM depth
+    from the calibrated pair.  A small network gets shape right long before it resolves the
+    sub-pixel disparities that fix metric scale; one robust number from classical matching
+    on a downscaled pair (a few ms) anchors it.  None when too few pixels match."""
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction,
+                                   reference)
+    if matched is None:
+        return None
+    log_ratio, ok = matched
+    return float(np.exp(np.median(log_ratio[ok])))
+
+
+def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
+                                   calibration: StereoCalibration, sigma: float = SCALE_FIELD_SIGMA,
+                                   max_side: int = 256, min_matched_fraction: float = 0.02,
+                                   prior_weight: float = 5e-4, reference: np.ndarray | None = None
+                                   ) -> np.ndarray | None:
+    """Per-pixel scale field (shape of ``depth_pred``) that brings a depth onto a coarse SGBM
+    depth of the calibrated pair, smoothly.  A small network's depth errors are mostly
+    low-frequency (a tilted or bent surface) while its detail is right and it is dense;
+    matching is noisy per pixel and has holes, but is unbiased.  So: log(SGBM / network) on
+    the matched pixels, averaged under a Gaussian of ``sigma`` (fraction of the image width)
+    over matched pixels only (normalised convolution) -- a region the matcher misses (the left
+    border, shadows) takes the ratio of its matched neighbours; ``prior_weight`` (in units of
+    matched fraction) pulls only regions with no match for several sigma to the frame's
+    median.  None when too few pixels match.  ``reference``: the coarse SGBM depth when
+    already computed."""
+    import cv2
+
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction,
+                                   reference)
+    if matched is None:
+        return None
+    log_ratio, ok = matched
+    prior = float(np.median(log_ratio[ok]))
+    weight = ok.astype(np.float32)
+    sh, sw = ok.shape
+    sigma_px = sigma * sw
+    # The field is smooth: filter on a grid pooled to ~4 px per sigma (cheap for any sigma).
+    pool = max(1, int(sigma_px / 4))
+    if pool > 1:
+        size = (max(1, sw // pool), max(1, sh // pool))
+        num = cv2.resize(weight * log_ratio, size, interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+        sigma_px /= pool
+    else:
+        num = weight * log_ratio
+    num = cv2.GaussianBlur(num, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
+    field = (num + prior_weight * prior) / (den + prior_weight)
+    h, w = np.asarray(depth_pred).shape[:2]
+    return np.exp(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)).astype(np.float32)
+
+
+def fusion_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
+                           coarse: np.ndarray, equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX
+                           ) -> np.ndarray | None:
+    """Full-resolution SGBM depth for the stereo fusion, coarse to fine: on a rectified rig the
+    search covers only the disparities the ``coarse`` reference saw (with margins), ~30 instead
+    of 128 -- a few times faster, and fewer false matches and a narrower unmatched left border
+    than a full search.  None when no coarse disparity reaches where the matcher would have a
+    say (``STEREO_FUSION_MIN_SAY``): at altitude the fusion changes nothing, so it costs nothing."""
+    ok = np.isfinite(coarse) & (coarse > 0)
+    if ok.sum() < 16:
+        return None
+    fb = calibration.K_left.fx * calibration.baseline_m
+    disparity = fb / coarse[ok]  # in the left image's pixels
+    lo, hi = np.percentile(disparity, [1.0, 99.5])
+    if hi < equal_weight_disparity_px * (1 / STEREO_FUSION_MIN_SAY - 1) ** -0.125:
+        return None
+    # Margins for what the coarse grid blurred or missed (shadows, rims); an unrectified rig is
+    # matched in its rectified frame, where the disparities differ: search from 0 there.
+    low = max(0, int(0.8 * lo) - 4) if calibration.is_rectified else 0
+    count = max(16, int(np.ceil((1.2 * hi + 4 - low) / 16)) * 16)
+    return sgbm_depth(image_left, image_right, calibration, SGBMParams(num_disparities=count, min_disparity=low))
+
+
+def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibration: StereoCalibration,
+                               equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
+                               sigma_px: float = STEREO_FUSION_SIGMA_PX) -> np.ndarray:
+    """Metric pointmap (H, W, 3): a network's metric ``points`` corrected toward an SGBM
+    ``reference`` depth's own points (on the calibrated rays) where matching is precise.
+
+    Matching's relative depth precision sigma_d / d improves with disparity d (near ground),
+    the network's does not; near the ground the matcher resolves the rocks, crater walls and
+    borders the network smooths or bends.  Per reference pixel the matcher's say is
+    a = 1 / (1 + (d0 / d)^8) (0 where it did not match); the correction is the Gaussian
+    (``sigma_px``) of a x (matcher's point - network's point), added to the network's points.
+    So where the matcher is trusted the map takes its shape below sigma and the network's
+    detail above it, and the correction fades out over ~sigma into the matcher's holes (no
+    seam; the map stays as dense as the network's).  The matcher's points are taken whole
+    (depth and ray): its depth on the network's rays did not help.  ``d0`` and ``sigma_px``
+    are in the left image's pixels, whatever the reference's resolution."""
+    import cv2
+
+    if equal_weight_disparity_px <= 0 or sigma_px <= 0:
+        raise ValueError("equal_weight_disparity_px and sigma_px must be positive")
+    h, w = points.shape[:2]
+    sh, sw = reference.shape
+    K_ref = calibration.K_left.scaled(sw, sh)
+    ref_per_image_px = sw / w
+    small = points if (sh, sw) == (h, w) else \
+        cv2.resize(np.ascontiguousarray(points, dtype=np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    matched = np.isfinite(reference) & (reference > 0) & np.isfinite(small[..., 2])
+    depth = np.where(matched, reference, np.float32(0)).astype(np.float32, copy=False)
+    d0 = equal_weight_disparity_px * ref_per_image_px
+    q = depth * np.float32(d0 / (K_ref.fx * calibration.baseline_m))  # d0 / d
+    for _ in range(3):
+        q *= q  # (d0 / d)^8
+    say = np.where(matched, 1.0 / (1.0 + q), 0.0).astype(np.float32)
+    pull = depth_to_points(depth, K_ref)  # the matcher's points (0 where it did not match) ...
+    pull -= np.nan_to_num(small)  # ... minus the network's, weighted by the matcher's say
+    pull *= say[..., None]
+    correction = cv2.GaussianBlur(pull, (0, 0), sigma_px * ref_per_image_px, borderType=cv2.BORDER_REFLECT)
+    if (sh, sw) != (h, w):
+        correction = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
+    correction += points  # NaN where the network has no point
+    return correction
+
+
+def coarse_copy(depth: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """``depth`` on the coarse reference grid of the scale field (long side ``max_side``), nearest
+    neighbour (NaN stays NaN)."""
+    import cv2
+
+    h, w = depth.shape
+    f = min(1.0, max_side / max(h, w))
+    size = (max(16, round(w * f)), max(16, round(h * f)))
+    return depth if size == (w, h) else cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)

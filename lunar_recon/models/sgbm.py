@@ -1,0 +1,41 @@
+"""OpenCV semi-global matching as a model: the classical baseline behind the networks' output
+contract (``PairPrediction``), so the pipeline, the node and the tools run it like any model."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry.camera import depth_to_points
+from ..geometry.stereo import SGBMParams, StereoCalibration, sgbm_depth
+from .predict import PairPrediction
+
+
+class SGBMModel:
+    """OpenCV semi-global matching behind the same output contract as the networks.  It
+    needs the calibration (set :attr:`calibration` or pass it to the reconstructor)."""
+
+    name = "sgbm"
+    metric_depth = True  # metric from the calibrated rig: the pipeline applies no scale step
+    needs_calibration = True  # the pipeline hands it the pair's calibration (``calibration``)
+    stereo_head = None
+    disparity_sigma_px = 0.11  # robust sigma on the simulated descent calibration pairs (2 sub-pixel passes; 1: 0.21)
+    # fitted on the lander calibration split (evaluate-bag --fit-hazard-calibration; docs/results.md)
+    hazard_calibration = (0.0177, 0.0653, 0.0893, 0.0903, 0.0903, 0.0903, 0.0971, 0.1281, 0.2146, 0.4561, 0.7696)
+
+    def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
+        self.params = params or SGBMParams()
+        self.calibration = calibration
+
+    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512,
+                right_view: bool = True) -> PairPrediction:
+        cal = self.calibration
+        if cal is None:
+            raise ValueError("SGBM needs a stereo calibration")
+        depth = sgbm_depth(image_left, image_right, cal, self.params)
+        pts = depth_to_points(depth, cal.K_left)
+        valid = np.isfinite(depth)
+        conf = np.where(valid, 2.0, 0.0).astype(np.float32)  # SGBM has no confidence: matched = 2 (> 1)
+        if not right_view:
+            return PairPrediction(pts, None, conf, None, network_hw=depth.shape)
+        h2, w2 = np.asarray(image_right).shape[:2]
+        return PairPrediction(pts, np.full((h2, w2, 3), np.nan, np.float32), conf,
+                              np.zeros((h2, w2), np.float32), network_hw=depth.shape)

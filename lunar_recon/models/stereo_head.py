@@ -1,0 +1,263 @@
+"""The student's calibrated-stereo head: learned features correlated along the epipolar line.
+
+On a rectified rig the right image's match of a left pixel lies on the same row, ``d`` pixels
+to the left, and ``Z = f B / d``.  The head finds ``d`` coarse to fine, as the distilled
+real-time stereo networks do (Fast-FoundationStereo, ESS, LightStereo), at a CPU budget:
+
+1. *coarse*: features at 1/``coarse_stride`` of the image, a correlation cost volume over the
+   whole disparity range, box-aggregated, soft-argmax -> a smooth prior disparity;
+2. *fine, pass 1*: features at camera resolution; the right view's warped once by the prior,
+   then correlated at whole-pixel shifts within ``refine_radius_px``, box-aggregated; the
+   parabola through the best shift and its neighbours refines the disparity, and the softmax
+   mass of the five shifts around the best is its confidence (low on bland regolith, in
+   shadow, where the view is occluded);
+3. *fine, pass 2*: the right features warped exactly at that disparity and one pixel either
+   side, and the parabola through the three aggregated correlations (sub-pixel, where a softmax
+   mean over whole-pixel shifts is pulled toward them).
+
+The network's pointmap stays the dense answer; the pipeline takes this disparity where it is
+confident (``pipeline.StereoReconstructor``).  Unrectified pairs never reach this head.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StereoHeadConfig:
+    coarse_dim: int = 16  # feature channels at 1/coarse_stride resolution
+    fine_dim: int = 8  # feature channels at camera resolution
+    coarse_stride: int = 4
+    max_disparity_px: int = 192  # the coarse search covers [0, max) camera pixels
+    refine_radius_px: int = 4  # whole-pixel shifts searched around the coarse disparity
+    coarse_aggregation_px: int = 5  # box window (coarse pixels) the coarse correlation is averaged over
+    fine_aggregation_px: int = 9  # box window (camera pixels) the fine correlation is averaged over
+
+    def validate(self) -> None:
+        if self.coarse_dim < 1 or self.fine_dim < 1:
+            raise ValueError("feature widths must be >= 1")
+        if self.coarse_stride not in (2, 4, 8):
+            raise ValueError("coarse_stride must be 2, 4 or 8")
+        if self.max_disparity_px < 2 * self.coarse_stride:
+            raise ValueError("max_disparity_px must cover at least two coarse pixels")
+        if self.refine_radius_px < 2:
+            raise ValueError("refine_radius_px must be >= 2 (the sub-pixel window is +-2)")
+        if min(self.coarse_aggregation_px, self.fine_aggregation_px) < 1 \
+                or self.coarse_aggregation_px % 2 == 0 or self.fine_aggregation_px % 2 == 0:
+            raise ValueError("the aggregation windows must be odd and >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StereoHeadConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown stereo head config keys {sorted(unknown)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+
+def _conv(cin: int, cout: int, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, 1, 1)]
+    if act:
+        layers.append(nn.LeakyReLU(0.1))
+    return nn.Sequential(*layers)
+
+
+class CoarseFeatures(nn.Module):
+    """Unit feature vectors at 1/``stride`` resolution: each ``stride`` x ``stride`` block of
+    pixels as channels (nothing is averaged away), then three convolutions."""
+
+    def __init__(self, dim: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.body = nn.Sequential(_conv(stride * stride, dim), _conv(dim, dim), _conv(dim, dim, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return unit(self.body(F.pixel_unshuffle(x, self.stride)))
+
+
+class FineFeatures(nn.Module):
+    """Unit feature vectors at camera resolution, computed at half resolution (2 x 2 blocks as
+    channels) and shuffled back to full: a quarter of the cost of full-resolution layers."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv(4, 2 * dim), _conv(2 * dim, 4 * dim, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return unit(F.pixel_shuffle(self.body(F.pixel_unshuffle(x, 2)), 2))
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Feature vectors (dim 1) scaled to unit length (a channel sum: F.normalize's norm over
+    NCHW channels is many times slower on CPU)."""
+    return x * torch.rsqrt((x * x).sum(1, keepdim=True) + 1e-12)
+
+
+def normalise_image(gray: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) intensities -> zero mean, unit spread per image (exposure and gain free)."""
+    mean = gray.mean(dim=(2, 3), keepdim=True)
+    std = gray.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return (gray - mean) / std
+
+
+def box(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size`` x ``size`` window of a (B, H, W, N) volume (fewer pixels at the
+    borders), by running sums: the cost does not grow with the window."""
+    if size == 1:
+        return x
+    r = size // 2
+
+    def along(t: torch.Tensor, dim: int) -> torch.Tensor:
+        pad = [0, 0] * (t.ndim - 1 - dim % t.ndim) + [r + 1, r]
+        c = F.pad(t, pad).cumsum(dim)
+        n = c.shape[dim]
+        return c.narrow(dim, size, n - size) - c.narrow(dim, 0, n - size)
+
+    total = along(along(x, 1), 2)
+    ones = x.new_ones((1,) + tuple(x.shape[1:3]) + (1,))
+    return total / along(along(ones, 1), 2)
+
+
+def correlation_volume(fl: torch.Tensor, fr: torch.Tensor, first: int, count: int) -> torch.Tensor:
+    """(B, H, W, count): <fl(x), fr(x - k)> for k = first .. first + count - 1 (channels
+    last, so the reductions over k below stay contiguous); 0 where x - k is outside."""
+    b, _, h, w = fl.shape
+    vol = fl.new_zeros((b, h, w, count))
+    for i in range(count):
+        k = first + i
+        if 0 <= k < w:
+            vol[:, :, k:, i] = (fl[..., k:] * fr[..., : w - k]).sum(1)
+        elif -w < k < 0:
+            vol[:, :, :k, i] = (fl[..., :k] * fr[..., -k:]).sum(1)
+    return vol
+
+
+def warp_right(fr: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    """Right-view features at ``x - disparity`` of every left pixel (bilinear, sub-pixel;
+    the border's value beyond the image)."""
+    b, _, h, w = fr.shape
+    x = torch.arange(w, device=fr.device, dtype=fr.dtype).view(1, 1, w)
+    y = torch.arange(h, device=fr.device, dtype=fr.dtype).view(1, h, 1)
+    gx = 2 * (x - disparity[:, 0]) / max(w - 1, 1) - 1
+    gy = (2 * y / max(h - 1, 1) - 1).expand_as(gx)
+    return F.grid_sample(fr, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def local_soft_argmax(logits: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel index of the best of ``logits`` (..., N): the softmax-weighted mean over the
+    ``2 radius + 1`` entries around the maximum (a second mode elsewhere cannot pull it), and
+    the share of the whole softmax those entries hold (the match's confidence)."""
+    n = logits.shape[-1]
+    best = logits.argmax(-1, keepdim=True).clamp(radius, n - 1 - radius)
+    window = best + torch.arange(-radius, radius + 1, device=logits.device)
+    local = torch.gather(logits, -1, window)
+    index = (torch.softmax(local, dim=-1) * window.to(logits.dtype)).sum(-1)
+    mass = torch.gather(torch.softmax(logits, dim=-1), -1, window).sum(-1)
+    return index, mass
+
+
+def parabola_peak(logits: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel index of the maximum of ``logits`` (..., N): the vertex of the parabola
+    through the best entry and its two neighbours.  On an aggregated correlation it is
+    unbiased where a softmax mean over whole-pixel shifts is pulled toward them."""
+    n = logits.shape[-1]
+    best = logits.argmax(-1, keepdim=True).clamp(1, n - 2)
+    c0, c1, c2 = (torch.gather(logits, -1, best + k)[..., 0] for k in (-1, 0, 1))
+    curvature = c0 - 2 * c1 + c2
+    peaked = curvature < 0
+    offset = torch.where(peaked, 0.5 * (c0 - c2) / torch.where(peaked, curvature, torch.ones_like(curvature)),
+                         torch.zeros_like(curvature))
+    return best[..., 0].to(logits.dtype) + offset.clamp(-1.0, 1.0)
+
+
+@dataclass
+class HeadOutput:
+    disparity: torch.Tensor  # (B, 1, H, W) camera pixels, left view
+    confidence: torch.Tensor  # (B, 1, H, W) in [0, 1]
+    coarse_disparity: torch.Tensor  # (B, 1, H/s, W/s) camera pixels
+    coarse_logits: torch.Tensor  # (B, H/s, W/s, D/s), for training
+    fine_logits: torch.Tensor  # (B, H, W, 2r+1), shifts -r .. r around the prior
+    prior: torch.Tensor  # (B, 1, H, W) the coarse disparity at camera resolution
+
+
+class EpipolarStereoHead(nn.Module):
+    def __init__(self, config: StereoHeadConfig | None = None):
+        super().__init__()
+        self.config = config or StereoHeadConfig()
+        self.config.validate()
+        c = self.config
+        self.coarse = CoarseFeatures(c.coarse_dim, c.coarse_stride)
+        self.fine = FineFeatures(c.fine_dim)
+        # softmax temperatures of the two cost volumes (log), learned
+        self.log_temperature = nn.Parameter(torch.tensor([2.5, 2.5]))
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> HeadOutput:
+        """``left``, ``right``: (B, 1, H, W) grey images of a rectified pair (any scale)."""
+        c = self.config
+        s, r = c.coarse_stride, c.refine_radius_px
+        h, w = left.shape[-2:]
+        if h % s or w % s:
+            raise ValueError(f"image size {h}x{w} must be a multiple of the coarse stride {s}")
+        b = left.shape[0]
+        both = torch.cat([normalise_image(left), normalise_image(right)])
+        # coarse: the whole range, whole coarse pixels, soft-argmax around the best
+        coarse = self.coarse(both)
+        levels = max(2, c.max_disparity_px // s)
+        coarse_logits = box(correlation_volume(coarse[:b], coarse[b:], 0, levels), c.coarse_aggregation_px)
+        coarse_logits = coarse_logits * self.log_temperature[0].exp()
+        level, _ = local_soft_argmax(coarse_logits)
+        coarse_d = (level * s)[:, None]
+        prior = F.interpolate(coarse_d, size=(h, w), mode="bilinear", align_corners=False).detach()
+        # fine, pass 1: the right features warped by the (smooth) prior once, then whole-pixel
+        # shifts of the warped features (exact where the prior is locally constant)
+        fine = self.fine(both)
+        fl, fr = fine[:b], fine[b:]
+        fine_logits = box(correlation_volume(fl, warp_right(fr, prior), -r, 2 * r + 1), c.fine_aggregation_px)
+        fine_logits = fine_logits * self.log_temperature[1].exp()
+        _, confidence = local_soft_argmax(fine_logits)
+        d1 = prior + (parabola_peak(fine_logits) - r)[:, None]
+        # fine, pass 2: exact warps at d1 - 1, d1, d1 + 1 and the parabola through them
+        corr = torch.stack([(fl * warp_right(fr, d1 + k)).sum(1) for k in (-1, 0, 1)], -1)
+        disparity = d1 + (parabola_peak(box(corr, c.fine_aggregation_px)) - 1)[:, None]
+        return HeadOutput(disparity, confidence[:, None], coarse_d, coarse_logits, fine_logits, prior)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _gray_tensor(image, device) -> torch.Tensor:
+    a = np.asarray(image)
+    if a.ndim == 3:
+        a = a[..., :3].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(device)
+
+
+def predict_disparity(head: EpipolarStereoHead, image_left, image_right):
+    """Left disparity (px) and its confidence of a rectified pair of numpy images (grey or
+    colour, any size: padded to the coarse stride by replication, cropped back)."""
+    if np.shape(image_left)[:2] != np.shape(image_right)[:2]:
+        raise ValueError(f"the stereo head needs two images of one size, got {np.shape(image_left)[:2]} "
+                         f"and {np.shape(image_right)[:2]}")
+    device = next(head.parameters()).device
+    left, right = _gray_tensor(image_left, device), _gray_tensor(image_right, device)
+    h, w = left.shape[-2:]
+    s = head.config.coarse_stride
+    pad = (0, (-w) % s, 0, (-h) % s)
+    if any(pad):
+        left, right = F.pad(left, pad, mode="replicate"), F.pad(right, pad, mode="replicate")
+    with torch.inference_mode():
+        out = head(left, right)
+    return (out.disparity[0, 0, :h, :w].cpu().numpy().astype(np.float32),
+            out.confidence[0, 0, :h, :w].cpu().numpy().astype(np.float32))

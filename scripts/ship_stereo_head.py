@@ -1,0 +1,158 @@
+"""Re-ship the default student with a trained calibrated-stereo head (same network weights).
+
+    .venv/bin/python scripts/ship_stereo_head.py RUN/stereo_head.pt --calibration-data runs/lander \
+        --test-data runs/lander --descent-test runs/seq41.bag runs/seq42.bag --commands RUN/commands.log
+
+On the calibration split (val) it measures the depth's disparity precision (the hazard noise
+model) and fits the hazard-probability calibration; then it installs the file with that card
+and scores it, beside SGBM, the ideal matcher at its precision and a constant depth, on the
+lander test split and the descent test bags.  Never give it a test split as calibration data.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lunar_recon.models import load_model
+from lunar_recon.models.checkpoint import atomic_torch_save, attach_stereo_head
+from lunar_recon.models.profile import count_parameters, latency_ms, percentile
+from lunar_recon.models.registry import SHIPPED_DIR, shipped_model_path
+from lunar_recon.tools.benchmark import stereo_head_gflops
+
+
+def evaluate(*args: str) -> dict:
+    subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", *args], check=True)
+    out = Path(args[args.index("--out") + 1])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def head_latency_ms(model, h: int, w: int, repeats: int = 20) -> float:
+    from lunar_recon.models.stereo_head import predict_disparity
+
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (h, w), dtype=np.uint8)
+    times = []
+    for i in range(repeats + 1):
+        import time
+
+        t0 = time.perf_counter()
+        predict_disparity(model.stereo_head, a, a)
+        if i:
+            times.append(1e3 * (time.perf_counter() - t0))
+    return percentile(sorted(times), 50)
+
+
+def _table(summary: dict, columns: tuple[str, ...]) -> list[str]:
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name, row in summary.items():
+        cells = [f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "–")) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_markdown(card: dict) -> None:
+    head = card["stereo_head"]
+    columns = ("frames", "range_m", "depth_abs_rel", "depth_abs_rel_sgbm_matched", "depth_completeness",
+               "disparity_sigma_px", "slope_mae_deg", "hazard_f1_pooled", "hazard_f1_chance_pooled",
+               "hazard_certified_safe_pooled", "hazard_false_safe_pooled", "latency_ms_p50")
+    lines = [f"# {card['name']}", "", f"- file: `{card['file']}` (sha256 `{card['sha256'][:16]}…`)",
+             f"- parameters: {card['parameters']:,} (network and calibrated-stereo head; teacher: "
+             f"{card['teacher']['parameters']:,})",
+             f"- network GFLOPs per pair: {card['gflops_per_pair']}; head GFLOPs at 512x384: "
+             f"{head['gflops_512x384']:.2f}",
+             f"- CPU latency (2 threads): network {card['cpu_latency_ms_2_threads']} ms; head "
+             f"{ {k: round(v, 1) for k, v in head['cpu_latency_ms_2_threads'].items()} } ms",
+             f"- inference size {card['inference_size']}, scale mode {card['scale_mode']!r}: on a rectified rig the "
+             "metric reference and the fusion come from the head (no SGBM); otherwise from SGBM / sparse matches",
+             f"- disparity precision {card['disparity_sigma_px']} px (1 sigma, robust, on the calibration pairs): the "
+             "hazard map's noise model", f"- data: {card['data']}", "",
+             "## Calibrated-stereo head", "", "```", json.dumps(head["config"], indent=1), "```", "",
+             "## Test metrics: lander test split (held out, 10-30 m, no alignment)", "",
+             *_table(card["test_metrics"], columns), "",
+             "## Test metrics: descent test bags (held out, 10-100 m)", "",
+             *_table(card["descent_test_metrics"], columns), "",
+             "## Hazard probability calibration", "",
+             f"Calibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (fitted on the calibration split): "
+             f"`{card['hazard_calibration']}`", "",
+             "## Commands", "", "```", *card["commands"], "```"]
+    (SHIPPED_DIR / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("head")
+    ap.add_argument("--calibration-data", required=True, help="a lander dataset whose 'val' split calibrates")
+    ap.add_argument("--test-data", required=True, help="a lander dataset whose 'test' split is reported")
+    ap.add_argument("--descent-test", nargs="+", required=True, help="held-out descent bags")
+    ap.add_argument("--commands", required=True, help="the command log of the head's training")
+    ap.add_argument("--work", default="runs/ship_stereo_head")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    path = shipped_model_path()
+    card_path = SHIPPED_DIR / "model_card.json"
+    card = json.loads(card_path.read_text())
+    # 1. The student with its head, and the deployment card (no calibration table: raw probabilities).
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / path.name
+        attach_stereo_head(path, args.head, staged)
+        ckpt = torch.load(staged, map_location="cpu", weights_only=True)
+    deploy = dict(ckpt["meta"]["card"])
+    deploy.pop("hazard_calibration", None)
+    ckpt["meta"]["card"] = deploy
+    atomic_torch_save(ckpt, path)
+    # 2. Disparity precision of its depth on the calibration split, then the hazard calibration
+    #    fitted there with that noise model.
+    cal = evaluate(args.calibration_data, "--split", "val", "--model", str(path), "--no-references",
+                   "--disparity-sigma", "0", "--out", str(work / "calibration_sigma"), "--figures", "0")
+    # the median over frames: one frame without signal (a pair all in shadow) must not set it
+    sigma_d = round(float(np.nanmedian([f["metrics"].get("disparity_sigma_px", np.nan) for f in cal["frames"]])), 3)
+    deploy["disparity_sigma_px"] = sigma_d
+    atomic_torch_save(ckpt, path)
+    evaluate(args.calibration_data, "--split", "val", "--model", str(path), "--no-references",
+             "--fit-hazard-calibration", "--out", str(work / "calibration_hazard"), "--figures", "0")
+    fitted = json.loads((work / "calibration_hazard" / "hazard_calibration.json").read_text())
+    table = next(v for k, v in fitted.items() if path.name in k)["hazard_calibration"]
+    deploy["hazard_calibration"] = [float(v) for v in table]
+    ckpt["meta"]["card"] = deploy
+    atomic_torch_save(ckpt, path)
+    # 3. The installed file on the held-out lander test split and descent bags, references beside.
+    lander = evaluate(args.test_data, "--split", "test", "--model", str(path), "--stereo-ceiling", str(sigma_d),
+                      "--out", str(work / "lander_test"), "--figures", "2")
+    descent = evaluate(*args.descent_test, "--model", str(path), "--stereo-ceiling", str(sigma_d),
+                       "--out", str(work / "descent_test"), "--figures", "2")
+    model = load_model(path)
+    head = model.stereo_head
+    card.update(
+        parameters=count_parameters(model),
+        disparity_sigma_px=sigma_d,
+        hazard_calibration=deploy["hazard_calibration"],
+        stereo_head={"config": head.config.to_dict(), "parameters": count_parameters(head),
+                     "gflops_512x384": stereo_head_gflops(model, 384, 512),
+                     "cpu_latency_ms_2_threads": {"512x384": head_latency_ms(model, 384, 512),
+                                                  "1024x1024": head_latency_ms(model, 1024, 1024, 5)}},
+        cpu_latency_ms_2_threads={"256x192": percentile(latency_ms(model.eval(), 192, 256), 50)},
+        data=card["data"] + "; stereo head: simulated lander (10-30 m) and descent (10-100 m) pairs, "
+        "train splits of seeds in commands",
+        test_metrics=lander["summary"], test_metrics_by_range=lander["by_range"],
+        descent_test_metrics=descent["summary"],
+        commands=[*card["commands"], "# calibrated-stereo head:", *Path(args.commands).read_text().splitlines(),
+                  "+ python " + " ".join(sys.argv)],
+    )
+    card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card, indent=1, default=str))
+    write_markdown(card)
+    print(json.dumps({k: card[k] for k in ("parameters", "disparity_sigma_px", "stereo_head")}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

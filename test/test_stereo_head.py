@@ -1,0 +1,220 @@
+"""The student's calibrated-stereo head: its disparity, its confidence, where the pipeline uses
+it, its training and its place in checkpoints."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lunar_recon.geometry.camera import Intrinsics
+from lunar_recon.models.stereo_head import (EpipolarStereoHead, StereoHeadConfig, correlation_volume, local_soft_argmax,
+                                            parabola_peak, predict_disparity)
+
+
+def _texture(h: int, w: int, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = sum(cv2.resize(rng.random((h // s + 1, w // s + 1)).astype(np.float32), (w, h),
+                          interpolation=cv2.INTER_CUBIC) / s for s in (1, 2, 4, 8))
+    base = (base - base.min()) / np.ptp(base)
+    return (40 + 180 * base).astype(np.float32)
+
+
+def shifted_pair(disparity: float, h: int = 192, w: int = 320, flat: bool = False):
+    """A rectified pair of a fronto-parallel textured plane at ``disparity`` px: the right view
+    sees the left's point at x - disparity.  ``flat``: a textureless square in the middle."""
+    texture = _texture(h, w + 64)
+    left = texture[:, 32:32 + w]
+    m = np.float32([[1, 0, 32 + disparity], [0, 1, 0]])  # right(x) = texture(x + 32 + d)
+    right = cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    if flat:
+        for img in (left, right):
+            img[64:128, 128:192] = 120.0
+    return np.clip(left, 0, 255).astype(np.uint8), np.clip(right, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def shipped_head():
+    from lunar_recon.models import load_model
+    from lunar_recon.models.registry import shipped_model_path
+
+    head = load_model(shipped_model_path()).stereo_head
+    assert head is not None, "the shipped student must carry its calibrated-stereo head"
+    return head
+
+
+@pytest.mark.parametrize("disparity", [17.3, 41.75])
+def test_shipped_head_finds_a_known_sub_pixel_shift(shipped_head, disparity):
+    left, right = shifted_pair(disparity)
+    d, conf = predict_disparity(shipped_head, left, right)
+    inside = (slice(16, -16), slice(int(disparity) + 24, -16))  # right of the unmatched band
+    err = d[inside] - disparity
+    assert abs(float(np.median(err))) < 0.2, float(np.median(err))
+    assert np.mean(np.abs(err) < 0.5) > 0.9
+    assert np.median(conf[inside]) > 0.5
+
+
+def test_confidence_falls_on_a_textureless_patch(shipped_head):
+    left, right = shifted_pair(24.0, flat=True)
+    _, conf = predict_disparity(shipped_head, left, right)
+    patch = conf[80:112, 144:176]  # the middle of the flat square
+    textured = conf[16:48, 64:300]
+    assert np.median(patch) < 0.5 * np.median(textured), (np.median(patch), np.median(textured))
+
+
+def test_local_soft_argmax_and_parabola_are_sub_pixel_and_ignore_a_far_mode():
+    idx = torch.arange(9, dtype=torch.float32)
+    logits = -((idx - 5.3) ** 2) * 2.0
+    logits[0] = logits.max() - 0.01  # a second mode far away
+    index, mass = local_soft_argmax(logits[None])
+    assert abs(float(index) - 5.3) < 0.15 and 0 < float(mass) < 1
+    assert abs(float(parabola_peak(logits[None])) - 5.3) < 1e-5  # exact on a parabola
+
+
+def test_correlation_volume_pairs_x_with_x_minus_k():
+    fl = torch.zeros(1, 1, 1, 10)
+    fr = torch.zeros(1, 1, 1, 10)
+    fl[..., 7] = 1.0
+    fr[..., 4] = 1.0  # left pixel 7 sees right pixel 4: disparity 3
+    vol = correlation_volume(fl, fr, -2, 8)  # shifts -2 .. 5
+    assert vol.shape == (1, 1, 10, 8)
+    assert vol[0, 0, 7].tolist() == [0, 0, 0, 0, 0, 1, 0, 0]  # index 5: shift -2 + 5 = 3
+
+
+def test_head_checks_its_input_and_config():
+    head = EpipolarStereoHead(StereoHeadConfig())
+    with pytest.raises(ValueError, match="multiple of the coarse stride"):
+        head(torch.zeros(1, 1, 30, 30), torch.zeros(1, 1, 30, 30))
+    with pytest.raises(ValueError, match="one size"):
+        predict_disparity(head, np.zeros((32, 32), np.uint8), np.zeros((32, 40), np.uint8))
+    with pytest.raises(ValueError, match="unknown stereo head config"):
+        StereoHeadConfig.from_dict({"fine_dim": 8, "colour": True})
+    with pytest.raises(ValueError, match="refine_radius_px"):
+        StereoHeadConfig(refine_radius_px=1).validate()
+    # any image size: padded to the stride and cropped back; colour is accepted
+    d, c = predict_disparity(head, np.zeros((30, 34, 3), np.uint8), np.zeros((30, 34, 3), np.uint8))
+    assert d.shape == c.shape == (30, 34)
+
+
+def _rig(fx: float, w: int, h: int, baseline: float, rotated: bool = False):
+    from lunar_recon.geometry.stereo import StereoCalibration
+
+    K = Intrinsics(fx, fx, w / 2, h / 2, w, h)
+    cal = StereoCalibration.rectified(K, baseline)
+    if rotated:
+        T = cal.T_left_from_right.copy()
+        T[:3, :3] = cv2.Rodrigues(np.array([0.0, 0.05, 0.02]))[0]
+        cal = StereoCalibration(K, K, T)
+    return cal
+
+
+def test_pipeline_takes_the_head_on_a_rectified_rig_and_the_pointmap_path_otherwise(shipped_head):
+    """Rectified: the scale and the fusion come from the head, no SGBM runs.  A rotated rig
+    (an unrectified CameraInfo pair) takes the pointmap path."""
+    from unittest import mock
+
+    from lunar_recon.geometry import stereo
+    from lunar_recon.models.registry import load_stereo_model
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
+
+    model = load_stereo_model("default")
+    left, right = shifted_pair(30.0, h=192, w=256)
+    cal = _rig(300.0, 256, 192, 1.0)  # a plane at 300 * 1 / 30 = 10 m
+    params = ReconstructionParams(scale_mode="stereo_local", compute_hazard=False, compute_slope=False)
+    no_sgbm = AssertionError("SGBM ran")
+    with mock.patch.object(stereo, "sgbm_disparity", side_effect=no_sgbm), \
+            mock.patch.object(stereo, "sgbm_depth_unrectified", side_effect=no_sgbm):
+        rec = StereoReconstructor(model, params).reconstruct(left, right, cal, None)
+    assert rec.scale_path == "stereo_local (stereo head)"
+    inside = rec.depth[16:-16, 60:-16]
+    assert np.isfinite(rec.depth).mean() > 0.97  # dense: the pointmap fills what the head leaves
+    assert abs(float(np.median(inside)) - 10.0) < 0.1
+    off = StereoReconstructor(model, ReconstructionParams(scale_mode="stereo_local", stereo_head=False,
+                                                          compute_hazard=False, compute_slope=False))
+    assert off.reconstruct(left, right, cal, None).scale_path == "stereo_local"
+    rotated = StereoReconstructor(model, params).reconstruct(left, right, _rig(300.0, 256, 192, 1.0, True), None)
+    assert "stereo head" not in rotated.scale_path
+    with pytest.raises(ValueError, match="stereo_head_min_confidence"):
+        ReconstructionParams(stereo_head_min_confidence=1.5).validate()
+
+
+def test_training_runs_resumes_and_attaches(tmp_path):
+    """Two steps, then a resume to four that continues the same run; the head attached to a
+    student loads with it and survives a re-save."""
+    from lunar_recon.data.dataset import write_pair
+    from lunar_recon.distill.stereo_head import StereoHeadTraining, disparity_truth, train_stereo_head
+    from lunar_recon.models import load_model
+    from lunar_recon.models.checkpoint import CheckpointError, attach_stereo_head, save_checkpoint
+    from lunar_recon.sim.scene import plan_scene, render_scene
+
+    data = tmp_path / "data"
+    frame = render_scene(plan_scene("lander", 3, width=256, height=192))
+    write_pair(data / "train" / "000000", frame)
+    (data / "dataset.json").write_text(json.dumps({"format": "lunar_recon.dataset/1", "splits": {"train": 1}}))
+    truth = disparity_truth(frame.depth_left, frame.depth_right, frame.K_left.fx, frame.baseline_m)
+    assert 0.5 < np.isfinite(truth).mean() < 1  # the left border and occlusions are dropped
+    cfg = StereoHeadTraining(steps=2, batch=2, crop_hw=(64, 128), checkpoint_every=1)
+    small = StereoHeadConfig(coarse_dim=8, fine_dim=4, max_disparity_px=96)
+    logs: list[str] = []
+    train_stereo_head([str(data)], tmp_path / "run", cfg, small, log=logs.append)
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert first["step"] == 2
+    cfg4 = StereoHeadTraining(steps=4, batch=2, crop_hw=(64, 128), checkpoint_every=1)
+    with pytest.raises(ValueError, match="other settings"):
+        train_stereo_head([str(data)], tmp_path / "run", cfg4, small, resume=True, log=logs.append)
+    again = StereoHeadTraining(steps=2, batch=2, crop_hw=(64, 128), checkpoint_every=1)
+    train_stereo_head([str(data)], tmp_path / "run", again, small, resume=True, log=logs.append)
+    assert any("resumed at step 2" in line for line in logs)
+
+    from lunar_recon.models.registry import shipped_model_path
+
+    student = load_model(shipped_model_path())
+    student.stereo_head = None
+    save_checkpoint(student, tmp_path / "student.pt")
+    attach_stereo_head(tmp_path / "student.pt", tmp_path / "run" / "stereo_head.pt", tmp_path / "with_head.pt")
+    loaded = load_model(tmp_path / "with_head.pt")
+    assert loaded.stereo_head is not None and loaded.stereo_head.config == small
+    save_checkpoint(loaded, tmp_path / "resaved.pt")
+    assert load_model(tmp_path / "resaved.pt").stereo_head.config == small
+    assert load_model(tmp_path / "student.pt").stereo_head is None
+    broken = torch.load(tmp_path / "with_head.pt", weights_only=True)
+    broken["stereo_head"]["config"]["coarse_stride"] = 3
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="stereo head config"):
+        load_model(tmp_path / "broken.pt")
+
+
+def test_card_describes_the_shipped_head():
+    from lunar_recon.models import load_model
+    from lunar_recon.models.profile import count_parameters
+    from lunar_recon.models.registry import SHIPPED_DIR, model_label, shipped_model_path
+
+    model = load_model(shipped_model_path())
+    card = json.loads((SHIPPED_DIR / "model_card.json").read_text())
+    head = card["stereo_head"]
+    assert head["config"] == model.stereo_head.config.to_dict()
+    assert head["parameters"] == count_parameters(model.stereo_head) > 0
+    assert card["parameters"] == count_parameters(model)  # network and head
+    assert head["gflops_512x384"] > 0 and set(head["cpu_latency_ms_2_threads"]) == {"512x384", "1024x1024"}
+    assert any("train-stereo-head" in c for c in card["commands"])
+    for metrics in (card["test_metrics"], card["descent_test_metrics"]):
+        student = metrics[model_label(str(shipped_model_path()))]
+        assert student["depth_completeness"] > 0.99 and student["frames"] > 0
+        assert "sgbm" in metrics  # the matcher it replaces stays beside it
+    assert "## Calibrated-stereo head" in (SHIPPED_DIR / "MODEL_CARD.md").read_text()
+
+
+def test_unmatched_left_band_is_where_the_match_leaves_the_right_image():
+    from lunar_recon.geometry.stereo import unmatched_left_band
+
+    h, w = 40, 200
+    x = np.arange(w, dtype=np.float32)
+    d = np.tile(30.0 + 0.1 * x, (h, 1))  # a slanted plane: x = d at x = 33.3
+    d[:, :33] = np.random.default_rng(0).uniform(0, 5, (h, 33))  # what a matcher returns there
+    band = unmatched_left_band(d)
+    assert band[:, :35].all() and not band[:, 36:].any()
+    d[5] = np.nan  # a row without data (NaN anyway) does not disturb the others
+    band = unmatched_left_band(d)
+    assert band[6, :35].all() and not band[6, 36:].any() and not band[5, 2:].any()
