@@ -18,7 +18,7 @@ from .geometry.frames import normalize
 from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, params_for_range
 from .geometry.hazard_memory import HazardMemory
 from .geometry.metric_scale import (SCALE_FIELD_SIGMA, SPARSE_MIN_MATCHED_FRACTION, STEREO_FUSION_DISPARITY_PX,
-                                    coarse_copy, fuse_with_stereo_reference, fusion_reference_depth,
+                                    coarse_copy, fuse_with_stereo_reference, fusion_reference_depth, matcher_say,
                                     metric_scale_field_from_stereo, metric_scale_from_stereo, sparse_reference_depth,
                                     stereo_reference_depth)
 from .geometry.pose import metric_scale_from_rig
@@ -32,6 +32,7 @@ from .models.predict import PairPrediction
 # stereo_local: a smooth per-pixel scale field from the same SGBM depth (the network keeps the
 # fine shape, the matcher fixes the low-frequency metric structure); auto: the model card's choice.
 SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
+NETWORK_SIGMA_FACTOR = 8.0  # ReconstructionParams.network_sigma_factor (chosen on calibration data)
 
 
 class StereoModel(Protocol):
@@ -116,6 +117,11 @@ class ReconstructionParams:
     # (sigma_Z = Z^2 / (f B) sigma_d).  None: the model's own (its card; SGBM 0.11), else 0.5;
     # 0: no noise model (the plain geometric hazard map).
     disparity_sigma_px: float | None = None
+    # The noise model's widening of the points that are the network's rather than a matcher's
+    # (ScaledPrediction.matcher_say): the pointmap's errors are smooth (a bent or tilted surface)
+    # and it cannot resolve rocks below its token size, which independent per-point noise of
+    # the matcher's sigma_d does not describe.  1: no widening.
+    network_sigma_factor: float = NETWORK_SIGMA_FACTOR
     # Shadows bound the hazard map's terrain when the sun's direction is given: a pixel below this
     # fraction of the lit level is shadow (geometry.shadows); 0: shadows unused.
     shadow_intensity_fraction: float = SHADOW_INTENSITY_FRACTION
@@ -146,6 +152,8 @@ class ReconstructionParams:
             raise ValueError("slope_baseline_m must be positive")
         if self.disparity_sigma_px is not None and not (0 <= self.disparity_sigma_px < 100):
             raise ValueError("disparity_sigma_px must be in [0, 100) px, or None for the model's own")
+        if not 1 <= self.network_sigma_factor <= 1000:
+            raise ValueError("network_sigma_factor must be in [1, 1000] (1: no widening)")
         if not 0 <= self.shadow_intensity_fraction < 1:
             raise ValueError("shadow_intensity_fraction must be in [0, 1) (0: shadows unused)")
         self.hazard.validate()
@@ -205,6 +213,9 @@ class ScaledPrediction:
     # where dense matching found nothing), 'rig' (the right view's pointmap on the calibrated
     # rig's rays) or 'metric model' (SGBM)
     scale_path: str = "predicted"
+    # per pixel, how much of the point is a matcher's (the head's or SGBM's) rather than the
+    # network's, 0-1; None for a metric model (SGBM), whose points are all matched
+    matcher_say: np.ndarray | None = None
 
     def metric_points(self) -> np.ndarray:
         return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
@@ -249,6 +260,7 @@ class StereoReconstructor:
         pred = self.model.predict(image_left, image_right, size=size, right_view=right_view)
         t1 = time.perf_counter()
         scale, points, fusion_s = 1.0, None, 0.0
+        say = None if metric_model else np.zeros(pred.points_left.shape[:2], np.float32)  # the network's points
         scale_path = "metric model" if metric_model else "predicted"
         if rescale:
             est = reference = head_depth = None
@@ -284,11 +296,12 @@ class StereoReconstructor:
                 if fine is not None:
                     points = fuse_with_stereo_reference(_scaled(pred.points_left, est), fine, calibration,
                                                         p.stereo_fusion_disparity_px)
+                    say = matcher_say(fine, calibration, points.shape[:2], p.stereo_fusion_disparity_px)
                 fusion_s = time.perf_counter() - t2
             scale = est
         metric_s = time.perf_counter() - t1
         return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s},
-                                points, scale_path)
+                                points, scale_path, say)
 
     @staticmethod
     def _scale_to(pred: PairPrediction, reference: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
@@ -326,6 +339,9 @@ class StereoReconstructor:
             if p.compute_hazard and calibration is not None and sigma_d > 0:  # only the hazard map uses it
                 sigma = stereo_elevation_sigma(points, up, calibration.K_left.fx, calibration.baseline_m, sigma_d)
                 sigma = sigma * confidence_sigma_factor(pred.conf_left, valid)
+                if staged.matcher_say is not None and p.network_sigma_factor != 1:
+                    say = staged.matcher_say
+                    sigma = sigma * (say + (1 - say) * np.float32(p.network_sigma_factor))
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)

@@ -173,6 +173,8 @@ def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
     assert data["machine"]["matmul_gflops"] > 0
     student, untrained, sgbm = data["models"]  # untrained: the student's preset with random weights
     assert student["parameters"] == untrained["parameters"] > 0 and sgbm["parameters"] == 0
+    assert student["stereo_head_parameters"] > 0 and student["deployed"]["stereo_head_gflops"] > 0
+    assert student["deployed"]["scale_path"] == "stereo_local (stereo head)"  # no SGBM in the deployed path
     for m in data["models"]:
         for size in ("512x384", "256x256"):
             s = m["sizes"][size]

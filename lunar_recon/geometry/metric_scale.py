@@ -192,11 +192,7 @@ def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibr
         cv2.resize(np.ascontiguousarray(points, dtype=np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
     matched = np.isfinite(reference) & (reference > 0) & np.isfinite(small[..., 2])
     depth = np.where(matched, reference, np.float32(0)).astype(np.float32, copy=False)
-    d0 = equal_weight_disparity_px * ref_per_image_px
-    q = depth * np.float32(d0 / (K_ref.fx * calibration.baseline_m))  # d0 / d
-    for _ in range(3):
-        q *= q  # (d0 / d)^8
-    say = np.where(matched, 1.0 / (1.0 + q), 0.0).astype(np.float32)
+    say = _say(depth, matched, K_ref.fx * calibration.baseline_m, equal_weight_disparity_px * ref_per_image_px)
     pull = depth_to_points(depth, K_ref)  # the matcher's points (0 where it did not match) ...
     pull -= np.nan_to_num(small)  # ... minus the network's, weighted by the matcher's say
     pull *= say[..., None]
@@ -205,6 +201,31 @@ def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibr
         correction = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
     correction += points  # NaN where the network has no point
     return correction
+
+
+def _say(depth: np.ndarray, matched: np.ndarray, focal_baseline: float, d0: float) -> np.ndarray:
+    """The matcher's say 1 / (1 + (d0 / d)^8) per pixel of its ``depth`` (0 where not ``matched``)."""
+    q = depth * np.float32(d0 / focal_baseline)  # d0 / d
+    for _ in range(3):
+        q *= q  # (d0 / d)^8
+    return np.where(matched, 1.0 / (1.0 + q), 0.0).astype(np.float32)
+
+
+def matcher_say(reference: np.ndarray, calibration: StereoCalibration, shape: tuple[int, int],
+                equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
+                sigma_px: float = STEREO_FUSION_SIGMA_PX) -> np.ndarray:
+    """How much of each point of :func:`fuse_with_stereo_reference`'s result (``shape``) is the
+    matcher's rather than the network's, 0-1 (its say, smoothed like the correction)."""
+    import cv2
+
+    sh, sw = reference.shape
+    per_px = sw / shape[1]
+    matched = np.isfinite(reference) & (reference > 0)
+    depth = np.where(matched, reference, np.float32(0)).astype(np.float32, copy=False)
+    say = _say(depth, matched, calibration.K_left.scaled(sw, sh).fx * calibration.baseline_m,
+               equal_weight_disparity_px * per_px)
+    say = cv2.GaussianBlur(say, (0, 0), sigma_px * per_px, borderType=cv2.BORDER_REFLECT)
+    return say if (sh, sw) == tuple(shape) else cv2.resize(say, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def coarse_copy(depth: np.ndarray, max_side: int = 256) -> np.ndarray:

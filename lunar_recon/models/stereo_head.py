@@ -73,9 +73,20 @@ def _conv(cin: int, cout: int, act: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, 1, H, W) blurred by a separable Gaussian (radius 2 sigma, edges replicated)."""
+    r = max(1, int(round(2 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
 class CoarseFeatures(nn.Module):
-    """Unit feature vectors at 1/``stride`` resolution: each ``stride`` x ``stride`` block of
-    pixels as channels (nothing is averaged away), then three convolutions."""
+    """Unit feature vectors at 1/``stride`` resolution: the image low-passed (so a shift by part
+    of a block still correlates: no aliasing), each ``stride`` x ``stride`` block of it as
+    channels, then three convolutions."""
 
     def __init__(self, dim: int, stride: int):
         super().__init__()
@@ -83,19 +94,19 @@ class CoarseFeatures(nn.Module):
         self.body = nn.Sequential(_conv(stride * stride, dim), _conv(dim, dim), _conv(dim, dim, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return unit(self.body(F.pixel_unshuffle(x, self.stride)))
+        return unit(self.body(F.pixel_unshuffle(gaussian_blur(x, self.stride / 2), self.stride)))
 
 
 class FineFeatures(nn.Module):
-    """Unit feature vectors at camera resolution, computed at half resolution (2 x 2 blocks as
-    channels) and shuffled back to full: a quarter of the cost of full-resolution layers."""
+    """Unit feature vectors at camera resolution, from convolutions at camera resolution
+    (shift-equivariant to the pixel, which sub-pixel matching needs)."""
 
     def __init__(self, dim: int):
         super().__init__()
-        self.body = nn.Sequential(_conv(4, 2 * dim), _conv(2 * dim, 4 * dim, act=False))
+        self.body = nn.Sequential(_conv(1, dim), _conv(dim, dim), _conv(dim, dim, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return unit(F.pixel_shuffle(self.body(F.pixel_unshuffle(x, 2)), 2))
+        return unit(self.body(x))
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -162,8 +173,10 @@ def local_soft_argmax(logits: torch.Tensor, radius: int = 2) -> tuple[torch.Tens
     best = logits.argmax(-1, keepdim=True).clamp(radius, n - 1 - radius)
     window = best + torch.arange(-radius, radius + 1, device=logits.device)
     local = torch.gather(logits, -1, window)
-    index = (torch.softmax(local, dim=-1) * window.to(logits.dtype)).sum(-1)
-    mass = torch.gather(torch.softmax(logits, dim=-1), -1, window).sum(-1)
+    top = torch.gather(logits, -1, best)  # the maximum: exp() of the differences never overflows
+    weights = (local - top).exp()
+    index = (weights * window.to(logits.dtype)).sum(-1) / weights.sum(-1)
+    mass = weights.sum(-1) / (logits - top).exp().sum(-1)  # the softmax's share of the window
     return index, mass
 
 

@@ -69,7 +69,7 @@ class NodeProbe:
                             ("/diagnostics", DiagnosticArray, 10)]:
             self.node.create_subscription(T, topic, lambda m, t=topic: self._record(t, m), q)
         pair_qos = qos_profile_sensor_data if qos == "sensor_data" else \
-            QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pubs = [self.node.create_publisher(T, t, pair_qos) for t, T in
                      [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
                       ("right/camera_info", CameraInfo)]]

@@ -31,7 +31,8 @@ from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.descent_map import DescentMapParams
 from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..geometry.metric_scale import SCALE_FIELD_SIGMA, STEREO_FUSION_DISPARITY_PX
-from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION, ReconstructionParams, StereoReconstructor, model_disparity_sigma
+from ..pipeline import (NETWORK_SIGMA_FACTOR, SCALE_MODES, SHADOW_INTENSITY_FRACTION, ReconstructionParams,
+                        StereoReconstructor, model_disparity_sigma)
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg,
                           occupancy_grid_msg, pointcloud2_msg, stamp_ns, stereo_calibration_from_infos,
                           unknown_grid_msg)
@@ -58,6 +59,9 @@ PARAMETERS: dict[str, tuple] = {
                     "it on a rectified rig instead of SGBM", None),
     "stereo_head_min_confidence": (0.99, "head disparities below this match confidence (0-1) are left to the "
                                    "pointmap", (0.0, 0.999)),
+    "network_sigma_factor": (NETWORK_SIGMA_FACTOR, "hazard noise model: widening of the points that are the "
+                             "network's rather than a matcher's (its errors are smooth and it cannot resolve rocks "
+                             "below its token size); 1: none", (1.0, 1000.0)),
     "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
                   "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
     "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
@@ -300,6 +304,7 @@ class StereoNode(Node):
             scale_mode=v["scale_mode"], scale_field_sigma=v["scale_field_sigma"],
             stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"], slope_baseline_m=v["slope_baseline_m"],
             stereo_head=bool(v["stereo_head"]), stereo_head_min_confidence=v["stereo_head_min_confidence"],
+            network_sigma_factor=v["network_sigma_factor"],
             disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
             shadow_intensity_fraction=v["shadow_intensity_fraction"],
             hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
@@ -534,6 +539,7 @@ class StereoNode(Node):
             "incomplete_pairs_missing": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.missing.items() if v)
             or "none",
             "incompatible_qos_events": self.incompatible_qos,
+            "messages_received": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.received.items()),
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
             "rejected_messages": sum(self.rejected.values()),
             "latency_ms_p50": 1e3 * lat[len(lat) // 2] if lat else float("nan"),

@@ -96,10 +96,12 @@ class PairMonitor:
         self.complete = 0
         self.incomplete = 0
         self.missing: dict[str, int] = {n: 0 for n in self.names}  # input -> incomplete pairs it was missing from
+        self.received: dict[str, int] = {n: 0 for n in self.names}  # input -> messages
         self._lock = threading.Lock()
 
     def arrived(self, index: int, stamp_ns: int, now_ns: int) -> None:
         with self._lock:
+            self.received[self.names[index]] += 1
             key = next((s for s in self.pending if abs(s - stamp_ns) <= self.slop_ns), stamp_ns)
             first, seen = self.pending.setdefault(key, (now_ns, set()))
             seen.add(index)

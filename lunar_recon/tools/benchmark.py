@@ -77,7 +77,9 @@ def _measure(spec: dict) -> dict:
                 raise ValueError("no default student ships with this install (the node's default is SGBM)")
         else:
             model = load_model(spec["path"]).eval()
-        out["parameters"] = count_parameters(model)
+        head = getattr(model, "stereo_head", None)
+        out["stereo_head_parameters"] = count_parameters(head) if head is not None else 0
+        out["parameters"] = count_parameters(model) - out["stereo_head_parameters"]  # the network's (the table's rows)
         out["inference_size"] = int(getattr(model, "meta", {}).get("card", {}).get("inference_size", 0) or 0)
         big = out["parameters"] > 100e6
         for h, w in SIZES:

@@ -52,6 +52,8 @@ def add_arguments(p) -> None:
                         "shadows that bound the hazard map's terrain; 0: shadows unused")
     p.add_argument("--hazard-resolution", type=float, default=None,
                    help="hazard grid cell (m); default: the truth's, else two ground pixels at each frame's range")
+    p.add_argument("--network-sigma-factor", type=float, default=None,
+                   help="noise-model widening of the network's own points (default: the pipeline's)")
     p.add_argument("--disparity-sigma", type=float, default=None,
                    help="disparity precision (px) for the hazard noise model; default: each model's own "
                         "(offline) or the node's (live); 0: off")
@@ -264,6 +266,7 @@ def run(args) -> int:
                         inference_size=args.inference_size, scale_mode=args.scale_mode,
                         stereo_fusion_disparity_px=args.stereo_fusion_disparity,
                         disparity_sigma_px=args.disparity_sigma, shadow_intensity_fraction=args.shadow_fraction,
+                        **({} if args.network_sigma_factor is None else {"network_sigma_factor": args.network_sigma_factor}),
                         hazard=params, calibrate_hazard=not args.fit_hazard_calibration,
                         descent_map=args.descent_map))
                 t0 = time.perf_counter()
