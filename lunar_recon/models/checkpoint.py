@@ -200,7 +200,7 @@ def _stereo_head(payload: Any, source: str):
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: unusable stereo head config: {exc}") from None
     load_state_dict_checked(head, payload["model"], f"{source} (stereo head)")
-    return head
+    return head.to(memory_format=torch.channels_last)  # its convolutions' fast layout on the CPU
 
 
 def read_stereo_head(path: str | os.PathLike):
