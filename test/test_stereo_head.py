@@ -25,7 +25,7 @@ def _texture(h: int, w: int, seed: int = 3) -> np.ndarray:
 def shifted_pair(disparity: float, h: int = 192, w: int = 320, flat: bool = False):
     """A rectified pair of a fronto-parallel textured plane at ``disparity`` px: the right view
     sees the left's point at x - disparity.  ``flat``: a textureless square in the middle."""
-    texture = _texture(h, w + 64)
+    texture = _texture(h, w + 64 + int(disparity))
     left = texture[:, 32:32 + w]
     m = np.float32([[1, 0, 32 + disparity], [0, 1, 0]])  # right(x) = texture(x + 32 + d)
     right = cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
@@ -46,9 +46,10 @@ def shipped_head():
     return head
 
 
-@pytest.mark.parametrize("disparity", [17.3, 41.75])
-def test_shipped_head_finds_a_known_sub_pixel_shift(shipped_head, disparity):
-    left, right = shifted_pair(disparity)
+@pytest.mark.parametrize("disparity,width", [(17.3, 320), (41.75, 320), (250.4, 1024)])
+def test_shipped_head_finds_a_known_sub_pixel_shift(shipped_head, disparity, width):
+    """Within 0.2 px; on a megapixel-wide camera beyond the 192 px trained search too."""
+    left, right = shifted_pair(disparity, w=width)
     d, conf = predict_disparity(shipped_head, left, right)
     inside = (slice(16, -16), slice(int(disparity) + 24, -16))  # right of the unmatched band
     err = d[inside] - disparity

@@ -34,7 +34,7 @@ class StereoHeadConfig:
     coarse_dim: int = 16  # feature channels at 1/coarse_stride resolution
     fine_dim: int = 8  # feature channels at camera resolution
     coarse_stride: int = 4
-    max_disparity_px: int = 192  # the coarse search covers [0, max) camera pixels
+    max_disparity_px: int = 192  # the coarse search covers [0, max) px at 512 px wide, in proportion beyond
     refine_radius_px: int = 4  # whole-pixel shifts searched around the coarse disparity
     coarse_aggregation_px: int = 5  # box window (coarse pixels) the coarse correlation is averaged over
     fine_aggregation_px: int = 9  # box window (camera pixels) the fine correlation is averaged over
@@ -236,7 +236,8 @@ class EpipolarStereoHead(nn.Module):
         both = torch.cat([normalise_image(left), normalise_image(right)])
         # coarse: the whole range, whole coarse pixels, soft-argmax around the best
         coarse = self.coarse(both)
-        levels = max(2, c.max_disparity_px // s)
+        # the search grows with the image: a wider camera sees the same ground at more pixels
+        levels = max(2, max(c.max_disparity_px, int(c.max_disparity_px * w / 512)) // s)
         coarse_logits = box(correlation_volume(coarse[:b], coarse[b:], 0, levels), c.coarse_aggregation_px)
         coarse_logits = coarse_logits * self.log_temperature[0].exp()
         level, _ = local_soft_argmax(coarse_logits)
