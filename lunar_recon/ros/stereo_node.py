@@ -48,13 +48,15 @@ PARAMETERS: dict[str, tuple] = {
     "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
     "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (the right view's pointmap on the "
                    "calibrated rig's rays), "
-                   "'stereo' (median ratio to a coarse SGBM depth), 'stereo_local' (a smooth per-pixel scale "
-                   "field from that SGBM depth) or 'auto' (the model card's choice)", SCALE_MODES),
+                   "'stereo' (median ratio to a matcher's depth: the student's stereo head on a rectified rig, "
+                   "else a coarse SGBM), 'stereo_local' (a smooth per-pixel scale field from that depth) or "
+                   "'auto' (the model card's choice)", SCALE_MODES),
     "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "
                           "image width", (0.001, 1.0)),
     "stereo_fusion_disparity_px": (STEREO_FUSION_DISPARITY_PX, "'stereo' / 'stereo_local': pull the points toward "
-                                   "a full-resolution SGBM's where its disparity is large, halfway at this one (px "
-                                   "of the left image); 0: off", (0.0, 999.0)),
+                                   "the matcher's (the stereo head's, else a full-resolution SGBM's) where its "
+                                   "disparity is large, halfway at this one (px of the left image); 0: off",
+                                   (0.0, 999.0)),
     "stereo_head": (True, "a student with a calibrated-stereo head takes its metric reference and fusion from "
                     "it on a rectified rig instead of SGBM", None),
     "stereo_head_min_confidence": (0.99, "head disparities below this match confidence (0-1) are left to the "
