@@ -323,3 +323,26 @@ def test_pair_monitor_counts_incomplete_pairs_and_what_was_missing():
     approx.arrived(0, 10**9, 0)
     approx.arrived(1, 10**9 + 5 * ms, 0)  # within the slop: one pair
     assert approx.complete == 1 and approx.incomplete == 0
+
+
+def test_one_camera_info_parser_for_the_node_and_the_bag_reader():
+    """rclpy and rosbags CameraInfo messages go through the same parser: a camera_info with an
+    all-zero P but a K (accepted by the node) gives the bag reader the same rig."""
+    from lunar_recon.data.rosbag import camera_info_msg as bag_info
+    from lunar_recon.data.rosbag import typestore
+    from lunar_recon.geometry.camera import Intrinsics
+    from lunar_recon.geometry.camera_info import CameraInfoError, stereo_calibration_from_camera_infos
+    from lunar_recon.ros.conversions import stereo_calibration_from_infos
+
+    K = Intrinsics.from_fov(60.0, 64, 48)
+    ts = typestore()
+    left, right = bag_info(ts, K, 0, "l"), bag_info(ts, K, 0, "r", 1.5)
+    from_bag = stereo_calibration_from_camera_infos(left, right, (48, 64))
+    from_node = stereo_calibration_from_infos(_info(K), _info(K, 1.5), (48, 64))
+    assert from_bag.K_left == from_node.K_left and from_bag.baseline_m == pytest.approx(from_node.baseline_m)
+    left.p[:] = 0.0  # an uncalibrated left P: the intrinsics come from K
+    assert stereo_calibration_from_camera_infos(left, right, (48, 64)).K_left.fx == pytest.approx(K.fx)
+    left.k[:] = 0.0
+    with pytest.raises(CameraInfoError, match="all-zero") as err:
+        stereo_calibration_from_camera_infos(left, right, (48, 64))
+    assert err.value.reason == "camera_info"

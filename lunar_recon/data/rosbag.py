@@ -21,6 +21,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..geometry.camera import Intrinsics
+from ..geometry.camera_info import stereo_calibration_from_camera_infos
+from ..geometry.stereo import StereoCalibration
 from ..geometry.frames import matrix_to_quaternion, pose_matrix, quaternion_to_matrix
 from .encodings import array_to_image_fields, image_to_array
 
@@ -59,6 +61,7 @@ class BagFrame:
     depth: np.ndarray | None = None
     hazard: dict | None = None
     extra: dict = field(default_factory=dict)
+    calibration: StereoCalibration | None = None  # the rig its camera_info messages describe
 
     @property
     def up_left(self) -> np.ndarray | None:
@@ -192,16 +195,6 @@ def _image(msg) -> np.ndarray:
     return image_to_array(msg.encoding, msg.height, msg.width, msg.step, np.asarray(msg.data), bool(msg.is_bigendian))
 
 
-def _intrinsics(msg) -> tuple[Intrinsics, float]:
-    k = np.asarray(msg.k, np.float64).reshape(3, 3)
-    p = np.asarray(msg.p, np.float64).reshape(3, 4)
-    if not np.isfinite(p).all() or p[0, 0] <= 0:
-        raise BagError("camera_info with an invalid projection matrix")
-    K = Intrinsics(p[0, 0], p[1, 1], p[0, 2], p[1, 2], int(msg.width), int(msg.height)) if p[0, 0] > 0 else \
-        Intrinsics.from_matrix(k, msg.width, msg.height)
-    return K, float(-p[0, 3] / p[0, 0])
-
-
 def _open(path: Path):
     # rosbag2 only: rosbags' AnyReader would take a folder named '*.bag' for a ROS 1 bag.
     from rosbags.rosbag2 import Reader
@@ -302,10 +295,10 @@ def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[s
     li, ri = buffers["left_info"].pop(keys["left_info"]), buffers["right_info"].pop(keys["right_info"])
     extra = {"errors": list(errors)} if errors else {}
     try:
-        K_l, _ = _intrinsics(li)
-        K_r, baseline = _intrinsics(ri)
-        frame = BagFrame(stamp, _image(left_msg), _image(right_msg), K_l, K_r, baseline, left_msg.header.frame_id,
-                         extra=extra)
+        left, right = _image(left_msg), _image(right_msg)
+        rig = stereo_calibration_from_camera_infos(li, ri, left.shape[:2])  # the node's own parser
+        frame = BagFrame(stamp, left, right, rig.K_left, rig.K_right, rig.baseline_m, left_msg.header.frame_id,
+                         extra=extra, calibration=rig)
     except Exception as exc:  # noqa: BLE001 - a corrupt frame is skipped and reported
         errors.append(f"frame @ {stamp}: {exc}")
         return None

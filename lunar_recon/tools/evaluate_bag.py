@@ -202,6 +202,8 @@ def _calibration(fr):
     s = fr.extra.get("sample")
     if s is not None and not s.rectified:
         return StereoCalibration(s.K_left, s.K_right, s.T_left_from_right)
+    if getattr(fr, "calibration", None) is not None:  # a bag's camera_info pair, as the node reads it
+        return fr.calibration
     T = StereoCalibration.rectified(fr.K_left, fr.baseline_m).T_left_from_right
     return StereoCalibration(fr.K_left, fr.K_right, T)
 
