@@ -18,7 +18,7 @@ from .geometry.frames import normalize
 from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, params_for_range
 from .geometry.hazard_memory import HazardMemory
 from .geometry.metric_scale import (SCALE_FIELD_SIGMA, SPARSE_MIN_MATCHED_FRACTION, STEREO_FUSION_DISPARITY_PX,
-                                    coarse_copy, fuse_with_stereo_reference, fusion_reference_depth, matcher_say,
+                                    coarse_copy, fuse_with_matcher, fusion_reference_depth,
                                     metric_scale_field_from_stereo, metric_scale_from_stereo, sparse_reference_depth,
                                     stereo_reference_depth)
 from .geometry.pose import metric_scale_from_rig
@@ -294,9 +294,8 @@ class StereoReconstructor:
                 fine = head_depth if head_depth is not None else \
                     fusion_reference_depth(image_left, image_right, calibration, reference, p.stereo_fusion_disparity_px)
                 if fine is not None:
-                    points = fuse_with_stereo_reference(_scaled(pred.points_left, est), fine, calibration,
-                                                        p.stereo_fusion_disparity_px)
-                    say = matcher_say(fine, calibration, points.shape[:2], p.stereo_fusion_disparity_px)
+                    points, say = fuse_with_matcher(_scaled(pred.points_left, est), fine, calibration,
+                                                    p.stereo_fusion_disparity_px)
                 fusion_s = time.perf_counter() - t2
             scale = est
         metric_s = time.perf_counter() - t1

@@ -32,8 +32,7 @@ def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
     import cv2
 
     h, w = np.asarray(image_left).shape[:2]
-    f = min(1.0, max_side / max(h, w))
-    sw, sh = max(16, round(w * f)), max(16, round(h * f))
+    sw, sh = coarse_size(h, w, max_side)
 
     def small(img):
         img = np.asarray(img)
@@ -167,8 +166,17 @@ def fusion_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
 def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibration: StereoCalibration,
                                equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
                                sigma_px: float = STEREO_FUSION_SIGMA_PX) -> np.ndarray:
-    """Metric pointmap (H, W, 3): a network's metric ``points`` corrected toward an SGBM
-    ``reference`` depth's own points (on the calibrated rays) where matching is precise.
+    """The metric pointmap of :func:`fuse_with_matcher` (without the matcher's say)."""
+    return fuse_with_matcher(points, reference, calibration, equal_weight_disparity_px, sigma_px)[0]
+
+
+def fuse_with_matcher(points: np.ndarray, reference: np.ndarray, calibration: StereoCalibration,
+                      equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
+                      sigma_px: float = STEREO_FUSION_SIGMA_PX) -> tuple[np.ndarray, np.ndarray]:
+    """Metric pointmap (H, W, 3): a network's metric ``points`` corrected toward a matcher's
+    ``reference`` depth's own points (on the calibrated rays) where matching is precise; and,
+    per pixel, how much of each point is the matcher's rather than the network's (0-1: its say,
+    smoothed like the correction).
 
     Matching's relative depth precision sigma_d / d improves with disparity d (near ground),
     the network's does not; near the ground the matcher resolves the rocks, crater walls and
@@ -196,11 +204,14 @@ def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibr
     pull = depth_to_points(depth, K_ref)  # the matcher's points (0 where it did not match) ...
     pull -= np.nan_to_num(small)  # ... minus the network's, weighted by the matcher's say
     pull *= say[..., None]
-    correction = cv2.GaussianBlur(pull, (0, 0), sigma_px * ref_per_image_px, borderType=cv2.BORDER_REFLECT)
+    blur = sigma_px * ref_per_image_px
+    correction = cv2.GaussianBlur(pull, (0, 0), blur, borderType=cv2.BORDER_REFLECT)
+    say = cv2.GaussianBlur(say, (0, 0), blur, borderType=cv2.BORDER_REFLECT)
     if (sh, sw) != (h, w):
         correction = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
+        say = cv2.resize(say, (w, h), interpolation=cv2.INTER_LINEAR)
     correction += points  # NaN where the network has no point
-    return correction
+    return correction, say
 
 
 def _say(depth: np.ndarray, matched: np.ndarray, focal_baseline: float, d0: float) -> np.ndarray:
@@ -211,21 +222,10 @@ def _say(depth: np.ndarray, matched: np.ndarray, focal_baseline: float, d0: floa
     return np.where(matched, 1.0 / (1.0 + q), 0.0).astype(np.float32)
 
 
-def matcher_say(reference: np.ndarray, calibration: StereoCalibration, shape: tuple[int, int],
-                equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
-                sigma_px: float = STEREO_FUSION_SIGMA_PX) -> np.ndarray:
-    """How much of each point of :func:`fuse_with_stereo_reference`'s result (``shape``) is the
-    matcher's rather than the network's, 0-1 (its say, smoothed like the correction)."""
-    import cv2
-
-    sh, sw = reference.shape
-    per_px = sw / shape[1]
-    matched = np.isfinite(reference) & (reference > 0)
-    depth = np.where(matched, reference, np.float32(0)).astype(np.float32, copy=False)
-    say = _say(depth, matched, calibration.K_left.scaled(sw, sh).fx * calibration.baseline_m,
-               equal_weight_disparity_px * per_px)
-    say = cv2.GaussianBlur(say, (0, 0), sigma_px * per_px, borderType=cv2.BORDER_REFLECT)
-    return say if (sh, sw) == tuple(shape) else cv2.resize(say, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+def coarse_size(h: int, w: int, max_side: int = 256) -> tuple[int, int]:
+    """(width, height) of the coarse reference grid of an h x w image: long side ``max_side``."""
+    f = min(1.0, max_side / max(h, w))
+    return max(16, round(w * f)), max(16, round(h * f))
 
 
 def coarse_copy(depth: np.ndarray, max_side: int = 256) -> np.ndarray:
@@ -234,6 +234,5 @@ def coarse_copy(depth: np.ndarray, max_side: int = 256) -> np.ndarray:
     import cv2
 
     h, w = depth.shape
-    f = min(1.0, max_side / max(h, w))
-    size = (max(16, round(w * f)), max(16, round(h * f)))
+    size = coarse_size(h, w, max_side)
     return depth if size == (w, h) else cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)
