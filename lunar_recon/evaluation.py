@@ -81,6 +81,29 @@ def ideal_stereo_depth(depth_true: np.ndarray, focal_baseline: float, disparity_
     return noisy
 
 
+def disparity_error_samples(depth_pred: np.ndarray, depth_true: np.ndarray, focal_baseline: float,
+                            image_left: np.ndarray, matched: np.ndarray | None = None, samples: int = 20000,
+                            seed: int = 0, window: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute disparity errors (px) of a rectified rig's depth and the matching Cramer-Rao bound
+    at the same pixels (``geometry.stereo.matching_crlb``), at most ``samples`` random pixels
+    among those ``matched`` (e.g. a matcher's, not the network's): the data
+    ``geometry.stereo.fit_disparity_precision`` fits."""
+    from .geometry.stereo import matching_crlb
+
+    crlb = matching_crlb(image_left, window)
+    if crlb.shape != depth_pred.shape:
+        raise ValueError(f"image {crlb.shape} and depth {depth_pred.shape} differ in size")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.abs(np.float32(focal_baseline) / depth_pred - np.float32(focal_baseline) / depth_true)
+    use = np.isfinite(e) & (depth_true > 0)
+    if matched is not None:
+        use &= matched
+    idx = np.flatnonzero(use)
+    if idx.size > samples:
+        idx = np.random.default_rng(seed).choice(idx, samples, replace=False)
+    return e.reshape(-1)[idx], crlb.reshape(-1)[idx]
+
+
 def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
                 hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams,
                 elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None,

@@ -24,7 +24,8 @@ from .geometry.metric_scale import (SCALE_FIELD_SIGMA, SPARSE_MIN_MATCHED_FRACTI
 from .geometry.pose import metric_scale_from_rig
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
-from .geometry.stereo import StereoCalibration, disparity_to_depth, stereo_elevation_sigma, unmatched_left_band
+from .geometry.stereo import (DisparityPrecision, StereoCalibration, disparity_to_depth, stereo_elevation_sigma,
+                              unmatched_left_band)
 from .models.predict import PairPrediction
 
 # predicted: as the network says; baseline: the right view's pointmap put on the calibrated rig's rays
@@ -114,7 +115,8 @@ class ReconstructionParams:
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     # Disparity precision (px, 1 sigma) of the depth source, for the hazard map's noise model
-    # (sigma_Z = Z^2 / (f B) sigma_d).  None: the model's own (its card; SGBM 0.11), else 0.5;
+    # (sigma_Z = Z^2 / (f B) sigma_d), one value everywhere.  None: the model's own (its card,
+    # widened on bland ground where the card gives a texture gain; SGBM 0.11), else 0.5;
     # 0: no noise model (the plain geometric hazard map).
     disparity_sigma_px: float | None = None
     # The noise model's widening of the points that are the network's rather than a matcher's
@@ -179,6 +181,7 @@ class Reconstruction:
     # map, and what this frame's update did (fused / new / gated cells, a reset)
     descent_hazard: HazardMap | None = None
     descent_update: DescentUpdate | None = None
+    matcher_say: np.ndarray | None = None  # ScaledPrediction.matcher_say: per pixel, how much is a matcher's
 
 
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
@@ -197,6 +200,23 @@ def model_disparity_sigma(model) -> float:
     card = getattr(model, "meta", {}).get("card", {})
     value = card.get("disparity_sigma_px", getattr(model, "disparity_sigma_px", None))
     return float(value) if value is not None else DEFAULT_DISPARITY_SIGMA_PX
+
+
+def model_disparity_precision(model) -> DisparityPrecision:
+    """The model's disparity precision: its ``disparity_sigma_px`` and, where its card states
+    one (``disparity_sigma_texture_gain``), the widening on bland ground
+    (:class:`~lunar_recon.geometry.stereo.DisparityPrecision`)."""
+    card = getattr(model, "meta", {}).get("card", {})
+    gain = card.get("disparity_sigma_texture_gain", getattr(model, "disparity_sigma_texture_gain", 0.0))
+    return DisparityPrecision(model_disparity_sigma(model), float(gain or 0.0))
+
+
+def disparity_precision(model, params: ReconstructionParams) -> DisparityPrecision:
+    """The precision the hazard noise model uses: ``params.disparity_sigma_px`` (one sigma
+    everywhere) when set, else the model's own."""
+    if params.disparity_sigma_px is not None:
+        return DisparityPrecision(params.disparity_sigma_px)
+    return model_disparity_precision(model)
 
 
 @dataclass
@@ -332,10 +352,12 @@ class StereoReconstructor:
         depth = points[..., 2].copy()
         t2 = time.perf_counter()
         slope = hmap = sigma = shadowed = hazard_note = descent_hazard = descent_update = None
-        sigma_d = p.disparity_sigma_px if p.disparity_sigma_px is not None else model_disparity_sigma(self.model)
+        precision = disparity_precision(self.model, p)
         if up_in_left is not None:
             up = normalize(up_in_left)
-            if p.compute_hazard and calibration is not None and sigma_d > 0:  # only the hazard map uses it
+            if p.compute_hazard and calibration is not None and precision.floor_px + precision.texture_gain > 0:
+                sigma_d = precision.floor_px if image_left is None else precision.sigma_map(image_left,
+                                                                                             points.shape[:2])
                 sigma = stereo_elevation_sigma(points, up, calibration.K_left.fx, calibration.baseline_m, sigma_d)
                 sigma = sigma * confidence_sigma_factor(pred.conf_left, valid)
                 if staged.matcher_say is not None and p.network_sigma_factor != 1:
@@ -369,7 +391,7 @@ class StereoReconstructor:
         timings = {"model": model_s, "geometry": geometry_s, "hazard": t3 - t2, "total": model_s + geometry_s + t3 - t2}
         return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, sigma, slope, hmap, scale,
                               timings, pred, shadowed, hazard_note, staged.scale_path, descent_hazard,
-                              descent_update)
+                              descent_update, staged.matcher_say)
 
     def _fuse(self, points: np.ndarray, sigma: np.ndarray, camera_pose: np.ndarray, hazard_params: HazardParams,
               p: ReconstructionParams, probability_table) -> tuple[HazardMap, DescentUpdate]:

@@ -1,12 +1,15 @@
 """Re-ship the default student with a trained calibrated-stereo head (same network weights).
 
     .venv/bin/python scripts/ship_stereo_head.py RUN/stereo_head.pt --calibration-data runs/lander \
+        --descent-calibration runs/seq31.bag runs/seq32.bag \
         --test-data runs/lander --descent-test runs/seq41.bag runs/seq42.bag --commands RUN/commands.log
 
-On the calibration split (val) it measures the depth's disparity precision (the hazard noise
-model) and fits the hazard-probability calibration; then it installs the file with that card
-and scores it, beside SGBM, the ideal matcher at its precision and a constant depth, on the
-lander test split and the descent test bags.  Never give it a test split as calibration data.
+On the calibration data (the lander val split and the descent calibration bags) it measures the
+depth's disparity precision (the hazard noise model: the median robust sigma, widened on bland
+ground by the fitted texture gain) and fits the hazard-probability calibration; then it installs
+the file with that card and scores it, beside SGBM, the ideal matcher at its precision and a
+constant depth, on the lander test split and the descent test bags.  Never give it test data as
+calibration data.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ from lunar_recon.models.checkpoint import atomic_torch_save, attach_stereo_head
 from lunar_recon.models.profile import count_parameters, latency_ms, percentile
 from lunar_recon.models.registry import SHIPPED_DIR, shipped_model_path
 from lunar_recon.tools.benchmark import stereo_head_gflops
+
+
+HEAD_DATA = "; stereo head: simulated lander (10-30 m) and descent (10-100 m) pairs, train splits of seeds in commands"
 
 
 def evaluate(*args: str) -> dict:
@@ -72,15 +78,17 @@ def write_markdown(card: dict) -> None:
              f"{ {k: round(v, 1) for k, v in head['cpu_latency_ms_2_threads'].items()} } ms",
              f"- inference size {card['inference_size']}, scale mode {card['scale_mode']!r}: on a rectified rig the "
              "metric reference and the fusion come from the head (no SGBM); otherwise from SGBM / sparse matches",
-             f"- disparity precision {card['disparity_sigma_px']} px (1 sigma, robust, on the calibration pairs): the "
-             "hazard map's noise model", f"- data: {card['data']}", "",
+             f"- disparity precision {card['disparity_sigma_px']} px (1 sigma, robust, on the calibration pairs), "
+             f"widened on bland ground with texture gain {card.get('disparity_sigma_texture_gain', 0)} "
+             "(geometry.stereo.DisparityPrecision): the hazard map's noise model", f"- data: {card['data']}", "",
              "## Calibrated-stereo head", "", "```", json.dumps(head["config"], indent=1), "```", "",
              "## Test metrics: lander test split (held out, 10-30 m, no alignment)", "",
              *_table(card["test_metrics"], columns), "",
              "## Test metrics: descent test bags (held out, 10-100 m)", "",
              *_table(card["descent_test_metrics"], columns), "",
              "## Hazard probability calibration", "",
-             f"Calibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (fitted on the calibration split): "
+             f"Calibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (fitted on the calibration data: "
+             "lander val split and descent calibration bags): "
              f"`{card['hazard_calibration']}`", "",
              "## Commands", "", "```", *card["commands"], "```"]
     (SHIPPED_DIR / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
@@ -90,6 +98,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("head")
     ap.add_argument("--calibration-data", required=True, help="a lander dataset whose 'val' split calibrates")
+    ap.add_argument("--descent-calibration", nargs="+", default=[],
+                    help="descent bags (not the test ones) that calibrate beside the lander val split")
     ap.add_argument("--test-data", required=True, help="a lander dataset whose 'test' split is reported")
     ap.add_argument("--descent-test", nargs="+", required=True, help="held-out descent bags")
     ap.add_argument("--commands", required=True, help="the command log of the head's training")
@@ -111,13 +121,18 @@ def main() -> None:
     atomic_torch_save(ckpt, path)
     # 2. Disparity precision of its depth on the calibration split, then the hazard calibration
     #    fitted there with that noise model.
-    cal = evaluate(args.calibration_data, "--split", "val", "--model", str(path), "--no-references",
-                   "--disparity-sigma", "0", "--out", str(work / "calibration_sigma"), "--figures", "0")
-    # the median over frames: one frame without signal (a pair all in shadow) must not set it
+    calibration_inputs = [args.calibration_data, *args.descent_calibration, "--split", "val"]
+    cal = evaluate(*calibration_inputs, "--model", str(path), "--no-references", "--disparity-sigma", "0",
+                   "--fit-disparity-precision", "--out", str(work / "calibration_sigma"), "--figures", "0")
+    # the median over frames: one frame without signal (a pair all in shadow) must not set it; it
+    # stays the floor (never narrower than the model is on average), the texture gain of the fit
+    # widens bland ground
     sigma_d = round(float(np.nanmedian([f["metrics"].get("disparity_sigma_px", np.nan) for f in cal["frames"]])), 3)
-    deploy["disparity_sigma_px"] = sigma_d
+    fitted_precision = json.loads((work / "calibration_sigma" / "disparity_precision.json").read_text())
+    gain = next(v for k, v in fitted_precision.items() if path.name in k)["disparity_sigma_texture_gain"]
+    deploy.update(disparity_sigma_px=sigma_d, disparity_sigma_texture_gain=gain)
     atomic_torch_save(ckpt, path)
-    evaluate(args.calibration_data, "--split", "val", "--model", str(path), "--no-references",
+    evaluate(*calibration_inputs, "--model", str(path), "--no-references",
              "--fit-hazard-calibration", "--out", str(work / "calibration_hazard"), "--figures", "0")
     fitted = json.loads((work / "calibration_hazard" / "hazard_calibration.json").read_text())
     table = next(v for k, v in fitted.items() if path.name in k)["hazard_calibration"]
@@ -134,14 +149,14 @@ def main() -> None:
     card.update(
         parameters=count_parameters(model),
         disparity_sigma_px=sigma_d,
+        disparity_sigma_texture_gain=gain,
         hazard_calibration=deploy["hazard_calibration"],
         stereo_head={"config": head.config.to_dict(), "parameters": count_parameters(head),
                      "gflops_512x384": stereo_head_gflops(model, 384, 512),
                      "cpu_latency_ms_2_threads": {"512x384": head_latency_ms(model, 384, 512),
                                                   "1024x1024": head_latency_ms(model, 1024, 1024, 5)}},
         cpu_latency_ms_2_threads={"256x192": percentile(latency_ms(model.eval(), 192, 256), 50)},
-        data=card["data"] + "; stereo head: simulated lander (10-30 m) and descent (10-100 m) pairs, "
-        "train splits of seeds in commands",
+        data=card["data"] if HEAD_DATA in card["data"] else card["data"] + HEAD_DATA,
         test_metrics=lander["summary"], test_metrics_by_range=lander["by_range"],
         descent_test_metrics=descent["summary"],
         commands=[*card["commands"], "# calibrated-stereo head:", *Path(args.commands).read_text().splitlines(),

@@ -414,6 +414,51 @@ def test_megapixel_colour_pairs_arrive_at_10_hz_with_the_default_qos(frame):
         stop_node(proc)
 
 
+def test_megapixel_colour_pairs_complete_with_the_latest_camera_info(frame):
+    """camera_info_sync:=latest pairs the two images only and completes each pair with the
+    cameras' newest camera_info: a pair before any camera_info is rejected with its reason,
+    then camera_info sent once (a fixed rig) serves every 1024x1024 rgb8 pair at 10 Hz."""
+    import time
+
+    import cv2
+    from builtin_interfaces.msg import Time
+
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "publish_points:=false",
+                      "camera_info_sync:=latest")
+    t = NodeProbe(dom)
+    try:
+        t.wait_for_node(proc)
+        big = [cv2.cvtColor(cv2.resize(img, (1024, 1024)), cv2.COLOR_GRAY2RGB) for img in (fr.left, fr.right)]
+        K = fr.K_left.scaled(1024, 1024)
+        images = [(t.pubs[0], t.image(big[0], "rgb8")), (t.pubs[2], t.image(big[1], "rgb8"))]
+        infos = [(t.pubs[1], t.info(K)), (t.pubs[3], t.info(K, fr.baseline_m))]
+        base = 1_900_000_000 * 10**9
+
+        def send(pairs, stamp_ns):
+            for pub, m in pairs:
+                m.header.stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+                m.header.frame_id = "left_camera_optical_frame"
+                pub.publish(m)
+
+        send(images, base)  # no camera_info yet
+        assert t.spin(20.0, lambda: int(t.diagnostics().get("rejected.no_camera_info", 0)) >= 1), t.diagnostics()
+        send(infos, base + 10**8)  # once
+        t.spin(0.5)
+        sent = 20
+        t0 = time.monotonic()
+        for i in range(sent):
+            send(images, base + (i + 2) * 10**8)
+            t.spin_until(t0 + (i + 1) / 10.0)
+        assert t.spin(20.0, lambda: int(t.diagnostics().get("pairs_received", 0)) >= 0.75 * sent), t.diagnostics()
+        kv = t.diagnostics()
+        assert kv["camera_info_sync"] == "latest" and "left/camera_info: 1" in kv["messages_received"]
+        assert t.spin(30.0, lambda: t.got.get("depth/image_rect")), t.diagnostics()  # and they are processed
+    finally:
+        t.close()
+        stop_node(proc)
+
+
 def test_a_publisher_the_input_qos_cannot_hear_is_reported(frame):
     fr, dom = frame, _domain()
     proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "input_qos:=reliable")

@@ -133,23 +133,108 @@ def disparity_to_depth(disp: np.ndarray, fx: float, baseline_m: float, doffs: fl
 
 
 def stereo_elevation_sigma(points: np.ndarray, up: np.ndarray, fx: float, baseline_m: float,
-                           disparity_sigma_px: float) -> np.ndarray:
+                           disparity_sigma_px: float | np.ndarray) -> np.ndarray:
     """1-sigma vertical uncertainty (m) of each point of a stereo cloud in the left camera frame.
 
     Depth noise sigma_Z = Z^2 / (f B) sigma_d moves a point along its viewing ray, by
     sigma_Z |p| / Z; its vertical part is that times |ray . up|.  This is the rig's precision
     model (the same whichever matcher or network produced the depth), used by the hazard map
-    to tell hazards from noise."""
-    if not (fx > 0 and baseline_m > 0 and disparity_sigma_px >= 0):
+    to tell hazards from noise.  ``disparity_sigma_px``: one value, or one per point
+    (:func:`texture_disparity_sigma`)."""
+    sigma_d = np.asarray(disparity_sigma_px, dtype=np.float32)
+    if not (fx > 0 and baseline_m > 0 and np.all(sigma_d >= 0)):
         raise ValueError(f"need fx > 0, baseline > 0, disparity sigma >= 0 (got {fx}, {baseline_m}, "
-                         f"{disparity_sigma_px})")
+                         f"{disparity_sigma_px if sigma_d.ndim == 0 else 'a sigma map'})")
     p = np.asarray(points, dtype=np.float32)
     u = np.asarray(up, dtype=np.float32)
     u = u / np.linalg.norm(u)
     z = p[..., 2]
     with np.errstate(invalid="ignore", divide="ignore"):
-        sigma_z = z * z * np.float32(disparity_sigma_px / (fx * baseline_m))
+        sigma_z = z * z * (sigma_d / np.float32(fx * baseline_m))
         return (sigma_z * np.abs(p @ u) / z).astype(np.float32)  # |p . up| / Z = |p|/Z |ray . up|
+
+
+def image_noise_sigma(image: np.ndarray) -> float:
+    """1-sigma grey-level noise of an image (Immerkaer 1996: the mean absolute response of a
+    Laplacian difference that cancels smooth structure), in the image's grey levels."""
+    grey = np.asarray(image, dtype=np.float32)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=2)
+    if min(grey.shape[:2]) < 3:
+        raise ValueError(f"noise estimation needs an image of at least 3x3 pixels, got {grey.shape}")
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = cv2.filter2D(grey, -1, kernel)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) / 6 * np.mean(np.abs(response)))
+
+
+@dataclass(frozen=True)
+class DisparityPrecision:
+    """A matcher's disparity precision per pixel, from the left image's texture:
+    sigma_d = sqrt(floor^2 + (texture_gain * sigma_crlb)^2), where sigma_crlb =
+    sqrt(2 sigma_n^2 / sum_window I_x^2) is the Cramer-Rao bound of matching a window with
+    horizontal gradients I_x under grey-level noise sigma_n.  Bland or dark ground (low sun,
+    shadows' edges) gets the wider sigma its matches have; ``texture_gain`` 0 is one sigma
+    everywhere.  Fitted on calibration pairs (:func:`fit_disparity_precision`)."""
+
+    floor_px: float
+    texture_gain: float = 0.0
+    window: int = 9
+
+    def __post_init__(self) -> None:
+        if not (self.floor_px >= 0 and self.texture_gain >= 0):
+            raise ValueError(f"disparity precision needs floor_px >= 0 and texture_gain >= 0, got "
+                             f"{self.floor_px}, {self.texture_gain}")
+        if self.window < 3 or self.window % 2 == 0:
+            raise ValueError(f"the texture window must be odd and >= 3 px, got {self.window}")
+
+    def sigma_map(self, image_left: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray | float:
+        """sigma_d per pixel of ``image_left`` (resized to ``shape``), or the floor alone
+        without a texture term."""
+        if self.texture_gain == 0:
+            return self.floor_px
+        crlb = matching_crlb(image_left, self.window)
+        if shape is not None and crlb.shape != tuple(shape):
+            crlb = cv2.resize(crlb, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+        return np.sqrt(np.float32(self.floor_px) ** 2 + (np.float32(self.texture_gain) * crlb) ** 2)
+
+
+def matching_crlb(image_left: np.ndarray, window: int = 9) -> np.ndarray:
+    """Cramer-Rao bound (px, 1 sigma) of the disparity of a ``window`` x ``window`` match at each
+    pixel: sqrt(2 sigma_n^2 / sum I_x^2), sigma_n the image's noise (:func:`image_noise_sigma`)."""
+    grey = np.asarray(image_left, dtype=np.float32)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=2)
+    noise = max(image_noise_sigma(grey), 0.5)  # at least the 8-bit quantisation's
+    ix = cv2.Sobel(cv2.GaussianBlur(grey, (0, 0), 1.0), cv2.CV_32F, 1, 0, ksize=3) / 8
+    energy = cv2.boxFilter(ix * ix, -1, (window, window), normalize=False)
+    return np.sqrt(np.float32(2 * noise**2) / np.maximum(energy, np.float32(1e-6))).astype(np.float32)
+
+
+def fit_disparity_precision(abs_error_px: np.ndarray, crlb_px: np.ndarray, window: int = 9,
+                            bins: int = 12, min_pixels: int = 200) -> DisparityPrecision:
+    """Fit :class:`DisparityPrecision` to a matcher's absolute disparity errors and the
+    Cramer-Rao bounds at the same pixels (calibration pairs with true depth): the robust sigma
+    (1.4826 x median |e|) of each bound's quantile bin, least squares of sigma^2 = floor^2 +
+    gain^2 crlb^2 weighted by pixel count (heavy tails of occlusions do not set it)."""
+    e = np.abs(np.asarray(abs_error_px, dtype=np.float64)).ravel()
+    c = np.asarray(crlb_px, dtype=np.float64).ravel()
+    use = np.isfinite(e) & np.isfinite(c)
+    e, c = e[use], c[use]
+    if e.size < bins * min_pixels:
+        raise ValueError(f"fitting the disparity precision needs >= {bins * min_pixels} matched pixels, got {e.size}")
+    edges = np.quantile(c, np.linspace(0, 1, bins + 1))
+    which = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        sel = which == b
+        if sel.sum() >= min_pixels:
+            rows.append((np.mean(c[sel] ** 2), (1.4826 * np.median(e[sel])) ** 2, sel.sum()))
+    x, y, w = (np.array(v) for v in zip(*rows))
+    A = np.stack([np.ones_like(x), x], axis=1) * np.sqrt(w)[:, None]
+    (a2, b2), *_ = np.linalg.lstsq(A, y * np.sqrt(w), rcond=None)
+    if b2 <= 0:  # no texture dependence: one sigma
+        return DisparityPrecision(float(round(1.4826 * np.median(e), 4)), 0.0, window)
+    return DisparityPrecision(float(round(np.sqrt(max(a2, 0.0)), 4)), float(round(np.sqrt(b2), 4)), window)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from ..geometry.descent_map import DescentMapParams
 from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..geometry.metric_scale import SCALE_FIELD_SIGMA, STEREO_FUSION_DISPARITY_PX
 from ..pipeline import (NETWORK_SIGMA_FACTOR, SCALE_MODES, SHADOW_INTENSITY_FRACTION, ReconstructionParams,
-                        StereoReconstructor, model_disparity_sigma)
+                        StereoReconstructor, disparity_precision)
 from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg,
                           occupancy_grid_msg, pointcloud2_msg, stamp_ns, stereo_calibration_from_infos,
                           unknown_grid_msg)
@@ -101,6 +101,11 @@ PARAMETERS: dict[str, tuple] = {
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
+    "camera_info_sync": ("exact", "how camera_info pairs with the images: 'exact' (each image with the "
+                         "camera_info of its stamp, as image_pipeline's stereo nodes) or 'latest' (the two images "
+                         "synchronised, each camera's newest camera_info used: for a fixed rig whose megapixel "
+                         "images make the transport drop the small camera_info messages between them)",
+                         ("exact", "latest")),
     "input_qos": ("reliable", "QoS of the image and camera_info subscriptions, depth queue_size: 'reliable' "
                   "(delivers large colour and megapixel images; a best-effort publisher is reported in the "
                   "diagnostics and the log), 'sensor_data' (best effort, for best-effort camera drivers; loses "
@@ -247,8 +252,18 @@ class StereoNode(Node):
         slop = self.values["approximate_sync_tolerance_seconds"]
         self.pairs_received = 0
         self.incompatible_qos = 0  # publishers whose QoS cannot reach our subscriptions
-        self.pair_monitor = PairMonitor([n for n, _, _ in topics], slop if approx else 0.0)
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        on_synced = self._on_pair
+        # camera_info_sync 'latest': only the images are paired; each camera's newest camera_info
+        # (kept here) completes the pair
+        self.latest_info: list = [None, None]
+        if self.values["camera_info_sync"] == "latest":
+            for side, (name, msg_type, qos) in zip((0, 1), (topics[1], topics[3])):
+                self.create_subscription(msg_type, name, lambda m, side=side, name=name: self._on_info(side, name, m),
+                                         qos, event_callbacks=events)
+            topics = [topics[0], topics[2]]
+            on_synced = self._on_image_pair
+        self.pair_monitor = PairMonitor([n for n, _, _ in topics], slop if approx else 0.0)
         mf_subs = None
         try:
             import message_filters
@@ -259,10 +274,10 @@ class StereoNode(Node):
                 sub.registerCallback(lambda m, i=i: self._on_input(i, m))
         except ImportError:
             pass
-        self._sync = make_synchronizer(mf_subs, self.values["queue_size"], self._on_pair, approx, slop) \
+        self._sync = make_synchronizer(mf_subs, self.values["queue_size"], on_synced, approx, slop) \
             if mf_subs else None
         if self._sync is None:
-            self._sync = TimeSynchronizer(4, self.values["queue_size"], self._on_pair, slop, approx)
+            self._sync = TimeSynchronizer(len(topics), self.values["queue_size"], on_synced, slop, approx)
 
             def deliver(i: int, m) -> None:
                 self._on_input(i, m)
@@ -324,7 +339,7 @@ class StereoNode(Node):
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params}
         fixed = {"model", "device", "queue_size", "approximate_sync", "approximate_sync_tolerance_seconds",
-                 "input_qos", "output_qos"} & set(changes)
+                 "input_qos", "output_qos", "camera_info_sync"} & set(changes)
         if fixed and any(changes[k] != self.values[k] for k in fixed):
             return SetParametersResult(successful=False, reason=f"{sorted(fixed)} can only be set at startup")
         merged = {**self.values, **changes}
@@ -400,6 +415,19 @@ class StereoNode(Node):
         self.get_logger().warning(f"a publisher's QoS is incompatible with input_qos={self.values['input_qos']!r} "
                                   f"(policy {event.last_policy_kind}): its images never arrive; set input_qos to "
                                   "match it (e.g. 'sensor_data' for a best-effort camera driver)")
+
+    def _on_info(self, side: int, name: str, msg) -> None:
+        self.pair_monitor.count(name)
+        self.latest_info[side] = msg
+
+    def _on_image_pair(self, left, right) -> None:
+        """camera_info_sync 'latest': a synchronised image pair with each camera's newest camera_info."""
+        left_info, right_info = self.latest_info
+        if left_info is None or right_info is None:
+            missing = " and ".join(n for n, m in (("left", left_info), ("right", right_info)) if m is None)
+            self._reject("no_camera_info", f"an image pair arrived before any {missing} camera_info")
+            return
+        self._on_pair(left, left_info, right, right_info)
 
     def _on_pair(self, left, left_info, right, right_info) -> None:
         self.in_times.append(time.monotonic())
@@ -517,8 +545,7 @@ class StereoNode(Node):
         return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
 
     def _disparity_sigma(self) -> float:
-        p = self.reconstructor.params.disparity_sigma_px
-        return float(p) if p is not None else model_disparity_sigma(self.model)
+        return disparity_precision(self.model, self.reconstructor.params).floor_px
 
     def _publish_diagnostics(self) -> None:
         st = DiagnosticStatus(name="lunar_recon: stereo_node", hardware_id=self.device)
@@ -527,7 +554,8 @@ class StereoNode(Node):
         lat = sorted(self.latencies)
         values = {
             "model": self.model_name, "device": self.device, "processed_pairs": self.processed,
-            "disparity_sigma_px": self._disparity_sigma(),
+            "disparity_sigma_px": self._disparity_sigma(),  # the floor, on well-textured ground
+            "disparity_sigma_texture_gain": disparity_precision(self.model, self.reconstructor.params).texture_gain,
             # the map's resolving power: 1-sigma of a cell's height (NaN without a noise model)
             "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else
             median_elevation_sigma(self.last_hazard),
@@ -541,6 +569,7 @@ class StereoNode(Node):
             "incomplete_pairs_missing": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.missing.items() if v)
             or "none",
             "incompatible_qos_events": self.incompatible_qos,
+            "camera_info_sync": self.values["camera_info_sync"],
             "messages_received": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.received.items()),
             "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
             "rejected_messages": sum(self.rejected.values()),

@@ -115,6 +115,11 @@ class PairMonitor:
             while len(self.pending) > self.max_pending:
                 self._count(min(self.pending))
 
+    def count(self, name: str) -> None:
+        """A message on an input that is not paired here (e.g. camera_info with camera_info_sync 'latest')."""
+        with self._lock:
+            self.received[name] = self.received.get(name, 0) + 1
+
     def _count(self, stamp: int) -> None:
         _, seen = self.pending.pop(stamp)
         self.incomplete += 1

@@ -75,6 +75,10 @@ def add_arguments(p) -> None:
     p.add_argument("--fit-hazard-calibration", action="store_true",
                    help="score every model's raw hazard probabilities and fit each one's calibration table "
                         "(written to hazard_calibration.json; run it on a calibration split, never the test one)")
+    p.add_argument("--fit-disparity-precision", action="store_true",
+                   help="fit each model's disparity precision on its matched pixels (floor and texture gain, "
+                        "geometry.stereo.DisparityPrecision), written to disparity_precision.json; a calibration "
+                        "split only")
     p.add_argument("--no-references", action="store_true",
                    help="score only the models named: without it SGBM, the ideal matcher at "
                         f"{DEFAULT_CEILING_PX} px and a constant depth at the true median are scored beside them")
@@ -209,8 +213,8 @@ def _calibration(fr):
 
 
 def run(args) -> int:
-    from ..evaluation import (error_by_range_figure, example_figure, frame_score, hazard_on_truth_cells, score_frame,
-                              write_report)
+    from ..evaluation import (disparity_error_samples, error_by_range_figure, example_figure, frame_score,
+                              hazard_on_truth_cells, score_frame, write_report)
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..models.registry import CLASSICAL, load_stereo_model, model_label
@@ -238,6 +242,7 @@ def run(args) -> int:
     models = [(model_label(n), load_stereo_model(n, args.device)) for n in names]
     out.mkdir(parents=True, exist_ok=True)
     scores, figures, notes = [], [], []
+    precision_samples: dict[str, list] = {}  # model -> (|disparity error|, matching bound) per frame
     memories: dict = {}  # (ideal matcher, sequence) -> its recent maps of the sequence
     # One reconstructor per model and sequence, as a node runs one per camera stream: its hazard
     # memory carries over the sequence's frames.
@@ -288,6 +293,10 @@ def run(args) -> int:
                                       hazard_pred=r.hazard)
                 scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 this_frame.append((scores[-1], model, r.depth))
+                if args.fit_disparity_precision and fr.depth is not None and _focal_baseline(fr):
+                    matched = None if r.matcher_say is None else r.matcher_say >= 0.99
+                    precision_samples.setdefault(label, []).append(disparity_error_samples(
+                        r.depth, fr.depth, _focal_baseline(fr), fr.left, matched, seed=len(scores)))
                 if args.descent_map and r.descent_hazard is not None:
                     fused = score_frame(r.depth, r.points, fr.depth, truth_h, _up(fr), params,
                                         focal_baseline=_focal_baseline(fr), hazard_pred=r.descent_hazard)
@@ -318,6 +327,8 @@ def run(args) -> int:
     figures.insert(0, error_by_range_figure(out / "error_by_range.png", scores))
     if args.fit_hazard_calibration:
         _write_calibration(out / "hazard_calibration.json", scores, [label for label, _ in models])
+    if args.fit_disparity_precision:
+        _write_precision(out / "disparity_precision.json", precision_samples)
     summary = write_report(out, scores, figures, notes)
     from ..evaluation import markdown_table
 
@@ -355,6 +366,26 @@ def _write_calibration(path: Path, scores, labels: list[str]) -> None:
     path.write_text(json.dumps(tables, indent=1))
     for label, t in tables.items():
         print(f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}")
+
+
+def _write_precision(path: Path, samples: dict[str, list]) -> None:
+    """Each model's fitted disparity precision (card keys ``disparity_sigma_px`` and
+    ``disparity_sigma_texture_gain``) from its matched pixels' errors."""
+    import json
+
+    from ..geometry.stereo import fit_disparity_precision
+
+    fitted = {}
+    for label, parts in samples.items():
+        errors = np.concatenate([e for e, _ in parts])
+        bounds = np.concatenate([c for _, c in parts])
+        precision = fit_disparity_precision(errors, bounds)
+        fitted[label] = {"disparity_sigma_px": precision.floor_px,
+                         "disparity_sigma_texture_gain": precision.texture_gain,
+                         "window_px": precision.window, "pixels": int(errors.size), "frames": len(parts)}
+        print(f"disparity precision of {label}: floor {precision.floor_px} px, texture gain "
+              f"{precision.texture_gain} ({errors.size} pixels, {len(parts)} frames)")
+    path.write_text(json.dumps(fitted, indent=1))
 
 
 def _example_wanted(index: int, count: int, figures: int) -> bool:
