@@ -75,7 +75,8 @@ PARAMETERS: dict[str, tuple] = {
                                   "unused", (0.0, 0.99)),
     "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
     "disparity_sigma_px": (-1.0, "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
-                           "-1: the model's own (model card; SGBM 0.11), 0: off", (-1.0, 100.0)),
+                           "-1: the model's own (model card: its floor, widened on bland ground by its texture gain; SGBM "
+                           "0.11), else one sigma everywhere, 0: off", (-1.0, 100.0)),
     "hazard.slope_max_deg": (10.0, "largest safe tilt of a site's footprint plane against gravity (deg)",
                              (0.1, 89.0)),
     "hazard.roughness_max_m": (0.3, "largest safe height above (or depth below) a site's footprint plane (m)",
