@@ -298,7 +298,7 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
                   "map could judge; `hazard_elevation_sigma_m` (median over the truth's cells) is the 1-sigma of "
                   "a cell's height: where it nears the roughness limit, hazards of the set size are not "
                   "resolvable.", "", markdown_table(by_range, group="range"), ""]
-    last = {}
+    last: dict[tuple[str, str], FrameScore] = {}
     for sc in scores:  # the last frame of each model's sequence: where a descent ends
         key = (sc.model, sc.sequence)
         if key not in last or sc.index > last[key].index:

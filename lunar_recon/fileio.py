@@ -24,7 +24,7 @@ def fsync_path(path: str | os.PathLike) -> None:
 
 def fsync_tree(folder: str | os.PathLike) -> None:
     """Flush every file and folder under ``folder``, the folder itself last."""
-    for root, _, files in os.walk(folder, topdown=False):
+    for root, _, files in os.walk(os.fspath(folder), topdown=False):
         for name in files:
             fsync_path(os.path.join(root, name))
         fsync_path(root)
@@ -52,7 +52,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporaries (``*.tmp`` files or folders) an interrupted run left in ``folder``
     (not below it); for jobs that own ``folder``, at their start.  Returns what was removed."""
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():

@@ -17,10 +17,10 @@ from .geometry.descent_map import DescentMap, DescentMapParams, DescentUpdate
 from .geometry.frames import normalize
 from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, params_for_range
 from .geometry.hazard_memory import HazardMemory
-from .geometry.metric_scale import (SCALE_FIELD_SIGMA, SPARSE_MIN_MATCHED_FRACTION, STEREO_FUSION_DISPARITY_PX,
-                                    coarse_copy, fuse_with_matcher, fusion_reference_depth,
-                                    metric_scale_field_from_stereo, metric_scale_from_stereo, sparse_reference_depth,
-                                    stereo_reference_depth)
+from .geometry.metric_scale import (SCALE_FIELD_SIGMA, SPARSE_MIN_MATCHED_FRACTION, SPARSE_MIN_MATCHES,
+                                    STEREO_FUSION_DISPARITY_PX, coarse_copy, fuse_with_matcher, fusion_reference_depth,
+                                    metric_scale_field_from_stereo, metric_scale_from_stereo,
+                                    reference_agrees_with_matches, sparse_reference_depth, stereo_reference_depth)
 from .geometry.pose import metric_scale_from_rig
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
@@ -269,7 +269,7 @@ class StereoReconstructor:
         t0 = time.perf_counter()
         metric_model = getattr(self.model, "metric_depth", False)
         if getattr(self.model, "needs_calibration", False) and calibration is not None:
-            self.model.calibration = calibration
+            setattr(self.model, "calibration", calibration)  # a capability of some models (StereoModel)
         card = getattr(self.model, "meta", {}).get("card", {})
         size = p.inference_size or int(card.get("inference_size", 512))
         scale_mode = p.scale_mode if p.scale_mode != "auto" else card.get("scale_mode", "predicted")
@@ -279,40 +279,56 @@ class StereoReconstructor:
         right_view = rescale and needs_right_view(scale_mode)
         pred = self.model.predict(image_left, image_right, size=size, right_view=right_view)
         t1 = time.perf_counter()
-        scale, points, fusion_s = 1.0, None, 0.0
+        scale: float | np.ndarray = 1.0
+        points, fusion_s = None, 0.0
         say = None if metric_model else np.zeros(pred.points_left.shape[:2], np.float32)  # the network's points
         scale_path = "metric model" if metric_model else "predicted"
-        if rescale:
-            est = reference = head_depth = None
+        if rescale and calibration is not None:  # (None was refused above)
+            est = reference = head_depth = sparse = None
+            sparse_mode = scale_mode
             if scale_mode in ("stereo", "stereo_local"):
                 if uses_stereo_head(self.model, calibration, p.stereo_head):
-                    head_depth = stereo_head_depth(self.model.stereo_head, image_left, image_right, calibration,
+                    head_depth = stereo_head_depth(getattr(self.model, "stereo_head"), image_left, image_right, calibration,
                                                    p.stereo_head_min_confidence)
                     reference = coarse_copy(head_depth)
                 else:
                     reference = stereo_reference_depth(image_left, image_right, calibration)
-                est = self._scale_to(pred, reference, image_left, image_right, calibration, scale_mode, p)
+                trusted = True
+                if not calibration.is_rectified:  # checked against the triangulated matches first
+                    sparse = sparse_reference_depth(image_left, image_right, calibration, reference.shape)
+                    trusted = reference_agrees_with_matches(reference, sparse)
+                if trusted:
+                    est = self._scale_to(pred, reference, image_left, image_right, calibration, scale_mode, p)
             matched_sparse = False
             if est is None and reference is not None:  # dense matching failed: triangulated sparse matches
-                sparse = sparse_reference_depth(image_left, image_right, calibration, reference.shape)
+                if sparse is None:
+                    sparse = sparse_reference_depth(image_left, image_right, calibration, reference.shape)
                 est = self._scale_to(pred, sparse, image_left, image_right, calibration, scale_mode, p,
                                      SPARSE_MIN_MATCHED_FRACTION)
+                if est is None:  # too few for a field: one scale from the matches there are
+                    est = metric_scale_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration,
+                                                   reference=sparse, min_matched_fraction=SPARSE_MIN_MATCHES / sparse.size)
+                    sparse_mode = "stereo"
                 reference = head_depth = None  # no dense reference to fuse with
                 matched_sparse = est is not None
             if est is None:  # 'baseline', or too little texture for the matcher
                 if pred.points_right is None:
                     pred = self.model.predict(image_left, image_right, size=size)
+                if pred.points_right is None:
+                    raise RuntimeError("the model gave no right-view pointmap for the rig's scale")
                 est = metric_scale_from_rig(pred.points_right, calibration.K_right, calibration.T_left_from_right,
                                             pred.conf_right)
                 scale_path = "rig"
             else:
-                scale_path = f"{scale_mode} (sparse matches)" if matched_sparse else scale_mode
+                scale_path = f"{sparse_mode} (sparse matches)" if matched_sparse else scale_mode
                 if head_depth is not None:
                     scale_path = f"{scale_mode} (stereo head)"
             if scale_path.split(" (")[0] == scale_mode and not matched_sparse and p.stereo_fusion_disparity_px > 0:
                 t2 = time.perf_counter()
-                fine = head_depth if head_depth is not None else \
-                    fusion_reference_depth(image_left, image_right, calibration, reference, p.stereo_fusion_disparity_px)
+                fine = head_depth
+                if fine is None and reference is not None:
+                    fine = fusion_reference_depth(image_left, image_right, calibration, reference,
+                                                  p.stereo_fusion_disparity_px)
                 if fine is not None:
                     points, say = fuse_with_matcher(_scaled(pred.points_left, est), fine, calibration,
                                                     p.stereo_fusion_disparity_px)

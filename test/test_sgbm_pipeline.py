@@ -299,3 +299,60 @@ def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
         footprint = hazard_on_truth_cells(out.hazard, fr.hazard)
         errors[d0] = slope_mae(footprint, fr.hazard)
     assert errors[STEREO_FUSION_DISPARITY_PX] < 0.75 * errors[0.0], errors
+
+
+def test_a_dense_reference_is_trusted_only_where_it_agrees_with_the_triangulated_matches():
+    from lunar_recon.geometry.metric_scale import reference_agrees_with_matches
+
+    rng = np.random.default_rng(0)
+    dense = np.full((64, 64), 1000.0, np.float32) * rng.uniform(0.99, 1.01, (64, 64)).astype(np.float32)
+    sparse = np.full((64, 64), np.nan, np.float32)
+    sparse[rng.integers(0, 64, 30), rng.integers(0, 64, 30)] = 1000.0
+    assert reference_agrees_with_matches(dense, sparse)
+    assert not reference_agrees_with_matches(dense * 2.0, sparse)  # a wholesale mismatch
+    holes = np.where(np.isfinite(sparse), np.nan, dense)  # no common pixel, though matches exist
+    assert not reference_agrees_with_matches(holes, sparse)
+    few = np.full((64, 64), np.nan, np.float32)
+    few[0, :3] = 1000.0  # too few matches to check against: the dense reference stands
+    assert reference_agrees_with_matches(dense * 2.0, few)
+
+
+def test_an_unrectified_rig_whose_dense_matching_fails_takes_the_sparse_scale(stereolunar_dir, monkeypatch):
+    """A rotated rig whose dense reference is wrong wholesale (here: twice the depth, as SGBM
+    gives on a strongly warped rectified pair) is caught by the triangulated matches: the scale
+    comes from them, and one scale is taken where they are too few for a field."""
+    import lunar_recon.pipeline as pipeline
+    from lunar_recon.data.dataset import StereoDataset
+    from lunar_recon.geometry.camera import depth_to_points
+    from lunar_recon.models.predict import PairPrediction
+
+    s = StereoDataset(stereolunar_dir / "Nadir_baseline_sample")[0]
+    calib = StereoCalibration(s.K_left, s.K_right, s.T_left_from_right)
+    assert not calib.is_rectified
+    true_reference = pipeline.stereo_reference_depth
+    monkeypatch.setattr(pipeline, "stereo_reference_depth", lambda *a, **k: 2.0 * true_reference(*a, **k))
+
+    class TrueShape:
+        def predict(self, left, right, size=512, right_view=True):
+            conf = np.where(np.isfinite(s.depth_left), 5.0, 0).astype(np.float32)
+            return PairPrediction(depth_to_points(s.depth_left, s.K_left) / 3.0, None, conf, None)
+
+    r = StereoReconstructor(TrueShape(), ReconstructionParams(scale_mode="stereo_local")).reconstruct(
+        s.left, s.right, calib, None)
+    assert r.scale_path == "stereo_local (sparse matches)"
+    ok = np.isfinite(r.depth) & np.isfinite(s.depth_left)
+    assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02
+    real_sparse = pipeline.sparse_reference_depth
+
+    def few_matches(*a, **k):  # 12 matches: too few for a field, enough for one scale
+        out = real_sparse(*a, **k)
+        keep = np.flatnonzero(np.isfinite(out))[:12]
+        thin = np.full(out.shape, np.nan, np.float32)
+        thin.flat[keep] = out.flat[keep]
+        return thin
+
+    monkeypatch.setattr(pipeline, "sparse_reference_depth", few_matches)
+    r = StereoReconstructor(TrueShape(), ReconstructionParams(scale_mode="stereo_local")).reconstruct(
+        s.left, s.right, calib, None)
+    assert r.scale_path == "stereo (sparse matches)" and np.ndim(r.scale) == 0
+    assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02

@@ -172,7 +172,7 @@ def read_exr_depth(path: Path) -> np.ndarray:
     return depth
 
 
-def _stereolunar_pose(path: Path) -> tuple[Intrinsics, np.ndarray]:
+def _stereolunar_pose(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         d = np.load(path)
         K, T = d["intrinsics"].astype(np.float64), d["cam2world"].astype(np.float64)

@@ -124,6 +124,8 @@ class DescentMap:
             self._follow(np.median(world[:, :2], axis=0))
         cells = elevation_grid(world, self.grid, min_points_per_cell, sigma[ok] ** 2)
         z, v = cells.z, cells.variance
+        if v is None:  # elevation_grid gives one with per-point variances
+            raise RuntimeError("descent map: the cells carry no variance")
         seen = np.isfinite(z) & np.isfinite(v)
         known = seen & np.isfinite(self.mean)
         first = seen & ~np.isfinite(self.mean)

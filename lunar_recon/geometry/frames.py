@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def normalize(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float64)
-    n = np.linalg.norm(v)
+def normalize(v: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    n = np.linalg.norm(a)
     if not np.isfinite(n) or n < 1e-12:
-        raise ValueError(f"cannot normalise vector {v}")
-    return v / n
+        raise ValueError(f"cannot normalise vector {a}")
+    return a / n
 
 
 def quaternion_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
@@ -40,7 +40,7 @@ def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     return normalize(np.array(q))
 
 
-def pose_matrix(q_xyzw: np.ndarray, t: np.ndarray) -> np.ndarray:
+def pose_matrix(q_xyzw: np.ndarray | list[float], t: np.ndarray | list[float]) -> np.ndarray:
     """4x4 rigid transform from a quaternion (x, y, z, w) and a translation, as a
     geometry_msgs/Pose holds them; ValueError when either is not finite or q is zero."""
     q, t = np.asarray(q_xyzw, dtype=np.float64), np.asarray(t, dtype=np.float64)
@@ -51,14 +51,15 @@ def pose_matrix(q_xyzw: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def up_from_attitude(q_camera_in_world_xyzw: np.ndarray, world_up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
+def up_from_attitude(q_camera_in_world_xyzw: np.ndarray,
+                     world_up: np.ndarray | tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
     """Gravity 'up' in the camera frame from the camera's attitude in a gravity-aligned world
     frame (quaternion rotating camera vectors into world vectors, e.g. from an IMU/TF)."""
     R_wc = quaternion_to_matrix(q_camera_in_world_xyzw)
     return normalize(R_wc.T @ normalize(world_up))
 
 
-def rotation_aligning(a: np.ndarray, b: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
+def rotation_aligning(a: np.ndarray, b: np.ndarray | tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
     """Smallest rotation R with R @ a = b (Rodrigues).  Identity when a == b, so a cloud whose
     up is already +z keeps its x and y."""
     a, b = normalize(a), normalize(b)

@@ -351,16 +351,16 @@ def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: in
     if var is not None:
         noise = np.bincount(flat, weights=var, minlength=size)[cells] / m / np.minimum(m, INDEPENDENT_POINTS_PER_CELL)
         spread = (z[rank(3, 4)] - z[rank(1, 4)]) / 1.349  # the interquartile range of a Gaussian
-        variance_grid = np.full(size, np.nan)
-        variance_grid[cells] = noise + spread**2 / m
-        variance_grid = variance_grid.reshape(rows, cols)
+        variance_flat = np.full(size, np.nan)
+        variance_flat[cells] = noise + spread**2 / m
+        variance_grid = variance_flat.reshape(rows, cols)
     shadow_grid = None
     if shade is not None:
-        shadow_grid = np.full(size, np.nan)
-        shadow_grid[cells] = np.bincount(flat, weights=shade, minlength=size)[cells] / m
-        shadow_grid = shadow_grid.reshape(rows, cols)
-    return CellGrid(*(r.reshape(rows, cols) for r in rep), n.reshape(rows, cols).astype(np.float64),
-                    variance_grid, shadow_grid)
+        shadow_flat = np.full(size, np.nan)
+        shadow_flat[cells] = np.bincount(flat, weights=shade, minlength=size)[cells] / m
+        shadow_grid = shadow_flat.reshape(rows, cols)
+    x, y, zc = (r.reshape(rows, cols) for r in rep)
+    return CellGrid(x, y, zc, n.reshape(rows, cols).astype(np.float64), variance_grid, shadow_grid)
 
 
 def _exceedance(value: np.ndarray, limit: float, sigma: np.ndarray) -> np.ndarray:
@@ -446,7 +446,7 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     if in_shadow is not None and not in_shadow.any():
         in_shadow = None  # nothing to bound
     cells = elevation_grid(q, grid, params.min_points_per_cell, point_var, in_shadow)
-    if cells.shadow_share is not None:
+    if cells.shadow_share is not None and sun is not None:
         shadowed_cells = np.nan_to_num(cells.shadow_share) >= SHADOW_CELL_FRACTION
         cells.z = shadow_bounded_elevation(cells.z, shadowed_cells, res, R @ normalize(sun))
     return hazard_map_from_cells(cells, grid, R, params, calibration if elevation_sigma is not None else None)

@@ -45,8 +45,28 @@ def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
 
 
 # Sparse matches as the metric reference: at least this share of the coarse grid's pixels
-# (~65 matches at 256 x 256).
+# (~65 matches at 256 x 256) for a scale field; fewer, down to SPARSE_MIN_MATCHES, give one scale.
 SPARSE_MIN_MATCHED_FRACTION = 1e-3
+SPARSE_MIN_MATCHES = 8
+# An unrectified rig's dense reference is trusted where it agrees with the triangulated sparse
+# matches: median |log(dense / sparse)| within this, over at least REFERENCE_CHECK_MIN_PIXELS.
+REFERENCE_AGREEMENT_LOG = 0.05
+REFERENCE_CHECK_MIN_PIXELS = 5
+
+
+def reference_agrees_with_matches(reference: np.ndarray, sparse: np.ndarray,
+                                  tolerance: float = REFERENCE_AGREEMENT_LOG,
+                                  min_pixels: int = REFERENCE_CHECK_MIN_PIXELS) -> bool:
+    """Whether a dense matcher's depth agrees with triangulated sparse matches of the same
+    grid (NaN between them).  Dense matching of a strongly rotated or wide-baseline pair in its
+    rectified frame can fail wholesale (a search range the warped views exceed, few and wrong
+    matches) while SIFT matches with the known poses stay metric; it is trusted when the median
+    log ratio over their common pixels is within ``tolerance``.  With fewer than ``min_pixels``
+    common pixels it is trusted only when the sparse matches are too few to check it."""
+    both = np.isfinite(reference) & np.isfinite(sparse) & (reference > 0) & (sparse > 0)
+    if both.sum() < min_pixels:
+        return int(np.isfinite(sparse).sum()) < min_pixels
+    return float(np.median(np.abs(np.log(reference[both] / sparse[both])))) <= tolerance
 
 
 def sparse_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,

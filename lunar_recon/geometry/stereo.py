@@ -51,7 +51,7 @@ def _to_gray8(img: np.ndarray) -> np.ndarray:
 
 def _shifted(img: np.ndarray, dx: float) -> np.ndarray:
     """The image moved by ``dx`` pixels along x (linear interpolation)."""
-    m = np.float32([[1, 0, dx], [0, 1, 0]])
+    m = np.array([[1, 0, dx], [0, 1, 0]], dtype=np.float32)
     return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
@@ -304,8 +304,8 @@ def matched_depths(left: np.ndarray, right: np.ndarray, K_left: Intrinsics, K_ri
     good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < 0.75 * n.distance]
     if not good:
         return empty
-    pl = np.float64([kl[m.queryIdx].pt for m in good])
-    pr = np.float64([kr[m.trainIdx].pt for m in good])
+    pl = np.array([kl[m.queryIdx].pt for m in good], dtype=np.float64)
+    pr = np.array([kr[m.trainIdx].pt for m in good], dtype=np.float64)
     T = np.asarray(T_left_from_right, dtype=np.float64)
     T_rl = np.linalg.inv(T)  # left -> right camera
     P_l = K_left.K @ np.eye(3, 4)

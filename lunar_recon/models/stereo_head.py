@@ -69,7 +69,7 @@ class StereoHeadConfig:
 def _conv(cin: int, cout: int, act: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, 1, 1)]
     if act:
-        layers.append(nn.LeakyReLU(0.1))
+        layers.append(nn.LeakyReLU(0.1, inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -146,8 +146,10 @@ def box(x: torch.Tensor, size: int) -> torch.Tensor:
         return c.narrow(dim, size, n - size) - c.narrow(dim, 0, n - size)
 
     total = along(along(x, 1), 2)
-    ones = x.new_ones((1,) + tuple(x.shape[1:3]) + (1,))
-    return total / along(along(ones, 1), 2)
+    # the window's pixel count is separable: rows in it times columns in it
+    rows = along(x.new_ones((1, x.shape[1], 1, 1)), 1)
+    cols = along(x.new_ones((1, 1, x.shape[2], 1)), 2)
+    return total / (rows * cols)
 
 
 def correlation_volume(fl: torch.Tensor, fr: torch.Tensor, first: int, count: int) -> torch.Tensor:

@@ -1,3 +1,3 @@
 """Simulated Moon: procedural terrain and a stereo renderer with exact ground truth."""
 
-PRESETS = ("orbital", "descent", "lander", "rover")  # viewpoint presets of sim.scene.plan_scene
+PRESETS = ("orbital", "oblique", "descent", "lander", "rover")  # viewpoint presets of sim.scene.plan_scene

@@ -58,7 +58,7 @@ class ScenePlan:
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
-        d = {k: asdict(getattr(self, k)) for k in ("rig", "sun", "sensor", "terrain", "hazard")}
+        d: dict = {k: asdict(getattr(self, k)) for k in ("rig", "sun", "sensor", "terrain", "hazard")}
         d.update(preset=self.preset, seed=self.seed, camera_position=self.camera_position.tolist(),
                  look_target=self.look_target.tolist(), max_range_m=self.max_range_m)
         return d
@@ -76,6 +76,10 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     """Draw a scene of a viewpoint preset; any argument given overrides the random draw.
 
     * ``orbital``: 3-30 km altitude, B/H 0.045-0.08 (StereoLunar-like), nadir to 20 deg.
+    * ``oblique``: StereoLunar's oblique pairs: 3-30 km, off-nadir to 30 deg, B/H 0.02-0.3
+      (log-uniform), sun 5-30 deg; always two independently posed cameras, the right one
+      converging on the left one's look-at point (up to ~17 deg) and rolled, pitched and
+      yawed further at random (+-10, +-3, +-3 deg).
     * ``descent``: the hazard-detection phase of terminal descent, where stereo can resolve
       0.3 m hazards: 10-100 m above ground, nadir to 45 deg oblique, 0.5-2 m baseline.
     * ``lander``: the last hazard-detection look of a lander, where a 0.3 m rock is resolvable:
@@ -86,11 +90,16 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     r = _rng(seed, 1)
-    hfov = 45.0 if preset == "orbital" else 60.0
+    hfov = 45.0 if preset in ("orbital", "oblique") else 60.0
     if preset == "orbital":
         alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(3e3), np.log(3e4))))
         tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 20))
         base = baseline_m if baseline_m is not None else alt * float(r.uniform(0.045, 0.08))
+    elif preset == "oblique":
+        alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(3e3), np.log(3e4))))
+        tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 30))
+        base = baseline_m if baseline_m is not None else alt * float(np.exp(r.uniform(np.log(0.02), np.log(0.3))))
+        rectified = False
     elif preset == "descent":
         alt = altitude_m if altitude_m is not None else float(np.exp(r.uniform(np.log(10), np.log(100))))
         tilt = off_nadir_deg if off_nadir_deg is not None else float(r.uniform(0, 45))
@@ -107,11 +116,19 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
         base = baseline_m if baseline_m is not None else float(r.uniform(0.2, 0.5))
     if alt <= 0:
         raise ValueError(f"camera altitude must be above the ground, got {alt} m")
-    sun_el = sun_elevation_deg if sun_elevation_deg is not None else float(r.uniform(5, 35 if preset == "lander" else 45))
+    top_sun = {"lander": 35, "oblique": 30}.get(preset, 45)
+    sun_el = sun_elevation_deg if sun_elevation_deg is not None else float(r.uniform(5, top_sun))
     sun_az = sun_azimuth_deg if sun_azimuth_deg is not None else float(r.uniform(0, 360))
     heading = float(r.uniform(0, 2 * math.pi))
-    rig = RigParams(width, height, hfov, base, rectified,
-                    (0.0, 0.0, 0.0) if rectified else tuple(r.uniform(-2, 2, 3)))
+    right_rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    if not rectified:
+        jitter = r.uniform(-2, 2, 3)
+        right_rotation = (float(jitter[0]), float(jitter[1]), float(jitter[2]))
+    if preset == "oblique":  # converge on the look-at point (a turn about the camera's y axis), then jitter
+        look = alt / max(math.cos(math.radians(tilt)), 0.05)
+        converge = -math.degrees(math.atan2(base, look))
+        right_rotation = (float(r.uniform(-3, 3)), converge + float(r.uniform(-3, 3)), float(r.uniform(-10, 10)))
+    rig = RigParams(width, height, hfov, base, rectified, right_rotation)
     rig.validate()
     sun = SunParams(sun_el, sun_az, earthshine=0.0)
     sun.validate()
@@ -130,7 +147,8 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     position = np.array([0.0, 0.0, alt])
     target = np.array([fwd[0] * ground_range, fwd[1] * ground_range, 0.0])
     # Extent: the ground the frustum can see, bounded by a maximum range.
-    max_range = {"orbital": 3.0 * alt, "descent": 4.0 * alt, "lander": 4.0 * alt, "rover": 40.0}[preset]
+    max_range = {"orbital": 3.0 * alt, "oblique": 3.0 * alt, "descent": 4.0 * alt, "lander": 4.0 * alt,
+                 "rover": 40.0}[preset]
     half_fov = math.radians(hfov / 2) * math.hypot(1, height / width)
     far_angle = min(t + half_fov, math.radians(85))
     far_ground = min(alt * math.tan(far_angle), max_range)
@@ -141,9 +159,9 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     terrain = TerrainParams(
         extent_m=extent, cell_m=cell, center_xy=(float(target[0]), float(target[1])),
         hurst=float(r.uniform(0.7, 0.9)),
-        rms_height_at_1m=float(r.uniform(0.02, 0.06)) * (1.0 if preset != "orbital" else 0.3),
+        rms_height_at_1m=float(r.uniform(0.02, 0.06)) * (0.3 if preset in ("orbital", "oblique") else 1.0),
         crater_density=float(r.uniform(0.005, 0.04)),  # lunar equilibrium is ~0.08 (N(>D) per m^2, D in m)
-        rock_density=0.0 if preset == "orbital" else float(r.uniform(0.005, 0.04)),
+        rock_density=0.0 if preset in ("orbital", "oblique") else float(r.uniform(0.005, 0.04)),
         tilt_deg=float(r.uniform(0, 8)), tilt_azimuth_deg=float(r.uniform(0, 360)),
         crater_max_fraction=0.35,
     )

@@ -90,7 +90,7 @@ class Terrain:
 
     def gradient(self) -> tuple[np.ndarray, np.ndarray]:
         gy, gx = np.gradient(self.z.astype(np.float64), self.cell)
-        return gx, gy
+        return np.asarray(gx), np.asarray(gy)
 
     def slope_deg(self, baseline_m: float | None = None) -> np.ndarray:
         """Slope w.r.t. gravity per cell, from the gradient over ``baseline_m`` (default: one cell)."""

@@ -12,6 +12,7 @@ records what the node publishes and scores that, node latency and dropped pairs 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -91,16 +92,24 @@ def add_arguments(p) -> None:
 
 def _hazard_params(args, truth_h):
     """The hazard parameters of one frame's evaluation (the truth's cell size unless given), set
-    on the truth's map too."""
+    on the truth's map too, and the truth's map -- None, with the reason, where the footprint
+    would span under two of its cells (orbital truth at metres per cell): the frame's depth is
+    scored all the same."""
     from ..geometry.hazard import HazardParams
 
     params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.0),
                           footprint_diameter_m=args.hazard_footprint, safe_below=args.hazard_safe_below,
                           hazard_above=args.hazard_above, memory_frames=args.hazard_memory,
                           memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
+    try:
+        params.validate()
+    except ValueError as exc:
+        if truth_h is None:
+            raise
+        return dataclasses.replace(params, resolution_m=0.0), None, f"hazard truth not scored ({exc})"
     if truth_h is not None:
         truth_h.params = params
-    return params
+    return params, truth_h, None
 
 
 def _score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key):
@@ -263,7 +272,9 @@ def run(args) -> int:
             for err in fr.extra.get("errors", []):
                 notes.append(f"{seq}: {err}")
             truth_h = _truth(fr, HazardParams())
-            params = _hazard_params(args, truth_h)
+            params, truth_h, why = _hazard_params(args, truth_h)
+            if why and why not in notes:
+                notes.append(why)
             reference = fr.depth
             this_frame: list[tuple] = []  # (score, model, depth) of every model on this frame
             for m_idx, (label, model) in enumerate(models):
@@ -505,7 +516,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
             continue
         t_recv, depth = received[stamp]["depth"]
         truth_h = _truth(fr, HazardParams())
-        params = _hazard_params(args, truth_h)
+        params, truth_h, _ = _hazard_params(args, truth_h)
         grid = received[stamp].get("grid")
         if grid is not None and truth_h is not None:
             published = hazard_map_from_grid(*grid, params)[0]
