@@ -7,6 +7,7 @@ memory retained, :func:`lunar_recon.runtime.retain_freed_memory`) and with glibc
 
     .venv/bin/python benchmarks/bench_geometry.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,15 @@ def measure(allocator: str) -> dict:
     t_hazard = _median_time(lambda: hazard_map(pts, up, params))
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / 16
     t_slope = _median_time(lambda: slope_image(pts, up, baseline_m=1.0, fx=K.fx))
-    return dict(allocator=allocator, applied=applied, shape=list(hm.shape), resolution=params.resolution_m,
-                hazard_s=t_hazard, hazard_faults=faults, slope_s=t_slope)
+    return dict(
+        allocator=allocator,
+        applied=applied,
+        shape=list(hm.shape),
+        resolution=params.resolution_m,
+        hazard_s=t_hazard,
+        hazard_faults=faults,
+        slope_s=t_slope,
+    )
 
 
 def main() -> None:
@@ -66,20 +74,22 @@ def main() -> None:
         return
     rows = []
     for allocator in ("retained", "default"):
-        out = subprocess.run([sys.executable, __file__, "--allocator", allocator], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run([sys.executable, __file__, "--allocator", allocator], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print("| operation (1 core, 512x512 organised cloud) | allocator | median time | page faults / call "
-          "| target | ratio to target |")
+    print(
+        "| operation (1 core, 512x512 organised cloud) | allocator | median time | page faults / call "
+        "| target | ratio to target |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         label = "retained (lunar_recon programs)" if r["applied"] else f"{r['allocator']} (glibc)"
-        print(f"| hazard grid {r['shape'][0]}x{r['shape'][1]} cells @ {r['resolution']} m, 4 m footprint | {label} | "
-              f"{r['hazard_s'] * 1e3:.1f} ms | {r['hazard_faults']:.0f} | 30 ms | {r['hazard_s'] / 0.030:.2f} |")
+        print(
+            f"| hazard grid {r['shape'][0]}x{r['shape'][1]} cells @ {r['resolution']} m, 4 m footprint | {label} | "
+            f"{r['hazard_s'] * 1e3:.1f} ms | {r['hazard_faults']:.0f} | 30 ms | {r['hazard_s'] / 0.030:.2f} |"
+        )
     for r in rows:
         label = "retained (lunar_recon programs)" if r["applied"] else f"{r['allocator']} (glibc)"
-        print(f"| slope image (1 m baseline) | {label} | {r['slope_s'] * 1e3:.1f} ms | | 10 ms | "
-              f"{r['slope_s'] / 0.010:.2f} |")
+        print(f"| slope image (1 m baseline) | {label} | {r['slope_s'] * 1e3:.1f} ms | | 10 ms | {r['slope_s'] / 0.010:.2f} |")
     print(f"\nhazard grid, default / retained allocator: {rows[1]['hazard_s'] / rows[0]['hazard_s']:.2f}x")
 
 

@@ -8,6 +8,7 @@ resident memory over a soak, with the node in its own process over Fast DDS (loc
 Each pair also gets a pose (the camera moved ``--pose-step`` metres sideways per pair), so the
 hazard memory is exercised as on a descent; 0 sends no pose.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 
 
 def rss_mib(pid: int) -> float:
@@ -30,8 +30,12 @@ def rss_mib(pid: int) -> float:
 def colour_pair(t, fr) -> list:
     import cv2
 
-    return [t.image(cv2.cvtColor(fr.left, cv2.COLOR_GRAY2RGB), "rgb8"), t.info(fr.K_left),
-            t.image(cv2.cvtColor(fr.right, cv2.COLOR_GRAY2RGB), "rgb8"), t.info(fr.K_right, fr.baseline_m)]
+    return [
+        t.image(cv2.cvtColor(fr.left, cv2.COLOR_GRAY2RGB), "rgb8"),
+        t.info(fr.K_left),
+        t.image(cv2.cvtColor(fr.right, cv2.COLOR_GRAY2RGB), "rgb8"),
+        t.info(fr.K_right, fr.baseline_m),
+    ]
 
 
 def storm(args) -> None:
@@ -40,8 +44,9 @@ def storm(args) -> None:
     from lunar_recon.ros.probe import NodeProbe, start_node, stop_node
     from lunar_recon.sim.scene import plan_scene, render_scene
 
-    fr = render_scene(plan_scene("descent", 5, width=args.width, height=args.height, altitude_m=60,
-                                 off_nadir_deg=10, baseline_m=2.0))
+    fr = render_scene(
+        plan_scene("descent", 5, width=args.width, height=args.height, altitude_m=60, off_nadir_deg=10, baseline_m=2.0)
+    )
     dom = random.randint(100, 200)
     up = "up_vector:=[%f,%f,%f]" % tuple(fr.up_left)
     proc = start_node(dom, f"model:={args.model}", "use_attitude:=false", up)
@@ -78,17 +83,23 @@ def storm(args) -> None:
     finally:
         t.close()
         stop_node(proc)
-    print("| malformed pairs sent | in | node alive | valid pair answered identically | rejected (node) | "
-          "RSS before / after (MiB) |")
+    print(
+        "| malformed pairs sent | in | node alive | valid pair answered identically | rejected (node) | "
+        "RSS before / after (MiB) |"
+    )
     print("|---:|---:|---|---|---:|---:|")
-    print(f"| {args.storm} | {elapsed:.0f} s | {'yes' if alive else 'NO'} | "
-          f"{'yes' if before is not None and before == after else 'NO'} | {diag.get('rejected_messages', '?')} | "
-          f"{rss_before:.0f} / {rss[-1]:.0f} |")
+    print(
+        f"| {args.storm} | {elapsed:.0f} s | {'yes' if alive else 'NO'} | "
+        f"{'yes' if before is not None and before == after else 'NO'} | {diag.get('rejected_messages', '?')} | "
+        f"{rss_before:.0f} / {rss[-1]:.0f} |"
+    )
     print("\nsent by kind: " + ", ".join(f"{k} {n}" for k, n in sent.items()))
     print("rejected by reason (node): " + ", ".join(f"{k[9:]} {v}" for k, v in diag.items() if k.startswith("rejected.")))
-    print(f"node: pairs received {diag.get('pairs_received', '?')}, dropped for a newer pair "
-          f"{diag.get('dropped_pairs', '?')}, messages dropped by the synchroniser {diag.get('dropped_messages_sync', '?')}, "
-          f"incomplete pairs {diag.get('incomplete_pairs', '?')}")
+    print(
+        f"node: pairs received {diag.get('pairs_received', '?')}, dropped for a newer pair "
+        f"{diag.get('dropped_pairs', '?')}, messages dropped by the synchroniser {diag.get('dropped_messages_sync', '?')}, "
+        f"incomplete pairs {diag.get('incomplete_pairs', '?')}"
+    )
     print("RSS every 10% of the storm (MiB): " + " ".join(f"{r:.0f}" for r in rss))
 
 
@@ -99,11 +110,14 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10.0, help="publish rate (Hz)")
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--height", type=int, default=384)
-    ap.add_argument("--pose-step", type=float, default=5.0,
-                    help="metres the published pose moves per pair (0: no pose topic)")
+    ap.add_argument("--pose-step", type=float, default=5.0, help="metres the published pose moves per pair (0: no pose topic)")
     ap.add_argument("--encoding", choices=["mono8", "rgb8"], default="mono8")
-    ap.add_argument("--storm", type=int, default=0,
-                    help="instead of the soak: this many malformed pairs of every kind, then the valid pair again")
+    ap.add_argument(
+        "--storm",
+        type=int,
+        default=0,
+        help="instead of the soak: this many malformed pairs of every kind, then the valid pair again",
+    )
     args = ap.parse_args()
     if args.storm:
         storm(args)
@@ -116,8 +130,9 @@ def main() -> None:
 
     from lunar_recon.sim.scene import plan_scene, render_scene
 
-    fr = render_scene(plan_scene("descent", 5, width=args.width, height=args.height, altitude_m=60,
-                                 off_nadir_deg=10, baseline_m=2.0))
+    fr = render_scene(
+        plan_scene("descent", 5, width=args.width, height=args.height, altitude_m=60, off_nadir_deg=10, baseline_m=2.0)
+    )
     dom = random.randint(100, 200)
     up = "up_vector:=[%f,%f,%f]" % tuple(fr.up_left)
     proc = start_node(dom, f"model:={args.model}", "use_attitude:=false", up, "hazard.resolution_m:=0.3")
@@ -148,8 +163,7 @@ def main() -> None:
                 rss.append(rss_mib(proc.pid))
         elapsed = time.monotonic() - t0
         t.spin(2.0)
-        latencies += [arrived - sent[stamp_ns(m.header.stamp)]
-                      for arrived, m in t.take("depth/image_rect")]
+        latencies += [arrived - sent[stamp_ns(m.header.stamp)] for arrived, m in t.take("depth/image_rect")]
         rss.append(rss_mib(proc.pid))
         diag = t.diagnostics()
     finally:
@@ -158,15 +172,21 @@ def main() -> None:
     lat = np.array(latencies) * 1e3
     # RSS after warm-up (second sample), half-way and at the end: flat from half-way on = no leak.
     first, mid = (rss[1] if len(rss) > 1 else rss[0]), rss[len(rss) // 2]
-    print(f"| model | input | frames sent @ {args.rate:g} Hz | answered | output rate | latency p50 / p90 | "
-          "RSS first / half-way / last (MiB) |")
+    print(
+        f"| model | input | frames sent @ {args.rate:g} Hz | answered | output rate | latency p50 / p90 | "
+        "RSS first / half-way / last (MiB) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
-    print(f"| {args.model} | {args.width}x{args.height} {args.encoding} | {args.frames} | {len(lat)} | "
-          f"{len(lat) / elapsed:.2f} pairs/s | {np.median(lat):.0f} / {np.percentile(lat, 90):.0f} ms | "
-          f"{first:.0f} / {mid:.0f} / {rss[-1]:.0f} |")
+    print(
+        f"| {args.model} | {args.width}x{args.height} {args.encoding} | {args.frames} | {len(lat)} | "
+        f"{len(lat) / elapsed:.2f} pairs/s | {np.median(lat):.0f} / {np.percentile(lat, 90):.0f} ms | "
+        f"{first:.0f} / {mid:.0f} / {rss[-1]:.0f} |"
+    )
     print("\nRSS every 5% of the run (MiB): " + " ".join(f"{r:.0f}" for r in rss))
-    print(f"node diagnostics at the end: dropped pairs {diag.get('dropped_pairs', '?')}, "
-          f"hazard memory maps {diag.get('hazard_memory_maps', '?')}")
+    print(
+        f"node diagnostics at the end: dropped pairs {diag.get('dropped_pairs', '?')}, "
+        f"hazard memory maps {diag.get('hazard_memory_maps', '?')}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ timed too); the table gives the median.  The process runs as ``lunar-recon simul
 freed memory retained (:func:`lunar_recon.runtime.retain_freed_memory`); ``--glibc-defaults``
 measures a library user's process instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def main() -> None:
     allocator = "glibc defaults" if args.glibc_defaults else "freed memory retained"
     torch.set_num_threads(args.threads)
     render_scene(plan_scene("descent", 99, width=128, height=128))  # first-call costs (torch, allocator) once
-    print(f"| preset | pair (512x512, all ground truth, {args.threads} threads, {allocator}) | page faults / pair "
-          "| terrain cells | target | ratio |")
+    print(
+        f"| preset | pair (512x512, all ground truth, {args.threads} threads, {allocator}) | page faults / pair "
+        "| terrain cells | target | ratio |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for preset in ("orbital", "descent", "rover"):
         times, cells, faults = [], [], []
@@ -48,8 +51,7 @@ def main() -> None:
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             cells.append(fr.terrain.z.size)
         t = float(np.median(times))
-        print(f"| {preset} | {t:.2f} s | {np.median(faults) / 1e3:.0f} k | {np.median(cells) / 1e6:.1f} M | 2 s "
-              f"| {t / 2:.2f} |")
+        print(f"| {preset} | {t:.2f} s | {np.median(faults) / 1e3:.0f} k | {np.median(cells) / 1e6:.1f} M | 2 s | {t / 2:.2f} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ of one 512x384 pair: the yardstick every student is measured against.
 
     .venv/bin/python benchmarks/bench_teacher.py [--threads 2] [--repeats 1] [--arch mast3r|dust3r]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,12 +46,16 @@ def main() -> None:
     latency = sorted(times)[len(times) // 2]
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
-    print(f"| model | params | GFLOPs/pair @{w}x{h} | encoder | decoder | heads | "
-          f"CPU latency/pair ({args.threads} threads) | achieved GFLOP/s | peak RSS |")
+    print(
+        f"| model | params | GFLOPs/pair @{w}x{h} | encoder | decoder | heads | "
+        f"CPU latency/pair ({args.threads} threads) | achieved GFLOP/s | peak RSS |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {cfg.name} | {count_parameters(model) / 1e6:.1f}M | {gflops:.0f} | {parts['encoder']:.0f} | "
-          f"{parts['decoder']:.0f} | {parts['heads']:.0f} | {latency:.1f} s | {gflops / latency:.1f} | "
-          f"{peak_gib:.1f} GiB |")
+    print(
+        f"| {cfg.name} | {count_parameters(model) / 1e6:.1f}M | {gflops:.0f} | {parts['encoder']:.0f} | "
+        f"{parts['decoder']:.0f} | {parts['heads']:.0f} | {latency:.1f} s | {gflops / latency:.1f} | "
+        f"{peak_gib:.1f} GiB |"
+    )
     print(f"(model built with random weights in {build_s:.1f} s; {args.repeats} timed pair(s))")
 
 

@@ -9,6 +9,7 @@ The parameter file is read first; ``model`` overrides it only when given.  When 
 the viewer exits, the whole launch shuts down (no orphaned node); ``rviz:=true`` without rviz2
 installed stops before anything starts, saying so.
 """
+
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
@@ -44,25 +45,55 @@ def _actions(context):
         try:
             get_package_share_directory("rviz2")
         except PackageNotFoundError:
-            return [LogInfo(msg="rviz:=true but rviz2 is not installed (install ros-<distro>-rviz2, or launch "
-                                "with rviz:=false): nothing started"),
-                    Shutdown(reason="rviz2 is not installed")]
-    remap = [("left/image_rect", f"{left}/image_rect"), ("left/camera_info", f"{left}/camera_info"),
-             ("right/image_rect", f"{right}/image_rect"), ("right/camera_info", f"{right}/camera_info")]
-    actions = [Node(package="lunar_recon", executable="stereo_node", name="stereo_node", namespace=namespace,
-                    output="screen", parameters=[cfg["params_file"], overrides], remappings=remap,
-                    on_exit=Shutdown(reason="stereo_node exited"))]
+            return [
+                LogInfo(
+                    msg="rviz:=true but rviz2 is not installed (install ros-<distro>-rviz2, or launch "
+                    "with rviz:=false): nothing started"
+                ),
+                Shutdown(reason="rviz2 is not installed"),
+            ]
+    remap = [
+        ("left/image_rect", f"{left}/image_rect"),
+        ("left/camera_info", f"{left}/camera_info"),
+        ("right/image_rect", f"{right}/image_rect"),
+        ("right/camera_info", f"{right}/camera_info"),
+    ]
+    actions = [
+        Node(
+            package="lunar_recon",
+            executable="stereo_node",
+            name="stereo_node",
+            namespace=namespace,
+            output="screen",
+            parameters=[cfg["params_file"], overrides],
+            remappings=remap,
+            on_exit=Shutdown(reason="stereo_node exited"),
+        )
+    ]
     if _is_true(cfg["rviz"]):
         rviz_config = PathJoinSubstitution([FindPackageShare("lunar_recon"), "config", "lunar_recon.rviz"])
         # Same namespace and clock as the node: the config's relative topics resolve to its outputs.
-        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", namespace=namespace, output="screen",
-                            arguments=["-d", rviz_config], parameters=[{"use_sim_time": sim_time}],
-                            remappings=remap[:1], on_exit=Shutdown(reason="rviz2 exited")))
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                namespace=namespace,
+                output="screen",
+                arguments=["-d", rviz_config],
+                parameters=[{"use_sim_time": sim_time}],
+                remappings=remap[:1],
+                on_exit=Shutdown(reason="rviz2 exited"),
+            )
+        )
     return actions
 
 
 def generate_launch_description():
-    args = [DeclareLaunchArgument(name, default_value=PARAMS_FILE_DEFAULT if name == "params_file" else default,
-                                  description=description)
-            for name, (default, description) in ARGUMENTS.items()]
+    args = [
+        DeclareLaunchArgument(
+            name, default_value=PARAMS_FILE_DEFAULT if name == "params_file" else default, description=description
+        )
+        for name, (default, description) in ARGUMENTS.items()
+    ]
     return LaunchDescription(args + [OpaqueFunction(function=_actions)])

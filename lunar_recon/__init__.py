@@ -7,6 +7,7 @@ The public API (what the node and the tools use, importable from here)::
 
 Names are imported on first use, so ``lunar-recon --help`` stays fast.
 """
+
 from __future__ import annotations
 
 import importlib

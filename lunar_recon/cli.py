@@ -3,6 +3,7 @@
 Each tool module registers itself through ``add_parser(subparsers)`` and a ``run(args)``
 function, imported lazily so ``lunar-recon --help`` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,6 +3,7 @@
 Used by ``lunar-recon evaluate-bag`` (offline through the pipeline, or live through a running
 stereo_node) and by training validation: one scoring path for everything.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,13 +16,24 @@ import numpy as np
 
 from .geometry.camera import depth_to_points
 from .geometry.frames import quaternion_to_matrix
-from .geometry.hazard import (HAZARD, SAFE, UNKNOWN, GridSpec, HazardMap, HazardParams, choose_landing_site, hazard_map,
-                              median_elevation_sigma, resample_hazard_map)
+from .geometry.hazard import (
+    HAZARD,
+    SAFE,
+    UNKNOWN,
+    GridSpec,
+    HazardMap,
+    HazardParams,
+    choose_landing_site,
+    hazard_map,
+    median_elevation_sigma,
+    resample_hazard_map,
+)
 from .geometry.metrics import depth_metrics, expected_calibration_error, hazard_metrics, reliability_counts
 
 
-def hazard_map_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw,
-                         params: HazardParams) -> tuple[HazardMap, GridSpec]:
+def hazard_map_from_grid(
+    cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw, params: HazardParams
+) -> tuple[HazardMap, GridSpec]:
     """A published hazard OccupancyGrid (costs 100 P, -1 without data; origin pose in the camera
     frame) as a HazardMap: its probabilities, and classes by ``params``' thresholds.  A
     ground-truth grid (costs 0 / 100) reads back as its classes."""
@@ -36,9 +48,19 @@ def hazard_map_from_grid(cost: np.ndarray, resolution: float, origin_xyz, orient
     classes[(cost >= 0) & (probability >= params.hazard_above)] = HAZARD
     nan = np.full(cost.shape, np.nan, np.float32)
     ground = np.full(cost.shape, o[2], np.float32)  # the grid lies on the ground plane at the origin's height
-    hm = HazardMap(grid=grid, elevation_m=ground, slope_deg=nan, roughness_m=nan, roughness_rms_m=nan,
-                   coverage=np.ones(cost.shape, np.float32), hazard=classes, cost=cost.astype(np.int8),
-                   R_grid_from_input=R, params=params, probability=probability)
+    hm = HazardMap(
+        grid=grid,
+        elevation_m=ground,
+        slope_deg=nan,
+        roughness_m=nan,
+        roughness_rms_m=nan,
+        coverage=np.ones(cost.shape, np.float32),
+        hazard=classes,
+        cost=cost.astype(np.int8),
+        R_grid_from_input=R,
+        params=params,
+        probability=probability,
+    )
     hm.landing_site = choose_landing_site(hm)  # the node's site is this choice on the same map
     return hm, grid
 
@@ -60,8 +82,9 @@ def hazard_on_truth_cells(hazard_pred: HazardMap, hazard_true: HazardMap) -> Haz
     return resample_hazard_map(hazard_pred, hazard_true.grid, hazard_true.R_grid_from_input, hazard_true.elevation_m)
 
 
-def ideal_stereo_depth(depth_true: np.ndarray, focal_baseline: float, disparity_sigma_px: float,
-                       rng: np.random.Generator) -> np.ndarray:
+def ideal_stereo_depth(
+    depth_true: np.ndarray, focal_baseline: float, disparity_sigma_px: float, rng: np.random.Generator
+) -> np.ndarray:
     """The ground-truth depth as an ideal rectified matcher would measure it: every pixel
     matched (shadows too), no bias, independent Gaussian disparity noise of the given sigma.
 
@@ -81,9 +104,16 @@ def ideal_stereo_depth(depth_true: np.ndarray, focal_baseline: float, disparity_
     return noisy
 
 
-def disparity_error_samples(depth_pred: np.ndarray, depth_true: np.ndarray, focal_baseline: float,
-                            image_left: np.ndarray, matched: np.ndarray | None = None, samples: int = 20000,
-                            seed: int = 0, window: int = 9) -> tuple[np.ndarray, np.ndarray]:
+def disparity_error_samples(
+    depth_pred: np.ndarray,
+    depth_true: np.ndarray,
+    focal_baseline: float,
+    image_left: np.ndarray,
+    matched: np.ndarray | None = None,
+    samples: int = 20000,
+    seed: int = 0,
+    window: int = 9,
+) -> tuple[np.ndarray, np.ndarray]:
     """Absolute disparity errors (px) of a rectified rig's depth and the matching Cramer-Rao bound
     at the same pixels (``geometry.stereo.matching_crlb``), at most ``samples`` random pixels
     among those ``matched`` (e.g. a matcher's, not the network's): the data
@@ -104,10 +134,17 @@ def disparity_error_samples(depth_pred: np.ndarray, depth_true: np.ndarray, foca
     return e.reshape(-1)[idx], crlb.reshape(-1)[idx]
 
 
-def score_frame(depth_pred: np.ndarray, points_pred: np.ndarray, depth_true: np.ndarray | None,
-                hazard_true: HazardMap | None, up: np.ndarray | None, params: HazardParams,
-                elevation_sigma: np.ndarray | None = None, focal_baseline: float | None = None,
-                hazard_pred: HazardMap | None = None) -> dict:
+def score_frame(
+    depth_pred: np.ndarray,
+    points_pred: np.ndarray,
+    depth_true: np.ndarray | None,
+    hazard_true: HazardMap | None,
+    up: np.ndarray | None,
+    params: HazardParams,
+    elevation_sigma: np.ndarray | None = None,
+    focal_baseline: float | None = None,
+    hazard_pred: HazardMap | None = None,
+) -> dict:
     """Depth metrics (no alignment), the frame's range, for a rectified rig (``focal_baseline``
     = f B in px m) the disparity error in pixels (the precision figure of stereo, comparable
     across ranges), and hazard metrics of ``hazard_pred`` (the pipeline's own map; made here
@@ -185,12 +222,15 @@ def pooled_reliability(scores: list[FrameScore]) -> np.ndarray | None:
 def pooled_safety(scores: list[FrameScore]) -> dict[str, float]:
     """Certified-safe and false-safe shares and the calibration error of the frames' sites taken
     as one set."""
-    ok, bad, called, true = (sum(s.metrics.get(f"hazard_{k}", 0) for s in scores)
-                             for k in ("safe_ok", "safe_bad", "safe_called", "safe_true"))
+    ok, bad, called, true = (
+        sum(s.metrics.get(f"hazard_{k}", 0) for s in scores) for k in ("safe_ok", "safe_bad", "safe_called", "safe_true")
+    )
     rel = pooled_reliability(scores)
-    return {"hazard_certified_safe_pooled": ok / true if true else float("nan"),
-            "hazard_false_safe_pooled": bad / called if called else float("nan"),
-            "hazard_ece_pooled": expected_calibration_error(rel) if rel is not None else float("nan")}
+    return {
+        "hazard_certified_safe_pooled": ok / true if true else float("nan"),
+        "hazard_false_safe_pooled": bad / called if called else float("nan"),
+        "hazard_ece_pooled": expected_calibration_error(rel) if rel is not None else float("nan"),
+    }
 
 
 def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[str, float]]:
@@ -208,8 +248,11 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
     out = {}
     for name, items in groups.items():
         keys = sorted({k for s in items for k in s.metrics})
-        row = {"frames": len(items), "latency_ms_p50": 1e3 * float(np.median([s.latency_s for s in items])),
-               "latency_ms_p90": 1e3 * float(np.percentile([s.latency_s for s in items], 90))}
+        row = {
+            "frames": len(items),
+            "latency_ms_p50": 1e3 * float(np.median([s.latency_s for s in items])),
+            "latency_ms_p90": 1e3 * float(np.percentile([s.latency_s for s in items], 90)),
+        }
         for k in keys:
             vals = np.array([s.metrics.get(k, np.nan) for s in items], dtype=np.float64)
             row[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
@@ -220,13 +263,33 @@ def summarize(scores: list[FrameScore], by: str = "sequence") -> dict[str, dict[
     return out
 
 
-MAIN_COLUMNS = ("frames", "range_m", "depth_abs_rel", "depth_abs_rel_sgbm_matched", "depth_mae", "depth_rmse",
-                "depth_completeness",
-                "depth_relief_norm_mae", "slope_mae_deg", "hazard_f1_pooled", "hazard_f1_chance_pooled",
-                "hazard_certified_safe_pooled", "hazard_false_safe_pooled", "hazard_ece_pooled", "hazard_recall",
-                "hazard_f1", "hazard_f1_chance", "hazard_known_fraction", "hazard_elevation_sigma_m",
-                "hazard_landing_site_proposed", "hazard_landing_site_safe", "hazard_landing_site_hazard_distance_m",
-                "disparity_sigma_px", "latency_ms_p50", "latency_ms_p90")
+MAIN_COLUMNS = (
+    "frames",
+    "range_m",
+    "depth_abs_rel",
+    "depth_abs_rel_sgbm_matched",
+    "depth_mae",
+    "depth_rmse",
+    "depth_completeness",
+    "depth_relief_norm_mae",
+    "slope_mae_deg",
+    "hazard_f1_pooled",
+    "hazard_f1_chance_pooled",
+    "hazard_certified_safe_pooled",
+    "hazard_false_safe_pooled",
+    "hazard_ece_pooled",
+    "hazard_recall",
+    "hazard_f1",
+    "hazard_f1_chance",
+    "hazard_known_fraction",
+    "hazard_elevation_sigma_m",
+    "hazard_landing_site_proposed",
+    "hazard_landing_site_safe",
+    "hazard_landing_site_hazard_distance_m",
+    "disparity_sigma_px",
+    "latency_ms_p50",
+    "latency_ms_p90",
+)
 
 
 def _fmt(v) -> str:
@@ -244,7 +307,7 @@ def markdown_table(summary: dict[str, dict[str, float]], columns=MAIN_COLUMNS, g
     lines = [f"| model | {group} | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
     for name, row in summary.items():
         model, _, part = name.partition(" | ")
-        lines.append(f"| {model} | {part or 'all'} | " + " | ".join(_fmt(row.get(c, float('nan'))) for c in cols) + " |")
+        lines.append(f"| {model} | {part or 'all'} | " + " | ".join(_fmt(row.get(c, float("nan"))) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -255,17 +318,23 @@ def headline(summary: dict[str, dict[str, float]]) -> list[str]:
         if " | " in name or "hazard_f1_pooled" not in row:
             continue
         f1, chance = row["hazard_f1_pooled"], row.get("hazard_f1_chance_pooled", float("nan"))
-        verdict = ("**at or below chance: the map carries no information about the hazards**"
-                   if np.isfinite(f1) and np.isfinite(chance) and f1 <= chance else "above chance")
-        lines.append(f"- **{name}**: hazard F1 {_fmt(f1)} against {_fmt(chance)} for calling everything a hazard "
-                     f"({verdict}); certified safe {_fmt(row.get('hazard_certified_safe_pooled', float('nan')))}, "
-                     f"false safe {_fmt(row.get('hazard_false_safe_pooled', float('nan')))}, "
-                     f"calibration error {_fmt(row.get('hazard_ece_pooled', float('nan')))}.")
+        verdict = (
+            "**at or below chance: the map carries no information about the hazards**"
+            if np.isfinite(f1) and np.isfinite(chance) and f1 <= chance
+            else "above chance"
+        )
+        lines.append(
+            f"- **{name}**: hazard F1 {_fmt(f1)} against {_fmt(chance)} for calling everything a hazard "
+            f"({verdict}); certified safe {_fmt(row.get('hazard_certified_safe_pooled', float('nan')))}, "
+            f"false safe {_fmt(row.get('hazard_false_safe_pooled', float('nan')))}, "
+            f"calibration error {_fmt(row.get('hazard_ece_pooled', float('nan')))}."
+        )
     return lines
 
 
-def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes: list[str],
-                 title: str = "lunar_recon evaluation") -> dict:
+def write_report(
+    out: Path, scores: list[FrameScore], figures: list[Path], notes: list[str], title: str = "lunar_recon evaluation"
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(scores)
     by_range = summarize(scores, by="range")
@@ -274,30 +343,46 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
         w = csv.writer(f)
         w.writerow(["sequence", "model", "index", "stamp_ns", "latency_s", *keys])
         for s in scores:
-            w.writerow([s.sequence, s.model, s.index, s.stamp_ns, f"{s.latency_s:.6f}",
-                        *[s.metrics.get(k, "") for k in keys]])
+            w.writerow([s.sequence, s.model, s.index, s.stamp_ns, f"{s.latency_s:.6f}", *[s.metrics.get(k, "") for k in keys]])
     frames = [{**s.__dict__, "reliability": None if s.reliability is None else s.reliability.tolist()} for s in scores]
-    (out / "metrics.json").write_text(json.dumps({"summary": summary, "by_range": by_range, "frames": frames},
-                                                 indent=1, default=lambda o: None if isinstance(o, float) and
-                                                 math.isnan(o) else str(o)).replace("NaN", "null"))
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {"summary": summary, "by_range": by_range, "frames": frames},
+            indent=1,
+            default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o),
+        ).replace("NaN", "null")
+    )
     if any(s.reliability is not None for s in scores):
         figures = [reliability_figure(out / "reliability.png", scores), *figures]
-    lines = [f"# {title}", "", *headline(summary), "",
-             "Metrics are computed without any scale or Sim(3) alignment (scale is judged).",
-             "Depth metrics against the ground-truth depth topic when present, else against the first model. "
-             "Hazard metrics score each model's own map, as the node publishes it, on the truth's sites: "
-             "`certified_safe` is the share of truly safe sites called safe, `false_safe` the share of sites "
-             "called safe that are hazards, `ece` the calibration error of the hazard probability; `_pooled` "
-             "columns take every frame's sites as one set, the others are means of frames. "
-             "`hazard_f1_chance` is the F1 of calling every site a hazard.", "",
-             markdown_table(summary), ""]
+    lines = [
+        f"# {title}",
+        "",
+        *headline(summary),
+        "",
+        "Metrics are computed without any scale or Sim(3) alignment (scale is judged).",
+        "Depth metrics against the ground-truth depth topic when present, else against the first model. "
+        "Hazard metrics score each model's own map, as the node publishes it, on the truth's sites: "
+        "`certified_safe` is the share of truly safe sites called safe, `false_safe` the share of sites "
+        "called safe that are hazards, `ece` the calibration error of the hazard probability; `_pooled` "
+        "columns take every frame's sites as one set, the others are means of frames. "
+        "`hazard_f1_chance` is the F1 of calling every site a hazard.",
+        "",
+        markdown_table(summary),
+        "",
+    ]
     if by_range:
-        lines += ["## By range", "",
-                  "Stereo depth noise grows as range squared over (focal length x baseline): each frame falls in "
-                  "the bin of its median range. `hazard_known_fraction` is the share of the truth's sites the "
-                  "map could judge; `hazard_elevation_sigma_m` (median over the truth's cells) is the 1-sigma of "
-                  "a cell's height: where it nears the roughness limit, hazards of the set size are not "
-                  "resolvable.", "", markdown_table(by_range, group="range"), ""]
+        lines += [
+            "## By range",
+            "",
+            "Stereo depth noise grows as range squared over (focal length x baseline): each frame falls in "
+            "the bin of its median range. `hazard_known_fraction` is the share of the truth's sites the "
+            "map could judge; `hazard_elevation_sigma_m` (median over the truth's cells) is the 1-sigma of "
+            "a cell's height: where it nears the roughness limit, hazards of the set size are not "
+            "resolvable.",
+            "",
+            markdown_table(by_range, group="range"),
+            "",
+        ]
     last: dict[tuple[str, str], FrameScore] = {}
     for sc in scores:  # the last frame of each model's sequence: where a descent ends
         key = (sc.model, sc.sequence)
@@ -305,9 +390,15 @@ def write_report(out: Path, scores: list[FrameScore], figures: list[Path], notes
             last[key] = sc
     if any(s.index > 0 for s in last.values()):
         finals = {k: v for k, v in summarize(list(last.values())).items() if " | " not in k}
-        lines += ["## Last frame of each sequence", "",
-                  "The frame closest to the ground of every sequence, where a lander decides; a descent map has "
-                  "fused all the frames before it.", "", markdown_table(finals, group="last frames"), ""]
+        lines += [
+            "## Last frame of each sequence",
+            "",
+            "The frame closest to the ground of every sequence, where a lander decides; a descent map has "
+            "fused all the frames before it.",
+            "",
+            markdown_table(finals, group="last frames"),
+            "",
+        ]
     lines += [f"- {n}" for n in notes]
     for fig in figures:
         lines += ["", f"![{fig.stem}]({fig.name})"]
@@ -329,8 +420,12 @@ def reliability_figure(path: Path, scores: list[FrameScore]) -> Path:
         if rel is None or rel[0].sum() == 0:
             continue
         used = rel[0] > 0
-        ax[0].plot(rel[1][used] / rel[0][used], rel[2][used] / rel[0][used], "o-",
-                   label=f"{model} (ECE {expected_calibration_error(rel):.3f})")
+        ax[0].plot(
+            rel[1][used] / rel[0][used],
+            rel[2][used] / rel[0][used],
+            "o-",
+            label=f"{model} (ECE {expected_calibration_error(rel):.3f})",
+        )
         centres = (np.arange(rel.shape[1]) + 0.5) / rel.shape[1]
         ax[1].bar(centres, rel[0] / rel[0].sum(), width=1 / rel.shape[1], alpha=0.4, label=model)
     ax[0].set_xlabel("predicted hazard probability")
@@ -348,9 +443,17 @@ def reliability_figure(path: Path, scores: list[FrameScore]) -> Path:
     return path
 
 
-def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_true: np.ndarray | None,
-                   slope: np.ndarray | None, hazard_pred: HazardMap | None, hazard_true: HazardMap | None,
-                   points: np.ndarray, title: str) -> Path:
+def example_figure(
+    path: Path,
+    left: np.ndarray,
+    depth_pred: np.ndarray,
+    depth_true: np.ndarray | None,
+    slope: np.ndarray | None,
+    hazard_pred: HazardMap | None,
+    hazard_true: HazardMap | None,
+    points: np.ndarray,
+    title: str,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,7 +467,7 @@ def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_t
     # of its median range.
     reference = depth_true if depth_true is not None else depth_pred
     finite = reference[np.isfinite(reference)]
-    vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
+    vmin, vmax = np.percentile(finite, [2, 98]) if finite.size else (0, 1)
     im = ax[1].imshow(depth_pred, cmap="viridis", vmin=vmin, vmax=vmax)
     fig.colorbar(im, ax=ax[1], fraction=0.046)
     ax[1].set_title("predicted depth (m)")
@@ -383,20 +486,24 @@ def example_figure(path: Path, left: np.ndarray, depth_pred: np.ndarray, depth_t
 
     classes = ListedColormap(["0.8", "tab:green", "tab:red"])  # unknown grey, safe green, hazard red
     if hazard_pred is not None and hazard_pred.probability is not None:
-        im = ax[4].imshow(hazard_pred.probability, cmap="RdYlGn_r", vmin=0, vmax=1, origin="lower",
-                          interpolation="nearest")
+        im = ax[4].imshow(hazard_pred.probability, cmap="RdYlGn_r", vmin=0, vmax=1, origin="lower", interpolation="nearest")
         fig.colorbar(im, ax=ax[4], fraction=0.046)
         ax[4].set_title("predicted P(hazard) per site")
     elif hazard_pred is not None:
-        ax[4].imshow(hazard_pred.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower",
-                     interpolation="nearest")
+        ax[4].imshow(hazard_pred.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower", interpolation="nearest")
         ax[4].set_title("predicted hazard")
     if hazard_true is not None:
-        ax[5].imshow(hazard_true.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower",
-                     interpolation="nearest")
-        ax[5].legend(handles=[Patch(color="tab:green", label="safe"), Patch(color="tab:red", label="hazard"),
-                              Patch(color="0.8", label="unknown"), Patch(color="c", label="landing site (pred.)")],
-                     fontsize=7, loc="upper right")
+        ax[5].imshow(hazard_true.hazard.astype(float), cmap=classes, vmin=-1.5, vmax=1.5, origin="lower", interpolation="nearest")
+        ax[5].legend(
+            handles=[
+                Patch(color="tab:green", label="safe"),
+                Patch(color="tab:red", label="hazard"),
+                Patch(color="0.8", label="unknown"),
+                Patch(color="c", label="landing site (pred.)"),
+            ],
+            fontsize=7,
+            loc="upper right",
+        )
         ax[5].set_title("hazard truth")
     for a in (ax[4], ax[5]):  # the proposed site on both: is it safe in the truth?
         if hazard_pred is not None and hazard_pred.landing_site is not None:
@@ -435,8 +542,9 @@ def error_by_range_figure(path: Path, scores: list[FrameScore]) -> Path:
         r = [s.metrics.get("range_m", np.nan) for s in items]
         ax[0].plot(r, [s.metrics.get("depth_abs_rel", np.nan) for s in items], "o-", ms=3, label=model)
         ax[1].plot(r, [s.metrics.get("hazard_f1", np.nan) for s in items], "o-", ms=3, label=model)
-    chance = sorted((s.metrics.get("range_m", np.nan), s.metrics["hazard_f1_chance"]) for s in scores
-                    if "hazard_f1_chance" in s.metrics)
+    chance = sorted(
+        (s.metrics.get("range_m", np.nan), s.metrics["hazard_f1_chance"]) for s in scores if "hazard_f1_chance" in s.metrics
+    )
     if chance:
         ax[1].plot(*zip(*chance), "k:", label="chance (everything a hazard)")
     ax[0].set_title("depth AbsRel by range")
@@ -452,6 +560,17 @@ def error_by_range_figure(path: Path, scores: list[FrameScore]) -> Path:
     return path
 
 
-__all__ = ["FrameScore", "depth_to_points", "error_by_range_figure", "example_figure", "frame_score",
-           "hazard_map_from_grid", "hazard_on_truth_cells", "markdown_table", "reliability_figure", "score_frame",
-           "summarize", "write_report"]
+__all__ = [
+    "FrameScore",
+    "depth_to_points",
+    "error_by_range_figure",
+    "example_figure",
+    "frame_score",
+    "hazard_map_from_grid",
+    "hazard_on_truth_cells",
+    "markdown_table",
+    "reliability_figure",
+    "score_frame",
+    "summarize",
+    "write_report",
+]

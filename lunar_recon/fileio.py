@@ -4,6 +4,7 @@ half file under the finished name, and the temporaries of an interrupted run are
 Writers put their output in a temporary next to the target, flush it to disk (``fsync``),
 rename it into place and flush the folder, so the rename itself is on disk.
 """
+
 from __future__ import annotations
 
 import os

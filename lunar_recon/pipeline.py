@@ -3,6 +3,7 @@
 The one code path the ROS node, the offline tools and the tests all run, so an offline
 evaluation measures exactly what runs on the lander.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,15 +18,30 @@ from .geometry.descent_map import DescentMap, DescentMapParams, DescentUpdate
 from .geometry.frames import normalize
 from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, params_for_range
 from .geometry.hazard_memory import HazardMemory
-from .geometry.metric_scale import (SCALE_FIELD_SIGMA, SPARSE_MIN_MATCHED_FRACTION, SPARSE_MIN_MATCHES,
-                                    STEREO_FUSION_DISPARITY_PX, coarse_copy, fuse_with_matcher, fusion_reference_depth,
-                                    metric_scale_field_from_stereo, metric_scale_from_stereo,
-                                    reference_agrees_with_matches, sparse_reference_depth, stereo_reference_depth)
+from .geometry.metric_scale import (
+    SCALE_FIELD_SIGMA,
+    SPARSE_MIN_MATCHED_FRACTION,
+    SPARSE_MIN_MATCHES,
+    STEREO_FUSION_DISPARITY_PX,
+    coarse_copy,
+    fuse_with_matcher,
+    fusion_reference_depth,
+    metric_scale_field_from_stereo,
+    metric_scale_from_stereo,
+    reference_agrees_with_matches,
+    sparse_reference_depth,
+    stereo_reference_depth,
+)
 from .geometry.pose import metric_scale_from_rig
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
-from .geometry.stereo import (DisparityPrecision, StereoCalibration, disparity_to_depth, stereo_elevation_sigma,
-                              unmatched_left_band)
+from .geometry.stereo import (
+    DisparityPrecision,
+    StereoCalibration,
+    disparity_to_depth,
+    stereo_elevation_sigma,
+    unmatched_left_band,
+)
 from .models.predict import PairPrediction
 
 # predicted: as the network says; baseline: the right view's pointmap put on the calibrated rig's rays
@@ -43,19 +59,20 @@ class StereoModel(Protocol):
     scale step), ``needs_calibration`` (set as ``model.calibration`` before ``predict``),
     ``stereo_head`` (a calibrated-stereo head, ``models.stereo_head``)."""
 
-    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512,
-                right_view: bool = True) -> PairPrediction: ...
+    def predict(
+        self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512, right_view: bool = True
+    ) -> PairPrediction: ...
 
 
 def uses_stereo_head(model, calibration: StereoCalibration | None, enabled: bool = True) -> bool:
     """The model's own calibrated-stereo head replaces SGBM as the metric reference: a model
     that has one (``model.stereo_head``), on a rectified rig, unless switched off."""
-    return (enabled and getattr(model, "stereo_head", None) is not None and calibration is not None
-            and calibration.is_rectified)
+    return enabled and getattr(model, "stereo_head", None) is not None and calibration is not None and calibration.is_rectified
 
 
-def stereo_head_depth(head, image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
-                      min_confidence: float) -> np.ndarray:
+def stereo_head_depth(
+    head, image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration, min_confidence: float
+) -> np.ndarray:
     """Metric depth of the head's disparity in the left image's pixels, NaN where its
     confidence is under ``min_confidence`` or the disparity is not positive."""
     from .models.stereo_head import predict_disparity
@@ -146,8 +163,9 @@ class ReconstructionParams:
         if not 0 <= self.stereo_fusion_disparity_px < 1000:
             raise ValueError("stereo_fusion_disparity_px must be in [0, 1000) px (0: no fusion)")
         if self.inference_size != 0 and (self.inference_size < 16 or self.inference_size % 16):
-            raise ValueError(f"inference_size={self.inference_size} must be 0 (the model's own) or a multiple of 16 "
-                             "(the networks' patch size)")
+            raise ValueError(
+                f"inference_size={self.inference_size} must be 0 (the model's own) or a multiple of 16 (the networks' patch size)"
+            )
         if not 0 <= self.stereo_head_min_confidence < 1:
             raise ValueError("stereo_head_min_confidence must be in [0, 1)")
         if self.slope_baseline_m <= 0:
@@ -252,18 +270,33 @@ class StereoReconstructor:
         self.params.validate()
         # the hazard maps of this camera's recent pairs (one stream per reconstructor)
         self.descent_map: DescentMap | None = None  # this stream's fused elevation map, made on first use
-        self.hazard_memory = HazardMemory(self.params.hazard.memory_frames,
-                                          self.params.hazard.memory_keyframe_distance_m)
+        self.hazard_memory = HazardMemory(self.params.hazard.memory_frames, self.params.hazard.memory_keyframe_distance_m)
 
-    def reconstruct(self, image_left: np.ndarray, image_right: np.ndarray,
-                    calibration: StereoCalibration | None, up_in_left: np.ndarray | None,
-                    sun_in_left: np.ndarray | None = None, camera_pose: np.ndarray | None = None) -> Reconstruction:
-        return self.finish(self.predict_scaled(image_left, image_right, calibration), calibration, up_in_left,
-                           sun_in_left=sun_in_left, image_left=image_left, camera_pose=camera_pose)
+    def reconstruct(
+        self,
+        image_left: np.ndarray,
+        image_right: np.ndarray,
+        calibration: StereoCalibration | None,
+        up_in_left: np.ndarray | None,
+        sun_in_left: np.ndarray | None = None,
+        camera_pose: np.ndarray | None = None,
+    ) -> Reconstruction:
+        return self.finish(
+            self.predict_scaled(image_left, image_right, calibration),
+            calibration,
+            up_in_left,
+            sun_in_left=sun_in_left,
+            image_left=image_left,
+            camera_pose=camera_pose,
+        )
 
-    def predict_scaled(self, image_left: np.ndarray, image_right: np.ndarray,
-                       calibration: StereoCalibration | None, params: ReconstructionParams | None = None
-                       ) -> ScaledPrediction:
+    def predict_scaled(
+        self,
+        image_left: np.ndarray,
+        image_right: np.ndarray,
+        calibration: StereoCalibration | None,
+        params: ReconstructionParams | None = None,
+    ) -> ScaledPrediction:
         """Stage 1: the network, and the factor that makes its pointmap metric."""
         p = params or self.params
         t0 = time.perf_counter()
@@ -288,8 +321,9 @@ class StereoReconstructor:
             sparse_mode = scale_mode
             if scale_mode in ("stereo", "stereo_local"):
                 if uses_stereo_head(self.model, calibration, p.stereo_head):
-                    head_depth = stereo_head_depth(getattr(self.model, "stereo_head"), image_left, image_right, calibration,
-                                                   p.stereo_head_min_confidence)
+                    head_depth = stereo_head_depth(
+                        getattr(self.model, "stereo_head"), image_left, image_right, calibration, p.stereo_head_min_confidence
+                    )
                     reference = coarse_copy(head_depth)
                 else:
                     reference = stereo_reference_depth(image_left, image_right, calibration)
@@ -303,11 +337,18 @@ class StereoReconstructor:
             if est is None and reference is not None:  # dense matching failed: triangulated sparse matches
                 if sparse is None:
                     sparse = sparse_reference_depth(image_left, image_right, calibration, reference.shape)
-                est = self._scale_to(pred, sparse, image_left, image_right, calibration, scale_mode, p,
-                                     SPARSE_MIN_MATCHED_FRACTION)
+                est = self._scale_to(
+                    pred, sparse, image_left, image_right, calibration, scale_mode, p, SPARSE_MIN_MATCHED_FRACTION
+                )
                 if est is None:  # too few for a field: one scale from the matches there are
-                    est = metric_scale_from_stereo(pred.points_left[..., 2], image_left, image_right, calibration,
-                                                   reference=sparse, min_matched_fraction=SPARSE_MIN_MATCHES / sparse.size)
+                    est = metric_scale_from_stereo(
+                        pred.points_left[..., 2],
+                        image_left,
+                        image_right,
+                        calibration,
+                        reference=sparse,
+                        min_matched_fraction=SPARSE_MIN_MATCHES / sparse.size,
+                    )
                     sparse_mode = "stereo"
                 reference = head_depth = None  # no dense reference to fuse with
                 matched_sparse = est is not None
@@ -316,8 +357,9 @@ class StereoReconstructor:
                     pred = self.model.predict(image_left, image_right, size=size)
                 if pred.points_right is None:
                     raise RuntimeError("the model gave no right-view pointmap for the rig's scale")
-                est = metric_scale_from_rig(pred.points_right, calibration.K_right, calibration.T_left_from_right,
-                                            pred.conf_right)
+                est = metric_scale_from_rig(
+                    pred.points_right, calibration.K_right, calibration.T_left_from_right, pred.conf_right
+                )
                 scale_path = "rig"
             else:
                 scale_path = f"{sparse_mode} (sparse matches)" if matched_sparse else scale_mode
@@ -327,32 +369,54 @@ class StereoReconstructor:
                 t2 = time.perf_counter()
                 fine = head_depth
                 if fine is None and reference is not None:
-                    fine = fusion_reference_depth(image_left, image_right, calibration, reference,
-                                                  p.stereo_fusion_disparity_px)
+                    fine = fusion_reference_depth(image_left, image_right, calibration, reference, p.stereo_fusion_disparity_px)
                 if fine is not None:
-                    points, say = fuse_with_matcher(_scaled(pred.points_left, est), fine, calibration,
-                                                    p.stereo_fusion_disparity_px)
+                    points, say = fuse_with_matcher(
+                        _scaled(pred.points_left, est), fine, calibration, p.stereo_fusion_disparity_px
+                    )
                 fusion_s = time.perf_counter() - t2
             scale = est
         metric_s = time.perf_counter() - t1
-        return ScaledPrediction(pred, scale, {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s},
-                                points, scale_path, say)
+        return ScaledPrediction(
+            pred, scale, {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s}, points, scale_path, say
+        )
 
     @staticmethod
-    def _scale_to(pred: PairPrediction, reference: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
-                  calibration: StereoCalibration, scale_mode: str, p: ReconstructionParams,
-                  min_matched_fraction: float = 0.02) -> float | np.ndarray | None:
+    def _scale_to(
+        pred: PairPrediction,
+        reference: np.ndarray,
+        image_left: np.ndarray,
+        image_right: np.ndarray,
+        calibration: StereoCalibration,
+        scale_mode: str,
+        p: ReconstructionParams,
+        min_matched_fraction: float = 0.02,
+    ) -> float | np.ndarray | None:
         depth = pred.points_left[..., 2]
         if scale_mode == "stereo":
-            return metric_scale_from_stereo(depth, image_left, image_right, calibration, reference=reference,
-                                            min_matched_fraction=min_matched_fraction)
-        return metric_scale_field_from_stereo(depth, image_left, image_right, calibration, p.scale_field_sigma,
-                                              reference=reference, min_matched_fraction=min_matched_fraction)
+            return metric_scale_from_stereo(
+                depth, image_left, image_right, calibration, reference=reference, min_matched_fraction=min_matched_fraction
+            )
+        return metric_scale_field_from_stereo(
+            depth,
+            image_left,
+            image_right,
+            calibration,
+            p.scale_field_sigma,
+            reference=reference,
+            min_matched_fraction=min_matched_fraction,
+        )
 
-    def finish(self, staged: ScaledPrediction, calibration: StereoCalibration | None,
-               up_in_left: np.ndarray | None, params: ReconstructionParams | None = None,
-               sun_in_left: np.ndarray | None = None, image_left: np.ndarray | None = None,
-               camera_pose: np.ndarray | None = None) -> Reconstruction:
+    def finish(
+        self,
+        staged: ScaledPrediction,
+        calibration: StereoCalibration | None,
+        up_in_left: np.ndarray | None,
+        params: ReconstructionParams | None = None,
+        sun_in_left: np.ndarray | None = None,
+        image_left: np.ndarray | None = None,
+        camera_pose: np.ndarray | None = None,
+    ) -> Reconstruction:
         """Stage 2: metric points, validity, slope and the hazard map.  With the direction toward
         the sun in the left camera frame and the left image, the left image's shadows bound the
         hazard map's terrain (see ``geometry.shadows``).  With the left camera's pose in a world
@@ -372,8 +436,7 @@ class StereoReconstructor:
         if up_in_left is not None:
             up = normalize(up_in_left)
             if p.compute_hazard and calibration is not None and precision.floor_px + precision.texture_gain > 0:
-                sigma_d = precision.floor_px if image_left is None else precision.sigma_map(image_left,
-                                                                                             points.shape[:2])
+                sigma_d = precision.floor_px if image_left is None else precision.sigma_map(image_left, points.shape[:2])
                 sigma = stereo_elevation_sigma(points, up, calibration.K_left.fx, calibration.baseline_m, sigma_d)
                 sigma = sigma * confidence_sigma_factor(pred.conf_left, valid)
                 if staged.matcher_say is not None and p.network_sigma_factor != 1:
@@ -391,32 +454,64 @@ class StereoReconstructor:
                 try:
                     fx = calibration.K_left.fx if calibration is not None else float("nan")
                     hazard_params = params_for_range(p.hazard, float(np.median(depth[valid])), fx)
-                    hmap = hazard_map(points, up, hazard_params, elevation_sigma=sigma, shadowed=shadowed,
-                                      sun=sun_in_left, calibration=probability_table)
+                    hmap = hazard_map(
+                        points,
+                        up,
+                        hazard_params,
+                        elevation_sigma=sigma,
+                        shadowed=shadowed,
+                        sun=sun_in_left,
+                        calibration=probability_table,
+                    )
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
                 if p.descent_map and camera_pose is not None and sigma is not None and hazard_note is None:
-                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p,
-                                                                probability_table)
+                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p, probability_table)
                 if hmap is not None and camera_pose is not None:
-                    hmap = self.hazard_memory.update(hmap, camera_pose, p.hazard.memory_frames,
-                                                     p.hazard.memory_keyframe_distance_m)
+                    hmap = self.hazard_memory.update(
+                        hmap, camera_pose, p.hazard.memory_frames, p.hazard.memory_keyframe_distance_m
+                    )
         t3 = time.perf_counter()
         model_s = staged.timings_s["model"]
         geometry_s = staged.timings_s["scale"] + staged.timings_s.get("fusion", 0.0) + (t2 - t1)
         timings = {"model": model_s, "geometry": geometry_s, "hazard": t3 - t2, "total": model_s + geometry_s + t3 - t2}
-        return Reconstruction(depth, points, pred.conf_left.astype(np.float32), valid, sigma, slope, hmap, scale,
-                              timings, pred, shadowed, hazard_note, staged.scale_path, descent_hazard,
-                              descent_update, staged.matcher_say)
+        return Reconstruction(
+            depth,
+            points,
+            pred.conf_left.astype(np.float32),
+            valid,
+            sigma,
+            slope,
+            hmap,
+            scale,
+            timings,
+            pred,
+            shadowed,
+            hazard_note,
+            staged.scale_path,
+            descent_hazard,
+            descent_update,
+            staged.matcher_say,
+        )
 
-    def _fuse(self, points: np.ndarray, sigma: np.ndarray, camera_pose: np.ndarray, hazard_params: HazardParams,
-              p: ReconstructionParams, probability_table) -> tuple[HazardMap, DescentUpdate]:
+    def _fuse(
+        self,
+        points: np.ndarray,
+        sigma: np.ndarray,
+        camera_pose: np.ndarray,
+        hazard_params: HazardParams,
+        p: ReconstructionParams,
+        probability_table,
+    ) -> tuple[HazardMap, DescentUpdate]:
         """Fuse this frame into the stream's descent map and make the landing-site map on it
         (through the model's calibration, which was fitted on single frames)."""
         if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
             hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's
-        if self.descent_map is None or self.descent_map.resolution != hazard_params.resolution_m \
-                or self.descent_map.params != p.descent:
+        if (
+            self.descent_map is None
+            or self.descent_map.resolution != hazard_params.resolution_m
+            or self.descent_map.params != p.descent
+        ):
             self.descent_map = DescentMap(hazard_params.resolution_m, p.descent)
         update = self.descent_map.update(points, sigma, camera_pose, hazard_params.min_points_per_cell)
         return self.descent_map.hazard_map(camera_pose, hazard_params, probability_table), update

@@ -1,5 +1,6 @@
 """Progress of long jobs: a tqdm bar on a terminal, periodic plain lines in a log (CI, nohup,
 a launch), where a bar prints nothing useful."""
+
 from __future__ import annotations
 
 import sys
@@ -10,8 +11,16 @@ T = TypeVar("T")
 LOG_INTERVAL_S = 30.0
 
 
-def progress(items: Iterable[T], desc: str, unit: str = "it", total: int | None = None, initial: int = 0,
-             leave: bool = True, stream: TextIO | None = None, interval_s: float = LOG_INTERVAL_S) -> Iterator[T]:
+def progress(
+    items: Iterable[T],
+    desc: str,
+    unit: str = "it",
+    total: int | None = None,
+    initial: int = 0,
+    leave: bool = True,
+    stream: TextIO | None = None,
+    interval_s: float = LOG_INTERVAL_S,
+) -> Iterator[T]:
     """``items``, reporting progress on ``stream`` (stderr): a bar on a terminal, else a line
     ``desc: done/total unit (pct), elapsed, rate`` every ``interval_s`` seconds and at the end."""
     stream = sys.stderr if stream is None else stream

@@ -1,5 +1,6 @@
 """Process settings for lunar_recon's programs (``stereo_node``, ``lunar-recon``), applied
 before numpy loads its BLAS.  Library users keep their own settings."""
+
 from __future__ import annotations
 
 import ctypes
@@ -39,8 +40,7 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
 
 
 def configure_program() -> None:

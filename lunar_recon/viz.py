@@ -1,4 +1,5 @@
 """Pictures of results (ROS-free): hazard overlays on the camera image, colour maps."""
+
 from __future__ import annotations
 
 import cv2
@@ -22,8 +23,9 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(a[..., :3], cv2.COLOR_RGB2BGR)
 
 
-def hazard_overlay(image: np.ndarray, points: np.ndarray, hmap: HazardMap | None, alpha: float = 0.45,
-                   image_is_rgb: bool = True) -> np.ndarray:
+def hazard_overlay(
+    image: np.ndarray, points: np.ndarray, hmap: HazardMap | None, alpha: float = 0.45, image_is_rgb: bool = True
+) -> np.ndarray:
     """bgr8 image with every pixel tinted by the hazard class of the grid cell its 3-D point
     falls in (red hazard, green safe, untouched unknown) and the landing site marked."""
     bgr = to_bgr8(image) if image_is_rgb or np.asarray(image).ndim == 2 else np.asarray(image, np.uint8).copy()

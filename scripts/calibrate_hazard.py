@@ -7,6 +7,7 @@ The table goes into the checkpoint's embedded card (what the node reads), model_
 new sha256 and the command in its log) and MODEL_CARD.md.  Fit it on calibration pairs, never on
 the test split the card reports.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,15 +41,21 @@ def main(argv: list[str]) -> int:
     card = json.loads(card_path.read_text())
     card["hazard_calibration"] = table
     card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    card["commands"] = [*card["commands"], f"# hazard calibration ({entry['sites']} sites, {entry['frames']} frames):",
-                        command, f"python scripts/calibrate_hazard.py {argv[0]} '...'"]
+    card["commands"] = [
+        *card["commands"],
+        f"# hazard calibration ({entry['sites']} sites, {entry['frames']} frames):",
+        command,
+        f"python scripts/calibrate_hazard.py {argv[0]} '...'",
+    ]
     card_path.write_text(json.dumps(card, indent=1, default=str))
     md_path = SHIPPED_DIR / "MODEL_CARD.md"
     md = md_path.read_text().split(SECTION)[0].rstrip("\n")
     md = md.replace(md.split("(sha256 `")[1].split("…`)")[0], card["sha256"][:16], 1) if "(sha256 `" in md else md
-    md += (f"\n\n{SECTION}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (monotone fit of the "
-           f"observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration frames):\n\n"
-           f"`{table}`\n\n```\n{command}\n```\n")
+    md += (
+        f"\n\n{SECTION}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (monotone fit of the "
+        f"observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration frames):\n\n"
+        f"`{table}`\n\n```\n{command}\n```\n"
+    )
     md_path.write_text(md)
     print(f"{path}: hazard calibration {table}")
     return 0

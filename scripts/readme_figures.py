@@ -1,7 +1,8 @@
 """Figures for the README: a rendered pair and its ground truth (made with lunar_recon only).
 
-    .venv/bin/python scripts/readme_figures.py [--out docs/images]
+.venv/bin/python scripts/readme_figures.py [--out docs/images]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ from lunar_recon.sim.scene import plan_scene, render_scene  # noqa: E402
 
 
 def rendered_pair(out: Path) -> Path:
-    fr = render_scene(plan_scene("descent", 3, width=384, height=288, altitude_m=70, off_nadir_deg=25,
-                                 baseline_m=2.0, sun_elevation_deg=12))
+    fr = render_scene(
+        plan_scene("descent", 3, width=384, height=288, altitude_m=70, off_nadir_deg=25, baseline_m=2.0, sun_elevation_deg=12)
+    )
     fig, ax = plt.subplots(2, 3, figsize=(12, 6.4))
     ax[0, 0].imshow(fr.left, cmap="gray")
     ax[0, 0].set_title("left (descent, 70 m, Sun 12 deg)")

@@ -11,6 +11,7 @@ the file with that card and scores it, beside SGBM, the ideal matcher at its pre
 constant depth, on the lander test split and the descent test bags.  Never give it test data as
 calibration data.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,31 +67,61 @@ def _table(summary: dict, columns: tuple[str, ...]) -> list[str]:
 
 def write_markdown(card: dict) -> None:
     head = card["stereo_head"]
-    columns = ("frames", "range_m", "depth_abs_rel", "depth_abs_rel_sgbm_matched", "depth_completeness",
-               "disparity_sigma_px", "slope_mae_deg", "hazard_f1_pooled", "hazard_f1_chance_pooled",
-               "hazard_certified_safe_pooled", "hazard_false_safe_pooled", "latency_ms_p50")
-    lines = [f"# {card['name']}", "", f"- file: `{card['file']}` (sha256 `{card['sha256'][:16]}…`)",
-             f"- parameters: {card['parameters']:,} (network and calibrated-stereo head; teacher: "
-             f"{card['teacher']['parameters']:,})",
-             f"- network GFLOPs per pair: {card['gflops_per_pair']}; head GFLOPs at 512x384: "
-             f"{head['gflops_512x384']:.2f}",
-             f"- CPU latency (2 threads): network {card['cpu_latency_ms_2_threads']} ms; head "
-             f"{ {k: round(v, 1) for k, v in head['cpu_latency_ms_2_threads'].items()} } ms",
-             f"- inference size {card['inference_size']}, scale mode {card['scale_mode']!r}: on a rectified rig the "
-             "metric reference and the fusion come from the head (no SGBM); otherwise from SGBM / sparse matches",
-             f"- disparity precision {card['disparity_sigma_px']} px (1 sigma, robust, on the calibration pairs), "
-             f"widened on bland ground with texture gain {card.get('disparity_sigma_texture_gain', 0)} "
-             "(geometry.stereo.DisparityPrecision): the hazard map's noise model", f"- data: {card['data']}", "",
-             "## Calibrated-stereo head", "", "```", json.dumps(head["config"], indent=1), "```", "",
-             "## Test metrics: lander test split (held out, 10-30 m, no alignment)", "",
-             *_table(card["test_metrics"], columns), "",
-             "## Test metrics: descent test bags (held out, 10-100 m)", "",
-             *_table(card["descent_test_metrics"], columns), "",
-             "## Hazard probability calibration", "",
-             f"Calibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (fitted on the calibration data: "
-             "lander val split and descent calibration bags): "
-             f"`{card['hazard_calibration']}`", "",
-             "## Commands", "", "```", *card["commands"], "```"]
+    columns = (
+        "frames",
+        "range_m",
+        "depth_abs_rel",
+        "depth_abs_rel_sgbm_matched",
+        "depth_completeness",
+        "disparity_sigma_px",
+        "slope_mae_deg",
+        "hazard_f1_pooled",
+        "hazard_f1_chance_pooled",
+        "hazard_certified_safe_pooled",
+        "hazard_false_safe_pooled",
+        "latency_ms_p50",
+    )
+    lines = [
+        f"# {card['name']}",
+        "",
+        f"- file: `{card['file']}` (sha256 `{card['sha256'][:16]}…`)",
+        f"- parameters: {card['parameters']:,} (network and calibrated-stereo head; teacher: {card['teacher']['parameters']:,})",
+        f"- network GFLOPs per pair: {card['gflops_per_pair']}; head GFLOPs at 512x384: {head['gflops_512x384']:.2f}",
+        f"- CPU latency (2 threads): network {card['cpu_latency_ms_2_threads']} ms; head "
+        f"{ {k: round(v, 1) for k, v in head['cpu_latency_ms_2_threads'].items()} } ms",
+        f"- inference size {card['inference_size']}, scale mode {card['scale_mode']!r}: on a rectified rig the "
+        "metric reference and the fusion come from the head (no SGBM); otherwise from SGBM / sparse matches",
+        f"- disparity precision {card['disparity_sigma_px']} px (1 sigma, robust, on the calibration pairs), "
+        f"widened on bland ground with texture gain {card.get('disparity_sigma_texture_gain', 0)} "
+        "(geometry.stereo.DisparityPrecision): the hazard map's noise model",
+        f"- data: {card['data']}",
+        "",
+        "## Calibrated-stereo head",
+        "",
+        "```",
+        json.dumps(head["config"], indent=1),
+        "```",
+        "",
+        "## Test metrics: lander test split (held out, 10-30 m, no alignment)",
+        "",
+        *_table(card["test_metrics"], columns),
+        "",
+        "## Test metrics: descent test bags (held out, 10-100 m)",
+        "",
+        *_table(card["descent_test_metrics"], columns),
+        "",
+        "## Hazard probability calibration",
+        "",
+        f"Calibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (fitted on the calibration data: "
+        "lander val split and descent calibration bags): "
+        f"`{card['hazard_calibration']}`",
+        "",
+        "## Commands",
+        "",
+        "```",
+        *card["commands"],
+        "```",
+    ]
     (SHIPPED_DIR / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
 
 
@@ -98,8 +129,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("head")
     ap.add_argument("--calibration-data", required=True, help="a lander dataset whose 'val' split calibrates")
-    ap.add_argument("--descent-calibration", nargs="+", default=[],
-                    help="descent bags (not the test ones) that calibrate beside the lander val split")
+    ap.add_argument(
+        "--descent-calibration",
+        nargs="+",
+        default=[],
+        help="descent bags (not the test ones) that calibrate beside the lander val split",
+    )
     ap.add_argument("--test-data", required=True, help="a lander dataset whose 'test' split is reported")
     ap.add_argument("--descent-test", nargs="+", required=True, help="held-out descent bags")
     ap.add_argument("--commands", required=True, help="the command log of the head's training")
@@ -122,8 +157,19 @@ def main() -> None:
     # 2. Disparity precision of its depth on the calibration split, then the hazard calibration
     #    fitted there with that noise model.
     calibration_inputs = [args.calibration_data, *args.descent_calibration, "--split", "val"]
-    cal = evaluate(*calibration_inputs, "--model", str(path), "--no-references", "--disparity-sigma", "0",
-                   "--fit-disparity-precision", "--out", str(work / "calibration_sigma"), "--figures", "0")
+    cal = evaluate(
+        *calibration_inputs,
+        "--model",
+        str(path),
+        "--no-references",
+        "--disparity-sigma",
+        "0",
+        "--fit-disparity-precision",
+        "--out",
+        str(work / "calibration_sigma"),
+        "--figures",
+        "0",
+    )
     # the median over frames: one frame without signal (a pair all in shadow) must not set it; it
     # stays the floor (never narrower than the model is on average), the texture gain of the fit
     # widens bland ground
@@ -132,18 +178,47 @@ def main() -> None:
     gain = next(v for k, v in fitted_precision.items() if path.name in k)["disparity_sigma_texture_gain"]
     deploy.update(disparity_sigma_px=sigma_d, disparity_sigma_texture_gain=gain)
     atomic_torch_save(ckpt, path)
-    evaluate(*calibration_inputs, "--model", str(path), "--no-references",
-             "--fit-hazard-calibration", "--out", str(work / "calibration_hazard"), "--figures", "0")
+    evaluate(
+        *calibration_inputs,
+        "--model",
+        str(path),
+        "--no-references",
+        "--fit-hazard-calibration",
+        "--out",
+        str(work / "calibration_hazard"),
+        "--figures",
+        "0",
+    )
     fitted = json.loads((work / "calibration_hazard" / "hazard_calibration.json").read_text())
     table = next(v for k, v in fitted.items() if path.name in k)["hazard_calibration"]
     deploy["hazard_calibration"] = [float(v) for v in table]
     ckpt["meta"]["card"] = deploy
     atomic_torch_save(ckpt, path)
     # 3. The installed file on the held-out lander test split and descent bags, references beside.
-    lander = evaluate(args.test_data, "--split", "test", "--model", str(path), "--stereo-ceiling", str(sigma_d),
-                      "--out", str(work / "lander_test"), "--figures", "2")
-    descent = evaluate(*args.descent_test, "--model", str(path), "--stereo-ceiling", str(sigma_d),
-                       "--out", str(work / "descent_test"), "--figures", "2")
+    lander = evaluate(
+        args.test_data,
+        "--split",
+        "test",
+        "--model",
+        str(path),
+        "--stereo-ceiling",
+        str(sigma_d),
+        "--out",
+        str(work / "lander_test"),
+        "--figures",
+        "2",
+    )
+    descent = evaluate(
+        *args.descent_test,
+        "--model",
+        str(path),
+        "--stereo-ceiling",
+        str(sigma_d),
+        "--out",
+        str(work / "descent_test"),
+        "--figures",
+        "2",
+    )
     model = load_model(path)
     head = model.stereo_head
     card.update(
@@ -151,16 +226,26 @@ def main() -> None:
         disparity_sigma_px=sigma_d,
         disparity_sigma_texture_gain=gain,
         hazard_calibration=deploy["hazard_calibration"],
-        stereo_head={"config": head.config.to_dict(), "parameters": count_parameters(head),
-                     "gflops_512x384": stereo_head_gflops(model, 384, 512),
-                     "cpu_latency_ms_2_threads": {"512x384": head_latency_ms(model, 384, 512),
-                                                  "1024x1024": head_latency_ms(model, 1024, 1024, 5)}},
+        stereo_head={
+            "config": head.config.to_dict(),
+            "parameters": count_parameters(head),
+            "gflops_512x384": stereo_head_gflops(model, 384, 512),
+            "cpu_latency_ms_2_threads": {
+                "512x384": head_latency_ms(model, 384, 512),
+                "1024x1024": head_latency_ms(model, 1024, 1024, 5),
+            },
+        },
         cpu_latency_ms_2_threads={"256x192": percentile(latency_ms(model.eval(), 192, 256), 50)},
         data=card["data"] if HEAD_DATA in card["data"] else card["data"] + HEAD_DATA,
-        test_metrics=lander["summary"], test_metrics_by_range=lander["by_range"],
+        test_metrics=lander["summary"],
+        test_metrics_by_range=lander["by_range"],
         descent_test_metrics=descent["summary"],
-        commands=[*card["commands"], "# calibrated-stereo head:", *Path(args.commands).read_text().splitlines(),
-                  "+ python " + " ".join(sys.argv)],
+        commands=[
+            *card["commands"],
+            "# calibrated-stereo head:",
+            *Path(args.commands).read_text().splitlines(),
+            "+ python " + " ".join(sys.argv),
+        ],
     )
     card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     card_path.write_text(json.dumps(card, indent=1, default=str))

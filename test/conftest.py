@@ -1,4 +1,5 @@
 """Shared test helpers: where the reference fixtures live, and small builders."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def fixture_config(fixture: Path):
 
     meta = json.loads((fixture / "config.json").read_text())
     widths = meta["head_width_overrides"]
-    changes = dict(dpt_feature_dim=widths["feature_dim"], dpt_last_dim=widths["last_dim"],
-                   dpt_layer_dims=tuple(widths["layer_dims"]))
+    changes = dict(
+        dpt_feature_dim=widths["feature_dim"], dpt_last_dim=widths["last_dim"], dpt_layer_dims=tuple(widths["layer_dims"])
+    )
     if "local_feature_mlp_hidden" in meta["derived"]:
         changes["local_feat_hidden_dim"] = meta["derived"]["local_feature_mlp_hidden"]
     return parse_constructor_string(meta["constructor_string"]).replace(**changes)

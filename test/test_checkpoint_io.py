@@ -1,4 +1,5 @@
 """Checkpoint loading: every file kind, and a clear error for every bad one."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,7 @@ import pytest
 import torch
 
 from conftest import fixture_config
-from lunar_recon.models import (CheckpointError, ConfigError, ModelConfig, load_model, parse_constructor_string,
-                                save_checkpoint)
+from lunar_recon.models import CheckpointError, ConfigError, ModelConfig, load_model, parse_constructor_string, save_checkpoint
 from lunar_recon.models.config import to_constructor_string
 
 
@@ -48,20 +48,27 @@ def test_config_yaml_round_trip_keeps_infinities():
 
 def test_constructor_string_round_trip(fixtures_dir):
     cfg = fixture_config(fixtures_dir / "mast3r_tiny")
-    widths = dict(dpt_feature_dim=cfg.dpt_feature_dim, dpt_last_dim=cfg.dpt_last_dim,
-                  dpt_layer_dims=cfg.dpt_layer_dims, local_feat_hidden_dim=cfg.local_feat_hidden_dim)
+    widths = dict(
+        dpt_feature_dim=cfg.dpt_feature_dim,
+        dpt_last_dim=cfg.dpt_last_dim,
+        dpt_layer_dims=cfg.dpt_layer_dims,
+        local_feat_hidden_dim=cfg.local_feat_hidden_dim,
+    )
     assert parse_constructor_string(to_constructor_string(cfg)).replace(**widths) == cfg
 
 
-@pytest.mark.parametrize("text,match", [
-    ("__import__('os').system('true')", "not a call|unknown model class"),
-    ("AsymmetricMASt3R(enc_depth=__import__('os'))", "unsupported expression"),
-    ("AsymmetricMASt3R(enc_depth=os)", "only literals"),
-    ("AsymmetricMASt3R(pos_embed='cosine')", "RoPE"),
-    ("Evil(enc_depth=2)", "unknown model class"),
-    ("AsymmetricMASt3R(enc_depth=2, bogus=1)", "unsupported constructor arguments"),
-    ("AsymmetricMASt3R(", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("__import__('os').system('true')", "not a call|unknown model class"),
+        ("AsymmetricMASt3R(enc_depth=__import__('os'))", "unsupported expression"),
+        ("AsymmetricMASt3R(enc_depth=os)", "only literals"),
+        ("AsymmetricMASt3R(pos_embed='cosine')", "RoPE"),
+        ("Evil(enc_depth=2)", "unknown model class"),
+        ("AsymmetricMASt3R(enc_depth=2, bogus=1)", "unsupported constructor arguments"),
+        ("AsymmetricMASt3R(", "cannot parse"),
+    ],
+)
 def test_constructor_string_is_parsed_never_evaluated(text, match):
     with pytest.raises(ConfigError, match=match):
         parse_constructor_string(text)
@@ -136,8 +143,7 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path, tiny):
 
 def test_known_aliases_and_unused_tensors_may_be_absent(tmp_path, tiny):
     sd = torch.load(tiny / "state_dict.pt", weights_only=True)
-    lean = {k: v for k, v in sd.items()
-            if ".layer_rn." not in k and k != "mask_token" and "refinenet4.resConfUnit1" not in k}
+    lean = {k: v for k, v in sd.items() if ".layer_rn." not in k and k != "mask_token" and "refinenet4.resConfUnit1" not in k}
     assert len(lean) < len(sd)
     torch.save({"model": lean, "args": argparse.Namespace(model=_args_model(tiny))}, tmp_path / "lean.pth")
     a, b = _outputs(load_model(tmp_path / "lean.pth"), tiny), _outputs(load_model(tiny / "checkpoint.pth"), tiny)

@@ -1,4 +1,5 @@
 """scripts/demo.sh deletes its output folder only when an earlier demo wrote it."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,9 +10,14 @@ from conftest import REPO
 def _demo(out, env_path: str) -> subprocess.CompletedProcess:
     # With LUNAR_RECON_BIN pointing nowhere the demo stops at its first command, right after
     # the folder check: only the guard runs.
-    return subprocess.run(["bash", str(REPO / "scripts" / "demo.sh"), str(out)], capture_output=True, text=True,
-                          timeout=60, env={"PATH": env_path, "HOME": "/tmp", "LUNAR_RECON_BIN": "/nonexistent"},
-                          cwd="/")
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "demo.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": env_path, "HOME": "/tmp", "LUNAR_RECON_BIN": "/nonexistent"},
+        cwd="/",
+    )
 
 
 def test_demo_refuses_to_delete_a_folder_it_did_not_write(tmp_path):

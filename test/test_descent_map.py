@@ -1,4 +1,5 @@
 """The descent map: frames fused into one probabilistic elevation map (issue 31)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_two_noisy_views_of_a_plane_fuse_to_the_variance_weighted_mean():
     m = DescentMap(0.5, DescentMapParams(window_m=12.0))
     T = _pose()
     # one point per cell, exact heights 1.0 and 1.3 with stated sigmas 0.2 and 0.1
-    g = (np.arange(-5.75, 6.0, 0.5))
+    g = np.arange(-5.75, 6.0, 0.5)
     X, Y = np.meshgrid(g, g)
     world = lambda h: np.c_[X.ravel(), Y.ravel(), np.full(X.size, h)]  # noqa: E731
     Ti = np.linalg.inv(T)
@@ -136,20 +137,39 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     from lunar_recon.sim.sequence import render_sequence
 
     bag = tmp_path / "descent"
-    write_stereo_bag(bag, render_sequence("descent", 3, seed=5, width=256, height=192, start_altitude_m=30,
-                                          end_altitude_m=24), rate_hz=2.0)
+    write_stereo_bag(
+        bag, render_sequence("descent", 3, seed=5, width=256, height=192, start_altitude_m=30, end_altitude_m=24), rate_hz=2.0
+    )
     rec = StereoReconstructor(SGBMModel(), ReconstructionParams(descent_map=True))
     updates = []
     for fr in read_stereo_bag(bag):
-        r = rec.reconstruct(fr.left, fr.right, StereoCalibration.rectified(fr.K_left, fr.baseline_m), fr.up_left,
-                            camera_pose=fr.pose_world)
+        r = rec.reconstruct(
+            fr.left, fr.right, StereoCalibration.rectified(fr.K_left, fr.baseline_m), fr.up_left, camera_pose=fr.pose_world
+        )
         assert r.descent_hazard is not None and r.descent_hazard.probability is not None
         updates.append(r.descent_update)
     assert updates[0].new > 0 and updates[-1].fused > 0 and not any(u.reset for u in updates)
     out = tmp_path / "report"
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
-                          "--no-references", "--descent-map", "--figures", "0", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "evaluate-bag",
+            str(bag),
+            "--model",
+            "sgbm",
+            "--no-references",
+            "--descent-map",
+            "--figures",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert summary["sgbm + descent map"]["frames"] == 3 and "hazard_f1_pooled" in summary["sgbm + descent map"]

@@ -1,4 +1,5 @@
 """The disparity precision of the hazard noise model: image noise, the matching bound, the fit."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from lunar_recon.geometry.stereo import (DisparityPrecision, fit_disparity_precision, image_noise_sigma,
-                                         matching_crlb, stereo_elevation_sigma)
+from lunar_recon.geometry.stereo import (
+    DisparityPrecision,
+    fit_disparity_precision,
+    image_noise_sigma,
+    matching_crlb,
+    stereo_elevation_sigma,
+)
 
 
 def _texture(shape=(192, 256), seed=0, contrast=40.0):
@@ -85,12 +91,30 @@ def test_evaluate_bag_fits_a_disparity_precision(tmp_path):
     from lunar_recon.sim.sequence import render_sequence
 
     bag = tmp_path / "cal"
-    write_stereo_bag(bag, render_sequence("descent", 2, seed=5, width=256, height=192,
-                                          start_altitude_m=40, end_altitude_m=35), rate_hz=2.0)
+    write_stereo_bag(
+        bag, render_sequence("descent", 2, seed=5, width=256, height=192, start_altitude_m=40, end_altitude_m=35), rate_hz=2.0
+    )
     out = tmp_path / "fit"
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
-                          "--no-references", "--fit-disparity-precision", "--figures", "0", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "evaluate-bag",
+            str(bag),
+            "--model",
+            "sgbm",
+            "--no-references",
+            "--fit-disparity-precision",
+            "--figures",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     fitted = json.loads((out / "disparity_precision.json").read_text())["sgbm"]
     assert fitted["frames"] == 2 and fitted["pixels"] >= 2400

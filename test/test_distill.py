@@ -1,4 +1,5 @@
 """Distillation: SVD initialisation, losses, cache, trainer (resume, DDP), export."""
+
 from __future__ import annotations
 
 import subprocess
@@ -9,17 +10,43 @@ import pytest
 import torch
 import yaml
 
-from lunar_recon.distill.losses import (FeatureAlignment, confidence_regression, distill3r_loss, normal_loss,
-                                        surface_normals)
+from lunar_recon.distill.losses import FeatureAlignment, confidence_regression, distill3r_loss, normal_loss, surface_normals
 from lunar_recon.distill.svd_init import layer_map, svd_initialise, truncated_svd
 from lunar_recon.models import ModelConfig, build_model, load_model, save_checkpoint
 
-TEACHER = ModelConfig(arch="dust3r", head_type="dpt", output_mode="pts3d", two_confs=False, desc_conf_mode=None,
-                      enc_embed_dim=64, enc_depth=2, enc_num_heads=1, dec_embed_dim=64, dec_depth=4, dec_num_heads=1,
-                      dpt_feature_dim=16, dpt_last_dim=8, dpt_layer_dims=(8, 8, 16, 16), name="test-teacher")
-STUDENT = {"arch": "dust3r", "head_type": "dpt", "output_mode": "pts3d", "two_confs": False, "desc_conf_mode": None,
-           "enc_embed_dim": 32, "enc_depth": 1, "enc_num_heads": 1, "dec_embed_dim": 32, "dec_depth": 2,
-           "dec_num_heads": 1, "dpt_feature_dim": 8, "dpt_last_dim": 4, "dpt_layer_dims": [4, 4, 8, 8]}
+TEACHER = ModelConfig(
+    arch="dust3r",
+    head_type="dpt",
+    output_mode="pts3d",
+    two_confs=False,
+    desc_conf_mode=None,
+    enc_embed_dim=64,
+    enc_depth=2,
+    enc_num_heads=1,
+    dec_embed_dim=64,
+    dec_depth=4,
+    dec_num_heads=1,
+    dpt_feature_dim=16,
+    dpt_last_dim=8,
+    dpt_layer_dims=(8, 8, 16, 16),
+    name="test-teacher",
+)
+STUDENT = {
+    "arch": "dust3r",
+    "head_type": "dpt",
+    "output_mode": "pts3d",
+    "two_confs": False,
+    "desc_conf_mode": None,
+    "enc_embed_dim": 32,
+    "enc_depth": 1,
+    "enc_num_heads": 1,
+    "dec_embed_dim": 32,
+    "dec_depth": 2,
+    "dec_num_heads": 1,
+    "dpt_feature_dim": 8,
+    "dpt_last_dim": 4,
+    "dpt_layer_dims": [4, 4, 8, 8],
+}
 
 
 def test_truncated_svd_error_is_the_discarded_spectrum():
@@ -55,13 +82,13 @@ def test_shared_basis_keeps_attention_heads_paired(fixtures_dir):
     # find the teacher head whose q rows match the student's q rows (after the input basis)
     matches = []
     for h in range(2):
-        rows = t_qkv[h * 8:(h + 1) * 8]
+        rows = t_qkv[h * 8 : (h + 1) * 8]
         q_match = any(torch.allclose(rows[:, j], s_qkv[:8, i]) for i in range(8) for j in range(D))
         matches.append(q_match)
     head = matches.index(True)
     for block in range(3):  # q, k and v all come from that head
-        t_rows = t_qkv[block * D + head * 8: block * D + (head + 1) * 8]
-        s_rows = s_qkv[block * 8:(block + 1) * 8]
+        t_rows = t_qkv[block * D + head * 8 : block * D + (head + 1) * 8]
+        s_rows = s_qkv[block * 8 : (block + 1) * 8]
         assert all(any(torch.allclose(s_rows[:, i], t_rows[:, j]) for j in range(D)) for i in range(8))
 
 
@@ -118,11 +145,15 @@ def test_losses_vanish_when_student_equals_teacher_and_have_the_right_gradients(
     distill3r_loss(g1, t2, t1, t2).backward()
     assert g1["pts3d"].grad.abs().max() < 1e-6
     # analytic vs numeric gradients (double precision)
-    torch.autograd.gradcheck(lambda p: distill3r_loss({"pts3d": p, "conf": s1["conf"]}, s2, t1, t2),
-                             (s1["pts3d"],), eps=1e-6, atol=1e-5)
-    torch.autograd.gradcheck(lambda c: confidence_regression({"pts3d": s1["pts3d"].detach(), "conf": c}, s2,
-                                                             t1["pts3d"], t2["pts3d_in_other_view"]),
-                             (s1["conf"].clone().requires_grad_(True),), eps=1e-6, atol=1e-5)
+    torch.autograd.gradcheck(
+        lambda p: distill3r_loss({"pts3d": p, "conf": s1["conf"]}, s2, t1, t2), (s1["pts3d"],), eps=1e-6, atol=1e-5
+    )
+    torch.autograd.gradcheck(
+        lambda c: confidence_regression({"pts3d": s1["pts3d"].detach(), "conf": c}, s2, t1["pts3d"], t2["pts3d_in_other_view"]),
+        (s1["conf"].clone().requires_grad_(True),),
+        eps=1e-6,
+        atol=1e-5,
+    )
     align = FeatureAlignment({"a": "a"}, {"a": 6}, {"a": 6}, "cosine", 0.9).double()
     with torch.no_grad():
         align.proj["a"].weight.copy_(torch.eye(6))
@@ -134,8 +165,9 @@ def test_losses_vanish_when_student_equals_teacher_and_have_the_right_gradients(
 def _terrain_pointmap(tilt_deg: float, scale: float = 1.0, h: int = 24, w: int = 32) -> torch.Tensor:
     """A ground rippled along y seen from above (B=1, H, W, 3), tilted about the x axis by
     ``tilt_deg``: its normals stay perpendicular to the axis, so each turns by exactly the tilt."""
-    y, x = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64),
-                          indexing="ij")
+    y, x = torch.meshgrid(
+        torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64), indexing="ij"
+    )
     z = 10 + 0.1 * torch.sin(3 * y)
     p = torch.stack([x, y, z], -1)
     t = np.radians(tilt_deg)
@@ -144,8 +176,9 @@ def _terrain_pointmap(tilt_deg: float, scale: float = 1.0, h: int = 24, w: int =
 
 
 def test_normal_loss_measures_the_tilt_between_surfaces_and_ignores_scale():
-    flat = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(9.0), indexing="ij")[::-1]
-                       + (torch.full((8, 9), 5.0),), -1)[None]
+    flat = torch.stack(
+        torch.meshgrid(torch.arange(8.0), torch.arange(9.0), indexing="ij")[::-1] + (torch.full((8, 9), 5.0),), -1
+    )[None]
     flat[..., 2] += 0.5 * flat[..., 0]  # the plane z = 5 + x / 2: normal (-1/2, 0, 1) up to sign
     n, ok = surface_normals(flat, torch.ones(flat.shape[:3], dtype=torch.bool), 2)
     assert ok.all() and torch.allclose(n.abs(), torch.tensor([0.5, 0.0, 1.0]) / np.sqrt(1.25), atol=1e-6)
@@ -175,17 +208,40 @@ def test_normal_loss_measures_the_tilt_between_surfaces_and_ignores_scale():
     normal_loss({"pts3d": p}, {"pts3d_in_other_view": p}, target, target).backward()
     with torch.no_grad():
         stepped = p - 0.05 * p.grad / p.grad.abs().max()
-    assert float(normal_loss({"pts3d": stepped}, {"pts3d_in_other_view": stepped}, target, target)) < \
-        float(normal_loss({"pts3d": p}, {"pts3d_in_other_view": p}, target, target))
+    assert float(normal_loss({"pts3d": stepped}, {"pts3d_in_other_view": stepped}, target, target)) < float(
+        normal_loss({"pts3d": p}, {"pts3d_in_other_view": p}, target, target)
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     data = root / "data"
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "simulate", "--preset", "descent", "--pairs", "10",
-                          "--seed", "3", "--width", "96", "--height", "96", "--altitude", "60", "--out", str(data)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "simulate",
+            "--preset",
+            "descent",
+            "--pairs",
+            "10",
+            "--seed",
+            "3",
+            "--width",
+            "96",
+            "--height",
+            "96",
+            "--altitude",
+            "60",
+            "--out",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     torch.manual_seed(0)
     save_checkpoint(build_model(TEACHER), root / "teacher.pt")
@@ -277,9 +333,23 @@ def test_finished_files_are_flushed_to_disk_before_and_after_the_rename(tmp_path
 
 
 def _config(root, out, **extra):
-    cfg = {"out": str(out), "data": str(root / "data"), "teacher": str(root / "teacher.pt"), "student": STUDENT,
-           "init": "shared", "loss": "gt", "size": 64, "steps": 6, "batch_size": 2, "val_every": 3, "val_pairs": 1,
-           "checkpoint_every": 2, "warmup_steps": 2, "lr": 1e-3, "seed": 1}
+    cfg = {
+        "out": str(out),
+        "data": str(root / "data"),
+        "teacher": str(root / "teacher.pt"),
+        "student": STUDENT,
+        "init": "shared",
+        "loss": "gt",
+        "size": 64,
+        "steps": 6,
+        "batch_size": 2,
+        "val_every": 3,
+        "val_pairs": 1,
+        "checkpoint_every": 2,
+        "warmup_steps": 2,
+        "lr": 1e-3,
+        "seed": 1,
+    }
     cfg.update(extra)
     path = out.parent / f"{out.name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -302,23 +372,52 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_setup, tmp_path):
 
 
 def test_distill_command_with_cache_and_features_reduces_validation_error(tiny_setup, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "cache", "--teacher", str(tiny_setup / "teacher.pt"),
-                          "--data", str(tiny_setup / "data"), "--out", str(tmp_path / "cache"), "--size", "64",
-                          "--features", "view1.enc_out", "--rank", "16"], capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "cache",
+            "--teacher",
+            str(tiny_setup / "teacher.pt"),
+            "--data",
+            str(tiny_setup / "data"),
+            "--out",
+            str(tmp_path / "cache"),
+            "--size",
+            "64",
+            "--features",
+            "view1.enc_out",
+            "--rank",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     cfg = _config(tiny_setup, tmp_path / "gtrun", steps=40, val_every=10, lr=2e-3, init="random")
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "distill", "--config", str(cfg)], capture_output=True,
-                         text=True, timeout=900)
+    res = subprocess.run(
+        [sys.executable, "-m", "lunar_recon", "distill", "--config", str(cfg)], capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, res.stderr
     import csv
 
     rows = [r for r in csv.DictReader(open(tmp_path / "gtrun" / "log.csv")) if r.get("val_abs_rel")]
     first, last = float(rows[0]["val_abs_rel"]), float(rows[-1]["val_abs_rel"])
     assert last < first
-    cfg2 = _config(tiny_setup, tmp_path / "kd", loss="distill3r", cache=str(tmp_path / "cache"),
-                   feature_pairs={"view1.enc_out": "view1.enc_out"}, normal_weight=0.5, steps=3)
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "distill", "--config", str(cfg2)], capture_output=True,
-                         text=True, timeout=900)
+    cfg2 = _config(
+        tiny_setup,
+        tmp_path / "kd",
+        loss="distill3r",
+        cache=str(tmp_path / "cache"),
+        feature_pairs={"view1.enc_out": "view1.enc_out"},
+        normal_weight=0.5,
+        steps=3,
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "lunar_recon", "distill", "--config", str(cfg2)], capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, res.stderr
     header = open(tmp_path / "kd" / "log.csv").readline()
     assert "distill3r" in header and "feature" in header and "normal" in header
@@ -327,9 +426,25 @@ def test_distill_command_with_cache_and_features_reduces_validation_error(tiny_s
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tiny_setup, tmp_path):
     cfg = _config(tiny_setup, tmp_path / "ddp", steps=3, val_every=100)
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          str(29500 + np.random.randint(0, 400)), "-m", "lunar_recon", "distill", "--config", str(cfg)],
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29500 + np.random.randint(0, 400)),
+            "-m",
+            "lunar_recon",
+            "distill",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "ddp" / "final.pt").exists()
     assert len(open(tmp_path / "ddp" / "log.csv").read().splitlines()) == 1 + 3
@@ -355,20 +470,48 @@ def test_ablate_command_writes_the_table_and_resumes(tiny_setup, tmp_path):
     from lunar_recon.distill.cache import build_cache
     from lunar_recon.distill.data import TrainPairs
 
-    build_cache(load_model(tiny_setup / "teacher.pt"), TrainPairs(tiny_setup / "data", "train", 64), tmp_path / "cache",
-                ["view1.enc_out"], rank=0)
-    cfg = _config(tiny_setup, tmp_path / "base", loss="distill3r", cache=str(tmp_path / "cache"), gt_weight=0.1,
-                  feature_pairs={"view1.enc_out": "view1.enc_out"})
-    cmd = [sys.executable, "-m", "lunar_recon", "ablate", "--config", str(cfg), "--steps", "2", "--out",
-           str(tmp_path / "abl"), "--variants", "full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder",
-           "deep_decoder", "--threads", "1"]
+    build_cache(
+        load_model(tiny_setup / "teacher.pt"),
+        TrainPairs(tiny_setup / "data", "train", 64),
+        tmp_path / "cache",
+        ["view1.enc_out"],
+        rank=0,
+    )
+    cfg = _config(
+        tiny_setup,
+        tmp_path / "base",
+        loss="distill3r",
+        cache=str(tmp_path / "cache"),
+        gt_weight=0.1,
+        feature_pairs={"view1.enc_out": "view1.enc_out"},
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "lunar_recon",
+        "ablate",
+        "--config",
+        str(cfg),
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "abl"),
+        "--variants",
+        "full",
+        "no_svd",
+        "gt_supervision",
+        "cnn_resnet",
+        "narrow_decoder",
+        "deep_decoder",
+        "--threads",
+        "1",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "abl" / "ablation.csv")))
-    assert [r["variant"] for r in rows] == ["full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder",
-                                            "deep_decoder"]
+    assert [r["variant"] for r in rows] == ["full", "no_svd", "gt_supervision", "cnn_resnet", "narrow_decoder", "deep_decoder"]
     by = {r["variant"]: r for r in rows}
     assert by["full"]["parameters"] == by["no_svd"]["parameters"] != by["cnn_resnet"]["parameters"]
     assert int(by["narrow_decoder"]["parameters"]) < int(by["full"]["parameters"]) < int(by["deep_decoder"]["parameters"])

@@ -1,4 +1,5 @@
 """Evaluation: oracle vs SGBM scores, report files, missing topics, live replay into the node."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ from lunar_recon.sim.sequence import render_sequence
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("bags") / "descent"
-    write_stereo_bag(path, render_sequence("descent", 3, seed=3, width=256, height=192,
-                                           start_altitude_m=50, end_altitude_m=40), rate_hz=2.0)
+    write_stereo_bag(
+        path, render_sequence("descent", 3, seed=3, width=256, height=192, start_altitude_m=50, end_altitude_m=40), rate_hz=2.0
+    )
     return path
 
 
@@ -32,11 +34,13 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
 
     for fr in read_stereo_bag(bag):
         params = HazardParams(resolution_m=fr.hazard["resolution"])
-        truth, _ = hazard_map_from_grid(fr.hazard["cost"], fr.hazard["resolution"], fr.hazard["origin"],
-                                          fr.hazard["orientation"], params)
+        truth, _ = hazard_map_from_grid(
+            fr.hazard["cost"], fr.hazard["resolution"], fr.hazard["origin"], fr.hazard["orientation"], params
+        )
         fB = fr.K_left.fx * fr.baseline_m
-        oracle = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, None, fr.up_left, params,
-                             focal_baseline=fB)
+        oracle = score_frame(
+            fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, None, fr.up_left, params, focal_baseline=fB
+        )
         assert oracle["depth_abs_rel"] == 0 and oracle["depth_mae"] == 0 and oracle["depth_delta1"] == 1
         assert oracle["disparity_sigma_px"] == 0 and oracle["range_m"] == pytest.approx(np.nanmedian(fr.depth))
         calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
@@ -50,7 +54,8 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         assert 0 <= sgbm["hazard_f1"] <= 1 or np.isnan(sgbm["hazard_f1"])
         tp, fp, fn = sgbm["hazard_tp"], sgbm["hazard_fp"], sgbm["hazard_fn"]
         assert sgbm["hazard_cells"] >= tp + fp + fn and (tp + fn) / sgbm["hazard_cells"] == pytest.approx(
-            sgbm["hazard_f1_chance"] / (2 - sgbm["hazard_f1_chance"]))
+            sgbm["hazard_f1_chance"] / (2 - sgbm["hazard_f1_chance"])
+        )
         assert 2 * tp + fp + fn == 0 or sgbm["hazard_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
         # The map's resolving power: its cell height sigma follows the noise model (sigma_Z ~ Z^2),
         # and the oracle's exact map has none.
@@ -67,8 +72,9 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         assert np.array_equal(rs.points, r.points, equal_nan=True)
         both = np.isfinite(rs.hazard.elevation_m) & np.isfinite(r.hazard.elevation_m)
         assert np.all(rs.hazard.elevation_m[both] <= r.hazard.elevation_m[both] + 1e-6)
-        scored = score_frame(rs.depth, rs.points, fr.depth, truth, fr.up_left, params, rs.elevation_sigma, fB,
-                             hazard_pred=rs.hazard)
+        scored = score_frame(
+            rs.depth, rs.points, fr.depth, truth, fr.up_left, params, rs.elevation_sigma, fB, hazard_pred=rs.hazard
+        )
         direct = hazard_on_truth_cells(rs.hazard, truth)
         assert scored["hazard_f1"] == pytest.approx(hazard_metrics(direct, truth)["f1"], nan_ok=True)
         assert scored["hazard_false_safe"] == pytest.approx(hazard_metrics(direct, truth)["false_safe"], nan_ok=True)
@@ -137,9 +143,28 @@ def test_summary_by_range_bins_frames_by_their_median_range():
 
 def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     out = tmp_path / "report"
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
-                          "--out", str(out), "--figures", "1", "--stereo-ceiling", "0", "--stereo-ceiling", "0.5"],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "evaluate-bag",
+            str(bag),
+            "--model",
+            "sgbm",
+            "--out",
+            str(out),
+            "--figures",
+            "1",
+            "--stereo-ceiling",
+            "0",
+            "--stereo-ceiling",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     assert (out / "report.md").read_text().startswith("# lunar_recon evaluation")
     data = json.loads((out / "metrics.json").read_text())
@@ -159,9 +184,24 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     assert "| ideal stereo, 0.5 px | all |" in report
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 4 and "depth_abs_rel" in rows[0]
-    bad = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--model", "sgbm",
-                          "--out", str(tmp_path / "bad"), "--stereo-ceiling", "-0.1"], capture_output=True, text=True,
-                         timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "evaluate-bag",
+            str(bag),
+            "--model",
+            "sgbm",
+            "--out",
+            str(tmp_path / "bad"),
+            "--stereo-ceiling",
+            "-0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "--stereo-ceiling" in bad.stderr and "Traceback" not in bad.stderr
     assert (out / "error_by_range.png").stat().st_size > 1000
     assert (out / "reliability.png").stat().st_size > 1000 and "![reliability](reliability.png)" in report
@@ -183,8 +223,12 @@ def test_missing_topic_lists_the_bag_topics(tmp_path):
         w.add_connection("imu", "sensor_msgs/msg/Imu", typestore=ts)
     with pytest.raises(BagError, match=r"missing topics .*right/image_rect.*the bag has: \['imu', 'left/image_rect'\]"):
         list(read_stereo_bag(path))
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(path), "--model", "sgbm",
-                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "lunar_recon", "evaluate-bag", str(path), "--model", "sgbm", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2 and "imu" in res.stderr
 
 
@@ -195,10 +239,14 @@ def test_corrupt_bag_is_reported_not_a_crash(bag, tmp_path):
     shutil.copytree(bag, broken)
     db = next(broken.glob("*.db3"))
     data = bytearray(db.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 4096] = b"\x00" * 4096
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\x00" * 4096
     db.write_bytes(bytes(data))
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(broken), "--model", "sgbm",
-                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "lunar_recon", "evaluate-bag", str(broken), "--model", "sgbm", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "Traceback" not in res.stderr
     assert res.returncode in (0, 2)
 
@@ -210,9 +258,24 @@ def test_live_replay_receives_every_frame_at_a_slow_rate(bag, tmp_path):
     dom = random.randint(20, 200)
     proc = start_node(dom, "model:=sgbm", "hazard.resolution_m:=0.5")
     try:
-        res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(bag), "--live", "--speed", "0.5",
-                              "--out", str(tmp_path / "live")], capture_output=True, text=True, timeout=300,
-                             env=node_env(dom))
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lunar_recon",
+                "evaluate-bag",
+                str(bag),
+                "--live",
+                "--speed",
+                "0.5",
+                "--out",
+                str(tmp_path / "live"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=node_env(dom),
+        )
     finally:
         stop_node(proc)
     assert res.returncode == 0, res.stderr + res.stdout
@@ -253,9 +316,25 @@ def test_stereolunar_folder_runs_through_evaluate_bag_with_every_frame_scored(st
 
     shutil.copytree(stereolunar_dir / "Nadir_baseline_sample" / "paire1", sample / "paire1")
     out = tmp_path / "report"
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(sample), "--model", "sgbm",
-                          "--no-references", "--out", str(out), "--figures", "0"],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "evaluate-bag",
+            str(sample),
+            "--model",
+            "sgbm",
+            "--no-references",
+            "--out",
+            str(out),
+            "--figures",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads((out / "metrics.json").read_text())
     frames = data["summary"]["sgbm"]["frames"]

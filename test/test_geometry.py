@@ -1,12 +1,24 @@
 """Geometry core on analytic data: cameras, frames, pose and metric scale, slope, metrics."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lunar_recon.geometry import (Intrinsics, confidence_mask, depth_to_points, estimate_focal,
-                                  metric_scale_from_baseline, pointmap_to_depth, points_to_depth,
-                                  quaternion_to_matrix, rotation_aligning, slope_image, umeyama, up_from_attitude)
+from lunar_recon.geometry import (
+    Intrinsics,
+    confidence_mask,
+    depth_to_points,
+    estimate_focal,
+    metric_scale_from_baseline,
+    pointmap_to_depth,
+    points_to_depth,
+    quaternion_to_matrix,
+    rotation_aligning,
+    slope_image,
+    umeyama,
+    up_from_attitude,
+)
 from lunar_recon.geometry.frames import matrix_to_quaternion
 from lunar_recon.geometry.metrics import depth_metrics, point_metrics
 

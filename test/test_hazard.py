@@ -1,4 +1,5 @@
 """Hazard map on analytic surfaces: planes, a crater bowl, a step, a boulder, bad clouds."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,9 +45,15 @@ def test_footprint_planes_match_least_squares_on_a_wide_steep_far_off_origin_fie
     known = np.argwhere(hm.hazard != UNKNOWN)
     assert len(known) > 0.8 * hm.hazard.size
     for r0, c0 in known[rng.choice(len(known), 25, replace=False)]:
-        P = np.array([(cells.x[r, c], cells.y[r, c], cells.z[r, c]) for dy0, dy1, dx0, dx1 in rects
-                      for r in range(r0 + dy0, r0 + dy1 + 1) for c in range(c0 + dx0, c0 + dx1 + 1)
-                      if 0 <= r < hm.shape[0] and 0 <= c < hm.shape[1] and np.isfinite(cells.z[r, c])])
+        P = np.array(
+            [
+                (cells.x[r, c], cells.y[r, c], cells.z[r, c])
+                for dy0, dy1, dx0, dx1 in rects
+                for r in range(r0 + dy0, r0 + dy1 + 1)
+                for c in range(c0 + dx0, c0 + dx1 + 1)
+                if 0 <= r < hm.shape[0] and 0 <= c < hm.shape[1] and np.isfinite(cells.z[r, c])
+            ]
+        )
         A = np.c_[P[:, :2] - P[:, :2].mean(0), np.ones(len(P))]
         coef = np.linalg.lstsq(A, P[:, 2], rcond=None)[0]
         residual = P[:, 2] - A @ coef
@@ -310,8 +317,13 @@ def test_footprint_sums_and_site_relief_equal_brute_force_over_the_footprint():
         want_sum = np.zeros_like(img)
         for y in range(h):
             for x in range(w):
-                cells = [(dy, dx) for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1)
-                         for dx in range(dx0, dx1 + 1) if 0 <= y + dy < h and 0 <= x + dx < w]
+                cells = [
+                    (dy, dx)
+                    for dy0, dy1, dx0, dx1 in rects
+                    for dy in range(dy0, dy1 + 1)
+                    for dx in range(dx0, dx1 + 1)
+                    if 0 <= y + dy < h and 0 <= x + dx < w
+                ]
                 want_sum[y, x] = sum(img[y + dy, x + dx] for dy, dx in cells)
                 t = [img[y + dy, x + dx] - dx * gx[y, x] - dy * gy[y, x] for dy, dx in cells]
                 assert hi[y, x] == pytest.approx(max(t), abs=1e-5) and lo[y, x] == pytest.approx(min(t), abs=1e-5)
@@ -341,8 +353,9 @@ def test_one_rock_makes_exactly_the_sites_whose_footprint_holds_it_hazardous():
     assert 1 <= len(rock_cells) <= 9
     holds = np.zeros(hm.shape, bool)
     rows, cols = hm.shape
-    for dy, dx in footprint_offsets(footprint_rectangles(hm.params.footprint_diameter_m / 2 / hm.resolution,
-                                                         hm.params.footprint_bands)):
+    for dy, dx in footprint_offsets(
+        footprint_rectangles(hm.params.footprint_diameter_m / 2 / hm.resolution, hm.params.footprint_bands)
+    ):
         for r, c in rock_cells:  # the site at (r - dy, c - dx) sees the rock at offset (dy, dx)
             if 0 <= r - dy < rows and 0 <= c - dx < cols:
                 holds[r - dy, c - dx] = True
@@ -482,4 +495,3 @@ def test_hazard_memory_forgets_after_its_frames_and_checks_poses():
         memory.update(hidden, np.eye(3))
     with pytest.raises(ValueError, match="memory_frames"):
         HazardParams(memory_frames=0).validate()
-

@@ -1,4 +1,5 @@
 """The ROS 2 package itself: manifest, install layout, command line."""
+
 from __future__ import annotations
 
 import configparser
@@ -22,11 +23,33 @@ def test_package_xml_is_format_3_ament_python_with_ros_dependencies():
     # Every imported module with a rosdep key is declared, and nothing is declared that is not imported.
     import ast
 
-    keys = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "scipy": "python3-scipy",
-            "PIL": "python3-pil", "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib"}
-    ros = {"rclpy", "rcl_interfaces", "builtin_interfaces", "sensor_msgs", "nav_msgs", "geometry_msgs",
-           "diagnostic_msgs", "ament_index_python", "cv_bridge", "message_filters", "launch", "launch_ros",
-           "stereo_msgs", "std_msgs", "visualization_msgs", "sensor_msgs_py"}
+    keys = {
+        "numpy": "python3-numpy",
+        "cv2": "python3-opencv",
+        "yaml": "python3-yaml",
+        "scipy": "python3-scipy",
+        "PIL": "python3-pil",
+        "tqdm": "python3-tqdm",
+        "matplotlib": "python3-matplotlib",
+    }
+    ros = {
+        "rclpy",
+        "rcl_interfaces",
+        "builtin_interfaces",
+        "sensor_msgs",
+        "nav_msgs",
+        "geometry_msgs",
+        "diagnostic_msgs",
+        "ament_index_python",
+        "cv_bridge",
+        "message_filters",
+        "launch",
+        "launch_ros",
+        "stereo_msgs",
+        "std_msgs",
+        "visualization_msgs",
+        "sensor_msgs_py",
+    }
     pip_only = {"torch", "rosbags", "OpenEXR", "onnx", "onnxruntime"}
     imported = set()
     for path in [*REPO.glob("lunar_recon/**/*.py"), *REPO.glob("launch/*.py")]:
@@ -69,8 +92,22 @@ def test_setup_py_data_files(monkeypatch):
 
 
 def test_command_line_info(fixtures_dir):
-    out = subprocess.run([sys.executable, "-m", "lunar_recon", "info", str(fixtures_dir / "mast3r_tiny" / "checkpoint.pth"),
-                          "--height", "32", "--width", "64"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "info",
+            str(fixtures_dir / "mast3r_tiny" / "checkpoint.pth"),
+            "--height",
+            "32",
+            "--width",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "parameters: 227,302" in out.stdout and "arch: mast3r" in out.stdout
 
@@ -84,20 +121,27 @@ def test_info_and_export_accept_the_model_names_the_node_accepts(tmp_path):
     assert resolve_network_file("runs/x.pt") == "runs/x.pt"
     with pytest.raises(ValueError, match="classical matcher"):
         resolve_network_file("sgbm")
-    out = subprocess.run([sys.executable, "-m", "lunar_recon", "info", "default", "--height", "64", "--width", "64"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "lunar_recon", "info", "default", "--height", "64", "--width", "64"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "parameters:" in out.stdout and "no such model file" not in out.stderr
-    out = subprocess.run([sys.executable, "-m", "lunar_recon", "export", "sgbm", "--out", str(tmp_path / "x")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "lunar_recon", "export", "sgbm", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "no network file" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_command_line_reports_bad_model_cleanly(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_text("nope")
-    out = subprocess.run([sys.executable, "-m", "lunar_recon", "info", str(bad)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-m", "lunar_recon", "info", str(bad)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not a PyTorch checkpoint" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -107,8 +151,22 @@ def test_colcon_build(tmp_path):
     ws = tmp_path / "ws"
     (ws / "src").mkdir(parents=True)
     (ws / "src" / "lunar_recon").symlink_to(REPO)
-    out = subprocess.run(["colcon", "build", "--packages-select", "lunar_recon", "--build-base", str(ws / "build"),
-                          "--install-base", str(ws / "install")], cwd=ws, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            "colcon",
+            "build",
+            "--packages-select",
+            "lunar_recon",
+            "--build-base",
+            str(ws / "build"),
+            "--install-base",
+            str(ws / "install"),
+        ],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     share = ws / "install" / "lunar_recon" / "share" / "lunar_recon"
     assert (share / "package.xml").exists()
@@ -163,9 +221,24 @@ def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
     from lunar_recon.models.registry import SHIPPED_DIR
 
     preset = json.loads((SHIPPED_DIR / "model_card.json").read_text())["config"]["name"]  # the default's own
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "benchmark", "--skip-mast3r", "--presets",
-                          preset, "--repeats", "1", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "benchmark",
+            "--skip-mast3r",
+            "--presets",
+            preset,
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads((tmp_path / "benchmark.json").read_text())
     labels = [m["label"] for m in data["models"]]
@@ -245,8 +318,9 @@ def test_programs_keep_freed_memory_so_frames_do_not_fault_their_arrays_in_again
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     faults = {}
     for mode in ("node", "library"):
-        out = subprocess.run([sys.executable, "-c", _FAULTS_PER_HAZARD_MAP, mode], env=env, capture_output=True,
-                             text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS_PER_HAZARD_MAP, mode], env=env, capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         faults[mode] = float(out.stdout.split()[-1])
     assert faults["node"] < 200 and faults["library"] > 5 * faults["node"], faults
@@ -288,23 +362,49 @@ def test_the_suite_runs_where_launch_testing_is_installed():
     assert "-p no:launch_testing" in cfg["pytest"]["addopts"]
     reqs = (REPO / "scripts" / "requirements.txt").read_text().splitlines()
     assert any(r.replace(" ", "").startswith("pytest>=7,<9") for r in reqs)
-    res = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider",
-                          str(REPO / "test" / "test_package.py")], capture_output=True, text=True, timeout=120,
-                         cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider", str(REPO / "test" / "test_package.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert res.returncode == 0 and "error" not in res.stdout.lower(), res.stdout[-1000:]
 
 
 def test_the_code_passes_the_linter():
     """ruff (ruff.toml: pycodestyle and pyflakes) over the package, launch file, scripts,
     benchmarks and tests: an unused import or an undefined name fails here, not in the field."""
-    res = subprocess.run([sys.executable, "-m", "ruff", "check", "lunar_recon", "launch", "scripts", "benchmarks",
-                          "test"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "lunar_recon", "launch", "scripts", "benchmarks", "test"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]
+
+
+def test_the_code_is_formatted():
+    """``ruff format --check`` (ruff.toml's line length): one layout, so diffs show changes."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "lunar_recon", "launch", "scripts", "benchmarks", "test"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, "run: ruff format lunar_recon launch scripts benchmarks test\n" + res.stdout[-3000:]
 
 
 def test_the_core_passes_the_type_checker():
     """mypy over the ROS-free core (mypy.ini: geometry, simulation, data, evaluation, the
     pipeline): an Optional used unchecked or a wrong argument type fails here."""
-    res = subprocess.run([sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--no-incremental"],
-                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--no-incremental"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert res.returncode == 0 and "Success" in res.stdout, res.stdout[-3000:] + res.stderr[-1000:]

@@ -1,4 +1,5 @@
 """Official image preprocessing, and predict() on numpy images of any size."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def test_square_images_crop_to_four_thirds_unless_square_ok():
 
 
 def test_to_pil_rgb_encodings():
-    mono16 = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 4096)
+    mono16 = np.arange(12, dtype=np.uint16).reshape(3, 4) * 4096
     assert np.asarray(to_pil_rgb(mono16))[..., 0].tolist() == (mono16 >> 8).astype(np.uint8).tolist()
     rgba = np.zeros((3, 4, 4), np.uint8)
     assert to_pil_rgb(rgba).size == (4, 3)

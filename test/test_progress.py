@@ -1,4 +1,5 @@
 """Long jobs report progress in a log, not only on a terminal."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,26 @@ def test_command_line_job_logs_progress_to_a_pipe(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "lunar_recon", "simulate", "--sequence", "rover", "--frames", "1",
-                          "--width", "64", "--height", "48", "--out", str(tmp_path / "bag")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "simulate",
+            "--sequence",
+            "rover",
+            "--frames",
+            "1",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--out",
+            str(tmp_path / "bag"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "sequence rover: 1/1 pair (100%)" in out.stderr

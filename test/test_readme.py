@@ -1,4 +1,5 @@
 """The README's library example runs as written (the public API a newcomer starts from)."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """ROS layer pieces that need no running node: encodings, synchroniser, launch file, RViz file."""
+
 from __future__ import annotations
 
 import ast
@@ -15,9 +16,17 @@ from lunar_recon.data.encodings import EncodingError, array_to_image_fields, ima
 from lunar_recon.ros.sync import TimeSynchronizer
 
 
-@pytest.mark.parametrize("encoding,shape,dtype", [("mono8", (4, 5), np.uint8), ("mono16", (4, 5), np.uint16),
-                                                  ("rgb8", (4, 5, 3), np.uint8), ("bgr8", (4, 5, 3), np.uint8),
-                                                  ("rgba8", (4, 5, 4), np.uint8), ("bgra8", (4, 5, 4), np.uint8)])
+@pytest.mark.parametrize(
+    "encoding,shape,dtype",
+    [
+        ("mono8", (4, 5), np.uint8),
+        ("mono16", (4, 5), np.uint16),
+        ("rgb8", (4, 5, 3), np.uint8),
+        ("bgr8", (4, 5, 3), np.uint8),
+        ("rgba8", (4, 5, 4), np.uint8),
+        ("bgra8", (4, 5, 4), np.uint8),
+    ],
+)
 def test_encodings_round_trip(encoding, shape, dtype):
     rng = np.random.default_rng(0)
     arr = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
@@ -36,10 +45,15 @@ def test_image_is_a_view_of_the_buffer_and_padding_is_skipped():
     assert rgb[0, 0].tolist() == [3, 2, 1]
 
 
-@pytest.mark.parametrize("args,match", [(("yuv422", 2, 2, 4, bytes(8)), "unsupported"),
-                                        (("mono8", 2, 2, 2, bytes(3)), "data length"),
-                                        (("mono8", 0, 0, 0, b""), "empty"),
-                                        (("mono16", 2, 2, 3, bytes(6)), "step")])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (("yuv422", 2, 2, 4, bytes(8)), "unsupported"),
+        (("mono8", 2, 2, 2, bytes(3)), "data length"),
+        (("mono8", 0, 0, 0, b""), "empty"),
+        (("mono16", 2, 2, 3, bytes(6)), "step"),
+    ],
+)
 def test_encoding_errors(args, match):
     with pytest.raises(EncodingError, match=match):
         image_to_array(*args)
@@ -47,8 +61,7 @@ def test_encoding_errors(args, match):
 
 def _msg(t: float, tag: str):
     sec = int(t)
-    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=int(round((t - sec) * 1e9)))),
-                           tag=tag)
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=int(round((t - sec) * 1e9)))), tag=tag)
 
 
 def test_exact_sync_pairs_equal_stamps_only():
@@ -144,8 +157,12 @@ def test_rviz_file_is_valid_and_shows_existing_topics():
     published = {"depth/image_rect", "points2", "hazard/grid", "hazard/image", "hazard/landing_site"}
     assert published <= topics and "left/image_rect" in topics
     classes = {d["Class"] for d in displays}
-    assert {"rviz_default_plugins/Map", "rviz_default_plugins/PointCloud2", "rviz_default_plugins/Image",
-            "rviz_default_plugins/PointStamped"} <= classes
+    assert {
+        "rviz_default_plugins/Map",
+        "rviz_default_plugins/PointCloud2",
+        "rviz_default_plugins/Image",
+        "rviz_default_plugins/PointStamped",
+    } <= classes
     grid = next(d for d in displays if d["Class"] == "rviz_default_plugins/Map")
     assert grid["Topic"]["Durability Policy"] == "Transient Local"  # the grid is published latched
 
@@ -170,13 +187,13 @@ def _launch_module(rviz_installed: bool):
 
     stubs = {
         "launch": {"LaunchDescription": Recorded},
-        "launch.actions": {n: type(n, (Recorded,), {}) for n in
-                           ("DeclareLaunchArgument", "LogInfo", "OpaqueFunction", "Shutdown")},
+        "launch.actions": {
+            n: type(n, (Recorded,), {}) for n in ("DeclareLaunchArgument", "LogInfo", "OpaqueFunction", "Shutdown")
+        },
         "launch.substitutions": {n: type(n, (Recorded,), {}) for n in ("LaunchConfiguration", "PathJoinSubstitution")},
         "launch_ros.actions": {"Node": type("Node", (Recorded,), {})},
         "launch_ros.substitutions": {"FindPackageShare": type("FindPackageShare", (Recorded,), {})},
-        "ament_index_python.packages": {"PackageNotFoundError": PackageNotFoundError,
-                                        "get_package_share_directory": share},
+        "ament_index_python.packages": {"PackageNotFoundError": PackageNotFoundError, "get_package_share_directory": share},
     }
     saved = {name: sys.modules.get(name) for name in stubs}
     try:
@@ -232,14 +249,15 @@ def test_launch_logic_model_override_rviz_and_shutdown():
     assert kinds == ["LogInfo", "Shutdown"] and "not installed" in missing[0].kwargs["msg"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("launch_pytest") is None,
-                    reason="launch_pytest is not installed (it comes with a full ROS 2 install)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("launch_pytest") is None,
+    reason="launch_pytest is not installed (it comes with a full ROS 2 install)",
+)
 def test_launch_file_starts_the_node():
     import launch
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
-    ld = PythonLaunchDescriptionSource(str(REPO / "launch" / "stereo.launch.py")).get_launch_description(
-        launch.LaunchContext())
+    ld = PythonLaunchDescriptionSource(str(REPO / "launch" / "stereo.launch.py")).get_launch_description(launch.LaunchContext())
     names = [e.name for e in ld.entities if hasattr(e, "name") and isinstance(getattr(e, "name", None), str)]
     assert "model" in names and "rviz" in names
 

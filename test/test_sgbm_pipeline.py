@@ -1,4 +1,5 @@
 """The classical baseline on rendered pairs, and the reconstruction pipeline."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,7 @@ from lunar_recon.sim.scene import plan_scene, render_scene
 
 @pytest.fixture(scope="module")
 def rendered():
-    plan = plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15, baseline_m=2.0,
-                      sun_elevation_deg=25)
+    plan = plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15, baseline_m=2.0, sun_elevation_deg=25)
     return render_scene(plan)
 
 
@@ -90,16 +90,16 @@ def test_sgbm_model_through_the_pipeline_is_metric(rendered):
     rel = np.abs(out.depth[both] - fr.depth_left[both]) / fr.depth_left[both]
     assert np.median(rel) < 0.02
     assert out.slope_deg is not None and out.hazard is not None
-    assert out.hazard.landing_site is None or out.hazard.hazard[out.hazard.landing_site.row,
-                                                                out.hazard.landing_site.col] == 0
+    assert out.hazard.landing_site is None or out.hazard.hazard[out.hazard.landing_site.row, out.hazard.landing_site.col] == 0
 
 
 def test_sgbm_on_unrectified_stereolunar_pair(stereolunar_dir):
     from lunar_recon.data.dataset import StereoDataset
 
     s = StereoDataset(stereolunar_dir / "Nadir_baseline_sample")[0]
-    depth = sgbm_depth_unrectified(s.left, s.right, s.K_left, s.K_right, s.T_left_from_right,
-                                   SGBMParams(num_disparities=256, block_size=7))
+    depth = sgbm_depth_unrectified(
+        s.left, s.right, s.K_left, s.K_right, s.T_left_from_right, SGBMParams(num_disparities=256, block_size=7)
+    )
     both = np.isfinite(depth) & np.isfinite(s.depth_left)
     assert both.mean() > 0.2
     rel = np.abs(depth[both] - s.depth_left[both]) / s.depth_left[both]
@@ -124,8 +124,7 @@ def test_rotated_stereolunar_rig_takes_its_scale_from_triangulated_matches(stere
             conf = np.where(np.isfinite(s.depth_left), 5.0, 0).astype(np.float32)
             return PairPrediction(depth_to_points(s.depth_left, s.K_left) / 3.0, None, conf, None)
 
-    r = StereoReconstructor(TrueShape(), ReconstructionParams(scale_mode=mode)).reconstruct(
-        s.left, s.right, calib, None)
+    r = StereoReconstructor(TrueShape(), ReconstructionParams(scale_mode=mode)).reconstruct(s.left, s.right, calib, None)
     assert r.scale_path == f"{mode} (sparse matches)"
     ok = np.isfinite(r.depth) & np.isfinite(s.depth_left)
     assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02
@@ -141,13 +140,15 @@ def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
 
     class Shrunk:
         def predict(self, left, right, size=512, right_view=True):
-            return PairPrediction(fr.points_left / 3.7, fr.points_right_in_left / 3.7,
-                                  np.where(fr.valid_left, 5.0, 0).astype(np.float32),
-                                  np.where(fr.valid_right, 5.0, 0).astype(np.float32))
+            return PairPrediction(
+                fr.points_left / 3.7,
+                fr.points_right_in_left / 3.7,
+                np.where(fr.valid_left, 5.0, 0).astype(np.float32),
+                np.where(fr.valid_right, 5.0, 0).astype(np.float32),
+            )
 
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
-    out = StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode=mode)).reconstruct(
-        fr.left, fr.right, calib, fr.up_left)
+    out = StereoReconstructor(Shrunk(), ReconstructionParams(scale_mode=mode)).reconstruct(fr.left, fr.right, calib, fr.up_left)
     # one factor, or a field that is flat to within the coarse matcher's noise
     assert np.median(out.scale) == pytest.approx(3.7, rel=0.01)
     assert np.all(np.abs(np.asarray(out.scale) / 3.7 - 1) < 0.05)
@@ -183,7 +184,8 @@ def test_stereo_local_scale_field_removes_a_smooth_depth_distortion(rendered):
     errors = {}
     for mode in ("stereo", "stereo_local"):
         out = StereoReconstructor(Bent(), ReconstructionParams(scale_mode=mode, stereo_fusion_disparity_px=0)).reconstruct(
-            fr.left, fr.right, calib, fr.up_left)
+            fr.left, fr.right, calib, fr.up_left
+        )
         both = np.isfinite(out.depth) & np.isfinite(fr.depth_left)
         assert both.sum() == np.isfinite(fr.depth_left).sum()  # dense: no hole where SGBM fails
         errors[mode] = float(np.median(np.abs(out.depth[both] / fr.depth_left[both] - 1)))
@@ -211,9 +213,11 @@ def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
     K = Intrinsics(443.0, 443.0, 255.5, 191.5, 512, 384)
     calib = StereoCalibration.rectified(K, 1.5)
     f_b = 443.0 * 1.5  # f B in the left image's pixels; the reference is the pair at 256 px
-    for z, expected_say in ((10.0, 1 / (1 + (20 / (f_b / 10)) ** 8)),
-                            (100.0, 1 / (1 + (20 / (f_b / 100)) ** 8)),
-                            (f_b / 20, 0.5)):
+    for z, expected_say in (
+        (10.0, 1 / (1 + (20 / (f_b / 10)) ** 8)),
+        (100.0, 1 / (1 + (20 / (f_b / 100)) ** 8)),
+        (f_b / 20, 0.5),
+    ):
         truth = depth_to_points(np.full((384, 512), z, np.float32), K)
         network = truth * np.float32(1.05)  # 5% too far
         reference = np.full((192, 256), z, np.float32)
@@ -292,9 +296,9 @@ def test_stereo_fusion_straightens_a_rippled_network_surface(rendered):
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
     errors = {}
     for d0 in (0.0, STEREO_FUSION_DISPARITY_PX):
-        out = StereoReconstructor(Rippled(), ReconstructionParams(scale_mode="stereo_local",
-                                                                  stereo_fusion_disparity_px=d0)).reconstruct(
-            fr.left, fr.right, calib, fr.up_left)
+        out = StereoReconstructor(
+            Rippled(), ReconstructionParams(scale_mode="stereo_local", stereo_fusion_disparity_px=d0)
+        ).reconstruct(fr.left, fr.right, calib, fr.up_left)
         assert np.isfinite(out.depth).sum() == valid.sum()
         footprint = hazard_on_truth_cells(out.hazard, fr.hazard)
         errors[d0] = slope_mae(footprint, fr.hazard)
@@ -338,7 +342,8 @@ def test_an_unrectified_rig_whose_dense_matching_fails_takes_the_sparse_scale(st
             return PairPrediction(depth_to_points(s.depth_left, s.K_left) / 3.0, None, conf, None)
 
     r = StereoReconstructor(TrueShape(), ReconstructionParams(scale_mode="stereo_local")).reconstruct(
-        s.left, s.right, calib, None)
+        s.left, s.right, calib, None
+    )
     assert r.scale_path == "stereo_local (sparse matches)"
     ok = np.isfinite(r.depth) & np.isfinite(s.depth_left)
     assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02
@@ -353,6 +358,7 @@ def test_an_unrectified_rig_whose_dense_matching_fails_takes_the_sparse_scale(st
 
     monkeypatch.setattr(pipeline, "sparse_reference_depth", few_matches)
     r = StereoReconstructor(TrueShape(), ReconstructionParams(scale_mode="stereo_local")).reconstruct(
-        s.left, s.right, calib, None)
+        s.left, s.right, calib, None
+    )
     assert r.scale_path == "stereo (sparse matches)" and np.ndim(r.scale) == 0
     assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02

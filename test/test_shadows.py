@@ -1,4 +1,5 @@
 """Shadows as a bound on the terrain (geometry.shadows) and their use in the hazard map."""
+
 from __future__ import annotations
 
 import cv2
@@ -18,7 +19,7 @@ def crater_dem(n=240, diameter=8.0, depth=1.6):
     y, x = (np.mgrid[0:n, 0:n] - (n - 1) / 2) * CELL
     r = np.hypot(x, y) / (diameter / 2)
     bowl = np.where(r < 1, depth * (r**2 - 1), 0.0)
-    rim = 0.08 * diameter * np.exp(-((r - 1) / 0.25) ** 2)
+    rim = 0.08 * diameter * np.exp(-(((r - 1) / 0.25) ** 2))
     return (bowl + rim).astype(np.float32)
 
 

@@ -1,4 +1,5 @@
 """The synthetic Moon: geometry of the renderer, ground truth, determinism, files on disk."""
+
 from __future__ import annotations
 
 import json
@@ -19,14 +20,23 @@ from lunar_recon.sim.render import look_at
 
 
 def _plan(rig: RigParams, sun=None, sensor=None, hazard=None, seed=0) -> ScenePlan:
-    return ScenePlan("descent", seed, rig, sun or SunParams(30, 45), sensor or SensorParams(noise=False),
-                     TerrainParams(), np.zeros(3), np.zeros(3), hazard or HazardParams(), 1e4)
+    return ScenePlan(
+        "descent",
+        seed,
+        rig,
+        sun or SunParams(30, 45),
+        sensor or SensorParams(noise=False),
+        TerrainParams(),
+        np.zeros(3),
+        np.zeros(3),
+        hazard or HazardParams(),
+        1e4,
+    )
 
 
 @pytest.fixture(scope="module")
 def descent_frame():
-    return render_scene(plan_scene("descent", 11, width=192, height=160, altitude_m=60, off_nadir_deg=20,
-                                   baseline_m=2.0))
+    return render_scene(plan_scene("descent", 11, width=192, height=160, altitude_m=60, off_nadir_deg=20, baseline_m=2.0))
 
 
 def _project(K: Intrinsics, pts: np.ndarray):
@@ -132,9 +142,30 @@ def test_sensor_bit_depths():
 
 
 def _simulate(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lunar_recon", "simulate", "--preset", "descent", "--pairs", "3",
-                           "--seed", "7", "--width", "96", "--height", "64", "--out", str(out), *extra],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "simulate",
+            "--preset",
+            "descent",
+            "--pairs",
+            "3",
+            "--seed",
+            "7",
+            "--width",
+            "96",
+            "--height",
+            "64",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_simulate_same_seed_same_bytes_splits_and_resume(tmp_path):
@@ -197,8 +228,15 @@ def test_bag_round_trip(tmp_path, storage):
     path = tmp_path / f"seq_{storage}"
     assert write_stereo_bag(path, frames, storage=storage, rate_hz=10.0) == 3
     assert (path / "metadata.yaml").exists()
-    assert set(bag_topics(path)) >= {"left/image_rect", "right/camera_info", "attitude", "pose", "ground_truth/depth",
-                                     "ground_truth/hazard", "sun_direction"}
+    assert set(bag_topics(path)) >= {
+        "left/image_rect",
+        "right/camera_info",
+        "attitude",
+        "pose",
+        "ground_truth/depth",
+        "ground_truth/hazard",
+        "sun_direction",
+    }
     back = list(read_stereo_bag(path))
     assert len(back) == 3
     for i, (fr, bf) in enumerate(zip(frames, back)):
@@ -296,8 +334,7 @@ def test_simulated_sequence_bag_files_carry_the_bags_name(tmp_path):
 
     out = tmp_path / "seq_bag"
     (tmp_path / ".seq_bag.partial").mkdir()  # an interrupted run's leftovers are cleared
-    assert main(["simulate", "--sequence", "rover", "--frames", "1", "--width", "64", "--height", "48",
-                 "--out", str(out)]) == 0
+    assert main(["simulate", "--sequence", "rover", "--frames", "1", "--width", "64", "--height", "48", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert "metadata.yaml" in names and not any("partial" in n for n in names), names
     assert not any("partial" in p.name for p in tmp_path.iterdir())
@@ -326,13 +363,55 @@ def test_oblique_preset_is_an_unrectified_converging_rig_with_metric_truth(tmp_p
         look = np.linalg.norm(plan.look_target - plan.camera_position)
         assert abs(pitch + np.degrees(np.arctan2(plan.rig.baseline_m, look))) <= 3.0 + 1e-6  # converging
     out = tmp_path / "obl"
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "simulate", "--preset", "oblique", "--pairs", "2",
-                          "--seed", "3", "--width", "160", "--height", "128", "--split-fractions", "0", "1", "1",
-                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "simulate",
+            "--preset",
+            "oblique",
+            "--pairs",
+            "2",
+            "--seed",
+            "3",
+            "--width",
+            "160",
+            "--height",
+            "128",
+            "--split-fractions",
+            "0",
+            "1",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
-    res = subprocess.run([sys.executable, "-m", "lunar_recon", "evaluate-bag", str(out), "--split", "val",
-                          "--model", "sgbm", "--no-references", "--figures", "0", "--out", str(tmp_path / "ev")],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lunar_recon",
+            "evaluate-bag",
+            str(out),
+            "--split",
+            "val",
+            "--model",
+            "sgbm",
+            "--no-references",
+            "--figures",
+            "0",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert data["summary"]["sgbm"]["frames"] == 1 and "range_m" in data["frames"][0]["metrics"]

@@ -1,5 +1,6 @@
 """The student's calibrated-stereo head: its disparity, its confidence, where the pipeline uses
 it, its training and its place in checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -10,14 +11,22 @@ import pytest
 import torch
 
 from lunar_recon.geometry.camera import Intrinsics
-from lunar_recon.models.stereo_head import (EpipolarStereoHead, StereoHeadConfig, correlation_volume, local_soft_argmax,
-                                            parabola_peak, predict_disparity)
+from lunar_recon.models.stereo_head import (
+    EpipolarStereoHead,
+    StereoHeadConfig,
+    correlation_volume,
+    local_soft_argmax,
+    parabola_peak,
+    predict_disparity,
+)
 
 
 def _texture(h: int, w: int, seed: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    base = sum(cv2.resize(rng.random((h // s + 1, w // s + 1)).astype(np.float32), (w, h),
-                          interpolation=cv2.INTER_CUBIC) / s for s in (1, 2, 4, 8))
+    base = sum(
+        cv2.resize(rng.random((h // s + 1, w // s + 1)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC) / s
+        for s in (1, 2, 4, 8)
+    )
     base = (base - base.min()) / np.ptp(base)
     return (40 + 180 * base).astype(np.float32)
 
@@ -26,10 +35,9 @@ def shifted_pair(disparity: float, h: int = 192, w: int = 320, flat: bool = Fals
     """A rectified pair of a fronto-parallel textured plane at ``disparity`` px: the right view
     sees the left's point at x - disparity.  ``flat``: a textureless square in the middle."""
     texture = _texture(h, w + 64 + int(disparity))
-    left = texture[:, 32:32 + w]
+    left = texture[:, 32 : 32 + w]
     m = np.float32([[1, 0, 32 + disparity], [0, 1, 0]])  # right(x) = texture(x + 32 + d)
-    right = cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_REFLECT)
+    right = cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
     if flat:
         for img in (left, right):
             img[64:128, 128:192] = 120.0
@@ -131,15 +139,18 @@ def test_pipeline_takes_the_head_on_a_rectified_rig_and_the_pointmap_path_otherw
     cal = _rig(300.0, 256, 192, 1.0)  # a plane at 300 * 1 / 30 = 10 m
     params = ReconstructionParams(scale_mode="stereo_local", compute_hazard=False, compute_slope=False)
     no_sgbm = AssertionError("SGBM ran")
-    with mock.patch.object(stereo, "sgbm_disparity", side_effect=no_sgbm), \
-            mock.patch.object(stereo, "sgbm_depth_unrectified", side_effect=no_sgbm):
+    with (
+        mock.patch.object(stereo, "sgbm_disparity", side_effect=no_sgbm),
+        mock.patch.object(stereo, "sgbm_depth_unrectified", side_effect=no_sgbm),
+    ):
         rec = StereoReconstructor(model, params).reconstruct(left, right, cal, None)
     assert rec.scale_path == "stereo_local (stereo head)"
     inside = rec.depth[16:-16, 60:-16]
     assert np.isfinite(rec.depth).mean() > 0.97  # dense: the pointmap fills what the head leaves
     assert abs(float(np.median(inside)) - 10.0) < 0.1
-    off = StereoReconstructor(model, ReconstructionParams(scale_mode="stereo_local", stereo_head=False,
-                                                          compute_hazard=False, compute_slope=False))
+    off = StereoReconstructor(
+        model, ReconstructionParams(scale_mode="stereo_local", stereo_head=False, compute_hazard=False, compute_slope=False)
+    )
     assert off.reconstruct(left, right, cal, None).scale_path == "stereo_local"
     rotated = StereoReconstructor(model, params).reconstruct(left, right, _rig(300.0, 256, 192, 1.0, True), None)
     assert "stereo head" not in rotated.scale_path

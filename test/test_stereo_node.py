@@ -1,4 +1,5 @@
 """stereo_node in its own process, over real DDS (localhost only)."""
+
 from __future__ import annotations
 
 import random
@@ -18,8 +19,9 @@ rclpy = pytest.importorskip("rclpy")
 def frame():
     from lunar_recon.sim.scene import plan_scene, render_scene
 
-    return render_scene(plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15,
-                                   baseline_m=2.0, sun_elevation_deg=25))
+    return render_scene(
+        plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15, baseline_m=2.0, sun_elevation_deg=25)
+    )
 
 
 def _domain() -> int:
@@ -34,9 +36,18 @@ def test_every_output_over_dds(frame):
     fr, dom = frame, _domain()
     # Loose thresholds and no noise model: this checks the transport; SGBM depth noise at 40 m
     # (~0.7 m) would otherwise leave most cells rough or unresolved.
-    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
-                      "disparity_sigma_px:=0.0", "hazard.roughness_max_m:=3.0", "hazard.slope_max_deg:=30.0",
-                      "points_decimation:=2", "hazard.slope_max_dge:=5.0")  # a typo: reported, not applied
+    proc = start_node(
+        dom,
+        "model:=sgbm",
+        "use_attitude:=false",
+        _up(fr),
+        "hazard.resolution_m:=0.3",
+        "disparity_sigma_px:=0.0",
+        "hazard.roughness_max_m:=3.0",
+        "hazard.slope_max_deg:=30.0",
+        "points_decimation:=2",
+        "hazard.slope_max_dge:=5.0",
+    )  # a typo: reported, not applied
     t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
@@ -120,8 +131,13 @@ def test_malformed_flood_then_good_pair(frame):
             if t.spin(3.0, lambda: "depth/image_rect" in t.got):
                 break
         assert "depth/image_rect" in t.got and proc.poll() is None
-        assert t.spin(3.0, lambda: any(int({v.key: v.value for v in d.status[0].values}.get("rejected_messages", 0)) >= 5
-                                       for d in t.got.get("/diagnostics", [])))
+        assert t.spin(
+            3.0,
+            lambda: any(
+                int({v.key: v.value for v in d.status[0].values}.get("rejected_messages", 0)) >= 5
+                for d in t.got.get("/diagnostics", [])
+            ),
+        )
         kv = {v.key: v.value for v in t.got["/diagnostics"][-1].status[0].values}
         assert any(k.startswith("rejected.") for k in kv)
     finally:
@@ -148,29 +164,38 @@ def test_stale_pairs_are_dropped_under_a_fast_publisher(frame):
         assert 0 < n_out < sent
         last = t.got["depth/image_rect"][-1].header.stamp
         assert last.sec * 10**9 + last.nanosec >= 1_800_000_000 * 10**9 + 100 * 10**7  # the newest pairs were processed
+
         def dropped():
             kv = t.diagnostics()
             return int(kv.get("dropped_pairs", 0)) + int(kv.get("dropped_messages_sync", 0))
+
         assert t.spin(3.0, lambda: dropped() > 0)
     finally:
         t.close()
         stop_node(proc)
 
 
-@pytest.mark.parametrize("params,needle", [
-    (["model:=/nonexistent/student.pt"], "no such model file"),
-    (["scale_mode:=magic"], "scale_mode"),
-    (["hazard.footprint_diameter_m:=0.1"], "footprint"),
-    (["device:=tpu"], "device"),
-    (["hazard.roughness_max_m:=-1.0"], "roughness_max_m"),
-    (["points_decimation:=0"], "points_decimation"),
-    (["inference_size:=17"], "multiple of 16"),
-    (["hazard.safe_below:=0.6", "hazard.hazard_above:=0.5"], "safe_below"),
-])
+@pytest.mark.parametrize(
+    "params,needle",
+    [
+        (["model:=/nonexistent/student.pt"], "no such model file"),
+        (["scale_mode:=magic"], "scale_mode"),
+        (["hazard.footprint_diameter_m:=0.1"], "footprint"),
+        (["device:=tpu"], "device"),
+        (["hazard.roughness_max_m:=-1.0"], "roughness_max_m"),
+        (["points_decimation:=0"], "points_decimation"),
+        (["inference_size:=17"], "multiple of 16"),
+        (["hazard.safe_below:=0.6", "hazard.hazard_above:=0.5"], "safe_below"),
+    ],
+)
 def test_bad_startup_exits_nonzero_with_reason(params, needle):
-    proc = subprocess.run([sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args"]
-                          + sum((["-p", p] for p in params), []), env=node_env(_domain()), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args"] + sum((["-p", p] for p in params), []),
+        env=node_env(_domain()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert needle in proc.stderr + proc.stdout
     # one clear line, no traceback (a half-built node used to fail again in rclpy's shutdown)
@@ -182,8 +207,13 @@ def test_truncated_model_file_exits_nonzero(tmp_path, fixtures_dir):
     data = (fixtures_dir / "mast3r_tiny" / "checkpoint.pth").read_bytes()
     bad = tmp_path / "student.pt"
     bad.write_bytes(data[:1000])
-    proc = subprocess.run([sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args", "-p", f"model:={bad}"],
-                          env=node_env(_domain()), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args", "-p", f"model:={bad}"],
+        env=node_env(_domain()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "student.pt" in proc.stderr
 
 
@@ -201,8 +231,7 @@ def test_runtime_parameter_changes_are_validated(frame):
 
         def set_param(name, value: float):
             req = SetParameters.Request()
-            req.parameters = [Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
-                                                                        double_value=value))]
+            req.parameters = [Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))]
             fut = cli.call_async(req)
             t.spin(10.0, fut.done)
             return fut.result().results[0]
@@ -228,18 +257,24 @@ def test_sun_direction_topic_bounds_the_hazard_map():
     from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
     from lunar_recon.sim.scene import plan_scene, render_scene
 
-    fr = render_scene(plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15,
-                                 baseline_m=2.0, sun_elevation_deg=8))
+    fr = render_scene(
+        plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15, baseline_m=2.0, sun_elevation_deg=8)
+    )
     up = np.round(fr.up_left, 6)  # as the parameter string carries it
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
-    local = StereoReconstructor(SGBMModel(), ReconstructionParams(hazard=HazardParams(resolution_m=0.3),
-                                                                  disparity_sigma_px=0.0))
+    local = StereoReconstructor(SGBMModel(), ReconstructionParams(hazard=HazardParams(resolution_m=0.3), disparity_sigma_px=0.0))
     with_sun = local.reconstruct(fr.left, fr.right, calib, up, sun_in_left=fr.sun_left).hazard.cost
     without = local.reconstruct(fr.left, fr.right, calib, up).hazard.cost
     assert (with_sun != without).any()  # the shadows change the map
     dom = _domain()
-    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", "up_vector:=[%f,%f,%f]" % tuple(up),
-                      "hazard.resolution_m:=0.3", "disparity_sigma_px:=0.0")
+    proc = start_node(
+        dom,
+        "model:=sgbm",
+        "use_attitude:=false",
+        "up_vector:=[%f,%f,%f]" % tuple(up),
+        "hazard.resolution_m:=0.3",
+        "disparity_sigma_px:=0.0",
+    )
     t = NodeProbe(dom)
     sun_pub = t.node.create_publisher(Vector3Stamped, "sun_direction", 10)
 
@@ -247,6 +282,7 @@ def test_sun_direction_topic_bounds_the_hazard_map():
         msg = Vector3Stamped()
         msg.header.frame_id = frame_id
         msg.vector.x, msg.vector.y, msg.vector.z = (float(v) for v in fr.sun_left)
+
         def answered(stamp: int) -> bool:
             before = len(t.got.get("hazard/grid", []))
             t.publish(t.pair(fr), stamp)
@@ -281,8 +317,15 @@ def test_pose_topic_feeds_the_hazard_memory(frame):
     from geometry_msgs.msg import PoseStamped
 
     fr, dom = frame, _domain()
-    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.3",
-                      "hazard.memory_frames:=3", "pose_tolerance_seconds:=0.01")
+    proc = start_node(
+        dom,
+        "model:=sgbm",
+        "use_attitude:=false",
+        _up(fr),
+        "hazard.resolution_m:=0.3",
+        "hazard.memory_frames:=3",
+        "pose_tolerance_seconds:=0.01",
+    )
     t = NodeProbe(dom)
     pose_pub = t.node.create_publisher(PoseStamped, "pose", 10)
 
@@ -329,8 +372,7 @@ def test_pose_topic_feeds_the_hazard_memory(frame):
 def test_unknown_parameters_are_named_with_the_closest_real_one():
     from lunar_recon.ros.stereo_node import unknown_parameters
 
-    found = unknown_parameters({"modle": 1, "model": 1, "use_sim_time": 1, "qos_overrides./x.depth": 1,
-                                "frobnicate": 1})
+    found = unknown_parameters({"modle": 1, "model": 1, "use_sim_time": 1, "qos_overrides./x.depth": 1, "frobnicate": 1})
     assert found == {"frobnicate": None, "modle": "model"}
 
 
@@ -338,8 +380,9 @@ def test_a_map_that_cannot_be_made_is_published_unknown_with_the_reason(frame):
     """Cells that follow the range (resolution 0) are coarser than a 0.1 m footprint at 40 m: no
     meaningful map, so hazard/grid carries an all-unknown grid and the diagnostics say why."""
     fr, dom = frame, _domain()
-    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.0",
-                      "hazard.footprint_diameter_m:=0.1")
+    proc = start_node(
+        dom, "model:=sgbm", "use_attitude:=false", _up(fr), "hazard.resolution_m:=0.0", "hazard.footprint_diameter_m:=0.1"
+    )
     t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)
@@ -397,8 +440,7 @@ def test_megapixel_colour_pairs_arrive_at_10_hz_with_the_default_qos(frame):
 
         def missing_right_images() -> int:
             kv = t.diagnostics()
-            missing = dict(item.split(": ") for item in kv.get("incomplete_pairs_missing", "none").split(", ")
-                           if ": " in item)
+            missing = dict(item.split(": ") for item in kv.get("incomplete_pairs_missing", "none").split(", ") if ": " in item)
             return int(missing.get("right/image_rect", 0))
 
         assert t.spin(20.0, lambda: missing_right_images() >= 1), t.diagnostics()
@@ -424,8 +466,7 @@ def test_megapixel_colour_pairs_complete_with_the_latest_camera_info(frame):
     from builtin_interfaces.msg import Time
 
     fr, dom = frame, _domain()
-    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "publish_points:=false",
-                      "camera_info_sync:=latest")
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "publish_points:=false", "camera_info_sync:=latest")
     t = NodeProbe(dom)
     try:
         t.wait_for_node(proc)

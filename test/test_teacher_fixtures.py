@@ -1,4 +1,5 @@
 """The teacher reproduces the official MASt3R / DUSt3R test vectors."""
+
 from __future__ import annotations
 
 import gzip
@@ -8,8 +9,7 @@ import pytest
 import torch
 
 from conftest import fixture_config
-from lunar_recon.models import (DUST3R_RELEASED, MAST3R_RELEASED, build_model, load_model,
-                                parse_constructor_string)
+from lunar_recon.models import DUST3R_RELEASED, MAST3R_RELEASED, build_model, load_model, parse_constructor_string
 from lunar_recon.models.blocks import RoPE2D, token_positions
 from lunar_recon.models.heads import reg_dense_conf, reg_dense_depth, reg_desc
 
@@ -19,8 +19,10 @@ FIXTURES = ["mast3r_tiny", "dust3r_tiny"]
 
 
 def _views(inputs):
-    return ({"img": inputs["img1"], "true_shape": inputs["true_shape1"]},
-            {"img": inputs["img2"], "true_shape": inputs["true_shape2"]})
+    return (
+        {"img": inputs["img1"], "true_shape": inputs["true_shape1"]},
+        {"img": inputs["img2"], "true_shape": inputs["true_shape2"]},
+    )
 
 
 def _run(model, fixture_path):
@@ -34,7 +36,7 @@ def _compare(result, expected):
     checked = 0
     for name, want in expected.items():
         if name.startswith("inter."):
-            got = tokens[name[len("inter."):]]
+            got = tokens[name[len("inter.") :]]
             if got.dtype == torch.int64:
                 assert torch.equal(got, want), name
             else:
@@ -137,8 +139,7 @@ def real_shapes(fixtures_dir):
     return json.loads(gzip.open(fixtures_dir / "real_config_state_dict_shapes.json.gz").read())
 
 
-@pytest.mark.parametrize("key,cfg,count", [("mast3r", MAST3R_RELEASED, 688_638_856),
-                                           ("dust3r", DUST3R_RELEASED, 571_171_208)])
+@pytest.mark.parametrize("key,cfg,count", [("mast3r", MAST3R_RELEASED, 688_638_856), ("dust3r", DUST3R_RELEASED, 571_171_208)])
 def test_released_configs_on_meta_device(real_shapes, key, cfg, count):
     with torch.device("meta"):
         model = build_model(cfg)
@@ -151,12 +152,17 @@ def test_released_constructor_string_parses_to_released_config(real_shapes):
     parsed = parse_constructor_string(real_shapes["mast3r"]["constructor"])
     assert parsed == MAST3R_RELEASED.replace(name="")
     # The released file's own string (ManyAR_PatchEmbed, no landscape_only) parses the same.
-    train_style = real_shapes["mast3r"]["constructor"].replace("PatchEmbedDust3R", "ManyAR_PatchEmbed") \
+    train_style = (
+        real_shapes["mast3r"]["constructor"]
+        .replace("PatchEmbedDust3R", "ManyAR_PatchEmbed")
         .replace(", landscape_only=False", "")
+    )
     assert parse_constructor_string(train_style) == parsed
     with torch.device("meta"):
-        assert sum(p.numel() for p in build_model(parsed.replace(two_confs=False)).parameters()) \
+        assert (
+            sum(p.numel() for p in build_model(parsed.replace(two_confs=False)).parameters())
             == real_shapes["mast3r_two_confs_false_num_parameters"]
+        )
 
 
 @pytest.mark.parametrize("name", FIXTURES)

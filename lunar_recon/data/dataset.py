@@ -18,6 +18,7 @@ StereoLunar format: ``<set>/paireK/im_NNNNN.{jpg,exr,npz}`` with two camera pose
 illuminations per folder; half-float EXR z-depth, NPZ ``intrinsics`` and ``cam2world`` (OpenCV axes,
 selenocentric metres).
 """
+
 from __future__ import annotations
 
 import json
@@ -86,9 +87,13 @@ def write_pair(folder: Path, frame, extra_meta: dict | None = None) -> Path:
         np.save(tmp / "depth_left.npy", frame.depth_left.astype(np.float32))
         np.save(tmp / "depth_right.npy", frame.depth_right.astype(np.float32))
         camera = {
-            "K_left": _k_dict(frame.K_left), "K_right": _k_dict(frame.K_right),
-            "T_world_from_left": frame.T_world_from_left.tolist(), "T_world_from_right": frame.T_world_from_right.tolist(),
-            "baseline_m": frame.baseline_m, "up_left": frame.up_left.tolist(), "sun_world": frame.sun_world.tolist(),
+            "K_left": _k_dict(frame.K_left),
+            "K_right": _k_dict(frame.K_right),
+            "T_world_from_left": frame.T_world_from_left.tolist(),
+            "T_world_from_right": frame.T_world_from_right.tolist(),
+            "baseline_m": frame.baseline_m,
+            "up_left": frame.up_left.tolist(),
+            "sun_world": frame.sun_world.tolist(),
             "sun_left": frame.sun_left.tolist(),
             "rectified": bool(frame.plan.rig.rectified) if frame.plan is not None else False,
         }
@@ -96,10 +101,15 @@ def write_pair(folder: Path, frame, extra_meta: dict | None = None) -> Path:
         truth = {"slope_left_deg": frame.slope_left_deg.astype(np.float16), "shadow_left": frame.shadow_left}
         if frame.hazard is not None:
             h = frame.hazard
-            truth.update(hazard=h.hazard, hazard_slope_deg=h.slope_deg, hazard_roughness_m=h.roughness_m,
-                         hazard_elevation_m=h.elevation_m,
-                         hazard_origin=np.array(h.origin), hazard_resolution=np.array(h.resolution),
-                         hazard_R_grid_from_left=h.R_grid_from_input)
+            truth.update(
+                hazard=h.hazard,
+                hazard_slope_deg=h.slope_deg,
+                hazard_roughness_m=h.roughness_m,
+                hazard_elevation_m=h.elevation_m,
+                hazard_origin=np.array(h.origin),
+                hazard_resolution=np.array(h.resolution),
+                hazard_R_grid_from_left=h.R_grid_from_input,
+            )
         if frame.terrain is not None:
             t = frame.terrain
             truth.update(dem_z=t.z, dem_origin=np.array([t.x0, t.y0]), dem_cell=np.array(t.cell), rocks=t.rocks)
@@ -147,12 +157,20 @@ def read_lunar_recon_pair(folder: Path) -> PairSample:
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{folder}: incomplete or corrupt pair: {exc}") from None
     return PairSample(
-        name=f"{folder.parent.name}/{folder.name}", left=_read_image(folder / "left.png"),
-        right=_read_image(folder / "right.png"), K_left=_k_from(cam["K_left"]), K_right=_k_from(cam["K_right"]),
-        T_world_from_left=np.array(cam["T_world_from_left"]), T_world_from_right=np.array(cam["T_world_from_right"]),
-        depth_left=depth_l, depth_right=depth_r, up_left=np.array(cam["up_left"]), rectified=bool(cam["rectified"]),
+        name=f"{folder.parent.name}/{folder.name}",
+        left=_read_image(folder / "left.png"),
+        right=_read_image(folder / "right.png"),
+        K_left=_k_from(cam["K_left"]),
+        K_right=_k_from(cam["K_right"]),
+        T_world_from_left=np.array(cam["T_world_from_left"]),
+        T_world_from_right=np.array(cam["T_world_from_right"]),
+        depth_left=depth_l,
+        depth_right=depth_r,
+        up_left=np.array(cam["up_left"]),
+        rectified=bool(cam["rectified"]),
         sun_left=np.array(cam["sun_left"]) if "sun_left" in cam else None,
-        truth=truth, meta=meta,
+        truth=truth,
+        meta=meta,
     )
 
 
@@ -208,9 +226,16 @@ def read_stereolunar_pair(left_stem: Path, right_stem: Path) -> PairSample:
     up_left = Tl[:3, :3].T @ normalize(Tl[:3, 3])
     return PairSample(
         name=f"{left_stem.parent.parent.name}/{left_stem.parent.name}/{left_stem.name}-{right_stem.name}",
-        left=left, right=right, K_left=Intrinsics.from_matrix(Kl, w, h), K_right=Intrinsics.from_matrix(Kr, w, h),
-        T_world_from_left=Tl, T_world_from_right=Tr, depth_left=read_exr_depth(left_stem.with_suffix(".exr")),
-        depth_right=read_exr_depth(right_stem.with_suffix(".exr")), up_left=up_left, rectified=False,
+        left=left,
+        right=right,
+        K_left=Intrinsics.from_matrix(Kl, w, h),
+        K_right=Intrinsics.from_matrix(Kr, w, h),
+        T_world_from_left=Tl,
+        T_world_from_right=Tr,
+        depth_left=read_exr_depth(left_stem.with_suffix(".exr")),
+        depth_right=read_exr_depth(right_stem.with_suffix(".exr")),
+        up_left=up_left,
+        rectified=False,
         meta={"format": "stereolunar"},
     )
 
@@ -232,8 +257,11 @@ class StereoDataset:
                 found = [("lr", p) for p in sorted((self.root / s).glob("[0-9]*")) if p.is_dir()]
                 expected = int(self.info.get("splits", {}).get(s, 0))
                 if len(found) < expected:  # an interrupted simulate: say so, read what is there
-                    warnings.warn(f"{self.root}: split {s!r} holds {len(found)} of its {expected} pairs (an "
-                                  "interrupted 'lunar-recon simulate'? the same command finishes it)", stacklevel=2)
+                    warnings.warn(
+                        f"{self.root}: split {s!r} holds {len(found)} of its {expected} pairs (an "
+                        "interrupted 'lunar-recon simulate'? the same command finishes it)",
+                        stacklevel=2,
+                    )
                 self.items += found
         elif any(self.root.glob("**/im_*.npz")):
             self.format = "stereolunar"

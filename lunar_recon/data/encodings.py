@@ -2,16 +2,21 @@
 
 Views instead of copies wherever the row stride allows it.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 # encoding -> (dtype, channels)
 ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "mono8": (np.dtype(np.uint8), 1), "mono16": (np.dtype(np.uint16), 1),
-    "8UC1": (np.dtype(np.uint8), 1), "16UC1": (np.dtype(np.uint16), 1),
-    "rgb8": (np.dtype(np.uint8), 3), "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4), "bgra8": (np.dtype(np.uint8), 4),
+    "mono8": (np.dtype(np.uint8), 1),
+    "mono16": (np.dtype(np.uint16), 1),
+    "8UC1": (np.dtype(np.uint8), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
     "32FC1": (np.dtype(np.float32), 1),
 }
 IMAGE_ENCODINGS = ("mono8", "mono16", "rgb8", "bgr8", "rgba8", "bgra8")
@@ -31,8 +36,7 @@ def image_to_array(encoding: str, height: int, width: int, step: int, data, is_b
     row_bytes = width * ch * dtype.itemsize
     if step < row_bytes:
         raise EncodingError(f"step {step} is smaller than width x pixel size ({row_bytes} bytes)")
-    buf = np.frombuffer(memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data.view(np.uint8),
-                        dtype=np.uint8)
+    buf = np.frombuffer(memoryview(data).cast("B") if not isinstance(data, np.ndarray) else data.view(np.uint8), dtype=np.uint8)
     if buf.size != step * height:
         raise EncodingError(f"data length {buf.size} != step x height ({step} x {height} = {step * height})")
     rows = buf.reshape(height, step)[:, :row_bytes]
@@ -66,5 +70,11 @@ def array_to_image_fields(arr: np.ndarray, encoding: str) -> dict:
     if (a.ndim == 2 and ch != 1) or (a.ndim == 3 and a.shape[2] != ch) or a.ndim not in (2, 3):
         raise EncodingError(f"array of shape {arr.shape} does not fit encoding {encoding}")
     h, w = a.shape[:2]
-    return {"height": h, "width": w, "encoding": encoding, "is_bigendian": 0,
-            "step": w * ch * dtype.itemsize, "data": a.tobytes()}
+    return {
+        "height": h,
+        "width": w,
+        "encoding": encoding,
+        "is_bigendian": 0,
+        "step": w * ch * dtype.itemsize,
+        "data": a.tobytes(),
+    }

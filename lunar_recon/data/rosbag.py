@@ -12,6 +12,7 @@ Topics (relative names, as the node subscribes them):
 | ``ground_truth/depth`` | sensor_msgs/Image | 32FC1 metres, NaN = no surface (REP 118) |
 | ``ground_truth/hazard`` | nav_msgs/OccupancyGrid | 0 safe .. 100 hazard, -1 unknown |
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,10 +28,15 @@ from ..geometry.frames import matrix_to_quaternion, pose_matrix, quaternion_to_m
 from .encodings import array_to_image_fields, image_to_array
 
 TOPICS = {
-    "left_image": "left/image_rect", "right_image": "right/image_rect",
-    "left_info": "left/camera_info", "right_info": "right/camera_info",
-    "attitude": "attitude", "pose": "pose", "sun": "sun_direction",
-    "depth": "ground_truth/depth", "hazard": "ground_truth/hazard",
+    "left_image": "left/image_rect",
+    "right_image": "right/image_rect",
+    "left_info": "left/camera_info",
+    "right_info": "right/camera_info",
+    "attitude": "attitude",
+    "pose": "pose",
+    "sun": "sun_direction",
+    "depth": "ground_truth/depth",
+    "hazard": "ground_truth/hazard",
 }
 REQUIRED = ("left_image", "right_image", "left_info", "right_info")
 
@@ -74,15 +80,20 @@ class BagFrame:
 def _header(ts, stamp_ns: int, frame_id: str):
     Header = ts.types["std_msgs/msg/Header"]
     Time = ts.types["builtin_interfaces/msg/Time"]
-    return Header(stamp=Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)),
-                  frame_id=frame_id)
+    return Header(stamp=Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)), frame_id=frame_id)
 
 
 def image_msg(ts, arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
     f = array_to_image_fields(arr, encoding)
     return ts.types["sensor_msgs/msg/Image"](
-        header=_header(ts, stamp_ns, frame_id), height=f["height"], width=f["width"], encoding=encoding,
-        is_bigendian=0, step=f["step"], data=np.frombuffer(f["data"], np.uint8))
+        header=_header(ts, stamp_ns, frame_id),
+        height=f["height"],
+        width=f["width"],
+        encoding=encoding,
+        is_bigendian=0,
+        step=f["step"],
+        data=np.frombuffer(f["data"], np.uint8),
+    )
 
 
 def camera_info_msg(ts, K: Intrinsics, stamp_ns: int, frame_id: str, tx_m: float = 0.0):
@@ -90,15 +101,25 @@ def camera_info_msg(ts, K: Intrinsics, stamp_ns: int, frame_id: str, tx_m: float
     RoI = ts.types["sensor_msgs/msg/RegionOfInterest"]
     P = np.array([K.fx, 0, K.cx, -K.fx * tx_m, 0, K.fy, K.cy, 0, 0, 0, 1, 0], np.float64)
     return ts.types["sensor_msgs/msg/CameraInfo"](
-        header=_header(ts, stamp_ns, frame_id), height=K.height, width=K.width, distortion_model="plumb_bob",
-        d=np.zeros(5), k=K.K.reshape(-1), r=np.eye(3).reshape(-1), p=P, binning_x=0, binning_y=0,
-        roi=RoI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+        header=_header(ts, stamp_ns, frame_id),
+        height=K.height,
+        width=K.width,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=K.K.reshape(-1),
+        r=np.eye(3).reshape(-1),
+        p=P,
+        binning_x=0,
+        binning_y=0,
+        roi=RoI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    )
 
 
 def quaternion_msg(ts, q_xyzw: np.ndarray, stamp_ns: int, frame_id: str):
     Q = ts.types["geometry_msgs/msg/Quaternion"]
     return ts.types["geometry_msgs/msg/QuaternionStamped"](
-        header=_header(ts, stamp_ns, frame_id), quaternion=Q(x=q_xyzw[0], y=q_xyzw[1], z=q_xyzw[2], w=q_xyzw[3]))
+        header=_header(ts, stamp_ns, frame_id), quaternion=Q(x=q_xyzw[0], y=q_xyzw[1], z=q_xyzw[2], w=q_xyzw[3])
+    )
 
 
 def pose_msg(ts, T_world_from_camera: np.ndarray, stamp_ns: int, frame_id: str):
@@ -106,15 +127,17 @@ def pose_msg(ts, T_world_from_camera: np.ndarray, stamp_ns: int, frame_id: str):
     q = matrix_to_quaternion(T_world_from_camera[:3, :3])
     t = T_world_from_camera[:3, 3]
     position = g["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2]))
-    pose = g["geometry_msgs/msg/Pose"](position=position,
-                                       orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
+    pose = g["geometry_msgs/msg/Pose"](
+        position=position, orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3])
+    )
     return g["geometry_msgs/msg/PoseStamped"](header=_header(ts, stamp_ns, frame_id), pose=pose)
 
 
 def vector_msg(ts, v: np.ndarray, stamp_ns: int, frame_id: str):
     V = ts.types["geometry_msgs/msg/Vector3"]
     return ts.types["geometry_msgs/msg/Vector3Stamped"](
-        header=_header(ts, stamp_ns, frame_id), vector=V(x=float(v[0]), y=float(v[1]), z=float(v[2])))
+        header=_header(ts, stamp_ns, frame_id), vector=V(x=float(v[0]), y=float(v[1]), z=float(v[2]))
+    )
 
 
 def occupancy_msg(ts, hmap, stamp_ns: int, frame_id: str):
@@ -124,19 +147,34 @@ def occupancy_msg(ts, hmap, stamp_ns: int, frame_id: str):
     g = ts.types
     rows, cols = hmap.shape
     pos, q = grid_origin_pose(hmap)
-    pose = g["geometry_msgs/msg/Pose"](position=g["geometry_msgs/msg/Point"](x=pos[0], y=pos[1], z=pos[2]),
-                                       orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
+    pose = g["geometry_msgs/msg/Pose"](
+        position=g["geometry_msgs/msg/Point"](x=pos[0], y=pos[1], z=pos[2]),
+        orientation=g["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
+    )
     Time = g["builtin_interfaces/msg/Time"]
-    info = g["nav_msgs/msg/MapMetaData"](map_load_time=Time(sec=int(stamp_ns // 10**9), nanosec=int(stamp_ns % 10**9)),
-                                         resolution=float(hmap.resolution), width=cols, height=rows, origin=pose)
-    return g["nav_msgs/msg/OccupancyGrid"](header=_header(ts, stamp_ns, frame_id), info=info,
-                                           data=np.ascontiguousarray(hmap.cost, np.int8).reshape(-1))
+    info = g["nav_msgs/msg/MapMetaData"](
+        map_load_time=Time(sec=int(stamp_ns // 10**9), nanosec=int(stamp_ns % 10**9)),
+        resolution=float(hmap.resolution),
+        width=cols,
+        height=rows,
+        origin=pose,
+    )
+    return g["nav_msgs/msg/OccupancyGrid"](
+        header=_header(ts, stamp_ns, frame_id), info=info, data=np.ascontiguousarray(hmap.cost, np.int8).reshape(-1)
+    )
 
 
 # ---- writing ------------------------------------------------------------------------------------------
-def write_stereo_bag(path: str | Path, frames: Iterable, storage: str = "sqlite3", encoding: str = "mono8",
-                     frame_id: str = "left_camera_optical_frame", right_frame_id: str = "right_camera_optical_frame",
-                     rate_hz: float = 5.0, start_ns: int = 1_000_000_000_000_000_000) -> int:
+def write_stereo_bag(
+    path: str | Path,
+    frames: Iterable,
+    storage: str = "sqlite3",
+    encoding: str = "mono8",
+    frame_id: str = "left_camera_optical_frame",
+    right_frame_id: str = "right_camera_optical_frame",
+    rate_hz: float = 5.0,
+    start_ns: int = 1_000_000_000_000_000_000,
+) -> int:
     """Write rendered :class:`StereoFrame`\\ s (rectified rig) as a rosbag2; returns the frame count."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -172,8 +210,12 @@ def write_stereo_bag(path: str | Path, frames: Iterable, storage: str = "sqlite3
             put("left_image", image_msg(ts, fr.left, enc, stamp, frame_id), "sensor_msgs/msg/Image", stamp)
             put("right_image", image_msg(ts, fr.right, enc, stamp, right_frame_id), "sensor_msgs/msg/Image", stamp)
             put("left_info", camera_info_msg(ts, fr.K_left, stamp, frame_id), "sensor_msgs/msg/CameraInfo", stamp)
-            put("right_info", camera_info_msg(ts, fr.K_right, stamp, right_frame_id, fr.baseline_m),
-                "sensor_msgs/msg/CameraInfo", stamp)
+            put(
+                "right_info",
+                camera_info_msg(ts, fr.K_right, stamp, right_frame_id, fr.baseline_m),
+                "sensor_msgs/msg/CameraInfo",
+                stamp,
+            )
             q = matrix_to_quaternion(fr.T_world_from_left[:3, :3])
             put("attitude", quaternion_msg(ts, q, stamp, "world"), "geometry_msgs/msg/QuaternionStamped", stamp)
             put("pose", pose_msg(ts, fr.T_world_from_left, stamp, "world"), "geometry_msgs/msg/PoseStamped", stamp)
@@ -278,8 +320,7 @@ def _match(buf: dict[int, object], stamp: int, tol: int):
     return best if abs(best - stamp) <= tol else None
 
 
-def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[str],
-              final: bool = False) -> BagFrame | None:
+def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[str], final: bool = False) -> BagFrame | None:
     keys = {}
     for k in ("right_image", "left_info", "right_info", "attitude", "pose", "sun", "depth", "hazard"):
         keys[k] = _match(buffers[k], stamp, tol)
@@ -297,8 +338,9 @@ def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[s
     try:
         left, right = _image(left_msg), _image(right_msg)
         rig = stereo_calibration_from_camera_infos(li, ri, left.shape[:2])  # the node's own parser
-        frame = BagFrame(stamp, left, right, rig.K_left, rig.K_right, rig.baseline_m, left_msg.header.frame_id,
-                         extra=extra, calibration=rig)
+        frame = BagFrame(
+            stamp, left, right, rig.K_left, rig.K_right, rig.baseline_m, left_msg.header.frame_id, extra=extra, calibration=rig
+        )
     except Exception as exc:  # noqa: BLE001 - a corrupt frame is skipped and reported
         errors.append(f"frame @ {stamp}: {exc}")
         return None
@@ -308,8 +350,10 @@ def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[s
     if keys["pose"] is not None:
         pm = buffers["pose"].pop(keys["pose"]).pose
         try:
-            frame.pose_world = pose_matrix([pm.orientation.x, pm.orientation.y, pm.orientation.z, pm.orientation.w],
-                                           [pm.position.x, pm.position.y, pm.position.z])
+            frame.pose_world = pose_matrix(
+                [pm.orientation.x, pm.orientation.y, pm.orientation.z, pm.orientation.w],
+                [pm.position.x, pm.position.y, pm.position.z],
+            )
         except ValueError:  # a broken pose only costs the hazard memory
             frame.extra.setdefault("errors", []).append(f"frame @ {stamp}: invalid pose")
     if keys["sun"] is not None:
@@ -323,9 +367,15 @@ def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[s
         frame.depth = _image(buffers["depth"].pop(keys["depth"])).astype(np.float32)
     if keys["hazard"] is not None:
         g = buffers["hazard"].pop(keys["hazard"])
-        frame.hazard = {"cost": np.asarray(g.data, np.int8).reshape(g.info.height, g.info.width),
-                        "resolution": float(g.info.resolution),
-                        "origin": (g.info.origin.position.x, g.info.origin.position.y, g.info.origin.position.z),
-                        "orientation": (g.info.origin.orientation.x, g.info.origin.orientation.y,
-                                        g.info.origin.orientation.z, g.info.origin.orientation.w)}
+        frame.hazard = {
+            "cost": np.asarray(g.data, np.int8).reshape(g.info.height, g.info.width),
+            "resolution": float(g.info.resolution),
+            "origin": (g.info.origin.position.x, g.info.origin.position.y, g.info.origin.position.z),
+            "orientation": (
+                g.info.origin.orientation.x,
+                g.info.origin.orientation.y,
+                g.info.origin.orientation.z,
+                g.info.origin.orientation.w,
+            ),
+        }
     return frame

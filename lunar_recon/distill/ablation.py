@@ -4,6 +4,7 @@ Every variant starts from one base :class:`DistillConfig` (the full recipe) and 
 thing, trains for the same number of steps with the same seeds and data, and is scored by
 the trainer's validation (depth / slope / hazard on held-out pairs) plus its size and CPU cost.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,37 +40,55 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("frozen_encoder", "encoder frozen after SVD init", {"freeze_encoder": True}),
     Variant("no_feature_loss", "output-only distillation", {"feature_pairs": {}}),
     Variant("no_normal_loss", "no surface-normal loss (points and features only)", {"normal_weight": 0.0}),
-    Variant("gt_supervision", "ground truth only, no teacher outputs",
-            {"loss": "gt", "gt_weight": 0.0, "feature_pairs": {}}),
-    Variant("cnn_mobilenet", "MobileNetV3-style CNN encoder (full recipe)", {},
-            {"encoder_type": "mobilenet", "enc_depth": 2}),
+    Variant("gt_supervision", "ground truth only, no teacher outputs", {"loss": "gt", "gt_weight": 0.0, "feature_pairs": {}}),
+    Variant("cnn_mobilenet", "MobileNetV3-style CNN encoder (full recipe)", {}, {"encoder_type": "mobilenet", "enc_depth": 2}),
     Variant("cnn_resnet", "ResNet-style CNN encoder (full recipe)", {}, {"encoder_type": "resnet", "enc_depth": 1}),
     Variant("narrow_decoder", "decoder half as wide (half the heads)", {}, _half_decoder),
     Variant("deep_decoder", "decoder twice as deep", {}, lambda c: {"dec_depth": 2 * c.dec_depth}),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
-COLUMNS = ("variant", "seed", "parameters", "gflops", "cpu_ms_p50", "abs_rel", "delta1", "slope_mae_deg",
-           "hazard_f1", "steps", "train_minutes", "description")
+COLUMNS = (
+    "variant",
+    "seed",
+    "parameters",
+    "gflops",
+    "cpu_ms_p50",
+    "abs_rel",
+    "delta1",
+    "slope_mae_deg",
+    "hazard_f1",
+    "steps",
+    "train_minutes",
+    "description",
+)
 
 
 def variant_config(base: DistillConfig, variant: Variant, out_root: Path, seed: int, steps: int) -> DistillConfig:
     from ..models.students import student_config
     from ..models.config import ModelConfig
 
-    student = (student_config(base.student) if isinstance(base.student, str)
-               else ModelConfig.from_dict(base.student))
+    student = student_config(base.student) if isinstance(base.student, str) else ModelConfig.from_dict(base.student)
     if variant.student:
         changes = variant.student(student) if callable(variant.student) else variant.student
         student = student.replace(**changes, name=f"{student.name}-{variant.name}")
-    cfg = replace(base, **variant.overrides, student=student.to_dict(), seed=seed, steps=steps,
-                  out=str(out_root / f"{variant.name}_seed{seed}"), val_every=steps,
-                  checkpoint_every=max(1, steps // 4), warmup_steps=min(base.warmup_steps, max(1, steps // 10)))
+    cfg = replace(
+        base,
+        **variant.overrides,
+        student=student.to_dict(),
+        seed=seed,
+        steps=steps,
+        out=str(out_root / f"{variant.name}_seed{seed}"),
+        val_every=steps,
+        checkpoint_every=max(1, steps // 4),
+        warmup_steps=min(base.warmup_steps, max(1, steps // 10)),
+    )
     cfg.validate()
     return cfg
 
 
-def run_variant(cfg: DistillConfig, variant: Variant, height: int, width: int, threads: int = 2,
-                progress=None, log=print) -> dict:
+def run_variant(
+    cfg: DistillConfig, variant: Variant, height: int, width: int, threads: int = 2, progress=None, log=print
+) -> dict:
     """Train (resuming an interrupted run) and score one variant; the row is cached as JSON."""
     from ..models.profile import count_parameters, latency_ms, pair_gflops, percentile
 
@@ -84,13 +103,20 @@ def run_variant(cfg: DistillConfig, variant: Variant, height: int, width: int, t
         val = {f"val_{k}": v for k, v in trainer.validate().items()}
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     model.eval()
-    row = {"variant": variant.name, "seed": cfg.seed, "parameters": count_parameters(model),
-           "gflops": pair_gflops(model, height, width),
-           "cpu_ms_p50": percentile(latency_ms(model, height, width, threads=threads, repeats=5), 50),
-           "abs_rel": val.get("val_abs_rel"), "delta1": val.get("val_delta1"),
-           "slope_mae_deg": val.get("val_slope_mae_deg"), "hazard_f1": val.get("val_hazard_f1"),
-           "steps": cfg.steps, "train_minutes": sum(r.get("seconds", 0.0) for r in history) / 60,
-           "description": variant.description}
+    row = {
+        "variant": variant.name,
+        "seed": cfg.seed,
+        "parameters": count_parameters(model),
+        "gflops": pair_gflops(model, height, width),
+        "cpu_ms_p50": percentile(latency_ms(model, height, width, threads=threads, repeats=5), 50),
+        "abs_rel": val.get("val_abs_rel"),
+        "delta1": val.get("val_delta1"),
+        "slope_mae_deg": val.get("val_slope_mae_deg"),
+        "hazard_f1": val.get("val_hazard_f1"),
+        "steps": cfg.steps,
+        "train_minutes": sum(r.get("seconds", 0.0) for r in history) / 60,
+        "description": variant.description,
+    }
     out.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(row, indent=1))
     return row
@@ -127,12 +153,18 @@ def write_tables(out_root: Path, rows: list[dict], header: str) -> tuple[Path, P
             return "–"
         return format(v, fmt) + (f" ± {format(s, fmt)}" if np.isfinite(s) else "")
 
-    lines = [header, "", "| variant | params (M) | GFLOPs | CPU ms | depth AbsRel | δ<1.25 | slope MAE (°) | hazard F1 "
-             "| seeds | what changes |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = [
+        header,
+        "",
+        "| variant | params (M) | GFLOPs | CPU ms | depth AbsRel | δ<1.25 | slope MAE (°) | hazard F1 | seeds | what changes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for a in summarise(rows):
-        lines.append(f"| {a['variant']} | {a['parameters'] / 1e6:.2f} | {a['gflops']:.2f} | {a['cpu_ms_p50']:.0f} | "
-                     f"{cell(a, 'abs_rel', '.3f')} | {cell(a, 'delta1', '.3f')} | {cell(a, 'slope_mae_deg', '.1f')} | "
-                     f"{cell(a, 'hazard_f1', '.3f')} | {a['seeds']} | {a['description']} |")
+        lines.append(
+            f"| {a['variant']} | {a['parameters'] / 1e6:.2f} | {a['gflops']:.2f} | {a['cpu_ms_p50']:.0f} | "
+            f"{cell(a, 'abs_rel', '.3f')} | {cell(a, 'delta1', '.3f')} | {cell(a, 'slope_mae_deg', '.1f')} | "
+            f"{cell(a, 'hazard_f1', '.3f')} | {a['seeds']} | {a['description']} |"
+        )
     md_path = out_root / "ablation.md"
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path

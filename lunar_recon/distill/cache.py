@@ -12,6 +12,7 @@ Layout::
 Shards are written atomically and verified by checksum; an interrupted run keeps its
 finished shards and redoes the rest.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,9 +66,17 @@ def _entry_bytes(entry: dict) -> int:
     return n
 
 
-def build_cache(teacher: torch.nn.Module, pairs, out: str | Path, features: list[str] | None = None,
-                rank: int = 0, shard_size: int = 16, batch_size: int = 4, teacher_label: str = "",
-                progress=None) -> dict:
+def build_cache(
+    teacher: torch.nn.Module,
+    pairs,
+    out: str | Path,
+    features: list[str] | None = None,
+    rank: int = 0,
+    shard_size: int = 16,
+    batch_size: int = 4,
+    teacher_label: str = "",
+    progress=None,
+) -> dict:
     """Run ``teacher`` over ``pairs`` (a TrainPairs) and write the cache; returns cache.json."""
     from .data import collate
 
@@ -84,13 +93,21 @@ def build_cache(teacher: torch.nn.Module, pairs, out: str | Path, features: list
             if not isinstance(index, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as exc:  # rebuilt below from the shards' own checks
-            print(f"{index_path}: unreadable ({exc}); rebuilding the index, every shard is recomputed",
-                  file=sys.stderr)
+            print(f"{index_path}: unreadable ({exc}); rebuilding the index, every shard is recomputed", file=sys.stderr)
             index = None
-    meta = {"format": FORMAT, "teacher": teacher_label, "teacher_config": teacher.config.to_dict(),
-            "size": pairs.size, "features": features, "rank": rank, "pairs": len(pairs), "shard_size": shard_size}
-    if index is not None and {k: index.get(k) for k in ("teacher", "size", "features", "rank", "shard_size")} != \
-            {k: meta[k] for k in ("teacher", "size", "features", "rank", "shard_size")}:
+    meta = {
+        "format": FORMAT,
+        "teacher": teacher_label,
+        "teacher_config": teacher.config.to_dict(),
+        "size": pairs.size,
+        "features": features,
+        "rank": rank,
+        "pairs": len(pairs),
+        "shard_size": shard_size,
+    }
+    if index is not None and {k: index.get(k) for k in ("teacher", "size", "features", "rank", "shard_size")} != {
+        k: meta[k] for k in ("teacher", "size", "features", "rank", "shard_size")
+    }:
         raise ValueError(f"{out} holds a cache made with other settings; choose another --out")
     shards = {s["file"]: s for s in (index or {}).get("shards", [])}
     basis = torch.load(out / "basis.pt", weights_only=True) if (out / "basis.pt").exists() else {}
@@ -108,15 +125,21 @@ def build_cache(teacher: torch.nn.Module, pairs, out: str | Path, features: list
         idx = list(range(s * shard_size, min((s + 1) * shard_size, len(pairs))))
         entries = []
         for b0 in range(0, len(idx), batch_size):
-            batch = collate([pairs[i] for i in idx[b0:b0 + batch_size]])
+            batch = collate([pairs[i] for i in idx[b0 : b0 + batch_size]])
             with torch.inference_mode():
-                res1, res2, tokens = teacher({"img": batch["img1"].to(device)}, {"img": batch["img2"].to(device)},
-                                             return_tokens=True)
+                res1, res2, tokens = teacher(
+                    {"img": batch["img1"].to(device)}, {"img": batch["img2"].to(device)}, return_tokens=True
+                )
             for j, name in enumerate(batch["name"]):
-                entry = {"name": name, "pts1": res1["pts3d"][j].half().cpu(),
-                         "pts2": res2["pts3d_in_other_view"][j].half().cpu(), "conf1": res1["conf"][j].half().cpu(),
-                         "conf2": res2["conf"][j].half().cpu(),
-                         "shape1": list(res1["conf"][j].shape), "shape2": list(res2["conf"][j].shape)}
+                entry = {
+                    "name": name,
+                    "pts1": res1["pts3d"][j].half().cpu(),
+                    "pts2": res2["pts3d_in_other_view"][j].half().cpu(),
+                    "conf1": res1["conf"][j].half().cpu(),
+                    "conf2": res2["conf"][j].half().cpu(),
+                    "shape1": list(res1["conf"][j].shape),
+                    "shape2": list(res2["conf"][j].shape),
+                }
                 for k, mk in (("mask1", res1), ("mask2", res2)):
                     pts = mk["pts3d" if k == "mask1" else "pts3d_in_other_view"][j]
                     valid = torch.isfinite(pts).all(-1).cpu().numpy()
@@ -137,9 +160,13 @@ def build_cache(teacher: torch.nn.Module, pairs, out: str | Path, features: list
                 entries.append(entry)
         name = f"shard_{s:05d}.pt"
         atomic_torch_save({"format": FORMAT, "entries": entries}, out / name)
-        shards[name] = {"file": name, "sha256": _sha256(out / name), "pairs": [e["name"] for e in entries],
-                        "bytes": sum(_entry_bytes(e) for e in entries),
-                        "raw_bytes": sum(_raw_bytes(e) for e in entries)}
+        shards[name] = {
+            "file": name,
+            "sha256": _sha256(out / name),
+            "pairs": [e["name"] for e in entries],
+            "bytes": sum(_entry_bytes(e) for e in entries),
+            "raw_bytes": sum(_raw_bytes(e) for e in entries),
+        }
         meta["shards"] = [shards[k] for k in sorted(shards)]
         write_text_durable(index_path, json.dumps(meta, indent=1))
     meta["shards"] = [shards[k] for k in sorted(shards)]
@@ -166,8 +193,7 @@ class TeacherCache:
         try:
             self.meta = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise CacheError(f"{path}: not a readable cache index ({exc}); re-run lunar-recon cache to rebuild it") \
-                from None
+            raise CacheError(f"{path}: not a readable cache index ({exc}); re-run lunar-recon cache to rebuild it") from None
         if not isinstance(self.meta, dict):
             raise CacheError(f"{path}: not a cache index; re-run lunar-recon cache to rebuild it")
         if self.meta.get("format") != FORMAT:

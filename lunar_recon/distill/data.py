@@ -1,5 +1,6 @@
 """Training pairs at the network resolution: preprocessed images and ground-truth pointmaps
 (both views in the left camera frame, MASt3R's convention), cropped exactly like the images."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ def _crop_like(arr: np.ndarray, info) -> np.ndarray:
     h, w = info.resized_hw
     r = cv2.resize(arr, (w, h), interpolation=cv2.INTER_NEAREST)
     y0, x0 = info.crop_y0, info.crop_x0
-    return r[y0:y0 + info.out_hw[0], x0:x0 + info.out_hw[1]]
+    return r[y0 : y0 + info.out_hw[0], x0 : x0 + info.out_hw[1]]
 
 
 class TrainPairs(torch.utils.data.Dataset):
@@ -54,14 +55,30 @@ class TrainPairs(torch.utils.data.Dataset):
         p2 = depth_to_points(s.depth_right, s.K_right) @ T[:3, :3].T.astype(np.float32) + T[:3, 3].astype(np.float32)
         g1, g2 = _crop_like(p1, info1), _crop_like(p2, info2)
         sx, sy = info1.scale_xy
-        K = (s.K_left.fx * sx, s.K_left.fy * sy, (s.K_left.cx + 0.5) * sx - 0.5 - info1.crop_x0,
-             (s.K_left.cy + 0.5) * sy - 0.5 - info1.crop_y0)
-        return TrainItem(s.name, t1[0], t2[0], torch.from_numpy(np.ascontiguousarray(g1)),
-                         torch.from_numpy(np.ascontiguousarray(g2)), torch.from_numpy(s.up_left).float(), K)
+        K = (
+            s.K_left.fx * sx,
+            s.K_left.fy * sy,
+            (s.K_left.cx + 0.5) * sx - 0.5 - info1.crop_x0,
+            (s.K_left.cy + 0.5) * sy - 0.5 - info1.crop_y0,
+        )
+        return TrainItem(
+            s.name,
+            t1[0],
+            t2[0],
+            torch.from_numpy(np.ascontiguousarray(g1)),
+            torch.from_numpy(np.ascontiguousarray(g2)),
+            torch.from_numpy(s.up_left).float(),
+            K,
+        )
 
 
 def collate(items: list[TrainItem]) -> dict:
-    return {"name": [it.name for it in items], "img1": torch.stack([it.img1 for it in items]),
-            "img2": torch.stack([it.img2 for it in items]), "gt1": torch.stack([it.gt1 for it in items]),
-            "gt2": torch.stack([it.gt2 for it in items]), "up": torch.stack([it.up for it in items]),
-            "K": [it.K for it in items]}
+    return {
+        "name": [it.name for it in items],
+        "img1": torch.stack([it.img1 for it in items]),
+        "img2": torch.stack([it.img2 for it in items]),
+        "gt1": torch.stack([it.gt1 for it in items]),
+        "gt2": torch.stack([it.gt2 for it in items]),
+        "up": torch.stack([it.up for it in items]),
+        "K": [it.K for it in items],
+    }

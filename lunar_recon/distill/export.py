@@ -1,4 +1,5 @@
 """Export to TorchScript and ONNX, parity checks, and an ONNX Runtime backend for the pipeline."""
+
 from __future__ import annotations
 
 import json
@@ -48,15 +49,27 @@ def export_model(model_path: str, out: str | Path, height: int = 192, width: int
     with torch.no_grad():
         ts_out = [t.numpy() for t in loaded(img1, img2)]
     onnx_path = out / "model.onnx"
-    torch.onnx.export(wrapper, (img1, img2), str(onnx_path), input_names=["img1", "img2"], output_names=OUTPUT_NAMES,
-                      opset_version=opset, dynamo=False)
+    torch.onnx.export(
+        wrapper,
+        (img1, img2),
+        str(onnx_path),
+        input_names=["img1", "img2"],
+        output_names=OUTPUT_NAMES,
+        opset_version=opset,
+        dynamo=False,
+    )
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_out = sess.run(None, {"img1": img1.numpy(), "img2": img2.numpy()})
-    report = {"torchscript": str(ts_path), "onnx": str(onnx_path), "opset": opset, "size": [height, width],
-              "torchscript_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref, ts_out)),
-              "onnx_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref, onnx_out))}
+    report = {
+        "torchscript": str(ts_path),
+        "onnx": str(onnx_path),
+        "opset": opset,
+        "size": [height, width],
+        "torchscript_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref, ts_out)),
+        "onnx_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(ref, onnx_out)),
+    }
     (out / "export.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -78,8 +91,9 @@ class OnnxStereoModel:
         rgb = np.asarray(to_pil_rgb(image).resize((self.hw[1], self.hw[0])), np.float32) / 255.0
         return ((rgb - 0.5) / 0.5).transpose(2, 0, 1)[None]
 
-    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512,
-                right_view: bool = True) -> PairPrediction:
+    def predict(
+        self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512, right_view: bool = True
+    ) -> PairPrediction:
         p1, c1, p2, c2 = self.session.run(None, {"img1": self._prep(image_left), "img2": self._prep(image_right)})
         h, w = np.asarray(image_left).shape[:2]
         h2, w2 = np.asarray(image_right).shape[:2]

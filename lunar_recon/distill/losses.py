@@ -11,6 +11,7 @@
 * :class:`FeatureAlignment` — intermediate-token alignment through learned linear projectors
   (student width -> teacher width): cosine with a margin, or L2.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,9 +32,16 @@ def _valid(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return ok if mask is None else ok & mask.bool()
 
 
-def confidence_regression(pred1: dict, pred2: dict, gt1: torch.Tensor, gt2: torch.Tensor,
-                          mask1: torch.Tensor | None = None, mask2: torch.Tensor | None = None, alpha: float = 0.2,
-                          normalize: bool = True) -> torch.Tensor:
+def confidence_regression(
+    pred1: dict,
+    pred2: dict,
+    gt1: torch.Tensor,
+    gt2: torch.Tensor,
+    mask1: torch.Tensor | None = None,
+    mask2: torch.Tensor | None = None,
+    alpha: float = 0.2,
+    normalize: bool = True,
+) -> torch.Tensor:
     """MASt3R's confidence-aware regression of both pointmaps (both in view 1's frame)."""
     v1, v2 = _valid(gt1, mask1), _valid(gt2, mask2)
     g1, g2 = torch.nan_to_num(gt1), torch.nan_to_num(gt2)
@@ -49,16 +57,25 @@ def confidence_regression(pred1: dict, pred2: dict, gt1: torch.Tensor, gt2: torc
     return total / max(count, 1)
 
 
-def distill3r_loss(pred1: dict, pred2: dict, teacher1: dict, teacher2: dict, mask1: torch.Tensor | None = None,
-                   mask2: torch.Tensor | None = None, conf_weight: float = 1e-3) -> torch.Tensor:
+def distill3r_loss(
+    pred1: dict,
+    pred2: dict,
+    teacher1: dict,
+    teacher2: dict,
+    mask1: torch.Tensor | None = None,
+    mask2: torch.Tensor | None = None,
+    conf_weight: float = 1e-3,
+) -> torch.Tensor:
     """Confidence-aware pointmap distillation (Distill3R)."""
     t1, t2 = teacher1["pts3d"].float(), teacher2["pts3d_in_other_view"].float()
     v1, v2 = _valid(t1, mask1), _valid(t2, mask2)
     p1, p2 = normalize_pointmaps(pred1["pts3d"], pred2["pts3d_in_other_view"], v1.float(), v2.float())
     q1, q2 = normalize_pointmaps(torch.nan_to_num(t1), torch.nan_to_num(t2), v1.float(), v2.float())
     total, count = 0.0, 0
-    for p, q, v, cs, ct in ((p1, q1, v1, pred1["conf"], teacher1["conf"].float()),
-                            (p2, q2, v2, pred2["conf"], teacher2["conf"].float())):
+    for p, q, v, cs, ct in (
+        (p1, q1, v1, pred1["conf"], teacher1["conf"].float()),
+        (p2, q2, v2, pred2["conf"], teacher2["conf"].float()),
+    ):
         w = (ct / 10.0).clamp(0.1, 1.0)
         sq = ((p - q) ** 2).sum(-1)
         total = total + (w * sq)[v].sum() + conf_weight * (cs - ct).abs()[v].sum()
@@ -66,25 +83,25 @@ def distill3r_loss(pred1: dict, pred2: dict, teacher1: dict, teacher2: dict, mas
     return total / max(count, 1)
 
 
-def surface_normals(points: torch.Tensor, valid: torch.Tensor | None, spacing: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def surface_normals(points: torch.Tensor, valid: torch.Tensor | None, spacing: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit normals of a (B, H, W, 3) pointmap from central differences ``spacing`` pixels
     apart, on the interior (B, H - 2s, W - 2s), and where all four neighbours are ``valid``
     (None: all are).  The construction of :func:`lunar_recon.geometry.slope.normals_from_points`
     (numpy, the node's hot path), in torch so a loss can differentiate it; unoriented."""
     s = spacing
-    du = points[:, s:-s, 2 * s:] - points[:, s:-s, :-2 * s]
-    dv = points[:, 2 * s:, s:-s] - points[:, :-2 * s, s:-s]
+    du = points[:, s:-s, 2 * s :] - points[:, s:-s, : -2 * s]
+    dv = points[:, 2 * s :, s:-s] - points[:, : -2 * s, s:-s]
     n = torch.linalg.cross(du, dv, dim=-1)
     norm = n.norm(dim=-1, keepdim=True)
     ok = norm[..., 0] > 1e-12
     if valid is not None:
-        ok = ok & valid[:, s:-s, 2 * s:] & valid[:, s:-s, :-2 * s] & valid[:, 2 * s:, s:-s] & valid[:, :-2 * s, s:-s]
+        ok = ok & valid[:, s:-s, 2 * s :] & valid[:, s:-s, : -2 * s] & valid[:, 2 * s :, s:-s] & valid[:, : -2 * s, s:-s]
     return n / norm.clamp(min=1e-12), ok
 
 
-def normal_loss(pred1: dict, pred2: dict, target1: torch.Tensor, target2: torch.Tensor,
-                spacings: tuple[int, ...] = (2, 4, 8)) -> torch.Tensor:
+def normal_loss(
+    pred1: dict, pred2: dict, target1: torch.Tensor, target2: torch.Tensor, spacings: tuple[int, ...] = (2, 4, 8)
+) -> torch.Tensor:
     """Mean distance between unit surface normals of prediction and target, both views, at
     several pixel spacings (|n - n*| ~ the angle between them, so small tilts keep a useful
     gradient, unlike 1 - cos).  Targets are NaN where invalid."""
@@ -106,15 +123,22 @@ def normal_loss(pred1: dict, pred2: dict, target1: torch.Tensor, target2: torch.
 class FeatureAlignment(nn.Module):
     """Align chosen student token layers to teacher token layers through learned projectors."""
 
-    def __init__(self, pairs: dict[str, str], student_dims: dict[str, int], teacher_dims: dict[str, int],
-                 kind: str = "cosine", margin: float = 0.9):
+    def __init__(
+        self,
+        pairs: dict[str, str],
+        student_dims: dict[str, int],
+        teacher_dims: dict[str, int],
+        kind: str = "cosine",
+        margin: float = 0.9,
+    ):
         super().__init__()
         if kind not in ("cosine", "l2"):
             raise ValueError("feature loss kind must be 'cosine' or 'l2'")
         self.pairs = dict(pairs)  # student token name -> teacher token name
         self.kind, self.margin = kind, margin
-        self.proj = nn.ModuleDict({_key(s): nn.Linear(student_dims[s], teacher_dims[t], bias=False)
-                                   for s, t in self.pairs.items()})
+        self.proj = nn.ModuleDict(
+            {_key(s): nn.Linear(student_dims[s], teacher_dims[t], bias=False) for s, t in self.pairs.items()}
+        )
 
     def forward(self, student_tokens: dict[str, torch.Tensor], teacher_tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         losses = []

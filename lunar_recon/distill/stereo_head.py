@@ -8,6 +8,7 @@ vertical flip (rows stay epipolar lines) make every step new.  Batches are a pur
 (seed, step), and ``last.pt`` holds weights, optimiser and step, so ``--resume`` continues the
 same run after an interruption.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ class StereoHeadTraining:
     init: str = ""  # a trained head (stereo_head.pt) to start from; its config's sizes may differ
 
 
-def disparity_truth(depth_left: np.ndarray, depth_right: np.ndarray, fx: float, baseline_m: float,
-                    agreement: float = 0.02) -> np.ndarray:
+def disparity_truth(
+    depth_left: np.ndarray, depth_right: np.ndarray, fx: float, baseline_m: float, agreement: float = 0.02
+) -> np.ndarray:
     """Left disparity ``fx B / Z`` where the right camera sees the same surface (NaN elsewhere)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         d = fx * baseline_m / depth_left.astype(np.float64)
@@ -67,7 +69,7 @@ def load_pairs(folders: list[str], split: str = "train") -> list[tuple[np.ndarra
 def _gray01(img: np.ndarray) -> np.ndarray:
     a = np.asarray(img)
     scale = 65535.0 if a.dtype == np.uint16 else 255.0
-    return (a.astype(np.float32) / scale)
+    return a.astype(np.float32) / scale
 
 
 def make_batch(pairs, step: int, cfg: StereoHeadTraining) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,14 +109,16 @@ def _nll(logits: torch.Tensor, index: torch.Tensor, ok: torch.Tensor) -> torch.T
     i0 = index.floor()
     a = index - i0
     i1 = (i0 + 1).clamp(max=n - 1)
-    p = (1 - a) * torch.gather(logp, -1, i0.long()[..., None])[..., 0].exp() \
-        + a * torch.gather(logp, -1, i1.long()[..., None])[..., 0].exp()
+    p = (1 - a) * torch.gather(logp, -1, i0.long()[..., None])[..., 0].exp() + a * torch.gather(logp, -1, i1.long()[..., None])[
+        ..., 0
+    ].exp()
     nll = -torch.log(p + 1e-6)
     return nll[ok].mean() if ok.any() else logits.sum() * 0
 
 
-def head_loss(out: HeadOutput, truth: torch.Tensor, cfg: StereoHeadTraining, head_cfg: StereoHeadConfig
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+def head_loss(
+    out: HeadOutput, truth: torch.Tensor, cfg: StereoHeadTraining, head_cfg: StereoHeadConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """``truth``: (B, 1, H, W) disparity, NaN where unknown."""
     s, r = head_cfg.coarse_stride, head_cfg.refine_radius_px
     levels = out.coarse_logits.shape[-1]
@@ -128,9 +132,13 @@ def head_loss(out: HeadOutput, truth: torch.Tensor, cfg: StereoHeadTraining, hea
     l1 = torch.nn.functional.smooth_l1_loss(pred, true, beta=0.5) if ok_f.any() else out.disparity.sum() * 0
     loss = coarse + fine + cfg.fine_l1_weight * l1
     ok = torch.isfinite(truth)
-    stats = {"loss": float(loss.detach()), "coarse_nll": float(coarse.detach()), "fine_nll": float(fine.detach()),
-             "in_window": float(ok_f.sum() / ok.sum().clamp_min(1)),
-             "median_abs_px": float((pred - true).detach().abs().median()) if ok_f.any() else float("nan")}
+    stats = {
+        "loss": float(loss.detach()),
+        "coarse_nll": float(coarse.detach()),
+        "fine_nll": float(fine.detach()),
+        "in_window": float(ok_f.sum() / ok.sum().clamp_min(1)),
+        "median_abs_px": float((pred - true).detach().abs().median()) if ok_f.any() else float("nan"),
+    }
     return loss, stats
 
 
@@ -139,8 +147,14 @@ def lr_at(step: int, cfg: StereoHeadTraining) -> float:
     return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
 
-def train_stereo_head(datasets: list[str], out: str | Path, cfg: StereoHeadTraining,
-                      head_cfg: StereoHeadConfig | None = None, resume: bool = False, log=print) -> Path:
+def train_stereo_head(
+    datasets: list[str],
+    out: str | Path,
+    cfg: StereoHeadTraining,
+    head_cfg: StereoHeadConfig | None = None,
+    resume: bool = False,
+    log=print,
+) -> Path:
     """Train, checkpointing ``out/last.pt``; writes ``out/stereo_head.pt`` (config + weights) and
     ``out/history.json``.  Returns the head file."""
     out = Path(out)
@@ -183,17 +197,31 @@ def train_stereo_head(datasets: list[str], out: str | Path, cfg: StereoHeadTrain
         step += 1
         if step % 50 == 0 or step == cfg.steps:
             history.append({"step": step, **stats})
-            log(f"step {step}/{cfg.steps}  loss {stats['loss']:.3f}  coarse {stats['coarse_nll']:.3f}  "
+            log(
+                f"step {step}/{cfg.steps}  loss {stats['loss']:.3f}  coarse {stats['coarse_nll']:.3f}  "
                 f"fine {stats['fine_nll']:.3f}  in window {stats['in_window']:.3f}  "
-                f"median |err| {stats['median_abs_px']:.3f} px  ({time.time() - t0:.0f} s)")
+                f"median |err| {stats['median_abs_px']:.3f} px  ({time.time() - t0:.0f} s)"
+            )
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            atomic_torch_save({"model": head.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                               "history": history, "training": asdict(cfg), "config": head_cfg.to_dict()}, last)
+            atomic_torch_save(
+                {
+                    "model": head.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "history": history,
+                    "training": asdict(cfg),
+                    "config": head_cfg.to_dict(),
+                },
+                last,
+            )
     head.eval()
     path = atomic_torch_save(stereo_head_payload(head), out / "stereo_head.pt")
-    (out / "history.json").write_text(json.dumps({"training": asdict(cfg), "config": head_cfg.to_dict(),
-                                                  "datasets": [str(d) for d in datasets], "history": history},
-                                                 indent=1))
+    (out / "history.json").write_text(
+        json.dumps(
+            {"training": asdict(cfg), "config": head_cfg.to_dict(), "datasets": [str(d) for d in datasets], "history": history},
+            indent=1,
+        )
+    )
     return path
 
 

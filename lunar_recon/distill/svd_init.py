@@ -22,6 +22,7 @@ Layers are taken evenly spaced over the teacher's depth.
 **Per-matrix (Grethen et al.)**: each matrix on its own: top-left block of its rank-r SVD
 approximation.  Kept for comparison; it pairs a student's V with a teacher's K, etc.
 """
+
 from __future__ import annotations
 
 import re
@@ -83,9 +84,15 @@ def _stream_matrices(sd: dict, prefix_blocks: list[str], readers_extra: list[str
     return torch.cat(cols, dim=1)  # (stream dim, many)
 
 
-def stream_basis(teacher_sd: dict, stream: str, n_student: int, kind: str,
-                 activations: torch.Tensor | None = None, n_teacher: int | None = None,
-                 blocks: list[str] | None = None) -> torch.Tensor:
+def stream_basis(
+    teacher_sd: dict,
+    stream: str,
+    n_student: int,
+    kind: str,
+    activations: torch.Tensor | None = None,
+    n_teacher: int | None = None,
+    blocks: list[str] | None = None,
+) -> torch.Tensor:
     """Orthonormal basis of a residual stream: 'select' (coordinate selection by weight or
     activation energy), 'svd' (top left singular vectors of every matrix reading/writing the
     stream), 'pca' (principal directions of cached activations)."""
@@ -110,14 +117,18 @@ def stream_basis(teacher_sd: dict, stream: str, n_student: int, kind: str,
     return _select(_top(energy, n_student), n_teacher)
 
 
-def _head_selection(qkv_w: torch.Tensor, proj_w: torch.Tensor, n_heads_t: int, n_heads_s: int, d_t: int,
-                    d_s: int) -> np.ndarray:
+def _head_selection(qkv_w: torch.Tensor, proj_w: torch.Tensor, n_heads_t: int, n_heads_s: int, d_t: int, d_s: int) -> np.ndarray:
     """Teacher channel indices (within one C-wide q/k/v block) of the student's heads: whole
     heads ranked by weight energy; inside a narrower head, every (d_t/d_s)-th RoPE frequency
     pair in each axis half (so the student's RoPE frequencies are exactly the teacher's)."""
     C = n_heads_t * d_t
-    energy = torch.stack([(qkv_w[[h * d_t + j + s * C for s in range(3) for j in range(d_t)]] ** 2).sum()
-                          + (proj_w[:, h * d_t:(h + 1) * d_t] ** 2).sum() for h in range(n_heads_t)])
+    energy = torch.stack(
+        [
+            (qkv_w[[h * d_t + j + s * C for s in range(3) for j in range(d_t)]] ** 2).sum()
+            + (proj_w[:, h * d_t : (h + 1) * d_t] ** 2).sum()
+            for h in range(n_heads_t)
+        ]
+    )
     heads = _top(energy, n_heads_s)
     if d_t % d_s or (d_t // d_s) & (d_t // d_s - 1):
         raise ValueError(f"student head size {d_s} must divide the teacher's {d_t} by a power of two")
@@ -130,8 +141,9 @@ def _head_selection(qkv_w: torch.Tensor, proj_w: torch.Tensor, n_heads_t: int, n
     return np.array([h * d_t + j for h in heads for j in within])
 
 
-def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: str = "select",
-                    activations: dict[str, torch.Tensor] | None = None) -> AsymmetricCroCo3DStereo:
+def structured_init(
+    teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: str = "select", activations: dict[str, torch.Tensor] | None = None
+) -> AsymmetricCroCo3DStereo:
     """Student of config ``cfg`` initialised from ``teacher`` with one basis per space."""
     tc = teacher.config
     if cfg.patch_size != tc.patch_size:
@@ -141,8 +153,15 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
     enc_layers = layer_map(tc.enc_depth, cfg.enc_depth)
     dec_layers = layer_map(tc.dec_depth, cfg.dec_depth)
     acts = activations or {}
-    U_enc = stream_basis(sd, "enc", cfg.enc_embed_dim, stream, acts.get("enc"), tc.enc_embed_dim,
-                         [f"enc_blocks.{i}" for i in range(tc.enc_depth)] + ["decoder_embed_T"])
+    U_enc = stream_basis(
+        sd,
+        "enc",
+        cfg.enc_embed_dim,
+        stream,
+        acts.get("enc"),
+        tc.enc_embed_dim,
+        [f"enc_blocks.{i}" for i in range(tc.enc_depth)] + ["decoder_embed_T"],
+    )
     dec_blocks = [f"dec_blocks.{i}" for i in range(tc.dec_depth)] + [f"dec_blocks2.{i}" for i in range(tc.dec_depth)]
     U_dec = stream_basis(sd, "dec", cfg.dec_embed_dim, stream, acts.get("dec"), tc.dec_embed_dim, dec_blocks)
     out: dict[str, torch.Tensor] = {}
@@ -159,8 +178,7 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
         out[f"{prefix_s}.weight"] = torch.einsum("ij,i,ij->j", U, g, U)  # diag(U^T diag(g) U)
         out[f"{prefix_s}.bias"] = U.T @ b
 
-    def attention(t: str, s: str, U: torch.Tensor, heads_t: int, heads_s: int, dim_t: int, dim_s: int,
-                  cross: bool) -> None:
+    def attention(t: str, s: str, U: torch.Tensor, heads_t: int, heads_s: int, dim_t: int, dim_s: int, cross: bool) -> None:
         d_t, d_s = dim_t // heads_t, dim_s // heads_s
         if cross:
             qkv = torch.cat([sd[f"{t}.projq.weight"], sd[f"{t}.projk.weight"], sd[f"{t}.projv.weight"]])
@@ -174,14 +192,14 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
                 out[f"{s}.{name}.bias"] = H.T @ sd[f"{t}.{name}.bias"]
         else:
             W, b = sd[f"{t}.qkv.weight"], sd[f"{t}.qkv.bias"]
-            out[f"{s}.qkv.weight"] = torch.cat([proj(W[i * dim_t:(i + 1) * dim_t], H, U) for i in range(3)])
-            out[f"{s}.qkv.bias"] = torch.cat([H.T @ b[i * dim_t:(i + 1) * dim_t] for i in range(3)])
+            out[f"{s}.qkv.weight"] = torch.cat([proj(W[i * dim_t : (i + 1) * dim_t], H, U) for i in range(3)])
+            out[f"{s}.qkv.bias"] = torch.cat([H.T @ b[i * dim_t : (i + 1) * dim_t] for i in range(3)])
         out[f"{s}.proj.weight"] = proj(sd[f"{t}.proj.weight"], U, H)
         out[f"{s}.proj.bias"] = U.T @ sd[f"{t}.proj.bias"]
 
     def mlp(t: str, s: str, U: torch.Tensor, hidden_s: int) -> None:
         w1, w2 = sd[f"{t}.fc1.weight"], sd[f"{t}.fc2.weight"]
-        energy = (w1 ** 2).sum(1) + (w2 ** 2).sum(0)
+        energy = (w1**2).sum(1) + (w2**2).sum(0)
         Hh = _select(_top(energy, hidden_s), w1.shape[0])
         out[f"{s}.fc1.weight"] = proj(w1, Hh, U)
         out[f"{s}.fc1.bias"] = Hh.T @ sd[f"{t}.fc1.bias"]
@@ -197,8 +215,9 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
         t, s = f"enc_blocks.{i_t}", f"enc_blocks.{i_s}"
         ln(f"{t}.norm1", f"{s}.norm1", U_enc)
         ln(f"{t}.norm2", f"{s}.norm2", U_enc)
-        attention(f"{t}.attn", f"{s}.attn", U_enc, tc.enc_num_heads, cfg.enc_num_heads, tc.enc_embed_dim,
-                  cfg.enc_embed_dim, False)
+        attention(
+            f"{t}.attn", f"{s}.attn", U_enc, tc.enc_num_heads, cfg.enc_num_heads, tc.enc_embed_dim, cfg.enc_embed_dim, False
+        )
         mlp(f"{t}.mlp", f"{s}.mlp", U_enc, int(cfg.enc_embed_dim * cfg.mlp_ratio))
     ln("enc_norm", "enc_norm", U_enc)
     out["decoder_embed.weight"] = proj(sd["decoder_embed.weight"], U_dec, U_enc)
@@ -209,10 +228,19 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
             t, s = f"{stack}.{i_t}", f"{stack}.{i_s}"
             for n in ("norm1", "norm2", "norm3", "norm_y"):
                 ln(f"{t}.{n}", f"{s}.{n}", U_dec)
-            attention(f"{t}.attn", f"{s}.attn", U_dec, tc.dec_num_heads, cfg.dec_num_heads, tc.dec_embed_dim,
-                      cfg.dec_embed_dim, False)
-            attention(f"{t}.cross_attn", f"{s}.cross_attn", U_dec, tc.dec_num_heads, cfg.dec_num_heads,
-                      tc.dec_embed_dim, cfg.dec_embed_dim, True)
+            attention(
+                f"{t}.attn", f"{s}.attn", U_dec, tc.dec_num_heads, cfg.dec_num_heads, tc.dec_embed_dim, cfg.dec_embed_dim, False
+            )
+            attention(
+                f"{t}.cross_attn",
+                f"{s}.cross_attn",
+                U_dec,
+                tc.dec_num_heads,
+                cfg.dec_num_heads,
+                tc.dec_embed_dim,
+                cfg.dec_embed_dim,
+                True,
+            )
             mlp(f"{t}.mlp", f"{s}.mlp", U_dec, int(cfg.dec_embed_dim * cfg.mlp_ratio))
     ln("dec_norm", "dec_norm", U_dec)
     if cfg.head_type != tc.head_type and not (cfg.head_type == "dpt" and tc.head_type == "catmlp+dpt"):
@@ -222,7 +250,7 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
         if cfg.head_type == "catmlp+dpt":
             U_cat = torch.block_diag(U_enc, U_dec)
             w1, w2 = sd[f"{h}.head_local_features.fc1.weight"], sd[f"{h}.head_local_features.fc2.weight"]
-            energy = (w1 ** 2).sum(1) + (w2 ** 2).sum(0)
+            energy = (w1**2).sum(1) + (w2**2).sum(0)
             Hh = _select(_top(energy, cfg.local_hidden), w1.shape[0])
             out[f"{h}.head_local_features.fc1.weight"] = proj(w1, Hh, U_cat)
             out[f"{h}.head_local_features.fc1.bias"] = Hh.T @ sd[f"{h}.head_local_features.fc1.bias"]
@@ -232,13 +260,14 @@ def structured_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, stream: 
     missing = [k for k in target if k not in out and ".layer_rn." not in k and not k.startswith("cnn_encoder.")]
     if missing:
         raise RuntimeError(f"structured init left {len(missing)} tensors unset, e.g. {missing[:3]}")
-    student.load_state_dict({k: v.to(target[k].dtype).reshape(target[k].shape) for k, v in out.items()
-                             if k in target}, strict=False)
+    student.load_state_dict(
+        {k: v.to(target[k].dtype).reshape(target[k].shape) for k, v in out.items() if k in target}, strict=False
+    )
     return student
 
 
 def _channel_basis(W: torch.Tensor, n_student: int, dim: int = 0) -> torch.Tensor:
-    energy = (W ** 2).sum(dim=[d for d in range(W.ndim) if d != dim])
+    energy = (W**2).sum(dim=[d for d in range(W.ndim) if d != dim])
     return _select(_top(energy, n_student), W.shape[dim])
 
 
@@ -312,8 +341,13 @@ def per_matrix_init(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig) -> Asymm
     return student
 
 
-def svd_initialise(teacher: AsymmetricCroCo3DStereo, cfg: ModelConfig, method: str = "shared",
-                   stream: str = "select", activations: dict | None = None) -> AsymmetricCroCo3DStereo:
+def svd_initialise(
+    teacher: AsymmetricCroCo3DStereo,
+    cfg: ModelConfig,
+    method: str = "shared",
+    stream: str = "select",
+    activations: dict | None = None,
+) -> AsymmetricCroCo3DStereo:
     """Student initialised from the teacher: 'shared' (one basis per space) or 'per_matrix'."""
     if method == "shared":
         return structured_init(teacher, cfg, stream, activations)

@@ -8,6 +8,7 @@ periodic validation with the geometry metrics, best-checkpoint selection, atomic
 checkpoints, and ``--resume`` that continues exactly where a run stopped: the batch order is
 a pure function of (seed, step), and model, optimiser, scheduler and step are restored.
 """
+
 from __future__ import annotations
 
 import csv
@@ -136,8 +137,7 @@ class Trainer:
         from .data import TrainPairs
 
         self.train_set = TrainPairs(cfg.data, "train", cfg.size, cfg.limit_pairs)
-        self.val_set = TrainPairs(cfg.data, "val", cfg.size, cfg.val_pairs) if (Path(cfg.data) / "val").is_dir() \
-            else None
+        self.val_set = TrainPairs(cfg.data, "val", cfg.size, cfg.val_pairs) if (Path(cfg.data) / "val").is_dir() else None
         self.cache = None
         if cfg.cache:
             from .cache import TeacherCache
@@ -157,10 +157,13 @@ class Trainer:
                 raise ValueError("feature distillation needs a teacher cache with those features")
             sdims = self._token_dims(self.model.config)
             tdims = self._token_dims(ModelConfig.from_dict(self.cache.meta["teacher_config"]))
-            self.align = FeatureAlignment({k: v for k, v in cfg.feature_pairs.items()},
-                                          {k: sdims(k) for k in cfg.feature_pairs},
-                                          {v: tdims(v) for v in cfg.feature_pairs.values()},
-                                          cfg.feature_kind, cfg.feature_margin).to(self.device)
+            self.align = FeatureAlignment(
+                {k: v for k, v in cfg.feature_pairs.items()},
+                {k: sdims(k) for k in cfg.feature_pairs},
+                {v: tdims(v) for v in cfg.feature_pairs.values()},
+                cfg.feature_kind,
+                cfg.feature_margin,
+            ).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.align is not None:
             params += list(self.align.parameters())
@@ -168,7 +171,8 @@ class Trainer:
         self.net = self.model
         if self.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.step = 0
         self.best = float("inf")
         self.history: list[dict] = []
@@ -189,10 +193,17 @@ class Trainer:
     def _save_state(self) -> None:
         if self.rank != 0:
             return
-        state = {"format": "lunar_recon.train_state/1", "step": self.step, "best": self.best,
-                 "config": self.model.config.to_dict(), "model": self.model.state_dict(),
-                 "optimizer": self.opt.state_dict(), "history": self.history, "distill": asdict(self.cfg),
-                 "align": self.align.state_dict() if self.align is not None else None}
+        state = {
+            "format": "lunar_recon.train_state/1",
+            "step": self.step,
+            "best": self.best,
+            "config": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "history": self.history,
+            "distill": asdict(self.cfg),
+            "align": self.align.state_dict() if self.align is not None else None,
+        }
         atomic_torch_save(state, self.last_path)
 
     def _load_state(self) -> None:
@@ -212,12 +223,18 @@ class Trainer:
     # ---- one step --------------------------------------------------------------------------------
     def _targets(self, names: list[str]):
         entries = [self.cache[n] for n in names]
-        t1 = {"pts3d": torch.stack([e["pts1"] for e in entries]).to(self.device),
-              "conf": torch.stack([e["conf1"] for e in entries]).to(self.device)}
-        t2 = {"pts3d_in_other_view": torch.stack([e["pts2"] for e in entries]).to(self.device),
-              "conf": torch.stack([e["conf2"] for e in entries]).to(self.device)}
-        feats = {k: torch.stack([e["features"][k] for e in entries]).to(self.device) for k in
-                 (self.cfg.feature_pairs.values() if self.cfg.feature_pairs else [])}
+        t1 = {
+            "pts3d": torch.stack([e["pts1"] for e in entries]).to(self.device),
+            "conf": torch.stack([e["conf1"] for e in entries]).to(self.device),
+        }
+        t2 = {
+            "pts3d_in_other_view": torch.stack([e["pts2"] for e in entries]).to(self.device),
+            "conf": torch.stack([e["conf2"] for e in entries]).to(self.device),
+        }
+        feats = {
+            k: torch.stack([e["features"][k] for e in entries]).to(self.device)
+            for k in (self.cfg.feature_pairs.values() if self.cfg.feature_pairs else [])
+        }
         return t1, t2, feats
 
     def loss_on(self, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -235,8 +252,7 @@ class Trainer:
             if cfg.loss == "distill3r":
                 parts["distill3r"] = distill3r_loss(p1, p2, t1, t2)
             else:
-                parts["conf_regression"] = confidence_regression(p1, p2, t1["pts3d"], t2["pts3d_in_other_view"],
-                                                                 alpha=cfg.alpha)
+                parts["conf_regression"] = confidence_regression(p1, p2, t1["pts3d"], t2["pts3d_in_other_view"], alpha=cfg.alpha)
             if self.align is not None:
                 parts["feature"] = cfg.feature_weight * self.align(out[2], feats)
             if cfg.gt_weight > 0:
@@ -256,15 +272,14 @@ class Trainer:
         target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         tb = _tensorboard(self.out) if self.rank == 0 else None
         steps = range(self.step, target)
-        for step in (progress(steps) if progress else steps):
+        for step in progress(steps) if progress else steps:
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             self.opt.zero_grad(set_to_none=True)
             total, parts = 0.0, {}
             t0 = time.perf_counter()
             for a in range(cfg.accum):
-                idx = batch_indices(step * cfg.accum + a, len(self.train_set), cfg.batch_size, cfg.seed, self.rank,
-                                    self.world)
+                idx = batch_indices(step * cfg.accum + a, len(self.train_set), cfg.batch_size, cfg.seed, self.rank, self.world)
                 loss, p = self.loss_on(collate([self.train_set[i] for i in idx]))
                 (loss / cfg.accum).backward()
                 total += float(loss.detach()) / cfg.accum
@@ -272,8 +287,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
             self.opt.step()
             self.step = step + 1
-            row = {"step": self.step, "loss": total, "lr": lr_at(step, cfg), "seconds": time.perf_counter() - t0,
-                   **parts}
+            row = {"step": self.step, "loss": total, "lr": lr_at(step, cfg), "seconds": time.perf_counter() - t0, **parts}
             if self.val_set is not None and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 metrics = self.validate()
                 row.update({f"val_{k}": v for k, v in metrics.items()})
@@ -323,8 +337,7 @@ class Trainer:
             m = score_frame(pts[..., 2], pts, gt[..., 2], truth, up, params)
             rows.append(m)
         self.model.train()
-        keys = {"depth_abs_rel": "abs_rel", "depth_delta1": "delta1", "slope_mae_deg": "slope_mae_deg",
-                "hazard_f1": "hazard_f1"}
+        keys = {"depth_abs_rel": "abs_rel", "depth_delta1": "delta1", "slope_mae_deg": "slope_mae_deg", "hazard_f1": "hazard_f1"}
         out = {}
         for k, short in keys.items():
             vals = np.array([r.get(k, np.nan) for r in rows], dtype=np.float64)

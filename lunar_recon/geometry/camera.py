@@ -1,5 +1,6 @@
 """Pinhole cameras, pointmaps, depth and organised point clouds (optical frame:
 x right, y down, z forward; metres)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,7 @@ class Intrinsics:
     def scaled(self, width: int, height: int) -> "Intrinsics":
         """The same camera seen at another resolution (pixel-centre convention kept)."""
         sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
-                          width, height)
+        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, width, height)
 
     def validate(self) -> None:
         vals = np.array([self.fx, self.fy, self.cx, self.cy], dtype=np.float64)
@@ -90,7 +90,7 @@ def transform_points(points: np.ndarray, T: np.ndarray) -> np.ndarray:
     """Apply a 4x4 rigid transform to (..., 3) points."""
     T = np.asarray(T, dtype=np.float64)
     p = np.asarray(points)
-    return (p @ T[:3, :3].T.astype(p.dtype) + T[:3, 3].astype(p.dtype))
+    return p @ T[:3, :3].T.astype(p.dtype) + T[:3, 3].astype(p.dtype)
 
 
 def estimate_focal(points: np.ndarray, valid: np.ndarray | None = None, iterations: int = 10) -> float:

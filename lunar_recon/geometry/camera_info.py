@@ -1,6 +1,7 @@
 """sensor_msgs/CameraInfo -> the stereo rig, in ROS conventions: the one parser the node (rclpy
 messages) and the bag reader (rosbags messages) share; it reads only the fields ``k``, ``p``,
 ``r``, ``width`` and ``height``, so any message object with them will do."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,11 +60,11 @@ def stereo_calibration_from_camera_infos(left_info, right_info, image_hw: tuple[
     K_r, baseline = intrinsics_from_camera_info(right_info, image_hw)
     for name, K in (("left", K_l), ("right", K_r)):
         if not (FOCAL_RANGE_PX[0] <= K.fx <= FOCAL_RANGE_PX[1] and FOCAL_RANGE_PX[0] <= K.fy <= FOCAL_RANGE_PX[1]):
-            raise CameraInfoError("calibration", f"{name} focal length ({K.fx:.3g}, {K.fy:.3g}) px outside "
-                                                 f"{FOCAL_RANGE_PX}")
+            raise CameraInfoError("calibration", f"{name} focal length ({K.fx:.3g}, {K.fy:.3g}) px outside {FOCAL_RANGE_PX}")
     if not (np.isfinite(baseline) and BASELINE_RANGE_M[0] <= baseline <= BASELINE_RANGE_M[1]):
-        raise CameraInfoError("calibration", f"baseline {baseline:.3g} m (from the right camera_info's P[3] = -fx B) "
-                                             f"outside {BASELINE_RANGE_M} m")
+        raise CameraInfoError(
+            "calibration", f"baseline {baseline:.3g} m (from the right camera_info's P[3] = -fx B) outside {BASELINE_RANGE_M} m"
+        )
     rotations = []
     for info in (left_info, right_info):
         r = np.asarray(info.r, dtype=np.float64)
@@ -73,8 +74,11 @@ def stereo_calibration_from_camera_infos(left_info, right_info, image_hw: tuple[
         if not (np.isfinite(R).all() and np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0):
             raise CameraInfoError("calibration", "camera_info R is not a rotation matrix")
     if np.allclose(R_l, np.eye(3), atol=1e-9) and np.allclose(R_r, np.eye(3), atol=1e-9):
-        return StereoCalibration.rectified(K_l, baseline) if K_l == K_r else StereoCalibration(
-            K_l, K_r, StereoCalibration.rectified(K_l, baseline).T_left_from_right)
+        return (
+            StereoCalibration.rectified(K_l, baseline)
+            if K_l == K_r
+            else StereoCalibration(K_l, K_r, StereoCalibration.rectified(K_l, baseline).T_left_from_right)
+        )
     raw = []
     for info in (left_info, right_info):
         k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)

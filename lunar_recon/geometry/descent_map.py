@@ -18,6 +18,7 @@ bounded over any descent); cells leaving it are forgotten.  A pose that jumps fu
 says so.  The landing-site safety map of :mod:`lunar_recon.geometry.hazard` is then made on
 the fused cells, in the current camera's gravity-aligned frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -92,21 +93,24 @@ class DescentMap:
         for arr in (self.mean, self.var):
             moved = np.full_like(arr, np.nan)
             dx, dy = int(shift[0]), int(shift[1])
-            src = arr[max(dy, 0):n + min(dy, 0), max(dx, 0):n + min(dx, 0)]
-            moved[max(-dy, 0):max(-dy, 0) + src.shape[0], max(-dx, 0):max(-dx, 0) + src.shape[1]] = src
+            src = arr[max(dy, 0) : n + min(dy, 0), max(dx, 0) : n + min(dx, 0)]
+            moved[max(-dy, 0) : max(-dy, 0) + src.shape[0], max(-dx, 0) : max(-dx, 0) + src.shape[1]] = src
             arr[...] = moved
         self.origin = new_origin
 
-    def update(self, points: np.ndarray, elevation_sigma: np.ndarray, T_world_from_camera: np.ndarray,
-               min_points_per_cell: int = 1) -> DescentUpdate:
+    def update(
+        self, points: np.ndarray, elevation_sigma: np.ndarray, T_world_from_camera: np.ndarray, min_points_per_cell: int = 1
+    ) -> DescentUpdate:
         """Fuse one frame: ``points`` (N x 3 or H x W x 3, camera frame, NaN invalid) with each
         point's 1-sigma elevation uncertainty, seen from the pose ``T_world_from_camera``."""
         T = np.asarray(T_world_from_camera, dtype=np.float64)
         if T.shape != (4, 4) or not np.isfinite(T).all():
             raise ValueError("descent map: the camera pose must be a finite 4x4 matrix")
         position = T[:3, 3]
-        reset = self._last_position is not None and \
-            float(np.linalg.norm(position - self._last_position)) > self.params.reset_distance_m
+        reset = (
+            self._last_position is not None
+            and float(np.linalg.norm(position - self._last_position)) > self.params.reset_distance_m
+        )
         if reset:
             self.reset()
             self.resets += 1
@@ -130,7 +134,7 @@ class DescentMap:
         known = seen & np.isfinite(self.mean)
         first = seen & ~np.isfinite(self.mean)
         total = np.where(known, self.var + v, np.nan)
-        disagree = known & ((z - self.mean) ** 2 > self.params.gate_sigmas ** 2 * total)
+        disagree = known & ((z - self.mean) ** 2 > self.params.gate_sigmas**2 * total)
         # A disagreeing observation more precise than the map (a closer look) replaces the cell:
         # the map's estimate carried an error its variance did not (a far frame's smoothing is
         # not noise); a less precise one is the outlier and is rejected.
@@ -144,8 +148,7 @@ class DescentMap:
         self.mean[take], self.var[take] = z[take], v[take]
         return DescentUpdate(int(fuse.sum()), int(first.sum()), int(gated.sum()), bool(reset), int(replace.sum()))
 
-    def hazard_map(self, T_world_from_camera: np.ndarray, params: HazardParams | None = None,
-                   calibration=None) -> HazardMap:
+    def hazard_map(self, T_world_from_camera: np.ndarray, params: HazardParams | None = None, calibration=None) -> HazardMap:
         """The landing-site map on the fused cells, in the camera's gravity-aligned frame (the
         world's axes about the camera: ``R_grid_from_input`` is the camera's attitude)."""
         T = np.asarray(T_world_from_camera, dtype=np.float64)
@@ -156,8 +159,7 @@ class DescentMap:
         ys = g.origin[1] + (np.arange(rows) + 0.5) * g.resolution - t[1]
         have = np.isfinite(self.mean)
         X, Y = np.meshgrid(xs, ys)
-        cells = CellGrid(np.where(have, X, np.nan), np.where(have, Y, np.nan), self.mean - t[2], have.astype(float),
-                         self.var)
+        cells = CellGrid(np.where(have, X, np.nan), np.where(have, Y, np.nan), self.mean - t[2], have.astype(float), self.var)
         local = GridSpec((g.origin[0] - t[0], g.origin[1] - t[1]), g.resolution, g.shape)
         return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration)
 

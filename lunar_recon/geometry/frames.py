@@ -1,4 +1,5 @@
 """Gravity and frames: the 'up' vector in a camera frame, and the rotation that makes it +z."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,11 +16,13 @@ def normalize(v: np.ndarray | tuple[float, ...]) -> np.ndarray:
 def quaternion_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
     """Rotation matrix of a unit quaternion (x, y, z, w), the ROS ordering."""
     x, y, z, w = normalize(q_xyzw)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
@@ -51,8 +54,9 @@ def pose_matrix(q_xyzw: np.ndarray | list[float], t: np.ndarray | list[float]) -
     return T
 
 
-def up_from_attitude(q_camera_in_world_xyzw: np.ndarray,
-                     world_up: np.ndarray | tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+def up_from_attitude(
+    q_camera_in_world_xyzw: np.ndarray, world_up: np.ndarray | tuple[float, float, float] = (0.0, 0.0, 1.0)
+) -> np.ndarray:
     """Gravity 'up' in the camera frame from the camera's attitude in a gravity-aligned world
     frame (quaternion rotating camera vectors into world vectors, e.g. from an IMU/TF)."""
     R_wc = quaternion_to_matrix(q_camera_in_world_xyzw)

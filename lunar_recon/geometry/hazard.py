@@ -22,6 +22,7 @@ the lander, judged as hazard-detection-and-avoidance systems judge a site (ALHAT
 Given the sun's direction and which points lie in shadow, shadowed cells are first lowered to
 the sun ray grazing the lit terrain upsun (:mod:`lunar_recon.geometry.shadows`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,16 +66,17 @@ class HazardParams:
             (self.roughness_max_m > 0, "roughness_max_m must be positive"),
             (self.resolution_m >= 0, "resolution_m must be positive (0: follow the ground sample distance)"),
             (self.footprint_diameter_m > 0, "footprint_diameter_m must be positive"),
-            (self.footprint_diameter_m >= 2 * self.resolution_m,
-             f"footprint must span at least two cells (footprint_diameter_m {self.footprint_diameter_m} m, "
-             f"resolution_m {self.resolution_m} m)"),
+            (
+                self.footprint_diameter_m >= 2 * self.resolution_m,
+                f"footprint must span at least two cells (footprint_diameter_m {self.footprint_diameter_m} m, "
+                f"resolution_m {self.resolution_m} m)",
+            ),
             (0 < self.coverage_min <= 1, "coverage_min must be in (0, 1]"),
             (self.extent_m is None or self.extent_m > 2 * self.resolution_m, "extent_m too small"),
             (self.max_cells > 0, "max_cells must be positive"),
             (self.min_points_per_cell >= 1, "min_points_per_cell must be >= 1"),
             (self.footprint_bands >= 1, "footprint_bands must be >= 1"),
-            (0 < self.safe_below <= self.hazard_above <= 1,
-             "need 0 < safe_below <= hazard_above <= 1 (hazard probabilities)"),
+            (0 < self.safe_below <= self.hazard_above <= 1, "need 0 < safe_below <= hazard_above <= 1 (hazard probabilities)"),
             (self.memory_frames >= 1, "memory_frames must be >= 1 (1: no memory)"),
             (self.memory_keyframe_distance_m >= 0, "memory_keyframe_distance_m must be >= 0"),
         ]
@@ -99,9 +101,11 @@ def params_for_range(params: HazardParams, range_m: float, fx: float) -> HazardP
         raise HazardGridError(f"no hazard map: the cell size follows the range, and the range is {range_m}")
     resolution = max(2.0 * range_m / fx, 0.01)
     if params.footprint_diameter_m < 2 * resolution:
-        raise HazardGridError(f"no hazard map: at {range_m:.4g} m range two ground pixels span {resolution:.3g} m, "
-                              f"coarser than half the {params.footprint_diameter_m:g} m footprint (a lander-size "
-                              "hazard is not resolvable there)")
+        raise HazardGridError(
+            f"no hazard map: at {range_m:.4g} m range two ground pixels span {resolution:.3g} m, "
+            f"coarser than half the {params.footprint_diameter_m:g} m footprint (a lander-size "
+            "hazard is not resolvable there)"
+        )
     return dataclasses.replace(params, resolution_m=resolution)
 
 
@@ -121,12 +125,13 @@ class GridSpec:
 
     def centres_of(self, rows, cols) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of the centres of cells [rows, cols] (no full meshgrid)."""
-        return (self.origin[0] + (np.asarray(cols) + 0.5) * self.resolution,
-                self.origin[1] + (np.asarray(rows) + 0.5) * self.resolution)
+        return (
+            self.origin[0] + (np.asarray(cols) + 0.5) * self.resolution,
+            self.origin[1] + (np.asarray(rows) + 0.5) * self.resolution,
+        )
 
     def cell_of(self, x: float, y: float) -> tuple[int, int]:
-        return (int(math.floor((y - self.origin[1]) / self.resolution)),
-                int(math.floor((x - self.origin[0]) / self.resolution)))
+        return (int(math.floor((y - self.origin[1]) / self.resolution)), int(math.floor((x - self.origin[0]) / self.resolution)))
 
 
 @dataclass
@@ -230,8 +235,9 @@ def footprint_offsets(rects: tuple[tuple[int, int, int, int], ...]) -> tuple[tup
     return tuple((dy, dx) for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1) for dx in range(dx0, dx1 + 1))
 
 
-def site_relief(z: np.ndarray, plane_gx: np.ndarray, plane_gy: np.ndarray,
-                offsets: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+def site_relief(
+    z: np.ndarray, plane_gx: np.ndarray, plane_gy: np.ndarray, offsets: tuple[tuple[int, int], ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """For every site (cell) the largest and smallest of ``z[j] - dx_j gx - dy_j gy`` over the
     cells j at the footprint's offsets (dy, dx) from it, where (gx, gy) is the site's own plane
     gradient per cell: subtracting the plane's height at the site gives the largest height above
@@ -254,7 +260,7 @@ def site_relief(z: np.ndarray, plane_gx: np.ndarray, plane_gy: np.ndarray,
         row_hi.fill(-np.inf)
         row_lo.fill(np.inf)
         for dx in dxs:
-            cv2.scaleAdd(gx, float(-dx), zp[pad + dy:pad + dy + rows, pad + dx:pad + dx + cols], dst=t)
+            cv2.scaleAdd(gx, float(-dx), zp[pad + dy : pad + dy + rows, pad + dx : pad + dx + cols], dst=t)
             np.fmax(row_hi, t, out=row_hi)
             np.fmin(row_lo, t, out=row_lo)
         shift = np.float32(-dy) * gy
@@ -280,8 +286,10 @@ def grid_for_points(xy: np.ndarray, params: HazardParams) -> GridSpec:
     cols = max(1, int(math.ceil((hi[0] - lo[0]) / r + 1e-9)))
     rows = max(1, int(math.ceil((hi[1] - lo[1]) / r + 1e-9)))
     if rows * cols > params.max_cells:
-        raise HazardGridError(f"hazard grid of {rows}x{cols} cells exceeds max_cells={params.max_cells}: "
-                              "set extent_m or a coarser resolution_m (0: follow the ground sample distance)")
+        raise HazardGridError(
+            f"hazard grid of {rows}x{cols} cells exceeds max_cells={params.max_cells}: "
+            "set extent_m or a coarser resolution_m (0: follow the ground sample distance)"
+        )
     return GridSpec((float(lo[0]), float(lo[1])), r, (rows, cols))
 
 
@@ -303,8 +311,13 @@ INDEPENDENT_POINTS_PER_CELL = 4
 _Z_BITS = 20  # elevation quantisation inside the (cell, elevation) sort key
 
 
-def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: int = 1,
-                   variance: np.ndarray | None = None, shadowed: np.ndarray | None = None) -> CellGrid:
+def elevation_grid(
+    points_grid_frame: np.ndarray,
+    grid: GridSpec,
+    min_points: int = 1,
+    variance: np.ndarray | None = None,
+    shadowed: np.ndarray | None = None,
+) -> CellGrid:
     """Per-cell median elevation of gravity-aligned points and their count; NaN where fewer
     than ``min_points``.  With per-point elevation ``variance`` also the variance of each cell's
     height: the points' mean noise variance over at most ``INDEPENDENT_POINTS_PER_CELL``
@@ -327,8 +340,9 @@ def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: in
     valid = n >= max(min_points, 1)
     out = np.full(size, np.nan)
     if not len(flat):
-        return CellGrid(out.reshape(rows, cols), out.reshape(rows, cols), out.reshape(rows, cols),
-                        n.reshape(rows, cols).astype(np.float64))
+        return CellGrid(
+            out.reshape(rows, cols), out.reshape(rows, cols), out.reshape(rows, cols), n.reshape(rows, cols).astype(np.float64)
+        )
     # Medians by one sort of a (cell, quantised elevation) key: the cells' runs come out in
     # order.  A cell's representative is its median-elevation point itself (the mean of the two
     # middle ones), so a cell on a plane lies exactly on it whatever its points' layout.
@@ -366,8 +380,7 @@ def elevation_grid(points_grid_frame: np.ndarray, grid: GridSpec, min_points: in
 def _exceedance(value: np.ndarray, limit: float, sigma: np.ndarray) -> np.ndarray:
     """P(true value > limit) for a Gaussian estimate ``value`` +- ``sigma``; a step where sigma is 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sigma > 0, ndtr((value - limit) / np.where(sigma > 0, sigma, 1.0)),
-                        (value > limit).astype(np.float64))
+        return np.where(sigma > 0, ndtr((value - limit) / np.where(sigma > 0, sigma, 1.0)), (value > limit).astype(np.float64))
 
 
 def calibrate_probability(p: np.ndarray, table) -> np.ndarray:
@@ -398,10 +411,16 @@ def fit_probability_calibration(counts: np.ndarray, knots: int = 11) -> tuple[fl
     return tuple(float(round(v, 4)) for v in np.interp(grid, x, fitted))
 
 
-def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None = None,
-               grid: GridSpec | None = None, elevation_sigma: np.ndarray | None = None,
-               shadowed: np.ndarray | None = None, sun: np.ndarray | None = None,
-               calibration=None) -> HazardMap:
+def hazard_map(
+    points: np.ndarray,
+    up: np.ndarray,
+    params: HazardParams | None = None,
+    grid: GridSpec | None = None,
+    elevation_sigma: np.ndarray | None = None,
+    shadowed: np.ndarray | None = None,
+    sun: np.ndarray | None = None,
+    calibration=None,
+) -> HazardMap:
     """Landing-site safety map of an N x 3 (or organised H x W x 3) cloud in any frame, given
     gravity 'up' in that frame (see the module docstring).  The grid lives in the
     gravity-aligned frame obtained by the smallest rotation taking ``up`` to +z (so with up = +z
@@ -452,8 +471,9 @@ def hazard_map(points: np.ndarray, up: np.ndarray, params: HazardParams | None =
     return hazard_map_from_cells(cells, grid, R, params, calibration if elevation_sigma is not None else None)
 
 
-def hazard_map_from_cells(cells: CellGrid, grid: GridSpec, R_grid_from_input: np.ndarray,
-                          params: HazardParams | None = None, calibration=None) -> HazardMap:
+def hazard_map_from_cells(
+    cells: CellGrid, grid: GridSpec, R_grid_from_input: np.ndarray, params: HazardParams | None = None, calibration=None
+) -> HazardMap:
     """The landing-site map of cell heights already made (``cells``: each cell's representative
     point and, when known, its height variance; NaN without data) on ``grid``, whose frame is
     ``R_grid_from_input`` applied to the input frame (e.g. a fused descent map's cells)."""
@@ -514,14 +534,15 @@ def hazard_map_from_cells(cells: CellGrid, grid: GridSpec, R_grid_from_input: np
         planar = np.isfinite(a) & np.isfinite(b) & (det > 1e-12)  # a plane fits, whatever the coverage
         ga, gb = np.where(planar, a, 0.0), np.where(planar, b, 0.0)
         z_at_centre = np.where(valid, z + ga * (xc - x) + gb * (yc - y), np.nan)
-        hi, lo = site_relief(z_at_centre, ga * res, gb * res,
-                             footprint_offsets(rects))
+        hi, lo = site_relief(z_at_centre, ga * res, gb * res, footprint_offsets(rects))
         above = hi - centre
         below = centre - lo
         relief_sigma = np.sqrt(mean_var)
-        p_hazard = 1.0 - ((1.0 - _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf)))
-                          * (1.0 - _exceedance(above, params.roughness_max_m, relief_sigma))
-                          * (1.0 - _exceedance(below, params.roughness_max_m, relief_sigma)))
+        p_hazard = 1.0 - (
+            (1.0 - _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf)))
+            * (1.0 - _exceedance(above, params.roughness_max_m, relief_sigma))
+            * (1.0 - _exceedance(below, params.roughness_max_m, relief_sigma))
+        )
     if calibration is not None:
         p_hazard = calibrate_probability(p_hazard, calibration)
     p_hazard = np.where(known, p_hazard, np.nan)
@@ -534,12 +555,23 @@ def hazard_map_from_cells(cells: CellGrid, grid: GridSpec, R_grid_from_input: np
     f32 = lambda arr: np.where(known, arr, np.nan).astype(np.float32)  # noqa: E731
     cell_sigma = np.where(valid, np.sqrt(cell_var), np.nan)
     hmap = HazardMap(
-        grid=grid, elevation_m=np.where(valid, Z, np.nan).astype(np.float32), slope_deg=f32(slope),
-        roughness_m=f32(np.fmax(above, below)), roughness_rms_m=f32(rms), coverage=coverage,
-        hazard=hazard, cost=cost, R_grid_from_input=R, params=params, probability=p_hazard.astype(np.float32),
+        grid=grid,
+        elevation_m=np.where(valid, Z, np.nan).astype(np.float32),
+        slope_deg=f32(slope),
+        roughness_m=f32(np.fmax(above, below)),
+        roughness_rms_m=f32(rms),
+        coverage=coverage,
+        hazard=hazard,
+        cost=cost,
+        R_grid_from_input=R,
+        params=params,
+        probability=p_hazard.astype(np.float32),
         elevation_sigma_m=cell_sigma.astype(np.float32),
-        extra={"slope_sigma_deg": f32(np.where(np.isfinite(slope_sigma), slope_sigma, 0.0)),
-               "height_above_m": f32(above), "depth_below_m": f32(below)},
+        extra={
+            "slope_sigma_deg": f32(np.where(np.isfinite(slope_sigma), slope_sigma, 0.0)),
+            "height_above_m": f32(above),
+            "depth_below_m": f32(below),
+        },
     )
     hmap.landing_site = choose_landing_site(hmap)
     return hmap
@@ -579,8 +611,9 @@ def cells_of_points(hmap: HazardMap, points: np.ndarray) -> tuple[np.ndarray, np
     return np.where(ok, row, 0), np.where(ok, col, 0), ok
 
 
-def resample_hazard_map(hmap: HazardMap, grid: GridSpec, R_grid_from_input: np.ndarray,
-                        elevation_m: np.ndarray | None = None) -> HazardMap:
+def resample_hazard_map(
+    hmap: HazardMap, grid: GridSpec, R_grid_from_input: np.ndarray, elevation_m: np.ndarray | None = None
+) -> HazardMap:
     """``hmap`` seen on another grid (e.g. the ground truth's), nearest cell: each cell centre of
     ``grid`` (at ``elevation_m`` where finite, else ``hmap``'s median ground) is looked up in
     ``hmap``.  Cells off ``hmap`` are UNKNOWN without data.  The landing site keeps its place,
@@ -598,14 +631,20 @@ def resample_hazard_map(hmap: HazardMap, grid: GridSpec, R_grid_from_input: np.n
             return None
         return np.where(on, layer[r, c], fill).astype(dtype)
 
-    out = HazardMap(grid=grid, elevation_m=take(hmap.elevation_m, np.nan, np.float32),
-                    slope_deg=take(hmap.slope_deg, np.nan, np.float32),
-                    roughness_m=take(hmap.roughness_m, np.nan, np.float32),
-                    roughness_rms_m=take(hmap.roughness_rms_m, np.nan, np.float32),
-                    coverage=take(hmap.coverage, 0.0, np.float32), hazard=take(hmap.hazard, UNKNOWN, np.int8),
-                    cost=take(hmap.cost, -1, np.int8), R_grid_from_input=np.asarray(R_grid_from_input),
-                    params=hmap.params, probability=take(hmap.probability, np.nan, np.float32),
-                    elevation_sigma_m=take(hmap.elevation_sigma_m, np.nan, np.float32))
+    out = HazardMap(
+        grid=grid,
+        elevation_m=take(hmap.elevation_m, np.nan, np.float32),
+        slope_deg=take(hmap.slope_deg, np.nan, np.float32),
+        roughness_m=take(hmap.roughness_m, np.nan, np.float32),
+        roughness_rms_m=take(hmap.roughness_rms_m, np.nan, np.float32),
+        coverage=take(hmap.coverage, 0.0, np.float32),
+        hazard=take(hmap.hazard, UNKNOWN, np.int8),
+        cost=take(hmap.cost, -1, np.int8),
+        R_grid_from_input=np.asarray(R_grid_from_input),
+        params=hmap.params,
+        probability=take(hmap.probability, np.nan, np.float32),
+        elevation_sigma_m=take(hmap.elevation_sigma_m, np.nan, np.float32),
+    )
     site = hmap.landing_site
     if site is not None:
         q = np.asarray(R_grid_from_input) @ site.position_input
@@ -628,6 +667,12 @@ def choose_landing_site(hmap: HazardMap) -> LandingSite | None:
     pos = np.array([*hmap.grid.centres_of(row, col), hmap.elevation_m[row, col]], dtype=np.float64)
     if not np.isfinite(pos[2]):  # a safe footprint centred on an empty cell: use the plane height
         pos[2] = float(np.nanmedian(hmap.elevation_m))
-    return LandingSite(int(row), int(col), pos, hmap.R_grid_from_input.T @ pos,
-                       float(dist[row, col] * hmap.resolution), float(hmap.slope_deg[row, col]),
-                       float(hmap.roughness_m[row, col]))
+    return LandingSite(
+        int(row),
+        int(col),
+        pos,
+        hmap.R_grid_from_input.T @ pos,
+        float(dist[row, col] * hmap.resolution),
+        float(hmap.slope_deg[row, col]),
+        float(hmap.roughness_m[row, col]),
+    )

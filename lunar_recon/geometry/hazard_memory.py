@@ -20,6 +20,7 @@ Maps are related through the pose of the camera in a world frame (``T_world_from
 4x4, e.g. from the lander's navigation); each map's grid is given in its camera frame
 (``HazardMap.R_grid_from_input``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,13 @@ class HazardMemory:
     def __len__(self) -> int:
         return len(self._past)
 
-    def update(self, hmap: HazardMap, T_world_from_camera: np.ndarray, frames: int | None = None,
-               keyframe_distance_m: float | None = None) -> HazardMap:
+    def update(
+        self,
+        hmap: HazardMap,
+        T_world_from_camera: np.ndarray,
+        frames: int | None = None,
+        keyframe_distance_m: float | None = None,
+    ) -> HazardMap:
         """``hmap`` with the remembered hazards in its unknown cells (a new map; ``hmap`` is
         kept as made, so a hazard is remembered for ``frames - 1`` keyframes after the one that
         saw it, not forever).  ``extra["remembered_hazard"]`` marks the cells filled.
@@ -93,8 +99,7 @@ class HazardMemory:
         hazard[filled], cost[filled] = HAZARD, 100
         # Unknown -> hazard leaves the safe cells and their distance to the nearest non-safe
         # cell as they were: the landing site stands.
-        return dataclasses.replace(hmap, hazard=hazard, cost=cost,
-                                   extra={**hmap.extra, "remembered_hazard": filled})
+        return dataclasses.replace(hmap, hazard=hazard, cost=cost, extra={**hmap.extra, "remembered_hazard": filled})
 
 
 __all__ = ["HazardMemory"]

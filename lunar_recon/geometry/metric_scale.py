@@ -6,6 +6,7 @@ The reference is a matcher's depth of the same pair: the student's own calibrate
 full resolution for the fusion), or triangulated sparse matches where dense matching finds
 nothing.  Why each constant has its value: docs/design-notes.md ("Metric scale", "Stereo fusion").
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ STEREO_FUSION_SIGMA_PX = 1.0
 STEREO_FUSION_MIN_SAY = 0.05
 
 
-def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
-                           max_side: int = 256) -> np.ndarray:
+def stereo_reference_depth(
+    image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration, max_side: int = 256
+) -> np.ndarray:
     """Coarse SGBM depth of the calibrated pair, its long side downscaled to ``max_side`` (a
     few ms): the metric reference of the 'stereo' and 'stereo_local' scale modes."""
     import cv2
@@ -38,10 +40,8 @@ def stereo_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
         img = np.asarray(img)
         return img if (sw, sh) == (w, h) else cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
 
-    cal = StereoCalibration(calibration.K_left.scaled(sw, sh), calibration.K_right.scaled(sw, sh),
-                            calibration.T_left_from_right)
-    return sgbm_depth(small(image_left), small(image_right), cal,
-                      SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128))
+    cal = StereoCalibration(calibration.K_left.scaled(sw, sh), calibration.K_right.scaled(sw, sh), calibration.T_left_from_right)
+    return sgbm_depth(small(image_left), small(image_right), cal, SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128))
 
 
 # Sparse matches as the metric reference: at least this share of the coarse grid's pixels
@@ -54,9 +54,12 @@ REFERENCE_AGREEMENT_LOG = 0.05
 REFERENCE_CHECK_MIN_PIXELS = 5
 
 
-def reference_agrees_with_matches(reference: np.ndarray, sparse: np.ndarray,
-                                  tolerance: float = REFERENCE_AGREEMENT_LOG,
-                                  min_pixels: int = REFERENCE_CHECK_MIN_PIXELS) -> bool:
+def reference_agrees_with_matches(
+    reference: np.ndarray,
+    sparse: np.ndarray,
+    tolerance: float = REFERENCE_AGREEMENT_LOG,
+    min_pixels: int = REFERENCE_CHECK_MIN_PIXELS,
+) -> bool:
     """Whether a dense matcher's depth agrees with triangulated sparse matches of the same
     grid (NaN between them).  Dense matching of a strongly rotated or wide-baseline pair in its
     rectified frame can fail wholesale (a search range the warped views exceed, few and wrong
@@ -69,13 +72,13 @@ def reference_agrees_with_matches(reference: np.ndarray, sparse: np.ndarray,
     return float(np.median(np.abs(np.log(reference[both] / sparse[both])))) <= tolerance
 
 
-def sparse_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
-                           shape: tuple[int, int]) -> np.ndarray:
+def sparse_reference_depth(
+    image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration, shape: tuple[int, int]
+) -> np.ndarray:
     """Triangulated SIFT matches of the calibrated pair (any relative rotation) as a depth image
     of ``shape`` (NaN between matches): the metric reference where dense matching finds
     nothing (rotated rigs that cannot be planar-rectified, oblique views)."""
-    px, z = matched_depths(image_left, image_right, calibration.K_left, calibration.K_right,
-                           calibration.T_left_from_right)
+    px, z = matched_depths(image_left, image_right, calibration.K_left, calibration.K_right, calibration.T_left_from_right)
     h, w = np.asarray(image_left).shape[:2]
     out = np.full(shape, np.nan, np.float32)
     u = np.clip((px[:, 0] + 0.5) * shape[1] / w - 0.5, 0, shape[1] - 1).round().astype(int)
@@ -84,9 +87,15 @@ def sparse_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
     return out
 
 
-def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
-                         calibration: StereoCalibration, max_side: int, min_matched_fraction: float,
-                         reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+def _log_ratio_to_stereo(
+    depth_pred: np.ndarray,
+    image_left: np.ndarray,
+    image_right: np.ndarray,
+    calibration: StereoCalibration,
+    max_side: int,
+    min_matched_fraction: float,
+    reference: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """log(SGBM / prediction) on the coarse SGBM grid, and where both are usable; None when
     too few pixels match.  ``reference``: that SGBM depth when already computed."""
     import cv2
@@ -102,27 +111,37 @@ def _log_ratio_to_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_r
     return (log_ratio, ok) if ok.mean() >= min_matched_fraction else None
 
 
-def metric_scale_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
-                             calibration: StereoCalibration, max_side: int = 256,
-                             min_matched_fraction: float = 0.02, reference: np.ndarray | None = None
-                             ) -> float | None:
+def metric_scale_from_stereo(
+    depth_pred: np.ndarray,
+    image_left: np.ndarray,
+    image_right: np.ndarray,
+    calibration: StereoCalibration,
+    max_side: int = 256,
+    min_matched_fraction: float = 0.02,
+    reference: np.ndarray | None = None,
+) -> float | None:
     """Scale that makes a scale-ambiguous depth agree, in the median, with a coarse SGBM depth
     from the calibrated pair.  A small network gets shape right long before it resolves the
     sub-pixel disparities that fix metric scale; one robust number from classical matching
     on a downscaled pair (a few ms) anchors it.  None when too few pixels match."""
-    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction,
-                                   reference)
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction, reference)
     if matched is None:
         return None
     log_ratio, ok = matched
     return float(np.exp(np.median(log_ratio[ok])))
 
 
-def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarray, image_right: np.ndarray,
-                                   calibration: StereoCalibration, sigma: float = SCALE_FIELD_SIGMA,
-                                   max_side: int = 256, min_matched_fraction: float = 0.02,
-                                   prior_weight: float = 5e-4, reference: np.ndarray | None = None
-                                   ) -> np.ndarray | None:
+def metric_scale_field_from_stereo(
+    depth_pred: np.ndarray,
+    image_left: np.ndarray,
+    image_right: np.ndarray,
+    calibration: StereoCalibration,
+    sigma: float = SCALE_FIELD_SIGMA,
+    max_side: int = 256,
+    min_matched_fraction: float = 0.02,
+    prior_weight: float = 5e-4,
+    reference: np.ndarray | None = None,
+) -> np.ndarray | None:
     """Per-pixel scale field (shape of ``depth_pred``) that brings a depth onto a coarse SGBM
     depth of the calibrated pair, smoothly.  A small network's depth errors are mostly
     low-frequency (a tilted or bent surface) while its detail is right and it is dense;
@@ -135,8 +154,7 @@ def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarra
     already computed."""
     import cv2
 
-    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction,
-                                   reference)
+    matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction, reference)
     if matched is None:
         return None
     log_ratio, ok = matched
@@ -160,9 +178,13 @@ def metric_scale_field_from_stereo(depth_pred: np.ndarray, image_left: np.ndarra
     return np.exp(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)).astype(np.float32)
 
 
-def fusion_reference_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
-                           coarse: np.ndarray, equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX
-                           ) -> np.ndarray | None:
+def fusion_reference_depth(
+    image_left: np.ndarray,
+    image_right: np.ndarray,
+    calibration: StereoCalibration,
+    coarse: np.ndarray,
+    equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
+) -> np.ndarray | None:
     """Full-resolution SGBM depth for the stereo fusion, coarse to fine: on a rectified rig the
     search covers only the disparities the ``coarse`` reference saw (with margins), ~30 instead
     of 128 -- a few times faster, and fewer false matches and a narrower unmatched left border
@@ -183,16 +205,24 @@ def fusion_reference_depth(image_left: np.ndarray, image_right: np.ndarray, cali
     return sgbm_depth(image_left, image_right, calibration, SGBMParams(num_disparities=count, min_disparity=low))
 
 
-def fuse_with_stereo_reference(points: np.ndarray, reference: np.ndarray, calibration: StereoCalibration,
-                               equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
-                               sigma_px: float = STEREO_FUSION_SIGMA_PX) -> np.ndarray:
+def fuse_with_stereo_reference(
+    points: np.ndarray,
+    reference: np.ndarray,
+    calibration: StereoCalibration,
+    equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
+    sigma_px: float = STEREO_FUSION_SIGMA_PX,
+) -> np.ndarray:
     """The metric pointmap of :func:`fuse_with_matcher` (without the matcher's say)."""
     return fuse_with_matcher(points, reference, calibration, equal_weight_disparity_px, sigma_px)[0]
 
 
-def fuse_with_matcher(points: np.ndarray, reference: np.ndarray, calibration: StereoCalibration,
-                      equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
-                      sigma_px: float = STEREO_FUSION_SIGMA_PX) -> tuple[np.ndarray, np.ndarray]:
+def fuse_with_matcher(
+    points: np.ndarray,
+    reference: np.ndarray,
+    calibration: StereoCalibration,
+    equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
+    sigma_px: float = STEREO_FUSION_SIGMA_PX,
+) -> tuple[np.ndarray, np.ndarray]:
     """Metric pointmap (H, W, 3): a network's metric ``points`` corrected toward a matcher's
     ``reference`` depth's own points (on the calibrated rays) where matching is precise; and,
     per pixel, how much of each point is the matcher's rather than the network's (0-1: its say,
@@ -216,8 +246,11 @@ def fuse_with_matcher(points: np.ndarray, reference: np.ndarray, calibration: St
     sh, sw = reference.shape
     K_ref = calibration.K_left.scaled(sw, sh)
     ref_per_image_px = sw / w
-    small = points if (sh, sw) == (h, w) else \
-        cv2.resize(np.ascontiguousarray(points, dtype=np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    small = (
+        points
+        if (sh, sw) == (h, w)
+        else cv2.resize(np.ascontiguousarray(points, dtype=np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    )
     matched = np.isfinite(reference) & (reference > 0) & np.isfinite(small[..., 2])
     depth = np.where(matched, reference, np.float32(0)).astype(np.float32, copy=False)
     say = _say(depth, matched, K_ref.fx * calibration.baseline_m, equal_weight_disparity_px * ref_per_image_px)

@@ -3,6 +3,7 @@
 No alignment by default: scale is part of what is judged.  A similarity alignment is
 available as an option and is always reported as such.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,7 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = No
     n_gt = int(gt_ok.sum())
     out = {"completeness": float(both.sum() / n_gt) if n_gt else float("nan"), "n": int(both.sum())}
     if not both.any():
-        out.update({k: float("nan") for k in ("abs_rel", "rmse", "mae", "delta1", "delta2", "delta3",
-                                              "relief_norm_mae")})
+        out.update({k: float("nan") for k in ("abs_rel", "rmse", "mae", "delta1", "delta2", "delta3", "relief_norm_mae")})
         return out
     p, g = pred[both], gt[both]
     err = p - g
@@ -61,8 +61,9 @@ class Alignment:
     t: np.ndarray
 
 
-def point_metrics(pred: np.ndarray, gt: np.ndarray, align: bool = False, max_points: int = 50_000,
-                  seed: int = 0) -> dict[str, float]:
+def point_metrics(
+    pred: np.ndarray, gt: np.ndarray, align: bool = False, max_points: int = 50_000, seed: int = 0
+) -> dict[str, float]:
     """Accuracy (mean distance prediction -> nearest true point), completeness (true ->
     nearest predicted) and Chamfer (their mean), in metres.  With ``align=True`` the
     prediction is first Sim(3)-aligned to the truth on corresponding pixels (organised
@@ -166,13 +167,26 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap, counts: np.ndarray | None = N
             clear = np.pad((~t).astype(np.uint8), 1, constant_values=1)
             dist = cv2.distanceTransform(clear, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
             site_distance = float(dist[site.row, site.col] * gt.resolution)
-    return {"precision": precision, "recall": recall, "f1": f1, "f1_chance": f1_chance, "iou": iou,
-            "tp": tp, "fp": fp, "fn": fn, "cells": n_known,  # counts: frames can be scored as one set (pooled)
-            "safe_called": int(called_safe.sum()), "safe_true": int(truly_safe.sum()), "safe_ok": safe_ok,
-            "safe_bad": safe_bad,
-            "certified_safe": safe_ok / truly_safe.sum() if truly_safe.any() else float("nan"),
-            "false_safe": safe_bad / called_safe.sum() if called_safe.any() else float("nan"),
-            "ece": expected_calibration_error(counts),
-            "known_fraction": float(((pred.hazard != -1) & known).sum() / max(known.sum(), 1)),
-            "landing_site_proposed": float(site is not None), "landing_site_safe": site_safe,
-            "landing_site_hazard_distance_m": site_distance, "slope_mae_deg": slope_mae(pred, gt)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "f1_chance": f1_chance,
+        "iou": iou,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "cells": n_known,  # counts: frames can be scored as one set (pooled)
+        "safe_called": int(called_safe.sum()),
+        "safe_true": int(truly_safe.sum()),
+        "safe_ok": safe_ok,
+        "safe_bad": safe_bad,
+        "certified_safe": safe_ok / truly_safe.sum() if truly_safe.any() else float("nan"),
+        "false_safe": safe_bad / called_safe.sum() if called_safe.any() else float("nan"),
+        "ece": expected_calibration_error(counts),
+        "known_fraction": float(((pred.hazard != -1) & known).sum() / max(known.sum(), 1)),
+        "landing_site_proposed": float(site is not None),
+        "landing_site_safe": site_safe,
+        "landing_site_hazard_distance_m": site_distance,
+        "slope_mae_deg": slope_mae(pred, gt),
+    }

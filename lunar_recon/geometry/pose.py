@@ -1,5 +1,6 @@
 """Relative pose of the right camera from its pointmap, metric scale from the calibrated
 baseline, and similarity alignment (Umeyama)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,16 +49,23 @@ def _sample_correspondences(points: np.ndarray, conf: np.ndarray | None, max_poi
     return pts[idx], uv[idx]
 
 
-def relative_pose_pnp(points_right_in_left: np.ndarray, K_right: Intrinsics, conf: np.ndarray | None = None,
-                      reproj_px: float = 2.0, max_points: int = 4000, seed: int = 0) -> RelativePose:
+def relative_pose_pnp(
+    points_right_in_left: np.ndarray,
+    K_right: Intrinsics,
+    conf: np.ndarray | None = None,
+    reproj_px: float = 2.0,
+    max_points: int = 4000,
+    seed: int = 0,
+) -> RelativePose:
     """Right camera pose from the right view's pointmap expressed in the left frame (MASt3R's
     ``pts3d_in_other_view``) and the right intrinsics, by RANSAC PnP + refinement."""
     rng = np.random.default_rng(seed)
     obj, img = _sample_correspondences(points_right_in_left, conf, max_points, rng)
     if len(obj) < 6:
         raise ValueError(f"relative pose: only {len(obj)} valid points")
-    ok, rvec, tvec, inliers = cv2.solvePnPRansac(obj, img, K_right.K, None, reprojectionError=reproj_px,
-                                                 iterationsCount=200, confidence=0.999, flags=cv2.SOLVEPNP_EPNP)
+    ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+        obj, img, K_right.K, None, reprojectionError=reproj_px, iterationsCount=200, confidence=0.999, flags=cv2.SOLVEPNP_EPNP
+    )
     if not ok or inliers is None or len(inliers) < 6:
         raise ValueError("relative pose: PnP found no consistent pose")
     inl = inliers[:, 0]
@@ -78,8 +86,9 @@ class ScaleEstimate:
     pose: RelativePose
 
 
-def metric_scale_from_baseline(points_right_in_left: np.ndarray, K_right: Intrinsics, baseline_m: float,
-                               conf: np.ndarray | None = None) -> ScaleEstimate:
+def metric_scale_from_baseline(
+    points_right_in_left: np.ndarray, K_right: Intrinsics, baseline_m: float, conf: np.ndarray | None = None
+) -> ScaleEstimate:
     """Scale that makes the recovered camera baseline equal the calibrated one."""
     if not (np.isfinite(baseline_m) and baseline_m > 0):
         raise ValueError(f"calibrated baseline must be positive, got {baseline_m}")
@@ -89,8 +98,9 @@ def metric_scale_from_baseline(points_right_in_left: np.ndarray, K_right: Intrin
     return ScaleEstimate(baseline_m / pose.baseline, pose.baseline, baseline_m, pose)
 
 
-def metric_scale_from_rig(points_right_in_left: np.ndarray, K_right: Intrinsics, T_left_from_right: np.ndarray,
-                          conf: np.ndarray | None = None) -> float:
+def metric_scale_from_rig(
+    points_right_in_left: np.ndarray, K_right: Intrinsics, T_left_from_right: np.ndarray, conf: np.ndarray | None = None
+) -> float:
     """Scale of a pointmap from a calibrated rig of any relative rotation: the factor s that puts
     each right-view point s X (in the left frame) on the ray of its own right pixel, which
     leaves the right camera (at the calibrated translation t) along R K^-1 [u, v, 1].

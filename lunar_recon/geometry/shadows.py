@@ -19,6 +19,7 @@ The simulator casts its shadows with its own code (``sim.render.shadow_map``, th
 problem on the true DEM); it is kept apart on purpose, so the tests check this bound against an
 independent caster.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,7 @@ def shadow_mask(image: np.ndarray, fraction: float = SHADOW_INTENSITY_FRACTION) 
     return img < fraction * lit
 
 
-def shadow_bounded_elevation(elevation: np.ndarray, shadowed: np.ndarray, resolution: float,
-                             sun_grid: np.ndarray) -> np.ndarray:
+def shadow_bounded_elevation(elevation: np.ndarray, shadowed: np.ndarray, resolution: float, sun_grid: np.ndarray) -> np.ndarray:
     """Elevation grid (rows = y, cols = x, z up; NaN unknown) with every shadowed cell lowered to
     at most the sun ray grazing the terrain upsun of it (the module docstring's bound).
     ``sun_grid``: direction toward the sun in the grid frame.  A sun at or below the horizon,

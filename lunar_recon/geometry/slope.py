@@ -3,6 +3,7 @@
 Slope is measured over a physical baseline (metres), not over one pixel: a one-pixel
 finite difference on orbital imagery is dominated by noise and saturates near 90 deg.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,8 @@ def normals_from_points(points: np.ndarray, step_px: int = 1) -> np.ndarray:
 
 def _cross_components(p: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Components of (p[u+s] - p[u-s]) x (p[v+s] - p[v-s]), without (..., 3) temporaries."""
-    dux, duy, duz = (p[s:-s, 2 * s:, k] - p[s:-s, :-2 * s, k] for k in range(3))
-    dvx, dvy, dvz = (p[2 * s:, s:-s, k] - p[:-2 * s, s:-s, k] for k in range(3))
+    dux, duy, duz = (p[s:-s, 2 * s :, k] - p[s:-s, : -2 * s, k] for k in range(3))
+    dvx, dvy, dvz = (p[2 * s :, s:-s, k] - p[: -2 * s, s:-s, k] for k in range(3))
     return duy * dvz - duz * dvy, duz * dvx - dux * dvz, dux * dvy - duy * dvx
 
 
@@ -54,8 +55,9 @@ def baseline_step_px(depth: np.ndarray, fx: float, baseline_m: float) -> int:
     return max(1, int(round(baseline_m * fx / float(np.median(z)) / 2)))
 
 
-def slope_image(points: np.ndarray, up: np.ndarray, baseline_m: float | None = None, fx: float | None = None,
-                step_px: int | None = None) -> np.ndarray:
+def slope_image(
+    points: np.ndarray, up: np.ndarray, baseline_m: float | None = None, fx: float | None = None, step_px: int | None = None
+) -> np.ndarray:
     """Slope (degrees, float32, NaN invalid) of every pixel of an organised cloud against
     gravity 'up' given in the cloud's frame.  The surface is differenced over ``step_px``
     pixels, or over the step that spans ``baseline_m`` metres at the frame's median range

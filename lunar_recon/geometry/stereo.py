@@ -1,6 +1,7 @@
 """Stereo rigs and classical stereo: the calibration of a camera pair (``StereoCalibration``),
 rectification from camera poses, and OpenCV semi-global matching with sub-pixel disparity ->
 metric depth.  The baseline every learned model is judged against."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,10 +80,17 @@ def sgbm_disparity(left: np.ndarray, right: np.ndarray, params: SGBMParams | Non
 def _sgbm_pass(l8: np.ndarray, r8: np.ndarray, p: SGBMParams) -> np.ndarray:
     nd = int(np.ceil(p.num_disparities / 16) * 16)
     matcher = cv2.StereoSGBM_create(
-        minDisparity=p.min_disparity, numDisparities=nd, blockSize=p.block_size,
-        P1=p.p1_factor * p.block_size**2, P2=p.p2_factor * p.block_size**2, disp12MaxDiff=1,
-        uniquenessRatio=p.uniqueness_ratio, speckleWindowSize=p.speckle_window, speckleRange=p.speckle_range,
-        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+        minDisparity=p.min_disparity,
+        numDisparities=nd,
+        blockSize=p.block_size,
+        P1=p.p1_factor * p.block_size**2,
+        P2=p.p2_factor * p.block_size**2,
+        disp12MaxDiff=1,
+        uniquenessRatio=p.uniqueness_ratio,
+        speckleWindowSize=p.speckle_window,
+        speckleRange=p.speckle_range,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+    )
     raw = matcher.compute(l8, r8)
     if p.wls_lambda is not None:
         if not hasattr(cv2, "ximgproc"):
@@ -132,8 +140,9 @@ def disparity_to_depth(disp: np.ndarray, fx: float, baseline_m: float, doffs: fl
     return z.astype(np.float32)
 
 
-def stereo_elevation_sigma(points: np.ndarray, up: np.ndarray, fx: float, baseline_m: float,
-                           disparity_sigma_px: float | np.ndarray) -> np.ndarray:
+def stereo_elevation_sigma(
+    points: np.ndarray, up: np.ndarray, fx: float, baseline_m: float, disparity_sigma_px: float | np.ndarray
+) -> np.ndarray:
     """1-sigma vertical uncertainty (m) of each point of a stereo cloud in the left camera frame.
 
     Depth noise sigma_Z = Z^2 / (f B) sigma_d moves a point along its viewing ray, by
@@ -143,8 +152,10 @@ def stereo_elevation_sigma(points: np.ndarray, up: np.ndarray, fx: float, baseli
     (:func:`texture_disparity_sigma`)."""
     sigma_d = np.asarray(disparity_sigma_px, dtype=np.float32)
     if not (fx > 0 and baseline_m > 0 and np.all(sigma_d >= 0)):
-        raise ValueError(f"need fx > 0, baseline > 0, disparity sigma >= 0 (got {fx}, {baseline_m}, "
-                         f"{disparity_sigma_px if sigma_d.ndim == 0 else 'a sigma map'})")
+        raise ValueError(
+            f"need fx > 0, baseline > 0, disparity sigma >= 0 (got {fx}, {baseline_m}, "
+            f"{disparity_sigma_px if sigma_d.ndim == 0 else 'a sigma map'})"
+        )
     p = np.asarray(points, dtype=np.float32)
     u = np.asarray(up, dtype=np.float32)
     u = u / np.linalg.norm(u)
@@ -182,8 +193,9 @@ class DisparityPrecision:
 
     def __post_init__(self) -> None:
         if not (self.floor_px >= 0 and self.texture_gain >= 0):
-            raise ValueError(f"disparity precision needs floor_px >= 0 and texture_gain >= 0, got "
-                             f"{self.floor_px}, {self.texture_gain}")
+            raise ValueError(
+                f"disparity precision needs floor_px >= 0 and texture_gain >= 0, got {self.floor_px}, {self.texture_gain}"
+            )
         if self.window < 3 or self.window % 2 == 0:
             raise ValueError(f"the texture window must be odd and >= 3 px, got {self.window}")
 
@@ -210,8 +222,9 @@ def matching_crlb(image_left: np.ndarray, window: int = 9) -> np.ndarray:
     return np.sqrt(np.float32(2 * noise**2) / np.maximum(energy, np.float32(1e-6))).astype(np.float32)
 
 
-def fit_disparity_precision(abs_error_px: np.ndarray, crlb_px: np.ndarray, window: int = 9,
-                            bins: int = 12, min_pixels: int = 200) -> DisparityPrecision:
+def fit_disparity_precision(
+    abs_error_px: np.ndarray, crlb_px: np.ndarray, window: int = 9, bins: int = 12, min_pixels: int = 200
+) -> DisparityPrecision:
     """Fit :class:`DisparityPrecision` to a matcher's absolute disparity errors and the
     Cramer-Rao bounds at the same pixels (calibration pairs with true depth): the robust sigma
     (1.4826 x median |e|) of each bound's quantile bin, least squares of sigma^2 = floor^2 +
@@ -250,15 +263,25 @@ class Rectification:
     second_is_right: bool = True
 
 
-def rectify_from_poses(K_left: Intrinsics, K_right: Intrinsics, T_left_from_right: np.ndarray,
-                       alpha: float = 0.0) -> Rectification:
+def rectify_from_poses(
+    K_left: Intrinsics, K_right: Intrinsics, T_left_from_right: np.ndarray, alpha: float = 0.0
+) -> Rectification:
     """Planar (Bouguet) rectification of two cameras with known relative pose."""
     T = np.asarray(T_left_from_right, dtype=np.float64)
     T_rl = np.linalg.inv(T)  # right <- left, OpenCV's (R, T) convention
     size = (K_left.width, K_left.height)
     no_dist = np.zeros(5)
-    R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(K_left.K, no_dist, K_right.K, no_dist, size, T_rl[:3, :3],
-                                                T_rl[:3, 3].reshape(3, 1), flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
+    R1, R2, P1, P2, Q, _, _ = cv2.stereoRectify(
+        K_left.K,
+        no_dist,
+        K_right.K,
+        no_dist,
+        size,
+        T_rl[:3, :3],
+        T_rl[:3, 3].reshape(3, 1),
+        flags=cv2.CALIB_ZERO_DISPARITY,
+        alpha=alpha,
+    )
     m1 = cv2.initUndistortRectifyMap(K_left.K, no_dist, R1, P1, size, cv2.CV_32FC1)
     m2 = cv2.initUndistortRectifyMap(K_right.K, no_dist, R2, P2, size, cv2.CV_32FC1)
     baseline = float(abs(P2[0, 3] / P2[0, 0]))
@@ -267,8 +290,14 @@ def rectify_from_poses(K_left: Intrinsics, K_right: Intrinsics, T_left_from_righ
     return Rectification(m1, m2, R1, K_rect, baseline, size, second_is_right=bool(P2[0, 3] < 0))
 
 
-def sgbm_depth_unrectified(left: np.ndarray, right: np.ndarray, K_left: Intrinsics, K_right: Intrinsics,
-                           T_left_from_right: np.ndarray, params: SGBMParams | None = None) -> np.ndarray:
+def sgbm_depth_unrectified(
+    left: np.ndarray,
+    right: np.ndarray,
+    K_left: Intrinsics,
+    K_right: Intrinsics,
+    T_left_from_right: np.ndarray,
+    params: SGBMParams | None = None,
+) -> np.ndarray:
     """Depth in the *original* left camera's pixels for an unrectified pair: rectify, match,
     triangulate, rotate back, and z-buffer into the left image."""
     from .camera import points_to_depth
@@ -286,9 +315,15 @@ def sgbm_depth_unrectified(left: np.ndarray, right: np.ndarray, K_left: Intrinsi
     return points_to_depth(pts_left, K_left, K_left.height, K_left.width)
 
 
-def matched_depths(left: np.ndarray, right: np.ndarray, K_left: Intrinsics, K_right: Intrinsics,
-                   T_left_from_right: np.ndarray, max_features: int = 4000,
-                   max_reprojection_px: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+def matched_depths(
+    left: np.ndarray,
+    right: np.ndarray,
+    K_left: Intrinsics,
+    K_right: Intrinsics,
+    T_left_from_right: np.ndarray,
+    max_features: int = 4000,
+    max_reprojection_px: float = 1.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sparse metric depths of a calibrated pair of any relative rotation: SIFT matches (ratio
     test), each triangulated with the known poses and kept where it lies in front of both
     cameras and reprojects within ``max_reprojection_px``.  Returns the left pixels (N x 2, x y)
@@ -344,12 +379,15 @@ class StereoCalibration:
     @property
     def is_rectified(self) -> bool:
         T = self.T_left_from_right
-        return bool(np.allclose(T[:3, :3], np.eye(3), atol=1e-9) and abs(T[1, 3]) < 1e-9 and abs(T[2, 3]) < 1e-9
-                    and self.K_left == self.K_right)
+        return bool(
+            np.allclose(T[:3, :3], np.eye(3), atol=1e-9)
+            and abs(T[1, 3]) < 1e-9
+            and abs(T[2, 3]) < 1e-9
+            and self.K_left == self.K_right
+        )
 
 
-def sgbm_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration,
-               params: SGBMParams) -> np.ndarray:
+def sgbm_depth(image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration, params: SGBMParams) -> np.ndarray:
     """Metric SGBM depth in the left camera's pixels (NaN unmatched), rectified or not."""
     cal = calibration
     if cal.is_rectified:

@@ -3,6 +3,7 @@
 Parameter names follow the official state-dict layout so released checkpoints load
 unchanged (``attn.qkv``, ``cross_attn.projq``, ``norm_y``, ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -152,8 +153,9 @@ class CrossAttention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                qpos: torch.Tensor, kpos: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, qpos: torch.Tensor, kpos: torch.Tensor
+    ) -> torch.Tensor:
         q = self.rope(self._heads(self.projq(query)), qpos)
         k = self.rope(self._heads(self.projk(key)), kpos)
         v = self._heads(self.projv(value))

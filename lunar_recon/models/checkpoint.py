@@ -5,6 +5,7 @@ Nothing is ever unpickled as code: every file goes through ``torch.load(...,
 weights_only=True)`` with ``argparse.Namespace`` as the only extra type allowed (the
 official files keep their training arguments in one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,7 @@ class CheckpointError(RuntimeError):
 # Tensors the official models carry that a file may lack without harm: the aliases of
 # DPTScratch.layer{1..4}_rn, and two tensors inference never reads.
 def _is_optional_key(key: str) -> bool:
-    return (".dpt.scratch.layer_rn." in key or key == "mask_token"
-            or ".scratch.refinenet4.resConfUnit1." in key)
+    return ".dpt.scratch.layer_rn." in key or key == "mask_token" or ".scratch.refinenet4.resConfUnit1." in key
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
@@ -76,8 +76,7 @@ def infer_head_widths(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     pre = "downstream_head1."
     if pre + "dpt.scratch.layer1_rn.weight" in state_dict:
         out["dpt_feature_dim"] = int(state_dict[pre + "dpt.scratch.layer1_rn.weight"].shape[0])
-        out["dpt_layer_dims"] = tuple(int(state_dict[f"{pre}dpt.act_postprocess.{i}.0.weight"].shape[0])
-                                      for i in range(4))
+        out["dpt_layer_dims"] = tuple(int(state_dict[f"{pre}dpt.act_postprocess.{i}.0.weight"].shape[0]) for i in range(4))
         out["dpt_last_dim"] = int(state_dict[pre + "dpt.head.2.weight"].shape[0])
     if pre + "head_local_features.fc1.weight" in state_dict:
         out["local_feat_hidden_dim"] = int(state_dict[pre + "head_local_features.fc1.weight"].shape[0])
@@ -87,7 +86,7 @@ def infer_head_widths(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     keys = list(state_dict)
     if keys and all(k.startswith("module.") for k in keys):  # saved from DistributedDataParallel
-        return {k[len("module."):]: v for k, v in state_dict.items()}
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
@@ -96,13 +95,17 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     state_dict = _strip_prefix(state_dict)
     if not any(k.startswith("dec_blocks2.") for k in state_dict) and any(k.startswith("dec_blocks.") for k in state_dict):
         # CroCo pre-training files have one decoder; the official loader copies it to the second.
-        state_dict.update({"dec_blocks2." + k[len("dec_blocks."):]: v
-                           for k, v in list(state_dict.items()) if k.startswith("dec_blocks.")})
+        state_dict.update(
+            {"dec_blocks2." + k[len("dec_blocks.") :]: v for k, v in list(state_dict.items()) if k.startswith("dec_blocks.")}
+        )
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict and not _is_optional_key(k)]
     unexpected = [k for k in state_dict if k not in expected]
-    bad_shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    bad_shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {_short(missing)}")
@@ -136,8 +139,11 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
         raise ValueError(f"unknown device {name!r}: {exc}") from None
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
-               config: ModelConfig | Mapping[str, Any] | str | os.PathLike | None = None) -> AsymmetricCroCo3DStereo:
+def load_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    config: ModelConfig | Mapping[str, Any] | str | os.PathLike | None = None,
+) -> AsymmetricCroCo3DStereo:
     """Load any model lunar_recon understands, in eval mode.
 
     * official layout ``{'model': state_dict, 'args': Namespace(model='Asymmetric...(...)'), ...}``:
@@ -173,8 +179,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
         if cfg is None:
             raise CheckpointError(f"{source}: a plain state dict carries no architecture; pass config=")
     else:
-        raise CheckpointError(f"{source}: not a model checkpoint (found {type(ckpt).__name__}"
-                              f"{' with keys ' + _short([str(k) for k in ckpt]) if isinstance(ckpt, Mapping) else ''})")
+        raise CheckpointError(
+            f"{source}: not a model checkpoint (found {type(ckpt).__name__}"
+            f"{' with keys ' + _short([str(k) for k in ckpt]) if isinstance(ckpt, Mapping) else ''})"
+        )
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"{source}: checkpoint has no state dict under 'model'")
     try:

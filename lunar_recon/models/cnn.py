@@ -11,6 +11,7 @@ RoPE and the heads are unchanged and the output contract stays the teacher's.
 Stage widths follow the token width E: E/8, E/4, E/2, E at strides 2, 4, 8, 16, with
 ``depth`` blocks per stage after each down-sampling block.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,9 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = c_in * expand
         self.expand = nn.Sequential(nn.Conv2d(c_in, hidden, 1, bias=False), _bn(hidden), nn.Hardswish())
-        self.depthwise = nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-                                       _bn(hidden), nn.Hardswish())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), _bn(hidden), nn.Hardswish()
+        )
         self.se = SqueezeExcite(hidden)
         self.project = nn.Sequential(nn.Conv2d(hidden, c_out, 1, bias=False), _bn(c_out))
         self.residual = stride == 1 and c_in == c_out
@@ -60,8 +62,11 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), _bn(c_out), nn.ReLU())
         self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), _bn(c_out))
-        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
-                         nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _bn(c_out)))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _bn(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
@@ -80,8 +85,7 @@ class ConvEncoder(nn.Module):
         widths = [embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim]
         act = nn.Hardswish() if kind == "mobilenet" else nn.ReLU()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), _bn(widths[0]), act)
-        block = {"mobilenet": lambda a, b, s: InvertedResidual(a, b, s),
-                 "resnet": BasicBlock}[kind]
+        block = {"mobilenet": lambda a, b, s: InvertedResidual(a, b, s), "resnet": BasicBlock}[kind]
         stages = []
         c = widths[0]
         for i, w in enumerate(widths):

@@ -6,6 +6,7 @@ checkpoint alone rebuilds its model.  The official checkpoints carry a Python
 constructor string instead (``args.model``); :func:`parse_constructor_string` reads it
 without evaluating anything.
 """
+
 from __future__ import annotations
 
 import ast
@@ -113,13 +114,19 @@ class ModelConfig:
 
         need(self.arch in CLASS_BY_ARCH, f"arch must be one of {sorted(CLASS_BY_ARCH)}, got {self.arch!r}")
         need(self.encoder_type in ENCODER_TYPES, f"encoder_type must be one of {ENCODER_TYPES}")
-        need(self.encoder_type == "vit" or (self.patch_size == 16 and self.enc_embed_dim % 8 == 0),
-             "CNN encoders need patch_size 16 and a width that is a multiple of 8")
+        need(
+            self.encoder_type == "vit" or (self.patch_size == 16 and self.enc_embed_dim % 8 == 0),
+            "CNN encoders need patch_size 16 and a width that is a multiple of 8",
+        )
         need(self.head_type in HEAD_TYPES, f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}")
-        need(self.output_mode == "pts3d" or self.output_mode.startswith("pts3d+desc"),
-             f"output_mode {self.output_mode!r} is not 'pts3d' or 'pts3d+descN'")
-        need((self.head_type == "catmlp+dpt") == (self.desc_dim is not None),
-             "descriptors ('pts3d+descN') go with head_type 'catmlp+dpt' and only with it")
+        need(
+            self.output_mode == "pts3d" or self.output_mode.startswith("pts3d+desc"),
+            f"output_mode {self.output_mode!r} is not 'pts3d' or 'pts3d+descN'",
+        )
+        need(
+            (self.head_type == "catmlp+dpt") == (self.desc_dim is not None),
+            "descriptors ('pts3d+descN') go with head_type 'catmlp+dpt' and only with it",
+        )
         need(self.patch_size > 0, "patch_size must be positive")
         for prefix in ("enc", "dec"):
             dim = getattr(self, f"{prefix}_embed_dim")
@@ -130,8 +137,10 @@ class ModelConfig:
         need(self.depth_mode[0] in ("exp", "linear", "square"), f"unknown depth_mode {self.depth_mode}")
         need(self.depth_mode[1] == -INF and self.depth_mode[2] == INF, "only unbounded depth_mode is supported")
         hooks = self.hooks
-        need(len(hooks) == 4 and all(0 <= h <= self.dec_depth for h in hooks),
-             f"DPT hooks {hooks} must be 4 indices in 0..{self.dec_depth}")
+        need(
+            len(hooks) == 4 and all(0 <= h <= self.dec_depth for h in hooks),
+            f"DPT hooks {hooks} must be 4 indices in 0..{self.dec_depth}",
+        )
         need(len(self.dpt_layer_dims) == 4, "dpt_layer_dims needs 4 widths")
 
     # ---- serialisation --------------------------------------------------------------
@@ -174,9 +183,23 @@ def _from_yaml_number(v: Any) -> Any:
 
 # ---- the official constructor strings ---------------------------------------------------
 _OFFICIAL_KWARGS = {
-    "enc_embed_dim", "enc_depth", "enc_num_heads", "dec_embed_dim", "dec_depth", "dec_num_heads",
-    "head_type", "output_mode", "depth_mode", "conf_mode", "desc_conf_mode", "two_confs", "desc_mode",
-    "patch_size", "mlp_ratio", "norm_im2_in_dec", "img_size",
+    "enc_embed_dim",
+    "enc_depth",
+    "enc_num_heads",
+    "dec_embed_dim",
+    "dec_depth",
+    "dec_num_heads",
+    "head_type",
+    "output_mode",
+    "depth_mode",
+    "conf_mode",
+    "desc_conf_mode",
+    "two_confs",
+    "desc_mode",
+    "patch_size",
+    "mlp_ratio",
+    "norm_im2_in_dec",
+    "img_size",
 }
 # Accepted and ignored: pre-training or training-time options with no effect on inference.
 _IGNORED_KWARGS = {"patch_embed_cls", "landscape_only", "freeze", "mask_ratio", "pos_embed"}
@@ -197,8 +220,13 @@ def _literal(node: ast.AST, text: str) -> Any:
         return node.value
     if isinstance(node, (ast.Tuple, ast.List)):
         return tuple(_literal(e, text) for e in node.elts)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float" \
-            and len(node.args) == 1 and isinstance(node.args[0], ast.Constant):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "float"
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+    ):
         return float(node.args[0].value)  # float('inf') appears in some hand-written strings
     raise ConfigError(f"unsupported expression in constructor string: {ast.dump(node)[:80]}")
 
@@ -231,11 +259,25 @@ def parse_constructor_string(text: str) -> ModelConfig:
     arch = ARCH_BY_CLASS[call.func.id]
     # Constructor defaults of the official classes (not those of ModelConfig).
     fields: dict[str, Any] = dict(
-        arch=arch, rope_base=float(pos_embed[4:] or 100), patch_size=16, mlp_ratio=4.0,
-        enc_embed_dim=768, enc_depth=12, enc_num_heads=12, dec_embed_dim=512, dec_depth=8,
-        dec_num_heads=16, norm_im2_in_dec=True, img_size=(224, 224),
-        head_type="linear", output_mode="pts3d", depth_mode=("exp", -INF, INF),
-        conf_mode=("exp", 1.0, INF), desc_mode="norm", two_confs=False, desc_conf_mode=None,
+        arch=arch,
+        rope_base=float(pos_embed[4:] or 100),
+        patch_size=16,
+        mlp_ratio=4.0,
+        enc_embed_dim=768,
+        enc_depth=12,
+        enc_num_heads=12,
+        dec_embed_dim=512,
+        dec_depth=8,
+        dec_num_heads=16,
+        norm_im2_in_dec=True,
+        img_size=(224, 224),
+        head_type="linear",
+        output_mode="pts3d",
+        depth_mode=("exp", -INF, INF),
+        conf_mode=("exp", 1.0, INF),
+        desc_mode="norm",
+        two_confs=False,
+        desc_conf_mode=None,
     )
     fields.update({k: v for k, v in kwargs.items() if k in _OFFICIAL_KWARGS})
     if fields["desc_conf_mode"] is None and "+desc" in fields["output_mode"]:
@@ -247,6 +289,7 @@ def parse_constructor_string(text: str) -> ModelConfig:
 
 def to_constructor_string(cfg: ModelConfig) -> str:
     """The official constructor string for ``cfg`` (inference layout), for export to naver code."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float) and math.isinf(v):
             return "-inf" if v < 0 else "inf"
@@ -256,10 +299,15 @@ def to_constructor_string(cfg: ModelConfig) -> str:
             return str(int(v))
         return repr(v)
 
-    parts = [f"pos_embed='RoPE{int(cfg.rope_base)}'", "patch_embed_cls='PatchEmbedDust3R'",
-             f"img_size={fmt(tuple(cfg.img_size))}", f"head_type={cfg.head_type!r}",
-             f"output_mode={cfg.output_mode!r}", f"depth_mode={fmt(cfg.depth_mode)}",
-             f"conf_mode={fmt(cfg.conf_mode)}"]
+    parts = [
+        f"pos_embed='RoPE{int(cfg.rope_base)}'",
+        "patch_embed_cls='PatchEmbedDust3R'",
+        f"img_size={fmt(tuple(cfg.img_size))}",
+        f"head_type={cfg.head_type!r}",
+        f"output_mode={cfg.output_mode!r}",
+        f"depth_mode={fmt(cfg.depth_mode)}",
+        f"conf_mode={fmt(cfg.conf_mode)}",
+    ]
     for k in ("enc_embed_dim", "enc_depth", "enc_num_heads", "dec_embed_dim", "dec_depth", "dec_num_heads"):
         parts.append(f"{k}={getattr(cfg, k)}")
     if cfg.arch == "mast3r":
@@ -271,6 +319,10 @@ def to_constructor_string(cfg: ModelConfig) -> str:
 
 MAST3R_RELEASED = ModelConfig(name="MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric")
 DUST3R_RELEASED = ModelConfig(
-    arch="dust3r", head_type="dpt", output_mode="pts3d", two_confs=False, desc_conf_mode=None,
+    arch="dust3r",
+    head_type="dpt",
+    output_mode="pts3d",
+    two_confs=False,
+    desc_conf_mode=None,
     name="DUSt3R_ViTLarge_BaseDecoder_512_dpt",
 )

@@ -1,5 +1,6 @@
 """Prediction heads: DPT (dense prediction transformer), MASt3R's local-feature MLP,
 DUSt3R's linear head, and the per-pixel post-processing of their raw maps."""
+
 from __future__ import annotations
 
 import torch
@@ -52,7 +53,7 @@ def postprocess(raw: torch.Tensor, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     desc_dim = cfg.desc_dim
     if desc_dim is not None:
         start = cfg.head_channels
-        res["desc"] = reg_desc(fmap[..., start:start + desc_dim], cfg.desc_mode)
+        res["desc"] = reg_desc(fmap[..., start : start + desc_dim], cfg.desc_mode)
         if cfg.two_confs:
             res["desc_conf"] = reg_dense_conf(fmap[..., start + desc_dim], cfg.desc_conf_mode)
         else:
@@ -117,12 +118,14 @@ class DPT(nn.Module):
         dims = cfg.dpt_layer_dims
         token_dims = [cfg.enc_embed_dim if h == 0 else cfg.dec_embed_dim for h in self.hooks]
         f = cfg.dpt_feature_dim
-        self.act_postprocess = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(token_dims[0], dims[0], 1), nn.ConvTranspose2d(dims[0], dims[0], 4, stride=4)),
-            nn.Sequential(nn.Conv2d(token_dims[1], dims[1], 1), nn.ConvTranspose2d(dims[1], dims[1], 2, stride=2)),
-            nn.Sequential(nn.Conv2d(token_dims[2], dims[2], 1)),
-            nn.Sequential(nn.Conv2d(token_dims[3], dims[3], 1), nn.Conv2d(dims[3], dims[3], 3, stride=2, padding=1)),
-        ])
+        self.act_postprocess = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(token_dims[0], dims[0], 1), nn.ConvTranspose2d(dims[0], dims[0], 4, stride=4)),
+                nn.Sequential(nn.Conv2d(token_dims[1], dims[1], 1), nn.ConvTranspose2d(dims[1], dims[1], 2, stride=2)),
+                nn.Sequential(nn.Conv2d(token_dims[2], dims[2], 1)),
+                nn.Sequential(nn.Conv2d(token_dims[3], dims[3], 1), nn.Conv2d(dims[3], dims[3], 3, stride=2, padding=1)),
+            ]
+        )
         self.scratch = DPTScratch(dims, f)
         self.head = nn.Sequential(
             nn.Conv2d(f, f // 2, 3, padding=1),

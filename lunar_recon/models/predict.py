@@ -1,5 +1,6 @@
 """High-level inference: two numpy images of any size -> pointmaps in the left camera
 frame at the input resolution."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,15 +77,21 @@ def _to_input_grid(res: dict, keys: tuple[str, ...], info: CropInfo, fills: tupl
         arr = _back_to_input(stacked, info, fill)[0].permute(1, 2, 0).cpu().numpy()
     parts, c0 = [], 0
     for w in widths:
-        part = arr[..., c0:c0 + w]
+        part = arr[..., c0 : c0 + w]
         parts.append(part[..., 0] if w == 1 else part)
         c0 += w
     return parts
 
 
 @torch.inference_mode()
-def predict_pair(model: torch.nn.Module, image_left: np.ndarray, image_right: np.ndarray,
-                 size: int = 512, square_ok: bool = True, right_view: bool = True) -> PairPrediction:
+def predict_pair(
+    model: torch.nn.Module,
+    image_left: np.ndarray,
+    image_right: np.ndarray,
+    size: int = 512,
+    square_ok: bool = True,
+    right_view: bool = True,
+) -> PairPrediction:
     """Run ``model`` on two numpy images (mono or colour, uint8/uint16/float).
 
     Images are prepared as the official ``load_images`` does (long side -> ``size``, crop
@@ -102,13 +109,17 @@ def predict_pair(model: torch.nn.Module, image_left: np.ndarray, image_right: np
     has_desc = "desc" in res1
     keys = ("pts3d", "conf", "desc") if has_desc else ("pts3d", "conf")
     nan = float("nan")
-    fills = (nan, 0.0, nan)[:len(keys)]
+    fills = (nan, 0.0, nan)[: len(keys)]
     left = _to_input_grid(res1, keys, info1, fills)
     right = [None] * len(keys)
     if right_view:
         right = _to_input_grid(res2, ("pts3d_in_other_view",) + keys[1:], info2, fills)
     return PairPrediction(
-        points_left=left[0], points_right=right[0], conf_left=left[1], conf_right=right[1],
-        desc_left=left[2] if has_desc else None, desc_right=right[2] if has_desc else None,
+        points_left=left[0],
+        points_right=right[0],
+        conf_left=left[1],
+        conf_right=right[1],
+        desc_left=left[2] if has_desc else None,
+        desc_right=right[2] if has_desc else None,
         network_hw=info1.out_hw,
     )

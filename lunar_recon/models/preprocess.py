@@ -5,6 +5,7 @@ half-to-even rounding of the new size), centre-crop to multiples of 16 (square i
 to 4:3 unless ``square_ok``), scale to [-1, 1].  The ``size=224`` branch resizes the
 short side and crops a square.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 FLOPs are counted on the meta device (no weights allocated, nothing computed), so the
 688.6M-parameter teacher is measured in well under a second.
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,8 +59,7 @@ def gflops_by_part(model_or_config, height: int, width: int) -> dict[str, float]
     return parts
 
 
-def latency_ms(model, height: int, width: int, threads: int = 2, repeats: int = 10,
-               warmup: int = 1) -> list[float]:
+def latency_ms(model, height: int, width: int, threads: int = 2, repeats: int = 10, warmup: int = 1) -> list[float]:
     """Wall-clock milliseconds of ``repeats`` single-pair forwards on the CPU with ``threads``
     threads (after ``warmup`` untimed ones), sorted.  The caller's thread count is restored."""
     import time

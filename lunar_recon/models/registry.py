@@ -1,6 +1,7 @@
 """Model names the node and the tools accept: a checkpoint path, 'sgbm' (the classical
 baseline), 'sgbm-wls' (the same with OpenCV's WLS disparity filter), or 'default' (the
 student shipped with the package, else SGBM)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,7 @@ def resolve_network_file(name: str) -> str:
     if name in ("", "default"):
         path = shipped_model_path()
         if path is None:
-            raise ValueError("model 'default' is SGBM here (no student is shipped with this install): "
-                             "it has no network file")
+            raise ValueError("model 'default' is SGBM here (no student is shipped with this install): it has no network file")
         return str(path)
     if name in CLASSICAL:
         raise ValueError(f"model {name!r} is the classical matcher: it has no network file")
@@ -55,4 +55,3 @@ def model_label(name: str) -> str:
         return name
     p = Path(name)
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name  # 'teacher/best.pt' vs 'student/best.pt'
-

@@ -1,5 +1,6 @@
 """OpenCV semi-global matching as a model: the classical baseline behind the networks' output
 contract (``PairPrediction``), so the pipeline, the node and the tools run it like any model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ class SGBMModel:
         self.params = params or SGBMParams()
         self.calibration = calibration
 
-    def predict(self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512,
-                right_view: bool = True) -> PairPrediction:
+    def predict(
+        self, image_left: np.ndarray, image_right: np.ndarray, size: int = 512, right_view: bool = True
+    ) -> PairPrediction:
         cal = self.calibration
         if cal is None:
             raise ValueError("SGBM needs a stereo calibration")
@@ -37,5 +39,6 @@ class SGBMModel:
         if not right_view:
             return PairPrediction(pts, None, conf, None, network_hw=depth.shape)
         h2, w2 = np.asarray(image_right).shape[:2]
-        return PairPrediction(pts, np.full((h2, w2, 3), np.nan, np.float32), conf,
-                              np.zeros((h2, w2), np.float32), network_hw=depth.shape)
+        return PairPrediction(
+            pts, np.full((h2, w2, 3), np.nan, np.float32), conf, np.zeros((h2, w2), np.float32), network_hw=depth.shape
+        )

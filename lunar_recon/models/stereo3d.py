@@ -5,6 +5,7 @@ lock-step, each cross-attending to the other view's tokens of the previous layer
 head per view turns the decoder tokens into a pointmap (both in view 1's camera frame)
 with confidences (and, for MASt3R, local descriptors).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,10 @@ def _image_hw(view: dict[str, Any]) -> tuple[int, int]:
     if shape is not None:
         shape = torch.as_tensor(shape).reshape(-1, 2)
         if not bool((shape == torch.tensor(hw)).all()):
-            raise ValueError(f"true_shape {shape.tolist()} disagrees with the image size {hw} (H, W); "
-                             "lunar_recon runs the inference layout: images in their own orientation")
+            raise ValueError(
+                f"true_shape {shape.tolist()} disagrees with the image size {hw} (H, W); "
+                "lunar_recon runs the inference layout: images in their own orientation"
+            )
     return hw
 
 
@@ -52,15 +55,18 @@ class AsymmetricCroCo3DStereo(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_embed_dim))
         self.enc_blocks = nn.ModuleList(
             EncoderBlock(cfg.enc_embed_dim, cfg.enc_num_heads, cfg.mlp_ratio, rope)
-            for _ in range(cfg.enc_depth if cfg.encoder_type == "vit" else 0))
+            for _ in range(cfg.enc_depth if cfg.encoder_type == "vit" else 0)
+        )
         self.enc_norm = layer_norm(cfg.enc_embed_dim)
         self.decoder_embed = nn.Linear(cfg.enc_embed_dim, cfg.dec_embed_dim)
         self.dec_blocks = nn.ModuleList(
             DecoderBlock(cfg.dec_embed_dim, cfg.dec_num_heads, cfg.mlp_ratio, rope, cfg.norm_im2_in_dec)
-            for _ in range(cfg.dec_depth))
+            for _ in range(cfg.dec_depth)
+        )
         self.dec_blocks2 = nn.ModuleList(
             DecoderBlock(cfg.dec_embed_dim, cfg.dec_num_heads, cfg.mlp_ratio, rope, cfg.norm_im2_in_dec)
-            for _ in range(cfg.dec_depth))
+            for _ in range(cfg.dec_depth)
+        )
         self.dec_norm = layer_norm(cfg.dec_embed_dim)
         self.downstream_head1 = build_head(cfg)
         self.downstream_head2 = build_head(cfg)
@@ -153,8 +159,7 @@ class AsymmetricCroCo3DStereo(nn.Module):
             yield from blocks.parameters()
 
     # ---- full model ---------------------------------------------------------------------
-    def forward(self, view1: dict[str, Any], view2: dict[str, Any], return_tokens: bool = False,
-                view2_head: bool = True):
+    def forward(self, view1: dict[str, Any], view2: dict[str, Any], return_tokens: bool = False, view2_head: bool = True):
         """Official contract: ``view = {'img': (B,3,H,W) in [-1,1], 'true_shape': (B,2) [[H, W]]}``.
 
         Returns ``(res1, res2)``: ``res1['pts3d']`` (view-1 pixels, view-1 frame),

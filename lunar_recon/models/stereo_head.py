@@ -18,6 +18,7 @@ real-time stereo networks do (Fast-FoundationStereo, ESS, LightStereo), at a CPU
 The network's pointmap stays the dense answer; the pipeline takes this disparity where it is
 confident (``pipeline.StereoReconstructor``).  Unrectified pairs never reach this head.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -48,8 +49,11 @@ class StereoHeadConfig:
             raise ValueError("max_disparity_px must cover at least two coarse pixels")
         if self.refine_radius_px < 2:
             raise ValueError("refine_radius_px must be >= 2 (the sub-pixel window is +-2)")
-        if min(self.coarse_aggregation_px, self.fine_aggregation_px) < 1 \
-                or self.coarse_aggregation_px % 2 == 0 or self.fine_aggregation_px % 2 == 0:
+        if (
+            min(self.coarse_aggregation_px, self.fine_aggregation_px) < 1
+            or self.coarse_aggregation_px % 2 == 0
+            or self.fine_aggregation_px % 2 == 0
+        ):
             raise ValueError("the aggregation windows must be odd and >= 1")
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,8 +85,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         import cv2
 
         a = x.detach().numpy()
-        out = np.stack([cv2.GaussianBlur(np.ascontiguousarray(a[i, 0]), (2 * r + 1, 2 * r + 1), sigma,
-                                         borderType=cv2.BORDER_REPLICATE) for i in range(a.shape[0])])
+        out = np.stack(
+            [
+                cv2.GaussianBlur(np.ascontiguousarray(a[i, 0]), (2 * r + 1, 2 * r + 1), sigma, borderType=cv2.BORDER_REPLICATE)
+                for i in range(a.shape[0])
+            ]
+        )
         return torch.from_numpy(out[:, None])
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -201,8 +209,9 @@ def parabola_peak(logits: torch.Tensor) -> torch.Tensor:
     c0, c1, c2 = (torch.gather(logits, -1, best + k)[..., 0] for k in (-1, 0, 1))
     curvature = c0 - 2 * c1 + c2
     peaked = curvature < 0
-    offset = torch.where(peaked, 0.5 * (c0 - c2) / torch.where(peaked, curvature, torch.ones_like(curvature)),
-                         torch.zeros_like(curvature))
+    offset = torch.where(
+        peaked, 0.5 * (c0 - c2) / torch.where(peaked, curvature, torch.ones_like(curvature)), torch.zeros_like(curvature)
+    )
     return best[..., 0].to(logits.dtype) + offset.clamp(-1.0, 1.0)
 
 
@@ -274,8 +283,9 @@ def predict_disparity(head: EpipolarStereoHead, image_left, image_right):
     """Left disparity (px) and its confidence of a rectified pair of numpy images (grey or
     colour, any size: padded to the coarse stride by replication, cropped back)."""
     if np.shape(image_left)[:2] != np.shape(image_right)[:2]:
-        raise ValueError(f"the stereo head needs two images of one size, got {np.shape(image_left)[:2]} "
-                         f"and {np.shape(image_right)[:2]}")
+        raise ValueError(
+            f"the stereo head needs two images of one size, got {np.shape(image_left)[:2]} and {np.shape(image_right)[:2]}"
+        )
     device = next(head.parameters()).device
     left, right = _gray_tensor(image_left, device), _gray_tensor(image_right, device)
     h, w = left.shape[-2:]
@@ -285,5 +295,7 @@ def predict_disparity(head: EpipolarStereoHead, image_left, image_right):
         left, right = F.pad(left, pad, mode="replicate"), F.pad(right, pad, mode="replicate")
     with torch.inference_mode():
         out = head(left, right)
-    return (out.disparity[0, 0, :h, :w].cpu().numpy().astype(np.float32),
-            out.confidence[0, 0, :h, :w].cpu().numpy().astype(np.float32))
+    return (
+        out.disparity[0, 0, :h, :w].cpu().numpy().astype(np.float32),
+        out.confidence[0, 0, :h, :w].cpu().numpy().astype(np.float32),
+    )

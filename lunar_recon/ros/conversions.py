@@ -1,5 +1,6 @@
 """rclpy messages <-> numpy.  Validation of incoming messages raises :class:`MessageRejected`
 with a short reason that the node counts and logs."""
+
 from __future__ import annotations
 
 import array
@@ -50,8 +51,9 @@ def image_from_msg(msg) -> np.ndarray:
     if msg.encoding not in IMAGE_ENCODINGS:
         raise MessageRejected("encoding", f"unsupported encoding {msg.encoding!r} (supported: {IMAGE_ENCODINGS})")
     if msg.height == 0 or msg.width == 0 or len(msg.data) != msg.step * msg.height:
-        raise MessageRejected("malformed_image", f"{msg.width}x{msg.height} image, step {msg.step}, "
-                                                 f"{len(msg.data)} bytes of data")
+        raise MessageRejected(
+            "malformed_image", f"{msg.width}x{msg.height} image, step {msg.step}, {len(msg.data)} bytes of data"
+        )
     try:
         if _BRIDGE is not None:
             arr = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough")
@@ -154,8 +156,9 @@ def pointcloud2_msg(PointCloud2, PointField, header, points: np.ndarray, intensi
     msg = PointCloud2()
     msg.header = header
     msg.height, msg.width = h, w
-    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-                  for i, n in enumerate(("x", "y", "z", "intensity"))]
+    msg.fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate(("x", "y", "z", "intensity"))
+    ]
     msg.is_bigendian = False
     msg.point_step = 16
     msg.row_step = 16 * w

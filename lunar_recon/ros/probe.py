@@ -1,6 +1,7 @@
 """A probe for a stereo_node running in its own process: start / stop it, publish stereo
 pairs into it and record everything it publishes, over real DDS.  Used by the benchmark
 (end-to-end latency and rate), the benchmarks and the integration tests."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
 def node_env(domain: int) -> dict:
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain),
-               PYTHONUNBUFFERED="1")
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     return env
 
 
@@ -63,16 +63,30 @@ class NodeProbe:
         self.got: dict[str, list] = {}
         self.arrived: dict[str, list[float]] = {}  # time.monotonic() of each message in got, same order
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        for topic, T, q in [("depth/image_rect", Image, 10), ("depth/camera_info", CameraInfo, 10), ("confidence", Image, 10),
-                            ("points2", PointCloud2, 10), ("slope", Image, 10), ("hazard/grid", OccupancyGrid, latched),
-                            ("hazard/image", Image, 10), ("hazard/landing_site", PointStamped, 10),
-                            ("/diagnostics", DiagnosticArray, 10)]:
+        for topic, T, q in [
+            ("depth/image_rect", Image, 10),
+            ("depth/camera_info", CameraInfo, 10),
+            ("confidence", Image, 10),
+            ("points2", PointCloud2, 10),
+            ("slope", Image, 10),
+            ("hazard/grid", OccupancyGrid, latched),
+            ("hazard/image", Image, 10),
+            ("hazard/landing_site", PointStamped, 10),
+            ("/diagnostics", DiagnosticArray, 10),
+        ]:
             self.node.create_subscription(T, topic, lambda m, t=topic: self._record(t, m), q)
-        pair_qos = qos_profile_sensor_data if qos == "sensor_data" else \
-            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.pubs = [self.node.create_publisher(T, t, pair_qos) for t, T in
-                     [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
-                      ("right/camera_info", CameraInfo)]]
+        pair_qos = (
+            qos_profile_sensor_data if qos == "sensor_data" else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        self.pubs = [
+            self.node.create_publisher(T, t, pair_qos)
+            for t, T in [
+                ("left/image_rect", Image),
+                ("left/camera_info", CameraInfo),
+                ("right/image_rect", Image),
+                ("right/camera_info", CameraInfo),
+            ]
+        ]
 
     def _record(self, topic: str, msg) -> None:
         self.arrived.setdefault(topic, []).append(time.monotonic())
@@ -114,6 +128,7 @@ class NodeProbe:
         """(kind, the four messages) for every kind of bad input the node must reject and
         count: truncated data, an unknown encoding, mismatched sizes, an all-zero or NaN
         camera_info, an empty image, a wrong step, an odd mono16 buffer."""
+
         def pair(edit):
             m = self.pair(fr)
             edit(m)

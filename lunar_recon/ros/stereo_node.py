@@ -8,6 +8,7 @@ then geometry + publishing, each on its own thread taking only the newest item (
 network overlaps the previous pair's geometry); older items are dropped and counted, never
 queued without bound.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,90 +32,156 @@ from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.descent_map import DescentMapParams
 from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..geometry.metric_scale import SCALE_FIELD_SIGMA, STEREO_FUSION_DISPARITY_PX
-from ..pipeline import (NETWORK_SIGMA_FACTOR, SCALE_MODES, SHADOW_INTENSITY_FRACTION, ReconstructionParams,
-                        StereoReconstructor, disparity_precision)
-from .conversions import (MessageRejected, bgr_image_msg, depth_image_msg, image_from_msg,
-                          occupancy_grid_msg, pointcloud2_msg, stamp_ns, stereo_calibration_from_infos,
-                          unknown_grid_msg)
+from ..pipeline import (
+    NETWORK_SIGMA_FACTOR,
+    SCALE_MODES,
+    SHADOW_INTENSITY_FRACTION,
+    ReconstructionParams,
+    StereoReconstructor,
+    disparity_precision,
+)
+from .conversions import (
+    MessageRejected,
+    bgr_image_msg,
+    depth_image_msg,
+    image_from_msg,
+    occupancy_grid_msg,
+    pointcloud2_msg,
+    stamp_ns,
+    stereo_calibration_from_infos,
+    unknown_grid_msg,
+)
 from .sync import PairMonitor, TimeSynchronizer, make_synchronizer
 
 # name -> (default, description, range or choices)
 PARAMETERS: dict[str, tuple] = {
-    "model": ("default", "checkpoint path (any file load_model accepts), 'sgbm', 'sgbm-wls' or 'default' "
-              "(shipped student)", None),
+    "model": (
+        "default",
+        "checkpoint path (any file load_model accepts), 'sgbm', 'sgbm-wls' or 'default' (shipped student)",
+        None,
+    ),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
     "inference_size": (0, "long side of the network input in pixels (0: the model's own; else a multiple of 16)", (0, 2048)),
     "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),
     "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
-    "scale_mode": ("auto", "'predicted' (as the model says), 'baseline' (the right view's pointmap on the "
-                   "calibrated rig's rays), "
-                   "'stereo' (median ratio to a matcher's depth: the student's stereo head on a rectified rig, "
-                   "else a coarse SGBM), 'stereo_local' (a smooth per-pixel scale field from that depth) or "
-                   "'auto' (the model card's choice)", SCALE_MODES),
-    "scale_field_sigma": (SCALE_FIELD_SIGMA, "'stereo_local': Gaussian sigma of the scale field, fraction of the "
-                          "image width", (0.001, 1.0)),
-    "stereo_fusion_disparity_px": (STEREO_FUSION_DISPARITY_PX, "'stereo' / 'stereo_local': pull the points toward "
-                                   "the matcher's (the stereo head's, else a full-resolution SGBM's) where its "
-                                   "disparity is large, halfway at this one (px of the left image); 0: off",
-                                   (0.0, 999.0)),
-    "stereo_head": (True, "a student with a calibrated-stereo head takes its metric reference and fusion from "
-                    "it on a rectified rig instead of SGBM", None),
-    "stereo_head_min_confidence": (0.99, "head disparities below this match confidence (0-1) are left to the "
-                                   "pointmap", (0.0, 0.999)),
-    "network_sigma_factor": (NETWORK_SIGMA_FACTOR, "hazard noise model: widening of the points that are the "
-                             "network's rather than a matcher's (its errors are smooth and it cannot resolve rocks "
-                             "below its token size); 1: none", (1.0, 1000.0)),
-    "up_vector": ([0.0, 0.0, -1.0], "gravity 'up' in the left optical frame when no attitude is received "
-                  "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])", None),
-    "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes",
-                     None),
-    "sun_vector": ([0.0, 0.0, 0.0], "direction toward the sun in the left optical frame when none is received "
-                   "on sun_direction (geometry_msgs/Vector3Stamped); [0, 0, 0]: unknown", None),
-    "shadow_intensity_fraction": (SHADOW_INTENSITY_FRACTION, "with a sun direction: pixels darker than this fraction "
-                                  "of the lit level are shadows, which bound the hazard map's terrain; 0: shadows "
-                                  "unused", (0.0, 0.99)),
+    "scale_mode": (
+        "auto",
+        "'predicted' (as the model says), 'baseline' (the right view's pointmap on the "
+        "calibrated rig's rays), "
+        "'stereo' (median ratio to a matcher's depth: the student's stereo head on a rectified rig, "
+        "else a coarse SGBM), 'stereo_local' (a smooth per-pixel scale field from that depth) or "
+        "'auto' (the model card's choice)",
+        SCALE_MODES,
+    ),
+    "scale_field_sigma": (
+        SCALE_FIELD_SIGMA,
+        "'stereo_local': Gaussian sigma of the scale field, fraction of the image width",
+        (0.001, 1.0),
+    ),
+    "stereo_fusion_disparity_px": (
+        STEREO_FUSION_DISPARITY_PX,
+        "'stereo' / 'stereo_local': pull the points toward "
+        "the matcher's (the stereo head's, else a full-resolution SGBM's) where its "
+        "disparity is large, halfway at this one (px of the left image); 0: off",
+        (0.0, 999.0),
+    ),
+    "stereo_head": (
+        True,
+        "a student with a calibrated-stereo head takes its metric reference and fusion from "
+        "it on a rectified rig instead of SGBM",
+        None,
+    ),
+    "stereo_head_min_confidence": (
+        0.99,
+        "head disparities below this match confidence (0-1) are left to the pointmap",
+        (0.0, 0.999),
+    ),
+    "network_sigma_factor": (
+        NETWORK_SIGMA_FACTOR,
+        "hazard noise model: widening of the points that are the "
+        "network's rather than a matcher's (its errors are smooth and it cannot resolve rocks "
+        "below its token size); 1: none",
+        (1.0, 1000.0),
+    ),
+    "up_vector": (
+        [0.0, 0.0, -1.0],
+        "gravity 'up' in the left optical frame when no attitude is received "
+        "(nadir camera: [0, 0, -1]; forward camera: [0, -1, 0])",
+        None,
+    ),
+    "use_attitude": (True, "take 'up' from the attitude topic (geometry_msgs/QuaternionStamped) when it publishes", None),
+    "sun_vector": (
+        [0.0, 0.0, 0.0],
+        "direction toward the sun in the left optical frame when none is received "
+        "on sun_direction (geometry_msgs/Vector3Stamped); [0, 0, 0]: unknown",
+        None,
+    ),
+    "shadow_intensity_fraction": (
+        SHADOW_INTENSITY_FRACTION,
+        "with a sun direction: pixels darker than this fraction "
+        "of the lit level are shadows, which bound the hazard map's terrain; 0: shadows "
+        "unused",
+        (0.0, 0.99),
+    ),
     "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
-    "disparity_sigma_px": (-1.0, "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
-                           "-1: the model's own (model card: its floor, widened on bland ground by its texture gain; SGBM "
-                           "0.11), else one sigma everywhere, 0: off", (-1.0, 100.0)),
-    "hazard.slope_max_deg": (10.0, "largest safe tilt of a site's footprint plane against gravity (deg)",
-                             (0.1, 89.0)),
-    "hazard.roughness_max_m": (0.3, "largest safe height above (or depth below) a site's footprint plane (m)",
-                               (0.001, 100.0)),
+    "disparity_sigma_px": (
+        -1.0,
+        "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
+        "-1: the model's own (model card: its floor, widened on bland ground by its texture gain; SGBM "
+        "0.11), else one sigma everywhere, 0: off",
+        (-1.0, 100.0),
+    ),
+    "hazard.slope_max_deg": (10.0, "largest safe tilt of a site's footprint plane against gravity (deg)", (0.1, 89.0)),
+    "hazard.roughness_max_m": (0.3, "largest safe height above (or depth below) a site's footprint plane (m)", (0.001, 100.0)),
     "hazard.footprint_diameter_m": (4.0, "lander footprint diameter (m)", (0.1, 1000.0)),
-    "hazard.resolution_m": (0.15, "hazard grid cell size (m); 0: two ground pixels at the pair's median range",
-                            (0.0, 100.0)),
+    "hazard.resolution_m": (0.15, "hazard grid cell size (m); 0: two ground pixels at the pair's median range", (0.0, 100.0)),
     "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
     "hazard.coverage_min": (0.7, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
     "hazard.safe_below": (0.05, "a site is certified safe when its hazard probability is below this", (0.001, 1.0)),
     "hazard.hazard_above": (0.5, "a site is a hazard when its hazard probability is at least this", (0.001, 1.0)),
-    "hazard.memory_frames": (3, "maps whose certain hazards fill the current map's unknown cells, this one "
-                             "included (needs the pose topic); 1: this map alone", (1, 100)),
+    "hazard.memory_frames": (
+        3,
+        "maps whose certain hazards fill the current map's unknown cells, this one "
+        "included (needs the pose topic); 1: this map alone",
+        (1, 100),
+    ),
     "hazard.memory_keyframe_distance_m": (4.0, "camera travel between the maps the memory keeps (m)", (0.0, 1e4)),
-    "descent_map.enabled": (False, "fuse every frame into one elevation map in the pose topic's world frame and "
-                            "publish the landing-site map made on it (needs the pose topic)", None),
+    "descent_map.enabled": (
+        False,
+        "fuse every frame into one elevation map in the pose topic's world frame and "
+        "publish the landing-site map made on it (needs the pose topic)",
+        None,
+    ),
     "descent_map.window_m": (48.0, "side of the fused map's window, which follows the camera (m)", (1.0, 1e4)),
-    "descent_map.gate_sigmas": (3.0, "an observation further than this many sigmas from the map is an outlier",
-                                (0.1, 100.0)),
-    "descent_map.reset_distance_m": (25.0, "camera travel between two frames that resets the map (a pose jump, m)",
-                                     (0.01, 1e5)),
+    "descent_map.gate_sigmas": (3.0, "an observation further than this many sigmas from the map is an outlier", (0.1, 100.0)),
+    "descent_map.reset_distance_m": (25.0, "camera travel between two frames that resets the map (a pose jump, m)", (0.01, 1e5)),
     "pose_tolerance_seconds": (0.05, "largest stamp difference between a pair and the pose used for it", (0.0, 10.0)),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
-    "camera_info_sync": ("exact", "how camera_info pairs with the images: 'exact' (each image with the "
-                         "camera_info of its stamp, as image_pipeline's stereo nodes) or 'latest' (the two images "
-                         "synchronised, each camera's newest camera_info used: for a fixed rig whose megapixel "
-                         "images make the transport drop the small camera_info messages between them)",
-                         ("exact", "latest")),
-    "input_qos": ("reliable", "QoS of the image and camera_info subscriptions, depth queue_size: 'reliable' "
-                  "(delivers large colour and megapixel images; a best-effort publisher is reported in the "
-                  "diagnostics and the log), 'sensor_data' (best effort, for best-effort camera drivers; loses "
-                  "images over ~0.5 MB on localhost) or 'system_default'", ("reliable", "sensor_data",
-                                                                            "system_default")),
-    "output_qos": ("reliable", "QoS of the image, cloud and landing-site outputs: 'reliable' (depth 5; every "
-                   "subscriber gets them) or 'sensor_data' (best effort, depth 5); hazard/grid is always "
-                   "reliable + transient-local", ("reliable", "sensor_data")),
+    "camera_info_sync": (
+        "exact",
+        "how camera_info pairs with the images: 'exact' (each image with the "
+        "camera_info of its stamp, as image_pipeline's stereo nodes) or 'latest' (the two images "
+        "synchronised, each camera's newest camera_info used: for a fixed rig whose megapixel "
+        "images make the transport drop the small camera_info messages between them)",
+        ("exact", "latest"),
+    ),
+    "input_qos": (
+        "reliable",
+        "QoS of the image and camera_info subscriptions, depth queue_size: 'reliable' "
+        "(delivers large colour and megapixel images; a best-effort publisher is reported in the "
+        "diagnostics and the log), 'sensor_data' (best effort, for best-effort camera drivers; loses "
+        "images over ~0.5 MB on localhost) or 'system_default'",
+        ("reliable", "sensor_data", "system_default"),
+    ),
+    "output_qos": (
+        "reliable",
+        "QoS of the image, cloud and landing-site outputs: 'reliable' (depth 5; every "
+        "subscriber gets them) or 'sensor_data' (best effort, depth 5); hazard/grid is always "
+        "reliable + transient-local",
+        ("reliable", "sensor_data"),
+    ),
     "points_decimation": (1, "publish every N-th row and column of the point cloud", (1, 64)),
     "publish_depth": (True, "publish depth/image_rect and depth/camera_info", None),
     "publish_confidence": (True, "publish confidence", None),
@@ -127,8 +194,12 @@ PARAMETERS: dict[str, tuple] = {
 def _descriptor(name: str, description: str, rng) -> ParameterDescriptor:
     d = ParameterDescriptor(name=name, description=description)
     default = PARAMETERS[name][0]
-    if isinstance(rng, tuple) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng) \
-            and not isinstance(default, bool):
+    if (
+        isinstance(rng, tuple)
+        and len(rng) == 2
+        and all(isinstance(v, (int, float)) for v in rng)
+        and not isinstance(default, bool)
+    ):
         if isinstance(default, int):
             d.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
         else:
@@ -162,9 +233,9 @@ def validate_parameters(values: dict) -> None:
 def parameter_table() -> str:
     """The README's parameter reference, made from PARAMETERS (the one source of the node's
     declarations, config/stereo.yaml and this table)."""
+
     def fmt(v):
-        return f"`{v!r}`".replace("'", '"') if isinstance(v, str) else f"`{v}`".replace("True", "true").replace(
-            "False", "false")
+        return f"`{v!r}`".replace("'", '"') if isinstance(v, str) else f"`{v}`".replace("True", "true").replace("False", "false")
 
     rows = ["| parameter | type | default | range | meaning |", "|---|---|---|---|---|"]
     for name, (default, description, rng) in PARAMETERS.items():
@@ -182,8 +253,11 @@ def parameter_table() -> str:
 
 def input_qos(name: str, depth: int) -> QoSProfile:
     """The image and camera_info subscriptions' QoS (parameter ``input_qos``)."""
-    reliability = {"reliable": ReliabilityPolicy.RELIABLE, "sensor_data": ReliabilityPolicy.BEST_EFFORT,
-                   "system_default": ReliabilityPolicy.SYSTEM_DEFAULT}[name]
+    reliability = {
+        "reliable": ReliabilityPolicy.RELIABLE,
+        "sensor_data": ReliabilityPolicy.BEST_EFFORT,
+        "system_default": ReliabilityPolicy.SYSTEM_DEFAULT,
+    }[name]
     return QoSProfile(depth=depth, reliability=reliability)
 
 
@@ -215,8 +289,10 @@ class StereoNode(Node):
         self._reconstruction_params().validate()  # and their combinations, before the model loads
         self.unknown_parameters = unknown_parameters(self._parameter_overrides)
         if self.unknown_parameters:  # a typo must not pass silently as the default
-            self.get_logger().warning("ignoring unknown parameters: " + "; ".join(
-                name + (f" (did you mean {hint}?)" if hint else "") for name, hint in self.unknown_parameters.items()))
+            self.get_logger().warning(
+                "ignoring unknown parameters: "
+                + "; ".join(name + (f" (did you mean {hint}?)" if hint else "") for name, hint in self.unknown_parameters.items())
+            )
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         from ..models.checkpoint import resolve_device
@@ -247,8 +323,12 @@ class StereoNode(Node):
         self._cond = threading.Condition()
         self._stop = False
 
-        topics = [("left/image_rect", Image, image_qos), ("left/camera_info", CameraInfo, info_qos),
-                  ("right/image_rect", Image, image_qos), ("right/camera_info", CameraInfo, info_qos)]
+        topics = [
+            ("left/image_rect", Image, image_qos),
+            ("left/camera_info", CameraInfo, info_qos),
+            ("right/image_rect", Image, image_qos),
+            ("right/camera_info", CameraInfo, info_qos),
+        ]
         approx = self.values["approximate_sync"]
         slop = self.values["approximate_sync_tolerance_seconds"]
         self.pairs_received = 0
@@ -260,8 +340,9 @@ class StereoNode(Node):
         self.latest_info: list = [None, None]
         if self.values["camera_info_sync"] == "latest":
             for side, (name, msg_type, qos) in zip((0, 1), (topics[1], topics[3])):
-                self.create_subscription(msg_type, name, lambda m, side=side, name=name: self._on_info(side, name, m),
-                                         qos, event_callbacks=events)
+                self.create_subscription(
+                    msg_type, name, lambda m, side=side, name=name: self._on_info(side, name, m), qos, event_callbacks=events
+                )
             topics = [topics[0], topics[2]]
             on_synced = self._on_image_pair
         self.pair_monitor = PairMonitor([n for n, _, _ in topics], slop if approx else 0.0)
@@ -269,14 +350,12 @@ class StereoNode(Node):
         try:
             import message_filters
 
-            mf_subs = [message_filters.Subscriber(self, t, n, qos_profile=q, event_callbacks=events)
-                       for n, t, q in topics]
+            mf_subs = [message_filters.Subscriber(self, t, n, qos_profile=q, event_callbacks=events) for n, t, q in topics]
             for i, sub in enumerate(mf_subs):
                 sub.registerCallback(lambda m, i=i: self._on_input(i, m))
         except ImportError:
             pass
-        self._sync = make_synchronizer(mf_subs, self.values["queue_size"], on_synced, approx, slop) \
-            if mf_subs else None
+        self._sync = make_synchronizer(mf_subs, self.values["queue_size"], on_synced, approx, slop) if mf_subs else None
         if self._sync is None:
             self._sync = TimeSynchronizer(len(topics), self.values["queue_size"], on_synced, slop, approx)
 
@@ -304,13 +383,18 @@ class StereoNode(Node):
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         self.create_timer(1.0, self._publish_diagnostics)
-        self._workers = [threading.Thread(target=self._loop, args=(slot, run), name=name, daemon=True)
-                         for slot, run, name in (("_slot", self._network_stage, "lunar_recon_network"),
-                                                 ("_staged", self._geometry_stage, "lunar_recon_geometry"))]
+        self._workers = [
+            threading.Thread(target=self._loop, args=(slot, run), name=name, daemon=True)
+            for slot, run, name in (
+                ("_slot", self._network_stage, "lunar_recon_network"),
+                ("_staged", self._geometry_stage, "lunar_recon_geometry"),
+            )
+        ]
         for w in self._workers:
             w.start()
-        self.get_logger().info(f"stereo_node ready: model {self.model_name} on {self.device}, "
-                               f"{'approximate' if approx else 'exact'} sync")
+        self.get_logger().info(
+            f"stereo_node ready: model {self.model_name} on {self.device}, {'approximate' if approx else 'exact'} sync"
+        )
 
     # ---- parameters ------------------------------------------------------------------------------
     def _reconstruction_params(self) -> ReconstructionParams:
@@ -319,28 +403,47 @@ class StereoNode(Node):
             inference_size=int(v["inference_size"]),
             confidence_threshold=v["confidence_threshold"] or None,
             confidence_quantile=v["confidence_quantile"] or None,
-            scale_mode=v["scale_mode"], scale_field_sigma=v["scale_field_sigma"],
-            stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"], slope_baseline_m=v["slope_baseline_m"],
-            stereo_head=bool(v["stereo_head"]), stereo_head_min_confidence=v["stereo_head_min_confidence"],
+            scale_mode=v["scale_mode"],
+            scale_field_sigma=v["scale_field_sigma"],
+            stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"],
+            slope_baseline_m=v["slope_baseline_m"],
+            stereo_head=bool(v["stereo_head"]),
+            stereo_head_min_confidence=v["stereo_head_min_confidence"],
             network_sigma_factor=v["network_sigma_factor"],
             disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
             shadow_intensity_fraction=v["shadow_intensity_fraction"],
-            hazard=HazardParams(slope_max_deg=v["hazard.slope_max_deg"], roughness_max_m=v["hazard.roughness_max_m"],
-                                footprint_diameter_m=v["hazard.footprint_diameter_m"],
-                                resolution_m=v["hazard.resolution_m"], extent_m=v["hazard.extent_m"] or None,
-                                coverage_min=v["hazard.coverage_min"], safe_below=v["hazard.safe_below"],
-                                hazard_above=v["hazard.hazard_above"],
-                                memory_frames=int(v["hazard.memory_frames"]),
-                                memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"]),
+            hazard=HazardParams(
+                slope_max_deg=v["hazard.slope_max_deg"],
+                roughness_max_m=v["hazard.roughness_max_m"],
+                footprint_diameter_m=v["hazard.footprint_diameter_m"],
+                resolution_m=v["hazard.resolution_m"],
+                extent_m=v["hazard.extent_m"] or None,
+                coverage_min=v["hazard.coverage_min"],
+                safe_below=v["hazard.safe_below"],
+                hazard_above=v["hazard.hazard_above"],
+                memory_frames=int(v["hazard.memory_frames"]),
+                memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"],
+            ),
             descent_map=bool(v["descent_map.enabled"]),
-            descent=DescentMapParams(window_m=v["descent_map.window_m"], gate_sigmas=v["descent_map.gate_sigmas"],
-                                     reset_distance_m=v["descent_map.reset_distance_m"]),
+            descent=DescentMapParams(
+                window_m=v["descent_map.window_m"],
+                gate_sigmas=v["descent_map.gate_sigmas"],
+                reset_distance_m=v["descent_map.reset_distance_m"],
+            ),
         )
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params}
-        fixed = {"model", "device", "queue_size", "approximate_sync", "approximate_sync_tolerance_seconds",
-                 "input_qos", "output_qos", "camera_info_sync"} & set(changes)
+        fixed = {
+            "model",
+            "device",
+            "queue_size",
+            "approximate_sync",
+            "approximate_sync_tolerance_seconds",
+            "input_qos",
+            "output_qos",
+            "camera_info_sync",
+        } & set(changes)
         if fixed and any(changes[k] != self.values[k] for k in fixed):
             return SetParametersResult(successful=False, reason=f"{sorted(fixed)} can only be set at startup")
         merged = {**self.values, **changes}
@@ -413,9 +516,11 @@ class StereoNode(Node):
 
     def _on_incompatible_qos(self, event) -> None:
         self.incompatible_qos += 1
-        self.get_logger().warning(f"a publisher's QoS is incompatible with input_qos={self.values['input_qos']!r} "
-                                  f"(policy {event.last_policy_kind}): its images never arrive; set input_qos to "
-                                  "match it (e.g. 'sensor_data' for a best-effort camera driver)")
+        self.get_logger().warning(
+            f"a publisher's QoS is incompatible with input_qos={self.values['input_qos']!r} "
+            f"(policy {event.last_policy_kind}): its images never arrive; set input_qos to "
+            "match it (e.g. 'sensor_data' for a best-effort camera driver)"
+        )
 
     def _on_info(self, side: int, name: str, msg) -> None:
         self.pair_monitor.count(name)
@@ -468,11 +573,15 @@ class StereoNode(Node):
 
     def _wanted(self) -> dict[str, bool]:
         v, n = self.values, lambda k: self.pub[k].get_subscription_count() > 0
-        return {"depth": v["publish_depth"] and (n("depth") or n("depth_info")),
-                "confidence": v["publish_confidence"] and n("confidence"),
-                "points": v["publish_points"] and n("points"), "slope": v["publish_slope"] and n("slope"),
-                "grid": v["publish_hazard"] and n("grid"), "overlay": v["publish_hazard"] and n("overlay"),
-                "site": v["publish_hazard"] and n("site")}
+        return {
+            "depth": v["publish_depth"] and (n("depth") or n("depth_info")),
+            "confidence": v["publish_confidence"] and n("confidence"),
+            "points": v["publish_points"] and n("points"),
+            "slope": v["publish_slope"] and n("slope"),
+            "grid": v["publish_hazard"] and n("grid"),
+            "overlay": v["publish_hazard"] and n("overlay"),
+            "site": v["publish_hazard"] and n("site"),
+        }
 
     def _network_stage(self, left, left_info, right, right_info, t_arrival) -> None:
         img_l, img_r = image_from_msg(left), image_from_msg(right)
@@ -482,14 +591,26 @@ class StereoNode(Node):
         want = self._wanted()
         if not any(want.values()):
             return  # nobody listens: compute nothing
-        params = dataclasses.replace(self.reconstructor.params, compute_slope=want["slope"],
-                                     compute_hazard=want["grid"] or want["overlay"] or want["site"])
+        params = dataclasses.replace(
+            self.reconstructor.params, compute_slope=want["slope"], compute_hazard=want["grid"] or want["overlay"] or want["site"]
+        )
         staged = self.reconstructor.predict_scaled(img_l, img_r, calib, params)
         with self._cond:
             if self._staged is not None:
                 self.dropped += 1  # the geometry stage is busy: the newer pair replaces the waiting one
-            self._staged = (staged, left, left_info, img_l, calib, params, want, self._up(),
-                            self._sun(left.header.frame_id), self._pose(left.header.stamp), t_arrival)
+            self._staged = (
+                staged,
+                left,
+                left_info,
+                img_l,
+                calib,
+                params,
+                want,
+                self._up(),
+                self._sun(left.header.frame_id),
+                self._pose(left.header.stamp),
+                t_arrival,
+            )
             self._cond.notify_all()
 
     def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, sun, pose, t_arrival) -> None:
@@ -499,15 +620,23 @@ class StereoNode(Node):
             self.pub["depth"].publish(depth_image_msg(Image, h, rec.depth))
             info = CameraInfo()
             info.header, info.height, info.width = h, left_info.height, left_info.width
-            info.distortion_model, info.d, info.k, info.r, info.p = (left_info.distortion_model, left_info.d,
-                                                                     left_info.k, left_info.r, left_info.p)
+            info.distortion_model, info.d, info.k, info.r, info.p = (
+                left_info.distortion_model,
+                left_info.d,
+                left_info.k,
+                left_info.r,
+                left_info.p,
+            )
             self.pub["depth_info"].publish(info)
         if want["confidence"]:
             self.pub["confidence"].publish(depth_image_msg(Image, h, rec.confidence))
         if want["points"]:
             intensity = img_l if img_l.ndim == 2 else img_l.mean(axis=2)
-            self.pub["points"].publish(pointcloud2_msg(PointCloud2, PointField, h, rec.points,
-                                                       intensity.astype(np.float32), self.values["points_decimation"]))
+            self.pub["points"].publish(
+                pointcloud2_msg(
+                    PointCloud2, PointField, h, rec.points, intensity.astype(np.float32), self.values["points_decimation"]
+                )
+            )
         if want["slope"] and rec.slope_deg is not None:
             self.pub["slope"].publish(depth_image_msg(Image, h, rec.slope_deg))
         self.last_hazard_note = rec.hazard_note
@@ -554,28 +683,34 @@ class StereoNode(Node):
         st.message = f"{self.processed} pairs processed"
         lat = sorted(self.latencies)
         values = {
-            "model": self.model_name, "device": self.device, "processed_pairs": self.processed,
+            "model": self.model_name,
+            "device": self.device,
+            "processed_pairs": self.processed,
             "disparity_sigma_px": self._disparity_sigma(),  # the floor, on well-textured ground
             "disparity_sigma_texture_gain": disparity_precision(self.model, self.reconstructor.params).texture_gain,
             # the map's resolving power: 1-sigma of a cell's height (NaN without a noise model)
-            "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else
-            median_elevation_sigma(self.last_hazard),
+            "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "hazard_status": self.last_hazard_note or "ok",
             "descent_map_resets": self.descent_resets,
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",
-            "sun_direction": "topic" if self.sun is not None else
-            "parameter" if np.linalg.norm(self.values["sun_vector"]) > 1e-9 else "unknown (shadows unused)",
-            "pairs_received": self.pairs_received, "incomplete_pairs": self.pair_monitor.incomplete,
-            "incomplete_pairs_missing": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.missing.items() if v)
-            or "none",
+            "sun_direction": "topic"
+            if self.sun is not None
+            else "parameter"
+            if np.linalg.norm(self.values["sun_vector"]) > 1e-9
+            else "unknown (shadows unused)",
+            "pairs_received": self.pairs_received,
+            "incomplete_pairs": self.pair_monitor.incomplete,
+            "incomplete_pairs_missing": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.missing.items() if v) or "none",
             "incompatible_qos_events": self.incompatible_qos,
             "camera_info_sync": self.values["camera_info_sync"],
             "messages_received": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.received.items()),
-            "dropped_pairs": self.dropped, "dropped_messages_sync": getattr(self._sync, "dropped", 0),
+            "dropped_pairs": self.dropped,
+            "dropped_messages_sync": getattr(self._sync, "dropped", 0),
             "rejected_messages": sum(self.rejected.values()),
             "latency_ms_p50": 1e3 * lat[len(lat) // 2] if lat else float("nan"),
-            "input_rate_hz": self._rate(self.in_times), "output_rate_hz": self._rate(self.out_times),
+            "input_rate_hz": self._rate(self.in_times),
+            "output_rate_hz": self._rate(self.out_times),
         }
         values.update({f"rejected.{k}": v for k, v in self.rejected.items()})
         st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]

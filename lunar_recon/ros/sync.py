@@ -7,6 +7,7 @@ tell apart stamps ~50 ns apart at today's epoch), the slop converted to nanoseco
 Queues are bounded (``queue_size`` per input); the newest complete set wins and everything
 older is dropped, so the consumer always sees the latest pair.
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,8 +21,15 @@ def stamp_nanoseconds(msg: Any) -> int:
 
 
 class TimeSynchronizer:
-    def __init__(self, n_inputs: int, queue_size: int, callback: Callable[..., None], slop: float = 0.0,
-                 approximate: bool = False, stamp: Callable[[Any], int] = stamp_nanoseconds):
+    def __init__(
+        self,
+        n_inputs: int,
+        queue_size: int,
+        callback: Callable[..., None],
+        slop: float = 0.0,
+        approximate: bool = False,
+        stamp: Callable[[Any], int] = stamp_nanoseconds,
+    ):
         if n_inputs < 1 or queue_size < 1:
             raise ValueError("need at least one input and queue_size >= 1")
         self.queues: list[deque] = [deque(maxlen=queue_size) for _ in range(n_inputs)]
@@ -64,8 +72,7 @@ class TimeSynchronizer:
         return None
 
 
-def make_synchronizer(subscribers: Sequence[Any], queue_size: int, callback: Callable[..., None],
-                      approximate: bool, slop: float):
+def make_synchronizer(subscribers: Sequence[Any], queue_size: int, callback: Callable[..., None], approximate: bool, slop: float):
     """message_filters' synchroniser when it imports (every real ROS 2 install), else ours."""
     try:
         import message_filters

@@ -6,6 +6,7 @@ lunar-Lambert law (McEwen 1991) with hard cast shadows from a low Sun (no atmosp
 sky light; optional faint earthshine), then a sensor model: exposure, shot and read noise,
 Gaussian PSF, 8/12/16-bit quantisation.  Runs in PyTorch (vectorised, multi-threaded on CPU).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,10 @@ class SunParams:
 
     def validate(self) -> None:
         if self.shadows and self.elevation_deg <= 0:
-            raise ValueError(f"Sun elevation {self.elevation_deg} deg is below the horizon: with shadows "
-                             "requested the whole scene would be dark")
+            raise ValueError(
+                f"Sun elevation {self.elevation_deg} deg is below the horizon: with shadows "
+                "requested the whole scene would be dark"
+            )
         if not -90 < self.elevation_deg <= 90:
             raise ValueError("Sun elevation must be in (-90, 90]")
         if self.earthshine < 0:
@@ -116,8 +119,7 @@ class TerrainTensors:
 
     def inside(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         rows, cols = self.maps.shape[-2:]
-        return ((x >= self.x0) & (x <= self.x0 + cols * self.cell) & (y >= self.y0)
-                & (y <= self.y0 + rows * self.cell))
+        return (x >= self.x0) & (x <= self.x0 + cols * self.cell) & (y >= self.y0) & (y <= self.y0 + rows * self.cell)
 
 
 def shadow_map(z: np.ndarray, cell: float, sun: SunParams) -> np.ndarray:
@@ -135,8 +137,14 @@ def shadow_map(z: np.ndarray, cell: float, sun: SunParams) -> np.ndarray:
     centre = (cols / 2 - 0.5, rows / 2 - 0.5)
     M = cv2.getRotationMatrix2D(centre, ang, 1.0)
     M[:, 2] += [(diag - cols) / 2, (diag - rows) / 2]
-    big = cv2.warpAffine(z.astype(np.float32), M, (diag, diag), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=float(z.min()) - 1e6)
+    big = cv2.warpAffine(
+        z.astype(np.float32),
+        M,
+        (diag, diag),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=float(z.min()) - 1e6,
+    )
     tan_e = math.tan(math.radians(sun.elevation_deg))
     g = big + (np.arange(diag, dtype=np.float32) * cell * tan_e)[None, :]
     running = np.maximum.accumulate(g, axis=1)
@@ -151,15 +159,20 @@ def terrain_tensors(terrain: Terrain, sun: SunParams) -> TerrainTensors:
     gx, gy = terrain.gradient()
     lit = shadow_map(terrain.z, terrain.cell, sun)
     maps = np.stack([terrain.z, terrain.albedo, gx.astype(np.float32), gy.astype(np.float32), lit])[None]
-    return TerrainTensors(torch.from_numpy(np.ascontiguousarray(maps)), terrain.x0, terrain.y0, terrain.cell,
-                          float(terrain.z.min()), float(terrain.z.max()))
+    return TerrainTensors(
+        torch.from_numpy(np.ascontiguousarray(maps)),
+        terrain.x0,
+        terrain.y0,
+        terrain.cell,
+        float(terrain.z.min()),
+        float(terrain.z.max()),
+    )
 
 
 def camera_rays(cam: Camera) -> tuple[torch.Tensor, torch.Tensor]:
     """Ray origin (3,) and world directions (H, W, 3) scaled so that t is the depth (z_cam = t)."""
     K = cam.K
-    v, u = torch.meshgrid(torch.arange(K.height, dtype=torch.float64), torch.arange(K.width, dtype=torch.float64),
-                          indexing="ij")
+    v, u = torch.meshgrid(torch.arange(K.height, dtype=torch.float64), torch.arange(K.width, dtype=torch.float64), indexing="ij")
     d_cam = torch.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, torch.ones_like(u)], dim=-1)
     R = torch.from_numpy(cam.T_world_from_cam[:3, :3])
     return torch.from_numpy(cam.position.copy()), d_cam @ R.T
@@ -178,7 +191,7 @@ def clearance(tt: TerrainTensors, position: np.ndarray, half_window: int = 64) -
     j0, j1, i0, i1 = jc - half_window, jc + half_window + 1, ic - half_window, ic + half_window + 1
     if j0 < 0 or i0 < 0 or j1 >= cols or i1 >= rows:
         return 0.0
-    sub = z[i0:i1 + 1, j0:j1 + 1]
+    sub = z[i0 : i1 + 1, j0 : j1 + 1]
     top = np.maximum(np.maximum(sub[:-1, :-1], sub[1:, :-1]), np.maximum(sub[:-1, 1:], sub[1:, 1:]))
     xlo = tt.x0 + (np.arange(j0, j1) + 0.5) * c  # patch j spans centres j .. j + 1
     ylo = tt.y0 + (np.arange(i0, i1) + 0.5) * c
@@ -218,8 +231,9 @@ def raycast(tt: TerrainTensors, cam: Camera, max_range: float, steps: int = 128,
     # grid_sample's coordinate of a camera-relative x (or y) is affine in it: g = x * scale + offset.
     rows, cols = tt.maps.shape[-2:]
     scale = torch.tensor([2 / (cols * tt.cell), 2 / (rows * tt.cell)], dtype=torch.float32)
-    offset = torch.tensor([2 * (float(o[0]) - tt.x0) / (cols * tt.cell) - 1,
-                           2 * (float(o[1]) - tt.y0) / (rows * tt.cell) - 1], dtype=torch.float32)
+    offset = torch.tensor(
+        [2 * (float(o[0]) - tt.x0) / (cols * tt.cell) - 1, 2 * (float(o[1]) - tt.y0) / (rows * tt.cell) - 1], dtype=torch.float32
+    )
     zmap = tt.maps[:, :1]
 
     def above(t: torch.Tensor, dd: torch.Tensor, with_inside: bool = False):
@@ -227,8 +241,9 @@ def raycast(tt: TerrainTensors, cam: Camera, max_range: float, steps: int = 128,
         terrain under them (and whether they lie over the terrain at all)."""
         tk = t if t.dim() == 2 else t[:, None]
         grid = tk[..., None] * (dd[:, None, :2] * scale) + offset  # (n, k, 2)
-        h = F.grid_sample(zmap, grid.reshape(1, 1, -1, 2), mode="bilinear", padding_mode="border",
-                          align_corners=False).reshape(tk.shape)
+        h = F.grid_sample(zmap, grid.reshape(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False).reshape(
+            tk.shape
+        )
         f = (tk * dd[:, None, 2] - (h - oz)).reshape(t.shape)
         return (f, grid.abs().amax(dim=-1) <= 1) if with_inside else f
 
@@ -240,7 +255,7 @@ def raycast(tt: TerrainTensors, cam: Camera, max_range: float, steps: int = 128,
         idx = torch.nonzero(~found).flatten()
         if idx.numel() == 0:
             break
-        ts = t0[idx, None] * torch.exp(log_ratio[idx, None] * frac[None, s0:s0 + chunk])  # (n, k)
+        ts = t0[idx, None] * torch.exp(log_ratio[idx, None] * frac[None, s0 : s0 + chunk])  # (n, k)
         dd = d[idx]
         f, inside = above(ts, dd, with_inside=True)
         below = (f <= 0) & inside
@@ -295,8 +310,9 @@ def apply_sensor(radiance: np.ndarray, sensor: SensorParams, rng: np.random.Gene
     return (dn.astype(np.uint16) << (16 - sensor.bits)).astype(np.uint16)
 
 
-def render_view(tt: TerrainTensors, cam: Camera, sun: SunParams, sensor: SensorParams, rng: np.random.Generator,
-                max_range: float) -> RenderedView:
+def render_view(
+    tt: TerrainTensors, cam: Camera, sun: SunParams, sensor: SensorParams, rng: np.random.Generator, max_range: float
+) -> RenderedView:
     depth, valid, o, dirs = raycast(tt, cam, max_range)
     pts = o + depth[..., None] * dirs  # world
     x, y = pts[..., 0].float(), pts[..., 1].float()
@@ -314,6 +330,12 @@ def render_view(tt: TerrainTensors, cam: Camera, sun: SunParams, sensor: SensorP
     rad = radiance.numpy().astype(np.float32)
     image = apply_sensor(rad, sensor, rng)
     valid_np = valid.numpy()
-    return RenderedView(image, rad, np.where(valid_np, depth.numpy(), np.nan).astype(np.float32),
-                        np.where(valid_np[..., None], pts.numpy(), np.nan), n.numpy().astype(np.float32),
-                        (lit.numpy() <= 0.5) & valid_np, valid_np)
+    return RenderedView(
+        image,
+        rad,
+        np.where(valid_np, depth.numpy(), np.nan).astype(np.float32),
+        np.where(valid_np[..., None], pts.numpy(), np.nan),
+        n.numpy().astype(np.float32),
+        (lit.numpy() <= 0.5) & valid_np,
+        valid_np,
+    )

@@ -1,5 +1,6 @@
 """Scenes: a stereo rig over procedural terrain, viewpoint presets, and one rendered pair
 with every ground truth lunar_recon evaluates against."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,6 @@ from ..geometry.hazard import HazardMap, HazardParams, hazard_map
 from . import PRESETS
 from .render import Camera, RenderedView, SensorParams, SunParams, look_at, render_view, terrain_tensors
 from .terrain import Terrain, TerrainParams, generate_terrain
-
 
 
 @dataclass
@@ -59,8 +59,13 @@ class ScenePlan:
         from dataclasses import asdict
 
         d: dict = {k: asdict(getattr(self, k)) for k in ("rig", "sun", "sensor", "terrain", "hazard")}
-        d.update(preset=self.preset, seed=self.seed, camera_position=self.camera_position.tolist(),
-                 look_target=self.look_target.tolist(), max_range_m=self.max_range_m)
+        d.update(
+            preset=self.preset,
+            seed=self.seed,
+            camera_position=self.camera_position.tolist(),
+            look_target=self.look_target.tolist(),
+            max_range_m=self.max_range_m,
+        )
         return d
 
 
@@ -68,11 +73,20 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), stream]))
 
 
-def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits: int = 8,
-               altitude_m: float | None = None, off_nadir_deg: float | None = None,
-               baseline_m: float | None = None, sun_elevation_deg: float | None = None,
-               sun_azimuth_deg: float | None = None, rectified: bool = True,
-               hazard: HazardParams | None = None) -> ScenePlan:
+def plan_scene(
+    preset: str,
+    seed: int,
+    width: int = 512,
+    height: int = 512,
+    bits: int = 8,
+    altitude_m: float | None = None,
+    off_nadir_deg: float | None = None,
+    baseline_m: float | None = None,
+    sun_elevation_deg: float | None = None,
+    sun_azimuth_deg: float | None = None,
+    rectified: bool = True,
+    hazard: HazardParams | None = None,
+) -> ScenePlan:
     """Draw a scene of a viewpoint preset; any argument given overrides the random draw.
 
     * ``orbital``: 3-30 km altitude, B/H 0.045-0.08 (StereoLunar-like), nadir to 20 deg.
@@ -147,8 +161,7 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     position = np.array([0.0, 0.0, alt])
     target = np.array([fwd[0] * ground_range, fwd[1] * ground_range, 0.0])
     # Extent: the ground the frustum can see, bounded by a maximum range.
-    max_range = {"orbital": 3.0 * alt, "oblique": 3.0 * alt, "descent": 4.0 * alt, "lander": 4.0 * alt,
-                 "rover": 40.0}[preset]
+    max_range = {"orbital": 3.0 * alt, "oblique": 3.0 * alt, "descent": 4.0 * alt, "lander": 4.0 * alt, "rover": 40.0}[preset]
     half_fov = math.radians(hfov / 2) * math.hypot(1, height / width)
     far_angle = min(t + half_fov, math.radians(85))
     far_ground = min(alt * math.tan(far_angle), max_range)
@@ -157,12 +170,15 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
     if preset == "rover":
         cell = max(cell, 0.01)
     terrain = TerrainParams(
-        extent_m=extent, cell_m=cell, center_xy=(float(target[0]), float(target[1])),
+        extent_m=extent,
+        cell_m=cell,
+        center_xy=(float(target[0]), float(target[1])),
         hurst=float(r.uniform(0.7, 0.9)),
         rms_height_at_1m=float(r.uniform(0.02, 0.06)) * (0.3 if preset in ("orbital", "oblique") else 1.0),
         crater_density=float(r.uniform(0.005, 0.04)),  # lunar equilibrium is ~0.08 (N(>D) per m^2, D in m)
         rock_density=0.0 if preset in ("orbital", "oblique") else float(r.uniform(0.005, 0.04)),
-        tilt_deg=float(r.uniform(0, 8)), tilt_azimuth_deg=float(r.uniform(0, 360)),
+        tilt_deg=float(r.uniform(0, 8)),
+        tilt_azimuth_deg=float(r.uniform(0, 360)),
         crater_max_fraction=0.35,
     )
     if preset == "lander":
@@ -172,8 +188,11 @@ def plan_scene(preset: str, seed: int, width: int = 512, height: int = 512, bits
         hazard = HazardParams()
         if 2 * gsd > hazard.resolution_m:
             res = 2 * gsd
-            hazard = HazardParams(resolution_m=res, footprint_diameter_m=max(hazard.footprint_diameter_m, 8 * res),
-                                  roughness_max_m=max(hazard.roughness_max_m, res))
+            hazard = HazardParams(
+                resolution_m=res,
+                footprint_diameter_m=max(hazard.footprint_diameter_m, 8 * res),
+                roughness_max_m=max(hazard.roughness_max_m, res),
+            )
     return ScenePlan(preset, int(seed), rig, sun, sensor, terrain, position, target, hazard, max_range)
 
 
@@ -233,8 +252,9 @@ def visible_dem_points(terrain: Terrain, cam: Camera, depth: np.ndarray, spacing
     x = (terrain.x0 + (np.arange(0, cols, stride) + 0.5) * terrain.cell - c[0]).astype(np.float32)
     y = (terrain.y0 + (np.arange(0, rows, stride) + 0.5) * terrain.cell - c[1]).astype(np.float32)
     dz = terrain.z[::stride, ::stride] - np.float32(c[2])
-    px, py, pz = (np.float32(R[k, 0]) * x[None, :] + np.float32(R[k, 1]) * y[:, None] + np.float32(R[k, 2]) * dz
-                  for k in range(3))
+    px, py, pz = (
+        np.float32(R[k, 0]) * x[None, :] + np.float32(R[k, 1]) * y[:, None] + np.float32(R[k, 2]) * dz for k in range(3)
+    )
     K = cam.K
     with np.errstate(divide="ignore", invalid="ignore"):
         u = np.round(px / pz * np.float32(K.fx) + np.float32(K.cx))
@@ -249,8 +269,13 @@ def visible_dem_points(terrain: Terrain, cam: Camera, depth: np.ndarray, spacing
     return P[np.isfinite(seen) & (np.abs(seen - z) <= tol)].astype(np.float32)
 
 
-def render_scene(plan: ScenePlan, terrain: Terrain | None = None, T_world_from_left: np.ndarray | None = None,
-                 with_hazard: bool = True, keep_terrain: bool = True) -> StereoFrame:
+def render_scene(
+    plan: ScenePlan,
+    terrain: Terrain | None = None,
+    T_world_from_left: np.ndarray | None = None,
+    with_hazard: bool = True,
+    keep_terrain: bool = True,
+) -> StereoFrame:
     """Render the pair of ``plan`` (terrain generated from the plan's seed unless given)."""
     if terrain is None:
         terrain = generate_terrain(plan.terrain, plan.seed)
@@ -275,8 +300,9 @@ def render_scene(plan: ScenePlan, terrain: Terrain | None = None, T_world_from_l
     return _frame(plan, terrain, cam_l, cam_r, vl, vr, with_hazard, keep_terrain)
 
 
-def _frame(plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: RenderedView, with_hazard: bool,
-           keep_terrain: bool) -> StereoFrame:
+def _frame(
+    plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: RenderedView, with_hazard: bool, keep_terrain: bool
+) -> StereoFrame:
     T_lw = np.linalg.inv(cam_l.T_world_from_cam)
     to_left = lambda p: (p @ T_lw[:3, :3].T + T_lw[:3, 3]).astype(np.float32)  # noqa: E731
     pts_l, pts_r = to_left(vl.points_world), to_left(vr.points_world)
@@ -291,10 +317,24 @@ def _frame(plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: Re
         pts = visible_dem_points(terrain, cam_l, vl.depth, spacing_m=plan.hazard.resolution_m / 3)
         hmap = hazard_map(pts, up_left, plan.hazard)
     return StereoFrame(
-        left=vl.image, right=vr.image, K_left=cam_l.K, K_right=cam_r.K,
-        T_world_from_left=cam_l.T_world_from_cam, T_world_from_right=cam_r.T_world_from_cam,
-        depth_left=vl.depth, depth_right=vr.depth, points_left=pts_l, points_right_in_left=pts_r,
-        valid_left=vl.valid, valid_right=vr.valid, slope_left_deg=slope, shadow_left=vl.shadow,
-        up_left=up_left, sun_world=sun_w, sun_left=T_lw[:3, :3] @ sun_w, hazard=hmap,
-        terrain=terrain if keep_terrain else None, plan=plan,
+        left=vl.image,
+        right=vr.image,
+        K_left=cam_l.K,
+        K_right=cam_r.K,
+        T_world_from_left=cam_l.T_world_from_cam,
+        T_world_from_right=cam_r.T_world_from_cam,
+        depth_left=vl.depth,
+        depth_right=vr.depth,
+        points_left=pts_l,
+        points_right_in_left=pts_r,
+        valid_left=vl.valid,
+        valid_right=vr.valid,
+        slope_left_deg=slope,
+        shadow_left=vl.shadow,
+        up_left=up_left,
+        sun_world=sun_w,
+        sun_left=T_lw[:3, :3] @ sun_w,
+        hazard=hmap,
+        terrain=terrain if keep_terrain else None,
+        plan=plan,
     )

@@ -1,4 +1,5 @@
 """Time-stamped sequences over one terrain: a lander descending, or a rover driving."""
+
 from __future__ import annotations
 
 import math
@@ -14,9 +15,16 @@ from .terrain import generate_terrain
 SEQUENCES = ("descent", "rover")
 
 
-def render_sequence(kind: str, frames: int, seed: int, width: int = 512, height: int = 384,
-                    start_altitude_m: float | None = None, end_altitude_m: float | None = None,
-                    bits: int = 8) -> Iterator[StereoFrame]:
+def render_sequence(
+    kind: str,
+    frames: int,
+    seed: int,
+    width: int = 512,
+    height: int = 384,
+    start_altitude_m: float | None = None,
+    end_altitude_m: float | None = None,
+    bits: int = 8,
+) -> Iterator[StereoFrame]:
     """Frames of one sequence: ``descent`` (nadir-ish camera descending, 80 m -> 20 m by
     default, drifting sideways) or ``rover`` (1.5 m high camera driving 0.25 m per frame)."""
     if kind not in SEQUENCES:
@@ -40,16 +48,25 @@ def render_sequence(kind: str, frames: int, seed: int, width: int = 512, height:
             drift = fwd * 0.1 * a0 * f
             ground = float(np.nan_to_num(terrain.height_at(np.array([drift[0]]), np.array([drift[1]]))[0]))
             pos = np.array([drift[0], drift[1], ground + alt])
-            tgt = np.array([drift[0] + fwd[0] * alt * math.tan(math.radians(10)),
-                            drift[1] + fwd[1] * alt * math.tan(math.radians(10)), ground])
+            tgt = np.array(
+                [
+                    drift[0] + fwd[0] * alt * math.tan(math.radians(10)),
+                    drift[1] + fwd[1] * alt * math.tan(math.radians(10)),
+                    ground,
+                ]
+            )
             T = look_at(pos, tgt)
             T[:3, 3] -= T[:3, 0] * plan.rig.baseline_m / 2
             yield render_scene(plan, terrain, T, keep_terrain=False)
     else:
         plan = plan_scene("rover", seed, width, height, bits, altitude_m=1.5, off_nadir_deg=75.0, baseline_m=0.3)
         step = 0.25
-        plan = replace(plan, terrain=replace(plan.terrain, extent_m=plan.terrain.extent_m + 2 * step * frames,
-                                             cell_m=max(plan.terrain.cell_m, 0.02)))
+        plan = replace(
+            plan,
+            terrain=replace(
+                plan.terrain, extent_m=plan.terrain.extent_m + 2 * step * frames, cell_m=max(plan.terrain.cell_m, 0.02)
+            ),
+        )
         terrain = generate_terrain(plan.terrain, seed)
         heading = plan.look_target[:2] / max(np.linalg.norm(plan.look_target[:2]), 1e-9)
         for i in range(frames):

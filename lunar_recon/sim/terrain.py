@@ -8,6 +8,7 @@ chosen from the camera's ground sample distance and features smaller than two ce
 not drawn, so a 500 m descent view and a rover view are both resolved to a few pixels
 without exhausting memory.  Deterministic per seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,10 @@ class TerrainParams:
             raise ValueError("terrain extent_m and cell_m must be positive")
         n = (self.extent_m / self.cell_m) ** 2
         if n > self.max_cells:
-            raise ValueError(f"terrain of {self.extent_m} m at {self.cell_m} m cells needs {n:.3g} cells "
-                             f"(> max_cells {self.max_cells}): coarser cells or a smaller extent")
+            raise ValueError(
+                f"terrain of {self.extent_m} m at {self.cell_m} m cells needs {n:.3g} cells "
+                f"(> max_cells {self.max_cells}): coarser cells or a smaller extent"
+            )
         if not 0 < self.hurst < 1:
             raise ValueError("hurst must be in (0, 1)")
         if not 0 <= self.tilt_deg < 60:
@@ -84,8 +87,7 @@ class Terrain:
         c, r = np.floor(fx).astype(int), np.floor(fy).astype(int)
         ax, ay = fx - c, fy - r
         z = self.z
-        h = (z[r, c] * (1 - ax) * (1 - ay) + z[r, c + 1] * ax * (1 - ay) + z[r + 1, c] * (1 - ax) * ay
-             + z[r + 1, c + 1] * ax * ay)
+        h = z[r, c] * (1 - ax) * (1 - ay) + z[r, c + 1] * ax * (1 - ay) + z[r + 1, c] * (1 - ax) * ay + z[r + 1, c + 1] * ax * ay
         return np.where(inside, h, np.nan)
 
     def gradient(self) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +140,7 @@ def _fractal(rng: np.random.Generator, rows: int, cols: int, cell: float, hurst:
 def _power_law_sizes(rng, count: int, dmin: float, dmax: float, slope: float) -> np.ndarray:
     """Diameters with cumulative N(>D) ~ D^-slope between dmin and dmax (inverse transform)."""
     u = rng.uniform(size=count)
-    a, b = dmin ** -slope, dmax ** -slope
+    a, b = dmin**-slope, dmax**-slope
     return (a - u * (a - b)) ** (-1.0 / slope)
 
 
@@ -151,7 +153,7 @@ def _crater_profile(r: np.ndarray, diameter, depth, fresh) -> np.ndarray:
     ``diameter``, ``depth`` and ``fresh`` are scalars or arrays that broadcast against ``r``."""
     rim = np.where(fresh, 0.04, 0.015) * diameter
     # Ejecta ~ r^-3, shifted to reach exactly zero at r = 2.5 so the blanket has no edge.
-    edge = EJECTA_REACH ** -3.0
+    edge = EJECTA_REACH**-3.0
     with np.errstate(divide="ignore"):
         ejecta = rim * np.clip((np.maximum(r, 1.0) ** -3.0 - edge) / (1 - edge), 0.0, None)
     h = np.where(r <= 1.0, -depth + (depth + rim) * r**2, ejecta)
@@ -169,8 +171,9 @@ def _ejecta_brightening(r: np.ndarray) -> np.ndarray:
 CRATER_PATCH_CLASSES = (4, 6, 8, 11, 16, 23, 32, 45, 64)
 
 
-def _crater_patches(x0: float, y0: float, cell: float, shape: tuple[int, int], craters: np.ndarray,
-                    fresh: np.ndarray, reach_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _crater_patches(
+    x0: float, y0: float, cell: float, shape: tuple[int, int], craters: np.ndarray, fresh: np.ndarray, reach_cells: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Many craters at once on patches of +-``reach_cells``: the flat grid index of every cell
     within a crater's ejecta reach, its height change and its log albedo factor."""
     rows, cols = shape
@@ -191,8 +194,9 @@ def _crater_patches(x0: float, y0: float, cell: float, shape: tuple[int, int], c
     return flat, h, brighten
 
 
-def _add_craters(z: np.ndarray, albedo: np.ndarray, x0: float, y0: float, cell: float, craters: np.ndarray,
-                 fresh: np.ndarray) -> np.ndarray:
+def _add_craters(
+    z: np.ndarray, albedo: np.ndarray, x0: float, y0: float, cell: float, craters: np.ndarray, fresh: np.ndarray
+) -> np.ndarray:
     """Draw the craters up to the last patch class together (heights add and albedo factors
     multiply, so the order is free: one accumulation for all); return which are left."""
     reach_cells = EJECTA_REACH * craters[:, 2] / 2 / cell
@@ -200,8 +204,10 @@ def _add_craters(z: np.ndarray, albedo: np.ndarray, x0: float, y0: float, cell: 
     for upper in CRATER_PATCH_CLASSES:
         cls = np.flatnonzero((reach_cells > lower) & (reach_cells <= upper))
         per_batch = max(1, 1_000_000 // (2 * upper + 3) ** 2)  # bounds the patches' memory
-        parts += [_crater_patches(x0, y0, cell, z.shape, craters[sel], fresh[sel], upper)
-                  for sel in (cls[i:i + per_batch] for i in range(0, len(cls), per_batch))]
+        parts += [
+            _crater_patches(x0, y0, cell, z.shape, craters[sel], fresh[sel], upper)
+            for sel in (cls[i : i + per_batch] for i in range(0, len(cls), per_batch))
+        ]
         lower = upper
     if parts:
         flat, h, brighten = (np.concatenate(p) for p in zip(*parts))
@@ -232,7 +238,7 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
     dmin = max(4 * cell, params.crater_min_m)
     largest = params.crater_max_fraction * params.extent_m
     dmax = max(dmin * 1.01, largest if params.crater_max_m is None else min(largest, params.crater_max_m))
-    expected = params.crater_density * area * dmin ** -params.crater_sfd_slope  # N(>D) per m^2 ~ D^-slope
+    expected = params.crater_density * area * dmin**-params.crater_sfd_slope  # N(>D) per m^2 ~ D^-slope
     n_craters = int(min(rng.poisson(min(expected, 5e4)), 5e4))
     diam = np.sort(_power_law_sizes(rng, n_craters, dmin, dmax, params.crater_sfd_slope))[::-1]
     cxy = rng.uniform([x0, y0], [x0 + cols * cell, y0 + rows * cell], size=(n_craters, 2))
@@ -255,8 +261,9 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
     if params.tilt_deg > 0:
         az = math.radians(params.tilt_azimuth_deg)
         g = math.tan(math.radians(params.tilt_deg))
-        z += (g * (math.cos(az) * (X[None, :] - params.center_xy[0])
-                   + math.sin(az) * (Y[:, None] - params.center_xy[1]))).astype(np.float32)
+        z += (g * (math.cos(az) * (X[None, :] - params.center_xy[0]) + math.sin(az) * (Y[:, None] - params.center_xy[1]))).astype(
+            np.float32
+        )
 
     # Rocks: half-ellipsoids resting on the surface, at least two cells across.
     rmin = max(2 * cell, params.rock_min_m)
@@ -280,12 +287,18 @@ def generate_terrain(params: TerrainParams, seed: int) -> Terrain:
         z[r0:r1, c0:c1] = np.where(q > 0, np.maximum(patch, top), patch).astype(np.float32)
         albedo[r0:r1, c0:c1] = np.where(q > 0, albedo[r0:r1, c0:c1] * 1.3, albedo[r0:r1, c0:c1])
     rocks = np.c_[rxy, rd, rh, base] if n_rocks else np.zeros((0, 5))
-    return Terrain(z.astype(np.float32), np.clip(albedo, 0.02, 0.5).astype(np.float32), x0, y0, cell, rocks,
-                   craters, params)
+    return Terrain(z.astype(np.float32), np.clip(albedo, 0.02, 0.5).astype(np.float32), x0, y0, cell, rocks, craters, params)
 
 
-def flat_terrain(extent_m: float, cell_m: float, height: float = 0.0, tilt_deg: float = 0.0,
-                 tilt_azimuth_deg: float = 0.0, seed: int = 0, texture: float = 0.3) -> Terrain:
+def flat_terrain(
+    extent_m: float,
+    cell_m: float,
+    height: float = 0.0,
+    tilt_deg: float = 0.0,
+    tilt_azimuth_deg: float = 0.0,
+    seed: int = 0,
+    texture: float = 0.3,
+) -> Terrain:
     """A plane (optionally tilted) with albedo texture only: analytic ground truth for tests."""
     n = int(math.ceil(extent_m / cell_m))
     x0 = y0 = -n * cell_m / 2
@@ -295,8 +308,16 @@ def flat_terrain(extent_m: float, cell_m: float, height: float = 0.0, tilt_deg: 
     rng = np.random.default_rng(seed)
     tex = _fractal(rng, n, n, cell_m, 0.5, 1.0)
     albedo = 0.12 * (1 + texture * tex / (np.std(tex) + 1e-9))
-    return Terrain(z.astype(np.float32), np.clip(albedo, 0.02, 0.5).astype(np.float32), x0, y0, cell_m,
-                   np.zeros((0, 5)), np.zeros((0, 4)), TerrainParams(extent_m=n * cell_m, cell_m=cell_m))
+    return Terrain(
+        z.astype(np.float32),
+        np.clip(albedo, 0.02, 0.5).astype(np.float32),
+        x0,
+        y0,
+        cell_m,
+        np.zeros((0, 5)),
+        np.zeros((0, 4)),
+        TerrainParams(extent_m=n * cell_m, cell_m=cell_m),
+    )
 
 
 def add_rock(terrain: Terrain, x: float, y: float, diameter: float, height: float) -> None:

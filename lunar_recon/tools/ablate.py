@@ -6,6 +6,7 @@ Each variant changes one thing in the base config (the full recipe), trains for 
 steps with the same data and seeds, and is scored on the validation split.  Writes
 ``ablation.md`` and ``ablation.csv``; an interrupted run picks up where it stopped.
 """
+
 from __future__ import annotations
 
 HELP = "ablation table of the distillation recipe (markdown + CSV)"
@@ -43,8 +44,15 @@ def run(args) -> int:
         for seed in args.seeds:
             cfg = variant_config(base, variant, out, seed, args.steps)
             print(f"ablate: {variant.name} (seed {seed}) -> {cfg.out}", flush=True)
-            row = run_variant(cfg, variant, h, w, threads=args.threads, log=lambda *a, **k: None,
-                              progress=lambda r: progress(r, desc=variant.name, unit="step", leave=False))
+            row = run_variant(
+                cfg,
+                variant,
+                h,
+                w,
+                threads=args.threads,
+                log=lambda *a, **k: None,
+                progress=lambda r: progress(r, desc=variant.name, unit="step", leave=False),
+            )
             rows.append(row)
             write_tables(out, rows, _header(args, base, h, w))  # partial tables survive an interruption
     md, csv_path = write_tables(out, rows, _header(args, base, h, w))
@@ -54,7 +62,9 @@ def run(args) -> int:
 
 
 def _header(args, base, h: int, w: int) -> str:
-    return (f"Ablation: base config `{args.config}` (data `{base.data}`, teacher `{base.teacher}`), "
-            f"{args.steps} steps x batch {base.batch_size} at {w}x{h} per variant, seeds {args.seeds}; "
-            f"validation on {base.val_pairs} held-out pairs after a per-frame median scale; "
-            f"GFLOPs and CPU latency ({args.threads} threads) per pair at {w}x{h}.")
+    return (
+        f"Ablation: base config `{args.config}` (data `{base.data}`, teacher `{base.teacher}`), "
+        f"{args.steps} steps x batch {base.batch_size} at {w}x{h} per variant, seeds {args.seeds}; "
+        f"validation on {base.val_pairs} held-out pairs after a per-frame median scale; "
+        f"GFLOPs and CPU latency ({args.threads} threads) per pair at {w}x{h}."
+    )

@@ -9,6 +9,7 @@ matmul GFLOP/s and each model's fraction of it, and (``--node``) stereo_node's e
 latency and output rate on 512x384 input at its default settings.  Writes
 ``benchmark.md`` and ``benchmark.json``.
 """
+
 from __future__ import annotations
 
 HELP = "latency / FLOPs / memory table: MASt3R vs teacher vs students vs SGBM"
@@ -20,16 +21,23 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/benchmark")
     p.add_argument("--teacher", default=None, help="the default teacher checkpoint (skipped when absent)")
     p.add_argument("--student", default="default", help="the default student: checkpoint or 'default'")
-    p.add_argument("--presets", nargs="*",
-                   default=["nano-shallow-dpt16", "nano-shallow", "nano", "nano-mobilenet", "nano-resnet", "tiny",
-                            "small", "s2"])
+    p.add_argument(
+        "--presets",
+        nargs="*",
+        default=["nano-shallow-dpt16", "nano-shallow", "nano", "nano-mobilenet", "nano-resnet", "tiny", "small", "s2"],
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7, help="timed pairs per model and size (2 for >100M params)")
     p.add_argument("--skip-mast3r", action="store_true", help="leave out the 27-second released configuration")
     p.add_argument("--node", action="store_true", help="also measure stereo_node end to end over DDS")
     p.add_argument("--node-seconds", type=float, default=20.0)
-    p.add_argument("--node-sizes", nargs="+", default=["512x384", "1024x1024"], metavar="WxH",
-                   help="camera sizes of the node measurement (lander cameras are megapixel)")
+    p.add_argument(
+        "--node-sizes",
+        nargs="+",
+        default=["512x384", "1024x1024"],
+        metavar="WxH",
+        help="camera sizes of the node measurement (lander cameras are megapixel)",
+    )
     p.add_argument("--worker", help=__import__("argparse").SUPPRESS)  # internal: one measurement, JSON out
 
 
@@ -84,8 +92,11 @@ def _measure(spec: dict) -> dict:
         big = out["parameters"] > 100e6
         for h, w in SIZES:
             times = latency_ms(model, h, w, threads=threads, repeats=2 if big else repeats, warmup=0 if big else 1)
-            out["sizes"][f"{w}x{h}"] = {"p50": percentile(times, 50), "p90": percentile(times, 90),
-                                        "gflops": pair_gflops(model, h, w)}
+            out["sizes"][f"{w}x{h}"] = {
+                "p50": percentile(times, 50),
+                "p90": percentile(times, 90),
+                "gflops": pair_gflops(model, h, w),
+            }
         if out["inference_size"]:
             # a pair costs tens of ms here: time many, so the p50 against MASt3R is not 7 samples' luck
             out["deployed"] = _deployed(model, out["inference_size"], max(repeats, 40))
@@ -104,7 +115,7 @@ def _texture_pair(h: int, w: int, disparity: tuple[float, float] = (16.0, 16.0))
     x = np.arange(w, dtype=np.float32)[None, :] + np.float32(pad)
     d = np.linspace(disparity[0], disparity[1], h, dtype=np.float32)[:, None]
     y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    left = np.ascontiguousarray(base[:, pad:pad + w])
+    left = np.ascontiguousarray(base[:, pad : pad + w])
     right = cv2.remap(base, np.ascontiguousarray(x + d), y, cv2.INTER_LINEAR)  # right(x) = left(x + d)
     return left, right
 
@@ -141,9 +152,15 @@ def _deployed(model, size: int, repeats: int) -> dict:
             fused_ms.append(1e3 * (t["model"] + t["scale"] + t.get("fusion", 0.0)))
     pred = staged.prediction
     h, w = pred.network_hw
-    out = {"network": f"{w}x{h}", "scale_mode": scale_mode, "right_view_head": right_view,
-           "gflops": pair_gflops(model, h, w, view2_head=right_view), "fused": staged.points is not None,
-           "scale_path": staged.scale_path, "stereo_head_gflops": stereo_head_gflops(model, h0, w0)}
+    out = {
+        "network": f"{w}x{h}",
+        "scale_mode": scale_mode,
+        "right_view_head": right_view,
+        "gflops": pair_gflops(model, h, w, view2_head=right_view),
+        "fused": staged.points is not None,
+        "scale_path": staged.scale_path,
+        "stereo_head_gflops": stereo_head_gflops(model, h0, w0),
+    }
     for key, times in (("", predict_ms), ("metric_", metric_ms), ("fused_", fused_ms)):
         times.sort()
         out[f"{key}p50"], out[f"{key}p90"] = percentile(times, 50), percentile(times, 90)
@@ -189,8 +206,11 @@ def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10, trials: int = 
 def node_benchmark_params(frame) -> list[str]:
     """The node's parameters for the rate benchmark: defaults, plus gravity and the sun's
     direction in the left camera frame (a lander knows both from its attitude and ephemeris)."""
-    return ["use_attitude:=false", "up_vector:=[%f,%f,%f]" % tuple(frame.up_left),
-            "sun_vector:=[%f,%f,%f]" % tuple(frame.sun_left)]
+    return [
+        "use_attitude:=false",
+        "up_vector:=[%f,%f,%f]" % tuple(frame.up_left),
+        "sun_vector:=[%f,%f,%f]" % tuple(frame.sun_left),
+    ]
 
 
 def node_rate(threads: int, seconds: float, rate_hz: float = 10.0, width: int = 512, height: int = 384) -> dict:
@@ -207,8 +227,7 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0, width: int = 
     from ..ros.probe import NodeProbe, start_node, stop_node
     from ..sim.scene import plan_scene, render_scene
 
-    fr = render_scene(plan_scene("descent", 5, width=width, height=height, altitude_m=40, off_nadir_deg=10,
-                                 baseline_m=1.5))
+    fr = render_scene(plan_scene("descent", 5, width=width, height=height, altitude_m=40, off_nadir_deg=10, baseline_m=1.5))
     dom = random.randint(120, 220)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     proc = start_node(dom, *node_benchmark_params(fr))
@@ -234,10 +253,15 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0, width: int = 
         probe.close()
         stop_node(proc)
     lat_ms = np.array(lat) * 1e3
-    return {"size": f"{width}x{height}", "sent": i, "answered": len(lat), "input_hz": rate_hz,
-            "output_hz": first_half / elapsed,
-            "latency_p50_ms": float(np.median(lat_ms)) if len(lat_ms) else float("nan"),
-            "latency_p90_ms": float(np.percentile(lat_ms, 90)) if len(lat_ms) else float("nan")}
+    return {
+        "size": f"{width}x{height}",
+        "sent": i,
+        "answered": len(lat),
+        "input_hz": rate_hz,
+        "output_hz": first_half / elapsed,
+        "latency_p50_ms": float(np.median(lat_ms)) if len(lat_ms) else float("nan"),
+        "latency_p90_ms": float(np.percentile(lat_ms, 90)) if len(lat_ms) else float("nan"),
+    }
 
 
 # ---- the table ---------------------------------------------------------------------------
@@ -255,31 +279,41 @@ def run(args) -> int:
 
     specs = []
     if not args.skip_mast3r:
-        specs.append({"label": "MASt3R released config (random weights)", "kind": "config",
-                      "config": MAST3R_RELEASED.to_dict()})
+        specs.append({"label": "MASt3R released config (random weights)", "kind": "config", "config": MAST3R_RELEASED.to_dict()})
     if args.teacher:
         if Path(args.teacher).exists():
             specs.append({"label": f"default teacher ({args.teacher})", "kind": "path", "path": args.teacher})
         else:
             print(f"benchmark: teacher {args.teacher} not found, left out", file=sys.stderr)
-    specs.append({"label": "default student" if args.student == "default" else f"student {args.student}",
-                  "kind": "default" if args.student == "default" else "path", "path": args.student})
+    specs.append(
+        {
+            "label": "default student" if args.student == "default" else f"student {args.student}",
+            "kind": "default" if args.student == "default" else "path",
+            "path": args.student,
+        }
+    )
     for name in args.presets:
-        specs.append({"label": f"preset {name} (random weights)", "kind": "config",
-                      "config": student_config(name).to_dict()})
+        specs.append({"label": f"preset {name} (random weights)", "kind": "config", "config": student_config(name).to_dict()})
     specs.append({"label": "SGBM (OpenCV)", "kind": "sgbm"})
     rows = []
     for spec in specs:
         spec.update(threads=args.threads, repeats=args.repeats)
         print(f"benchmark: {spec['label']}", file=sys.stderr, flush=True)
-        res = subprocess.run([sys.executable, "-m", "lunar_recon", "benchmark", "--worker", json.dumps(spec)],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "lunar_recon", "benchmark", "--worker", json.dumps(spec)], capture_output=True, text=True
+        )
         if res.returncode != 0:
             raise RuntimeError(f"benchmark of {spec['label']} failed:\n{res.stderr[-2000:]}")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     machine = {"matmul_gflops": matmul_gflops(args.threads), "threads": args.threads}
-    node = [node_rate(args.threads, args.node_seconds, width=int(size.split("x")[0]), height=int(size.split("x")[1]))
-            for size in args.node_sizes] if args.node else None
+    node = (
+        [
+            node_rate(args.threads, args.node_seconds, width=int(size.split("x")[0]), height=int(size.split("x")[1]))
+            for size in args.node_sizes
+        ]
+        if args.node
+        else None
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps({"machine": machine, "models": rows, "node": node}, indent=1))
@@ -300,15 +334,21 @@ def markdown(rows: list[dict], machine: dict, node: list[dict] | None) -> str:
     def f(v, fmt=".1f"):
         return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
-    lines = [f"Machine: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s on {machine['threads']} threads. "
-             "Latency per pair (both views), batch 1; 'x MASt3R' = MASt3R's p50 / this p50 at the same input.", ""]
+    lines = [
+        f"Machine: float32 matmul {machine['matmul_gflops']:.0f} GFLOP/s on {machine['threads']} threads. "
+        "Latency per pair (both views), batch 1; 'x MASt3R' = MASt3R's p50 / this p50 at the same input.",
+        "",
+    ]
     for h, w in SIZES:
         key = f"{w}x{h}"
         m_ref, s_ref = ref("MASt3R", key), ref("SGBM", key)
-        lines += [f"### {key} network input", "",
-                  "| model | params (M) | GFLOPs | p50 (ms) | p90 (ms) | pairs/s | x MASt3R speed | params / MASt3R "
-                  "| x SGBM time | % of matmul peak | peak RSS (MiB) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### {key} network input",
+            "",
+            "| model | params (M) | GFLOPs | p50 (ms) | p90 (ms) | pairs/s | x MASt3R speed | params / MASt3R "
+            "| x SGBM time | % of matmul peak | peak RSS (MiB) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         m_params = next((r["parameters"] for r in rows if r["label"].startswith("MASt3R")), None)
         for r in rows:
             s = r["sizes"][key]
@@ -317,43 +357,57 @@ def markdown(rows: list[dict], machine: dict, node: list[dict] | None) -> str:
                 f"| {r['label']} | {r['parameters'] / 1e6:.2f} | {f(s['gflops'], '.2f')} | {f(s['p50'])} | "
                 f"{f(s['p90'])} | {1e3 / s['p50']:.2f} | {f(m_ref / s['p50'] if m_ref else None, '.0f')} | "
                 f"{f(r['parameters'] / m_params if m_params and r['parameters'] else None, '.4f')} | "
-                f"{f(s['p50'] / s_ref if s_ref else None, '.1f')} | {f(util, '.0f')} | {r['peak_rss_mib']:.0f} |")
+                f"{f(s['p50'] / s_ref if s_ref else None, '.1f')} | {f(util, '.0f')} | {r['peak_rss_mib']:.0f} |"
+            )
         lines.append("")
     deployed = [r for r in rows if "deployed" in r]
     m512 = ref("MASt3R", "512x384")
     if deployed:
-        lines += ["### Deployed setting: 512x384 mono camera pair, as the node runs it", "",
-                  "`predict`: resize to the model card's network size, the network (the right view's head only "
-                  "when the scale mode reads it), pointmap resampled to camera pixels. '+ metric anchor': "
-                  "with the card's scale step (coarse SGBM median for 'stereo', its smooth scale field for "
-                  "'stereo_local'), i.e. a metric pointmap like MASt3R's: the whole first stage at altitude. "
-                  "'+ fusion': near the ground (disparities "
-                  f"{NEAR_GROUND_DISPARITY_PX[0]:g}-{NEAR_GROUND_DISPARITY_PX[1]:g} px, as in this timing) the "
-                  "first stage also matches the pair at full resolution and fuses those points (skipped at "
-                  "altitude). 'x MASt3R' divides MASt3R's p50 at 512x384 (network only) by these.", "",
-                  "With a calibrated-stereo head (its GFLOPs at 512x384 in brackets) the head is the metric "
-                  "anchor and the fusion's matcher, and no SGBM runs.", "",
-                  "| model | network input | scale mode | right head | GFLOPs | predict p50 / p90 (ms) "
-                  "| + metric anchor p50 / p90 (ms) | + fusion p50 / p90 (ms) | x MASt3R (predict) "
-                  "| x MASt3R (+ anchor) | x MASt3R (+ fusion) |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "### Deployed setting: 512x384 mono camera pair, as the node runs it",
+            "",
+            "`predict`: resize to the model card's network size, the network (the right view's head only "
+            "when the scale mode reads it), pointmap resampled to camera pixels. '+ metric anchor': "
+            "with the card's scale step (coarse SGBM median for 'stereo', its smooth scale field for "
+            "'stereo_local'), i.e. a metric pointmap like MASt3R's: the whole first stage at altitude. "
+            "'+ fusion': near the ground (disparities "
+            f"{NEAR_GROUND_DISPARITY_PX[0]:g}-{NEAR_GROUND_DISPARITY_PX[1]:g} px, as in this timing) the "
+            "first stage also matches the pair at full resolution and fuses those points (skipped at "
+            "altitude). 'x MASt3R' divides MASt3R's p50 at 512x384 (network only) by these.",
+            "",
+            "With a calibrated-stereo head (its GFLOPs at 512x384 in brackets) the head is the metric "
+            "anchor and the fusion's matcher, and no SGBM runs.",
+            "",
+            "| model | network input | scale mode | right head | GFLOPs | predict p50 / p90 (ms) "
+            "| + metric anchor p50 / p90 (ms) | + fusion p50 / p90 (ms) | x MASt3R (predict) "
+            "| x MASt3R (+ anchor) | x MASt3R (+ fusion) |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in deployed:
             d = r["deployed"]
             fused = f"{d['fused_p50']:.1f} / {d['fused_p90']:.1f}" if d["fused"] else "–"
-            lines.append(f"| {r['label']} | {d['network']} | {d['scale_mode']} | {'yes' if d['right_view_head'] else 'no'} "
-                         f"| {d['gflops']:.2f}{' (+ %.2f)' % d['stereo_head_gflops'] if d['stereo_head_gflops'] else ''} "
-                         f"| {d['p50']:.1f} / {d['p90']:.1f} | "
-                         f"{d['metric_p50']:.1f} / {d['metric_p90']:.1f} | {fused} | "
-                         f"{f(m512 / d['p50'] if m512 else None, '.0f')} | "
-                         f"{f(m512 / d['metric_p50'] if m512 else None, '.0f')} | "
-                         f"{f(m512 / d['fused_p50'] if m512 and d['fused'] else None, '.0f')} |")
+            lines.append(
+                f"| {r['label']} | {d['network']} | {d['scale_mode']} | {'yes' if d['right_view_head'] else 'no'} "
+                f"| {d['gflops']:.2f}{' (+ %.2f)' % d['stereo_head_gflops'] if d['stereo_head_gflops'] else ''} "
+                f"| {d['p50']:.1f} / {d['p90']:.1f} | "
+                f"{d['metric_p50']:.1f} / {d['metric_p90']:.1f} | {fused} | "
+                f"{f(m512 / d['p50'] if m512 else None, '.0f')} | "
+                f"{f(m512 / d['metric_p50'] if m512 else None, '.0f')} | "
+                f"{f(m512 / d['fused_p50'] if m512 and d['fused'] else None, '.0f')} |"
+            )
         lines.append("")
     if node:
-        lines += ["### stereo_node end to end (default model and settings, every output subscribed, gravity and "
-                  "sun direction given, mono8 pairs over Fast DDS)", "",
-                  "| camera | pairs sent | answered | input rate | output rate | latency p50 / p90 |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {n['size']} | {n['sent']} | {n['answered']} | {n['input_hz']:.1f} Hz | {n['output_hz']:.2f} pairs/s "
-                  f"| {n['latency_p50_ms']:.0f} / {n['latency_p90_ms']:.0f} ms |" for n in node]
+        lines += [
+            "### stereo_node end to end (default model and settings, every output subscribed, gravity and "
+            "sun direction given, mono8 pairs over Fast DDS)",
+            "",
+            "| camera | pairs sent | answered | input rate | output rate | latency p50 / p90 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {n['size']} | {n['sent']} | {n['answered']} | {n['input_hz']:.1f} Hz | {n['output_hz']:.2f} pairs/s "
+            f"| {n['latency_p50_ms']:.0f} / {n['latency_p90_ms']:.0f} ms |"
+            for n in node
+        ]
         lines.append("")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Run a teacher once over a dataset split and store compressed supervision (the teacher cache).
 
-    lunar-recon cache --teacher TEACHER.pt --data data/descent --out runs/cache [--features view1.enc_out ...]
+lunar-recon cache --teacher TEACHER.pt --data data/descent --out runs/cache [--features view1.enc_out ...]
 """
+
 from __future__ import annotations
 
 HELP = "cache a teacher's outputs (fp16 pointmaps, RLE masks, optional low-rank features)"
@@ -29,8 +30,19 @@ def run(args) -> int:
 
     teacher = load_model(args.teacher, device=args.device)
     pairs = TrainPairs(args.data, args.split, args.size)
-    meta = build_cache(teacher, pairs, args.out, args.features, args.rank, args.shard_size, args.batch_size,
-                       teacher_label=str(args.teacher), progress=lambda it: progress(it, desc="cache", unit="shard"))
-    print(f"{args.out}: {meta['pairs']} pairs, {meta['bytes_per_pair'] / 1024:.1f} KiB per pair, "
-          f"compression x{meta['compression_ratio']:.2f} vs float32")
+    meta = build_cache(
+        teacher,
+        pairs,
+        args.out,
+        args.features,
+        args.rank,
+        args.shard_size,
+        args.batch_size,
+        teacher_label=str(args.teacher),
+        progress=lambda it: progress(it, desc="cache", unit="shard"),
+    )
+    print(
+        f"{args.out}: {meta['pairs']} pairs, {meta['bytes_per_pair'] / 1024:.1f} KiB per pair, "
+        f"compression x{meta['compression_ratio']:.2f} vs float32"
+    )
     return 0

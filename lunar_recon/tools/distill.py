@@ -1,8 +1,9 @@
 """Train a student (or fine-tune a teacher) from a YAML config.
 
-    lunar-recon distill --config configs/student_nano.yaml [--resume]
-    torchrun --nproc_per_node 2 -m lunar_recon distill --config FILE      # DistributedDataParallel
+lunar-recon distill --config configs/student_nano.yaml [--resume]
+torchrun --nproc_per_node 2 -m lunar_recon distill --config FILE      # DistributedDataParallel
 """
+
 from __future__ import annotations
 
 HELP = "distil a student from a teacher cache, or fine-tune on ground truth"
@@ -28,9 +29,10 @@ def run(args) -> int:
         setattr(cfg, key, yaml.safe_load(value))
     cfg.validate()
     trainer = Trainer(cfg, resume=args.resume)
-    history = trainer.train(progress=lambda r: progress(r, desc="distill", unit="step",
-                                                        initial=trainer.step, total=cfg.steps))
+    history = trainer.train(progress=lambda r: progress(r, desc="distill", unit="step", initial=trainer.step, total=cfg.steps))
     last = history[-1] if history else {}
-    print(f"{cfg.out}: step {trainer.step}/{cfg.steps}, loss {last.get('loss', float('nan')):.4f}, "
-          f"best val AbsRel {trainer.best:.4f}")
+    print(
+        f"{cfg.out}: step {trainer.step}/{cfg.steps}, loss {last.get('loss', float('nan')):.4f}, "
+        f"best val AbsRel {trainer.best:.4f}"
+    )
     return 0

@@ -10,6 +10,7 @@ bag's ground-truth depth / hazard topics when it has them, else against the firs
 records what the node publishes and scores that, node latency and dropped pairs included.
 ``--stereo-ceiling`` adds the ideal matcher at a disparity precision: what the rig allows.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,60 +33,122 @@ def add_arguments(p) -> None:
     from ..pipeline import SCALE_MODES, SHADOW_INTENSITY_FRACTION
 
     p.add_argument("inputs", nargs="+", help="rosbag2 folders (sqlite3 or MCAP) or dataset folders")
-    p.add_argument("--model", action="append", default=[],
-                   help="checkpoint, 'sgbm', 'sgbm-wls' or 'default' (repeatable)")
-    p.add_argument("--baseline", choices=CLASSICAL, help="also evaluate the classical baseline "
-                   "(sgbm-wls: with OpenCV's WLS disparity filter)")
+    p.add_argument("--model", action="append", default=[], help="checkpoint, 'sgbm', 'sgbm-wls' or 'default' (repeatable)")
+    p.add_argument(
+        "--baseline",
+        choices=CLASSICAL,
+        help="also evaluate the classical baseline (sgbm-wls: with OpenCV's WLS disparity filter)",
+    )
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--live", action="store_true", help="replay into a running stereo_node over ROS topics")
     p.add_argument("--speed", type=float, default=1.0, help="live replay speed (1 = real time)")
     p.add_argument("--namespace", default="", help="topic namespace of the bag and the node")
     p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per input")
-    p.add_argument("--split", choices=["train", "val", "test"],
-                   help="split of a dataset folder (default: test where it has one); choose on val, report test")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        help="split of a dataset folder (default: test where it has one); choose on val, report test",
+    )
     p.add_argument("--inference-size", type=int, default=0, help="0: the model's own (model card), else 512")
     p.add_argument("--scale-mode", choices=list(SCALE_MODES), default="auto")
-    p.add_argument("--stereo-fusion-disparity", type=float, default=STEREO_FUSION_DISPARITY_PX,
-                   help="'stereo' / 'stereo_local': disparity (px of the left image) at which the points are "
-                        "pulled halfway toward a full-resolution SGBM's own; 0: no fusion")
-    p.add_argument("--shadow-fraction", type=float, default=SHADOW_INTENSITY_FRACTION,
-                   help="with a sun direction in the data: pixels below this fraction of the lit level are "
-                        "shadows that bound the hazard map's terrain; 0: shadows unused")
-    p.add_argument("--hazard-resolution", type=float, default=None,
-                   help="hazard grid cell (m); default: the truth's, else two ground pixels at each frame's range")
-    p.add_argument("--network-sigma-factor", type=float, default=None,
-                   help="noise-model widening of the network's own points (default: the pipeline's)")
-    p.add_argument("--disparity-sigma", type=float, default=None,
-                   help="disparity precision (px) for the hazard noise model; default: each model's own "
-                        "(offline) or the node's (live); 0: off")
-    p.add_argument("--hazard-footprint", type=float, default=HazardParams().footprint_diameter_m,
-                   help="lander footprint diameter (m): the disc each candidate site is judged on")
-    p.add_argument("--hazard-safe-below", type=float, default=HazardParams().safe_below,
-                   help="a site is certified safe below this hazard probability (as the node's hazard.safe_below)")
-    p.add_argument("--hazard-above", type=float, default=HazardParams().hazard_above,
-                   help="a site is a hazard at or above this probability (as the node's hazard.hazard_above)")
-    p.add_argument("--hazard-memory", type=int, default=HazardParams().memory_frames,
-                   help="maps of a sequence whose certain hazards fill a map's unknown cells, this one included "
-                        "(needs the bag's pose topic; as the node's hazard.memory_frames); 1: none")
-    p.add_argument("--hazard-memory-keyframe-distance", type=float,
-                   default=HazardParams().memory_keyframe_distance_m,
-                   help="camera travel (m) between the maps the memory keeps (hazard.memory_keyframe_distance_m)")
-    p.add_argument("--descent-map", action="store_true",
-                   help="also fuse each sequence's frames into a descent map (needs poses) and score its "
-                        "landing-site map as 'MODEL + descent map', per frame and at each sequence's last frame")
-    p.add_argument("--fit-hazard-calibration", action="store_true",
-                   help="score every model's raw hazard probabilities and fit each one's calibration table "
-                        "(written to hazard_calibration.json; run it on a calibration split, never the test one)")
-    p.add_argument("--fit-disparity-precision", action="store_true",
-                   help="fit each model's disparity precision on its matched pixels (floor and texture gain, "
-                        "geometry.stereo.DisparityPrecision), written to disparity_precision.json; a calibration "
-                        "split only")
-    p.add_argument("--no-references", action="store_true",
-                   help="score only the models named: without it SGBM, the ideal matcher at "
-                        f"{DEFAULT_CEILING_PX} px and a constant depth at the true median are scored beside them")
-    p.add_argument("--stereo-ceiling", type=float, action="append", default=[], metavar="SIGMA_PX",
-                   help="also score an ideal matcher: the ground-truth depth with this disparity noise (px), "
-                        "dense, unbiased; the ceiling of two-view stereo on the rig (repeatable)")
+    p.add_argument(
+        "--stereo-fusion-disparity",
+        type=float,
+        default=STEREO_FUSION_DISPARITY_PX,
+        help="'stereo' / 'stereo_local': disparity (px of the left image) at which the points are "
+        "pulled halfway toward a full-resolution SGBM's own; 0: no fusion",
+    )
+    p.add_argument(
+        "--shadow-fraction",
+        type=float,
+        default=SHADOW_INTENSITY_FRACTION,
+        help="with a sun direction in the data: pixels below this fraction of the lit level are "
+        "shadows that bound the hazard map's terrain; 0: shadows unused",
+    )
+    p.add_argument(
+        "--hazard-resolution",
+        type=float,
+        default=None,
+        help="hazard grid cell (m); default: the truth's, else two ground pixels at each frame's range",
+    )
+    p.add_argument(
+        "--network-sigma-factor",
+        type=float,
+        default=None,
+        help="noise-model widening of the network's own points (default: the pipeline's)",
+    )
+    p.add_argument(
+        "--disparity-sigma",
+        type=float,
+        default=None,
+        help="disparity precision (px) for the hazard noise model; default: each model's own "
+        "(offline) or the node's (live); 0: off",
+    )
+    p.add_argument(
+        "--hazard-footprint",
+        type=float,
+        default=HazardParams().footprint_diameter_m,
+        help="lander footprint diameter (m): the disc each candidate site is judged on",
+    )
+    p.add_argument(
+        "--hazard-safe-below",
+        type=float,
+        default=HazardParams().safe_below,
+        help="a site is certified safe below this hazard probability (as the node's hazard.safe_below)",
+    )
+    p.add_argument(
+        "--hazard-above",
+        type=float,
+        default=HazardParams().hazard_above,
+        help="a site is a hazard at or above this probability (as the node's hazard.hazard_above)",
+    )
+    p.add_argument(
+        "--hazard-memory",
+        type=int,
+        default=HazardParams().memory_frames,
+        help="maps of a sequence whose certain hazards fill a map's unknown cells, this one included "
+        "(needs the bag's pose topic; as the node's hazard.memory_frames); 1: none",
+    )
+    p.add_argument(
+        "--hazard-memory-keyframe-distance",
+        type=float,
+        default=HazardParams().memory_keyframe_distance_m,
+        help="camera travel (m) between the maps the memory keeps (hazard.memory_keyframe_distance_m)",
+    )
+    p.add_argument(
+        "--descent-map",
+        action="store_true",
+        help="also fuse each sequence's frames into a descent map (needs poses) and score its "
+        "landing-site map as 'MODEL + descent map', per frame and at each sequence's last frame",
+    )
+    p.add_argument(
+        "--fit-hazard-calibration",
+        action="store_true",
+        help="score every model's raw hazard probabilities and fit each one's calibration table "
+        "(written to hazard_calibration.json; run it on a calibration split, never the test one)",
+    )
+    p.add_argument(
+        "--fit-disparity-precision",
+        action="store_true",
+        help="fit each model's disparity precision on its matched pixels (floor and texture gain, "
+        "geometry.stereo.DisparityPrecision), written to disparity_precision.json; a calibration "
+        "split only",
+    )
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="score only the models named: without it SGBM, the ideal matcher at "
+        f"{DEFAULT_CEILING_PX} px and a constant depth at the true median are scored beside them",
+    )
+    p.add_argument(
+        "--stereo-ceiling",
+        type=float,
+        action="append",
+        default=[],
+        metavar="SIGMA_PX",
+        help="also score an ideal matcher: the ground-truth depth with this disparity noise (px), "
+        "dense, unbiased; the ceiling of two-view stereo on the rig (repeatable)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--figures", type=int, default=2, help="example-frame figures per model and input")
 
@@ -97,10 +160,14 @@ def _hazard_params(args, truth_h):
     scored all the same."""
     from ..geometry.hazard import HazardParams
 
-    params = HazardParams(resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.0),
-                          footprint_diameter_m=args.hazard_footprint, safe_below=args.hazard_safe_below,
-                          hazard_above=args.hazard_above, memory_frames=args.hazard_memory,
-                          memory_keyframe_distance_m=args.hazard_memory_keyframe_distance)
+    params = HazardParams(
+        resolution_m=args.hazard_resolution or (truth_h.resolution if truth_h else 0.0),
+        footprint_diameter_m=args.hazard_footprint,
+        safe_below=args.hazard_safe_below,
+        hazard_above=args.hazard_above,
+        memory_frames=args.hazard_memory,
+        memory_keyframe_distance_m=args.hazard_memory_keyframe_distance,
+    )
     try:
         params.validate()
     except ValueError as exc:
@@ -123,14 +190,18 @@ def _score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key
 
     pts = depth_to_points(depth, fr.K_left)
     up = _up(fr)
-    sigma = (stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
-             if sigma_d > 0 and up is not None and fr.baseline_m else None)
+    sigma = (
+        stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
+        if sigma_d > 0 and up is not None and fr.baseline_m
+        else None
+    )
     pred_h = None
     if truth_h is not None and up is not None and np.isfinite(pts[..., 2]).sum() >= 3:
         pred_h = hazard_map(pts, up, params, elevation_sigma=sigma)
         if fr.pose_world is not None:
-            pred_h = memories.setdefault(key, HazardMemory()).update(pred_h, fr.pose_world, params.memory_frames,
-                                                                      params.memory_keyframe_distance_m)
+            pred_h = memories.setdefault(key, HazardMemory()).update(
+                pred_h, fr.pose_world, params.memory_frames, params.memory_keyframe_distance_m
+            )
     return score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, _focal_baseline(fr), hazard_pred=pred_h)
 
 
@@ -187,10 +258,18 @@ def _truth(fr, params):
             grid = GridSpec(tuple(t["hazard_origin"]), float(t["hazard_resolution"]), cls.shape)
             cost = np.where(cls == 1, 100, np.where(cls == 0, 0, -1)).astype(np.int8)
             nan = np.full(cls.shape, np.nan, np.float32)
-            return HazardMap(grid=grid, elevation_m=t.get("hazard_elevation_m", nan), slope_deg=t["hazard_slope_deg"],
-                             roughness_m=t["hazard_roughness_m"], roughness_rms_m=nan,
-                             coverage=np.ones(cls.shape, np.float32), hazard=cls, cost=cost,
-                             R_grid_from_input=t["hazard_R_grid_from_left"], params=params)
+            return HazardMap(
+                grid=grid,
+                elevation_m=t.get("hazard_elevation_m", nan),
+                slope_deg=t["hazard_slope_deg"],
+                roughness_m=t["hazard_roughness_m"],
+                roughness_rms_m=nan,
+                coverage=np.ones(cls.shape, np.float32),
+                hazard=cls,
+                cost=cost,
+                R_grid_from_input=t["hazard_R_grid_from_left"],
+                params=params,
+            )
         return None
     h = fr.hazard
     return hazard_map_from_grid(h["cost"], h["resolution"], h["origin"], h["orientation"], params)[0]
@@ -222,8 +301,15 @@ def _calibration(fr):
 
 
 def run(args) -> int:
-    from ..evaluation import (disparity_error_samples, error_by_range_figure, example_figure, frame_score,
-                              hazard_on_truth_cells, score_frame, write_report)
+    from ..evaluation import (
+        disparity_error_samples,
+        error_by_range_figure,
+        example_figure,
+        frame_score,
+        hazard_on_truth_cells,
+        score_frame,
+        write_report,
+    )
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
     from ..models.registry import CLASSICAL, load_stereo_model, model_label
@@ -234,8 +320,12 @@ def run(args) -> int:
     for p in inputs:
         if not p.exists():
             raise ValueError(f"{p}: no such bag or dataset")
-    HazardParams(footprint_diameter_m=args.hazard_footprint, safe_below=args.hazard_safe_below,
-                 hazard_above=args.hazard_above, resolution_m=args.hazard_resolution or 0.15).validate()
+    HazardParams(
+        footprint_diameter_m=args.hazard_footprint,
+        safe_below=args.hazard_safe_below,
+        hazard_above=args.hazard_above,
+        resolution_m=args.hazard_resolution or 0.15,
+    ).validate()
     if any(not (s >= 0) for s in args.stereo_ceiling):
         raise ValueError(f"--stereo-ceiling: a disparity sigma is >= 0 px, got {args.stereo_ceiling}")
     if args.live:
@@ -280,17 +370,23 @@ def run(args) -> int:
             for m_idx, (label, model) in enumerate(models):
                 rec = reconstructors.get((label, seq))
                 if rec is None or rec.params.hazard != params:
-                    rec = reconstructors[(label, seq)] = StereoReconstructor(model, ReconstructionParams(
-                        inference_size=args.inference_size, scale_mode=args.scale_mode,
-                        stereo_fusion_disparity_px=args.stereo_fusion_disparity,
-                        disparity_sigma_px=args.disparity_sigma, shadow_intensity_fraction=args.shadow_fraction,
-                        **({} if args.network_sigma_factor is None else {"network_sigma_factor": args.network_sigma_factor}),
-                        hazard=params, calibrate_hazard=not args.fit_hazard_calibration,
-                        descent_map=args.descent_map))
+                    rec = reconstructors[(label, seq)] = StereoReconstructor(
+                        model,
+                        ReconstructionParams(
+                            inference_size=args.inference_size,
+                            scale_mode=args.scale_mode,
+                            stereo_fusion_disparity_px=args.stereo_fusion_disparity,
+                            disparity_sigma_px=args.disparity_sigma,
+                            shadow_intensity_fraction=args.shadow_fraction,
+                            **({} if args.network_sigma_factor is None else {"network_sigma_factor": args.network_sigma_factor}),
+                            hazard=params,
+                            calibrate_hazard=not args.fit_hazard_calibration,
+                            descent_map=args.descent_map,
+                        ),
+                    )
                 t0 = time.perf_counter()
                 try:
-                    r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr), fr.sun_left,
-                                        camera_pose=fr.pose_world)
+                    r = rec.reconstruct(fr.left, fr.right, _calibration(fr), _up(fr), fr.sun_left, camera_pose=fr.pose_world)
                 except Exception as exc:  # noqa: BLE001 - a corrupt frame is reported and skipped
                     notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
                     continue
@@ -299,33 +395,67 @@ def run(args) -> int:
                     notes.append(f"{seq} frame {i} ({label}): {r.hazard_note}")
                 if reference is None and m_idx == 0:
                     reference = r.depth  # no ground truth: score against the first model
-                metrics = score_frame(r.depth, r.points, reference if (m_idx > 0 or fr.depth is not None) else None,
-                                      truth_h, _up(fr), params, r.elevation_sigma, _focal_baseline(fr),
-                                      hazard_pred=r.hazard)
+                metrics = score_frame(
+                    r.depth,
+                    r.points,
+                    reference if (m_idx > 0 or fr.depth is not None) else None,
+                    truth_h,
+                    _up(fr),
+                    params,
+                    r.elevation_sigma,
+                    _focal_baseline(fr),
+                    hazard_pred=r.hazard,
+                )
                 scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 this_frame.append((scores[-1], model, r.depth))
                 if args.fit_disparity_precision and fr.depth is not None and _focal_baseline(fr):
                     matched = None if r.matcher_say is None else r.matcher_say >= 0.99
-                    precision_samples.setdefault(label, []).append(disparity_error_samples(
-                        r.depth, fr.depth, _focal_baseline(fr), fr.left, matched, seed=len(scores)))
+                    precision_samples.setdefault(label, []).append(
+                        disparity_error_samples(r.depth, fr.depth, _focal_baseline(fr), fr.left, matched, seed=len(scores))
+                    )
                 if args.descent_map and r.descent_hazard is not None:
-                    fused = score_frame(r.depth, r.points, fr.depth, truth_h, _up(fr), params,
-                                        focal_baseline=_focal_baseline(fr), hazard_pred=r.descent_hazard)
+                    fused = score_frame(
+                        r.depth,
+                        r.points,
+                        fr.depth,
+                        truth_h,
+                        _up(fr),
+                        params,
+                        focal_baseline=_focal_baseline(fr),
+                        hazard_pred=r.descent_hazard,
+                    )
                     scores.append(frame_score(seq, f"{label} + descent map", i, int(fr.stamp_ns), latency, fused))
                     if r.descent_update is not None and r.descent_update.reset:
                         notes.append(f"{seq} frame {i} ({label}): the pose jumped; the descent map was reset")
                 if _example_wanted(i, len(frames), args.figures):
                     shown = r.hazard if truth_h is None or r.hazard is None else hazard_on_truth_cells(r.hazard, truth_h)
-                    figures.append(example_figure(out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png", fr.left,
-                                                  r.depth, fr.depth, r.slope_deg, shown, truth_h, r.points,
-                                                  f"{label} on {seq}, frame {i}"))
+                    figures.append(
+                        example_figure(
+                            out / f"example_{_safe(label)}_{_safe(seq)}_{i}.png",
+                            fr.left,
+                            r.depth,
+                            fr.depth,
+                            r.slope_deg,
+                            shown,
+                            truth_h,
+                            r.points,
+                            f"{label} on {seq}, frame {i}",
+                        )
+                    )
             _score_on_sgbm_pixels(this_frame, fr.depth)
             if not args.no_references and fr.depth is not None and np.isfinite(fr.depth).any():
                 # the guess that needs no images: every pixel at the true median depth
                 constant = np.where(np.isfinite(fr.depth), np.float32(np.nanmedian(fr.depth)), np.float32(np.nan))
-                scores.append(frame_score(seq, CONSTANT_LABEL, i, int(fr.stamp_ns), float("nan"),
-                                          score_frame(constant, depth_to_points(constant, fr.K_left), fr.depth, None,
-                                                      None, params)))
+                scores.append(
+                    frame_score(
+                        seq,
+                        CONSTANT_LABEL,
+                        i,
+                        int(fr.stamp_ns),
+                        float("nan"),
+                        score_frame(constant, depth_to_points(constant, fr.K_left), fr.depth, None, None, params),
+                    )
+                )
             for sigma_px in ceilings:
                 scored = _score_ceiling(sigma_px, seq, i, fr, truth_h, params, memories)
                 if isinstance(scored, str):
@@ -372,8 +502,11 @@ def _write_calibration(path: Path, scores, labels: list[str]) -> None:
     for label in labels:
         counts = pooled_reliability([s for s in scores if s.model == label])
         if counts is not None and counts[0].sum() > 0:
-            tables[label] = {"hazard_calibration": list(fit_probability_calibration(counts)),
-                             "sites": int(counts[0].sum()), "frames": sum(1 for s in scores if s.model == label)}
+            tables[label] = {
+                "hazard_calibration": list(fit_probability_calibration(counts)),
+                "sites": int(counts[0].sum()),
+                "frames": sum(1 for s in scores if s.model == label),
+            }
     path.write_text(json.dumps(tables, indent=1))
     for label, t in tables.items():
         print(f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}")
@@ -391,11 +524,17 @@ def _write_precision(path: Path, samples: dict[str, list]) -> None:
         errors = np.concatenate([e for e, _ in parts])
         bounds = np.concatenate([c for _, c in parts])
         precision = fit_disparity_precision(errors, bounds)
-        fitted[label] = {"disparity_sigma_px": precision.floor_px,
-                         "disparity_sigma_texture_gain": precision.texture_gain,
-                         "window_px": precision.window, "pixels": int(errors.size), "frames": len(parts)}
-        print(f"disparity precision of {label}: floor {precision.floor_px} px, texture gain "
-              f"{precision.texture_gain} ({errors.size} pixels, {len(parts)} frames)")
+        fitted[label] = {
+            "disparity_sigma_px": precision.floor_px,
+            "disparity_sigma_texture_gain": precision.texture_gain,
+            "window_px": precision.window,
+            "pixels": int(errors.size),
+            "frames": len(parts),
+        }
+        print(
+            f"disparity precision of {label}: floor {precision.floor_px} px, texture gain "
+            f"{precision.texture_gain} ({errors.size} pixels, {len(parts)} frames)"
+        )
     path.write_text(json.dumps(fitted, indent=1))
 
 
@@ -431,16 +570,24 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     ns = args.namespace.strip("/")
     topic = lambda t: f"{ns}/{t}" if ns else t  # noqa: E731
     pair_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # as a camera driver or bag player
-    pubs = [node.create_publisher(T, topic(t), pair_qos) for t, T in
-            [("left/image_rect", Image), ("left/camera_info", CameraInfo), ("right/image_rect", Image),
-             ("right/camera_info", CameraInfo)]]
+    pubs = [
+        node.create_publisher(T, topic(t), pair_qos)
+        for t, T in [
+            ("left/image_rect", Image),
+            ("left/camera_info", CameraInfo),
+            ("right/image_rect", Image),
+            ("right/camera_info", CameraInfo),
+        ]
+    ]
     received: dict[int, dict] = {}
     diag: list = []
 
     def on_depth(m):
         s = stamp_ns(m.header.stamp)
-        received.setdefault(s, {})["depth"] = (time.monotonic(), np.frombuffer(bytes(m.data), np.float32)
-                                               .reshape(m.height, m.width).copy())
+        received.setdefault(s, {})["depth"] = (
+            time.monotonic(),
+            np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width).copy(),
+        )
 
     def on_slope(m):  # the node's own slope image, kept for the example figures only
         s = stamp_ns(m.header.stamp)
@@ -456,11 +603,16 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
     node.create_subscription(Image, topic("depth/image_rect"), on_depth, 20)
     node.create_subscription(Image, topic("slope"), on_slope, 20)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
     def on_grid(m):  # the node's own hazard map, scored as published
         cost = np.frombuffer(bytes(m.data), np.int8).reshape(m.info.height, m.info.width).copy()
         p, q = m.info.origin.position, m.info.origin.orientation
-        received.setdefault(stamp_ns(m.header.stamp), {})["grid"] = (cost, float(m.info.resolution), (p.x, p.y, p.z),
-                                                                      (q.x, q.y, q.z, q.w))
+        received.setdefault(stamp_ns(m.header.stamp), {})["grid"] = (
+            cost,
+            float(m.info.resolution),
+            (p.x, p.y, p.z),
+            (q.x, q.y, q.z, q.w),
+        )
 
     node.create_subscription(OccupancyGrid, topic("hazard/grid"), on_grid, latched)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(m), 10)
@@ -483,8 +635,12 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
             while time.monotonic() < due:
                 rclpy.spin_once(node, timeout_sec=min(0.01, max(due - time.monotonic(), 0)))
             enc = "mono8" if fr.left.dtype == np.uint8 else "mono16"
-            msgs = [image_msg(Image, fr.left, enc), camera_info_msg(CameraInfo, fr.K_left),
-                    image_msg(Image, fr.right, enc), camera_info_msg(CameraInfo, fr.K_right, fr.baseline_m)]
+            msgs = [
+                image_msg(Image, fr.left, enc),
+                camera_info_msg(CameraInfo, fr.K_left),
+                image_msg(Image, fr.right, enc),
+                camera_info_msg(CameraInfo, fr.K_right, fr.baseline_m),
+            ]
             stamp = Time(sec=int(fr.stamp_ns // 10**9), nanosec=int(fr.stamp_ns % 10**9))
             if fr.attitude_xyzw is not None:  # gravity first, so the node uses it for this pair
                 att = QuaternionStamped()
@@ -520,20 +676,40 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         grid = received[stamp].get("grid")
         if grid is not None and truth_h is not None:
             published = hazard_map_from_grid(*grid, params)[0]
-            metrics = score_frame(depth, depth_to_points(depth, fr.K_left), fr.depth, truth_h, _up(fr), params,
-                                  focal_baseline=_focal_baseline(fr), hazard_pred=published)
+            metrics = score_frame(
+                depth,
+                depth_to_points(depth, fr.K_left),
+                fr.depth,
+                truth_h,
+                _up(fr),
+                params,
+                focal_baseline=_focal_baseline(fr),
+                hazard_pred=published,
+            )
         else:  # no grid arrived for this pair: the depth it published, made into a map as the node would
             metrics = _score_depth(depth, fr, truth_h, params, sigma_d, memories, seq)
             notes.append(f"{seq} frame {i}: no hazard/grid received; scored a map made from its depth")
         scores.append(frame_score(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
         if _example_wanted(i, len(sent), args.figures):
             pts = depth_to_points(depth, fr.K_left)
-            figures.append(example_figure(out / f"example_live_{_safe(seq)}_{i}.png", fr.left, depth, fr.depth,
-                                          received[stamp].get("slope"), None, truth_h, pts,
-                                          f"stereo_node (live) on {seq}, frame {i}"))
+            figures.append(
+                example_figure(
+                    out / f"example_live_{_safe(seq)}_{i}.png",
+                    fr.left,
+                    depth,
+                    fr.depth,
+                    received[stamp].get("slope"),
+                    None,
+                    truth_h,
+                    pts,
+                    f"stereo_node (live) on {seq}, frame {i}",
+                )
+            )
     dropped = len(sent) - len(scores)
-    notes.append(f"live replay at {args.speed}x: {len(sent)} frames sent, {len(scores)} answered, {dropped} dropped "
-                 f"(node reports {kv.get('dropped_pairs', '?')} dropped pairs, model {kv.get('model', '?')})")
+    notes.append(
+        f"live replay at {args.speed}x: {len(sent)} frames sent, {len(scores)} answered, {dropped} dropped "
+        f"(node reports {kv.get('dropped_pairs', '?')} dropped pairs, model {kv.get('model', '?')})"
+    )
     node.destroy_node()
     rclpy.shutdown()
     if not scores:

@@ -1,7 +1,8 @@
 """Export a model to TorchScript and ONNX (opset >= 17) and check parity with eager.
 
-    lunar-recon export MODEL --out runs/export --height 192 --width 256
+lunar-recon export MODEL --out runs/export --height 192 --width 256
 """
+
 from __future__ import annotations
 
 HELP = "export a model to TorchScript and ONNX, with a parity check"

@@ -1,4 +1,5 @@
 """Describe a model file: architecture, parameters, GFLOPs at a resolution."""
+
 from __future__ import annotations
 
 HELP = "describe a model checkpoint (config, parameters, GFLOPs)"

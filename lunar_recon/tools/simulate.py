@@ -5,6 +5,7 @@
 
 Datasets are resumable: re-running the same command keeps finished pairs and redoes partial ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,15 @@ def pair_seed(base: int, split: str, index: int) -> int:
 
 
 def _plan_kwargs(args) -> dict:
-    return dict(width=args.width, height=args.height, bits=args.bits, altitude_m=args.altitude,
-                baseline_m=args.baseline, sun_elevation_deg=args.sun_elevation, rectified=not args.unrectified)
+    return dict(
+        width=args.width,
+        height=args.height,
+        bits=args.bits,
+        altitude_m=args.altitude,
+        baseline_m=args.baseline,
+        sun_elevation_deg=args.sun_elevation,
+        rectified=not args.unrectified,
+    )
 
 
 def run(args) -> int:
@@ -74,15 +82,23 @@ def run(args) -> int:
     plan_scene(args.preset, args.seed, **_plan_kwargs(args))  # validate every parameter before any work
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "dataset.json"
-    info = {"format": "lunar_recon.dataset/1", "preset": args.preset, "seed": args.seed,
-            "splits": counts, "plan_overrides": _plan_kwargs(args)}
+    info = {
+        "format": "lunar_recon.dataset/1",
+        "preset": args.preset,
+        "seed": args.seed,
+        "splits": counts,
+        "plan_overrides": _plan_kwargs(args),
+    }
     if info_path.exists():
         old = json.loads(info_path.read_text())
-        same = {k: old.get(k) for k in ("preset", "seed", "plan_overrides")} == \
-               {k: info[k] for k in ("preset", "seed", "plan_overrides")}
+        same = {k: old.get(k) for k in ("preset", "seed", "plan_overrides")} == {
+            k: info[k] for k in ("preset", "seed", "plan_overrides")
+        }
         if not same:
-            raise ValueError(f"{out} holds a dataset made with other settings ({old.get('preset')}, seed "
-                             f"{old.get('seed')}); choose another --out")
+            raise ValueError(
+                f"{out} holds a dataset made with other settings ({old.get('preset')}, seed "
+                f"{old.get('seed')}); choose another --out"
+            )
         for s, n in old.get("splits", {}).items():
             counts[s] = max(n, counts.get(s, 0))
         info["splits"] = counts
@@ -111,11 +127,15 @@ def _run_sequence(args) -> int:
     out = Path(args.out)
     if out.exists():
         raise ValueError(f"{out} already exists; rosbag2 bags are never overwritten")
-    frames = render_sequence(args.sequence, args.frames, args.seed, width=args.width,
-                             height=args.height if args.height != 512 else 384, bits=args.bits)
-    n = write_bag_atomically(out, lambda path: write_stereo_bag(
-        path, _progress(frames, total=args.frames, desc=f"sequence {args.sequence}"), storage=args.storage,
-        rate_hz=args.rate))
+    frames = render_sequence(
+        args.sequence, args.frames, args.seed, width=args.width, height=args.height if args.height != 512 else 384, bits=args.bits
+    )
+    n = write_bag_atomically(
+        out,
+        lambda path: write_stereo_bag(
+            path, _progress(frames, total=args.frames, desc=f"sequence {args.sequence}"), storage=args.storage, rate_hz=args.rate
+        ),
+    )
     print(f"{out}: {n} frames ({args.storage})")
     return 0
 

@@ -1,8 +1,9 @@
 """Train the student's calibrated-stereo head on simulated datasets, and attach it to a student.
 
-    lunar-recon train-stereo-head --data DATASET [DATASET ...] --out RUN [--steps N] [--seed S] [--resume]
-    lunar-recon train-stereo-head --attach RUN/stereo_head.pt --to STUDENT.pt --out NEW.pt
+lunar-recon train-stereo-head --data DATASET [DATASET ...] --out RUN [--steps N] [--seed S] [--resume]
+lunar-recon train-stereo-head --attach RUN/stereo_head.pt --to STUDENT.pt --out NEW.pt
 """
+
 from __future__ import annotations
 
 HELP = "train the student's calibrated-stereo head (or attach a trained one to a student checkpoint)"
