@@ -11,8 +11,6 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-
 
 def node_env(domain: int) -> dict:
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
@@ -36,16 +34,36 @@ def stop_node(proc: subprocess.Popen) -> str:
     return proc.stdout.read() if proc.stdout else ""
 
 
+OUTPUT_TOPICS = (
+    "depth/image_rect",
+    "depth/camera_info",
+    "confidence",
+    "points2",
+    "slope",
+    "hazard/grid",
+    "hazard/image",
+    "hazard/landing_site",
+    "/diagnostics",
+)
+
+
 class NodeProbe:
     """A client rclpy node in its own context: publishes stereo pairs, records what stereo_node publishes."""
 
-    def __init__(self, domain: int, qos: str = "reliable"):
+    def __init__(
+        self, domain: int, qos: str = "reliable", namespace: str = "", record=OUTPUT_TOPICS, localhost_only: bool = True
+    ):
         """``qos``: the stereo pair publishers' reliability, 'reliable' (as camera drivers and
-        bag players usually publish) or 'sensor_data' (best effort)."""
+        bag players usually publish) or 'sensor_data' (best effort).  ``namespace``: the node's
+        (its topics' prefix).  ``record``: the outputs to subscribe to and keep (``got``) --
+        the node computes only what someone listens to.  ``localhost_only``: discover only this
+        machine's nodes (tests, benchmarks), unless the environment says otherwise."""
+        if localhost_only:
+            os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         os.environ["ROS_DOMAIN_ID"] = str(domain)
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PointStamped
+        from geometry_msgs.msg import PointStamped, PoseStamped, QuaternionStamped, Vector3Stamped
         from nav_msgs.msg import OccupancyGrid
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -62,24 +80,30 @@ class NodeProbe:
         self.Image, self.CameraInfo = Image, CameraInfo
         self.got: dict[str, list] = {}
         self.arrived: dict[str, list[float]] = {}  # time.monotonic() of each message in got, same order
+        ns = namespace.strip("/")
+        self.topic = lambda t: t if t.startswith("/") or not ns else f"/{ns}/{t}"  # noqa: E731
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        for topic, T, q in [
-            ("depth/image_rect", Image, 10),
-            ("depth/camera_info", CameraInfo, 10),
-            ("confidence", Image, 10),
-            ("points2", PointCloud2, 10),
-            ("slope", Image, 10),
-            ("hazard/grid", OccupancyGrid, latched),
-            ("hazard/image", Image, 10),
-            ("hazard/landing_site", PointStamped, 10),
-            ("/diagnostics", DiagnosticArray, 10),
-        ]:
-            self.node.create_subscription(T, topic, lambda m, t=topic: self._record(t, m), q)
+        types = {
+            "depth/image_rect": Image,
+            "depth/camera_info": CameraInfo,
+            "confidence": Image,
+            "points2": PointCloud2,
+            "slope": Image,
+            "hazard/grid": OccupancyGrid,
+            "hazard/image": Image,
+            "hazard/landing_site": PointStamped,
+            "/diagnostics": DiagnosticArray,
+        }
+        for topic in record:
+            if topic not in types:
+                raise ValueError(f"unknown stereo_node output {topic!r}; one of {sorted(types)}")
+            q = latched if topic == "hazard/grid" else 10
+            self.node.create_subscription(types[topic], self.topic(topic), lambda m, t=topic: self._record(t, m), q)
         pair_qos = (
             qos_profile_sensor_data if qos == "sensor_data" else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
         self.pubs = [
-            self.node.create_publisher(T, t, pair_qos)
+            self.node.create_publisher(T, self.topic(t), pair_qos)
             for t, T in [
                 ("left/image_rect", Image),
                 ("left/camera_info", CameraInfo),
@@ -87,6 +111,9 @@ class NodeProbe:
                 ("right/camera_info", CameraInfo),
             ]
         ]
+        self.attitude_pub = self.node.create_publisher(QuaternionStamped, self.topic("attitude"), 10)
+        self.sun_pub = self.node.create_publisher(Vector3Stamped, self.topic("sun_direction"), 10)
+        self.pose_pub = self.node.create_publisher(PoseStamped, self.topic("pose"), 10)
 
     def _record(self, topic: str, msg) -> None:
         self.arrived.setdefault(topic, []).append(time.monotonic())
@@ -122,7 +149,44 @@ class NodeProbe:
             p.publish(m)
 
     def pair(self, fr):
-        return [self.image(fr.left), self.info(fr.K_left), self.image(fr.right), self.info(fr.K_right, fr.baseline_m)]
+        enc = "mono8" if np.asarray(fr.left).dtype == np.uint8 else "mono16"
+        return [
+            self.image(fr.left, enc),
+            self.info(fr.K_left),
+            self.image(fr.right, enc),
+            self.info(fr.K_right, fr.baseline_m),
+        ]
+
+    def publish_frame(self, fr, stamp_ns: int, frame_id: str = "left_camera_optical_frame") -> None:
+        """A recorded frame as a camera stack publishes it: its gravity (attitude), navigation
+        pose and sun direction when it has them, first, so the node uses them for this pair,
+        then the pair and its camera_info."""
+        from builtin_interfaces.msg import Time
+        from geometry_msgs.msg import PoseStamped, QuaternionStamped, Vector3Stamped
+
+        from .conversions import pose_msg
+
+        stamp = Time(sec=int(stamp_ns // 10**9), nanosec=int(stamp_ns % 10**9))
+        if getattr(fr, "attitude_xyzw", None) is not None:
+            att = QuaternionStamped()
+            att.header.stamp, att.header.frame_id = stamp, "world"
+            q = att.quaternion
+            q.x, q.y, q.z, q.w = (float(v) for v in fr.attitude_xyzw)
+            self.attitude_pub.publish(att)
+        if getattr(fr, "pose_world", None) is not None:
+            pose = pose_msg(PoseStamped, fr.pose_world)
+            pose.header.stamp, pose.header.frame_id = stamp, "world"
+            self.pose_pub.publish(pose)
+        if getattr(fr, "sun_left", None) is not None:
+            sun = Vector3Stamped()
+            sun.header.stamp, sun.header.frame_id = stamp, frame_id
+            sun.vector.x, sun.vector.y, sun.vector.z = (float(v) for v in fr.sun_left)
+            self.sun_pub.publish(sun)
+        self.publish(self.pair(fr), int(stamp_ns), frame_id)
+
+    def subscribed(self) -> bool:
+        """Whether a stereo_node has matched every input of the pair."""
+        return all(p.get_subscription_count() > 0 for p in self.pubs)
 
     def malformed_pairs(self, fr) -> list[tuple[str, list]]:
         """(kind, the four messages) for every kind of bad input the node must reject and

@@ -552,130 +552,37 @@ def _safe(name: str) -> str:
 
 def _run_live(args, inputs: list[Path], out: Path) -> int:
     """Replay each bag into a running stereo_node and score what it publishes."""
-    import rclpy
-    from builtin_interfaces.msg import Time
-    from diagnostic_msgs.msg import DiagnosticArray
-    from nav_msgs.msg import OccupancyGrid
-    from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-
     from ..evaluation import error_by_range_figure, example_figure, frame_score, hazard_map_from_grid, score_frame, write_report
     from ..geometry.camera import depth_to_points
     from ..geometry.hazard import HazardParams
-    from ..ros.conversions import camera_info_msg, image_msg, pose_msg, stamp_ns
+    from ..ros.replay import LiveReplay
 
-    rclpy.init()
-    node = Node("lunar_recon_replay")
-    ns = args.namespace.strip("/")
-    topic = lambda t: f"{ns}/{t}" if ns else t  # noqa: E731
-    pair_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # as a camera driver or bag player
-    pubs = [
-        node.create_publisher(T, topic(t), pair_qos)
-        for t, T in [
-            ("left/image_rect", Image),
-            ("left/camera_info", CameraInfo),
-            ("right/image_rect", Image),
-            ("right/camera_info", CameraInfo),
-        ]
-    ]
-    received: dict[int, dict] = {}
-    diag: list = []
-
-    def on_depth(m):
-        s = stamp_ns(m.header.stamp)
-        received.setdefault(s, {})["depth"] = (
-            time.monotonic(),
-            np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width).copy(),
-        )
-
-    def on_slope(m):  # the node's own slope image, kept for the example figures only
-        s = stamp_ns(m.header.stamp)
-        if s in sent:
-            slope = np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
-            received.setdefault(s, {})["slope"] = slope.copy()
-
-    from geometry_msgs.msg import PoseStamped, QuaternionStamped, Vector3Stamped
-
-    att_pub = node.create_publisher(QuaternionStamped, topic("attitude"), 10)
-    sun_pub = node.create_publisher(Vector3Stamped, topic("sun_direction"), 10)
-    pose_pub = node.create_publisher(PoseStamped, topic("pose"), 10)
-    node.create_subscription(Image, topic("depth/image_rect"), on_depth, 20)
-    node.create_subscription(Image, topic("slope"), on_slope, 20)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-    def on_grid(m):  # the node's own hazard map, scored as published
-        cost = np.frombuffer(bytes(m.data), np.int8).reshape(m.info.height, m.info.width).copy()
-        p, q = m.info.origin.position, m.info.origin.orientation
-        received.setdefault(stamp_ns(m.header.stamp), {})["grid"] = (
-            cost,
-            float(m.info.resolution),
-            (p.x, p.y, p.z),
-            (q.x, q.y, q.z, q.w),
-        )
-
-    node.create_subscription(OccupancyGrid, topic("hazard/grid"), on_grid, latched)
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.append(m), 10)
-
-    t_wait = time.monotonic()
-    while time.monotonic() - t_wait < 60 and not all(p.get_subscription_count() for p in pubs):
-        rclpy.spin_once(node, timeout_sec=0.1)
-    if not all(p.get_subscription_count() for p in pubs):
-        node.destroy_node()
-        rclpy.shutdown()
-        raise RuntimeError("no stereo_node is subscribed to the input topics (start it first)")
-    out.mkdir(parents=True, exist_ok=True)
-    scores, figures, notes, sent, memories = [], [], [], {}, {}
-    for path in inputs:
-        frames = list(_frames(path, args.namespace, args.max_frames, args.split))
-        t0 = time.monotonic()
-        stamp0 = frames[0][2].stamp_ns if frames else 0
-        for seq, i, fr in frames:
-            due = t0 + (fr.stamp_ns - stamp0) / 1e9 / max(args.speed, 1e-6)
-            while time.monotonic() < due:
-                rclpy.spin_once(node, timeout_sec=min(0.01, max(due - time.monotonic(), 0)))
-            enc = "mono8" if fr.left.dtype == np.uint8 else "mono16"
-            msgs = [
-                image_msg(Image, fr.left, enc),
-                camera_info_msg(CameraInfo, fr.K_left),
-                image_msg(Image, fr.right, enc),
-                camera_info_msg(CameraInfo, fr.K_right, fr.baseline_m),
-            ]
-            stamp = Time(sec=int(fr.stamp_ns // 10**9), nanosec=int(fr.stamp_ns % 10**9))
-            if fr.attitude_xyzw is not None:  # gravity first, so the node uses it for this pair
-                att = QuaternionStamped()
-                att.header.stamp, att.header.frame_id = stamp, "world"
-                q = att.quaternion
-                q.x, q.y, q.z, q.w = (float(v) for v in fr.attitude_xyzw)
-                att_pub.publish(att)
-            if fr.pose_world is not None:  # the navigation pose, for the node's hazard memory
-                pose = pose_msg(PoseStamped, fr.pose_world)
-                pose.header.stamp, pose.header.frame_id = stamp, "world"
-                pose_pub.publish(pose)
-            if fr.sun_left is not None:
-                sun = Vector3Stamped()
-                sun.header.stamp, sun.header.frame_id = stamp, fr.frame_id
-                sun.vector.x, sun.vector.y, sun.vector.z = (float(v) for v in fr.sun_left)
-                sun_pub.publish(sun)
-            for p, m in zip(pubs, msgs):
-                m.header.stamp, m.header.frame_id = stamp, fr.frame_id
-                p.publish(m)
-            sent[int(fr.stamp_ns)] = (time.monotonic(), seq, i, fr)
-        t_end = time.monotonic()
-        while time.monotonic() - t_end < 10 and len([s for s in sent if "depth" in received.get(s, {})]) < len(sent):
-            rclpy.spin_once(node, timeout_sec=0.1)
-    kv = {v.key: v.value for v in diag[-1].status[0].values} if diag else {}
+    replay = LiveReplay(args.namespace)
+    try:
+        replay.wait_for_node(60.0)
+        out.mkdir(parents=True, exist_ok=True)
+        scores, figures, notes, memories = [], [], [], {}
+        sent: dict[int, tuple] = {}
+        for path in inputs:
+            frames = list(_frames(path, args.namespace, args.max_frames, args.split))
+            replay.replay([fr for _, _, fr in frames], args.speed)
+            sent.update({int(fr.stamp_ns): (seq, i, fr) for seq, i, fr in frames})
+            replay.collect(10.0)
+        answers = replay.collect(0.0, 0.0)
+        kv = replay.diagnostics()
+    finally:
+        replay.close()
     # The node's hazard map uses its model's disparity precision; score with the same.
     sigma_d = args.disparity_sigma if args.disparity_sigma is not None else float(kv.get("disparity_sigma_px", 0))
-    for stamp, (t_sent, seq, i, fr) in sorted(sent.items()):
-        if "depth" not in received.get(stamp, {}):
+    for stamp, (seq, i, fr) in sorted(sent.items()):
+        answer = answers[stamp]
+        if answer.depth is None:
             continue
-        t_recv, depth = received[stamp]["depth"]
+        depth = answer.depth
         truth_h = _truth(fr, HazardParams())
         params, truth_h, _ = _hazard_params(args, truth_h)
-        grid = received[stamp].get("grid")
-        if grid is not None and truth_h is not None:
-            published = hazard_map_from_grid(*grid, params)[0]
+        if answer.grid is not None and truth_h is not None:
+            published = hazard_map_from_grid(*answer.grid, params)[0]
             metrics = score_frame(
                 depth,
                 depth_to_points(depth, fr.K_left),
@@ -689,7 +596,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         else:  # no grid arrived for this pair: the depth it published, made into a map as the node would
             metrics = _score_depth(depth, fr, truth_h, params, sigma_d, memories, seq)
             notes.append(f"{seq} frame {i}: no hazard/grid received; scored a map made from its depth")
-        scores.append(frame_score(seq, "stereo_node (live)", i, stamp, t_recv - t_sent, metrics))
+        scores.append(frame_score(seq, "stereo_node (live)", i, stamp, answer.received_s - answer.sent_s, metrics))
         if _example_wanted(i, len(sent), args.figures):
             pts = depth_to_points(depth, fr.K_left)
             figures.append(
@@ -698,7 +605,7 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
                     fr.left,
                     depth,
                     fr.depth,
-                    received[stamp].get("slope"),
+                    answer.slope,
                     None,
                     truth_h,
                     pts,
@@ -710,8 +617,6 @@ def _run_live(args, inputs: list[Path], out: Path) -> int:
         f"live replay at {args.speed}x: {len(sent)} frames sent, {len(scores)} answered, {dropped} dropped "
         f"(node reports {kv.get('dropped_pairs', '?')} dropped pairs, model {kv.get('model', '?')})"
     )
-    node.destroy_node()
-    rclpy.shutdown()
     if not scores:
         raise RuntimeError("stereo_node answered no frame")
     out.mkdir(parents=True, exist_ok=True)
