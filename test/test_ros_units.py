@@ -364,3 +364,17 @@ def test_one_camera_info_parser_for_the_node_and_the_bag_reader():
     with pytest.raises(CameraInfoError, match="all-zero") as err:
         stereo_calibration_from_camera_infos(left, right, (48, 64))
     assert err.value.reason == "camera_info"
+
+
+def test_the_node_defaults_are_the_pipeline_dataclasses():
+    """One source per parameter: the node's declared defaults, mapped as the node maps them,
+    are the pipeline's dataclass defaults (a default changed in one place only fails here);
+    the YAML and the README's table are checked against the declarations above."""
+    from lunar_recon.pipeline import ReconstructionParams
+    from lunar_recon.ros.stereo_node import PARAMETERS, reconstruction_params
+
+    defaults = {name: spec[0] for name, spec in PARAMETERS.items()}
+    assert reconstruction_params(defaults) == ReconstructionParams()
+    changed = dict(defaults, **{"hazard.slope_max_deg": 12.0, "disparity_sigma_px": 0.2, "hazard.extent_m": 30.0})
+    p = reconstruction_params(changed)
+    assert p.hazard.slope_max_deg == 12.0 and p.disparity_sigma_px == 0.2 and p.hazard.extent_m == 30.0

@@ -53,6 +53,9 @@ from .conversions import (
 )
 from .sync import PairMonitor, TimeSynchronizer, make_synchronizer
 
+# The defaults of the science parameters are the dataclasses' (one source): _R, _H, _D.
+_R, _H, _D = ReconstructionParams(), HazardParams(), DescentMapParams()
+
 # name -> (default, description, range or choices)
 PARAMETERS: dict[str, tuple] = {
     "model": (
@@ -61,7 +64,11 @@ PARAMETERS: dict[str, tuple] = {
         None,
     ),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
-    "inference_size": (0, "long side of the network input in pixels (0: the model's own; else a multiple of 16)", (0, 2048)),
+    "inference_size": (
+        _R.inference_size,
+        "long side of the network input in pixels (0: the model's own; else a multiple of 16)",
+        (0, 2048),
+    ),
     "confidence_threshold": (0.0, "absolute confidence below which pixels are invalid (MASt3R conf >= 1)", (0.0, 1e6)),
     "confidence_quantile": (0.0, "drop this fraction of each frame's least confident pixels", (0.0, 0.99)),
     "scale_mode": (
@@ -86,13 +93,13 @@ PARAMETERS: dict[str, tuple] = {
         (0.0, 999.0),
     ),
     "stereo_head": (
-        True,
+        _R.stereo_head,
         "a student with a calibrated-stereo head takes its metric reference and fusion from "
         "it on a rectified rig instead of SGBM",
         None,
     ),
     "stereo_head_min_confidence": (
-        0.99,
+        _R.stereo_head_min_confidence,
         "head disparities below this match confidence (0-1) are left to the pointmap",
         (0.0, 0.999),
     ),
@@ -123,7 +130,7 @@ PARAMETERS: dict[str, tuple] = {
         "unused",
         (0.0, 0.99),
     ),
-    "slope_baseline_m": (1.0, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
+    "slope_baseline_m": (_R.slope_baseline_m, "physical baseline of the per-pixel slope image (m)", (0.01, 1000.0)),
     "disparity_sigma_px": (
         -1.0,
         "disparity precision of the depth (px, 1 sigma) for the hazard noise model; "
@@ -131,30 +138,54 @@ PARAMETERS: dict[str, tuple] = {
         "0.11), else one sigma everywhere, 0: off",
         (-1.0, 100.0),
     ),
-    "hazard.slope_max_deg": (10.0, "largest safe tilt of a site's footprint plane against gravity (deg)", (0.1, 89.0)),
-    "hazard.roughness_max_m": (0.3, "largest safe height above (or depth below) a site's footprint plane (m)", (0.001, 100.0)),
-    "hazard.footprint_diameter_m": (4.0, "lander footprint diameter (m)", (0.1, 1000.0)),
-    "hazard.resolution_m": (0.15, "hazard grid cell size (m); 0: two ground pixels at the pair's median range", (0.0, 100.0)),
+    "hazard.slope_max_deg": (
+        _H.slope_max_deg,
+        "largest safe tilt of a site's footprint plane against gravity (deg)",
+        (0.1, 89.0),
+    ),
+    "hazard.roughness_max_m": (
+        _H.roughness_max_m,
+        "largest safe height above (or depth below) a site's footprint plane (m)",
+        (0.001, 100.0),
+    ),
+    "hazard.footprint_diameter_m": (_H.footprint_diameter_m, "lander footprint diameter (m)", (0.1, 1000.0)),
+    "hazard.resolution_m": (
+        _H.resolution_m,
+        "hazard grid cell size (m); 0: two ground pixels at the pair's median range",
+        (0.0, 100.0),
+    ),
     "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
-    "hazard.coverage_min": (0.7, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
-    "hazard.safe_below": (0.05, "a site is certified safe when its hazard probability is below this", (0.001, 1.0)),
-    "hazard.hazard_above": (0.5, "a site is a hazard when its hazard probability is at least this", (0.001, 1.0)),
+    "hazard.coverage_min": (_H.coverage_min, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
+    "hazard.safe_below": (_H.safe_below, "a site is certified safe when its hazard probability is below this", (0.001, 1.0)),
+    "hazard.hazard_above": (_H.hazard_above, "a site is a hazard when its hazard probability is at least this", (0.001, 1.0)),
     "hazard.memory_frames": (
-        3,
+        _H.memory_frames,
         "maps whose certain hazards fill the current map's unknown cells, this one "
         "included (needs the pose topic); 1: this map alone",
         (1, 100),
     ),
-    "hazard.memory_keyframe_distance_m": (4.0, "camera travel between the maps the memory keeps (m)", (0.0, 1e4)),
+    "hazard.memory_keyframe_distance_m": (
+        _H.memory_keyframe_distance_m,
+        "camera travel between the maps the memory keeps (m)",
+        (0.0, 1e4),
+    ),
     "descent_map.enabled": (
-        False,
+        _R.descent_map,
         "fuse every frame into one elevation map in the pose topic's world frame and "
         "publish the landing-site map made on it (needs the pose topic)",
         None,
     ),
-    "descent_map.window_m": (48.0, "side of the fused map's window, which follows the camera (m)", (1.0, 1e4)),
-    "descent_map.gate_sigmas": (3.0, "an observation further than this many sigmas from the map is an outlier", (0.1, 100.0)),
-    "descent_map.reset_distance_m": (25.0, "camera travel between two frames that resets the map (a pose jump, m)", (0.01, 1e5)),
+    "descent_map.window_m": (_D.window_m, "side of the fused map's window, which follows the camera (m)", (1.0, 1e4)),
+    "descent_map.gate_sigmas": (
+        _D.gate_sigmas,
+        "an observation further than this many sigmas from the map is an outlier",
+        (0.1, 100.0),
+    ),
+    "descent_map.reset_distance_m": (
+        _D.reset_distance_m,
+        "camera travel between two frames that resets the map (a pose jump, m)",
+        (0.01, 1e5),
+    ),
     "pose_tolerance_seconds": (0.05, "largest stamp difference between a pair and the pose used for it", (0.0, 10.0)),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
@@ -279,6 +310,42 @@ def unknown_parameters(overrides) -> dict[str, str | None]:
     return {n: next(iter(difflib.get_close_matches(n, PARAMETERS, n=1, cutoff=0.6)), None) for n in unknown}
 
 
+def reconstruction_params(v: dict) -> ReconstructionParams:
+    """The pipeline parameters of the node's parameter values (sentinels: 0 or -1 for None)."""
+    return ReconstructionParams(
+        inference_size=int(v["inference_size"]),
+        confidence_threshold=v["confidence_threshold"] or None,
+        confidence_quantile=v["confidence_quantile"] or None,
+        scale_mode=v["scale_mode"],
+        scale_field_sigma=v["scale_field_sigma"],
+        stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"],
+        slope_baseline_m=v["slope_baseline_m"],
+        stereo_head=bool(v["stereo_head"]),
+        stereo_head_min_confidence=v["stereo_head_min_confidence"],
+        network_sigma_factor=v["network_sigma_factor"],
+        disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
+        shadow_intensity_fraction=v["shadow_intensity_fraction"],
+        hazard=HazardParams(
+            slope_max_deg=v["hazard.slope_max_deg"],
+            roughness_max_m=v["hazard.roughness_max_m"],
+            footprint_diameter_m=v["hazard.footprint_diameter_m"],
+            resolution_m=v["hazard.resolution_m"],
+            extent_m=v["hazard.extent_m"] or None,
+            coverage_min=v["hazard.coverage_min"],
+            safe_below=v["hazard.safe_below"],
+            hazard_above=v["hazard.hazard_above"],
+            memory_frames=int(v["hazard.memory_frames"]),
+            memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"],
+        ),
+        descent_map=bool(v["descent_map.enabled"]),
+        descent=DescentMapParams(
+            window_m=v["descent_map.window_m"],
+            gate_sigmas=v["descent_map.gate_sigmas"],
+            reset_distance_m=v["descent_map.reset_distance_m"],
+        ),
+    )
+
+
 class StereoNode(Node):
     def __init__(self, **kwargs):
         super().__init__("stereo_node", **kwargs)
@@ -398,39 +465,7 @@ class StereoNode(Node):
 
     # ---- parameters ------------------------------------------------------------------------------
     def _reconstruction_params(self) -> ReconstructionParams:
-        v = self.values
-        return ReconstructionParams(
-            inference_size=int(v["inference_size"]),
-            confidence_threshold=v["confidence_threshold"] or None,
-            confidence_quantile=v["confidence_quantile"] or None,
-            scale_mode=v["scale_mode"],
-            scale_field_sigma=v["scale_field_sigma"],
-            stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"],
-            slope_baseline_m=v["slope_baseline_m"],
-            stereo_head=bool(v["stereo_head"]),
-            stereo_head_min_confidence=v["stereo_head_min_confidence"],
-            network_sigma_factor=v["network_sigma_factor"],
-            disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
-            shadow_intensity_fraction=v["shadow_intensity_fraction"],
-            hazard=HazardParams(
-                slope_max_deg=v["hazard.slope_max_deg"],
-                roughness_max_m=v["hazard.roughness_max_m"],
-                footprint_diameter_m=v["hazard.footprint_diameter_m"],
-                resolution_m=v["hazard.resolution_m"],
-                extent_m=v["hazard.extent_m"] or None,
-                coverage_min=v["hazard.coverage_min"],
-                safe_below=v["hazard.safe_below"],
-                hazard_above=v["hazard.hazard_above"],
-                memory_frames=int(v["hazard.memory_frames"]),
-                memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"],
-            ),
-            descent_map=bool(v["descent_map.enabled"]),
-            descent=DescentMapParams(
-                window_m=v["descent_map.window_m"],
-                gate_sigmas=v["descent_map.gate_sigmas"],
-                reset_distance_m=v["descent_map.reset_distance_m"],
-            ),
-        )
+        return reconstruction_params(self.values)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         changes = {p.name: p.value for p in params}
