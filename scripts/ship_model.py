@@ -18,7 +18,7 @@ from pathlib import Path
 from lunar_recon.models import load_model, save_checkpoint
 from lunar_recon.models.profile import count_parameters, latency_ms, pair_gflops, percentile
 from lunar_recon.models.registry import DEFAULT_STUDENT, SHIPPED_DIR, model_label
-from lunar_recon.tools.evaluate_bag import ceiling_label
+from lunar_recon.evaluation.runner import ceiling_label
 
 
 def main() -> None:

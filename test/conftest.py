@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,10 @@ def fixture_config(fixture: Path):
 @pytest.fixture(autouse=True, scope="session")
 def _deterministic_threads():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def run_cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m lunar_recon ARGS...`` as a user runs it, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "lunar_recon", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+    )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from lunar_recon.geometry.stereo import (
     DisparityPrecision,
@@ -95,25 +94,8 @@ def test_evaluate_bag_fits_a_disparity_precision(tmp_path):
         bag, render_sequence("descent", 2, seed=5, width=256, height=192, start_altitude_m=40, end_altitude_m=35), rate_hz=2.0
     )
     out = tmp_path / "fit"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lunar_recon",
-            "evaluate-bag",
-            str(bag),
-            "--model",
-            "sgbm",
-            "--no-references",
-            "--fit-disparity-precision",
-            "--figures",
-            "0",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_cli(
+        "evaluate-bag", bag, "--model", "sgbm", "--no-references", "--fit-disparity-precision", "--figures", "0", "--out", out
     )
     assert res.returncode == 0, res.stderr
     fitted = json.loads((out / "disparity_precision.json").read_text())["sgbm"]

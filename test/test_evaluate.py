@@ -100,7 +100,7 @@ def test_ideal_stereo_depth_carries_the_requested_disparity_noise_and_nothing_el
 
 
 def test_stereo_ceiling_is_reproducible_and_falls_with_the_noise(bag):
-    from lunar_recon.tools.evaluate_bag import _score_ceiling, _truth
+    from lunar_recon.evaluation.runner import score_ceiling as _score_ceiling, truth_of as _truth
 
     fr = next(iter(read_stereo_bag(bag)))
     params = HazardParams(resolution_m=fr.hazard["resolution"])
@@ -292,7 +292,7 @@ def test_bag_poses_carry_one_frames_hazards_onto_the_next_frames_truth(bag):
 
     from lunar_recon.geometry.hazard import HAZARD, UNKNOWN
     from lunar_recon.geometry.hazard_memory import HazardMemory
-    from lunar_recon.tools.evaluate_bag import _truth
+    from lunar_recon.evaluation.runner import truth_of as _truth
 
     f0, f1 = list(read_stereo_bag(bag))[:2]
     assert f0.pose_world is not None and not np.allclose(f0.pose_world, f1.pose_world)

@@ -203,7 +203,7 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     assert card["test_metrics"] and "commands" in card and any("distill" in c for c in card["commands"])
     # Beside the student, the ceiling of two-view stereo at its precision on the same test pairs.
     from lunar_recon.models.registry import model_label
-    from lunar_recon.tools.evaluate_bag import ceiling_label
+    from lunar_recon.evaluation.runner import ceiling_label
 
     ceiling = card["test_metrics"][ceiling_label(card["disparity_sigma_px"])]
     student = card["test_metrics"][model_label(str(path))]

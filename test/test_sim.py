@@ -350,8 +350,8 @@ def test_oblique_preset_is_an_unrectified_converging_rig_with_metric_truth(tmp_p
     under the rig's transform, and evaluate-bag scores every frame's depth even though the
     truth's hazard cells (metres at km range) are coarser than a lander footprint."""
     import json
-    import subprocess
-    import sys
+
+    from conftest import run_cli
 
     from lunar_recon.sim.scene import plan_scene
 
@@ -363,54 +363,28 @@ def test_oblique_preset_is_an_unrectified_converging_rig_with_metric_truth(tmp_p
         look = np.linalg.norm(plan.look_target - plan.camera_position)
         assert abs(pitch + np.degrees(np.arctan2(plan.rig.baseline_m, look))) <= 3.0 + 1e-6  # converging
     out = tmp_path / "obl"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lunar_recon",
-            "simulate",
-            "--preset",
-            "oblique",
-            "--pairs",
-            "2",
-            "--seed",
-            "3",
-            "--width",
-            "160",
-            "--height",
-            "128",
-            "--split-fractions",
-            "0",
-            "1",
-            "1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_cli(
+        "simulate",
+        "--preset",
+        "oblique",
+        "--pairs",
+        "2",
+        "--seed",
+        "3",
+        "--width",
+        "160",
+        "--height",
+        "128",
+        "--split-fractions",
+        "0",
+        "1",
+        "1",
+        "--out",
+        out,
     )
     assert res.returncode == 0, res.stderr
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lunar_recon",
-            "evaluate-bag",
-            str(out),
-            "--split",
-            "val",
-            "--model",
-            "sgbm",
-            "--no-references",
-            "--figures",
-            "0",
-            "--out",
-            str(tmp_path / "ev"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_cli(
+        "evaluate-bag", out, "--split", "val", "--model", "sgbm", "--no-references", "--figures", "0", "--out", tmp_path / "ev"
     )
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "ev" / "metrics.json").read_text())

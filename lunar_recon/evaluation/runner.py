@@ -1,0 +1,487 @@
+"""The evaluation runner (ROS-free): frames from rosbag2 recordings or dataset folders, each
+model through the node's own pipeline -- one ``StereoReconstructor`` per model and sequence, as
+the node runs one per camera stream, so its hazard memory and descent map carry over a
+sequence -- scored beside the references (SGBM, the ideal matcher, a constant depth).
+``lunar-recon evaluate-bag`` parses its options and writes the report; the live replay into a
+running node (``ros.replay``) is scored here too."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry.hazard import HazardParams
+from ..geometry.metric_scale import STEREO_FUSION_DISPARITY_PX
+from ..geometry.shadows import SHADOW_INTENSITY_FRACTION
+from .scoring import (
+    FrameScore,
+    disparity_error_samples,
+    frame_score,
+    hazard_on_truth_cells,
+    score_frame,
+)
+
+# The reference rows every report carries unless told not to: the classical matcher and the
+# ideal matcher at the disparity precision measured for the shipped student and SGBM.
+DEFAULT_CEILING_PX = 0.1
+CONSTANT_LABEL = "constant depth (true median)"
+LIVE_LABEL = "stereo_node (live)"
+
+
+@dataclass
+class EvaluationOptions:
+    """How frames are read, reconstructed and scored (``lunar-recon evaluate-bag``'s options,
+    same names; defaults as the node's)."""
+
+    namespace: str = ""  # topic namespace of the bags (and of the node, live)
+    max_frames: int = 0  # per input; 0: all
+    split: str | None = None  # of a dataset folder; None: test where it has one
+    inference_size: int = 0
+    scale_mode: str = "auto"
+    stereo_fusion_disparity: float = STEREO_FUSION_DISPARITY_PX
+    shadow_fraction: float = SHADOW_INTENSITY_FRACTION
+    hazard_resolution: float = 0.0  # 0: the truth's cells
+    network_sigma_factor: float | None = None  # None: the pipeline's
+    disparity_sigma: float | None = None  # None: the model's own
+    hazard_footprint: float = HazardParams().footprint_diameter_m
+    hazard_safe_below: float = HazardParams().safe_below
+    hazard_above: float = HazardParams().hazard_above
+    hazard_memory: int = HazardParams().memory_frames
+    hazard_memory_keyframe_distance: float = HazardParams().memory_keyframe_distance_m
+    descent_map: bool = False
+    fit_hazard_calibration: bool = False  # raw probabilities, and the tables fitted on them
+    fit_disparity_precision: bool = False
+    no_references: bool = False
+    stereo_ceiling: list[float] = field(default_factory=list)
+    figures: int = 2  # example figures per model and input
+
+    @classmethod
+    def from_namespace(cls, ns) -> "EvaluationOptions":
+        return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)})
+
+
+@dataclass
+class EvaluationRun:
+    """What an evaluation produced: every frame's scores, the example figures, notes for the
+    report, and (with ``fit_disparity_precision``) each model's error samples."""
+
+    scores: list[FrameScore] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    precision_samples: dict[str, list] = field(default_factory=dict)
+
+
+def hazard_params_for(opts: EvaluationOptions, truth_h):
+    """The hazard parameters of one frame's evaluation (the truth's cell size unless given), set
+    on the truth's map too, and the truth's map -- None, with the reason, where the footprint
+    would span under two of its cells (orbital truth at metres per cell): the frame's depth is
+    scored all the same."""
+    from ..geometry.hazard import HazardParams
+
+    params = HazardParams(
+        resolution_m=opts.hazard_resolution or (truth_h.resolution if truth_h else 0.0),
+        footprint_diameter_m=opts.hazard_footprint,
+        safe_below=opts.hazard_safe_below,
+        hazard_above=opts.hazard_above,
+        memory_frames=opts.hazard_memory,
+        memory_keyframe_distance_m=opts.hazard_memory_keyframe_distance,
+    )
+    try:
+        params.validate()
+    except ValueError as exc:
+        if truth_h is None:
+            raise
+        return dataclasses.replace(params, resolution_m=0.0), None, f"hazard truth not scored ({exc})"
+    if truth_h is not None:
+        truth_h.params = params
+    return params, truth_h, None
+
+
+def score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key):
+    """Scores of a depth image of the left camera made into a hazard map as the pipeline makes
+    it (the rig's noise model at ``sigma_d`` px, 0: none; the same stream's hazard memory)."""
+    from .scoring import score_frame
+    from ..geometry.camera import depth_to_points
+    from ..geometry.hazard import hazard_map
+    from ..geometry.hazard_memory import HazardMemory
+    from ..geometry.stereo import stereo_elevation_sigma
+
+    pts = depth_to_points(depth, fr.K_left)
+    up = up_of(fr)
+    sigma = (
+        stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
+        if sigma_d > 0 and up is not None and fr.baseline_m
+        else None
+    )
+    pred_h = None
+    if truth_h is not None and up is not None and np.isfinite(pts[..., 2]).sum() >= 3:
+        pred_h = hazard_map(pts, up, params, elevation_sigma=sigma)
+        if fr.pose_world is not None:
+            pred_h = memories.setdefault(key, HazardMemory()).update(
+                pred_h, fr.pose_world, params.memory_frames, params.memory_keyframe_distance_m
+            )
+    return score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, focal_baseline_of(fr), hazard_pred=pred_h)
+
+
+def ceiling_label(sigma_px: float) -> str:
+    return f"ideal stereo, {sigma_px:g} px"
+
+
+def score_ceiling(sigma_px: float, seq: str, i: int, fr, truth_h, params, memories: dict) -> tuple[str, dict] | str:
+    """The ideal matcher's scores on one frame (see ``evaluation.ideal_stereo_depth``), or why
+    it cannot be scored there.  Seeded by the frame, so a report is reproducible."""
+    from .scoring import ideal_stereo_depth
+
+    label = ceiling_label(sigma_px)
+    fb = focal_baseline_of(fr)
+    if fr.depth is None or not fb:
+        return f"{seq} frame {i} ({label}): skipped (needs ground-truth depth and a rectified rig)"
+    rng = np.random.default_rng([i, round(sigma_px * 1e6), sum(map(ord, seq))])
+    depth = ideal_stereo_depth(fr.depth, fb, sigma_px, rng)
+    return label, score_depth(depth, fr, truth_h, params, sigma_px, memories, (label, seq))
+
+
+def frames_of(path: Path, namespace: str, max_frames: int, split: str | None = None):
+    """(sequence name, index, BagFrame-like) from a bag or a dataset folder."""
+    from ..data.rosbag import BagFrame, read_stereo_bag
+
+    if (path / "metadata.yaml").exists():
+        for i, fr in enumerate(read_stereo_bag(path, namespace)):
+            if max_frames and i >= max_frames:
+                break
+            yield path.name, i, fr
+        return
+    from ..data.dataset import StereoDataset
+
+    ds = StereoDataset(path, split=split or ("test" if (path / "test").is_dir() else None))
+    for i in range(len(ds)):
+        if max_frames and i >= max_frames:
+            break
+        s = ds[i]
+        fr = BagFrame(i, s.left, s.right, s.K_left, s.K_right, s.baseline_m, depth=s.depth_left, sun_left=s.sun_left)
+        fr.extra["sample"] = s
+        yield path.name, i, fr
+
+
+def truth_of(fr, params):
+    from .scoring import hazard_map_from_grid
+
+    if fr.hazard is None:
+        s = fr.extra.get("sample")
+        if s is not None and "hazard" in s.truth:
+            from ..geometry.hazard import GridSpec, HazardMap
+
+            t = s.truth
+            cls = t["hazard"].astype(np.int8)
+            grid = GridSpec(tuple(t["hazard_origin"]), float(t["hazard_resolution"]), cls.shape)
+            cost = np.where(cls == 1, 100, np.where(cls == 0, 0, -1)).astype(np.int8)
+            nan = np.full(cls.shape, np.nan, np.float32)
+            return HazardMap(
+                grid=grid,
+                elevation_m=t.get("hazard_elevation_m", nan),
+                slope_deg=t["hazard_slope_deg"],
+                roughness_m=t["hazard_roughness_m"],
+                roughness_rms_m=nan,
+                coverage=np.ones(cls.shape, np.float32),
+                hazard=cls,
+                cost=cost,
+                R_grid_from_input=t["hazard_R_grid_from_left"],
+                params=params,
+            )
+        return None
+    h = fr.hazard
+    return hazard_map_from_grid(h["cost"], h["resolution"], h["origin"], h["orientation"], params)[0]
+
+
+def up_of(fr):
+    if fr.up_left is not None:
+        return fr.up_left
+    s = fr.extra.get("sample")
+    return s.up_left if s is not None else None
+
+
+def focal_baseline_of(fr) -> float | None:
+    s = fr.extra.get("sample")
+    rectified = s is None or s.rectified
+    return float(fr.K_left.fx * fr.baseline_m) if rectified and fr.baseline_m else None
+
+
+def calibration_of(fr):
+    from ..geometry.stereo import StereoCalibration
+
+    s = fr.extra.get("sample")
+    if s is not None and not s.rectified:
+        return StereoCalibration(s.K_left, s.K_right, s.T_left_from_right)
+    if getattr(fr, "calibration", None) is not None:  # a bag's camera_info pair, as the node reads it
+        return fr.calibration
+    T = StereoCalibration.rectified(fr.K_left, fr.baseline_m).T_left_from_right
+    return StereoCalibration(fr.K_left, fr.K_right, T)
+
+
+def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple], out: Path) -> EvaluationRun:
+    """Every frame of every input through each ``(label, model)`` (the node's pipeline), the
+    references beside (unless ``opts.no_references``), example figures into ``out``."""
+    from ..pipeline import NETWORK_SIGMA_FACTOR, ReconstructionParams, StereoReconstructor
+    from .figures import example_figure
+    from ..geometry.camera import depth_to_points
+
+    ceilings = list(opts.stereo_ceiling)
+    if not opts.no_references:
+        ceilings = ceilings or [DEFAULT_CEILING_PX]
+    run = EvaluationRun()
+    scores, figures, notes, precision_samples = run.scores, run.figures, run.notes, run.precision_samples
+    memories: dict = {}  # (ideal matcher, sequence) -> its recent maps of the sequence
+    # One reconstructor per model and sequence, as a node runs one per camera stream: its hazard
+    # memory carries over the sequence's frames.
+    reconstructors: dict = {}
+    from ..progress import progress
+
+    for path in inputs:
+        try:
+            frames = list(frames_of(path, opts.namespace, opts.max_frames, opts.split))
+        except Exception as exc:  # noqa: BLE001 - a bad input is reported, the others still run
+            from ..data.rosbag import BagError
+
+            if isinstance(exc, BagError):
+                raise
+            notes.append(f"{path}: skipped ({exc})")
+            continue
+        for seq, i, fr in progress(frames, desc=f"evaluate {path.name}", unit="frame"):
+            for err in fr.extra.get("errors", []):
+                notes.append(f"{seq}: {err}")
+            truth_h = truth_of(fr, HazardParams())
+            params, truth_h, why = hazard_params_for(opts, truth_h)
+            if why and why not in notes:
+                notes.append(why)
+            reference = fr.depth
+            this_frame: list[tuple] = []  # (score, model, depth) of every model on this frame
+            for m_idx, (label, model) in enumerate(models):
+                rec = reconstructors.get((label, seq))
+                if rec is None or rec.params.hazard != params:
+                    rec = reconstructors[(label, seq)] = StereoReconstructor(
+                        model,
+                        ReconstructionParams(
+                            inference_size=opts.inference_size,
+                            scale_mode=opts.scale_mode,
+                            stereo_fusion_disparity_px=opts.stereo_fusion_disparity,
+                            disparity_sigma_px=opts.disparity_sigma,
+                            shadow_intensity_fraction=opts.shadow_fraction,
+                            network_sigma_factor=(
+                                NETWORK_SIGMA_FACTOR if opts.network_sigma_factor is None else opts.network_sigma_factor
+                            ),
+                            hazard=params,
+                            calibrate_hazard=not opts.fit_hazard_calibration,
+                            descent_map=opts.descent_map,
+                        ),
+                    )
+                t0 = time.perf_counter()
+                try:
+                    r = rec.reconstruct(fr.left, fr.right, calibration_of(fr), up_of(fr), fr.sun_left, camera_pose=fr.pose_world)
+                except Exception as exc:  # noqa: BLE001 - a corrupt frame is reported and skipped
+                    notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
+                    continue
+                latency = time.perf_counter() - t0
+                if r.hazard_note is not None and truth_h is not None or (r.hazard_note and i == 0):
+                    notes.append(f"{seq} frame {i} ({label}): {r.hazard_note}")
+                if reference is None and m_idx == 0:
+                    reference = r.depth  # no ground truth: score against the first model
+                metrics = score_frame(
+                    r.depth,
+                    r.points,
+                    reference if (m_idx > 0 or fr.depth is not None) else None,
+                    truth_h,
+                    up_of(fr),
+                    params,
+                    r.elevation_sigma,
+                    focal_baseline_of(fr),
+                    hazard_pred=r.hazard,
+                )
+                scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
+                this_frame.append((scores[-1], model, r.depth))
+                fb = focal_baseline_of(fr)
+                if opts.fit_disparity_precision and fr.depth is not None and fb:
+                    matched = None if r.matcher_say is None else r.matcher_say >= 0.99
+                    precision_samples.setdefault(label, []).append(
+                        disparity_error_samples(r.depth, fr.depth, fb, fr.left, matched, seed=len(scores))
+                    )
+                if opts.descent_map and r.descent_hazard is not None:
+                    fused = score_frame(
+                        r.depth,
+                        r.points,
+                        fr.depth,
+                        truth_h,
+                        up_of(fr),
+                        params,
+                        focal_baseline=focal_baseline_of(fr),
+                        hazard_pred=r.descent_hazard,
+                    )
+                    scores.append(frame_score(seq, f"{label} + descent map", i, int(fr.stamp_ns), latency, fused))
+                    if r.descent_update is not None and r.descent_update.reset:
+                        notes.append(f"{seq} frame {i} ({label}): the pose jumped; the descent map was reset")
+                if example_wanted(i, len(frames), opts.figures):
+                    shown = r.hazard if truth_h is None or r.hazard is None else hazard_on_truth_cells(r.hazard, truth_h)
+                    figures.append(
+                        example_figure(
+                            out / f"example_{safe_name(label)}_{safe_name(seq)}_{i}.png",
+                            fr.left,
+                            r.depth,
+                            fr.depth,
+                            r.slope_deg,
+                            shown,
+                            truth_h,
+                            r.points,
+                            f"{label} on {seq}, frame {i}",
+                        )
+                    )
+            score_on_matcher_pixels(this_frame, fr.depth)
+            if not opts.no_references and fr.depth is not None and np.isfinite(fr.depth).any():
+                # the guess that needs no images: every pixel at the true median depth
+                constant = np.where(np.isfinite(fr.depth), np.float32(np.nanmedian(fr.depth)), np.float32(np.nan))
+                scores.append(
+                    frame_score(
+                        seq,
+                        CONSTANT_LABEL,
+                        i,
+                        int(fr.stamp_ns),
+                        float("nan"),
+                        score_frame(constant, depth_to_points(constant, fr.K_left), fr.depth, None, None, params),
+                    )
+                )
+            for sigma_px in ceilings:
+                scored = score_ceiling(sigma_px, seq, i, fr, truth_h, params, memories)
+                if isinstance(scored, str):
+                    notes.append(scored)
+                else:  # no latency: it is not a method that runs
+                    scores.append(frame_score(seq, scored[0], i, int(fr.stamp_ns), float("nan"), scored[1]))
+    return run
+
+
+def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: dict, out: Path) -> EvaluationRun:
+    """Scores of what a running stereo_node answered (``ros.replay.LiveReplay``): ``sent``
+    maps each stamp to ``(sequence, index, frame)``, ``answers`` each stamp to its Answer."""
+    from .figures import example_figure
+    from .scoring import hazard_map_from_grid
+    from ..geometry.camera import depth_to_points
+
+    run = EvaluationRun()
+    scores, figures, notes = run.scores, run.figures, run.notes
+    memories: dict = {}  # the node's stream: the maps made from its depth remember as its own do
+    kv = diagnostics
+    # The node's hazard map uses its model's disparity precision; score with the same.
+    sigma_d = opts.disparity_sigma if opts.disparity_sigma is not None else float(kv.get("disparity_sigma_px", 0))
+    for stamp, (seq, i, fr) in sorted(sent.items()):
+        answer = answers[stamp]
+        if answer.depth is None:
+            continue
+        depth = answer.depth
+        truth_h = truth_of(fr, HazardParams())
+        params, truth_h, _ = hazard_params_for(opts, truth_h)
+        if answer.grid is not None and truth_h is not None:
+            cost, resolution, origin, orientation = answer.grid
+            published = hazard_map_from_grid(cost, resolution, origin, orientation, params)[0]
+            metrics = score_frame(
+                depth,
+                depth_to_points(depth, fr.K_left),
+                fr.depth,
+                truth_h,
+                up_of(fr),
+                params,
+                focal_baseline=focal_baseline_of(fr),
+                hazard_pred=published,
+            )
+        else:  # no grid arrived for this pair: the depth it published, made into a map as the node would
+            metrics = score_depth(depth, fr, truth_h, params, sigma_d, memories, seq)
+            notes.append(f"{seq} frame {i}: no hazard/grid received; scored a map made from its depth")
+        scores.append(frame_score(seq, LIVE_LABEL, i, stamp, answer.received_s - answer.sent_s, metrics))
+        if example_wanted(i, len(sent), opts.figures):
+            pts = depth_to_points(depth, fr.K_left)
+            figures.append(
+                example_figure(
+                    out / f"example_live_{safe_name(seq)}_{i}.png",
+                    fr.left,
+                    depth,
+                    fr.depth,
+                    answer.slope,
+                    None,
+                    truth_h,
+                    pts,
+                    f"stereo_node (live) on {seq}, frame {i}",
+                )
+            )
+    return run
+
+
+def score_on_matcher_pixels(frame_scores: list[tuple], depth_true) -> None:
+    """Every model's AbsRel over the pixels SGBM matched on the same frame (SGBM's own AbsRel is
+    over those), when SGBM ran: the fair comparison with a matcher that leaves holes."""
+    from ..geometry.metrics import depth_metrics
+
+    matcher = next((d for _, m, d in frame_scores if getattr(m, "name", None) == "sgbm"), None)
+    if matcher is None or depth_true is None:
+        return
+    matched = np.isfinite(matcher) & (matcher > 0)
+    for score, _, depth in frame_scores:
+        score.metrics["depth_abs_rel_sgbm_matched"] = depth_metrics(depth, depth_true, matched)["abs_rel"]
+
+
+def write_calibration(path: Path, scores, labels: list[str]) -> None:
+    """Each model's fitted hazard-probability calibration table, from its frames' raw reliability counts."""
+    import json
+
+    from .scoring import pooled_reliability
+    from ..geometry.hazard import fit_probability_calibration
+
+    tables = {}
+    for label in labels:
+        counts = pooled_reliability([s for s in scores if s.model == label])
+        if counts is not None and counts[0].sum() > 0:
+            tables[label] = {
+                "hazard_calibration": list(fit_probability_calibration(counts)),
+                "sites": int(counts[0].sum()),
+                "frames": sum(1 for s in scores if s.model == label),
+            }
+    path.write_text(json.dumps(tables, indent=1))
+    for label, t in tables.items():
+        print(f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}")
+
+
+def write_precision(path: Path, samples: dict[str, list]) -> None:
+    """Each model's fitted disparity precision (card keys ``disparity_sigma_px`` and
+    ``disparity_sigma_texture_gain``) from its matched pixels' errors."""
+    import json
+
+    from ..geometry.stereo import fit_disparity_precision
+
+    fitted = {}
+    for label, parts in samples.items():
+        errors = np.concatenate([e for e, _ in parts])
+        bounds = np.concatenate([c for _, c in parts])
+        precision = fit_disparity_precision(errors, bounds)
+        fitted[label] = {
+            "disparity_sigma_px": precision.floor_px,
+            "disparity_sigma_texture_gain": precision.texture_gain,
+            "window_px": precision.window,
+            "pixels": int(errors.size),
+            "frames": len(parts),
+        }
+        print(
+            f"disparity precision of {label}: floor {precision.floor_px} px, texture gain "
+            f"{precision.texture_gain} ({errors.size} pixels, {len(parts)} frames)"
+        )
+    path.write_text(json.dumps(fitted, indent=1))
+
+
+def example_wanted(index: int, count: int, figures: int) -> bool:
+    """Example frames spread evenly over an input (a descent: over its range), not its first ones."""
+    if figures <= 0 or count <= 0:
+        return False
+    picks = {round(k * (count - 1) / max(figures - 1, 1)) for k in range(min(figures, count))}
+    return index in picks
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
