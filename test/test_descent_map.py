@@ -144,7 +144,7 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     updates = []
     for fr in read_stereo_bag(bag):
         r = rec.reconstruct(
-            fr.left, fr.right, StereoCalibration.rectified(fr.K_left, fr.baseline_m), fr.up_left, camera_pose=fr.pose_world
+            fr.left, fr.right, StereoCalibration.rectified(fr.K_left, fr.baseline_m), fr.up_left, camera_pose=fr.T_world_from_left
         )
         assert r.descent_hazard is not None and r.descent_hazard.probability is not None
         updates.append(r.descent_update)

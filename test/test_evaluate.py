@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from lunar_recon.data.rosbag import BagError, read_stereo_bag, write_stereo_bag
-from lunar_recon.evaluation import FrameScore, hazard_on_truth_cells, hazard_map_from_grid, score_frame, summarize
+from lunar_recon.evaluation import FrameScore, hazard_on_truth_cells, score_frame, summarize
 from lunar_recon.geometry.camera import depth_to_points
 from lunar_recon.geometry.hazard import HazardParams
 from lunar_recon.geometry.metrics import hazard_metrics
@@ -33,19 +34,17 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
     from lunar_recon.pipeline import StereoReconstructor
 
     for fr in read_stereo_bag(bag):
-        params = HazardParams(resolution_m=fr.hazard["resolution"])
-        truth, _ = hazard_map_from_grid(
-            fr.hazard["cost"], fr.hazard["resolution"], fr.hazard["origin"], fr.hazard["orientation"], params
-        )
+        params = HazardParams(resolution_m=fr.truth.hazard.resolution)
+        truth = dataclasses.replace(fr.truth.hazard, params=params)
         fB = fr.K_left.fx * fr.baseline_m
         oracle = score_frame(
-            fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, None, fr.up_left, params, focal_baseline=fB
+            fr.depth_left, depth_to_points(fr.depth_left, fr.K_left), fr.depth_left, None, fr.up_left, params, focal_baseline=fB
         )
         assert oracle["depth_abs_rel"] == 0 and oracle["depth_mae"] == 0 and oracle["depth_delta1"] == 1
-        assert oracle["disparity_sigma_px"] == 0 and oracle["range_m"] == pytest.approx(np.nanmedian(fr.depth))
+        assert oracle["disparity_sigma_px"] == 0 and oracle["range_m"] == pytest.approx(np.nanmedian(fr.depth_left))
         calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
         r = StereoReconstructor(SGBMModel()).reconstruct(fr.left, fr.right, calib, fr.up_left)
-        sgbm = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params, r.elevation_sigma, fB)
+        sgbm = score_frame(r.depth, r.points, fr.depth_left, truth, fr.up_left, params, r.elevation_sigma, fB)
         assert sgbm["depth_abs_rel"] > 0 and sgbm["depth_mae"] > 0
         assert 0.02 < sgbm["disparity_sigma_px"] < 2.0  # sub-pixel matching, but not perfect
         # The pipeline's noise model: SGBM's stated disparity sigma through Z^2 / (f B).
@@ -59,10 +58,10 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         assert 2 * tp + fp + fn == 0 or sgbm["hazard_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
         # The map's resolving power: its cell height sigma follows the noise model (sigma_Z ~ Z^2),
         # and the oracle's exact map has none.
-        doubled = score_frame(r.depth, r.points, fr.depth, truth, fr.up_left, params, 2 * r.elevation_sigma, fB)
+        doubled = score_frame(r.depth, r.points, fr.depth_left, truth, fr.up_left, params, 2 * r.elevation_sigma, fB)
         assert sgbm["hazard_elevation_sigma_m"] > 0
         assert doubled["hazard_elevation_sigma_m"] > 1.5 * sgbm["hazard_elevation_sigma_m"]
-        exact = score_frame(fr.depth, depth_to_points(fr.depth, fr.K_left), fr.depth, truth, fr.up_left, params)
+        exact = score_frame(fr.depth_left, depth_to_points(fr.depth_left, fr.K_left), fr.depth_left, truth, fr.up_left, params)
         assert exact["hazard_elevation_sigma_m"] == 0
         # With the bag's sun direction the left image's shadows bound the hazard map's terrain:
         # the same points, never a higher cell, and the evaluation scores that very map.
@@ -73,7 +72,7 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         both = np.isfinite(rs.hazard.elevation_m) & np.isfinite(r.hazard.elevation_m)
         assert np.all(rs.hazard.elevation_m[both] <= r.hazard.elevation_m[both] + 1e-6)
         scored = score_frame(
-            rs.depth, rs.points, fr.depth, truth, fr.up_left, params, rs.elevation_sigma, fB, hazard_pred=rs.hazard
+            rs.depth, rs.points, fr.depth_left, truth, fr.up_left, params, rs.elevation_sigma, fB, hazard_pred=rs.hazard
         )
         direct = hazard_on_truth_cells(rs.hazard, truth)
         assert scored["hazard_f1"] == pytest.approx(hazard_metrics(direct, truth)["f1"], nan_ok=True)
@@ -103,7 +102,7 @@ def test_stereo_ceiling_is_reproducible_and_falls_with_the_noise(bag):
     from lunar_recon.evaluation.runner import score_ceiling as _score_ceiling, truth_of as _truth
 
     fr = next(iter(read_stereo_bag(bag)))
-    params = HazardParams(resolution_m=fr.hazard["resolution"])
+    params = HazardParams(resolution_m=fr.truth.hazard.resolution)
     label, first = _score_ceiling(0.1, "descent", 0, fr, _truth(fr, params), params, {})
     _, again = _score_ceiling(0.1, "descent", 0, fr, _truth(fr, params), params, {})
     assert label == "ideal stereo, 0.1 px" and first.keys() == again.keys()
@@ -114,7 +113,7 @@ def test_stereo_ceiling_is_reproducible_and_falls_with_the_noise(bag):
     assert exact["depth_abs_rel"] == 0 and exact["hazard_elevation_sigma_m"] == 0
     assert exact["hazard_f1"] >= coarse["hazard_f1"]
     assert coarse["hazard_elevation_sigma_m"] > first["hazard_elevation_sigma_m"]
-    fr.depth = None
+    fr.truth.depth_left = None
     assert "needs ground-truth depth" in _score_ceiling(0.1, "descent", 0, fr, None, params, {})
 
 
@@ -295,17 +294,17 @@ def test_bag_poses_carry_one_frames_hazards_onto_the_next_frames_truth(bag):
     from lunar_recon.evaluation.runner import truth_of as _truth
 
     f0, f1 = list(read_stereo_bag(bag))[:2]
-    assert f0.pose_world is not None and not np.allclose(f0.pose_world, f1.pose_world)
+    assert f0.T_world_from_left is not None and not np.allclose(f0.T_world_from_left, f1.T_world_from_left)
     t0, t1 = _truth(f0, HazardParams()), _truth(f1, HazardParams())
     memory = HazardMemory(frames=2)
-    memory.update(t0, f0.pose_world)
+    memory.update(t0, f0.T_world_from_left)
     blind = dataclasses.replace(t1, hazard=np.full_like(t1.hazard, UNKNOWN))
-    merged = memory.update(blind, f1.pose_world)
+    merged = memory.update(blind, f1.T_world_from_left)
     known, truth = t1.hazard != UNKNOWN, t1.hazard == HAZARD
     called = (merged.hazard == HAZARD) & known
     assert truth.sum() > 20 and called.sum() > 20
     assert (called & truth).sum() / called.sum() > 0.8  # remembered hazards are where the truth has them
-    assert (HazardMemory(frames=2).update(blind, f1.pose_world).hazard == UNKNOWN).all()  # a fresh stream
+    assert (HazardMemory(frames=2).update(blind, f1.T_world_from_left).hazard == UNKNOWN).all()  # a fresh stream
 
 
 def test_stereolunar_folder_runs_through_evaluate_bag_with_every_frame_scored(stereolunar_dir, tmp_path):
@@ -372,7 +371,7 @@ def test_a_bag_replayed_offline_and_live_gives_the_same_hazard_maps(bag):
     rec = StereoReconstructor(SGBMModel(), ReconstructionParams(hazard=HazardParams(resolution_m=0.5)))
     offline = {}
     for fr in frames:
-        r = rec.reconstruct(fr.left, fr.right, fr.calibration, fr.up_left, fr.sun_left, camera_pose=fr.pose_world)
+        r = rec.reconstruct(fr.left, fr.right, fr.calibration, fr.up_left, fr.sun_left, camera_pose=fr.T_world_from_left)
         offline[int(fr.stamp_ns)] = r.hazard.cost
     dom = random.randint(20, 200)
     proc = start_node(dom, "model:=sgbm", "hazard.resolution_m:=0.5")

@@ -205,7 +205,7 @@ def test_dataset_reader_reads_what_simulate_wrote(tmp_path):
     assert s.left.shape == (64, 96) and s.depth_left.dtype == np.float32 and s.rectified
     assert s.baseline_m > 0 and np.isclose(np.linalg.norm(s.up_left), 1)
     assert np.isclose(np.linalg.norm(s.sun_left), 1) and s.sun_left @ s.up_left > 0  # the sun is up
-    assert {"hazard", "slope_left_deg", "dem_z"} <= set(s.truth)
+    assert s.truth.hazard is not None and {"slope_left_deg", "dem_z"} <= set(s.truth.layers)
     assert len(StereoDataset(tmp_path / "d")) == 3
     # pairs missing (an interrupted run): read, with a warning that says so
     import shutil
@@ -244,10 +244,10 @@ def test_bag_round_trip(tmp_path, storage):
         assert np.array_equal(bf.left, fr.left) and np.array_equal(bf.right, fr.right)
         assert bf.K_left == fr.K_left and bf.baseline_m == pytest.approx(fr.baseline_m)
         assert np.allclose(bf.up_left, fr.up_left) and np.allclose(bf.sun_left, fr.sun_left)
-        assert np.allclose(bf.pose_world, fr.T_world_from_left, atol=1e-6)  # the navigation pose
-        assert np.array_equal(np.isnan(bf.depth), np.isnan(fr.depth_left))
-        assert np.allclose(bf.depth[np.isfinite(bf.depth)], fr.depth_left[np.isfinite(fr.depth_left)])
-        assert np.array_equal(bf.hazard["cost"], fr.hazard.cost)
+        assert np.allclose(bf.T_world_from_left, fr.T_world_from_left, atol=1e-6)  # the navigation pose
+        assert np.array_equal(np.isnan(bf.depth_left), np.isnan(fr.depth_left))
+        assert np.allclose(bf.depth_left[np.isfinite(bf.depth_left)], fr.depth_left[np.isfinite(fr.depth_left)])
+        assert np.array_equal(bf.truth.hazard.cost, fr.truth.hazard.cost)
 
 
 def test_bag_metadata_is_what_ros2_bag_info_reads(tmp_path):

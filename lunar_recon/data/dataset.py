@@ -26,7 +26,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -34,32 +33,16 @@ import numpy as np
 
 from ..fileio import durable_replace
 from ..geometry.camera import Intrinsics
-from ..geometry.frames import RigPoses
 from ..geometry.frames import normalize
+from ..geometry.hazard import GridSpec, HazardMap, HazardParams
+from ..geometry.stereo import StereoCalibration
+from .frame import GroundTruth, StereoFrame, rig_calibration
 
 FORMAT = "lunar_recon.dataset/1"
 
 
 class DatasetError(RuntimeError):
     """A dataset folder or file that cannot be read; the message names it."""
-
-
-@dataclass
-class PairSample(RigPoses):
-    name: str
-    left: np.ndarray
-    right: np.ndarray
-    K_left: Intrinsics
-    K_right: Intrinsics
-    T_world_from_left: np.ndarray
-    T_world_from_right: np.ndarray
-    depth_left: np.ndarray | None = None
-    depth_right: np.ndarray | None = None
-    up_left: np.ndarray | None = None
-    sun_left: np.ndarray | None = None  # toward the sun, left camera frame (simulated data)
-    rectified: bool = False
-    truth: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
 
 
 # ---- writing ---------------------------------------------------------------------------------------
@@ -77,7 +60,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 def write_pair(folder: Path, frame, extra_meta: dict | None = None) -> Path:
-    """Write a :class:`~lunar_recon.sim.scene.StereoFrame` as ``folder`` atomically."""
+    """Write a simulator render (:class:`~lunar_recon.sim.scene.RenderedPair`) as ``folder`` atomically."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
@@ -146,7 +129,27 @@ def _read_image(path: Path) -> np.ndarray:
     return img
 
 
-def read_lunar_recon_pair(folder: Path) -> PairSample:
+def _hazard_truth(t: dict) -> HazardMap | None:
+    """The landing-site truth a pair's ``truth.npz`` holds, as a map on its own grid."""
+    if "hazard" not in t:
+        return None
+    cls = t["hazard"].astype(np.int8)
+    nan = np.full(cls.shape, np.nan, np.float32)
+    return HazardMap(
+        grid=GridSpec(tuple(t["hazard_origin"]), float(t["hazard_resolution"]), cls.shape),
+        elevation_m=t.get("hazard_elevation_m", nan),
+        slope_deg=t["hazard_slope_deg"],
+        roughness_m=t["hazard_roughness_m"],
+        roughness_rms_m=nan,
+        coverage=np.ones(cls.shape, np.float32),
+        hazard=cls,
+        cost=np.where(cls == 1, 100, np.where(cls == 0, 0, -1)).astype(np.int8),
+        R_grid_from_input=t["hazard_R_grid_from_left"],
+        params=HazardParams(),
+    )
+
+
+def read_lunar_recon_pair(folder: Path) -> StereoFrame:
     folder = Path(folder)
     try:
         cam = json.loads((folder / "camera.json").read_text())
@@ -156,20 +159,19 @@ def read_lunar_recon_pair(folder: Path) -> PairSample:
         truth = dict(np.load(folder / "truth.npz")) if (folder / "truth.npz").exists() else {}
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{folder}: incomplete or corrupt pair: {exc}") from None
-    return PairSample(
-        name=f"{folder.parent.name}/{folder.name}",
+    T_wl, T_wr = np.array(cam["T_world_from_left"]), np.array(cam["T_world_from_right"])
+    hazard_keys = {k for k in truth if k.startswith("hazard")}
+    return StereoFrame(
         left=_read_image(folder / "left.png"),
         right=_read_image(folder / "right.png"),
-        K_left=_k_from(cam["K_left"]),
-        K_right=_k_from(cam["K_right"]),
-        T_world_from_left=np.array(cam["T_world_from_left"]),
-        T_world_from_right=np.array(cam["T_world_from_right"]),
-        depth_left=depth_l,
-        depth_right=depth_r,
+        calibration=rig_calibration(
+            _k_from(cam["K_left"]), _k_from(cam["K_right"]), np.linalg.inv(T_wl) @ T_wr, bool(cam["rectified"])
+        ),
+        name=f"{folder.parent.name}/{folder.name}",
         up_left=np.array(cam["up_left"]),
-        rectified=bool(cam["rectified"]),
         sun_left=np.array(cam["sun_left"]) if "sun_left" in cam else None,
-        truth=truth,
+        T_world_from_left=T_wl,
+        truth=GroundTruth(depth_l, depth_r, _hazard_truth(truth), {k: v for k, v in truth.items() if k not in hazard_keys}),
         meta=meta,
     )
 
@@ -217,25 +219,22 @@ def stereolunar_pairs(folder: Path) -> list[tuple[Path, Path]]:
     return list(zip(poses[0][1], poses[1][1]))
 
 
-def read_stereolunar_pair(left_stem: Path, right_stem: Path) -> PairSample:
+def read_stereolunar_pair(left_stem: Path, right_stem: Path) -> StereoFrame:
     Kl, Tl = _stereolunar_pose(left_stem.with_suffix(".npz"))
     Kr, Tr = _stereolunar_pose(right_stem.with_suffix(".npz"))
     left, right = _read_image(left_stem.with_suffix(".jpg")), _read_image(right_stem.with_suffix(".jpg"))
     h, w = left.shape[:2]
     # Selenocentric frame: gravity 'up' is radial, evaluated at the left camera.
     up_left = Tl[:3, :3].T @ normalize(Tl[:3, 3])
-    return PairSample(
-        name=f"{left_stem.parent.parent.name}/{left_stem.parent.name}/{left_stem.name}-{right_stem.name}",
+    K_left, K_right = Intrinsics.from_matrix(Kl, w, h), Intrinsics.from_matrix(Kr, w, h)
+    return StereoFrame(
         left=left,
         right=right,
-        K_left=Intrinsics.from_matrix(Kl, w, h),
-        K_right=Intrinsics.from_matrix(Kr, w, h),
-        T_world_from_left=Tl,
-        T_world_from_right=Tr,
-        depth_left=read_exr_depth(left_stem.with_suffix(".exr")),
-        depth_right=read_exr_depth(right_stem.with_suffix(".exr")),
+        calibration=StereoCalibration(K_left, K_right, np.linalg.inv(Tl) @ Tr),
+        name=f"{left_stem.parent.parent.name}/{left_stem.parent.name}/{left_stem.name}-{right_stem.name}",
         up_left=up_left,
-        rectified=False,
+        T_world_from_left=Tl,
+        truth=GroundTruth(read_exr_depth(left_stem.with_suffix(".exr")), read_exr_depth(right_stem.with_suffix(".exr"))),
         meta={"format": "stereolunar"},
     )
 
@@ -274,7 +273,7 @@ class StereoDataset:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> PairSample:
+    def __getitem__(self, i: int) -> StereoFrame:
         kind, item = self.items[i]
         return read_lunar_recon_pair(item) if kind == "lr" else read_stereolunar_pair(*item)
 

@@ -15,7 +15,6 @@ Topics (relative names, as the node subscribes them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -23,9 +22,10 @@ import numpy as np
 
 from ..geometry.camera import Intrinsics
 from ..geometry.camera_info import stereo_calibration_from_camera_infos
-from ..geometry.stereo import StereoCalibration
 from ..geometry.frames import matrix_to_quaternion, pose_matrix, quaternion_to_matrix
+from ..geometry.hazard import HazardParams, hazard_map_from_grid
 from .encodings import array_to_image_fields, image_to_array
+from .frame import GroundTruth, StereoFrame
 
 TOPICS = {
     "left_image": "left/image_rect",
@@ -50,30 +50,6 @@ def typestore():
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_KILTED if hasattr(Stores, "ROS2_KILTED") else Stores.LATEST)
-
-
-@dataclass
-class BagFrame:
-    stamp_ns: int
-    left: np.ndarray
-    right: np.ndarray
-    K_left: Intrinsics
-    K_right: Intrinsics
-    baseline_m: float
-    frame_id: str = "left_camera_optical_frame"
-    attitude_xyzw: np.ndarray | None = None
-    pose_world: np.ndarray | None = None  # 4x4 T_world_from_left (the pose topic)
-    sun_left: np.ndarray | None = None  # toward the sun, left optical frame
-    depth: np.ndarray | None = None
-    hazard: dict | None = None
-    extra: dict = field(default_factory=dict)
-    calibration: StereoCalibration | None = None  # the rig its camera_info messages describe
-
-    @property
-    def up_left(self) -> np.ndarray | None:
-        if self.attitude_xyzw is None:
-            return None
-        return quaternion_to_matrix(self.attitude_xyzw).T @ np.array([0.0, 0.0, 1.0])
 
 
 # ---- message builders (rosbags dataclasses) ------------------------------------------------------
@@ -175,7 +151,8 @@ def write_stereo_bag(
     rate_hz: float = 5.0,
     start_ns: int = 1_000_000_000_000_000_000,
 ) -> int:
-    """Write rendered :class:`StereoFrame`\\ s (rectified rig) as a rosbag2; returns the frame count."""
+    """Write :class:`~lunar_recon.data.frame.StereoFrame`\\ s with their pose, sun and ground
+    truth (a simulated sequence, rectified rig) as a rosbag2; returns the frame count."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     path = Path(path)
@@ -222,8 +199,8 @@ def write_stereo_bag(
             put("sun", vector_msg(ts, fr.sun_left, stamp, frame_id), "geometry_msgs/msg/Vector3Stamped", stamp)
             depth = np.where(np.isfinite(fr.depth_left), fr.depth_left, np.nan).astype(np.float32)
             put("depth", image_msg(ts, depth, "32FC1", stamp, frame_id), "sensor_msgs/msg/Image", stamp)
-            if fr.hazard is not None:
-                put("hazard", occupancy_msg(ts, fr.hazard, stamp, frame_id), "nav_msgs/msg/OccupancyGrid", stamp)
+            if fr.truth.hazard is not None:
+                put("hazard", occupancy_msg(ts, fr.truth.hazard, stamp, frame_id), "nav_msgs/msg/OccupancyGrid", stamp)
             n += 1
     return n
 
@@ -263,11 +240,11 @@ def _normalise(topic: str) -> str:
     return topic.lstrip("/")
 
 
-def read_stereo_bag(path: str | Path, namespace: str = "", tolerance_ns: int = 0) -> Iterator[BagFrame]:
+def read_stereo_bag(path: str | Path, namespace: str = "", tolerance_ns: int = 0) -> Iterator[StereoFrame]:
     """Yield synchronised frames of a stereo bag: left/right images and camera infos paired
-    by stamp (exactly, or within ``tolerance_ns``), with attitude, ground-truth depth and
-    hazard attached when the bag has them.  A corrupt message is reported in
-    ``frame.extra['errors']`` of the next frame, never raised."""
+    by stamp (exactly, or within ``tolerance_ns``), with attitude (gravity), pose, sun,
+    ground-truth depth and hazard attached when the bag has them.  A corrupt message is
+    reported in ``frame.notes`` of the next frame, never raised."""
     path = Path(path)
     have = bag_topics(path)
     ns = namespace.strip("/")
@@ -320,7 +297,7 @@ def _match(buf: dict[int, object], stamp: int, tol: int):
     return best if abs(best - stamp) <= tol else None
 
 
-def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[str], final: bool = False) -> BagFrame | None:
+def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[str], final: bool = False) -> StereoFrame | None:
     keys = {}
     for k in ("right_image", "left_info", "right_info", "attitude", "pose", "sun", "depth", "hazard"):
         keys[k] = _match(buffers[k], stamp, tol)
@@ -334,48 +311,42 @@ def _assemble(buffers, stamp: int, tol: int, errors: list[str], optional: list[s
     left_msg = buffers["left_image"].pop(stamp)
     right_msg = buffers["right_image"].pop(keys["right_image"])
     li, ri = buffers["left_info"].pop(keys["left_info"]), buffers["right_info"].pop(keys["right_info"])
-    extra = {"errors": list(errors)} if errors else {}
     try:
         left, right = _image(left_msg), _image(right_msg)
         rig = stereo_calibration_from_camera_infos(li, ri, left.shape[:2])  # the node's own parser
-        frame = BagFrame(
-            stamp, left, right, rig.K_left, rig.K_right, rig.baseline_m, left_msg.header.frame_id, extra=extra, calibration=rig
-        )
+        frame = StereoFrame(left, right, rig, stamp, left_msg.header.frame_id, notes=list(errors))
     except Exception as exc:  # noqa: BLE001 - a corrupt frame is skipped and reported
         errors.append(f"frame @ {stamp}: {exc}")
         return None
     if keys["attitude"] is not None:
         q = buffers["attitude"].pop(keys["attitude"]).quaternion
         frame.attitude_xyzw = np.array([q.x, q.y, q.z, q.w])
+        frame.up_left = quaternion_to_matrix(frame.attitude_xyzw).T @ np.array([0.0, 0.0, 1.0])
     if keys["pose"] is not None:
         pm = buffers["pose"].pop(keys["pose"]).pose
         try:
-            frame.pose_world = pose_matrix(
+            frame.T_world_from_left = pose_matrix(
                 [pm.orientation.x, pm.orientation.y, pm.orientation.z, pm.orientation.w],
                 [pm.position.x, pm.position.y, pm.position.z],
             )
         except ValueError:  # a broken pose only costs the hazard memory
-            frame.extra.setdefault("errors", []).append(f"frame @ {stamp}: invalid pose")
+            frame.notes.append(f"frame @ {stamp}: invalid pose")
     if keys["sun"] is not None:
         v = buffers["sun"].pop(keys["sun"]).vector
         sun = np.array([v.x, v.y, v.z])
         if np.isfinite(sun).all() and np.linalg.norm(sun) > 1e-9:
             frame.sun_left = sun
         else:  # a broken sun vector only costs the shadow cue
-            frame.extra.setdefault("errors", []).append(f"frame @ {stamp}: invalid sun direction {sun.tolist()}")
+            frame.notes.append(f"frame @ {stamp}: invalid sun direction {sun.tolist()}")
+    truth = GroundTruth()
     if keys["depth"] is not None:
-        frame.depth = _image(buffers["depth"].pop(keys["depth"])).astype(np.float32)
+        truth.depth_left = _image(buffers["depth"].pop(keys["depth"])).astype(np.float32)
     if keys["hazard"] is not None:
         g = buffers["hazard"].pop(keys["hazard"])
-        frame.hazard = {
-            "cost": np.asarray(g.data, np.int8).reshape(g.info.height, g.info.width),
-            "resolution": float(g.info.resolution),
-            "origin": (g.info.origin.position.x, g.info.origin.position.y, g.info.origin.position.z),
-            "orientation": (
-                g.info.origin.orientation.x,
-                g.info.origin.orientation.y,
-                g.info.origin.orientation.z,
-                g.info.origin.orientation.w,
-            ),
-        }
+        o, q = g.info.origin.position, g.info.origin.orientation
+        cost = np.asarray(g.data, np.int8).reshape(g.info.height, g.info.width)
+        truth.hazard = hazard_map_from_grid(
+            cost, float(g.info.resolution), (o.x, o.y, o.z), (q.x, q.y, q.z, q.w), HazardParams()
+        )[0]
+    frame.truth = truth
     return frame

@@ -2,6 +2,7 @@
 runner ``lunar-recon evaluate-bag`` drives (one reconstructor per model and sequence, as the
 node runs one per camera stream)."""
 
+from ..geometry.hazard import hazard_map_from_grid
 from .figures import error_by_range_figure, example_figure, reliability_figure
 from .report import MAIN_COLUMNS, headline, markdown_table, write_report
 from .scoring import (
@@ -9,7 +10,6 @@ from .scoring import (
     FrameScore,
     disparity_error_samples,
     frame_score,
-    hazard_map_from_grid,
     hazard_on_truth_cells,
     ideal_stereo_depth,
     pooled_hazard_f1,

@@ -120,11 +120,11 @@ def score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key)
     pred_h = None
     if truth_h is not None and up is not None and np.isfinite(pts[..., 2]).sum() >= 3:
         pred_h = hazard_map(pts, up, params, elevation_sigma=sigma)
-        if fr.pose_world is not None:
+        if fr.T_world_from_left is not None:
             pred_h = memories.setdefault(key, HazardMemory()).update(
-                pred_h, fr.pose_world, params.memory_frames, params.memory_keyframe_distance_m
+                pred_h, fr.T_world_from_left, params.memory_frames, params.memory_keyframe_distance_m
             )
-    return score_frame(depth, pts, fr.depth, truth_h, up, params, sigma, focal_baseline_of(fr), hazard_pred=pred_h)
+    return score_frame(depth, pts, fr.depth_left, truth_h, up, params, sigma, focal_baseline_of(fr), hazard_pred=pred_h)
 
 
 def ceiling_label(sigma_px: float) -> str:
@@ -138,16 +138,16 @@ def score_ceiling(sigma_px: float, seq: str, i: int, fr, truth_h, params, memori
 
     label = ceiling_label(sigma_px)
     fb = focal_baseline_of(fr)
-    if fr.depth is None or not fb:
+    if fr.depth_left is None or not fb:
         return f"{seq} frame {i} ({label}): skipped (needs ground-truth depth and a rectified rig)"
     rng = np.random.default_rng([i, round(sigma_px * 1e6), sum(map(ord, seq))])
-    depth = ideal_stereo_depth(fr.depth, fb, sigma_px, rng)
+    depth = ideal_stereo_depth(fr.depth_left, fb, sigma_px, rng)
     return label, score_depth(depth, fr, truth_h, params, sigma_px, memories, (label, seq))
 
 
 def frames_of(path: Path, namespace: str, max_frames: int, split: str | None = None):
-    """(sequence name, index, BagFrame-like) from a bag or a dataset folder."""
-    from ..data.rosbag import BagFrame, read_stereo_bag
+    """(sequence name, index, StereoFrame) of a bag or a dataset folder."""
+    from ..data.rosbag import read_stereo_bag
 
     if (path / "metadata.yaml").exists():
         for i, fr in enumerate(read_stereo_bag(path, namespace)):
@@ -161,65 +161,27 @@ def frames_of(path: Path, namespace: str, max_frames: int, split: str | None = N
     for i in range(len(ds)):
         if max_frames and i >= max_frames:
             break
-        s = ds[i]
-        fr = BagFrame(i, s.left, s.right, s.K_left, s.K_right, s.baseline_m, depth=s.depth_left, sun_left=s.sun_left)
-        fr.extra["sample"] = s
-        yield path.name, i, fr
+        # independent pairs, each in its own world: no navigation pose links them (the hazard
+        # memory and the descent map are for sequences), stamped by their index
+        yield path.name, i, dataclasses.replace(ds[i], stamp_ns=i, T_world_from_left=None)
 
 
-def truth_of(fr, params):
-    from .scoring import hazard_map_from_grid
-
-    if fr.hazard is None:
-        s = fr.extra.get("sample")
-        if s is not None and "hazard" in s.truth:
-            from ..geometry.hazard import GridSpec, HazardMap
-
-            t = s.truth
-            cls = t["hazard"].astype(np.int8)
-            grid = GridSpec(tuple(t["hazard_origin"]), float(t["hazard_resolution"]), cls.shape)
-            cost = np.where(cls == 1, 100, np.where(cls == 0, 0, -1)).astype(np.int8)
-            nan = np.full(cls.shape, np.nan, np.float32)
-            return HazardMap(
-                grid=grid,
-                elevation_m=t.get("hazard_elevation_m", nan),
-                slope_deg=t["hazard_slope_deg"],
-                roughness_m=t["hazard_roughness_m"],
-                roughness_rms_m=nan,
-                coverage=np.ones(cls.shape, np.float32),
-                hazard=cls,
-                cost=cost,
-                R_grid_from_input=t["hazard_R_grid_from_left"],
-                params=params,
-            )
-        return None
-    h = fr.hazard
-    return hazard_map_from_grid(h["cost"], h["resolution"], h["origin"], h["orientation"], params)[0]
+def truth_of(fr, params: HazardParams):
+    """The frame's landing-site truth judged with ``params``, or None."""
+    h = fr.truth.hazard
+    return None if h is None else dataclasses.replace(h, params=params)
 
 
 def up_of(fr):
-    if fr.up_left is not None:
-        return fr.up_left
-    s = fr.extra.get("sample")
-    return s.up_left if s is not None else None
+    return fr.up_left
 
 
 def focal_baseline_of(fr) -> float | None:
-    s = fr.extra.get("sample")
-    rectified = s is None or s.rectified
-    return float(fr.K_left.fx * fr.baseline_m) if rectified and fr.baseline_m else None
+    return fr.focal_baseline
 
 
 def calibration_of(fr):
-    from ..geometry.stereo import StereoCalibration
-
-    s = fr.extra.get("sample")
-    if s is not None and not s.rectified:
-        return StereoCalibration(s.K_left, s.K_right, s.T_left_from_right)
-    if getattr(fr, "calibration", None) is not None:  # a bag's camera_info pair, as the node reads it
-        return fr.calibration
-    T = StereoCalibration.rectified(fr.K_left, fr.baseline_m).T_left_from_right
-    return StereoCalibration(fr.K_left, fr.K_right, T)
+    return fr.calibration
 
 
 def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple], out: Path) -> EvaluationRun:
@@ -251,13 +213,13 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
             notes.append(f"{path}: skipped ({exc})")
             continue
         for seq, i, fr in progress(frames, desc=f"evaluate {path.name}", unit="frame"):
-            for err in fr.extra.get("errors", []):
+            for err in fr.notes:
                 notes.append(f"{seq}: {err}")
             truth_h = truth_of(fr, HazardParams())
             params, truth_h, why = hazard_params_for(opts, truth_h)
             if why and why not in notes:
                 notes.append(why)
-            reference = fr.depth
+            reference = fr.depth_left
             this_frame: list[tuple] = []  # (score, model, depth) of every model on this frame
             for m_idx, (label, model) in enumerate(models):
                 rec = reconstructors.get((label, seq))
@@ -280,7 +242,9 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                     )
                 t0 = time.perf_counter()
                 try:
-                    r = rec.reconstruct(fr.left, fr.right, calibration_of(fr), up_of(fr), fr.sun_left, camera_pose=fr.pose_world)
+                    r = rec.reconstruct(
+                        fr.left, fr.right, calibration_of(fr), up_of(fr), fr.sun_left, camera_pose=fr.T_world_from_left
+                    )
                 except Exception as exc:  # noqa: BLE001 - a corrupt frame is reported and skipped
                     notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
                     continue
@@ -292,7 +256,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                 metrics = score_frame(
                     r.depth,
                     r.points,
-                    reference if (m_idx > 0 or fr.depth is not None) else None,
+                    reference if (m_idx > 0 or fr.depth_left is not None) else None,
                     truth_h,
                     up_of(fr),
                     params,
@@ -303,16 +267,16 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                 scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 this_frame.append((scores[-1], model, r.depth))
                 fb = focal_baseline_of(fr)
-                if opts.fit_disparity_precision and fr.depth is not None and fb:
+                if opts.fit_disparity_precision and fr.depth_left is not None and fb:
                     matched = None if r.matcher_say is None else r.matcher_say >= 0.99
                     precision_samples.setdefault(label, []).append(
-                        disparity_error_samples(r.depth, fr.depth, fb, fr.left, matched, seed=len(scores))
+                        disparity_error_samples(r.depth, fr.depth_left, fb, fr.left, matched, seed=len(scores))
                     )
                 if opts.descent_map and r.descent_hazard is not None:
                     fused = score_frame(
                         r.depth,
                         r.points,
-                        fr.depth,
+                        fr.depth_left,
                         truth_h,
                         up_of(fr),
                         params,
@@ -329,7 +293,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             out / f"example_{safe_name(label)}_{safe_name(seq)}_{i}.png",
                             fr.left,
                             r.depth,
-                            fr.depth,
+                            fr.depth_left,
                             r.slope_deg,
                             shown,
                             truth_h,
@@ -337,10 +301,10 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             f"{label} on {seq}, frame {i}",
                         )
                     )
-            score_on_matcher_pixels(this_frame, fr.depth)
-            if not opts.no_references and fr.depth is not None and np.isfinite(fr.depth).any():
+            score_on_matcher_pixels(this_frame, fr.depth_left)
+            if not opts.no_references and fr.depth_left is not None and np.isfinite(fr.depth_left).any():
                 # the guess that needs no images: every pixel at the true median depth
-                constant = np.where(np.isfinite(fr.depth), np.float32(np.nanmedian(fr.depth)), np.float32(np.nan))
+                constant = np.where(np.isfinite(fr.depth_left), np.float32(np.nanmedian(fr.depth_left)), np.float32(np.nan))
                 scores.append(
                     frame_score(
                         seq,
@@ -348,7 +312,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                         i,
                         int(fr.stamp_ns),
                         float("nan"),
-                        score_frame(constant, depth_to_points(constant, fr.K_left), fr.depth, None, None, params),
+                        score_frame(constant, depth_to_points(constant, fr.K_left), fr.depth_left, None, None, params),
                     )
                 )
             for sigma_px in ceilings:
@@ -364,7 +328,7 @@ def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: 
     """Scores of what a running stereo_node answered (``ros.replay.LiveReplay``): ``sent``
     maps each stamp to ``(sequence, index, frame)``, ``answers`` each stamp to its Answer."""
     from .figures import example_figure
-    from .scoring import hazard_map_from_grid
+    from ..geometry.hazard import hazard_map_from_grid
     from ..geometry.camera import depth_to_points
 
     run = EvaluationRun()
@@ -386,7 +350,7 @@ def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: 
             metrics = score_frame(
                 depth,
                 depth_to_points(depth, fr.K_left),
-                fr.depth,
+                fr.depth_left,
                 truth_h,
                 up_of(fr),
                 params,
@@ -404,7 +368,7 @@ def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: 
                     out / f"example_live_{safe_name(seq)}_{i}.png",
                     fr.left,
                     depth,
-                    fr.depth,
+                    fr.depth_left,
                     answer.slope,
                     None,
                     truth_h,

@@ -8,54 +8,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geometry.frames import quaternion_to_matrix
 from ..geometry.hazard import (
-    HAZARD,
-    SAFE,
-    UNKNOWN,
-    GridSpec,
     HazardMap,
     HazardParams,
-    choose_landing_site,
     hazard_map,
     median_elevation_sigma,
     resample_hazard_map,
 )
 from ..geometry.metrics import depth_metrics, expected_calibration_error, hazard_metrics, reliability_counts
-
-
-def hazard_map_from_grid(
-    cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw, params: HazardParams
-) -> tuple[HazardMap, GridSpec]:
-    """A published hazard OccupancyGrid (costs 100 P, -1 without data; origin pose in the camera
-    frame) as a HazardMap: its probabilities, and classes by ``params``' thresholds.  A
-    ground-truth grid (costs 0 / 100) reads back as its classes."""
-    R_cam_from_grid = quaternion_to_matrix(orientation_xyzw)
-    R = R_cam_from_grid.T
-    o = R @ np.asarray(origin_xyz, dtype=np.float64)
-    grid = GridSpec((float(o[0]), float(o[1])), float(resolution), tuple(cost.shape))
-    cost = np.asarray(cost)
-    probability = np.where(cost < 0, np.nan, cost / 100.0).astype(np.float32)
-    classes = np.full(cost.shape, UNKNOWN, np.int8)
-    classes[(cost >= 0) & (probability < params.safe_below)] = SAFE
-    classes[(cost >= 0) & (probability >= params.hazard_above)] = HAZARD
-    nan = np.full(cost.shape, np.nan, np.float32)
-    ground = np.full(cost.shape, o[2], np.float32)  # the grid lies on the ground plane at the origin's height
-    hm = HazardMap(
-        grid=grid,
-        elevation_m=ground,
-        slope_deg=nan,
-        roughness_m=nan,
-        roughness_rms_m=nan,
-        coverage=np.ones(cost.shape, np.float32),
-        hazard=classes,
-        cost=cost.astype(np.int8),
-        R_grid_from_input=R,
-        params=params,
-        probability=probability,
-    )
-    hm.landing_site = choose_landing_site(hm)  # the node's site is this choice on the same map
-    return hm, grid
 
 
 @dataclass

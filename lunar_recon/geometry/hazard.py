@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from scipy.special import ndtr
 
-from .frames import normalize, rotation_aligning
+from .frames import normalize, quaternion_to_matrix, rotation_aligning
 from .shadows import SHADOW_CELL_FRACTION, shadow_bounded_elevation
 
 SAFE, HAZARD, UNKNOWN = 0, 1, -1
@@ -651,6 +651,40 @@ def resample_hazard_map(
         row, col = grid.cell_of(float(q[0]), float(q[1]))
         out.landing_site = dataclasses.replace(site, row=row, col=col, position_grid=q)
     return out
+
+
+def hazard_map_from_grid(
+    cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw, params: HazardParams
+) -> tuple[HazardMap, GridSpec]:
+    """A published hazard OccupancyGrid (costs 100 P, -1 without data; origin pose in the camera
+    frame) as a HazardMap: its probabilities, and classes by ``params``' thresholds.  A
+    ground-truth grid (costs 0 / 100) reads back as its classes."""
+    R_cam_from_grid = quaternion_to_matrix(orientation_xyzw)
+    R = R_cam_from_grid.T
+    o = R @ np.asarray(origin_xyz, dtype=np.float64)
+    grid = GridSpec((float(o[0]), float(o[1])), float(resolution), tuple(cost.shape))
+    cost = np.asarray(cost)
+    probability = np.where(cost < 0, np.nan, cost / 100.0).astype(np.float32)
+    classes = np.full(cost.shape, UNKNOWN, np.int8)
+    classes[(cost >= 0) & (probability < params.safe_below)] = SAFE
+    classes[(cost >= 0) & (probability >= params.hazard_above)] = HAZARD
+    nan = np.full(cost.shape, np.nan, np.float32)
+    ground = np.full(cost.shape, o[2], np.float32)  # the grid lies on the ground plane at the origin's height
+    hm = HazardMap(
+        grid=grid,
+        elevation_m=ground,
+        slope_deg=nan,
+        roughness_m=nan,
+        roughness_rms_m=nan,
+        coverage=np.ones(cost.shape, np.float32),
+        hazard=classes,
+        cost=cost.astype(np.int8),
+        R_grid_from_input=R,
+        params=params,
+        probability=probability,
+    )
+    hm.landing_site = choose_landing_site(hm)  # the node's site is this choice on the same map
+    return hm, grid
 
 
 def choose_landing_site(hmap: HazardMap) -> LandingSite | None:

@@ -82,7 +82,8 @@ class NodeProbe:
         self.arrived: dict[str, list[float]] = {}  # time.monotonic() of each message in got, same order
         ns = namespace.strip("/")
         self.topic = lambda t: t if t.startswith("/") or not ns else f"/{ns}/{t}"  # noqa: E731
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        # transient-local to get the last map on joining; 10 deep so no map of a burst is overwritten
+        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         types = {
             "depth/image_rect": Image,
             "depth/camera_info": CameraInfo,
@@ -158,8 +159,8 @@ class NodeProbe:
         ]
 
     def publish_frame(self, fr, stamp_ns: int, frame_id: str = "left_camera_optical_frame") -> None:
-        """A recorded frame as a camera stack publishes it: its gravity (attitude), navigation
-        pose and sun direction when it has them, first, so the node uses them for this pair,
+        """A recorded frame (``data.frame.StereoFrame``) as a camera stack publishes it: its
+        gravity (attitude), navigation pose and sun direction when it has them, first, so the node uses them for this pair,
         then the pair and its camera_info."""
         from builtin_interfaces.msg import Time
         from geometry_msgs.msg import PoseStamped, QuaternionStamped, Vector3Stamped
@@ -173,8 +174,8 @@ class NodeProbe:
             q = att.quaternion
             q.x, q.y, q.z, q.w = (float(v) for v in fr.attitude_xyzw)
             self.attitude_pub.publish(att)
-        if getattr(fr, "pose_world", None) is not None:
-            pose = pose_msg(PoseStamped, fr.pose_world)
+        if getattr(fr, "T_world_from_left", None) is not None:
+            pose = pose_msg(PoseStamped, fr.T_world_from_left)
             pose.header.stamp, pose.header.frame_id = stamp, "world"
             self.pose_pub.publish(pose)
         if getattr(fr, "sun_left", None) is not None:

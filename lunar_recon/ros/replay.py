@@ -32,7 +32,7 @@ class Answer:
 
 class LiveReplay:
     """Publishes frames (anything with ``left``, ``right``, ``K_left``, ``K_right``,
-    ``baseline_m``, ``stamp_ns`` and optionally ``attitude_xyzw``, ``pose_world``,
+    ``baseline_m``, ``stamp_ns`` and optionally ``attitude_xyzw``, ``T_world_from_left``,
     ``sun_left``) into a stereo_node at their recorded pace and gathers its answers."""
 
     def __init__(self, namespace: str = "", domain: int | None = None):

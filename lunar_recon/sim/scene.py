@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..data.frame import GroundTruth, StereoFrame, rig_calibration
 from ..geometry.camera import Intrinsics
 from ..geometry.frames import RigPoses
 from ..geometry.hazard import HazardMap, HazardParams, hazard_map
@@ -197,8 +198,10 @@ def plan_scene(
 
 
 @dataclass
-class StereoFrame(RigPoses):
-    """A rendered pair and its ground truth (left camera frame unless stated)."""
+class RenderedPair(RigPoses):
+    """What the renderer makes of one pair: the images and every truth layer (left camera frame
+    unless stated), the scene's terrain and plan.  :meth:`frame` is the pair as every other
+    source yields it (``data.frame.StereoFrame``)."""
 
     left: np.ndarray
     right: np.ndarray
@@ -220,6 +223,27 @@ class StereoFrame(RigPoses):
     hazard: HazardMap | None  # truth: slope/roughness over the footprint + rocks above size
     terrain: Terrain | None = None
     plan: ScenePlan | None = None
+
+    def frame(self, stamp_ns: int = 0, name: str = "") -> StereoFrame:
+        """The pair as a :class:`~lunar_recon.data.frame.StereoFrame`, its truth the depths, the
+        landing-site map and the per-pixel slope and shadows."""
+        rectified = self.plan.rig.rectified if self.plan is not None else False
+        return StereoFrame(
+            left=self.left,
+            right=self.right,
+            calibration=rig_calibration(self.K_left, self.K_right, self.T_left_from_right, rectified),
+            stamp_ns=stamp_ns,
+            name=name,
+            up_left=self.up_left,
+            sun_left=self.sun_left,
+            T_world_from_left=self.T_world_from_left,
+            truth=GroundTruth(
+                self.depth_left,
+                self.depth_right,
+                self.hazard,
+                {"slope_left_deg": self.slope_left_deg, "shadow_left": self.shadow_left},
+            ),
+        )
 
 
 def _rotation_rpy(rpy_deg) -> np.ndarray:
@@ -275,7 +299,7 @@ def render_scene(
     T_world_from_left: np.ndarray | None = None,
     with_hazard: bool = True,
     keep_terrain: bool = True,
-) -> StereoFrame:
+) -> RenderedPair:
     """Render the pair of ``plan`` (terrain generated from the plan's seed unless given)."""
     if terrain is None:
         terrain = generate_terrain(plan.terrain, plan.seed)
@@ -302,7 +326,7 @@ def render_scene(
 
 def _frame(
     plan, terrain, cam_l: Camera, cam_r: Camera, vl: RenderedView, vr: RenderedView, with_hazard: bool, keep_terrain: bool
-) -> StereoFrame:
+) -> RenderedPair:
     T_lw = np.linalg.inv(cam_l.T_world_from_cam)
     to_left = lambda p: (p @ T_lw[:3, :3].T + T_lw[:3, 3]).astype(np.float32)  # noqa: E731
     pts_l, pts_r = to_left(vl.points_world), to_left(vr.points_world)
@@ -316,7 +340,7 @@ def _frame(
         # the DEM at the grid's resolution through the same landing-site definition.
         pts = visible_dem_points(terrain, cam_l, vl.depth, spacing_m=plan.hazard.resolution_m / 3)
         hmap = hazard_map(pts, up_left, plan.hazard)
-    return StereoFrame(
+    return RenderedPair(
         left=vl.image,
         right=vr.image,
         K_left=cam_l.K,

@@ -9,7 +9,8 @@ from typing import Iterator
 import numpy as np
 
 from .render import look_at
-from .scene import StereoFrame, plan_scene, render_scene
+from ..data.frame import StereoFrame
+from .scene import plan_scene, render_scene
 from .terrain import generate_terrain
 
 SEQUENCES = ("descent", "rover")
@@ -57,7 +58,7 @@ def render_sequence(
             )
             T = look_at(pos, tgt)
             T[:3, 3] -= T[:3, 0] * plan.rig.baseline_m / 2
-            yield render_scene(plan, terrain, T, keep_terrain=False)
+            yield render_scene(plan, terrain, T, keep_terrain=False).frame(name=f"{kind} {seed} {i}")
     else:
         plan = plan_scene("rover", seed, width, height, bits, altitude_m=1.5, off_nadir_deg=75.0, baseline_m=0.3)
         step = 0.25
@@ -76,4 +77,4 @@ def render_sequence(
             tgt = np.array([xy[0] + heading[0] * 6, xy[1] + heading[1] * 6, ground])
             T = look_at(pos, tgt)
             T[:3, 3] -= T[:3, 0] * plan.rig.baseline_m / 2
-            yield render_scene(plan, terrain, T, keep_terrain=False)
+            yield render_scene(plan, terrain, T, keep_terrain=False).frame(name=f"{kind} {seed} {i}")
