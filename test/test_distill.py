@@ -451,14 +451,17 @@ def test_two_process_ddp_on_cpu(tiny_setup, tmp_path):
 
 
 def test_export_parity_and_onnx_backend(tiny_setup, tmp_path):
-    from lunar_recon.distill.export import OnnxStereoModel, export_model
+    from lunar_recon.distill.export import export_model
+    from lunar_recon.models.onnx import OnnxStereoModel
+    from lunar_recon.models.registry import load_stereo_model
 
     rep = export_model(str(tiny_setup / "teacher.pt"), tmp_path / "exp", 64, 96)
     assert rep["torchscript_max_abs_diff"] < 1e-4 and rep["onnx_max_abs_diff"] < 1e-4
     import onnx
 
     assert onnx.load(str(tmp_path / "exp" / "model.onnx")).opset_import[0].version >= 17
-    onnx_model = OnnxStereoModel(tmp_path / "exp" / "model.onnx")
+    onnx_model = load_stereo_model(str(tmp_path / "exp" / "model.onnx"))  # the registry, as the node loads it
+    assert isinstance(onnx_model, OnnxStereoModel)
     img = np.random.default_rng(0).integers(0, 255, (64, 96), dtype=np.uint8)
     pred = onnx_model.predict(img, img)
     eager = load_model(tiny_setup / "teacher.pt").predict(img, img, size=96)

@@ -1,6 +1,6 @@
-"""Model names the node and the tools accept: a checkpoint path, 'sgbm' (the classical
-baseline), 'sgbm-wls' (the same with OpenCV's WLS disparity filter), or 'default' (the
-student shipped with the package, else SGBM)."""
+"""Model names the node and the tools accept: a checkpoint path, an exported ``.onnx`` file,
+'sgbm' (the classical baseline), 'sgbm-wls' (the same with OpenCV's WLS disparity filter), or
+'default' (the student shipped with the package, else SGBM)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,12 @@ def load_stereo_model(name: str, device: str = "cpu"):
         return SGBMModel()
     if name == "sgbm-wls":
         return SGBMModel(SGBMParams(wls_lambda=8000.0))
+    if str(name).endswith(".onnx"):
+        from .onnx import OnnxStereoModel
+
+        if not Path(name).exists():
+            raise FileNotFoundError(f"{name}: no such ONNX model")
+        return OnnxStereoModel(name)
     return load_model(name, device=device)
 
 

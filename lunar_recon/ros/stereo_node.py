@@ -60,7 +60,8 @@ _R, _H, _D = ReconstructionParams(), HazardParams(), DescentMapParams()
 PARAMETERS: dict[str, tuple] = {
     "model": (
         "default",
-        "checkpoint path (any file load_model accepts), 'sgbm', 'sgbm-wls' or 'default' (shipped student)",
+        "checkpoint path (any file load_model accepts), an exported .onnx file, 'sgbm', 'sgbm-wls' or "
+        "'default' (shipped student)",
         None,
     ),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
