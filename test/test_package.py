@@ -408,3 +408,54 @@ def test_the_core_passes_the_type_checker():
         cwd=REPO,
     )
     assert res.returncode == 0 and "Success" in res.stdout, res.stdout[-3000:] + res.stderr[-1000:]
+
+
+# The layers, lowest first: a package imports only from layers below it (and itself).
+LAYERS = {
+    "geometry": 0,
+    "fileio": 0,
+    "progress": 0,
+    "runtime": 0,
+    "models": 1,
+    "data": 1,
+    "viz": 1,
+    "sim": 2,
+    "pipeline": 2,
+    "evaluation": 3,
+    "distill": 4,
+    "ros": 4,
+    "tools": 5,
+    "cli": 6,
+    "__main__": 7,
+}
+
+
+def test_no_upward_import_between_the_layers():
+    """The ROS-free core below the ROS layer and the tools, no cycle: every import of a
+    lunar_recon module (relative or absolute, at any depth of a function) goes down the
+    layers (the public API, lunar_recon/__init__.py, re-exports from all of them)."""
+    import ast
+
+    root = REPO / "lunar_recon"
+    upward = []
+    for f in root.rglob("*.py"):
+        parts = list(f.relative_to(root.parent).with_suffix("").parts)
+        if parts == ["lunar_recon", "__init__"]:
+            continue
+        module = parts[:-1] if parts[-1] == "__init__" else parts
+        package = parts[:-1] if parts[-1] == "__init__" else parts[:-1]
+        layer = module[1]
+        assert layer in LAYERS, f"{f}: add its package to LAYERS"
+        for node in ast.walk(ast.parse(f.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - (node.level - 1)]
+                targets = [base + (node.module.split(".") if node.module else [])]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lunar_recon."):
+                targets = [node.module.split(".")]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".") for a in node.names if a.name.startswith("lunar_recon.")]
+            for t in targets:
+                if len(t) > 1 and t[1] != layer and LAYERS.get(t[1], 99) >= LAYERS[layer]:
+                    upward.append(f"{f.relative_to(REPO)}:{node.lineno} imports {'.'.join(t)}")
+    assert not upward, "\n".join(upward)
