@@ -1,10 +1,10 @@
-"""Evaluation against ground truth (ROS-free): scoring, the report and its figures, and the
+"""Evaluation against ground truth (ROS-free): scoring, the report (its figures drawn by ``viz``), and the
 runner ``lunar-recon evaluate-bag`` drives (one reconstructor per model and sequence, as the
 node runs one per camera stream)."""
 
 from ..geometry.hazard import hazard_map_from_grid
-from .figures import error_by_range_figure, example_figure, reliability_figure
-from .report import MAIN_COLUMNS, headline, markdown_table, write_report
+from ..viz import example_figure
+from .report import MAIN_COLUMNS, error_by_range_figure, headline, markdown_table, reliability_figure, write_report
 from .scoring import (
     RANGE_BINS_M,
     FrameScore,

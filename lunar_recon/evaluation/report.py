@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import reliability_figure
-from .scoring import FrameScore, summarize
+from .. import viz
+from .scoring import FrameScore, pooled_reliability, summarize
 
 MAIN_COLUMNS = (
     "frames",
@@ -153,3 +153,14 @@ def write_report(
         lines += ["", f"![{fig.stem}]({fig.name})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def reliability_figure(path: Path, scores: list[FrameScore]) -> Path:
+    """The reliability diagram (``viz``) of every model's frames, pooled."""
+    counts = {m: pooled_reliability([s for s in scores if s.model == m]) for m in {s.model for s in scores}}
+    return viz.reliability_figure(path, {m: c for m, c in counts.items() if c is not None})
+
+
+def error_by_range_figure(path: Path, scores: list[FrameScore]) -> Path:
+    """Depth AbsRel and hazard F1 of every frame against its range (``viz``)."""
+    return viz.error_by_range_figure(path, [(s.model, s.metrics) for s in scores])

@@ -188,7 +188,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
     """Every frame of every input through each ``(label, model)`` (the node's pipeline), the
     references beside (unless ``opts.no_references``), example figures into ``out``."""
     from ..pipeline import NETWORK_SIGMA_FACTOR, ReconstructionParams, StereoReconstructor
-    from .figures import example_figure
+    from ..viz import example_figure
     from ..geometry.camera import depth_to_points
 
     ceilings = list(opts.stereo_ceiling)
@@ -327,7 +327,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
 def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: dict, out: Path) -> EvaluationRun:
     """Scores of what a running stereo_node answered (``ros.replay.LiveReplay``): ``sent``
     maps each stamp to ``(sequence, index, frame)``, ``answers`` each stamp to its Answer."""
-    from .figures import example_figure
+    from ..viz import example_figure
     from ..geometry.hazard import hazard_map_from_grid
     from ..geometry.camera import depth_to_points
 
