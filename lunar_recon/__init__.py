@@ -24,6 +24,8 @@ _API = {
     "HazardMap": "lunar_recon.geometry.hazard",
     "hazard_map": "lunar_recon.geometry.hazard",
     "load_stereo_model": "lunar_recon.models.registry",
+    "StereoFrame": "lunar_recon.data.frame",
+    "GroundTruth": "lunar_recon.data.frame",
     "configure_program": "lunar_recon.runtime",
 }
 __all__ = sorted(_API)
