@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from lunar_recon.geometry.descent_map import DescentMap, DescentMapParams
 from lunar_recon.geometry.hazard import HAZARD, SAFE
@@ -127,8 +128,6 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     fused map's landing-site map; evaluate-bag scores it beside the single-frame map, at the
     last frame too."""
     import json
-    import subprocess
-    import sys
 
     from lunar_recon.data.rosbag import read_stereo_bag, write_stereo_bag
     from lunar_recon.geometry.stereo import StereoCalibration
@@ -150,24 +149,17 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
         updates.append(r.descent_update)
     assert updates[0].new > 0 and updates[-1].fused > 0 and not any(u.reset for u in updates)
     out = tmp_path / "report"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lunar_recon",
-            "evaluate-bag",
-            str(bag),
-            "--model",
-            "sgbm",
-            "--no-references",
-            "--descent-map",
-            "--figures",
-            "0",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "evaluate-bag",
+        str(bag),
+        "--model",
+        "sgbm",
+        "--no-references",
+        "--descent-map",
+        "--figures",
+        "0",
+        "--out",
+        str(out),
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]

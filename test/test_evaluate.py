@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from lunar_recon.data.rosbag import BagError, read_stereo_bag, write_stereo_bag
 from lunar_recon.evaluation import FrameScore, hazard_on_truth_cells, score_frame, summarize
@@ -142,26 +143,19 @@ def test_summary_by_range_bins_frames_by_their_median_range():
 
 def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     out = tmp_path / "report"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lunar_recon",
-            "evaluate-bag",
-            str(bag),
-            "--model",
-            "sgbm",
-            "--out",
-            str(out),
-            "--figures",
-            "1",
-            "--stereo-ceiling",
-            "0",
-            "--stereo-ceiling",
-            "0.5",
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "evaluate-bag",
+        str(bag),
+        "--model",
+        "sgbm",
+        "--out",
+        str(out),
+        "--figures",
+        "1",
+        "--stereo-ceiling",
+        "0",
+        "--stereo-ceiling",
+        "0.5",
         timeout=600,
     )
     assert res.returncode == 0, res.stderr
@@ -183,23 +177,8 @@ def test_evaluate_bag_command_writes_a_report(bag, tmp_path):
     assert "| ideal stereo, 0.5 px | all |" in report
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 4 and "depth_abs_rel" in rows[0]
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lunar_recon",
-            "evaluate-bag",
-            str(bag),
-            "--model",
-            "sgbm",
-            "--out",
-            str(tmp_path / "bad"),
-            "--stereo-ceiling",
-            "-0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    bad = run_cli(
+        "evaluate-bag", str(bag), "--model", "sgbm", "--out", str(tmp_path / "bad"), "--stereo-ceiling", "-0.1", timeout=300
     )
     assert bad.returncode == 2 and "--stereo-ceiling" in bad.stderr and "Traceback" not in bad.stderr
     assert (out / "error_by_range.png").stat().st_size > 1000
@@ -257,23 +236,8 @@ def test_live_replay_receives_every_frame_at_a_slow_rate(bag, tmp_path):
     dom = random.randint(20, 200)
     proc = start_node(dom, "model:=sgbm", "hazard.resolution_m:=0.5")
     try:
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lunar_recon",
-                "evaluate-bag",
-                str(bag),
-                "--live",
-                "--speed",
-                "0.5",
-                "--out",
-                str(tmp_path / "live"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=node_env(dom),
+        res = run_cli(
+            "evaluate-bag", str(bag), "--live", "--speed", "0.5", "--out", str(tmp_path / "live"), timeout=300, env=node_env(dom)
         )
     finally:
         stop_node(proc)
@@ -315,24 +279,8 @@ def test_stereolunar_folder_runs_through_evaluate_bag_with_every_frame_scored(st
 
     shutil.copytree(stereolunar_dir / "Nadir_baseline_sample" / "paire1", sample / "paire1")
     out = tmp_path / "report"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lunar_recon",
-            "evaluate-bag",
-            str(sample),
-            "--model",
-            "sgbm",
-            "--no-references",
-            "--out",
-            str(out),
-            "--figures",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_cli(
+        "evaluate-bag", str(sample), "--model", "sgbm", "--no-references", "--out", str(out), "--figures", "0", timeout=600
     )
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads((out / "metrics.json").read_text())

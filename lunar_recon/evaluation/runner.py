@@ -111,7 +111,7 @@ def score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key)
     from ..geometry.stereo import stereo_elevation_sigma
 
     pts = depth_to_points(depth, fr.K_left)
-    up = up_of(fr)
+    up = fr.up_left
     sigma = (
         stereo_elevation_sigma(pts, up, fr.K_left.fx, fr.baseline_m, sigma_d)
         if sigma_d > 0 and up is not None and fr.baseline_m
@@ -124,7 +124,7 @@ def score_depth(depth, fr, truth_h, params, sigma_d: float, memories: dict, key)
             pred_h = memories.setdefault(key, HazardMemory()).update(
                 pred_h, fr.T_world_from_left, params.memory_frames, params.memory_keyframe_distance_m
             )
-    return score_frame(depth, pts, fr.depth_left, truth_h, up, params, sigma, focal_baseline_of(fr), hazard_pred=pred_h)
+    return score_frame(depth, pts, fr.depth_left, truth_h, up, params, sigma, fr.focal_baseline, hazard_pred=pred_h)
 
 
 def ceiling_label(sigma_px: float) -> str:
@@ -137,7 +137,7 @@ def score_ceiling(sigma_px: float, seq: str, i: int, fr, truth_h, params, memori
     from .scoring import ideal_stereo_depth
 
     label = ceiling_label(sigma_px)
-    fb = focal_baseline_of(fr)
+    fb = fr.focal_baseline
     if fr.depth_left is None or not fb:
         return f"{seq} frame {i} ({label}): skipped (needs ground-truth depth and a rectified rig)"
     rng = np.random.default_rng([i, round(sigma_px * 1e6), sum(map(ord, seq))])
@@ -170,18 +170,6 @@ def truth_of(fr, params: HazardParams):
     """The frame's landing-site truth judged with ``params``, or None."""
     h = fr.truth.hazard
     return None if h is None else dataclasses.replace(h, params=params)
-
-
-def up_of(fr):
-    return fr.up_left
-
-
-def focal_baseline_of(fr) -> float | None:
-    return fr.focal_baseline
-
-
-def calibration_of(fr):
-    return fr.calibration
 
 
 def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple], out: Path) -> EvaluationRun:
@@ -243,7 +231,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                 t0 = time.perf_counter()
                 try:
                     r = rec.reconstruct(
-                        fr.left, fr.right, calibration_of(fr), up_of(fr), fr.sun_left, camera_pose=fr.T_world_from_left
+                        fr.left, fr.right, fr.calibration, fr.up_left, fr.sun_left, camera_pose=fr.T_world_from_left
                     )
                 except Exception as exc:  # noqa: BLE001 - a corrupt frame is reported and skipped
                     notes.append(f"{seq} frame {i} ({label}): skipped ({type(exc).__name__}: {exc})")
@@ -258,15 +246,15 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                     r.points,
                     reference if (m_idx > 0 or fr.depth_left is not None) else None,
                     truth_h,
-                    up_of(fr),
+                    fr.up_left,
                     params,
                     r.elevation_sigma,
-                    focal_baseline_of(fr),
+                    fr.focal_baseline,
                     hazard_pred=r.hazard,
                 )
                 scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 this_frame.append((scores[-1], model, r.depth))
-                fb = focal_baseline_of(fr)
+                fb = fr.focal_baseline
                 if opts.fit_disparity_precision and fr.depth_left is not None and fb:
                     matched = None if r.matcher_say is None else r.matcher_say >= 0.99
                     precision_samples.setdefault(label, []).append(
@@ -278,9 +266,9 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                         r.points,
                         fr.depth_left,
                         truth_h,
-                        up_of(fr),
+                        fr.up_left,
                         params,
-                        focal_baseline=focal_baseline_of(fr),
+                        focal_baseline=fr.focal_baseline,
                         hazard_pred=r.descent_hazard,
                     )
                     scores.append(frame_score(seq, f"{label} + descent map", i, int(fr.stamp_ns), latency, fused))
@@ -352,9 +340,9 @@ def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: 
                 depth_to_points(depth, fr.K_left),
                 fr.depth_left,
                 truth_h,
-                up_of(fr),
+                fr.up_left,
                 params,
-                focal_baseline=focal_baseline_of(fr),
+                focal_baseline=fr.focal_baseline,
                 hazard_pred=published,
             )
         else:  # no grid arrived for this pair: the depth it published, made into a map as the node would

@@ -710,20 +710,18 @@ class StereoNode(Node):
             return 0.0
         return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
 
-    def _disparity_sigma(self) -> float:
-        return disparity_precision(self.model, self.reconstructor.params).floor_px
-
     def _publish_diagnostics(self) -> None:
         st = DiagnosticStatus(name="lunar_recon: stereo_node", hardware_id=self.device)
         st.level = DiagnosticStatus.OK if not self.rejected else DiagnosticStatus.WARN
         st.message = f"{self.processed} pairs processed"
         lat = sorted(self.latencies)
+        precision = disparity_precision(self.model, self.reconstructor.params)
         values = {
             "model": self.model_name,
             "device": self.device,
             "processed_pairs": self.processed,
-            "disparity_sigma_px": self._disparity_sigma(),  # the floor, on well-textured ground
-            "disparity_sigma_texture_gain": disparity_precision(self.model, self.reconstructor.params).texture_gain,
+            "disparity_sigma_px": precision.floor_px,  # the floor, on well-textured ground
+            "disparity_sigma_texture_gain": precision.texture_gain,
             # the map's resolving power: 1-sigma of a cell's height (NaN without a noise model)
             "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
