@@ -13,7 +13,7 @@ import yaml
 
 from conftest import REPO
 from lunar_recon.data.encodings import EncodingError, array_to_image_fields, image_to_array, to_gray_or_rgb
-from lunar_recon.ros.sync import TimeSynchronizer
+from lunar_recon.ros.sync import CameraInfoCache, TimeSynchronizer
 
 
 @pytest.mark.parametrize(
@@ -121,6 +121,20 @@ def test_sync_queue_is_bounded():
     for i in range(10):
         sync.add(0, _msg(float(i), "L"))
     assert len(sync.queues[0]) == 3 and sync.dropped == 7
+
+
+def test_camera_info_cache_prefers_the_image_stamp_then_the_newest():
+    cache = CameraInfoCache(capacity=3)
+    assert cache.lookup(10**9) == (None, True)  # nothing yet
+    for i, tag in enumerate(("c0", "c1", "c2")):
+        cache.add(_msg_ns(1, i * 10**8, tag))
+    info, substituted = cache.lookup(1 * 10**9 + 10**8)
+    assert (info.tag, substituted) == ("c1", False)  # the image's own stamp
+    info, substituted = cache.lookup(1 * 10**9 + 3 * 10**8)  # its camera_info was lost
+    assert (info.tag, substituted) == ("c2", True)
+    cache.add(_msg_ns(1, 5 * 10**7, "late_old"))  # an old one arriving late is not the newest
+    assert cache.lookup(0)[0].tag == "c2" and len(cache.by_stamp) == 3
+    assert cache.lookup(1 * 10**9 + 10**8, exact_first=False)[0].tag == "c2"  # 'latest'
 
 
 def test_launch_file_arguments_and_remappings():

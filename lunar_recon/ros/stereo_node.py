@@ -51,7 +51,7 @@ from .conversions import (
     stereo_calibration_from_infos,
     unknown_grid_msg,
 )
-from .sync import PairMonitor, TimeSynchronizer, make_synchronizer
+from .sync import CameraInfoCache, PairMonitor, TimeSynchronizer, make_synchronizer, stamp_nanoseconds
 
 # The defaults of the science parameters are the dataclasses' (one source): _R, _H, _D.
 _R, _H, _D = ReconstructionParams(), HazardParams(), DescentMapParams()
@@ -192,12 +192,13 @@ PARAMETERS: dict[str, tuple] = {
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
     "camera_info_sync": (
-        "exact",
-        "how camera_info pairs with the images: 'exact' (each image with the "
-        "camera_info of its stamp, as image_pipeline's stereo nodes) or 'latest' (the two images "
-        "synchronised, each camera's newest camera_info used: for a fixed rig whose megapixel "
-        "images make the transport drop the small camera_info messages between them)",
-        ("exact", "latest"),
+        "exact_or_latest",
+        "how camera_info pairs with the images: 'exact_or_latest' (the two images synchronised, "
+        "each with its camera's camera_info of the same stamp when that arrived, else the camera's "
+        "newest: megapixel images make the transport drop some of the small camera_info messages "
+        "between them), 'exact' (all four synchronised by stamp, as image_pipeline's stereo nodes: "
+        "for a rig whose calibration changes frame to frame) or 'latest' (always the newest)",
+        ("exact_or_latest", "exact", "latest"),
     ),
     "input_qos": (
         "reliable",
@@ -403,10 +404,11 @@ class StereoNode(Node):
         self.incompatible_qos = 0  # publishers whose QoS cannot reach our subscriptions
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         on_synced = self._on_pair
-        # camera_info_sync 'latest': only the images are paired; each camera's newest camera_info
-        # (kept here) completes the pair
-        self.latest_info: list = [None, None]
-        if self.values["camera_info_sync"] == "latest":
+        # camera_info_sync other than 'exact': only the images are paired; each camera's
+        # camera_info (kept here) completes the pair
+        self.camera_infos = [CameraInfoCache(2 * self.values["queue_size"]) for _ in range(2)]
+        self.camera_info_substitutes = 0  # pairs completed with a newer or older camera_info than their stamp's
+        if self.values["camera_info_sync"] != "exact":
             for side, (name, msg_type, qos) in zip((0, 1), (topics[1], topics[3])):
                 self.create_subscription(
                     msg_type, name, lambda m, side=side, name=name: self._on_info(side, name, m), qos, event_callbacks=events
@@ -560,15 +562,22 @@ class StereoNode(Node):
 
     def _on_info(self, side: int, name: str, msg) -> None:
         self.pair_monitor.count(name)
-        self.latest_info[side] = msg
+        self.camera_infos[side].add(msg)
 
     def _on_image_pair(self, left, right) -> None:
-        """camera_info_sync 'latest': a synchronised image pair with each camera's newest camera_info."""
-        left_info, right_info = self.latest_info
+        """camera_info_sync 'exact_or_latest' / 'latest': a synchronised image pair completed
+        with each camera's camera_info of the image's stamp (when it arrived and the mode
+        allows) or its newest."""
+        exact_first = self.values["camera_info_sync"] == "exact_or_latest"
+        (left_info, left_sub), (right_info, right_sub) = (
+            cache.lookup(stamp_nanoseconds(image), exact_first) for cache, image in zip(self.camera_infos, (left, right))
+        )
         if left_info is None or right_info is None:
             missing = " and ".join(n for n, m in (("left", left_info), ("right", right_info)) if m is None)
             self._reject("no_camera_info", f"an image pair arrived before any {missing} camera_info")
             return
+        if exact_first and (left_sub or right_sub):
+            self.camera_info_substitutes += 1
         self._on_pair(left, left_info, right, right_info)
 
     def _on_pair(self, left, left_info, right, right_info) -> None:
@@ -738,6 +747,7 @@ class StereoNode(Node):
             "incomplete_pairs_missing": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.missing.items() if v) or "none",
             "incompatible_qos_events": self.incompatible_qos,
             "camera_info_sync": self.values["camera_info_sync"],
+            "camera_info_substitutes": self.camera_info_substitutes,
             "messages_received": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.received.items()),
             "dropped_pairs": self.dropped,
             "dropped_messages_sync": getattr(self._sync, "dropped", 0),

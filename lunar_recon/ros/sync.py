@@ -87,6 +87,33 @@ def make_synchronizer(subscribers: Sequence[Any], queue_size: int, callback: Cal
     return sync
 
 
+class CameraInfoCache:
+    """One camera's recent camera_info messages, for pairing images with them outside the
+    synchroniser: the message of an image's own stamp when it has arrived, else the newest.
+    Bounded: the ``capacity`` newest stamps are kept."""
+
+    def __init__(self, capacity: int = 16):
+        self.by_stamp: dict[int, Any] = {}
+        self.capacity = max(1, capacity)
+        self.newest: Any = None
+        self._newest_ns = -1
+
+    def add(self, msg: Any) -> None:
+        t = stamp_nanoseconds(msg)
+        self.by_stamp[t] = msg
+        while len(self.by_stamp) > self.capacity:
+            del self.by_stamp[min(self.by_stamp)]
+        if t >= self._newest_ns:
+            self.newest, self._newest_ns = msg, t
+
+    def lookup(self, stamp_ns: int, exact_first: bool = True) -> tuple[Any, bool]:
+        """(camera_info, substituted): the message of ``stamp_ns`` when ``exact_first`` and it
+        arrived, else the newest (substituted True); (None, True) before any arrived."""
+        if exact_first and stamp_ns in self.by_stamp:
+            return self.by_stamp[stamp_ns], False
+        return self.newest, True
+
+
 class PairMonitor:
     """Counts stereo pairs that arrive incomplete: a stamp some inputs delivered and another
     never did, by the time a newer stamp was complete on every input (messages arrive in stamp
