@@ -16,7 +16,7 @@ import numpy as np
 from .geometry.camera import confidence_mask
 from .geometry.descent_map import DescentMap, DescentMapParams, DescentUpdate
 from .geometry.frames import normalize
-from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, params_for_range
+from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, hazard_threshold, params_for_range
 from .geometry.hazard_memory import HazardMemory
 from .geometry.metric_scale import (
     SCALE_FIELD_SIGMA,
@@ -211,6 +211,14 @@ def model_hazard_calibration(model) -> tuple[float, ...] | None:
     card = getattr(model, "meta", {}).get("card", {})
     value = card.get("hazard_calibration", getattr(model, "hazard_calibration", None))
     return tuple(float(v) for v in value) if value else None
+
+
+def model_hazard_above(model) -> float | None:
+    """The probability at which a model's calibrated map calls a HAZARD (card ``hazard_above``,
+    or an attribute): the best-F1 threshold on the calibration data, fitted with the table."""
+    card = getattr(model, "meta", {}).get("card", {})
+    value = card.get("hazard_above", getattr(model, "hazard_above", None))
+    return float(value) if value else None
 
 
 def model_disparity_sigma(model) -> float:
@@ -454,6 +462,9 @@ class StereoReconstructor:
                 try:
                     fx = calibration.K_left.fx if calibration is not None else float("nan")
                     hazard_params = params_for_range(p.hazard, float(np.median(depth[valid])), fx)
+                    if p.hazard.hazard_above == 0:  # the model's own threshold, for its calibrated probabilities
+                        source = model_hazard_above(self.model) if probability_table is not None else None
+                        hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(p.hazard, source))
                     hmap = hazard_map(
                         points,
                         up,

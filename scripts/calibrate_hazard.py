@@ -1,10 +1,12 @@
-"""Write a fitted hazard-probability calibration into the shipped default student (same weights).
+"""Write a fitted hazard-probability calibration and its best-F1 hazard threshold into the
+shipped default student (same weights).
 
     lunar-recon evaluate-bag CALIBRATION_DATA --split val --model default --fit-hazard-calibration --out R
     .venv/bin/python scripts/calibrate_hazard.py R/hazard_calibration.json "the evaluate-bag command line"
 
-The table goes into the checkpoint's embedded card (what the node reads), model_card.json (with the
-new sha256 and the command in its log) and MODEL_CARD.md.  Fit it on calibration pairs, never on
+The table and the threshold (card ``hazard_calibration``, ``hazard_above``) go into the
+checkpoint's embedded card (what the node reads), model_card.json (with the new sha256 and the
+command in its log) and MODEL_CARD.md.  Fit it on calibration pairs, never on
 the test split the card reports.
 """
 
@@ -34,12 +36,13 @@ def main(argv: list[str]) -> int:
         print(f"{argv[0]} has no table for {path.name} (it has: {sorted(fitted)})", file=sys.stderr)
         return 2
     table = [float(v) for v in entry["hazard_calibration"]]
+    threshold = float(entry["hazard_above"])
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt["meta"]["card"]["hazard_calibration"] = table
+    ckpt["meta"]["card"].update(hazard_calibration=table, hazard_above=threshold)
     atomic_torch_save(ckpt, path)
     card_path = SHIPPED_DIR / "model_card.json"
     card = json.loads(card_path.read_text())
-    card["hazard_calibration"] = table
+    card.update(hazard_calibration=table, hazard_above=threshold)
     card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     card["commands"] = [
         *card["commands"],
@@ -54,10 +57,12 @@ def main(argv: list[str]) -> int:
     md += (
         f"\n\n{SECTION}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (monotone fit of the "
         f"observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration frames):\n\n"
-        f"`{table}`\n\n```\n{command}\n```\n"
+        f"`{table}`\n\nA site is called a hazard at calibrated P >= {threshold} (`hazard_above`: the threshold "
+        "with the best hazard F1 on the same calibration frames).\n\n"
+        f"```\n{command}\n```\n"
     )
     md_path.write_text(md)
-    print(f"{path}: hazard calibration {table}")
+    print(f"{path}: hazard calibration {table}, hazard at P >= {threshold}")
     return 0
 
 

@@ -114,7 +114,8 @@ def write_markdown(card: dict) -> None:
         "",
         f"Calibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (fitted on the calibration data: "
         "lander val split and descent calibration bags): "
-        f"`{card['hazard_calibration']}`",
+        f"`{card['hazard_calibration']}`; a site is called a hazard at calibrated P >= {card.get('hazard_above', 0.5)} "
+        "(`hazard_above`: the best hazard F1 on the same calibration frames)",
         "",
         "## Commands",
         "",
@@ -152,6 +153,7 @@ def main() -> None:
         ckpt = torch.load(staged, map_location="cpu", weights_only=True)
     deploy = dict(ckpt["meta"]["card"])
     deploy.pop("hazard_calibration", None)
+    deploy.pop("hazard_above", None)
     ckpt["meta"]["card"] = deploy
     atomic_torch_save(ckpt, path)
     # 2. Disparity precision of its depth on the calibration split, then the hazard calibration
@@ -190,8 +192,9 @@ def main() -> None:
         "0",
     )
     fitted = json.loads((work / "calibration_hazard" / "hazard_calibration.json").read_text())
-    table = next(v for k, v in fitted.items() if path.name in k)["hazard_calibration"]
-    deploy["hazard_calibration"] = [float(v) for v in table]
+    entry = next(v for k, v in fitted.items() if path.name in k)
+    deploy["hazard_calibration"] = [float(v) for v in entry["hazard_calibration"]]
+    deploy["hazard_above"] = float(entry["hazard_above"])
     ckpt["meta"]["card"] = deploy
     atomic_torch_save(ckpt, path)
     # 3. The installed file on the held-out lander test split and descent bags, references beside.
@@ -226,6 +229,7 @@ def main() -> None:
         disparity_sigma_px=sigma_d,
         disparity_sigma_texture_gain=gain,
         hazard_calibration=deploy["hazard_calibration"],
+        hazard_above=deploy["hazard_above"],
         stereo_head={
             "config": head.config.to_dict(),
             "parameters": count_parameters(head),

@@ -417,6 +417,49 @@ def test_bad_hazard_parameters_fail_clearly():
         hazard_map(pts, [0, 0, 1], HazardParams(roughness_max_m=-0.3))
     with pytest.raises(ValueError, match="safe_below"):
         hazard_map(pts, [0, 0, 1], HazardParams(safe_below=0.6, hazard_above=0.5))
+    with pytest.raises(ValueError, match="safe_below"):
+        hazard_map(pts, [0, 0, 1], HazardParams(hazard_above=-0.2))
+
+
+def test_the_hazard_threshold_is_the_users_else_the_sources_else_one_half():
+    from lunar_recon.geometry.hazard import hazard_threshold
+
+    assert hazard_threshold(HazardParams()) == 0.5  # hazard_above 0 and no source threshold
+    assert hazard_threshold(HazardParams(), 0.24) == 0.24  # the depth source's card
+    assert hazard_threshold(HazardParams(), 0.01) == HazardParams().safe_below  # never under safe_below
+    assert hazard_threshold(HazardParams(hazard_above=0.7), 0.24) == 0.7  # the user's wins
+    # the map classifies by it: a site at P 0.3 is a hazard at threshold 0.24, unknown at 0.5
+    xy = ground(n=40_000, half=5.0, seed=16)
+    z = np.where(np.hypot(xy[:, 0], xy[:, 1]) < 0.4, 0.3, 0.0)  # a rock at the roughness limit: P ~ 0.5
+    sigma = np.full(len(xy), 0.05)
+    low = hazard_map(np.c_[xy, z], [0, 0, 1], HazardParams(hazard_above=0.24), elevation_sigma=sigma)
+    high = hazard_map(np.c_[xy, z], [0, 0, 1], HazardParams(hazard_above=0.9), elevation_sigma=sigma)
+    mid = (low.probability >= 0.24) & (low.probability < 0.9)
+    assert mid.any()
+    assert (low.hazard[mid] == HAZARD).all() and (high.hazard[mid] == UNKNOWN).all()
+
+
+def test_the_best_f1_threshold_is_fitted_on_calibration_counts():
+    """Reliability counts where only the top raw bin is often a hazard (38 %) and the rest seldom:
+    calling the top bin alone a hazard has the best F1; the threshold is that bin's lower edge
+    through the calibration table."""
+    from lunar_recon.geometry.hazard import calibrate_probability, fit_hazard_threshold, fit_probability_calibration
+
+    n = np.array([5000, 800, 500, 400, 300, 300, 300, 300, 400, 2000], float)
+    freq = np.array([0.002, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.12, 0.38])
+    mid = (np.arange(10) + 0.5) / 10
+    counts = np.stack([n, n * mid, n * freq])
+    table = fit_probability_calibration(counts)
+    hazards = int(round((n * freq).sum())) + 40  # 40 more that the map left unknown
+    threshold = fit_hazard_threshold(counts, hazards, table)
+    assert threshold == pytest.approx(calibrate_probability(np.array(0.9), table), abs=1e-4)
+    assert 0.05 < threshold < 0.5  # a calibrated map unsure of its hazards calls them below 0.5
+    # where every bin above 0.5 is mostly hazards the threshold sits near 0.5
+    freq2 = np.where(mid > 0.5, 0.9, 0.01)
+    counts2 = np.stack([n, n * mid, n * freq2])
+    table2 = fit_probability_calibration(counts2)
+    t2 = fit_hazard_threshold(counts2, int((n * freq2).sum()), table2)
+    assert t2 == pytest.approx(calibrate_probability(np.array(0.5), table2), abs=1e-4)
 
 
 def _pose(yaw_deg, t):

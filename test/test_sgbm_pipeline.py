@@ -93,6 +93,24 @@ def test_sgbm_model_through_the_pipeline_is_metric(rendered):
     assert out.hazard.landing_site is None or out.hazard.hazard[out.hazard.landing_site.row, out.hazard.landing_site.col] == 0
 
 
+def test_the_map_calls_hazards_at_the_models_own_threshold_unless_the_user_sets_one(rendered):
+    """hazard.hazard_above 0 (the default): a site is a hazard at the model's card threshold
+    (fitted on calibration data with its table); a threshold the user sets wins."""
+    from lunar_recon.geometry import HAZARD
+    from lunar_recon.geometry.hazard import HazardParams
+
+    fr = rendered
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    model = SGBMModel(SGBMParams(num_disparities=128))
+    model.hazard_above = 0.13
+    for params, threshold in ((ReconstructionParams(), 0.13), (ReconstructionParams(hazard=HazardParams(hazard_above=0.6)), 0.6)):
+        hz = StereoReconstructor(model, params).reconstruct(fr.left, fr.right, calib, fr.up_left).hazard
+        known = np.isfinite(hz.probability)
+        assert ((hz.hazard == HAZARD) == (known & (hz.probability >= threshold))).all()
+        assert hz.params.hazard_above == threshold
+    assert ((hz.probability >= 0.13) & (hz.probability < 0.6)).any()  # the two thresholds differ here
+
+
 def test_sgbm_on_unrectified_stereolunar_pair(stereolunar_dir):
     from lunar_recon.data.dataset import StereoDataset
 

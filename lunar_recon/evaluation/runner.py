@@ -381,24 +381,30 @@ def score_on_matcher_pixels(frame_scores: list[tuple], depth_true) -> None:
 
 
 def write_calibration(path: Path, scores, labels: list[str]) -> None:
-    """Each model's fitted hazard-probability calibration table, from its frames' raw reliability counts."""
+    """Each model's fitted hazard-probability calibration table (card ``hazard_calibration``)
+    and the calibrated probability at which calling a hazard gives the best F1 (card
+    ``hazard_above``), from its frames' raw reliability counts."""
     import json
 
     from .scoring import pooled_reliability
-    from ..geometry.hazard import fit_probability_calibration
+    from ..geometry.hazard import fit_hazard_threshold, fit_probability_calibration
 
     tables = {}
     for label in labels:
-        counts = pooled_reliability([s for s in scores if s.model == label])
+        mine = [s for s in scores if s.model == label]
+        counts = pooled_reliability(mine)
         if counts is not None and counts[0].sum() > 0:
+            table = fit_probability_calibration(counts)
+            hazards = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in mine)
             tables[label] = {
-                "hazard_calibration": list(fit_probability_calibration(counts)),
+                "hazard_calibration": list(table),
+                "hazard_above": fit_hazard_threshold(counts, int(hazards), table),
                 "sites": int(counts[0].sum()),
-                "frames": sum(1 for s in scores if s.model == label),
+                "frames": len(mine),
             }
     path.write_text(json.dumps(tables, indent=1))
     for label, t in tables.items():
-        print(f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}")
+        print(f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}, hazard at P>={t['hazard_above']}")
 
 
 def write_precision(path: Path, samples: dict[str, list]) -> None:

@@ -54,7 +54,9 @@ class HazardParams:
     min_points_per_cell: int = 1
     footprint_bands: int = 3  # rectangles per half-disc approximating the footprint
     safe_below: float = 0.05  # a site is certified SAFE when its hazard probability is below this
-    hazard_above: float = 0.5  # and called a HAZARD at or above this (UNKNOWN in between)
+    # and called a HAZARD at or above this (UNKNOWN in between); 0: the depth source's own (its
+    # card's, the best-F1 threshold on calibration data: hazard_threshold), else 0.5
+    hazard_above: float = 0.0
     # Maps of a descent whose hazards fill this map's unknown cells, this one included
     # (needs the camera's pose; geometry.hazard_memory); 1: this map alone
     memory_frames: int = 3
@@ -76,7 +78,10 @@ class HazardParams:
             (self.max_cells > 0, "max_cells must be positive"),
             (self.min_points_per_cell >= 1, "min_points_per_cell must be >= 1"),
             (self.footprint_bands >= 1, "footprint_bands must be >= 1"),
-            (0 < self.safe_below <= self.hazard_above <= 1, "need 0 < safe_below <= hazard_above <= 1 (hazard probabilities)"),
+            (
+                0 < self.safe_below <= 1 and (self.hazard_above == 0 or self.safe_below <= self.hazard_above <= 1),
+                "need 0 < safe_below <= hazard_above <= 1 (hazard probabilities; hazard_above 0: the depth source's own)",
+            ),
             (self.memory_frames >= 1, "memory_frames must be >= 1 (1: no memory)"),
             (self.memory_keyframe_distance_m >= 0, "memory_keyframe_distance_m must be >= 0"),
         ]
@@ -88,6 +93,18 @@ class HazardParams:
 class HazardGridError(ValueError):
     """No meaningful hazard map at these settings (cells coarser than the footprint, or more
     cells than ``max_cells``): the reconstruction goes on without one and says why."""
+
+
+DEFAULT_HAZARD_ABOVE = 0.5
+
+
+def hazard_threshold(params: HazardParams, source_threshold: float | None = None) -> float:
+    """The probability at which a site is called a HAZARD: ``params.hazard_above`` when set,
+    else the depth source's own (``source_threshold``, e.g. its card's), else 0.5; never below
+    ``safe_below``."""
+    if params.hazard_above > 0:
+        return params.hazard_above
+    return max(source_threshold if source_threshold else DEFAULT_HAZARD_ABOVE, params.safe_below)
 
 
 def params_for_range(params: HazardParams, range_m: float, fx: float) -> HazardParams:
@@ -411,6 +428,25 @@ def fit_probability_calibration(counts: np.ndarray, knots: int = 11) -> tuple[fl
     return tuple(float(round(v, 4)) for v in np.interp(grid, x, fitted))
 
 
+def fit_hazard_threshold(counts: np.ndarray, hazards: int, table) -> float:
+    """The calibrated probability at which calling a site a HAZARD gives the best F1 on
+    calibration data: ``counts`` are the raw probabilities' reliability counts
+    (``geometry.metrics.reliability_counts``, summed over frames), ``hazards`` every true
+    hazard site (those the map left unknown too: they count as missed), ``table`` the
+    calibration fitted on the same counts.  Thresholds are tried at the raw bins' lower edges
+    (a calibrated classifier's best-F1 threshold is half its best F1, so well below 0.5 where
+    the map is unsure)."""
+    n, _, hits = (np.asarray(c, dtype=np.float64) for c in counts)
+    bins = len(n)
+    called = np.cumsum(n[::-1])[::-1]  # sites at or above each bin's lower edge
+    caught = np.cumsum(hits[::-1])[::-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * caught / (called + max(hazards, 1))
+    f1[0] = -1.0  # the first edge calls everything a hazard
+    best = int(np.nanargmax(f1))
+    return round(float(calibrate_probability(np.array(best / bins), table)), 4)
+
+
 def hazard_map(
     points: np.ndarray,
     up: np.ndarray,
@@ -548,7 +584,7 @@ def hazard_map_from_cells(
     p_hazard = np.where(known, p_hazard, np.nan)
     hazard = np.full(grid.shape, UNKNOWN, np.int8)
     hazard[known & (p_hazard < params.safe_below)] = SAFE
-    hazard[known & (p_hazard >= params.hazard_above)] = HAZARD
+    hazard[known & (p_hazard >= hazard_threshold(params))] = HAZARD
     cost = np.full(grid.shape, -1, np.int8)
     cost[known] = np.clip(np.round(p_hazard[known] * 100), 0, 100).astype(np.int8)
 
@@ -667,7 +703,7 @@ def hazard_map_from_grid(
     probability = np.where(cost < 0, np.nan, cost / 100.0).astype(np.float32)
     classes = np.full(cost.shape, UNKNOWN, np.int8)
     classes[(cost >= 0) & (probability < params.safe_below)] = SAFE
-    classes[(cost >= 0) & (probability >= params.hazard_above)] = HAZARD
+    classes[(cost >= 0) & (probability >= hazard_threshold(params))] = HAZARD
     nan = np.full(cost.shape, np.nan, np.float32)
     ground = np.full(cost.shape, o[2], np.float32)  # the grid lies on the ground plane at the origin's height
     hm = HazardMap(

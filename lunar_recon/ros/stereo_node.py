@@ -12,6 +12,7 @@ queued without bound.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import threading
 import time
@@ -55,6 +56,10 @@ from .sync import CameraInfoCache, PairMonitor, TimeSynchronizer, make_synchroni
 
 # The defaults of the science parameters are the dataclasses' (one source): _R, _H, _D.
 _R, _H, _D = ReconstructionParams(), HazardParams(), DescentMapParams()
+
+# How long a synchronised image pair waits for the camera_info of its own stamp (camera drivers
+# publish it just after the image) before taking the camera's newest (camera_info_sync 'exact_or_latest').
+CAMERA_INFO_WAIT_S = 0.1
 
 # name -> (default, description, range or choices)
 PARAMETERS: dict[str, tuple] = {
@@ -158,7 +163,12 @@ PARAMETERS: dict[str, tuple] = {
     "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
     "hazard.coverage_min": (_H.coverage_min, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
     "hazard.safe_below": (_H.safe_below, "a site is certified safe when its hazard probability is below this", (0.001, 1.0)),
-    "hazard.hazard_above": (_H.hazard_above, "a site is a hazard when its hazard probability is at least this", (0.001, 1.0)),
+    "hazard.hazard_above": (
+        _H.hazard_above,
+        "a site is a hazard when its hazard probability is at least this; 0: the model's own "
+        "(its card's best-F1 threshold on calibration data), else 0.5",
+        (0.0, 1.0),
+    ),
     "hazard.memory_frames": (
         _H.memory_frames,
         "maps whose certain hazards fill the current map's unknown cells, this one "
@@ -408,6 +418,7 @@ class StereoNode(Node):
         # camera_info (kept here) completes the pair
         self.camera_infos = [CameraInfoCache(2 * self.values["queue_size"]) for _ in range(2)]
         self.camera_info_substitutes = 0  # pairs completed with a newer or older camera_info than their stamp's
+        self._waiting_pair = None  # (left, right, arrival): images waiting for the camera_info of their stamp
         if self.values["camera_info_sync"] != "exact":
             for side, (name, msg_type, qos) in zip((0, 1), (topics[1], topics[3])):
                 self.create_subscription(
@@ -415,6 +426,8 @@ class StereoNode(Node):
                 )
             topics = [topics[0], topics[2]]
             on_synced = self._on_image_pair
+            if self.values["camera_info_sync"] == "exact_or_latest":
+                self.create_timer(CAMERA_INFO_WAIT_S / 2, self._camera_info_timeout)
         self.pair_monitor = PairMonitor([n for n, _, _ in topics], slop if approx else 0.0)
         mf_subs = None
         try:
@@ -563,22 +576,40 @@ class StereoNode(Node):
     def _on_info(self, side: int, name: str, msg) -> None:
         self.pair_monitor.count(name)
         self.camera_infos[side].add(msg)
+        self._complete_image_pair(timed_out=False)
 
     def _on_image_pair(self, left, right) -> None:
-        """camera_info_sync 'exact_or_latest' / 'latest': a synchronised image pair completed
-        with each camera's camera_info of the image's stamp (when it arrived and the mode
-        allows) or its newest."""
+        """camera_info_sync 'exact_or_latest' / 'latest': a synchronised image pair, completed
+        with each camera's camera_info (:meth:`_complete_image_pair`)."""
+        self._complete_image_pair(timed_out=True)  # a pair still waiting goes on with the newest camera_info
+        self._waiting_pair = (left, right, time.monotonic())
+        self._complete_image_pair(timed_out=self.values["camera_info_sync"] == "latest")
+
+    def _complete_image_pair(self, timed_out: bool) -> None:
+        """Hand the waiting image pair on with each camera's camera_info of its stamp ('exact_or_latest'),
+        as soon as both arrived (drivers publish it just after the image); after
+        ``CAMERA_INFO_WAIT_S`` (``timed_out``), or in 'latest', with the newest."""
+        if self._waiting_pair is None:
+            return
+        left, right, _ = self._waiting_pair
         exact_first = self.values["camera_info_sync"] == "exact_or_latest"
         (left_info, left_sub), (right_info, right_sub) = (
             cache.lookup(stamp_nanoseconds(image), exact_first) for cache, image in zip(self.camera_infos, (left, right))
         )
+        substituted = exact_first and (left_sub or right_sub)
+        if substituted and not timed_out:
+            return
+        self._waiting_pair = None
         if left_info is None or right_info is None:
             missing = " and ".join(n for n, m in (("left", left_info), ("right", right_info)) if m is None)
             self._reject("no_camera_info", f"an image pair arrived before any {missing} camera_info")
             return
-        if exact_first and (left_sub or right_sub):
-            self.camera_info_substitutes += 1
+        self.camera_info_substitutes += int(substituted)
         self._on_pair(left, left_info, right, right_info)
+
+    def _camera_info_timeout(self) -> None:
+        if self._waiting_pair is not None and time.monotonic() - self._waiting_pair[2] >= CAMERA_INFO_WAIT_S:
+            self._complete_image_pair(timed_out=True)
 
     def _on_pair(self, left, left_info, right, right_info) -> None:
         self.in_times.append(time.monotonic())
@@ -797,6 +828,9 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C under ros2 launch reaches the node twice (the terminal's process group, then
+        # launch's own SIGINT): the second must not break the clean shutdown.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

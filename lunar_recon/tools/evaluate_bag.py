@@ -93,7 +93,7 @@ def add_arguments(p) -> None:
         "--hazard-above",
         type=float,
         default=HazardParams().hazard_above,
-        help="a site is a hazard at or above this probability (as the node's hazard.hazard_above)",
+        help="a site is a hazard at or above this probability (as the node's hazard.hazard_above; 0: each model's own, else 0.5)",
     )
     p.add_argument(
         "--hazard-memory",
