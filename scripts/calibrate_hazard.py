@@ -52,15 +52,22 @@ def main(argv: list[str]) -> int:
     ]
     card_path.write_text(json.dumps(card, indent=1, default=str))
     md_path = SHIPPED_DIR / "MODEL_CARD.md"
-    md = md_path.read_text().split(SECTION)[0].rstrip("\n")
+    md = md_path.read_text()
     md = md.replace(md.split("(sha256 `")[1].split("…`)")[0], card["sha256"][:16], 1) if "(sha256 `" in md else md
-    md += (
-        f"\n\n{SECTION}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (monotone fit of the "
+    section = (
+        f"{SECTION}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (monotone fit of the "
         f"observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration frames):\n\n"
         f"`{table}`\n\nA site is called a hazard at calibrated P >= {threshold} (`hazard_above`: the threshold "
         "with the best hazard F1 on the same calibration frames).\n\n"
-        f"```\n{command}\n```\n"
     )
+    if SECTION in md:  # replace the section up to the next heading, keep the rest
+        head, rest = md.split(SECTION, 1)
+        tail = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
+        md = head + section + tail
+    else:
+        md = md.rstrip("\n") + "\n\n" + section
+    if "```\n" in md and md.rstrip().endswith("```"):  # the card ends with its command log
+        md = md.rstrip().removesuffix("```") + "\n".join(card["commands"][-3:]) + "\n```\n"
     md_path.write_text(md)
     print(f"{path}: hazard calibration {table}, hazard at P >= {threshold}")
     return 0

@@ -766,6 +766,8 @@ class StereoNode(Node):
             "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "hazard_status": self.last_hazard_note or "ok",
+            # the probability at which the last map called a hazard (hazard.hazard_above, or the model's own)
+            "hazard_above": float("nan") if self.last_hazard is None else self.last_hazard.params.hazard_above,
             "descent_map_resets": self.descent_resets,
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",
             "sun_direction": "topic"
