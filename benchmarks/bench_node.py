@@ -184,8 +184,10 @@ def main() -> None:
     )
     print("\nRSS every 5% of the run (MiB): " + " ".join(f"{r:.0f}" for r in rss))
     print(
-        f"node diagnostics at the end: dropped pairs {diag.get('dropped_pairs', '?')}, "
-        f"hazard memory maps {diag.get('hazard_memory_maps', '?')}"
+        f"node diagnostics at the end: pairs received {diag.get('pairs_received', '?')} "
+        f"(incomplete {diag.get('incomplete_pairs', '?')}, completed with a camera's newest camera_info "
+        f"{diag.get('camera_info_substitutes', '?')}, before any camera_info {diag.get('rejected.no_camera_info', 0)}), "
+        f"dropped for a newer pair {diag.get('dropped_pairs', '?')}, hazard memory maps {diag.get('hazard_memory_maps', '?')}"
     )
 
 

@@ -54,6 +54,7 @@ def test_every_output_over_dds(frame):
         t.wait_for_node(proc)
         stamp = 1_700_000_000_123_456_789
         wanted = ["depth/image_rect", "depth/camera_info", "confidence", "points2", "slope", "hazard/grid", "hazard/image"]
+        wanted += ["hazard/elevation", "hazard/elevation_sigma"]
         for _ in range(20):
             t.publish(t.pair(fr), stamp)
             if t.spin(3.0, lambda: all(k in t.got for k in wanted)):
@@ -85,6 +86,14 @@ def test_every_output_over_dds(frame):
         assert g.info.resolution == pytest.approx(0.3) and g.info.width * g.info.height == len(g.data)
         cost = np.asarray(g.data, np.int8)
         assert cost.min() >= -1 and cost.max() <= 100 and (cost >= 0).mean() > 0.3
+        # the cells' heights and their sigma, laid out as the grid's cells
+        el, el_sigma = t.got["hazard/elevation"][-1], t.got["hazard/elevation_sigma"][-1]
+        assert (el.encoding, el.height, el.width) == ("32FC1", g.info.height, g.info.width)
+        heights = np.frombuffer(bytes(el.data), np.float32).reshape(el.height, el.width)
+        sigmas = np.frombuffer(bytes(el_sigma.data), np.float32).reshape(el.height, el.width)
+        judged = cost.reshape(heights.shape) >= 0
+        assert np.isfinite(heights[judged]).mean() > 0.9 and np.nanmax(heights) - np.nanmin(heights) < 30
+        assert np.all(sigmas[np.isfinite(heights)] == 0)  # no noise model here: exact heights claimed
         q = g.info.origin.orientation
         R = _quat(q)
         assert np.allclose(R @ [0, 0, 1], fr.up_left, atol=1e-6)  # the grid lies on the gravity-aligned plane

@@ -366,7 +366,9 @@ def elevation_grid(
     z = inside[:, 2].astype(np.float64)
     zmin, span = float(z.min()), float(np.ptp(z))
     step = max(span, 1e-9) / ((1 << _Z_BITS) - 1)
-    order = np.argsort((flat << _Z_BITS) | np.round((z - zmin) / step).astype(np.int64))
+    # A stable (run-merging) sort: an organised cloud's keys come in long ascending runs along
+    # its rows, which it merges ~3x faster than the default quicksort sorts them.
+    order = np.argsort((flat << _Z_BITS) | np.round((z - zmin) / step).astype(np.int64), kind="stable")
     start = np.cumsum(n) - n
     cells = np.flatnonzero(valid)
     s, m = start[cells], n[cells]

@@ -120,14 +120,15 @@ def unknown_grid_msg(OccupancyGrid, header, resolution: float):
     return msg
 
 
-def depth_image_msg(Image, header, depth: np.ndarray):
+def float_image_msg(Image, header, values: np.ndarray):
+    """A 32FC1 image (depth in metres, confidence, slope, a grid's cell heights), NaN invalid."""
     msg = Image()
     msg.header = header
-    msg.height, msg.width = depth.shape
+    msg.height, msg.width = values.shape
     msg.encoding = "32FC1"
     msg.is_bigendian = 0
-    msg.step = depth.shape[1] * 4
-    msg.data = np.ascontiguousarray(depth, dtype=np.float32).tobytes()
+    msg.step = values.shape[1] * 4
+    msg.data = np.ascontiguousarray(values, dtype=np.float32).tobytes()
     return msg
 
 

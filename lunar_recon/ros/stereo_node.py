@@ -44,7 +44,7 @@ from ..pipeline import (
 from .conversions import (
     MessageRejected,
     bgr_image_msg,
-    depth_image_msg,
+    float_image_msg,
     image_from_msg,
     occupancy_grid_msg,
     pointcloud2_msg,
@@ -461,6 +461,9 @@ class StereoNode(Node):
             "points": self.create_publisher(PointCloud2, "points2", out),
             "slope": self.create_publisher(Image, "slope", out),
             "grid": self.create_publisher(OccupancyGrid, "hazard/grid", latched),
+            # the map's cell heights and their 1-sigma, laid out as hazard/grid's cells (for RViz)
+            "elevation": self.create_publisher(Image, "hazard/elevation", out),
+            "elevation_sigma": self.create_publisher(Image, "hazard/elevation_sigma", out),
             "overlay": self.create_publisher(Image, "hazard/image", out),
             "site": self.create_publisher(PointStamped, "hazard/landing_site", out),
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
@@ -655,6 +658,7 @@ class StereoNode(Node):
             "points": v["publish_points"] and n("points"),
             "slope": v["publish_slope"] and n("slope"),
             "grid": v["publish_hazard"] and n("grid"),
+            "elevation": v["publish_hazard"] and (n("elevation") or n("elevation_sigma")),
             "overlay": v["publish_hazard"] and n("overlay"),
             "site": v["publish_hazard"] and n("site"),
         }
@@ -667,9 +671,8 @@ class StereoNode(Node):
         want = self._wanted()
         if not any(want.values()):
             return  # nobody listens: compute nothing
-        params = dataclasses.replace(
-            self.reconstructor.params, compute_slope=want["slope"], compute_hazard=want["grid"] or want["overlay"] or want["site"]
-        )
+        hazard = want["grid"] or want["elevation"] or want["overlay"] or want["site"]
+        params = dataclasses.replace(self.reconstructor.params, compute_slope=want["slope"], compute_hazard=hazard)
         staged = self.reconstructor.predict_scaled(img_l, img_r, calib, params)
         with self._cond:
             if self._staged is not None:
@@ -693,7 +696,7 @@ class StereoNode(Node):
         rec = self.reconstructor.finish(staged, calib, up, params, sun_in_left=sun, image_left=img_l, camera_pose=pose)
         h = left.header
         if want["depth"]:
-            self.pub["depth"].publish(depth_image_msg(Image, h, rec.depth))
+            self.pub["depth"].publish(float_image_msg(Image, h, rec.depth))
             info = CameraInfo()
             info.header, info.height, info.width = h, left_info.height, left_info.width
             info.distortion_model, info.d, info.k, info.r, info.p = (
@@ -705,7 +708,7 @@ class StereoNode(Node):
             )
             self.pub["depth_info"].publish(info)
         if want["confidence"]:
-            self.pub["confidence"].publish(depth_image_msg(Image, h, rec.confidence))
+            self.pub["confidence"].publish(float_image_msg(Image, h, rec.confidence))
         if want["points"]:
             intensity = img_l if img_l.ndim == 2 else img_l.mean(axis=2)
             self.pub["points"].publish(
@@ -714,7 +717,7 @@ class StereoNode(Node):
                 )
             )
         if want["slope"] and rec.slope_deg is not None:
-            self.pub["slope"].publish(depth_image_msg(Image, h, rec.slope_deg))
+            self.pub["slope"].publish(float_image_msg(Image, h, rec.slope_deg))
         self.last_hazard_note = rec.hazard_note
         if rec.hazard is None and params.compute_hazard and want["grid"]:
             self.pub["grid"].publish(unknown_grid_msg(OccupancyGrid, h, params.hazard.resolution_m or 1.0))
@@ -729,6 +732,10 @@ class StereoNode(Node):
             self.last_hazard = hmap
             if want["grid"]:
                 self.pub["grid"].publish(occupancy_grid_msg(OccupancyGrid, h, hmap))
+            if want["elevation"]:
+                self.pub["elevation"].publish(float_image_msg(Image, h, hmap.elevation_m))
+                sigma = hmap.elevation_sigma_m if hmap.elevation_sigma_m is not None else np.zeros(hmap.shape, np.float32)
+                self.pub["elevation_sigma"].publish(float_image_msg(Image, h, sigma))
             if want["overlay"]:
                 from ..viz import hazard_overlay
 
