@@ -477,7 +477,9 @@ class StereoReconstructor:
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
                 if p.descent_map and camera_pose is not None and sigma is not None and hazard_note is None:
-                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p, probability_table)
+                    descent_hazard, descent_update = self._fuse(
+                        points, sigma, camera_pose, hazard_params, p, probability_table, fx
+                    )
                 if hmap is not None and camera_pose is not None:
                     hmap = self.hazard_memory.update(
                         hmap, camera_pose, p.hazard.memory_frames, p.hazard.memory_keyframe_distance_m
@@ -513,6 +515,7 @@ class StereoReconstructor:
         hazard_params: HazardParams,
         p: ReconstructionParams,
         probability_table,
+        fx: float,
     ) -> tuple[HazardMap, DescentUpdate]:
         """Fuse this frame into the stream's descent map and make the landing-site map on it
         (through the model's calibration, which was fitted on single frames)."""
@@ -524,5 +527,5 @@ class StereoReconstructor:
             or self.descent_map.params != p.descent
         ):
             self.descent_map = DescentMap(hazard_params.resolution_m, p.descent)
-        update = self.descent_map.update(points, sigma, camera_pose, hazard_params.min_points_per_cell)
+        update = self.descent_map.update(points, sigma, camera_pose, hazard_params.min_points_per_cell, fx)
         return self.descent_map.hazard_map(camera_pose, hazard_params, probability_table), update

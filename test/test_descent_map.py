@@ -208,3 +208,23 @@ def test_poses_drifting_one_percent_of_range_keep_the_map_consistent():
     assert certified.sum() > 100
     kept = (drift.hazard[certified] == SAFE).mean() if drift.hazard.shape == true.hazard.shape else 0.0
     assert kept >= 0.9, kept
+
+
+def test_a_far_frames_pixel_adds_its_resolution_error_to_the_variance():
+    """pixel_relief: each observation's sigma gains pixel_relief x its ground pixel (depth / fx)
+    in quadrature, so a far frame's heights count for less than a near one's."""
+    T_far, fx, sigma = _pose(z=80.0), 400.0, 0.05
+    pts = _plane_view(T_far, n=50_000, half=5.0)
+    plain = DescentMap(0.5, DescentMapParams(window_m=12.0, pixel_relief=0.0))
+    widened = DescentMap(0.5, DescentMapParams(window_m=12.0, pixel_relief=1.0))
+    plain.update(pts, np.full(len(pts), sigma), T_far, fx=fx)
+    widened.update(pts, np.full(len(pts), sigma), T_far, fx=fx)
+    seen = np.isfinite(plain.var)
+    # an exact plane: a cell's variance is its points' mean variance over (at most 4) samples
+    ratio = widened.var[seen] / plain.var[seen]
+    assert ratio == pytest.approx((sigma**2 + (80.0 / fx) ** 2) / sigma**2, rel=1e-6)
+    no_fx = DescentMap(0.5, DescentMapParams(window_m=12.0, pixel_relief=1.0))
+    no_fx.update(pts, np.full(len(pts), sigma), T_far)  # without the focal length: no term
+    assert np.allclose(no_fx.var[seen], plain.var[seen])
+    with pytest.raises(ValueError, match="pixel_relief"):
+        DescentMapParams(pixel_relief=-1.0).validate()

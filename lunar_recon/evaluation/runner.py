@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry.descent_map import DescentMapParams
 from ..geometry.hazard import HazardParams
 from ..geometry.metric_scale import STEREO_FUSION_DISPARITY_PX
 from ..geometry.shadows import SHADOW_INTENSITY_FRACTION
@@ -53,6 +54,7 @@ class EvaluationOptions:
     hazard_memory: int = HazardParams().memory_frames
     hazard_memory_keyframe_distance: float = HazardParams().memory_keyframe_distance_m
     descent_map: bool = False
+    descent_pixel_relief: float = DescentMapParams().pixel_relief
     fit_hazard_calibration: bool = False  # raw probabilities, and the tables fitted on them
     fit_disparity_precision: bool = False
     no_references: bool = False
@@ -226,6 +228,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             hazard=params,
                             calibrate_hazard=not opts.fit_hazard_calibration,
                             descent_map=opts.descent_map,
+                            descent=DescentMapParams(pixel_relief=opts.descent_pixel_relief),
                         ),
                     )
                 t0 = time.perf_counter()

@@ -5,7 +5,8 @@ two-view stereo.  Like elevation_mapping_cupy and JPL's descent height map, each
 gravity-aligned grid in the world frame of the navigation pose keeps a height mean and
 variance, updated from every frame by a scalar Kalman step with each observation's own
 variance (the frame's cell median and its noise model: sigma_Z = Z^2 sigma_d / (f B), widened
-where the network is unsure, plus the spread of its points).  An observation further than
+where the network is unsure, plus the relief its ground pixel Z / f cannot resolve,
+``pixel_relief`` x Z / f, plus the spread of its points).  An observation further than
 ``gate_sigmas`` standard deviations of the two variances together from the map is an outlier
 and is not fused (Mahalanobis gating) -- unless it is the more precise of the two: then the
 map's estimate was the wrong one (a far frame's smoothing of a rock is not noise) and the
@@ -36,6 +37,9 @@ class DescentMapParams:
     window_m: float = 48.0  # side of the square window of cells kept around the camera's ground point
     gate_sigmas: float = 3.0  # Mahalanobis gate of an observation against the map
     reset_distance_m: float = 25.0  # camera travel between two frames that counts as a pose jump
+    # 1-sigma height error of an observation per metre of its ground pixel (range / focal
+    # length): relief a far frame's pixel cannot resolve, which its stereo noise does not hold
+    pixel_relief: float = 2.0
 
     def validate(self) -> None:
         if not self.window_m > 0:
@@ -44,6 +48,8 @@ class DescentMapParams:
             raise ValueError("descent map: gate_sigmas must be positive")
         if not self.reset_distance_m > 0:
             raise ValueError("descent map: reset_distance_m must be positive")
+        if not 0 <= self.pixel_relief < 100:
+            raise ValueError("descent map: pixel_relief must be in [0, 100) (0: no resolution term)")
 
 
 @dataclass
@@ -99,10 +105,17 @@ class DescentMap:
         self.origin = new_origin
 
     def update(
-        self, points: np.ndarray, elevation_sigma: np.ndarray, T_world_from_camera: np.ndarray, min_points_per_cell: int = 1
+        self,
+        points: np.ndarray,
+        elevation_sigma: np.ndarray,
+        T_world_from_camera: np.ndarray,
+        min_points_per_cell: int = 1,
+        fx: float | None = None,
     ) -> DescentUpdate:
         """Fuse one frame: ``points`` (N x 3 or H x W x 3, camera frame, NaN invalid) with each
-        point's 1-sigma elevation uncertainty, seen from the pose ``T_world_from_camera``."""
+        point's 1-sigma elevation uncertainty, seen from the pose ``T_world_from_camera``; with
+        the camera's focal length ``fx`` (px) and ``pixel_relief`` each point's ground pixel
+        (its depth / fx) adds ``pixel_relief`` x that to its sigma, in quadrature."""
         T = np.asarray(T_world_from_camera, dtype=np.float64)
         if T.shape != (4, 4) or not np.isfinite(T).all():
             raise ValueError("descent map: the camera pose must be a finite 4x4 matrix")
@@ -122,6 +135,8 @@ class DescentMap:
         sigma = np.asarray(elevation_sigma, dtype=np.float64).reshape(-1)
         if sigma.shape[0] != p.shape[0]:
             raise ValueError(f"descent map: {sigma.shape[0]} sigmas for {p.shape[0]} points")
+        if self.params.pixel_relief > 0 and fx is not None and np.isfinite(fx) and fx > 0:
+            sigma = np.hypot(sigma, (self.params.pixel_relief / fx) * p[:, 2])
         ok = np.isfinite(p[:, 0] + p[:, 1] + p[:, 2] + sigma)  # one pass, not an axis reduction
         if not ok.all():
             keep = np.flatnonzero(ok)

@@ -197,6 +197,11 @@ PARAMETERS: dict[str, tuple] = {
         "camera travel between two frames that resets the map (a pose jump, m)",
         (0.01, 1e5),
     ),
+    "descent_map.pixel_relief": (
+        _D.pixel_relief,
+        "height error (1 sigma) of an observation per metre of its ground pixel: relief a far frame cannot resolve",
+        (0.0, 100.0),
+    ),
     "pose_tolerance_seconds": (0.05, "largest stamp difference between a pair and the pose used for it", (0.0, 10.0)),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
@@ -354,6 +359,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
             window_m=v["descent_map.window_m"],
             gate_sigmas=v["descent_map.gate_sigmas"],
             reset_distance_m=v["descent_map.reset_distance_m"],
+            pixel_relief=v["descent_map.pixel_relief"],
         ),
     )
 

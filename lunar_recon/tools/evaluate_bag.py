@@ -20,6 +20,7 @@ HELP = "evaluate models on rosbag2 sequences or dataset folders, write a report"
 
 def add_arguments(p) -> None:
     from ..evaluation.runner import DEFAULT_CEILING_PX
+    from ..geometry.descent_map import DescentMapParams
     from ..geometry.hazard import HazardParams
     from ..models.registry import CLASSICAL
     from ..geometry.metric_scale import STEREO_FUSION_DISPARITY_PX
@@ -113,6 +114,12 @@ def add_arguments(p) -> None:
         action="store_true",
         help="also fuse each sequence's frames into a descent map (needs poses) and score its "
         "landing-site map as 'MODEL + descent map', per frame and at each sequence's last frame",
+    )
+    p.add_argument(
+        "--descent-pixel-relief",
+        type=float,
+        default=DescentMapParams().pixel_relief,
+        help="the descent map's height error per metre of a frame's ground pixel (descent_map.pixel_relief)",
     )
     p.add_argument(
         "--fit-hazard-calibration",
