@@ -515,7 +515,7 @@ class StereoReconstructor:
         hazard_params: HazardParams,
         p: ReconstructionParams,
         probability_table,
-        fx: float,
+        fx: float | None,
     ) -> tuple[HazardMap, DescentUpdate]:
         """Fuse this frame into the stream's descent map and make the landing-site map on it
         (through the model's calibration, which was fitted on single frames)."""
