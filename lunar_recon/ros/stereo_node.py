@@ -485,7 +485,8 @@ class StereoNode(Node):
         for w in self._workers:
             w.start()
         self.get_logger().info(
-            f"stereo_node ready: model {self.model_name} on {self.device}, {'approximate' if approx else 'exact'} sync"
+            f"stereo_node ready: model {self.model_name} on {self.device}, {'approximate' if approx else 'exact'} "
+            f"image sync, camera_info {self.values['camera_info_sync']}"
         )
 
     # ---- parameters ------------------------------------------------------------------------------
