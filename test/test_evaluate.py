@@ -309,7 +309,8 @@ def test_a_bag_replayed_offline_and_live_gives_the_same_hazard_maps(bag):
     evaluate-bag runs it) and a running stereo_node fed the same bag over DDS
     (ros.replay.LiveReplay) publish the same hazard map for every frame."""
     from lunar_recon.data.rosbag import read_stereo_bag
-    from lunar_recon.geometry.hazard import HazardParams
+    from lunar_recon.evaluation.runner import with_node_threshold
+    from lunar_recon.geometry.hazard import HazardParams, hazard_map_from_grid
     from lunar_recon.models.sgbm import SGBMModel
     from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
     from lunar_recon.ros.probe import start_node, stop_node
@@ -320,7 +321,7 @@ def test_a_bag_replayed_offline_and_live_gives_the_same_hazard_maps(bag):
     offline = {}
     for fr in frames:
         r = rec.reconstruct(fr.left, fr.right, fr.calibration, fr.up_left, fr.sun_left, camera_pose=fr.T_world_from_left)
-        offline[int(fr.stamp_ns)] = r.hazard.cost
+        offline[int(fr.stamp_ns)] = r.hazard
     dom = random.randint(20, 200)
     proc = start_node(dom, "model:=sgbm", "hazard.resolution_m:=0.5")
     replay = LiveReplay(domain=dom)
@@ -328,11 +329,18 @@ def test_a_bag_replayed_offline_and_live_gives_the_same_hazard_maps(bag):
         replay.wait_for_node(60.0)
         replay.replay(frames, speed=0.5)
         answers = replay.collect(60.0)
+        kv = replay.diagnostics()
     finally:
         replay.close()
         stop_node(proc)
     assert set(answers) == set(offline)
-    for stamp, cost in offline.items():
+    # the live scorer reads the grid's classes at the node's own threshold (its model's)
+    params = with_node_threshold(HazardParams(resolution_m=0.5), kv)
+    assert params.hazard_above == SGBMModel.hazard_above
+    for stamp, hmap in offline.items():
         grid = answers[stamp].grid
         assert grid is not None, f"no hazard/grid for stamp {stamp}"
-        assert grid[0].shape == cost.shape and np.array_equal(grid[0], cost)
+        assert grid[0].shape == hmap.cost.shape and np.array_equal(grid[0], hmap.cost)
+        published = hazard_map_from_grid(*grid, params)[0]
+        # the same classes, but where a probability rounds to a whole percent across a threshold
+        assert (published.hazard == hmap.hazard).mean() > 0.99

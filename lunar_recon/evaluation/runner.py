@@ -315,6 +315,19 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
     return run
 
 
+def with_node_threshold(params, diagnostics: dict):
+    """``params`` with the probability at which the running node called a hazard (its
+    diagnostics' ``hazard_above``: its model's own) where ``params`` leave it to the depth
+    source (0): a published grid carries probabilities, not the node's classes."""
+    try:
+        node_threshold = float(diagnostics.get("hazard_above", "nan"))
+    except ValueError:
+        node_threshold = float("nan")
+    if params.hazard_above == 0 and np.isfinite(node_threshold) and params.safe_below <= node_threshold <= 1:
+        return dataclasses.replace(params, hazard_above=node_threshold)
+    return params
+
+
 def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: dict, out: Path) -> EvaluationRun:
     """Scores of what a running stereo_node answered (``ros.replay.LiveReplay``): ``sent``
     maps each stamp to ``(sequence, index, frame)``, ``answers`` each stamp to its Answer."""
@@ -335,6 +348,7 @@ def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: 
         depth = answer.depth
         truth_h = truth_of(fr, HazardParams())
         params, truth_h, _ = hazard_params_for(opts, truth_h)
+        params = with_node_threshold(params, kv)
         if answer.grid is not None and truth_h is not None:
             cost, resolution, origin, orientation = answer.grid
             published = hazard_map_from_grid(cost, resolution, origin, orientation, params)[0]
