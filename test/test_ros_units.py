@@ -168,8 +168,11 @@ def test_rviz_file_is_valid_and_shows_existing_topics():
     cfg = yaml.safe_load((REPO / "config" / "lunar_recon.rviz").read_text())
     displays = cfg["Visualization Manager"]["Displays"]
     topics = {d["Topic"]["Value"] for d in displays}
-    published = {"depth/image_rect", "points2", "hazard/grid", "hazard/image", "hazard/landing_site"}
+    from lunar_recon.ros.probe import OUTPUT_TOPICS
+
+    published = {"depth/image_rect", "points2", "hazard/grid", "hazard/elevation_sigma", "hazard/image", "hazard/landing_site"}
     assert published <= topics and "left/image_rect" in topics
+    assert topics <= set(OUTPUT_TOPICS) | {"left/image_rect"}  # every display shows a topic the node has
     classes = {d["Class"] for d in displays}
     assert {
         "rviz_default_plugins/Map",
