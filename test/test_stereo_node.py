@@ -256,6 +256,39 @@ def test_runtime_parameter_changes_are_validated(frame):
         stop_node(proc)
 
 
+def test_a_pair_takes_the_attitude_of_its_own_stamp(frame):
+    """Gravity comes from the attitude message of the pair's stamp, not the newest: a later
+    attitude (tilted 30 deg) that arrives before the pair is processed does not tilt its map."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import QuaternionStamped
+
+    from lunar_recon.geometry.frames import matrix_to_quaternion, rotation_aligning
+
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "hazard.resolution_m:=0.5", "disparity_sigma_px:=0.0")
+    t = NodeProbe(dom)
+    try:
+        t.wait_for_node(proc)
+        stamp = 1_700_000_000 * 10**9
+        R_world_from_camera = rotation_aligning(fr.up_left)  # world z = up
+        a = np.radians(30.0)
+        tilt = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+        for ns, R in ((stamp, R_world_from_camera), (stamp + 10**9, R_world_from_camera @ tilt)):
+            att = QuaternionStamped()
+            att.header.stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
+            att.quaternion.x, att.quaternion.y, att.quaternion.z, att.quaternion.w = (float(v) for v in matrix_to_quaternion(R))
+            t.attitude_pub.publish(att)
+        t.spin(0.5)
+        t.publish(t.pair(fr), stamp)
+        assert t.spin(30.0, lambda: "hazard/grid" in t.got), t.diagnostics()
+        g = t.got["hazard/grid"][-1]
+        assert g.info.width > 1  # a map was made
+        assert np.allclose(_quat(g.info.origin.orientation) @ [0, 0, 1], fr.up_left, atol=1e-6)
+    finally:
+        t.close()
+        stop_node(proc)
+
+
 def test_sun_direction_topic_bounds_the_hazard_map():
     """A sun direction received on `sun_direction` bounds the node's hazard map exactly as the
     pipeline's with that sun (its shadows lower cells a low sun proves to lie below the grazing
@@ -459,7 +492,7 @@ def test_megapixel_colour_pairs_arrive_complete_at_10_hz_by_default(frame):
         t.spin(2.0)  # the last pair may still wait (0.1 s) for its camera_info; diagnostics come each second
         kv, received = counts()
         assert kv["camera_info_sync"] == "exact_or_latest"
-        assert received["left/image_rect"] >= 0.75 * sent and received["right/image_rect"] >= 0.75 * sent, kv
+        assert received["left/image_rect"] >= sent / 2 and received["right/image_rect"] >= sent / 2, kv
         # every stamp whose two images arrived is a pair whatever became of its camera_info,
         # unless it came before a camera's first camera_info got through (rejected with that
         # reason), one image came after a newer pair (late: counted incomplete, as the half
@@ -470,7 +503,8 @@ def test_megapixel_colour_pairs_arrive_complete_at_10_hz_by_default(frame):
         late = int(kv["incomplete_pairs"]) - 1
         outlived_queue = max(int(kv["dropped_messages_sync"]) - 1, 0)
         assert int(kv["pairs_received"]) + before_any_info + late + outlived_queue >= both_arrived, kv
-        assert int(kv["pairs_received"]) >= 1 and int(kv["camera_info_substitutes"]) <= int(kv["pairs_received"])
+        assert int(kv["pairs_received"]) >= sent / 2, kv  # the transport's share varies run to run
+        assert int(kv["camera_info_substitutes"]) <= int(kv["pairs_received"])
         assert int(kv["incomplete_pairs"]) >= 1
         assert kv["incompatible_qos_events"] == "0"
     finally:

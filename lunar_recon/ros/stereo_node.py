@@ -202,7 +202,12 @@ PARAMETERS: dict[str, tuple] = {
         "height error (1 sigma) of an observation per metre of its ground pixel: relief a far frame cannot resolve",
         (0.0, 100.0),
     ),
-    "pose_tolerance_seconds": (0.05, "largest stamp difference between a pair and the pose used for it", (0.0, 10.0)),
+    "pose_tolerance_seconds": (
+        0.05,
+        "largest stamp difference between a pair and the pose, attitude and sun direction used for it "
+        "(without a pose within it the map has no memory; without such an attitude or sun direction the newest is used)",
+        (0.0, 10.0),
+    ),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
@@ -398,8 +403,10 @@ class StereoNode(Node):
         self.latencies: deque = deque(maxlen=100)
         self.in_times: deque = deque(maxlen=100)
         self.out_times: deque = deque(maxlen=100)
-        self.attitude: tuple[float, np.ndarray] | None = None
-        self.sun: tuple[str, np.ndarray] | None = None  # (frame_id, unit vector) last received
+        # (stamp ns, up) and (stamp ns, frame_id, unit vector) as received: a pair takes the
+        # ones of its own stamp (a later message may arrive while it waits for the network)
+        self.attitudes: deque = deque(maxlen=100)
+        self.suns: deque = deque(maxlen=100)
         self.poses: deque = deque(maxlen=100)  # (stamp ns, T_world_from_left) from the pose topic
         # Two stages on two threads, each taking only the newest item (older ones are dropped
         # and counted): the network of pair n+1 runs while pair n's geometry is made and published.
@@ -530,7 +537,7 @@ class StereoNode(Node):
         if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
             self._reject("attitude", "invalid quaternion")
             return
-        self.attitude = (time.monotonic(), up_from_attitude(q))
+        self.attitudes.append((stamp_ns(msg.header.stamp), up_from_attitude(q)))
 
     def _on_pose(self, msg: PoseStamped) -> None:
         o, t = msg.pose.orientation, msg.pose.position
@@ -541,28 +548,36 @@ class StereoNode(Node):
             return
         self.poses.append((stamp_ns(msg.header.stamp), T))
 
+    def _nearest(self, history: deque, stamp) -> tuple | None:
+        """The entry of ``history`` (stamp ns first) nearest the pair's stamp, when within
+        ``pose_tolerance_seconds`` of it, else None."""
+        ns = stamp_ns(stamp)
+        entries = list(history)  # the deque is appended on the executor thread
+        if not entries:
+            return None
+        best = min(entries, key=lambda e: abs(e[0] - ns))
+        return best if abs(best[0] - ns) <= self.values["pose_tolerance_seconds"] * 1e9 else None
+
     def _pose(self, stamp) -> np.ndarray | None:
         """The left camera's pose at the pair's stamp (the nearest pose within the tolerance), or
         None: without it the hazard map has no memory."""
-        ns = stamp_ns(stamp)
-        poses = list(self.poses)  # the deque is appended on the executor thread
-        if not poses:
-            return None
-        t, T = min(poses, key=lambda p: abs(p[0] - ns))
-        return T if abs(t - ns) <= self.values["pose_tolerance_seconds"] * 1e9 else None
+        found = self._nearest(self.poses, stamp)
+        return None if found is None else found[1]
 
     def _on_sun(self, msg: Vector3Stamped) -> None:
         v = np.array([msg.vector.x, msg.vector.y, msg.vector.z])
         if not np.isfinite(v).all() or np.linalg.norm(v) < 1e-9:
             self._reject("sun_direction", "invalid vector")
             return
-        self.sun = (msg.header.frame_id, normalize(v))
+        self.suns.append((stamp_ns(msg.header.stamp), msg.header.frame_id, normalize(v)))
 
-    def _sun(self, image_frame_id: str) -> np.ndarray | None:
-        """Direction toward the sun in the left optical frame: the topic's (when it is in that
-        frame), else the parameter's, else None (unknown: shadows unused)."""
-        if self.sun is not None:
-            frame_id, v = self.sun
+    def _sun(self, image_frame_id: str, stamp) -> np.ndarray | None:
+        """Direction toward the sun in the left optical frame: the topic's (the message of the
+        pair's stamp, else the newest; when it is in that frame), else the parameter's, else
+        None (unknown: shadows unused)."""
+        found = self._nearest(self.suns, stamp) or (self.suns[-1] if self.suns else None)
+        if found is not None:
+            _, frame_id, v = found
             if frame_id in ("", image_frame_id):
                 return v
             self._reject("sun_direction", f"frame {frame_id!r} is not the left image's {image_frame_id!r}")
@@ -630,9 +645,11 @@ class StereoNode(Node):
             self._slot = (left, left_info, right, right_info, time.monotonic())
             self._cond.notify_all()
 
-    def _up(self) -> np.ndarray:
-        if self.values["use_attitude"] and self.attitude is not None:
-            return self.attitude[1]
+    def _up(self, stamp) -> np.ndarray:
+        """Gravity 'up' in the left optical frame: the attitude of the pair's stamp (else the
+        newest) when ``use_attitude``, else the parameter's."""
+        if self.values["use_attitude"] and self.attitudes:
+            return (self._nearest(self.attitudes, stamp) or self.attitudes[-1])[1]
         return normalize(self.values["up_vector"])
 
     # ---- workers ---------------------------------------------------------------------------------
@@ -692,8 +709,8 @@ class StereoNode(Node):
                 calib,
                 params,
                 want,
-                self._up(),
-                self._sun(left.header.frame_id),
+                self._up(left.header.stamp),
+                self._sun(left.header.frame_id, left.header.stamp),
                 self._pose(left.header.stamp),
                 t_arrival,
             )
@@ -785,7 +802,7 @@ class StereoNode(Node):
             "descent_map_resets": self.descent_resets,
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",
             "sun_direction": "topic"
-            if self.sun is not None
+            if self.suns
             else "parameter"
             if np.linalg.norm(self.values["sun_vector"]) > 1e-9
             else "unknown (shadows unused)",
