@@ -122,7 +122,7 @@ class ReconstructionParams:
     scale_mode: str = "auto"  # one of SCALE_MODES
     scale_field_sigma: float = SCALE_FIELD_SIGMA  # 'stereo_local' field sigma, fraction of image width
     # 'stereo' / 'stereo_local': pull the points toward a full-resolution SGBM's where its disparity
-    # (px of the left image) is large, halfway at this one (fuse_with_stereo_reference); 0: off
+    # (px of the left image) is large, halfway at this one (fuse_with_matcher); 0: off
     stereo_fusion_disparity_px: float = STEREO_FUSION_DISPARITY_PX
     # a student with a calibrated-stereo head (models.stereo_head) takes its metric reference and
     # fusion from it on a rectified rig instead of SGBM; its disparities under this confidence

@@ -221,7 +221,7 @@ def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
     import cv2
 
     from lunar_recon.geometry.camera import Intrinsics, depth_to_points
-    from lunar_recon.geometry.metric_scale import fuse_with_stereo_reference
+    from lunar_recon.geometry.metric_scale import fuse_with_matcher
 
     def inside_mask():
         inside = np.zeros((384, 512), bool)
@@ -241,10 +241,10 @@ def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
         reference = np.full((192, 256), z, np.float32)
         reference[:40, :60] = np.nan  # a hole of the matcher
         network[300:, 400:] = np.nan
-        fused = fuse_with_stereo_reference(network, reference, calib, 20.0, sigma_px=8.0)
+        fused = fuse_with_matcher(network, reference, calib, 20.0, sigma_px=8.0)[0]
         expected = (1 - expected_say) * network + expected_say * truth
         full = cv2.resize(reference, (512, 384), interpolation=cv2.INTER_NEAREST)
-        fused_full = fuse_with_stereo_reference(network, full, calib, 20.0, sigma_px=8.0)
+        fused_full = fuse_with_matcher(network, full, calib, 20.0, sigma_px=8.0)[0]
         np.testing.assert_allclose(fused_full[inside_mask()], expected[inside_mask()], rtol=1e-4)
         inside = inside_mask()
         np.testing.assert_allclose(fused[inside], expected[inside], rtol=1e-4)
@@ -256,7 +256,7 @@ def test_stereo_fusion_takes_the_matcher_near_and_the_network_far():
             assert pulled(200) == pytest.approx(expected_say, rel=1e-3)
     assert expected_say == 0.5
     with pytest.raises(ValueError, match="positive"):
-        fuse_with_stereo_reference(network, reference, calib, 0)
+        fuse_with_matcher(network, reference, calib, 0)
     with pytest.raises(ValueError, match="stereo_fusion_disparity_px"):
         ReconstructionParams(stereo_fusion_disparity_px=-1).validate()
 

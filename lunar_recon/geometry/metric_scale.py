@@ -205,17 +205,6 @@ def fusion_reference_depth(
     return sgbm_depth(image_left, image_right, calibration, SGBMParams(num_disparities=count, min_disparity=low))
 
 
-def fuse_with_stereo_reference(
-    points: np.ndarray,
-    reference: np.ndarray,
-    calibration: StereoCalibration,
-    equal_weight_disparity_px: float = STEREO_FUSION_DISPARITY_PX,
-    sigma_px: float = STEREO_FUSION_SIGMA_PX,
-) -> np.ndarray:
-    """The metric pointmap of :func:`fuse_with_matcher` (without the matcher's say)."""
-    return fuse_with_matcher(points, reference, calibration, equal_weight_disparity_px, sigma_px)[0]
-
-
 def fuse_with_matcher(
     points: np.ndarray,
     reference: np.ndarray,
