@@ -156,6 +156,8 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
         "sgbm",
         "--no-references",
         "--descent-map",
+        "--descent-levels",
+        "2",
         "--figures",
         "0",
         "--out",
@@ -228,3 +230,48 @@ def test_a_far_frames_pixel_adds_its_resolution_error_to_the_variance():
     assert np.allclose(no_fx.var[seen], plain.var[seen])
     with pytest.raises(ValueError, match="pixel_relief"):
         DescentMapParams(pixel_relief=-1.0).validate()
+
+
+def test_observations_update_the_level_their_ground_pixel_resolves():
+    """levels: an observation updates the finest level whose cell spans pixels_per_cell of its
+    ground pixels (depth / fx); the map read out is the finest level with its empty cells
+    filled from the coarser ones, and a nearer look takes them over."""
+    params = DescentMapParams(window_m=12.0, levels=3, pixels_per_cell=2.0, pixel_relief=0.0, reset_distance_m=100.0)
+    m = DescentMap(0.25, params)
+    fx = 400.0
+    # a ground pixel of depth / 400: 2 of them fit a 0.25 m cell up to 50 m, 0.5 m to 100 m
+    assert m.level_of(np.array([10.0, 50.0, 51.0, 100.0, 101.0, 1e4]), fx).tolist() == [0, 0, 1, 1, 2, 2]
+    assert m.level_of(np.array([1e4]), None).tolist() == [0]  # no focal length: the finest
+    assert [layer.resolution for layer in m.layers] == [0.25, 0.5, 1.0]
+
+    T_far = _pose(z=90.0)
+    u = m.update(_plane_view(T_far, height=0.5, n=50_000, half=5.0), np.full(50_000, 0.05), T_far, fx=fx)
+    assert u.points_per_level == (0, 50_000, 0) and u.new > 0
+    assert not np.isfinite(m.mean).any()  # nothing in the finest cells ...
+    mean, var = m.fused_cells()
+    seen = np.isfinite(mean)
+    assert seen.sum() > 0.5 * (10 / 0.25) ** 2  # ... but the read-out holds the far frame's heights
+    np.testing.assert_allclose(mean[seen], 0.5, atol=1e-9)
+    hm = m.hazard_map(T_far)
+    assert (hm.hazard == SAFE).any()
+
+    T_near = _pose(z=20.0)
+    m.update(_plane_view(T_near, height=0.8, n=50_000, half=3.0), np.full(50_000, 0.05), T_near, fx=fx)
+    mean, _ = m.fused_cells()
+    near = np.isfinite(m.mean)
+    assert near.sum() > 0.5 * (6 / 0.25) ** 2
+    np.testing.assert_allclose(mean[near], 0.8, atol=1e-9)  # the near look, where it looked
+    far_only = seen & ~near
+    np.testing.assert_allclose(mean[far_only], 0.5, atol=1e-9)  # the far one elsewhere
+    assert m.nbytes == sum(2 * 8 * n * n for n in (48, 24, 12))  # each level's window: bounded
+    # a level whose points all fall outside its window (far points at the view's edge) is left as it was
+    before = m.layers[2].mean.copy()
+    far_off = np.array([[300.0, 0.0, 300.0]] * 10)  # 300 m deep, 300 m aside: level 2, off every window
+    near = _plane_view(T_near, height=0.8, n=1000, half=3.0)
+    u = m.update(np.r_[near, far_off], np.full(1010, 0.05), T_near, fx=fx)
+    assert u.points_per_level == (1000, 0, 10)
+    np.testing.assert_array_equal(m.layers[2].mean, before)
+    with pytest.raises(ValueError, match="levels"):
+        DescentMapParams(levels=0).validate()
+    with pytest.raises(ValueError, match="pixels_per_cell"):
+        DescentMapParams(pixels_per_cell=0.0).validate()

@@ -55,6 +55,7 @@ class EvaluationOptions:
     hazard_memory_keyframe_distance: float = HazardParams().memory_keyframe_distance_m
     descent_map: bool = False
     descent_pixel_relief: float = DescentMapParams().pixel_relief
+    descent_levels: int = DescentMapParams().levels
     fit_hazard_calibration: bool = False  # raw probabilities, and the tables fitted on them
     fit_disparity_precision: bool = False
     no_references: bool = False
@@ -228,7 +229,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             hazard=params,
                             calibrate_hazard=not opts.fit_hazard_calibration,
                             descent_map=opts.descent_map,
-                            descent=DescentMapParams(pixel_relief=opts.descent_pixel_relief),
+                            descent=DescentMapParams(pixel_relief=opts.descent_pixel_relief, levels=opts.descent_levels),
                         ),
                     )
                 t0 = time.perf_counter()

@@ -13,6 +13,13 @@ map's estimate was the wrong one (a far frame's smoothing of a rock is not noise
 closer look replaces it.  Far frames observe with large variances and nearer
 ones refine them, so the resolution the map holds grows as the lander descends.
 
+With ``levels`` > 1 the map is multi-resolution, as JPL's: level k has cells 2^k times the
+finest, and each observation updates the finest level whose cell spans ``pixels_per_cell`` of
+its ground pixels -- coarse cells at altitude, fine ones near the ground, so a far frame's
+points pool into cells it can resolve instead of scattering one noisy point per fine cell.
+The map read out is the finest level, each empty cell filled from the finest coarser level
+that holds it.
+
 The grid is a window of fixed size that follows the camera's ground point (memory stays
 bounded over any descent); cells leaving it are forgotten.  A pose that jumps further than
 ``reset_distance_m`` between frames (a navigation reset) empties the map, and the update
@@ -32,7 +39,8 @@ from .hazard import CellGrid, GridSpec, HazardMap, HazardParams, elevation_grid,
 
 @dataclass
 class DescentMapParams:
-    """The fused map's window, gate and reset (the cell size is the hazard map's)."""
+    """The fused map's window, gate, reset and resolution levels (the finest cell size is the
+    hazard map's)."""
 
     window_m: float = 48.0  # side of the square window of cells kept around the camera's ground point
     gate_sigmas: float = 3.0  # Mahalanobis gate of an observation against the map
@@ -40,6 +48,12 @@ class DescentMapParams:
     # 1-sigma height error of an observation per metre of its ground pixel (range / focal
     # length): relief a far frame's pixel cannot resolve, which its stereo noise does not hold
     pixel_relief: float = 2.0
+    # Resolution levels, cells 1, 2, 4, ... times the finest: an observation updates the finest
+    # level whose cell spans at least ``pixels_per_cell`` of its ground pixels (coarse cells at
+    # altitude, fine ones near the ground); the map read out is the finest level, its empty
+    # cells filled from the coarser ones.  1: one level, every observation in the finest cells.
+    levels: int = 1
+    pixels_per_cell: float = 2.0
 
     def validate(self) -> None:
         if not self.window_m > 0:
@@ -50,6 +64,10 @@ class DescentMapParams:
             raise ValueError("descent map: reset_distance_m must be positive")
         if not 0 <= self.pixel_relief < 100:
             raise ValueError("descent map: pixel_relief must be in [0, 100) (0: no resolution term)")
+        if not 1 <= self.levels <= 8:
+            raise ValueError("descent map: levels must be in [1, 8] (1: one resolution)")
+        if not self.pixels_per_cell > 0:
+            raise ValueError("descent map: pixels_per_cell must be positive")
 
 
 @dataclass
@@ -59,24 +77,20 @@ class DescentUpdate:
     gated: int  # observations rejected as outliers
     reset: bool  # the pose jumped: the map was emptied before this frame
     replaced: int = 0  # cells a more precise, disagreeing observation replaced
+    # observations (points) per resolution level, finest first
+    points_per_level: tuple[int, ...] = ()
 
 
-class DescentMap:
-    """Per-cell height mean and variance in the world frame of ``T_world_from_camera`` poses
-    (world z is 'up'), over a window that follows the camera."""
+class ElevationLayer:
+    """One resolution level: per-cell height mean and variance over a square window of cells
+    in the world frame (cell [0, 0]'s corner at ``origin``) that follows the camera."""
 
-    def __init__(self, resolution_m: float, params: DescentMapParams | None = None):
-        self.params = params or DescentMapParams()
-        self.params.validate()
-        if not resolution_m > 0:
-            raise ValueError("descent map: the cell size must be positive")
+    def __init__(self, resolution_m: float, window_m: float):
         self.resolution = float(resolution_m)
-        n = max(8, int(math.ceil(self.params.window_m / self.resolution)))
+        n = max(8, int(math.ceil(window_m / self.resolution)))
         self.mean = np.full((n, n), np.nan)
         self.var = np.full((n, n), np.nan)
         self.origin = np.zeros(2)  # world x, y of cell [0, 0]'s corner
-        self._last_position: np.ndarray | None = None
-        self.resets = 0
 
     @property
     def grid(self) -> GridSpec:
@@ -85,9 +99,12 @@ class DescentMap:
     def reset(self) -> None:
         self.mean.fill(np.nan)
         self.var.fill(np.nan)
-        self._last_position = None
 
-    def _follow(self, ground_xy: np.ndarray) -> None:
+    def centre_on(self, ground_xy: np.ndarray) -> None:
+        n = self.mean.shape[0]
+        self.origin = np.floor(ground_xy / self.resolution) * self.resolution - n * self.resolution / 2
+
+    def follow(self, ground_xy: np.ndarray) -> None:
         """Keep the window centred near the camera's ground point: shift it by whole cells when
         the point leaves the middle half, forgetting the cells that fall out."""
         n = self.mean.shape[0]
@@ -104,47 +121,10 @@ class DescentMap:
             arr[...] = moved
         self.origin = new_origin
 
-    def update(
-        self,
-        points: np.ndarray,
-        elevation_sigma: np.ndarray,
-        T_world_from_camera: np.ndarray,
-        min_points_per_cell: int = 1,
-        fx: float | None = None,
-    ) -> DescentUpdate:
-        """Fuse one frame: ``points`` (N x 3 or H x W x 3, camera frame, NaN invalid) with each
-        point's 1-sigma elevation uncertainty, seen from the pose ``T_world_from_camera``; with
-        the camera's focal length ``fx`` (px) and ``pixel_relief`` each point's ground pixel
-        (its depth / fx) adds ``pixel_relief`` x that to its sigma, in quadrature."""
-        T = np.asarray(T_world_from_camera, dtype=np.float64)
-        if T.shape != (4, 4) or not np.isfinite(T).all():
-            raise ValueError("descent map: the camera pose must be a finite 4x4 matrix")
-        position = T[:3, 3]
-        reset = (
-            self._last_position is not None
-            and float(np.linalg.norm(position - self._last_position)) > self.params.reset_distance_m
-        )
-        if reset:
-            self.reset()
-            self.resets += 1
-        if self._last_position is None and not np.isfinite(self.mean).any():
-            n = self.mean.shape[0]
-            self.origin = np.floor(position[:2] / self.resolution) * self.resolution - n * self.resolution / 2
-        self._last_position = position.copy()
-        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        sigma = np.asarray(elevation_sigma, dtype=np.float64).reshape(-1)
-        if sigma.shape[0] != p.shape[0]:
-            raise ValueError(f"descent map: {sigma.shape[0]} sigmas for {p.shape[0]} points")
-        if self.params.pixel_relief > 0 and fx is not None and np.isfinite(fx) and fx > 0:
-            sigma = np.hypot(sigma, (self.params.pixel_relief / fx) * p[:, 2])
-        ok = np.isfinite(p[:, 0] + p[:, 1] + p[:, 2] + sigma)  # one pass, not an axis reduction
-        if not ok.all():
-            keep = np.flatnonzero(ok)
-            p, sigma = p.take(keep, axis=0), sigma.take(keep)  # faster than boolean rows
-        world = p @ T[:3, :3].T + position
-        if len(world):
-            self._follow(np.median(world[:, :2], axis=0))
-        cells = elevation_grid(world, self.grid, min_points_per_cell, sigma * sigma)
+    def fuse(self, world: np.ndarray, variance: np.ndarray, gate_sigmas: float, min_points: int) -> tuple[int, int, int, int]:
+        """One frame's points (world frame) with their elevation variances: a scalar Kalman
+        step per cell on the cell's median; returns (fused, new, gated, replaced) cells."""
+        cells = elevation_grid(world, self.grid, min_points, variance)
         z, v = cells.z, cells.variance
         if v is None:  # elevation_grid gives one with per-point variances
             raise RuntimeError("descent map: the cells carry no variance")
@@ -152,7 +132,7 @@ class DescentMap:
         known = seen & np.isfinite(self.mean)
         first = seen & ~np.isfinite(self.mean)
         total = np.where(known, self.var + v, np.nan)
-        disagree = known & ((z - self.mean) ** 2 > self.params.gate_sigmas**2 * total)
+        disagree = known & ((z - self.mean) ** 2 > gate_sigmas**2 * total)
         # A disagreeing observation more precise than the map (a closer look) replaces the cell:
         # the map's estimate carried an error its variance did not (a far frame's smoothing is
         # not noise); a less precise one is the outlier and is rejected.
@@ -164,7 +144,136 @@ class DescentMap:
         self.var = np.where(fuse, (1.0 - gain) * self.var, self.var)
         take = first | replace
         self.mean[take], self.var[take] = z[take], v[take]
-        return DescentUpdate(int(fuse.sum()), int(first.sum()), int(gated.sum()), bool(reset), int(replace.sum()))
+        return int(fuse.sum()), int(first.sum()), int(gated.sum()), int(replace.sum())
+
+    def sample(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the cells holding world points (x, y); NaN off the window."""
+        rows, cols = self.mean.shape
+        col = np.floor((x - self.origin[0]) / self.resolution).astype(np.int64)
+        row = np.floor((y - self.origin[1]) / self.resolution).astype(np.int64)
+        on = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
+        r, c = np.where(on, row, 0), np.where(on, col, 0)
+        return np.where(on, self.mean[r, c], np.nan), np.where(on, self.var[r, c], np.nan)
+
+
+class DescentMap:
+    """Per-cell height mean and variance in the world frame of ``T_world_from_camera`` poses
+    (world z is 'up'), over a window that follows the camera, at ``params.levels`` resolutions
+    (cells ``resolution_m`` x 1, 2, 4, ...)."""
+
+    def __init__(self, resolution_m: float, params: DescentMapParams | None = None):
+        self.params = params or DescentMapParams()
+        self.params.validate()
+        if not resolution_m > 0:
+            raise ValueError("descent map: the cell size must be positive")
+        self.resolution = float(resolution_m)
+        self.layers = [ElevationLayer(self.resolution * 2**k, self.params.window_m) for k in range(self.params.levels)]
+        self._last_position: np.ndarray | None = None
+        self.resets = 0
+
+    # the finest level: the map's own cells
+    @property
+    def mean(self) -> np.ndarray:
+        return self.layers[0].mean
+
+    @property
+    def var(self) -> np.ndarray:
+        return self.layers[0].var
+
+    @property
+    def origin(self) -> np.ndarray:
+        return self.layers[0].origin
+
+    @property
+    def grid(self) -> GridSpec:
+        return self.layers[0].grid
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()
+        self._last_position = None
+
+    def level_of(self, depth: np.ndarray, fx: float | None) -> np.ndarray:
+        """The resolution level each observation at ``depth`` (m) updates: the finest whose cell
+        spans ``pixels_per_cell`` ground pixels (depth / fx); the finest without ``fx``."""
+        if len(self.layers) == 1 or fx is None or not (np.isfinite(fx) and fx > 0):
+            return np.zeros(len(depth), np.int64)
+        need = self.params.pixels_per_cell * np.abs(depth) / (fx * self.resolution)  # in finest cells
+        with np.errstate(divide="ignore"):
+            level = np.ceil(np.log2(np.maximum(need, 1.0)))
+        return np.clip(level, 0, len(self.layers) - 1).astype(np.int64)
+
+    def update(
+        self,
+        points: np.ndarray,
+        elevation_sigma: np.ndarray,
+        T_world_from_camera: np.ndarray,
+        min_points_per_cell: int = 1,
+        fx: float | None = None,
+    ) -> DescentUpdate:
+        """Fuse one frame: ``points`` (N x 3 or H x W x 3, camera frame, NaN invalid) with each
+        point's 1-sigma elevation uncertainty, seen from the pose ``T_world_from_camera``; with
+        the camera's focal length ``fx`` (px) and ``pixel_relief`` each point's ground pixel
+        (its depth / fx) adds ``pixel_relief`` x that to its sigma, in quadrature, and chooses
+        the resolution level it updates."""
+        T = np.asarray(T_world_from_camera, dtype=np.float64)
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            raise ValueError("descent map: the camera pose must be a finite 4x4 matrix")
+        position = T[:3, 3]
+        reset = (
+            self._last_position is not None
+            and float(np.linalg.norm(position - self._last_position)) > self.params.reset_distance_m
+        )
+        if reset:
+            self.reset()
+            self.resets += 1
+        if self._last_position is None and not any(np.isfinite(layer.mean).any() for layer in self.layers):
+            for layer in self.layers:
+                layer.centre_on(position[:2])
+        self._last_position = position.copy()
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        sigma = np.asarray(elevation_sigma, dtype=np.float64).reshape(-1)
+        if sigma.shape[0] != p.shape[0]:
+            raise ValueError(f"descent map: {sigma.shape[0]} sigmas for {p.shape[0]} points")
+        if self.params.pixel_relief > 0 and fx is not None and np.isfinite(fx) and fx > 0:
+            sigma = np.hypot(sigma, (self.params.pixel_relief / fx) * p[:, 2])
+        ok = np.isfinite(p[:, 0] + p[:, 1] + p[:, 2] + sigma)  # one pass, not an axis reduction
+        if not ok.all():
+            keep = np.flatnonzero(ok)
+            p, sigma = p.take(keep, axis=0), sigma.take(keep)  # faster than boolean rows
+        level = self.level_of(p[:, 2], fx)
+        world = p @ T[:3, :3].T + position
+        if len(world):
+            ground = np.median(world[:, :2], axis=0)
+            for layer in self.layers:
+                layer.follow(ground)
+        counts = np.bincount(level, minlength=len(self.layers))
+        totals = np.zeros(4, np.int64)
+        for k, layer in enumerate(self.layers):
+            if counts[k] == 0:
+                continue
+            if counts[k] == len(world):
+                w, v = world, sigma * sigma
+            else:
+                idx = np.flatnonzero(level == k)
+                w, v = world.take(idx, axis=0), sigma.take(idx) ** 2
+            totals += layer.fuse(w, v, self.params.gate_sigmas, min_points_per_cell)
+        fused, new, gated, replaced = (int(t) for t in totals)
+        return DescentUpdate(fused, new, gated, bool(reset), replaced, tuple(int(c) for c in counts))
+
+    def fused_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """The finest level's mean and variance, each empty cell filled from the finest coarser
+        level that holds its centre."""
+        mean, var = self.layers[0].mean.copy(), self.layers[0].var.copy()
+        empty = ~np.isfinite(mean)
+        if len(self.layers) > 1 and empty.any():
+            rows, cols = np.nonzero(empty)
+            x, y = self.layers[0].grid.centres_of(rows, cols)
+            for layer in self.layers[1:]:
+                m, v = layer.sample(x, y)
+                got = np.isfinite(m) & ~np.isfinite(mean[rows, cols])
+                mean[rows[got], cols[got]], var[rows[got], cols[got]] = m[got], v[got]
+        return mean, var
 
     def hazard_map(self, T_world_from_camera: np.ndarray, params: HazardParams | None = None, calibration=None) -> HazardMap:
         """The landing-site map on the fused cells, in the camera's gravity-aligned frame (the
@@ -173,17 +282,18 @@ class DescentMap:
         t = T[:3, 3]
         g = self.grid
         rows, cols = g.shape
+        mean, var = self.fused_cells()
         xs = g.origin[0] + (np.arange(cols) + 0.5) * g.resolution - t[0]
         ys = g.origin[1] + (np.arange(rows) + 0.5) * g.resolution - t[1]
-        have = np.isfinite(self.mean)
+        have = np.isfinite(mean)
         X, Y = np.meshgrid(xs, ys)
-        cells = CellGrid(np.where(have, X, np.nan), np.where(have, Y, np.nan), self.mean - t[2], have.astype(float), self.var)
+        cells = CellGrid(np.where(have, X, np.nan), np.where(have, Y, np.nan), mean - t[2], have.astype(float), var)
         local = GridSpec((g.origin[0] - t[0], g.origin[1] - t[1]), g.resolution, g.shape)
         return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration)
 
     @property
     def nbytes(self) -> int:
-        return self.mean.nbytes + self.var.nbytes
+        return sum(layer.mean.nbytes + layer.var.nbytes for layer in self.layers)
 
 
-__all__ = ["DescentMap", "DescentMapParams", "DescentUpdate"]
+__all__ = ["DescentMap", "DescentMapParams", "DescentUpdate", "ElevationLayer"]

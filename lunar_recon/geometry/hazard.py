@@ -356,9 +356,15 @@ def elevation_grid(
     n = np.bincount(flat, minlength=size)
     valid = n >= max(min_points, 1)
     out = np.full(size, np.nan)
-    if not len(flat):
+    if not len(flat):  # no point on the grid: every cell empty, with the layers asked for
+        empty = out.reshape(rows, cols)
         return CellGrid(
-            out.reshape(rows, cols), out.reshape(rows, cols), out.reshape(rows, cols), n.reshape(rows, cols).astype(np.float64)
+            empty,
+            empty.copy(),
+            empty.copy(),
+            n.reshape(rows, cols).astype(np.float64),
+            None if var is None else empty.copy(),
+            None if shade is None else empty.copy(),
         )
     # Medians by one sort of a (cell, quantised elevation) key: the cells' runs come out in
     # order.  A cell's representative is its median-elevation point itself (the mean of the two

@@ -202,6 +202,17 @@ PARAMETERS: dict[str, tuple] = {
         "height error (1 sigma) of an observation per metre of its ground pixel: relief a far frame cannot resolve",
         (0.0, 100.0),
     ),
+    "descent_map.levels": (
+        _D.levels,
+        "resolution levels, cells 1, 2, 4, ... times hazard.resolution_m: an observation updates the finest "
+        "whose cell spans descent_map.pixels_per_cell of its ground pixels; empty fine cells read the coarser ones",
+        (1, 8),
+    ),
+    "descent_map.pixels_per_cell": (
+        _D.pixels_per_cell,
+        "ground pixels an observation's cell must span (chooses its resolution level)",
+        (0.1, 100.0),
+    ),
     "pose_tolerance_seconds": (
         0.05,
         "largest stamp difference between a pair and the pose, attitude and sun direction used for it "
@@ -365,6 +376,8 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
             gate_sigmas=v["descent_map.gate_sigmas"],
             reset_distance_m=v["descent_map.reset_distance_m"],
             pixel_relief=v["descent_map.pixel_relief"],
+            levels=int(v["descent_map.levels"]),
+            pixels_per_cell=v["descent_map.pixels_per_cell"],
         ),
     )
 

@@ -122,6 +122,12 @@ def add_arguments(p) -> None:
         help="the descent map's height error per metre of a frame's ground pixel (descent_map.pixel_relief)",
     )
     p.add_argument(
+        "--descent-levels",
+        type=int,
+        default=DescentMapParams().levels,
+        help="the descent map's resolution levels, cells 1, 2, 4, ... times the finest (descent_map.levels)",
+    )
+    p.add_argument(
         "--fit-hazard-calibration",
         action="store_true",
         help="score every model's raw hazard probabilities and fit each one's calibration table "
