@@ -148,11 +148,7 @@ class ElevationLayer:
 
     def sample(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of the cells holding world points (x, y); NaN off the window."""
-        rows, cols = self.mean.shape
-        col = np.floor((x - self.origin[0]) / self.resolution).astype(np.int64)
-        row = np.floor((y - self.origin[1]) / self.resolution).astype(np.int64)
-        on = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
-        r, c = np.where(on, row, 0), np.where(on, col, 0)
+        r, c, on = self.grid.cells_of(x, y)
         return np.where(on, self.mean[r, c], np.nan), np.where(on, self.var[r, c], np.nan)
 
 
@@ -263,10 +259,11 @@ class DescentMap:
 
     def fused_cells(self) -> tuple[np.ndarray, np.ndarray]:
         """The finest level's mean and variance, each empty cell filled from the finest coarser
-        level that holds its centre."""
-        mean, var = self.layers[0].mean.copy(), self.layers[0].var.copy()
+        level that holds its centre (read only)."""
+        mean, var = self.layers[0].mean, self.layers[0].var
         empty = ~np.isfinite(mean)
-        if len(self.layers) > 1 and empty.any():
+        if len(self.layers) > 1 and empty.any():  # a filled copy; one level: the arrays themselves
+            mean, var = mean.copy(), var.copy()
             rows, cols = np.nonzero(empty)
             x, y = self.layers[0].grid.centres_of(rows, cols)
             for layer in self.layers[1:]:

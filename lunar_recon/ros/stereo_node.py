@@ -52,7 +52,7 @@ from .conversions import (
     stereo_calibration_from_infos,
     unknown_grid_msg,
 )
-from .sync import CameraInfoCache, PairMonitor, TimeSynchronizer, make_synchronizer, stamp_nanoseconds
+from .sync import CameraInfoCache, PairMonitor, TimeSynchronizer, make_synchronizer
 
 # The defaults of the science parameters are the dataclasses' (one source): _R, _H, _D.
 _R, _H, _D = ReconstructionParams(), HazardParams(), DescentMapParams()
@@ -561,15 +561,17 @@ class StereoNode(Node):
             return
         self.poses.append((stamp_ns(msg.header.stamp), T))
 
-    def _nearest(self, history: deque, stamp) -> tuple | None:
+    def _nearest(self, history: deque, stamp, or_newest: bool = False) -> tuple | None:
         """The entry of ``history`` (stamp ns first) nearest the pair's stamp, when within
-        ``pose_tolerance_seconds`` of it, else None."""
+        ``pose_tolerance_seconds`` of it, else the newest (``or_newest``) or None."""
         ns = stamp_ns(stamp)
         entries = list(history)  # the deque is appended on the executor thread
         if not entries:
             return None
         best = min(entries, key=lambda e: abs(e[0] - ns))
-        return best if abs(best[0] - ns) <= self.values["pose_tolerance_seconds"] * 1e9 else None
+        if abs(best[0] - ns) <= self.values["pose_tolerance_seconds"] * 1e9:
+            return best
+        return entries[-1] if or_newest else None
 
     def _pose(self, stamp) -> np.ndarray | None:
         """The left camera's pose at the pair's stamp (the nearest pose within the tolerance), or
@@ -588,7 +590,7 @@ class StereoNode(Node):
         """Direction toward the sun in the left optical frame: the topic's (the message of the
         pair's stamp, else the newest; when it is in that frame), else the parameter's, else
         None (unknown: shadows unused)."""
-        found = self._nearest(self.suns, stamp) or (self.suns[-1] if self.suns else None)
+        found = self._nearest(self.suns, stamp, or_newest=True)
         if found is not None:
             _, frame_id, v = found
             if frame_id in ("", image_frame_id):
@@ -632,7 +634,7 @@ class StereoNode(Node):
         left, right, _ = self._waiting_pair
         exact_first = self.values["camera_info_sync"] == "exact_or_latest"
         (left_info, left_sub), (right_info, right_sub) = (
-            cache.lookup(stamp_nanoseconds(image), exact_first) for cache, image in zip(self.camera_infos, (left, right))
+            cache.lookup(stamp_ns(image.header.stamp), exact_first) for cache, image in zip(self.camera_infos, (left, right))
         )
         substituted = exact_first and (left_sub or right_sub)
         if substituted and not timed_out:
@@ -661,8 +663,9 @@ class StereoNode(Node):
     def _up(self, stamp) -> np.ndarray:
         """Gravity 'up' in the left optical frame: the attitude of the pair's stamp (else the
         newest) when ``use_attitude``, else the parameter's."""
-        if self.values["use_attitude"] and self.attitudes:
-            return (self._nearest(self.attitudes, stamp) or self.attitudes[-1])[1]
+        found = self._nearest(self.attitudes, stamp, or_newest=True) if self.values["use_attitude"] else None
+        if found is not None:
+            return found[1]
         return normalize(self.values["up_vector"])
 
     # ---- workers ---------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ import threading
 from collections import deque
 from typing import Any, Callable, Sequence
 
+from .conversions import stamp_ns
+
 
 def stamp_nanoseconds(msg: Any) -> int:
-    s = msg.header.stamp
-    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
+    """A stamped message's header stamp in nanoseconds."""
+    return stamp_ns(msg.header.stamp)
 
 
 class TimeSynchronizer:
