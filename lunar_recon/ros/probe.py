@@ -190,8 +190,10 @@ class NodeProbe:
         self.publish(self.pair(fr), int(stamp_ns), frame_id)
 
     def subscribed(self) -> bool:
-        """Whether a stereo_node has matched every input of the pair."""
-        return all(p.get_subscription_count() > 0 for p in self.pubs)
+        """Whether a stereo_node has matched every input: the pair's and the navigation topics'
+        (attitude, pose, sun direction), so that a replay's first frame loses none of them."""
+        navigation = (self.attitude_pub, self.pose_pub, self.sun_pub)
+        return all(p.get_subscription_count() > 0 for p in (*self.pubs, *navigation))
 
     def malformed_pairs(self, fr) -> list[tuple[str, list]]:
         """(kind, the four messages) for every kind of bad input the node must reject and

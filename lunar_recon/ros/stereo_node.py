@@ -219,6 +219,12 @@ PARAMETERS: dict[str, tuple] = {
         "(without a pose within it the map has no memory; without such an attitude or sun direction the newest is used)",
         (0.0, 10.0),
     ),
+    "pose_wait_seconds": (
+        0.1,
+        "longest a pair waits for the pose, attitude and sun direction of its stamp when their stream "
+        "(one message per frame) is due but not yet here, as tf2's message filter waits for a transform",
+        (0.0, 5.0),
+    ),
     "approximate_sync": (False, "approximate-time pairing (else exact stamps)", None),
     "approximate_sync_tolerance_seconds": (0.0, "largest stamp difference paired in approximate mode", (0.0, 10.0)),
     "queue_size": (5, "per-topic synchroniser queue", (1, 1000)),
@@ -474,9 +480,14 @@ class StereoNode(Node):
 
             for i, (name, msg_type, qos) in enumerate(topics):
                 self.create_subscription(msg_type, name, lambda m, i=i: deliver(i, m), qos, event_callbacks=events)
-        self.create_subscription(QuaternionStamped, "attitude", self._on_attitude, 10)
-        self.create_subscription(Vector3Stamped, "sun_direction", self._on_sun, 10)
-        self.create_subscription(PoseStamped, "pose", self._on_pose, 10)
+        # the navigation streams: (history, subscription); a pair waits for the message of its stamp
+        self._navigation = {
+            "attitude": (self.attitudes, self.create_subscription(QuaternionStamped, "attitude", self._on_attitude, 10)),
+            "sun_direction": (self.suns, self.create_subscription(Vector3Stamped, "sun_direction", self._on_sun, 10)),
+            "pose": (self.poses, self.create_subscription(PoseStamped, "pose", self._on_pose, 10)),
+        }
+        self._gave_up: dict[str, int | None] = {}  # stream -> its newest stamp when a wait for it timed out
+        self.navigation_timeouts: Counter = Counter()  # pairs that waited pose_wait_seconds in vain, by stream
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         out = output_qos(self.values["output_qos"])
@@ -572,6 +583,37 @@ class StereoNode(Node):
         if abs(best[0] - ns) <= self.values["pose_tolerance_seconds"] * 1e9:
             return best
         return entries[-1] if or_newest else None
+
+    def _owes(self, name: str, ns: int) -> bool:
+        """Whether navigation stream ``name`` still owes the message of stamp ``ns``: it has a
+        publisher, its newest message is older than ``ns`` beyond the tolerance, its next (at its
+        own rate, once two are heard) is due by ``ns``, and the last wait for it did not time out
+        with nothing new since. A slower stream, or a silent one, owes nothing."""
+        history, subscription = self._navigation[name]
+        entries = list(history)[-2:]
+        newest = entries[-1][0] if entries else None
+        if self._gave_up.get(name, -1) == newest:
+            return False
+        if newest is None:
+            return self.count_publishers(subscription.topic_name) > 0
+        tol = self.values["pose_tolerance_seconds"] * 1e9
+        if ns - newest <= tol:
+            return False
+        return len(entries) < 2 or newest + (newest - entries[0][0]) <= ns + tol
+
+    def _await_navigation(self, stamp) -> None:
+        """Wait (at most ``pose_wait_seconds``) until no navigation stream owes the pair's stamp:
+        DDS delivers each topic on its own, so the pair can overtake the attitude sent before it."""
+        ns, deadline = stamp_ns(stamp), time.monotonic() + self.values["pose_wait_seconds"]
+        names = [n for n in self._navigation if n != "attitude" or self.values["use_attitude"]]
+        while owing := [n for n in names if self._owes(n, ns)]:
+            if time.monotonic() >= deadline or not self.context.ok():
+                for n in owing:
+                    entries = list(self._navigation[n][0])
+                    self._gave_up[n] = entries[-1][0] if entries else None
+                    self.navigation_timeouts[n] += 1
+                return
+            time.sleep(0.002)
 
     def _pose(self, stamp) -> np.ndarray | None:
         """The left camera's pose at the pair's stamp (the nearest pose within the tolerance), or
@@ -714,6 +756,7 @@ class StereoNode(Node):
         hazard = want["grid"] or want["elevation"] or want["overlay"] or want["site"]
         params = dataclasses.replace(self.reconstructor.params, compute_slope=want["slope"], compute_hazard=hazard)
         staged = self.reconstructor.predict_scaled(img_l, img_r, calib, params)
+        self._await_navigation(left.header.stamp)
         with self._cond:
             if self._staged is not None:
                 self.dropped += 1  # the geometry stage is busy: the newer pair replaces the waiting one
@@ -828,6 +871,7 @@ class StereoNode(Node):
             "incompatible_qos_events": self.incompatible_qos,
             "camera_info_sync": self.values["camera_info_sync"],
             "camera_info_substitutes": self.camera_info_substitutes,
+            **{f"navigation_timeouts.{n}": c for n, c in list(self.navigation_timeouts.items())},
             "messages_received": ", ".join(f"{k}: {v}" for k, v in self.pair_monitor.received.items()),
             "dropped_pairs": self.dropped,
             "dropped_messages_sync": getattr(self._sync, "dropped", 0),
