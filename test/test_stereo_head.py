@@ -14,10 +14,13 @@ from lunar_recon.geometry.camera import Intrinsics
 from lunar_recon.models.stereo_head import (
     EpipolarStereoHead,
     StereoHeadConfig,
+    box,
     correlation_volume,
+    correlations_at,
     local_soft_argmax,
     parabola_peak,
     predict_disparity,
+    warp_right,
 )
 
 
@@ -96,6 +99,48 @@ def test_correlation_volume_pairs_x_with_x_minus_k():
     vol = correlation_volume(fl, fr, -2, 8)  # shifts -2 .. 5
     assert vol.shape == (1, 1, 10, 8)
     assert vol[0, 0, 7].tolist() == [0, 0, 0, 0, 0, 1, 0, 0]  # index 5: shift -2 + 5 = 3
+
+
+@pytest.mark.parametrize("width,first,count", [(40, 0, 12), (40, -3, 9), (20, 2, 30), (64, -4, 9)])
+def test_correlation_volume_matches_its_definition_on_both_paths(width, first, count):
+    """The matrix-product band (a search over a quarter of the row or more) and the plane loop
+    give the definition's values and gradients, zero where x - k leaves the row."""
+    g = torch.Generator().manual_seed(width + count)
+    fl, fr = (torch.randn(2, 5, 3, width, generator=g, requires_grad=True) for _ in range(2))
+    vol = correlation_volume(fl, fr, first, count)
+    expected = torch.zeros(2, 3, width, count)
+    for i in range(count):
+        for x in range(width):
+            if 0 <= x - (first + i) < width:
+                expected[:, :, x, i] = (fl[..., x] * fr[..., x - first - i]).sum(1)
+    assert torch.allclose(vol, expected, atol=1e-5)
+    weights = torch.randn(vol.shape, generator=g)
+    (vol * weights).sum().backward()
+    grad = fl.grad.clone()
+    fl.grad = None
+    (expected * weights).sum().backward()
+    assert torch.allclose(grad, fl.grad, atol=1e-5)
+
+
+def test_box_is_the_same_mean_with_and_without_gradients():
+    """OpenCV's per-plane box filter (inference on the CPU) and the running sums (training)
+    average the same window, fewer pixels at the borders."""
+    v = torch.randn(1, 30, 41, 7, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fast = box(v.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1), 9)  # planes, as correlation_volume's
+    slow = box(v.clone().requires_grad_(True), 9)
+    assert torch.allclose(fast, slow.detach(), atol=1e-5)
+    assert torch.isclose(fast[0, 0, 0, 0], v[0, :5, :5, 0].mean(), atol=1e-5)  # the corner's window: 5 x 5
+
+
+def test_correlations_at_a_disparity_are_the_warped_ones():
+    """The pass-2 correlations at d - 1, d, d + 1 from shared interpolation taps equal the
+    correlations with the right features warped (bilinear, border-clamped) at each."""
+    g = torch.Generator().manual_seed(2)
+    fl, fr = torch.randn(1, 8, 12, 50, generator=g), torch.randn(1, 8, 12, 50, generator=g)
+    d = torch.rand(1, 1, 12, 50, generator=g) * 60 - 5  # some beyond either border
+    expected = torch.stack([(fl * warp_right(fr, d + k)).sum(1) for k in (-1, 0, 1)], -1)
+    assert torch.allclose(correlations_at(fl, fr, d), expected, atol=1e-4)
 
 
 def test_head_checks_its_input_and_config():

@@ -142,10 +142,13 @@ def normalise_image(gray: torch.Tensor) -> torch.Tensor:
 
 def box(x: torch.Tensor, size: int) -> torch.Tensor:
     """Mean over a ``size`` x ``size`` window of a (B, H, W, N) volume (fewer pixels at the
-    borders), by running sums: the cost does not grow with the window."""
+    borders), by running sums: the cost does not grow with the window.  On the CPU, for a volume
+    that needs no gradient, OpenCV's box filter per plane (the same sums, about twice as fast)."""
     if size == 1:
         return x
     r = size // 2
+    if x.device.type == "cpu" and not x.requires_grad:
+        return _box_planes(x, size)
 
     def along(t: torch.Tensor, dim: int) -> torch.Tensor:
         pad = [0, 0] * (t.ndim - 1 - dim % t.ndim) + [r + 1, r]
@@ -160,18 +163,52 @@ def box(x: torch.Tensor, size: int) -> torch.Tensor:
     return total / (rows * cols)
 
 
+def _box_planes(x: torch.Tensor, size: int) -> torch.Tensor:
+    import cv2
+
+    b, h, w, n = x.shape
+    r = size // 2
+    planes = x.permute(0, 3, 1, 2).contiguous().numpy().reshape(b * n, h, w)  # no copy for correlation_volume's
+    total = np.empty_like(planes)
+    for i, plane in enumerate(planes):
+        cv2.boxFilter(plane, -1, (size, size), dst=total[i], normalize=False, borderType=cv2.BORDER_CONSTANT)
+    rows = np.minimum(np.arange(h) + r, h - 1) - np.maximum(np.arange(h) - r, 0) + 1
+    cols = np.minimum(np.arange(w) + r, w - 1) - np.maximum(np.arange(w) - r, 0) + 1
+    total *= (1.0 / (rows[:, None] * cols[None, :])).astype(np.float32)
+    return torch.from_numpy(total).view(b, n, h, w).permute(0, 2, 3, 1).contiguous()  # argmax over N needs it
+
+
 def correlation_volume(fl: torch.Tensor, fr: torch.Tensor, first: int, count: int) -> torch.Tensor:
-    """(B, H, W, count): <fl(x), fr(x - k)> for k = first .. first + count - 1 (channels
-    last, so the reductions over k below stay contiguous); 0 where x - k is outside."""
-    b, _, h, w = fl.shape
-    vol = fl.new_zeros((b, h, w, count))
+    """(B, H, W, count): <fl(x), fr(x - k)> for k = first .. first + count - 1; 0 where x - k is
+    outside.  A search as wide as a quarter of the row (the coarse one): every pair of pixels of
+    a row by one matrix product, the band read out of it; a narrow one: plane by plane."""
+    b, c, h, w = fl.shape
+    if w <= 4 * count:
+        rows = torch.bmm(fl.permute(0, 2, 3, 1).reshape(b * h, w, c), fr.permute(0, 2, 1, 3).reshape(b * h, c, w))
+        # rows[x, j] = <fl(x), fr(j)>; padded so that every x - k is a column, then the band
+        # x - k read with strides (k reversed: strides are positive)
+        left, right = max(0, first + count - 1), max(0, -first)
+        padded = F.pad(rows, (left, right)).contiguous()
+        wp = w + left + right
+        band = padded.as_strided((b * h, w, count), (w * wp, wp + 1, 1), left - first - count + 1)
+        return band.flip(-1).reshape(b, h, w, count)
+    vol = fl.new_zeros((b, count, h, w))
     for i in range(count):
         k = first + i
         if 0 <= k < w:
-            vol[:, :, k:, i] = (fl[..., k:] * fr[..., : w - k]).sum(1)
+            channel_dot(fl[..., k:], fr[..., : w - k], out=vol[:, i, :, k:])
         elif -w < k < 0:
-            vol[:, :, :k, i] = (fl[..., :k] * fr[..., -k:]).sum(1)
-    return vol
+            channel_dot(fl[..., :k], fr[..., -k:], out=vol[:, i, :, :k])
+    return vol.permute(0, 2, 3, 1)  # planes: contiguous writes; box reads them as planes
+
+
+def channel_dot(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W) <a, b> over the channels of two (B, C, H, W) tensors, into ``out`` when given:
+    fused multiply-adds plane by plane (no (B, C, H, W) product held; ~1.7x faster on the CPU)."""
+    acc = torch.mul(a[:, 0], b[:, 0]) if out is None else out.copy_(a[:, 0] * b[:, 0])
+    for ch in range(1, a.shape[1]):
+        acc = acc.addcmul_(a[:, ch], b[:, ch])
+    return acc
 
 
 def warp_right(fr: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
@@ -183,6 +220,24 @@ def warp_right(fr: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
     gx = 2 * (x - disparity[:, 0]) / max(w - 1, 1) - 1
     gy = (2 * y / max(h - 1, 1) - 1).expand_as(gx)
     return F.grid_sample(fr, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def correlations_at(fl: torch.Tensor, fr: torch.Tensor, disparity: torch.Tensor, shifts: int = 1) -> torch.Tensor:
+    """(B, H, W, 2 shifts + 1): <fl(x), fr(x - disparity - k)> for k = -shifts .. shifts, the
+    right features interpolated along the row as :func:`warp_right` does (border-clamped), with
+    the whole-pixel shifts sharing their interpolation taps: 2 shifts + 2 gathers, no 2-D warps."""
+    b, c, h, w = fr.shape
+    xs = torch.arange(w, device=fr.device, dtype=fr.dtype) - disparity
+    x0 = xs.floor()
+    a = xs - x0
+    x0 = x0.long()
+    # <fl(x), fr(x0 + j)> for the taps j = -shifts .. shifts + 1
+    taps = {
+        j: channel_dot(fl, torch.gather(fr, 3, (x0 + j).clamp(0, w - 1).expand(b, c, h, w)))[:, None]
+        for j in range(-shifts, shifts + 2)
+    }
+    # shift k sits at x0 - k + a: between the taps -k and 1 - k
+    return torch.cat([(1 - a) * taps[-k] + a * taps[1 - k] for k in range(-shifts, shifts + 1)], 1).permute(0, 2, 3, 1)
 
 
 def local_soft_argmax(logits: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,8 +318,7 @@ class EpipolarStereoHead(nn.Module):
         _, confidence = local_soft_argmax(fine_logits)
         d1 = prior + (parabola_peak(fine_logits) - r)[:, None]
         # fine, pass 2: exact warps at d1 - 1, d1, d1 + 1 and the parabola through them
-        corr = torch.stack([(fl * warp_right(fr, d1 + k)).sum(1) for k in (-1, 0, 1)], -1)
-        disparity = d1 + (parabola_peak(box(corr, c.fine_aggregation_px)) - 1)[:, None]
+        disparity = d1 + (parabola_peak(box(correlations_at(fl, fr, d1), c.fine_aggregation_px)) - 1)[:, None]
         return HeadOutput(disparity, confidence[:, None], coarse_d, coarse_logits, fine_logits, prior)
 
 
