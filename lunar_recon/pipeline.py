@@ -154,6 +154,9 @@ class ReconstructionParams:
     descent_map: bool = False
     descent: DescentMapParams = field(default_factory=DescentMapParams)
     compute_slope: bool = True
+    # a model with a range-selected second network (the shipped default's orbital one) uses it
+    # for pairs beyond its range (StereoReconstructor.predict_scaled); off: the primary always
+    range_selected_network: bool = True
 
     def validate(self) -> None:
         if self.scale_mode not in SCALE_MODES:
@@ -200,6 +203,7 @@ class Reconstruction:
     descent_hazard: HazardMap | None = None
     descent_update: DescentUpdate | None = None
     matcher_say: np.ndarray | None = None  # ScaledPrediction.matcher_say: per pixel, how much is a matcher's
+    network: str = "primary"  # ScaledPrediction.network
 
 
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
@@ -262,6 +266,9 @@ class ScaledPrediction:
     # per pixel, how much of the point is a matcher's (the head's or SGBM's) rather than the
     # network's, 0-1; None for a metric model (SGBM), whose points are all matched
     matcher_say: np.ndarray | None = None
+    # which of the model's networks made it: 'primary', or 'orbital' (the range-selected one,
+    # see StereoReconstructor.predict_scaled)
+    network: str = "primary"
 
     def metric_points(self) -> np.ndarray:
         return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
@@ -305,20 +312,42 @@ class StereoReconstructor:
         calibration: StereoCalibration | None,
         params: ReconstructionParams | None = None,
     ) -> ScaledPrediction:
-        """Stage 1: the network, and the factor that makes its pointmap metric."""
+        """Stage 1: the network, and the factor that makes its pointmap metric.  A model with a
+        range-selected second network (``model.orbital``, a ``models.registry.RangeSelectedNetwork``:
+        the shipped default's) hands it a pair whose metric median range is beyond its range."""
         p = params or self.params
+        staged = self._predict_scaled(self.model, image_left, image_right, calibration, p)
+        orbital = getattr(self.model, "orbital", None)  # models.registry.RangeSelectedNetwork
+        if orbital is not None and p.range_selected_network:
+            depth = staged.metric_points()[..., 2]
+            finite = depth[np.isfinite(depth) & (depth > 0)]
+            if finite.size and float(np.median(finite)) > orbital.min_range_m:
+                first = staged.timings_s
+                staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p)
+                staged.network = "orbital"
+                staged.timings_s = {k: v + first.get(k, 0.0) for k, v in staged.timings_s.items()}
+        return staged
+
+    def _predict_scaled(
+        self,
+        model,
+        image_left: np.ndarray,
+        image_right: np.ndarray,
+        calibration: StereoCalibration | None,
+        p: ReconstructionParams,
+    ) -> ScaledPrediction:
         t0 = time.perf_counter()
-        metric_model = getattr(self.model, "metric_depth", False)
-        if getattr(self.model, "needs_calibration", False) and calibration is not None:
-            setattr(self.model, "calibration", calibration)  # a capability of some models (StereoModel)
-        card = getattr(self.model, "meta", {}).get("card", {})
+        metric_model = getattr(model, "metric_depth", False)
+        if getattr(model, "needs_calibration", False) and calibration is not None:
+            setattr(model, "calibration", calibration)  # a capability of some models (StereoModel)
+        card = getattr(model, "meta", {}).get("card", {})
         size = p.inference_size or int(card.get("inference_size", 512))
         scale_mode = p.scale_mode if p.scale_mode != "auto" else card.get("scale_mode", "predicted")
         rescale = scale_mode != "predicted" and not metric_model
         if rescale and calibration is None:
             raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
         right_view = rescale and needs_right_view(scale_mode)
-        pred = self.model.predict(image_left, image_right, size=size, right_view=right_view)
+        pred = model.predict(image_left, image_right, size=size, right_view=right_view)
         t1 = time.perf_counter()
         scale: float | np.ndarray = 1.0
         points, fusion_s = None, 0.0
@@ -328,9 +357,9 @@ class StereoReconstructor:
             est = reference = head_depth = sparse = None
             sparse_mode = scale_mode
             if scale_mode in ("stereo", "stereo_local"):
-                if uses_stereo_head(self.model, calibration, p.stereo_head):
+                if uses_stereo_head(model, calibration, p.stereo_head):
                     head_depth = stereo_head_depth(
-                        getattr(self.model, "stereo_head"), image_left, image_right, calibration, p.stereo_head_min_confidence
+                        getattr(model, "stereo_head"), image_left, image_right, calibration, p.stereo_head_min_confidence
                     )
                     reference = coarse_copy(head_depth)
                 else:
@@ -362,7 +391,7 @@ class StereoReconstructor:
                 matched_sparse = est is not None
             if est is None:  # 'baseline', or too little texture for the matcher
                 if pred.points_right is None:
-                    pred = self.model.predict(image_left, image_right, size=size)
+                    pred = model.predict(image_left, image_right, size=size)
                 if pred.points_right is None:
                     raise RuntimeError("the model gave no right-view pointmap for the rig's scale")
                 est = metric_scale_from_rig(
@@ -505,6 +534,7 @@ class StereoReconstructor:
             descent_hazard,
             descent_update,
             staged.matcher_say,
+            staged.network,
         )
 
     def _fuse(

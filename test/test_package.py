@@ -213,6 +213,37 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     assert (SHIPPED_DIR / "MODEL_CARD.md").read_text().startswith("# ")
 
 
+def test_the_default_students_orbital_network_is_shipped_with_its_range():
+    """The default's second network (issue 27): the default's architecture and stereo head, its
+    card's network input, scale mode and hazard calibration, the range beyond which it serves,
+    the commands and calibration data that made and chose it; 'default' loads both."""
+    import torch
+
+    from lunar_recon.models import load_model
+    from lunar_recon.models.registry import ORBITAL_STUDENT, SHIPPED_DIR, load_stereo_model, orbital_min_range_m
+
+    default = load_stereo_model("default")
+    orbital = default.orbital.model
+    assert orbital.meta["card"]["file"] == ORBITAL_STUDENT and (SHIPPED_DIR / ORBITAL_STUDENT).exists()
+    assert default.orbital.min_range_m == orbital.meta["card"]["selected_above_range_m"] == 1000.0
+    assert "orbital" not in dict(default.named_children())  # not a submodule: the primary's weights stay its own
+    assert orbital.config.to_dict() == default.config.to_dict()
+    for key in ("inference_size", "scale_mode", "disparity_sigma_px", "hazard_calibration", "hazard_above"):
+        assert orbital.meta["card"][key] == default.meta["card"][key], key
+    head, own = default.stereo_head.state_dict(), orbital.stereo_head.state_dict()
+    assert all(torch.equal(head[k], own[k]) for k in head)
+    weights, own = default.state_dict(), orbital.state_dict()
+    assert any(not torch.equal(weights[k], own[k]) for k in weights)  # its own network
+    card = orbital.meta["card"]
+    assert any("distill" in c for c in card["commands"]) and any("--split val" in c for c in card["commands"])
+    run = " ".join(c for c in card["commands"] if not c.startswith("#")).lower()
+    assert "stereolunar" not in run and card["calibration_metrics"]  # chosen on calibration data, not the held-out samples
+    bare = load_model(SHIPPED_DIR / "lunar_student_default.pt")
+    bare.meta = {"card": {}}
+    with pytest.raises(ValueError, match="selected_above_range_m"):
+        orbital_min_range_m(bare, "a card without it")
+
+
 def test_benchmark_command_writes_the_side_by_side_table(tmp_path):
     import json
     import subprocess

@@ -7,6 +7,7 @@ import pytest
 
 from lunar_recon.geometry.stereo import SGBMParams, sgbm_disparity, sgbm_depth_unrectified
 from lunar_recon.geometry.stereo import StereoCalibration
+from lunar_recon.models.registry import RangeSelectedNetwork
 from lunar_recon.models.sgbm import SGBMModel
 from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
 from lunar_recon.sim.scene import plan_scene, render_scene
@@ -91,6 +92,31 @@ def test_sgbm_model_through_the_pipeline_is_metric(rendered):
     assert np.median(rel) < 0.02
     assert out.slope_deg is not None and out.hazard is not None
     assert out.hazard.landing_site is None or out.hazard.hazard[out.hazard.landing_site.row, out.hazard.landing_site.col] == 0
+
+
+def test_a_pair_beyond_the_range_of_a_models_orbital_network_is_made_by_it(rendered):
+    """A model with a range-selected second network (the shipped default: its orbital one)
+    hands it the pairs whose metric median range is beyond its range, keeps the others, and
+    says which made the reconstruction; switched off, the primary makes every pair."""
+    fr = rendered
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    primary = SGBMModel(SGBMParams(num_disparities=128))
+    orbital = SGBMModel(SGBMParams(num_disparities=128, block_size=9))
+    primary.orbital = RangeSelectedNetwork(orbital, 1.0)
+    calls = []
+    orbital.predict = lambda *a, **k: calls.append(1) or SGBMModel.predict(orbital, *a, **k)
+    median_range = float(np.nanmedian(fr.depth_left))  # ~40 m
+    for beyond, params, expected in (
+        (2 * median_range, ReconstructionParams(), "primary"),
+        (0.5 * median_range, ReconstructionParams(), "orbital"),
+        (0.5 * median_range, ReconstructionParams(range_selected_network=False), "primary"),
+    ):
+        primary.orbital = RangeSelectedNetwork(orbital, beyond)
+        calls.clear()
+        out = StereoReconstructor(primary, params).reconstruct(fr.left, fr.right, calib, fr.up_left)
+        assert out.network == expected and len(calls) == (expected == "orbital")
+        both = np.isfinite(out.depth) & np.isfinite(fr.depth_left)
+        assert np.median(np.abs(out.depth[both] / fr.depth_left[both] - 1)) < 0.02
 
 
 def test_the_map_calls_hazards_at_the_models_own_threshold_unless_the_user_sets_one(rendered):

@@ -256,6 +256,8 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                     fr.focal_baseline,
                     hazard_pred=r.hazard,
                 )
+                if getattr(model, "orbital", None) is not None:  # the share of frames its orbital network made
+                    metrics["orbital_network"] = float(r.network == "orbital")
                 scores.append(frame_score(seq, label, i, int(fr.stamp_ns), latency, metrics))
                 this_frame.append((scores[-1], model, r.depth))
                 fb = fr.focal_baseline

@@ -4,11 +4,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 DEFAULT_STUDENT = "lunar_student_default.pt"
+# The default's second network, for pairs from orbit (its card: 'selected_above_range_m'):
+# trained on StereoLunar-like orbital and oblique geometry, which costs the lander its slope.
+ORBITAL_STUDENT = "lunar_student_orbital.pt"
 CLASSICAL = ("sgbm", "sgbm-wls")
+
+
+@dataclass(frozen=True)
+class RangeSelectedNetwork:
+    """A model's second network for the pairs beyond ``min_range_m`` (metric median range),
+    held as ``model.orbital`` (a plain attribute: not a submodule of the primary, whose weights,
+    parameter count and export stay its own)."""
+
+    model: Any
+    min_range_m: float
 
 
 def shipped_model_path() -> Path | None:
@@ -39,7 +54,12 @@ def load_stereo_model(name: str, device: str = "cpu"):
     if name in ("", "default"):
         if shipped_model_path() is None:
             return SGBMModel()
-        name = resolve_network_file(name)
+        model = load_model(resolve_network_file(name), device=device)
+        orbital = SHIPPED_DIR / ORBITAL_STUDENT
+        if orbital.exists():
+            network = load_model(str(orbital), device=device)
+            model.orbital = RangeSelectedNetwork(network, orbital_min_range_m(network, str(orbital)))
+        return model
     if name == "sgbm":
         return SGBMModel()
     if name == "sgbm-wls":
@@ -51,6 +71,14 @@ def load_stereo_model(name: str, device: str = "cpu"):
             raise FileNotFoundError(f"{name}: no such ONNX model")
         return OnnxStereoModel(name)
     return load_model(name, device=device)
+
+
+def orbital_min_range_m(network, source: str) -> float:
+    """The range (m) beyond which a range-selected network serves, from its card."""
+    value = getattr(network, "meta", {}).get("card", {}).get("selected_above_range_m")
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{source}: a range-selected network's card must state selected_above_range_m > 0")
+    return float(value)
 
 
 def model_label(name: str) -> str:

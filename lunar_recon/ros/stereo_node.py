@@ -104,6 +104,12 @@ PARAMETERS: dict[str, tuple] = {
         "it on a rectified rig instead of SGBM",
         None,
     ),
+    "range_selected_network": (
+        _R.range_selected_network,
+        "model 'default': pairs whose median range is beyond its orbital network's (its card: 1 km) "
+        "take that network, trained on orbital and oblique geometry; false: the primary always",
+        None,
+    ),
     "stereo_head_min_confidence": (
         _R.stereo_head_min_confidence,
         "head disparities below this match confidence (0-1) are left to the pointmap",
@@ -360,6 +366,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
         stereo_fusion_disparity_px=v["stereo_fusion_disparity_px"],
         slope_baseline_m=v["slope_baseline_m"],
         stereo_head=bool(v["stereo_head"]),
+        range_selected_network=bool(v["range_selected_network"]),
         stereo_head_min_confidence=v["stereo_head_min_confidence"],
         network_sigma_factor=v["network_sigma_factor"],
         disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
@@ -417,6 +424,7 @@ class StereoNode(Node):
         self.dropped = 0
         self.processed = 0
         self.last_hazard = None  # the last hazard map, for the diagnostics (read at 1 Hz, not per pair)
+        self.last_network = "none yet"  # which of the model's networks made the last pair (range selection)
         self.last_hazard_note = None  # why the last pair has no hazard map
         self.descent_resets = 0
         self.latencies: deque = deque(maxlen=100)
@@ -777,6 +785,7 @@ class StereoNode(Node):
 
     def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, sun, pose, t_arrival) -> None:
         rec = self.reconstructor.finish(staged, calib, up, params, sun_in_left=sun, image_left=img_l, camera_pose=pose)
+        self.last_network = rec.network
         h = left.header
         if want["depth"]:
             self.pub["depth"].publish(float_image_msg(Image, h, rec.depth))
@@ -848,6 +857,7 @@ class StereoNode(Node):
         precision = disparity_precision(self.model, self.reconstructor.params)
         values = {
             "model": self.model_name,
+            "network": self.last_network,
             "device": self.device,
             "processed_pairs": self.processed,
             "disparity_sigma_px": precision.floor_px,  # the floor, on well-textured ground
