@@ -275,3 +275,47 @@ def test_observations_update_the_level_their_ground_pixel_resolves():
         DescentMapParams(levels=0).validate()
     with pytest.raises(ValueError, match="pixels_per_cell"):
         DescentMapParams(pixels_per_cell=0.0).validate()
+
+
+def test_the_descent_map_as_a_grid_map_message_keeps_grid_maps_layout():
+    """hazard/grid_map (published where grid_map_msgs imports): in the world frame, each layer
+    an Eigen column-major matrix whose index (0, 0) is the cell of largest x and y, as
+    grid_map's converters read it; a bump placed in the world is found where it is.  The
+    message types stand in for grid_map_msgs (not on PyPI) with its fields."""
+    from geometry_msgs.msg import Pose
+    from std_msgs.msg import Float32MultiArray, Header, MultiArrayDimension
+
+    from lunar_recon.geometry.hazard import HazardParams
+    from lunar_recon.ros.conversions import grid_map_msg
+
+    class GridMapInfo:  # grid_map_msgs/GridMapInfo
+        def __init__(self):
+            self.resolution, self.length_x, self.length_y, self.pose = 0.0, 0.0, 0.0, Pose()
+
+    class GridMap:  # grid_map_msgs/GridMap
+        def __init__(self):
+            self.header, self.info, self.layers, self.basic_layers, self.data = Header(), GridMapInfo(), [], [], []
+            self.outer_start_index = self.inner_start_index = 0
+
+    T = _pose(x=103.0, y=-41.0, z=20.0)
+    m = DescentMap(0.25, DescentMapParams(window_m=12.0))
+    bump = (105.0, -39.5, 0.4, 0.8)  # world x, y, radius, height
+    m.update(_plane_view(T, height=7.0, bump=bump), np.full(200_000, 0.02), T)
+    hmap = m.hazard_map(T, HazardParams(resolution_m=0.25))
+    header = Header(frame_id="world")
+    msg = grid_map_msg(GridMap, Float32MultiArray, MultiArrayDimension, header, hmap, T[:3, 3])
+    assert msg.header.frame_id == "world" and msg.layers[0] == "elevation" and msg.basic_layers == ["elevation"]
+    assert len(msg.data) == len(msg.layers) and "variance" in msg.layers and "hazard_probability" in msg.layers
+    layer = msg.data[0]
+    assert [d.label for d in layer.layout.dim] == ["column_index", "row_index"]
+    size_x, size_y = layer.layout.dim[1].size, layer.layout.dim[0].size  # Eigen rows: along x
+    res, info = msg.info.resolution, msg.info
+    assert size_x * res == pytest.approx(info.length_x) and size_y * res == pytest.approx(info.length_y)
+    M = np.asarray(layer.data, np.float32).reshape(size_y, size_x).T  # column-major: M[i, j] = data[j * size_x + i]
+    i, j = np.unravel_index(np.nanargmax(M), M.shape)
+    x = info.pose.position.x + info.length_x / 2 - (i + 0.5) * res  # grid_map's getPositionFromIndex
+    y = info.pose.position.y + info.length_y / 2 - (j + 0.5) * res
+    assert np.hypot(x - bump[0], y - bump[1]) < bump[2] and M[i, j] == pytest.approx(7.8, abs=0.05)
+    assert np.nanmedian(M) == pytest.approx(7.0, abs=0.01)  # the ground's world height
+    variance = np.asarray(msg.data[msg.layers.index("variance")].data).reshape(size_y, size_x).T
+    assert np.isfinite(variance[i, j]) and variance[i, j] > 0

@@ -182,3 +182,56 @@ def occupancy_grid_msg(OccupancyGrid, header, hmap: HazardMap):
     # array('b') is taken as is; a list is type-checked element by element (~3 ms per 60k cells).
     msg.data = array.array("b", np.ascontiguousarray(hmap.cost, np.int8).tobytes())
     return msg
+
+
+def grid_map_message_types() -> tuple | None:
+    """(GridMap, Float32MultiArray, MultiArrayDimension) where grid_map_msgs imports, else None."""
+    try:
+        from grid_map_msgs.msg import GridMap
+    except ImportError:
+        return None
+    from std_msgs.msg import Float32MultiArray, MultiArrayDimension
+
+    return GridMap, Float32MultiArray, MultiArrayDimension
+
+
+def grid_map_msg(GridMap, Float32MultiArray, MultiArrayDimension, header, hmap: HazardMap, offset=(0.0, 0.0, 0.0)):
+    """grid_map_msgs/GridMap of a hazard map whose grid axes are the header frame's (the descent
+    map in the pose topic's world frame, ``offset``: the map's origin in that frame, e.g. the
+    camera's position the descent map is centred on).  Layers: elevation (m), variance (m²),
+    hazard_probability (0-1), slope_deg, roughness_m; NaN where unknown.  grid_map's layout:
+    index (0, 0) is the cell of largest x and y, each layer an Eigen column-major matrix of
+    (cells along x) x (cells along y) -- our [row = y, col = x] grid reversed on both axes."""
+    rows, cols = hmap.shape
+    res = float(hmap.resolution)
+    msg = GridMap()
+    msg.header = header
+    msg.info.resolution = res
+    msg.info.length_x, msg.info.length_y = cols * res, rows * res
+    p = msg.info.pose.position
+    p.x = float(offset[0] + hmap.origin[0] + cols * res / 2)
+    p.y = float(offset[1] + hmap.origin[1] + rows * res / 2)
+    p.z = float(offset[2])
+    msg.info.pose.orientation.w = 1.0
+    sigma = hmap.elevation_sigma_m
+    layers = {
+        "elevation": hmap.elevation_m + np.float32(offset[2]),
+        "variance": np.full(hmap.shape, np.nan, np.float32) if sigma is None else sigma**2,
+        "hazard_probability": np.full(hmap.shape, np.nan, np.float32) if hmap.probability is None else hmap.probability,
+        "slope_deg": hmap.slope_deg,
+        "roughness_m": hmap.roughness_m,
+    }
+    msg.layers = list(layers)
+    msg.basic_layers = ["elevation"]
+    data = []
+    for values in layers.values():
+        arr = Float32MultiArray()
+        outer, inner = MultiArrayDimension(), MultiArrayDimension()
+        outer.label, outer.size, outer.stride = "column_index", rows, rows * cols
+        inner.label, inner.size, inner.stride = "row_index", cols, cols
+        arr.layout.dim = [outer, inner]
+        arr.data = array.array("f", np.ascontiguousarray(np.asarray(values, np.float32)[::-1, ::-1]).tobytes())
+        data.append(arr)
+    msg.data = data
+    msg.outer_start_index = msg.inner_start_index = 0
+    return msg

@@ -45,6 +45,8 @@ from .conversions import (
     MessageRejected,
     bgr_image_msg,
     float_image_msg,
+    grid_map_message_types,
+    grid_map_msg,
     image_from_msg,
     occupancy_grid_msg,
     pointcloud2_msg,
@@ -513,6 +515,12 @@ class StereoNode(Node):
             "site": self.create_publisher(PointStamped, "hazard/landing_site", out),
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
+        # the descent map as grid_map_msgs/GridMap in the pose topic's world frame, where the
+        # message package imports (grid_map is not on PyPI; any ROS 2 install can add it)
+        self.grid_map_types = grid_map_message_types()
+        if self.grid_map_types is not None:
+            self.pub["grid_map"] = self.create_publisher(self.grid_map_types[0], "hazard/grid_map", latched)
+        self.world_frame_id = ""  # the pose topic's frame: the descent map's
         self.create_timer(1.0, self._publish_diagnostics)
         self._workers = [
             threading.Thread(target=self._loop, args=(slot, run), name=name, daemon=True)
@@ -579,6 +587,7 @@ class StereoNode(Node):
             self._reject("pose", str(exc))
             return
         self.poses.append((stamp_ns(msg.header.stamp), T))
+        self.world_frame_id = msg.header.frame_id
 
     def _nearest(self, history: deque, stamp, or_newest: bool = False) -> tuple | None:
         """The entry of ``history`` (stamp ns first) nearest the pair's stamp, when within
@@ -751,6 +760,7 @@ class StereoNode(Node):
             "elevation": v["publish_hazard"] and (n("elevation") or n("elevation_sigma")),
             "overlay": v["publish_hazard"] and n("overlay"),
             "site": v["publish_hazard"] and n("site"),
+            "grid_map": v["publish_hazard"] and "grid_map" in self.pub and n("grid_map"),
         }
 
     def _network_stage(self, left, left_info, right, right_info, t_arrival) -> None:
@@ -761,7 +771,7 @@ class StereoNode(Node):
         want = self._wanted()
         if not any(want.values()):
             return  # nobody listens: compute nothing
-        hazard = want["grid"] or want["elevation"] or want["overlay"] or want["site"]
+        hazard = want["grid"] or want["elevation"] or want["overlay"] or want["site"] or want["grid_map"]
         params = dataclasses.replace(self.reconstructor.params, compute_slope=want["slope"], compute_hazard=hazard)
         staged = self.reconstructor.predict_scaled(img_l, img_r, calib, params)
         self._await_navigation(left.header.stamp)
@@ -820,6 +830,9 @@ class StereoNode(Node):
             self.get_logger().warning("the pose jumped: the descent map was reset")
         # with the descent map on and a pose, the fused map is the one published
         hmap = rec.descent_hazard if rec.descent_hazard is not None else rec.hazard
+        if want["grid_map"] and rec.descent_hazard is not None and pose is not None and self.grid_map_types:
+            world = type(h)(stamp=h.stamp, frame_id=self.world_frame_id)
+            self.pub["grid_map"].publish(grid_map_msg(*self.grid_map_types, world, rec.descent_hazard, pose[:3, 3]))
         if hmap is not None:
             self.last_hazard = hmap
             if want["grid"]:
