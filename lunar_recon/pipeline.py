@@ -71,13 +71,32 @@ def uses_stereo_head(model, calibration: StereoCalibration | None, enabled: bool
 
 
 def stereo_head_depth(
-    head, image_left: np.ndarray, image_right: np.ndarray, calibration: StereoCalibration, min_confidence: float
+    head,
+    image_left: np.ndarray,
+    image_right: np.ndarray,
+    calibration: StereoCalibration,
+    min_confidence: float,
+    max_size: int = 0,
 ) -> np.ndarray:
     """Metric depth of the head's disparity in the left image's pixels, NaN where its
-    confidence is under ``min_confidence`` or the disparity is not positive."""
+    confidence is under ``min_confidence`` or the disparity is not positive.  A pair whose long
+    side exceeds ``max_size`` (0: none) is matched downscaled to it (area-averaged), its
+    disparity scaled back and resampled to camera pixels: a megapixel rig at the cost and depth
+    precision of a rig of that size with the same field of view."""
     from .models.stereo_head import predict_disparity
 
-    disparity, confidence = predict_disparity(head, image_left, image_right)
+    h, w = image_left.shape[:2]
+    if max_size and max(h, w) > max_size:
+        import cv2
+
+        f = max_size / max(h, w)
+        size = (max(16, round(w * f)), max(16, round(h * f)))
+        small = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in (image_left, image_right)]
+        disparity, confidence = predict_disparity(head, *small)
+        disparity = cv2.resize(disparity, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / size[0])
+        confidence = cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        disparity, confidence = predict_disparity(head, image_left, image_right)
     disparity[(confidence < min_confidence) | ~(disparity > 0.25) | unmatched_left_band(disparity)] = np.nan
     return disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m)
 
@@ -129,6 +148,8 @@ class ReconstructionParams:
     # (probability mass of the match, 0-1) are left to the pointmap
     stereo_head: bool = True
     stereo_head_min_confidence: float = 0.99
+    # the head matches a pair whose long side is larger downscaled to this many pixels (0: never)
+    stereo_head_max_size: int = 0
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     # Disparity precision (px, 1 sigma) of the depth source, for the hazard map's noise model
@@ -171,6 +192,8 @@ class ReconstructionParams:
             )
         if not 0 <= self.stereo_head_min_confidence < 1:
             raise ValueError("stereo_head_min_confidence must be in [0, 1)")
+        if self.stereo_head_max_size != 0 and self.stereo_head_max_size < 64:
+            raise ValueError("stereo_head_max_size must be 0 (camera resolution) or >= 64 px")
         if self.slope_baseline_m <= 0:
             raise ValueError("slope_baseline_m must be positive")
         if self.disparity_sigma_px is not None and not (0 <= self.disparity_sigma_px < 100):
@@ -359,7 +382,12 @@ class StereoReconstructor:
             if scale_mode in ("stereo", "stereo_local"):
                 if uses_stereo_head(model, calibration, p.stereo_head):
                     head_depth = stereo_head_depth(
-                        getattr(model, "stereo_head"), image_left, image_right, calibration, p.stereo_head_min_confidence
+                        getattr(model, "stereo_head"),
+                        image_left,
+                        image_right,
+                        calibration,
+                        p.stereo_head_min_confidence,
+                        p.stereo_head_max_size,
                     )
                     reference = coarse_copy(head_depth)
                 else:

@@ -44,6 +44,7 @@ class EvaluationOptions:
     inference_size: int = 0
     scale_mode: str = "auto"
     stereo_fusion_disparity: float = STEREO_FUSION_DISPARITY_PX
+    stereo_head_max_size: int | None = None  # None: the pipeline's
     shadow_fraction: float = SHADOW_INTENSITY_FRACTION
     hazard_resolution: float = 0.0  # 0: the truth's cells
     network_sigma_factor: float | None = None  # None: the pipeline's
@@ -221,6 +222,11 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             inference_size=opts.inference_size,
                             scale_mode=opts.scale_mode,
                             stereo_fusion_disparity_px=opts.stereo_fusion_disparity,
+                            stereo_head_max_size=(
+                                ReconstructionParams().stereo_head_max_size
+                                if opts.stereo_head_max_size is None
+                                else opts.stereo_head_max_size
+                            ),
                             disparity_sigma_px=opts.disparity_sigma,
                             shadow_intensity_fraction=opts.shadow_fraction,
                             network_sigma_factor=(

@@ -106,6 +106,12 @@ PARAMETERS: dict[str, tuple] = {
         "it on a rectified rig instead of SGBM",
         None,
     ),
+    "stereo_head_max_size": (
+        _R.stereo_head_max_size,
+        "the stereo head matches a pair whose long side is larger downscaled to this many pixels "
+        "(the cost and depth precision of a rig that size with the same field of view); 0: camera resolution",
+        (0, 8192),
+    ),
     "range_selected_network": (
         _R.range_selected_network,
         "model 'default': pairs whose median range is beyond its orbital network's (its card: 1 km) "
@@ -370,6 +376,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
         stereo_head=bool(v["stereo_head"]),
         range_selected_network=bool(v["range_selected_network"]),
         stereo_head_min_confidence=v["stereo_head_min_confidence"],
+        stereo_head_max_size=int(v["stereo_head_max_size"]),
         network_sigma_factor=v["network_sigma_factor"],
         disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
         shadow_intensity_fraction=v["shadow_intensity_fraction"],

@@ -38,6 +38,13 @@ def add_arguments(p) -> None:
         metavar="WxH",
         help="camera sizes of the node measurement (lander cameras are megapixel)",
     )
+    p.add_argument(
+        "--node-params",
+        nargs="*",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="stereo_node parameters of the node measurement beyond its defaults (e.g. stereo_head_max_size:=512)",
+    )
     p.add_argument("--worker", help=__import__("argparse").SUPPRESS)  # internal: one measurement, JSON out
 
 
@@ -213,10 +220,12 @@ def node_benchmark_params(frame) -> list[str]:
     ]
 
 
-def node_rate(threads: int, seconds: float, rate_hz: float = 10.0, width: int = 512, height: int = 384) -> dict:
-    """stereo_node (default model, default settings, every output subscribed) fed mono8 pairs of
-    ``width`` x ``height`` at ``rate_hz``, told gravity and the sun's direction as a lander knows
-    them (so the shadow bound is timed too)."""
+def node_rate(
+    threads: int, seconds: float, rate_hz: float = 10.0, width: int = 512, height: int = 384, params: tuple[str, ...] = ()
+) -> dict:
+    """stereo_node (default model, default settings but ``params``, every output subscribed) fed
+    mono8 pairs of ``width`` x ``height`` at ``rate_hz``, told gravity and the sun's direction as
+    a lander knows them (so the shadow bound is timed too)."""
     import os
     import random
     import time
@@ -230,7 +239,7 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0, width: int = 
     fr = render_scene(plan_scene("descent", 5, width=width, height=height, altitude_m=40, off_nadir_deg=10, baseline_m=1.5))
     dom = random.randint(120, 220)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    proc = start_node(dom, *node_benchmark_params(fr))
+    proc = start_node(dom, *node_benchmark_params(fr), *params)
     probe = NodeProbe(dom)
     lat, sent = [], {}
     try:
@@ -255,6 +264,7 @@ def node_rate(threads: int, seconds: float, rate_hz: float = 10.0, width: int = 
     lat_ms = np.array(lat) * 1e3
     return {
         "size": f"{width}x{height}",
+        "params": " ".join(params),
         "sent": i,
         "answered": len(lat),
         "input_hz": rate_hz,
@@ -308,7 +318,13 @@ def run(args) -> int:
     machine = {"matmul_gflops": matmul_gflops(args.threads), "threads": args.threads}
     node = (
         [
-            node_rate(args.threads, args.node_seconds, width=int(size.split("x")[0]), height=int(size.split("x")[1]))
+            node_rate(
+                args.threads,
+                args.node_seconds,
+                width=int(size.split("x")[0]),
+                height=int(size.split("x")[1]),
+                params=tuple(args.node_params),
+            )
             for size in args.node_sizes
         ]
         if args.node
@@ -398,8 +414,9 @@ def markdown(rows: list[dict], machine: dict, node: list[dict] | None) -> str:
         lines.append("")
     if node:
         lines += [
-            "### stereo_node end to end (default model and settings, every output subscribed, gravity and "
-            "sun direction given, mono8 pairs over Fast DDS)",
+            "### stereo_node end to end (default model and settings"
+            + (f" but {node[0]['params']}" if node[0].get("params") else "")
+            + ", every output subscribed, gravity and sun direction given, mono8 pairs over Fast DDS)",
             "",
             "| camera | pairs sent | answered | input rate | output rate | latency p50 / p90 |",
             "|---|---:|---:|---:|---:|---:|",

@@ -53,6 +53,13 @@ def add_arguments(p) -> None:
         "pulled halfway toward a full-resolution SGBM's own; 0: no fusion",
     )
     p.add_argument(
+        "--stereo-head-max-size",
+        type=int,
+        default=None,
+        help="a student's stereo head matches a pair with a longer side downscaled to this many "
+        "pixels (0: never; default: the pipeline's)",
+    )
+    p.add_argument(
         "--shadow-fraction",
         type=float,
         default=SHADOW_INTENSITY_FRACTION,
