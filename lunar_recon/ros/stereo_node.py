@@ -68,7 +68,7 @@ PARAMETERS: dict[str, tuple] = {
     "model": (
         "default",
         "checkpoint path (any file load_model accepts), an exported .onnx file, 'sgbm', 'sgbm-wls' or "
-        "'default' (shipped student)",
+        "'default' (the shipped student; its orbital network beyond 1 km, range_selected_network)",
         None,
     ),
     "device": ("cpu", "cpu, cuda or auto (CUDA requested without CUDA falls back to CPU)", ("cpu", "cuda", "auto")),
