@@ -296,6 +296,17 @@ class ScaledPrediction:
     def metric_points(self) -> np.ndarray:
         return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
 
+    def median_range_m(self, step: int = 4) -> float:
+        """Median metric depth over every ``step``-th pixel of each axis (NaN without one): the
+        range a choice between networks needs, without scaling the whole pointmap."""
+        if self.points is not None:
+            z = self.points[::step, ::step, 2]
+        else:
+            scale = self.scale[::step, ::step] if isinstance(self.scale, np.ndarray) else np.float32(self.scale)
+            z = self.prediction.points_left[::step, ::step, 2] * scale
+        z = z[np.isfinite(z) & (z > 0)]
+        return float(np.median(z)) if z.size else float("nan")
+
 
 def _scaled(points: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
     return points * (scale[..., None] if isinstance(scale, np.ndarray) else np.float32(scale))
@@ -341,14 +352,11 @@ class StereoReconstructor:
         p = params or self.params
         staged = self._predict_scaled(self.model, image_left, image_right, calibration, p)
         orbital = getattr(self.model, "orbital", None)  # models.registry.RangeSelectedNetwork
-        if orbital is not None and p.range_selected_network:
-            depth = staged.metric_points()[..., 2]
-            finite = depth[np.isfinite(depth) & (depth > 0)]
-            if finite.size and float(np.median(finite)) > orbital.min_range_m:
-                first = staged.timings_s
-                staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p)
-                staged.network = "orbital"
-                staged.timings_s = {k: v + first.get(k, 0.0) for k, v in staged.timings_s.items()}
+        if orbital is not None and p.range_selected_network and staged.median_range_m() > orbital.min_range_m:
+            first = staged.timings_s
+            staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p)
+            staged.network = "orbital"
+            staged.timings_s = {k: v + first.get(k, 0.0) for k, v in staged.timings_s.items()}
         return staged
 
     def _predict_scaled(

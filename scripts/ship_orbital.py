@@ -43,11 +43,11 @@ def write_card_section(card: dict, digest: str) -> None:
     path = SHIPPED_DIR / "MODEL_CARD.md"
     text = path.read_text()
     text = text.split("\n" + SECTION)[0].rstrip("\n")
-    rows = [
-        f"| {name} | {m['shipped'] if not isinstance(m.get('shipped'), dict) else m['shipped']['depth_abs_rel']} | "
-        f"{m['orbital'] if not isinstance(m.get('orbital'), dict) else m['orbital']['depth_abs_rel']} |"
-        for name, m in card["calibration_metrics"].items()
-    ]
+
+    def value(v):  # a metrics dict's AbsRel, or the number itself
+        return v["depth_abs_rel"] if isinstance(v, dict) else v
+
+    rows = [f"| {name} | {value(m['shipped'])} | {value(m['orbital'])} |" for name, m in card["calibration_metrics"].items()]
     lines = [
         SECTION,
         "",

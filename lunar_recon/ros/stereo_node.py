@@ -778,7 +778,7 @@ class StereoNode(Node):
         want = self._wanted()
         if not any(want.values()):
             return  # nobody listens: compute nothing
-        hazard = want["grid"] or want["elevation"] or want["overlay"] or want["site"] or want["grid_map"]
+        hazard = any(want[k] for k in ("grid", "elevation", "overlay", "site", "grid_map"))
         params = dataclasses.replace(self.reconstructor.params, compute_slope=want["slope"], compute_hazard=hazard)
         staged = self.reconstructor.predict_scaled(img_l, img_r, calib, params)
         self._await_navigation(left.header.stamp)
