@@ -232,19 +232,35 @@ class Reconstruction:
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
 
 
-def model_hazard_calibration(model) -> tuple[float, ...] | None:
-    """The hazard-probability calibration a model states (card ``hazard_calibration``, or an
-    attribute): fitted on calibration pairs with ``evaluate-bag --fit-hazard-calibration``."""
+DESCENT_MAP_KEY_PREFIX = "descent_map_"  # card keys of the fused map's own calibration
+
+
+def _model_stated(model, key: str, descent_map: bool):
+    """A model's card value (or attribute) ``key``; for the descent map its own
+    ``descent_map_<key>`` where stated, else the single-frame one."""
     card = getattr(model, "meta", {}).get("card", {})
-    value = card.get("hazard_calibration", getattr(model, "hazard_calibration", None))
+    keys = (DESCENT_MAP_KEY_PREFIX + key, key) if descent_map else (key,)
+    for k in keys:
+        value = card.get(k, getattr(model, k, None))
+        if value:
+            return value
+    return None
+
+
+def model_hazard_calibration(model, descent_map: bool = False) -> tuple[float, ...] | None:
+    """The hazard-probability calibration a model states (card ``hazard_calibration``, or an
+    attribute): fitted on calibration pairs with ``evaluate-bag --fit-hazard-calibration``.
+    ``descent_map``: the fused map's table (``descent_map_hazard_calibration``, fitted on
+    calibration descents with ``--descent-map``), the single-frame one where the model has none."""
+    value = _model_stated(model, "hazard_calibration", descent_map)
     return tuple(float(v) for v in value) if value else None
 
 
-def model_hazard_above(model) -> float | None:
+def model_hazard_above(model, descent_map: bool = False) -> float | None:
     """The probability at which a model's calibrated map calls a HAZARD (card ``hazard_above``,
-    or an attribute): the best-F1 threshold on the calibration data, fitted with the table."""
-    card = getattr(model, "meta", {}).get("card", {})
-    value = card.get("hazard_above", getattr(model, "hazard_above", None))
+    or an attribute): the best-F1 threshold on the calibration data, fitted with the table
+    (``descent_map``: the fused map's, ``descent_map_hazard_above``, where stated)."""
+    value = _model_stated(model, "hazard_above", descent_map)
     return float(value) if value else None
 
 
@@ -542,9 +558,7 @@ class StereoReconstructor:
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
                 if p.descent_map and camera_pose is not None and sigma is not None and hazard_note is None:
-                    descent_hazard, descent_update = self._fuse(
-                        points, sigma, camera_pose, hazard_params, p, probability_table, fx
-                    )
+                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p, fx)
                 if hmap is not None and camera_pose is not None:
                     hmap = self.hazard_memory.update(
                         hmap, camera_pose, p.hazard.memory_frames, p.hazard.memory_keyframe_distance_m
@@ -580,11 +594,15 @@ class StereoReconstructor:
         camera_pose: np.ndarray,
         hazard_params: HazardParams,
         p: ReconstructionParams,
-        probability_table,
         fx: float | None,
     ) -> tuple[HazardMap, DescentUpdate]:
-        """Fuse this frame into the stream's descent map and make the landing-site map on it
-        (through the model's calibration, which was fitted on single frames)."""
+        """Fuse this frame into the stream's descent map and make the landing-site map on it,
+        through the model's calibration of fused maps (its single-frame one where it states none):
+        a fused cell's probability is sharper than one frame's, so one table cannot serve both."""
+        probability_table = model_hazard_calibration(self.model, descent_map=True) if p.calibrate_hazard else None
+        if p.hazard.hazard_above == 0:  # the model's own threshold for its fused map
+            source = model_hazard_above(self.model, descent_map=True) if probability_table is not None else None
+            hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(p.hazard, source))
         if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
             hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's
         if (

@@ -8,6 +8,11 @@ The table and the threshold (card ``hazard_calibration``, ``hazard_above``) go i
 checkpoint's embedded card (what the node reads), model_card.json (with the new sha256 and the
 command in its log) and MODEL_CARD.md.  Fit it on calibration pairs, never on
 the test split the card reports.
+
+The descent map's own (card ``descent_map_hazard_calibration``, ``descent_map_hazard_above``):
+
+    lunar-recon evaluate-bag CALIBRATION_DESCENTS --model default --descent-map --fit-hazard-calibration --out R
+    .venv/bin/python scripts/calibrate_hazard.py --descent-map R/hazard_calibration.json "the command line"
 """
 
 from __future__ import annotations
@@ -23,47 +28,60 @@ from lunar_recon.models.checkpoint import atomic_torch_save
 from lunar_recon.models.registry import SHIPPED_DIR, shipped_model_path
 
 SECTION = "## Hazard probability calibration"
+DESCENT_SECTION = "## Descent map hazard probability calibration"
+DESCENT_LABEL = " + descent map"  # evaluation.runner.descent_map_label
 
 
 def main(argv: list[str]) -> int:
+    descent = "--descent-map" in argv
+    argv = [a for a in argv if a != "--descent-map"]
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     fitted, command = json.loads(Path(argv[0]).read_text()), argv[1]
     path = shipped_model_path()
-    entry = next((v for k, v in fitted.items() if path.name in k), None)
+    entry = next((v for k, v in fitted.items() if path.name in k and k.endswith(DESCENT_LABEL) == descent), None)
     if entry is None:
-        print(f"{argv[0]} has no table for {path.name} (it has: {sorted(fitted)})", file=sys.stderr)
+        what = f"{path.name}{DESCENT_LABEL}" if descent else path.name
+        print(f"{argv[0]} has no table for {what} (it has: {sorted(fitted)})", file=sys.stderr)
         return 2
     table = [float(v) for v in entry["hazard_calibration"]]
     threshold = float(entry["hazard_above"])
+    prefix = "descent_map_" if descent else ""  # pipeline.DESCENT_MAP_KEY_PREFIX
+    keys = {f"{prefix}hazard_calibration": table, f"{prefix}hazard_above": threshold}
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt["meta"]["card"].update(hazard_calibration=table, hazard_above=threshold)
+    ckpt["meta"]["card"].update(keys)
     atomic_torch_save(ckpt, path)
     card_path = SHIPPED_DIR / "model_card.json"
     card = json.loads(card_path.read_text())
-    card.update(hazard_calibration=table, hazard_above=threshold)
+    card.update(keys)
     card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     card["commands"] = [
         *card["commands"],
-        f"# hazard calibration ({entry['sites']} sites, {entry['frames']} frames):",
+        f"# {'descent map ' if descent else ''}hazard calibration ({entry['sites']} sites, {entry['frames']} frames):",
         command,
-        f"python scripts/calibrate_hazard.py {argv[0]} '...'",
+        f"python scripts/calibrate_hazard.py {'--descent-map ' if descent else ''}{argv[0]} '...'",
     ]
     card_path.write_text(json.dumps(card, indent=1, default=str))
     md_path = SHIPPED_DIR / "MODEL_CARD.md"
     md = md_path.read_text()
     md = md.replace(md.split("(sha256 `")[1].split("…`)")[0], card["sha256"][:16], 1) if "(sha256 `" in md else md
+    heading = DESCENT_SECTION if descent else SECTION
+    of_what = "the fused descent map's probabilities" if descent else "the single-frame map's probabilities"
     section = (
-        f"{SECTION}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 (monotone fit of the "
-        f"observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration frames):\n\n"
-        f"`{table}`\n\nA site is called a hazard at calibrated P >= {threshold} (`hazard_above`: the threshold "
-        "with the best hazard F1 on the same calibration frames).\n\n"
+        f"{heading}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 of {of_what} "
+        f"(monotone fit of the observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration "
+        f"frames):\n\n`{table}`\n\nA site is called a hazard at calibrated P >= {threshold} (`{prefix}hazard_above`: "
+        "the threshold with the best hazard F1 on the same calibration frames).\n\n"
     )
-    if SECTION in md:  # replace the section up to the next heading, keep the rest
-        head, rest = md.split(SECTION, 1)
+    if heading in md:  # replace the section up to the next heading, keep the rest
+        head, rest = md.split(heading, 1)
         tail = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
         md = head + section + tail
+    elif descent and SECTION in md:  # right after the single-frame calibration
+        head, rest = md.split(SECTION, 1)
+        cut = rest.index("\n## ") + 1 if "\n## " in rest else len(rest)
+        md = head + SECTION + rest[:cut] + section + rest[cut:]
     else:
         md = md.rstrip("\n") + "\n\n" + section
     if "```\n" in md and md.rstrip().endswith("```"):  # the card ends with its command log

@@ -146,6 +146,11 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
             fr.left, fr.right, StereoCalibration.rectified(fr.K_left, fr.baseline_m), fr.up_left, camera_pose=fr.T_world_from_left
         )
         assert r.descent_hazard is not None and r.descent_hazard.probability is not None
+        # the fused map through the model's own fused-map calibration, the single frame through its own
+        assert r.descent_hazard.params.hazard_above == SGBMModel.descent_map_hazard_above != SGBMModel.hazard_above
+        assert r.hazard.params.hazard_above == SGBMModel.hazard_above
+        known = np.isfinite(r.descent_hazard.probability)
+        assert known.any() and r.descent_hazard.probability[known].min() >= SGBMModel.descent_map_hazard_calibration[0]
         updates.append(r.descent_update)
     assert updates[0].new > 0 and updates[-1].fused > 0 and not any(u.reset for u in updates)
     out = tmp_path / "report"
@@ -160,6 +165,7 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
         "2",
         "--figures",
         "0",
+        "--fit-hazard-calibration",
         "--out",
         str(out),
         timeout=600,
@@ -167,6 +173,8 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert summary["sgbm + descent map"]["frames"] == 3 and "hazard_f1_pooled" in summary["sgbm + descent map"]
+    fitted = json.loads((out / "hazard_calibration.json").read_text())  # the fused map's table beside the single frame's
+    assert {"sgbm", "sgbm + descent map"} <= set(fitted) and len(fitted["sgbm + descent map"]["hazard_calibration"]) == 11
     assert "## Last frame of each sequence" in (out / "report.md").read_text()
 
 
@@ -319,3 +327,18 @@ def test_the_descent_map_as_a_grid_map_message_keeps_grid_maps_layout():
     assert np.nanmedian(M) == pytest.approx(7.0, abs=0.01)  # the ground's world height
     variance = np.asarray(msg.data[msg.layers.index("variance")].data).reshape(size_y, size_x).T
     assert np.isfinite(variance[i, j]) and variance[i, j] > 0
+
+
+def test_the_fused_map_takes_its_own_calibration_else_the_single_frame_one():
+    from lunar_recon.pipeline import model_hazard_above, model_hazard_calibration
+
+    class SingleFrameOnly:
+        hazard_calibration, hazard_above = (0.1,) * 11, 0.2
+
+    class BothCalibrated(SingleFrameOnly):
+        descent_map_hazard_calibration, descent_map_hazard_above = (0.3,) * 11, 0.4
+
+    single, both = SingleFrameOnly(), BothCalibrated()
+    assert model_hazard_calibration(single, descent_map=True) == (0.1,) * 11 and model_hazard_above(single, True) == 0.2
+    assert model_hazard_calibration(both, descent_map=True) == (0.3,) * 11 and model_hazard_above(both, True) == 0.4
+    assert model_hazard_calibration(both) == (0.1,) * 11 and model_hazard_above(both) == 0.2

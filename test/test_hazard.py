@@ -409,6 +409,38 @@ def test_a_perfect_oracle_scores_f1_one_and_no_false_safe():
     assert m["landing_site_safe"] == 1 and m["landing_site_hazard_distance_m"] > 0
 
 
+def test_a_landing_site_keeps_its_margin_from_ground_not_certified_safe():
+    import dataclasses
+
+    from lunar_recon.geometry.hazard import choose_landing_site
+
+    hm = hazard_map(np.c_[ground(n=20_000, half=4.0, seed=21), np.zeros(20_000)], up=[0, 0, 1])
+    hm.hazard[:] = HAZARD
+    hm.hazard[10:15, 10:15] = SAFE  # a 5 x 5-cell island: its centre is 3 cells (0.45 m) from a hazard
+    with_margin = lambda m: dataclasses.replace(hm, params=dataclasses.replace(hm.params, landing_margin_m=m))  # noqa: E731
+    assert choose_landing_site(with_margin(1.0)) is None
+    site = choose_landing_site(with_margin(0.4))
+    assert (site.row, site.col) == (12, 12) and site.clearance_m == pytest.approx(0.45, abs=1e-6)
+    hm.hazard[20:41, 20:41] = SAFE  # 21 x 21 cells: 11 cells (1.65 m) of clearance at its centre
+    site = choose_landing_site(with_margin(1.0))
+    assert (site.row, site.col) == (30, 30) and site.clearance_m >= 1.0
+    assert hazard_metrics(hm, hm)["landing_site_clearance_m"] == pytest.approx(hm.landing_site.clearance_m)
+
+
+def test_a_landing_site_where_the_truth_has_no_data_is_not_judged():
+    import copy
+
+    truth = hazard_map(np.c_[ground(n=20_000, half=4.0, seed=22), np.zeros(20_000)], up=[0, 0, 1])
+    pred = copy.deepcopy(truth)
+    site = pred.landing_site
+    truth.hazard[site.row, site.col] = UNKNOWN  # e.g. a fused map's site beyond this frame's true DEM
+    m = hazard_metrics(pred, truth)
+    assert m["landing_site_proposed"] == 1 and m["landing_site_judged"] == 0 and np.isnan(m["landing_site_safe"])
+    truth.hazard[site.row, site.col] = HAZARD
+    m = hazard_metrics(pred, truth)
+    assert m["landing_site_judged"] == 1 and m["landing_site_safe"] == 0
+
+
 def test_bad_hazard_parameters_fail_clearly():
     pts = np.c_[ground(n=1000, seed=15), np.zeros(1000)]
     with pytest.raises(ValueError, match="at least two cells"):
@@ -419,6 +451,8 @@ def test_bad_hazard_parameters_fail_clearly():
         hazard_map(pts, [0, 0, 1], HazardParams(safe_below=0.6, hazard_above=0.5))
     with pytest.raises(ValueError, match="safe_below"):
         hazard_map(pts, [0, 0, 1], HazardParams(hazard_above=-0.2))
+    with pytest.raises(ValueError, match="landing_margin_m"):
+        hazard_map(pts, [0, 0, 1], HazardParams(landing_margin_m=-1.0))
 
 
 def test_the_hazard_threshold_is_the_users_else_the_sources_else_one_half():

@@ -199,6 +199,10 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     from lunar_recon.pipeline import model_disparity_sigma
 
     assert model_disparity_sigma(model) == card["disparity_sigma_px"]
+    # Its hazard probabilities' calibration, single frame and fused descent map, each fitted on calibration data.
+    for key in ("hazard_calibration", "hazard_above", "descent_map_hazard_calibration", "descent_map_hazard_above"):
+        assert embedded[key] == card[key], key
+    assert any("--descent-map --fit-hazard-calibration" in c and "seq41" not in c for c in card["commands"])
     assert card["parameters"] * 50 <= 688_638_856  # at most 1/50 of the released MASt3R
     assert card["test_metrics"] and "commands" in card and any("distill" in c for c in card["commands"])
     # Beside the student, the ceiling of two-view stereo at its precision on the same test pairs.

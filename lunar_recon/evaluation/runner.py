@@ -54,6 +54,7 @@ class EvaluationOptions:
     hazard_above: float = HazardParams().hazard_above
     hazard_memory: int = HazardParams().memory_frames
     hazard_memory_keyframe_distance: float = HazardParams().memory_keyframe_distance_m
+    hazard_landing_margin: float = HazardParams().landing_margin_m
     descent_map: bool = False
     descent_pixel_relief: float = DescentMapParams().pixel_relief
     descent_levels: int = DescentMapParams().levels
@@ -93,6 +94,7 @@ def hazard_params_for(opts: EvaluationOptions, truth_h):
         hazard_above=opts.hazard_above,
         memory_frames=opts.hazard_memory,
         memory_keyframe_distance_m=opts.hazard_memory_keyframe_distance,
+        landing_margin_m=opts.hazard_landing_margin,
     )
     try:
         params.validate()
@@ -283,7 +285,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                         focal_baseline=fr.focal_baseline,
                         hazard_pred=r.descent_hazard,
                     )
-                    scores.append(frame_score(seq, f"{label} + descent map", i, int(fr.stamp_ns), latency, fused))
+                    scores.append(frame_score(seq, descent_map_label(label), i, int(fr.stamp_ns), latency, fused))
                     if r.descent_update is not None and r.descent_update.reset:
                         notes.append(f"{seq} frame {i} ({label}): the pose jumped; the descent map was reset")
                 if example_wanted(i, len(frames), opts.figures):
@@ -406,17 +408,24 @@ def score_on_matcher_pixels(frame_scores: list[tuple], depth_true) -> None:
         score.metrics["depth_abs_rel_sgbm_matched"] = depth_metrics(depth, depth_true, matched)["abs_rel"]
 
 
+def descent_map_label(label: str) -> str:
+    """The report's name for a model's fused descent map."""
+    return f"{label} + descent map"
+
+
 def write_calibration(path: Path, scores, labels: list[str]) -> None:
     """Each model's fitted hazard-probability calibration table (card ``hazard_calibration``)
     and the calibrated probability at which calling a hazard gives the best F1 (card
-    ``hazard_above``), from its frames' raw reliability counts."""
+    ``hazard_above``), from its frames' raw reliability counts; the same for its descent map
+    (under :func:`descent_map_label`; card ``descent_map_hazard_calibration`` /
+    ``descent_map_hazard_above``) where the run fused one."""
     import json
 
     from .scoring import pooled_reliability
     from ..geometry.hazard import fit_hazard_threshold, fit_probability_calibration
 
     tables = {}
-    for label in labels:
+    for label in [*labels, *(descent_map_label(label) for label in labels)]:
         mine = [s for s in scores if s.model == label]
         counts = pooled_reliability(mine)
         if counts is not None and counts[0].sum() > 0:

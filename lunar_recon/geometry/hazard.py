@@ -61,6 +61,9 @@ class HazardParams:
     # (needs the camera's pose; geometry.hazard_memory); 1: this map alone
     memory_frames: int = 3
     memory_keyframe_distance_m: float = 4.0  # camera travel between remembered maps (a footprint)
+    # A landing site is proposed only this far (m) from any cell not certified safe: room for the
+    # touchdown dispersion and for the map's errors at the edge of safe ground
+    landing_margin_m: float = 1.0
 
     def validate(self) -> None:
         checks = [
@@ -84,6 +87,7 @@ class HazardParams:
             ),
             (self.memory_frames >= 1, "memory_frames must be >= 1 (1: no memory)"),
             (self.memory_keyframe_distance_m >= 0, "memory_keyframe_distance_m must be >= 0"),
+            (self.landing_margin_m >= 0, "landing_margin_m must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -738,7 +742,8 @@ def hazard_map_from_grid(
 
 def choose_landing_site(hmap: HazardMap) -> LandingSite | None:
     """The safe cell farthest from any hazard or unknown cell (outside the grid counts as
-    unknown); ties go to the lowest cost."""
+    unknown); ties go to the lowest cost.  None where no safe cell lies ``landing_margin_m``
+    (``hmap.params``) from the nearest cell that is not safe."""
     safe = hmap.hazard == SAFE
     if not safe.any():
         return None
@@ -747,6 +752,8 @@ def choose_landing_site(hmap: HazardMap) -> LandingSite | None:
     score = dist - hmap.cost.astype(np.float32) * 1e-3  # lower cost breaks ties
     score[~safe] = -np.inf
     row, col = np.unravel_index(int(np.argmax(score)), safe.shape)
+    if dist[row, col] * hmap.resolution < hmap.params.landing_margin_m:
+        return None
     pos = np.array([*hmap.grid.centres_of(row, col), hmap.elevation_m[row, col]], dtype=np.float64)
     if not np.isfinite(pos[2]):  # a safe footprint centred on an empty cell: use the plane height
         pos[2] = float(np.nanmedian(hmap.elevation_m))

@@ -139,8 +139,10 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap, counts: np.ndarray | None = N
     * precision / recall / F1 / IoU of the HAZARD class (UNKNOWN counts as not a hazard call),
       with ``f1_chance``, the F1 of calling every site a hazard, which needs no data at all;
     * ``ece``: expected calibration error of the hazard probability;
-    * the landing site: whether one was proposed, whether it is safe in the truth, and its
-      distance to the nearest true hazard (m).
+    * the landing site: whether one was proposed, whether the truth knows its cell (a fused
+      map's site can lie beyond the frame's true DEM) and then whether it is safe there, its
+      distance to the nearest true hazard (m) and its clearance in the map itself (m to the
+      nearest cell the map does not call safe).
 
     ``counts``: the pair's :func:`reliability_counts` when already made."""
     if pred.shape != gt.shape:
@@ -161,7 +163,9 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap, counts: np.ndarray | None = N
     counts = reliability_counts(pred, gt) if counts is None else counts
     site = pred.landing_site
     site_safe = site_distance = float("nan")
-    if site is not None and 0 <= site.row < gt.shape[0] and 0 <= site.col < gt.shape[1]:
+    # a site off the truth's grid, or on a cell where the truth has no data, is not judged
+    judged = site is not None and 0 <= site.row < gt.shape[0] and 0 <= site.col < gt.shape[1] and bool(known[site.row, site.col])
+    if site is not None and judged:
         site_safe = float(gt.hazard[site.row, site.col] == SAFE)
         if t.any():
             clear = np.pad((~t).astype(np.uint8), 1, constant_values=1)
@@ -186,7 +190,9 @@ def hazard_metrics(pred: HazardMap, gt: HazardMap, counts: np.ndarray | None = N
         "ece": expected_calibration_error(counts),
         "known_fraction": float(((pred.hazard != -1) & known).sum() / max(known.sum(), 1)),
         "landing_site_proposed": float(site is not None),
+        "landing_site_judged": float(judged),  # proposed on a cell the truth knows
         "landing_site_safe": site_safe,
         "landing_site_hazard_distance_m": site_distance,
+        "landing_site_clearance_m": float("nan") if site is None else site.clearance_m,
         "slope_mae_deg": slope_mae(pred, gt),
     }

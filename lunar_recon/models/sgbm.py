@@ -24,6 +24,9 @@ class SGBMModel:
     # probability at which a site is called a hazard (best F1 there)
     hazard_calibration = (0.0179, 0.0537, 0.0716, 0.0716, 0.0716, 0.0716, 0.0724, 0.0775, 0.0987, 0.152, 0.2149)
     hazard_above = 0.152
+    # the same for its fused descent map, fitted on the descent bags 31/32 (evaluate-bag --descent-map)
+    descent_map_hazard_calibration = (0.0478, 0.0595, 0.0674, 0.0691, 0.0702, 0.0702, 0.0702, 0.0729, 0.0838, 0.1271, 0.1881)
+    descent_map_hazard_above = 0.1271
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()

@@ -194,6 +194,12 @@ PARAMETERS: dict[str, tuple] = {
         "camera travel between the maps the memory keeps (m)",
         (0.0, 1e4),
     ),
+    "hazard.landing_margin_m": (
+        _H.landing_margin_m,
+        "a landing site is proposed only this far from any cell not certified safe (m): "
+        "touchdown dispersion and the map's errors at the edge of safe ground",
+        (0.0, 1e4),
+    ),
     "descent_map.enabled": (
         _R.descent_map,
         "fuse every frame into one elevation map in the pose topic's world frame and "
@@ -391,6 +397,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
             hazard_above=v["hazard.hazard_above"],
             memory_frames=int(v["hazard.memory_frames"]),
             memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"],
+            landing_margin_m=v["hazard.landing_margin_m"],
         ),
         descent_map=bool(v["descent_map.enabled"]),
         descent=DescentMapParams(

@@ -117,6 +117,13 @@ def add_arguments(p) -> None:
         help="camera travel (m) between the maps the memory keeps (hazard.memory_keyframe_distance_m)",
     )
     p.add_argument(
+        "--hazard-landing-margin",
+        type=float,
+        default=HazardParams().landing_margin_m,
+        help="a landing site is proposed only this far (m) from any cell not certified safe "
+        "(as the node's hazard.landing_margin_m)",
+    )
+    p.add_argument(
         "--descent-map",
         action="store_true",
         help="also fuse each sequence's frames into a descent map (needs poses) and score its "
@@ -181,6 +188,7 @@ def run(args) -> int:
         footprint_diameter_m=args.hazard_footprint,
         safe_below=args.hazard_safe_below,
         hazard_above=args.hazard_above,
+        landing_margin_m=args.hazard_landing_margin,
         resolution_m=args.hazard_resolution or 0.15,
     ).validate()
     if any(not (s >= 0) for s in args.stereo_ceiling):
