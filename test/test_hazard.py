@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -407,6 +409,28 @@ def test_a_perfect_oracle_scores_f1_one_and_no_false_safe():
     m = hazard_metrics(truth, truth)
     assert m["f1"] == 1 and m["false_safe"] == 0 and m["certified_safe"] == 1 and m["ece"] == 0
     assert m["landing_site_safe"] == 1 and m["landing_site_hazard_distance_m"] > 0
+
+
+def test_a_lone_cell_standing_out_is_an_outlier_a_rock_of_two_cells_is_not():
+    xy = ground(n=60_000, half=6.0, seed=23)
+    z = np.zeros(len(xy))
+    spike = (np.abs(xy[:, 0] - 0.075) < 0.07) & (np.abs(xy[:, 1] - 0.075) < 0.07)  # inside one 0.15 m cell
+    z[spike] = 0.6
+    rock = (np.abs(xy[:, 0] - 3.0) < 0.15) & (np.abs(xy[:, 1] - 3.0) < 0.15)  # 2 x 2 cells, 0.35 m tall
+    z[rock] = 0.35
+    pts = np.c_[xy, z]
+    despiked = hazard_map(pts, [0, 0, 1])
+    kept = hazard_map(pts, [0, 0, 1], HazardParams(despike=False))
+    assert kept.hazard[kept.grid.cell_of(0.5, 0.5)] == HAZARD  # the outlier makes its neighbourhood hazardous
+    assert despiked.hazard[despiked.grid.cell_of(0.5, 0.5)] == SAFE
+    for hm in (despiked, kept):
+        assert hm.hazard[hm.grid.cell_of(3.0, 4.5)] == HAZARD  # the rock is within 2 m: kept either way
+    # cells coarser than half the roughness limit: a lone cell may be a whole rock, nothing is clipped
+    coarse = HazardParams(resolution_m=0.2, roughness_max_m=0.3)
+    np.testing.assert_array_equal(
+        hazard_map(pts, [0, 0, 1], coarse).roughness_m,
+        hazard_map(pts, [0, 0, 1], dataclasses.replace(coarse, despike=False)).roughness_m,
+    )
 
 
 def test_a_landing_site_keeps_its_margin_from_ground_not_certified_safe():

@@ -64,6 +64,11 @@ class HazardParams:
     # A landing site is proposed only this far (m) from any cell not certified safe: room for the
     # touchdown dispersion and for the map's errors at the edge of safe ground
     landing_margin_m: float = 1.0
+    # Measured heights only (the truth keeps every cell): for the relief, each cell clipped to the
+    # range of its 8 neighbours, where cells are at most half the roughness limit -- a rock tall
+    # enough to matter then spans more than one cell, so a lone cell standing out is a depth
+    # outlier, which would otherwise make every site whose footprint holds it hazardous
+    despike: bool = True
 
     def validate(self) -> None:
         checks = [
@@ -415,6 +420,22 @@ def elevation_grid(
     return CellGrid(x, y, zc, n.reshape(rows, cols).astype(np.float64), variance_grid, shadow_grid)
 
 
+def clip_to_neighbours(z: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
+    """Each cell's height clipped to the range of its 8 neighbours with data, widened by
+    ``tolerance`` (per cell; NaN cells and cells without a neighbour stay as they are): removes
+    single-cell spikes and pits, keeps any relief that spans two cells or more.  Heights at the
+    cell centres on a plane of gradient g per cell never pass a neighbour by more than |g| sqrt 2,
+    so that tolerance keeps every plane exact, at the grid's edges too."""
+    ring = np.ones((3, 3), np.uint8)
+    ring[1, 1] = 0
+    valid = np.isfinite(z)
+    z32 = z.astype(np.float32)
+    kw = dict(borderType=cv2.BORDER_CONSTANT)
+    hi = cv2.dilate(np.where(valid, z32, -np.inf).astype(np.float32), ring, borderValue=-np.inf, **kw)
+    lo = cv2.erode(np.where(valid, z32, np.inf).astype(np.float32), ring, borderValue=np.inf, **kw)
+    return np.where(valid & np.isfinite(hi), np.clip(z, lo - tolerance, hi + tolerance), z)
+
+
 def _exceedance(value: np.ndarray, limit: float, sigma: np.ndarray) -> np.ndarray:
     """P(true value > limit) for a Gaussian estimate ``value`` +- ``sigma``; a step where sigma is 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -591,6 +612,8 @@ def hazard_map_from_cells(
         planar = np.isfinite(a) & np.isfinite(b) & (det > 1e-12)  # a plane fits, whatever the coverage
         ga, gb = np.where(planar, a, 0.0), np.where(planar, b, 0.0)
         z_at_centre = np.where(valid, z + ga * (xc - x) + gb * (yc - y), np.nan)
+        if params.despike and res <= params.roughness_max_m / 2:
+            z_at_centre = clip_to_neighbours(z_at_centre, np.hypot(ga, gb) * res * math.sqrt(2) + 1e-6)
         hi, lo = site_relief(z_at_centre, ga * res, gb * res, footprint_offsets(rects))
         above = hi - centre
         below = centre - lo

@@ -194,6 +194,12 @@ PARAMETERS: dict[str, tuple] = {
         "camera travel between the maps the memory keeps (m)",
         (0.0, 1e4),
     ),
+    "hazard.despike": (
+        _H.despike,
+        "for the relief, clip each cell's height to the range of its 8 neighbours, where cells are "
+        "at most half hazard.roughness_max_m: a lone cell standing out is a depth outlier",
+        None,
+    ),
     "hazard.landing_margin_m": (
         _H.landing_margin_m,
         "a landing site is proposed only this far from any cell not certified safe (m): "
@@ -398,6 +404,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
             memory_frames=int(v["hazard.memory_frames"]),
             memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"],
             landing_margin_m=v["hazard.landing_margin_m"],
+            despike=bool(v["hazard.despike"]),
         ),
         descent_map=bool(v["descent_map.enabled"]),
         descent=DescentMapParams(

@@ -339,7 +339,7 @@ def _frame(
         # Truth from the terrain itself (dense, exact), restricted to what the left camera sees:
         # the DEM at the grid's resolution through the same landing-site definition.
         pts = visible_dem_points(terrain, cam_l, vl.depth, spacing_m=plan.hazard.resolution_m / 3)
-        hmap = hazard_map(pts, up_left, plan.hazard)
+        hmap = hazard_map(pts, up_left, replace(plan.hazard, despike=False))  # the definition, every cell
     return RenderedPair(
         left=vl.image,
         right=vr.image,
