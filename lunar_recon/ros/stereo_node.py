@@ -925,7 +925,9 @@ class StereoNode(Node):
             "output_rate_hz": self._rate(self.out_times),
         }
         values.update({f"rejected.{k}": v for k, v in self.rejected.items()})
-        st.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+        st.values = [
+            KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in values.items()
+        ]  # thresholds exact
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [st]
