@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from lunar_recon.models.checkpoint import atomic_torch_save
-from lunar_recon.models.registry import SHIPPED_DIR, shipped_model_path
+from lunar_recon.models.registry import ORBITAL_STUDENT, SHIPPED_DIR, shipped_model_path
 
 SECTION = "## Hazard probability calibration"
 DESCENT_SECTION = "## Descent map hazard probability calibration"
@@ -52,6 +52,11 @@ def main(argv: list[str]) -> int:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["meta"]["card"].update(keys)
     atomic_torch_save(ckpt, path)
+    orbital = SHIPPED_DIR / ORBITAL_STUDENT  # the range-selected network shares the default's head and tables
+    if orbital.exists():
+        other = torch.load(orbital, map_location="cpu", weights_only=True)
+        other["meta"]["card"].update(keys)
+        atomic_torch_save(other, orbital)
     card_path = SHIPPED_DIR / "model_card.json"
     card = json.loads(card_path.read_text())
     card.update(keys)
@@ -66,6 +71,10 @@ def main(argv: list[str]) -> int:
     md_path = SHIPPED_DIR / "MODEL_CARD.md"
     md = md_path.read_text()
     md = md.replace(md.split("(sha256 `")[1].split("…`)")[0], card["sha256"][:16], 1) if "(sha256 `" in md else md
+    marker = f"`{ORBITAL_STUDENT}` (sha256 `"
+    if orbital.exists() and marker in md:
+        old_digest = md.split(marker)[1].split("…`")[0]
+        md = md.replace(marker + old_digest, marker + hashlib.sha256(orbital.read_bytes()).hexdigest()[:16], 1)
     heading = DESCENT_SECTION if descent else SECTION
     of_what = "the fused descent map's probabilities" if descent else "the single-frame map's probabilities"
     section = (

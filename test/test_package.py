@@ -232,7 +232,8 @@ def test_the_default_students_orbital_network_is_shipped_with_its_range():
     assert default.orbital.min_range_m == orbital.meta["card"]["selected_above_range_m"] == 1000.0
     assert "orbital" not in dict(default.named_children())  # not a submodule: the primary's weights stay its own
     assert orbital.config.to_dict() == default.config.to_dict()
-    for key in ("inference_size", "scale_mode", "disparity_sigma_px", "hazard_calibration", "hazard_above"):
+    shared = ("inference_size", "scale_mode", "disparity_sigma_px", "hazard_calibration", "hazard_above")
+    for key in (*shared, "descent_map_hazard_calibration", "descent_map_hazard_above"):
         assert orbital.meta["card"][key] == default.meta["card"][key], key
     head, own = default.stereo_head.state_dict(), orbital.stereo_head.state_dict()
     assert all(torch.equal(head[k], own[k]) for k in head)
