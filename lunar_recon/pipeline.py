@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -324,6 +325,18 @@ class ScaledPrediction:
         return float(np.median(z)) if z.size else float("nan")
 
 
+_head_worker: ThreadPoolExecutor | None = None
+
+
+def _beside_the_network(fn, *args) -> Future:
+    """``fn(*args)`` on the stereo head's worker thread: the head needs only the images, so it
+    runs while the network does (torch, OpenCV and numpy release the GIL in their kernels)."""
+    global _head_worker
+    if _head_worker is None:
+        _head_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lunar_recon-stereo-head")
+    return _head_worker.submit(fn, *args)
+
+
 def _scaled(points: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
     return points * (scale[..., None] if isinstance(scale, np.ndarray) else np.float32(scale))
 
@@ -394,7 +407,22 @@ class StereoReconstructor:
         if rescale and calibration is None:
             raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
         right_view = rescale and needs_right_view(scale_mode)
-        pred = model.predict(image_left, image_right, size=size, right_view=right_view)
+        head_future = None
+        if (
+            rescale
+            and calibration is not None
+            and scale_mode in ("stereo", "stereo_local")
+            and uses_stereo_head(model, calibration, p.stereo_head)
+        ):
+            head = getattr(model, "stereo_head")
+            args = (head, image_left, image_right, calibration, p.stereo_head_min_confidence, p.stereo_head_max_size)
+            head_future = _beside_the_network(stereo_head_depth, *args)
+        try:
+            pred = model.predict(image_left, image_right, size=size, right_view=right_view)
+        except BaseException:
+            if head_future is not None and not head_future.cancel():
+                head_future.exception()  # the pair is given up once its head run has ended
+            raise
         t1 = time.perf_counter()
         scale: float | np.ndarray = 1.0
         points, fusion_s = None, 0.0
@@ -404,15 +432,8 @@ class StereoReconstructor:
             est = reference = head_depth = sparse = None
             sparse_mode = scale_mode
             if scale_mode in ("stereo", "stereo_local"):
-                if uses_stereo_head(model, calibration, p.stereo_head):
-                    head_depth = stereo_head_depth(
-                        getattr(model, "stereo_head"),
-                        image_left,
-                        image_right,
-                        calibration,
-                        p.stereo_head_min_confidence,
-                        p.stereo_head_max_size,
-                    )
+                if head_future is not None:
+                    head_depth = head_future.result()
                     reference = coarse_copy(head_depth)
                 else:
                     reference = stereo_reference_depth(image_left, image_right, calibration)

@@ -221,6 +221,47 @@ def test_pipeline_takes_the_head_on_a_rectified_rig_and_the_pointmap_path_otherw
         ReconstructionParams(stereo_head_min_confidence=1.5).validate()
 
 
+def test_the_head_runs_beside_the_network_with_the_same_answer(shipped_head):
+    """The pipeline matches the pair on the head's worker thread while the network predicts;
+    the depth is the direct call's, and a network that fails loses nothing of the next pair."""
+    import threading
+    from unittest import mock
+
+    from lunar_recon import pipeline
+    from lunar_recon.models.registry import load_stereo_model
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, stereo_head_depth
+
+    model = load_stereo_model("default")
+    left, right = shifted_pair(30.0, h=192, w=256)
+    cal = _rig(300.0, 256, 192, 1.0)
+    params = ReconstructionParams(scale_mode="stereo_local", compute_hazard=False, compute_slope=False)
+    threads, network_running = [], threading.Event()
+    real_predict = model.predict
+
+    answers = []
+
+    def head(*args):
+        threads.append((threading.current_thread().name, network_running.wait(30.0)))
+        answers.append(stereo_head_depth(*args))
+        return answers[-1]
+
+    def predict(*args, **kwargs):
+        network_running.set()  # the head waits for this: it must not be running after the network
+        return real_predict(*args, **kwargs)
+
+    with mock.patch.object(pipeline, "stereo_head_depth", side_effect=head), mock.patch.object(model, "predict", predict):
+        staged = StereoReconstructor(model, params).predict_scaled(left, right, cal, params)
+    assert threads == [("lunar_recon-stereo-head_0", True)]
+    direct = stereo_head_depth(model.stereo_head, left, right, cal, params.stereo_head_min_confidence)
+    assert staged.scale_path == "stereo_local (stereo head)"
+    np.testing.assert_array_equal(answers[0], direct)  # the worker thread's answer is the direct call's
+    with mock.patch.object(model, "predict", side_effect=RuntimeError("network failed")):
+        with pytest.raises(RuntimeError, match="network failed"):
+            StereoReconstructor(model, params).predict_scaled(left, right, cal, params)
+    again = StereoReconstructor(model, params).predict_scaled(left, right, cal, params)
+    np.testing.assert_array_equal(again.metric_points(), staged.metric_points())
+
+
 def test_training_runs_resumes_and_attaches(tmp_path):
     """Two steps, then a resume to four that continues the same run; the head attached to a
     student loads with it and survives a re-save."""
