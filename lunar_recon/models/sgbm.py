@@ -24,9 +24,9 @@ class SGBMModel:
     # probability at which a site is called a hazard (best F1 there)
     hazard_calibration = (0.0178, 0.0532, 0.071, 0.071, 0.0717, 0.0742, 0.0764, 0.0801, 0.1003, 0.1532, 0.2154)
     hazard_above = 0.1532
-    # the same for its fused descent map, fitted on the descent bags 31/32 (evaluate-bag --descent-map)
-    descent_map_hazard_calibration = (0.0478, 0.0595, 0.0674, 0.0691, 0.0702, 0.0702, 0.0702, 0.0729, 0.0838, 0.1271, 0.1881)
-    descent_map_hazard_above = 0.1271
+    # the same for its fused descent map, fitted on the calibration descents 31-34 (evaluate-bag --descent-map)
+    descent_map_hazard_calibration = (0.0212, 0.0271, 0.0308, 0.0316, 0.0329, 0.0334, 0.0334, 0.034, 0.0393, 0.0692, 0.1114)
+    descent_map_hazard_above = 0.0692
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()
