@@ -309,6 +309,7 @@ class ScaledPrediction:
     # which of the model's networks made it: 'primary', or 'orbital' (the range-selected one,
     # see StereoReconstructor.predict_scaled)
     network: str = "primary"
+    head_depth: np.ndarray | None = None  # the stereo head's metric depth, where it ran
 
     def metric_points(self) -> np.ndarray:
         return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
@@ -383,7 +384,9 @@ class StereoReconstructor:
         orbital = getattr(self.model, "orbital", None)  # models.registry.RangeSelectedNetwork
         if orbital is not None and p.range_selected_network and staged.median_range_m() > orbital.min_range_m:
             first = staged.timings_s
-            staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p)
+            shared_head = getattr(orbital.model, "stereo_head", None) is getattr(self.model, "stereo_head", None)
+            head_depth = staged.head_depth if shared_head else None  # the same head's answer, not matched twice
+            staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p, head_depth)
             staged.network = "orbital"
             staged.timings_s = {k: v + first.get(k, 0.0) for k, v in staged.timings_s.items()}
         return staged
@@ -395,6 +398,7 @@ class StereoReconstructor:
         image_right: np.ndarray,
         calibration: StereoCalibration | None,
         p: ReconstructionParams,
+        head_depth_known: np.ndarray | None = None,
     ) -> ScaledPrediction:
         t0 = time.perf_counter()
         metric_model = getattr(model, "metric_depth", False)
@@ -408,12 +412,13 @@ class StereoReconstructor:
             raise ValueError(f"scale_mode {scale_mode!r} needs the stereo calibration")
         right_view = rescale and needs_right_view(scale_mode)
         head_future = None
-        if (
+        uses_head = (
             rescale
             and calibration is not None
             and scale_mode in ("stereo", "stereo_local")
             and uses_stereo_head(model, calibration, p.stereo_head)
-        ):
+        )
+        if uses_head and head_depth_known is None:
             head = getattr(model, "stereo_head")
             args = (head, image_left, image_right, calibration, p.stereo_head_min_confidence, p.stereo_head_max_size)
             head_future = _beside_the_network(stereo_head_depth, *args)
@@ -425,15 +430,17 @@ class StereoReconstructor:
             raise
         t1 = time.perf_counter()
         scale: float | np.ndarray = 1.0
-        points, fusion_s = None, 0.0
+        points, fusion_s, head_matched = None, 0.0, None
         say = None if metric_model else np.zeros(pred.points_left.shape[:2], np.float32)  # the network's points
         scale_path = "metric model" if metric_model else "predicted"
         if rescale and calibration is not None:  # (None was refused above)
             est = reference = head_depth = sparse = None
             sparse_mode = scale_mode
             if scale_mode in ("stereo", "stereo_local"):
-                if head_future is not None:
-                    head_depth = head_future.result()
+                if uses_head:
+                    head_depth = head_depth_known if head_future is None else head_future.result()
+                if head_depth is not None:
+                    head_matched = head_depth
                     reference = coarse_copy(head_depth)
                 else:
                     reference = stereo_reference_depth(image_left, image_right, calibration)
@@ -487,9 +494,8 @@ class StereoReconstructor:
                 fusion_s = time.perf_counter() - t2
             scale = est
         metric_s = time.perf_counter() - t1
-        return ScaledPrediction(
-            pred, scale, {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s}, points, scale_path, say
-        )
+        timings = {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s}
+        return ScaledPrediction(pred, scale, timings, points, scale_path, say, head_depth=head_matched)
 
     @staticmethod
     def _scale_to(
@@ -560,17 +566,14 @@ class StereoReconstructor:
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 if sun_in_left is not None:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
-                probability_table = model_hazard_calibration(self.model) if p.calibrate_hazard else None
                 try:
                     fx = calibration.K_left.fx if calibration is not None else float("nan")
                     hazard_params = params_for_range(p.hazard, float(np.median(depth[valid])), fx)
-                    if p.hazard.hazard_above == 0:  # the model's own threshold, for its calibrated probabilities
-                        source = model_hazard_above(self.model) if probability_table is not None else None
-                        hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(p.hazard, source))
+                    single_params, probability_table = self._calibrated(hazard_params, p, descent_map=False)
                     hmap = hazard_map(
                         points,
                         up,
-                        hazard_params,
+                        single_params,
                         elevation_sigma=sigma,
                         shadowed=shadowed,
                         sun=sun_in_left,
@@ -608,6 +611,17 @@ class StereoReconstructor:
             staged.network,
         )
 
+    def _calibrated(
+        self, hazard_params: HazardParams, p: ReconstructionParams, descent_map: bool
+    ) -> tuple[HazardParams, tuple[float, ...] | None]:
+        """The model's probability table for this kind of map (None: raw probabilities) and the
+        parameters with its own hazard threshold where ``hazard.hazard_above`` leaves it to the model."""
+        table = model_hazard_calibration(self.model, descent_map) if p.calibrate_hazard else None
+        if p.hazard.hazard_above == 0:
+            source = model_hazard_above(self.model, descent_map) if table is not None else None
+            hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(p.hazard, source))
+        return hazard_params, table
+
     def _fuse(
         self,
         points: np.ndarray,
@@ -620,10 +634,7 @@ class StereoReconstructor:
         """Fuse this frame into the stream's descent map and make the landing-site map on it,
         through the model's calibration of fused maps (its single-frame one where it states none):
         a fused cell's probability is sharper than one frame's, so one table cannot serve both."""
-        probability_table = model_hazard_calibration(self.model, descent_map=True) if p.calibrate_hazard else None
-        if p.hazard.hazard_above == 0:  # the model's own threshold for its fused map
-            source = model_hazard_above(self.model, descent_map=True) if probability_table is not None else None
-            hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(p.hazard, source))
+        hazard_params, probability_table = self._calibrated(hazard_params, p, descent_map=True)
         if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
             hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's
         if (

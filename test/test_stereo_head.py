@@ -3,6 +3,7 @@ it, its training and its place in checkpoints."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -362,3 +363,30 @@ def test_network_points_get_the_wider_noise_model():
     assert np.nanmedian(sigmas[8.0][band] / sigmas[1.0][band]) == pytest.approx(8.0, rel=0.05)
     with pytest.raises(ValueError, match="network_sigma_factor"):
         ReconstructionParams(network_sigma_factor=0.5).validate()
+
+
+def test_a_pair_from_orbit_is_matched_once_for_both_networks():
+    """The shipped orbital network shares the default's head module (equal weights), so a pair
+    handed to it reuses the head depth the first network's stage already matched."""
+    from unittest import mock
+
+    from lunar_recon import pipeline
+    from lunar_recon.models.registry import load_stereo_model
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, stereo_head_depth
+
+    model = load_stereo_model("default")
+    assert model.orbital.model.stereo_head is model.stereo_head
+    left, right = shifted_pair(30.0, h=192, w=256)
+    cal = _rig(300.0, 256, 192, 1.0)
+    params = ReconstructionParams(scale_mode="stereo_local", compute_hazard=False, compute_slope=False)
+    calls = []
+
+    def head(*args):
+        calls.append(1)
+        return stereo_head_depth(*args)
+
+    orbit = dataclasses.replace(model.orbital, min_range_m=1.0)  # this 10 m pair counts as 'from orbit'
+    with mock.patch.object(pipeline, "stereo_head_depth", side_effect=head), mock.patch.object(model, "orbital", orbit):
+        staged = StereoReconstructor(model, params).predict_scaled(left, right, cal, params)
+    assert staged.network == "orbital" and staged.scale_path == "stereo_local (stereo head)"
+    assert len(calls) == 1 and staged.head_depth is not None

@@ -58,6 +58,7 @@ def load_stereo_model(name: str, device: str = "cpu"):
         orbital = SHIPPED_DIR / ORBITAL_STUDENT
         if orbital.exists():
             network = load_model(str(orbital), device=device)
+            _share_equal_head(model, network)
             model.orbital = RangeSelectedNetwork(network, orbital_min_range_m(network, str(orbital)))
         return model
     if name == "sgbm":
@@ -71,6 +72,19 @@ def load_stereo_model(name: str, device: str = "cpu"):
             raise FileNotFoundError(f"{name}: no such ONNX model")
         return OnnxStereoModel(name)
     return load_model(name, device=device)
+
+
+def _share_equal_head(primary, network) -> None:
+    """Give ``network`` the primary's stereo head module where their weights are equal (the
+    shipped pair's are): one module, and a pair's head depth serves both networks."""
+    import torch
+
+    head, own = getattr(primary, "stereo_head", None), getattr(network, "stereo_head", None)
+    if head is None or own is None:
+        return
+    mine, theirs = head.state_dict(), own.state_dict()
+    if mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine):
+        network.stereo_head = head
 
 
 def orbital_min_range_m(network, source: str) -> float:
