@@ -17,7 +17,15 @@ import numpy as np
 from .geometry.camera import confidence_mask
 from .geometry.descent_map import DescentMap, DescentMapParams, DescentUpdate
 from .geometry.frames import normalize
-from .geometry.hazard import HazardGridError, HazardMap, HazardParams, hazard_map, hazard_threshold, params_for_range
+from .geometry.hazard import (
+    HazardGridError,
+    HazardMap,
+    HazardParams,
+    hazard_map,
+    hazard_threshold,
+    params_for_range,
+    safe_threshold,
+)
 from .geometry.hazard_memory import HazardMemory
 from .geometry.metric_scale import (
     SCALE_FIELD_SIGMA,
@@ -262,6 +270,15 @@ def model_hazard_above(model, descent_map: bool = False) -> float | None:
     or an attribute): the best-F1 threshold on the calibration data, fitted with the table
     (``descent_map``: the fused map's, ``descent_map_hazard_above``, where stated)."""
     value = _model_stated(model, "hazard_above", descent_map)
+    return float(value) if value else None
+
+
+def model_safe_below(model, descent_map: bool = False) -> float | None:
+    """The probability below which a model's calibrated map certifies a site SAFE (card
+    ``hazard_safe_below``, or an attribute): the largest whose false-safe share on the
+    calibration data stays within budget (``geometry.hazard.fit_safe_threshold``), fitted with
+    the table (``descent_map``: the fused map's, ``descent_map_hazard_safe_below``, where stated)."""
+    value = _model_stated(model, "hazard_safe_below", descent_map)
     return float(value) if value else None
 
 
@@ -615,11 +632,17 @@ class StereoReconstructor:
         self, hazard_params: HazardParams, p: ReconstructionParams, descent_map: bool
     ) -> tuple[HazardParams, tuple[float, ...] | None]:
         """The model's probability table for this kind of map (None: raw probabilities) and the
-        parameters with its own hazard threshold where ``hazard.hazard_above`` leaves it to the model."""
+        parameters with its own thresholds where ``hazard.safe_below`` / ``hazard.hazard_above``
+        leave them to the model (a model's thresholds hold for its calibrated probabilities only)."""
         table = model_hazard_calibration(self.model, descent_map) if p.calibrate_hazard else None
+        stated = table is not None
+        safe = safe_threshold(p.hazard, model_safe_below(self.model, descent_map) if stated else None)
+        if p.hazard.hazard_above > 0:
+            safe = min(safe, p.hazard.hazard_above)
+        hazard_params = dataclasses.replace(hazard_params, safe_below=safe)
         if p.hazard.hazard_above == 0:
-            source = model_hazard_above(self.model, descent_map) if table is not None else None
-            hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(p.hazard, source))
+            source = model_hazard_above(self.model, descent_map) if stated else None
+            hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(hazard_params, source))
         return hazard_params, table
 
     def _fuse(

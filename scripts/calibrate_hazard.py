@@ -1,15 +1,16 @@
-"""Write a fitted hazard-probability calibration and its best-F1 hazard threshold into the
-shipped default student (same weights).
+"""Write a fitted hazard-probability calibration, its best-F1 hazard threshold and its safe
+threshold (false safe within budget) into the shipped default student (same weights).
 
     lunar-recon evaluate-bag CALIBRATION_DATA --split val --model default --fit-hazard-calibration --out R
     .venv/bin/python scripts/calibrate_hazard.py R/hazard_calibration.json "the evaluate-bag command line"
 
-The table and the threshold (card ``hazard_calibration``, ``hazard_above``) go into the
+The table and the thresholds (card ``hazard_calibration``, ``hazard_above``,
+``hazard_safe_below``) go into the
 checkpoint's embedded card (what the node reads), model_card.json (with the new sha256 and the
 command in its log) and MODEL_CARD.md.  Fit it on calibration pairs, never on
 the test split the card reports.
 
-The descent map's own (card ``descent_map_hazard_calibration``, ``descent_map_hazard_above``):
+The descent map's own (the same keys prefixed ``descent_map_``):
 
     lunar-recon evaluate-bag CALIBRATION_DESCENTS --model default --descent-map --fit-hazard-calibration --out R
     .venv/bin/python scripts/calibrate_hazard.py --descent-map R/hazard_calibration.json "the command line"
@@ -47,8 +48,13 @@ def main(argv: list[str]) -> int:
         return 2
     table = [float(v) for v in entry["hazard_calibration"]]
     threshold = float(entry["hazard_above"])
+    safe = float(entry["hazard_safe_below"])
     prefix = "descent_map_" if descent else ""  # pipeline.DESCENT_MAP_KEY_PREFIX
-    keys = {f"{prefix}hazard_calibration": table, f"{prefix}hazard_above": threshold}
+    keys = {
+        f"{prefix}hazard_calibration": table,
+        f"{prefix}hazard_above": threshold,
+        f"{prefix}hazard_safe_below": safe,
+    }
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["meta"]["card"].update(keys)
     atomic_torch_save(ckpt, path)
@@ -80,8 +86,10 @@ def main(argv: list[str]) -> int:
     section = (
         f"{heading}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 of {of_what} "
         f"(monotone fit of the observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration "
-        f"frames):\n\n`{table}`\n\nA site is called a hazard at calibrated P >= {threshold} (`{prefix}hazard_above`: "
-        "the threshold with the best hazard F1 on the same calibration frames).\n\n"
+        f"frames):\n\n`{table}`\n\nA site is certified safe at calibrated P < {safe} (`{prefix}hazard_safe_below`: "
+        "the largest threshold whose share of hazards among the certified sites stays within 1 % on the same "
+        "calibration frames, at 95 % confidence over resampled frames) and called a hazard at calibrated "
+        f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there).\n\n"
     )
     if heading in md:  # replace the section up to the next heading, keep the rest
         head, rest = md.split(heading, 1)
@@ -96,7 +104,7 @@ def main(argv: list[str]) -> int:
     if "```\n" in md and md.rstrip().endswith("```"):  # the card ends with its command log
         md = md.rstrip().removesuffix("```") + "\n".join(card["commands"][-3:]) + "\n```\n"
     md_path.write_text(md)
-    print(f"{path}: hazard calibration {table}, hazard at P >= {threshold}")
+    print(f"{path}: hazard calibration {table}, safe at P < {safe}, hazard at P >= {threshold}")
     return 0
 
 

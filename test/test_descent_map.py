@@ -149,6 +149,8 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
         # the fused map through the model's own fused-map calibration, the single frame through its own
         assert r.descent_hazard.params.hazard_above == SGBMModel.descent_map_hazard_above != SGBMModel.hazard_above
         assert r.hazard.params.hazard_above == SGBMModel.hazard_above
+        assert r.descent_hazard.params.safe_below == SGBMModel.descent_map_hazard_safe_below
+        assert r.hazard.params.safe_below == SGBMModel.hazard_safe_below
         known = np.isfinite(r.descent_hazard.probability)
         assert known.any() and r.descent_hazard.probability[known].min() >= SGBMModel.descent_map_hazard_calibration[0]
         updates.append(r.descent_update)
@@ -175,6 +177,7 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     assert summary["sgbm + descent map"]["frames"] == 3 and "hazard_f1_pooled" in summary["sgbm + descent map"]
     fitted = json.loads((out / "hazard_calibration.json").read_text())  # the fused map's table beside the single frame's
     assert {"sgbm", "sgbm + descent map"} <= set(fitted) and len(fitted["sgbm + descent map"]["hazard_calibration"]) == 11
+    assert 0 < fitted["sgbm + descent map"]["hazard_safe_below"] <= fitted["sgbm + descent map"]["hazard_above"]
     assert "## Last frame of each sequence" in (out / "report.md").read_text()
 
 
@@ -330,15 +333,16 @@ def test_the_descent_map_as_a_grid_map_message_keeps_grid_maps_layout():
 
 
 def test_the_fused_map_takes_its_own_calibration_else_the_single_frame_one():
-    from lunar_recon.pipeline import model_hazard_above, model_hazard_calibration
+    from lunar_recon.pipeline import model_hazard_above, model_hazard_calibration, model_safe_below
 
     class SingleFrameOnly:
-        hazard_calibration, hazard_above = (0.1,) * 11, 0.2
+        hazard_calibration, hazard_above, hazard_safe_below = (0.1,) * 11, 0.2, 0.02
 
     class BothCalibrated(SingleFrameOnly):
-        descent_map_hazard_calibration, descent_map_hazard_above = (0.3,) * 11, 0.4
+        descent_map_hazard_calibration, descent_map_hazard_above, descent_map_hazard_safe_below = (0.3,) * 11, 0.4, 0.03
 
     single, both = SingleFrameOnly(), BothCalibrated()
     assert model_hazard_calibration(single, descent_map=True) == (0.1,) * 11 and model_hazard_above(single, True) == 0.2
     assert model_hazard_calibration(both, descent_map=True) == (0.3,) * 11 and model_hazard_above(both, True) == 0.4
     assert model_hazard_calibration(both) == (0.1,) * 11 and model_hazard_above(both) == 0.2
+    assert model_safe_below(single, True) == 0.02 and model_safe_below(both, True) == 0.03 and model_safe_below(both) == 0.02

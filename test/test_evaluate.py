@@ -309,7 +309,7 @@ def test_a_bag_replayed_offline_and_live_gives_the_same_hazard_maps(bag):
     evaluate-bag runs it) and a running stereo_node fed the same bag over DDS
     (ros.replay.LiveReplay) publish the same hazard map for every frame."""
     from lunar_recon.data.rosbag import read_stereo_bag
-    from lunar_recon.evaluation.runner import with_node_threshold
+    from lunar_recon.evaluation.runner import with_node_thresholds
     from lunar_recon.geometry.hazard import HazardParams, hazard_map_from_grid
     from lunar_recon.models.sgbm import SGBMModel
     from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
@@ -335,8 +335,8 @@ def test_a_bag_replayed_offline_and_live_gives_the_same_hazard_maps(bag):
         stop_node(proc)
     assert set(answers) == set(offline)
     # the live scorer reads the grid's classes at the node's own threshold (its model's)
-    params = with_node_threshold(HazardParams(resolution_m=0.5), kv)
-    assert params.hazard_above == SGBMModel.hazard_above
+    params = with_node_thresholds(HazardParams(resolution_m=0.5), kv)
+    assert params.hazard_above == SGBMModel.hazard_above and params.safe_below == SGBMModel.hazard_safe_below
     for stamp, hmap in offline.items():
         grid = answers[stamp].grid
         assert grid is not None, f"no hazard/grid for stamp {stamp}"

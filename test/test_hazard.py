@@ -475,6 +475,8 @@ def test_bad_hazard_parameters_fail_clearly():
         hazard_map(pts, [0, 0, 1], HazardParams(safe_below=0.6, hazard_above=0.5))
     with pytest.raises(ValueError, match="safe_below"):
         hazard_map(pts, [0, 0, 1], HazardParams(hazard_above=-0.2))
+    with pytest.raises(ValueError, match="safe_below"):
+        hazard_map(pts, [0, 0, 1], HazardParams(safe_below=-0.01))
     with pytest.raises(ValueError, match="landing_margin_m"):
         hazard_map(pts, [0, 0, 1], HazardParams(landing_margin_m=-1.0))
 
@@ -484,7 +486,7 @@ def test_the_hazard_threshold_is_the_users_else_the_sources_else_one_half():
 
     assert hazard_threshold(HazardParams()) == 0.5  # hazard_above 0 and no source threshold
     assert hazard_threshold(HazardParams(), 0.24) == 0.24  # the depth source's card
-    assert hazard_threshold(HazardParams(), 0.01) == HazardParams().safe_below  # never under safe_below
+    assert hazard_threshold(HazardParams(), 0.01) == 0.05  # never under the safe threshold (0: 0.05)
     assert hazard_threshold(HazardParams(hazard_above=0.7), 0.24) == 0.7  # the user's wins
     # the map classifies by it: a site at P 0.3 is a hazard at threshold 0.24, unknown at 0.5
     xy = ground(n=40_000, half=5.0, seed=16)
@@ -495,6 +497,65 @@ def test_the_hazard_threshold_is_the_users_else_the_sources_else_one_half():
     mid = (low.probability >= 0.24) & (low.probability < 0.9)
     assert mid.any()
     assert (low.hazard[mid] == HAZARD).all() and (high.hazard[mid] == UNKNOWN).all()
+
+
+def test_the_safe_threshold_is_the_users_else_the_sources_else_five_percent():
+    from lunar_recon.geometry.hazard import safe_threshold
+
+    assert safe_threshold(HazardParams()) == 0.05  # safe_below 0 and no source threshold
+    assert safe_threshold(HazardParams(), 0.018) == 0.018  # the depth source's card
+    assert safe_threshold(HazardParams(safe_below=0.1), 0.018) == 0.1  # the user's wins
+    # the map certifies by it: sites calibrated to P 0.02 are SAFE below 0.05, UNKNOWN below 0.01
+    xy = ground(n=40_000, half=5.0, seed=17)
+    pts = np.c_[xy, np.zeros(len(xy))]
+    sigma, table = np.full(len(xy), 0.05), (0.02,) * 11
+    loose = hazard_map(pts, [0, 0, 1], HazardParams(), elevation_sigma=sigma, calibration=table)
+    strict = hazard_map(pts, [0, 0, 1], HazardParams(safe_below=0.01), elevation_sigma=sigma, calibration=table)
+    known = np.isfinite(loose.probability)
+    assert known.any() and np.allclose(loose.probability[known], 0.02)
+    assert (loose.hazard[known] == SAFE).all() and (strict.hazard[known] == UNKNOWN).all()
+
+
+def _frame_counts(frames: list[np.ndarray]) -> np.ndarray:
+    """Per-frame reliability counts from (sites, hazards) per raw bin."""
+    mid = (np.arange(10) + 0.5) / 10
+    return np.stack([np.stack([f[0], f[0] * mid, f[1]]) for f in frames])
+
+
+def test_the_safe_threshold_keeps_false_safe_within_budget_on_calibration_frames():
+    """Forty frames, hazards among the sites 0.2 % in raw bins below 0.5, 8 % in [0.5, 0.6),
+    20 % above: certifying up to the edge 0.5 keeps false safe at 0.2 %, up to 0.6 it reaches
+    1.5 % (> 1 %). The fitted threshold is the table's value at 0.5."""
+    from lunar_recon.geometry.hazard import calibrate_probability, fit_probability_calibration, fit_safe_threshold
+
+    n = np.full(10, 1000.0)
+    freq = np.r_[[0.002] * 5, 0.08, [0.2] * 4]
+    frames = _frame_counts([(n, n * freq)] * 40)
+    table = fit_probability_calibration(frames.sum(axis=0))
+    safe = fit_safe_threshold(frames, table)
+    assert safe == round(float(calibrate_probability(np.array(0.5), table)) + 1e-4, 4)
+    with pytest.raises(ValueError, match="per-frame"):
+        fit_safe_threshold(frames.sum(axis=0), table)
+
+
+def test_the_safe_threshold_bounds_false_safe_over_frames_not_sites():
+    """The same pooled counts, once spread evenly over 40 frames and once concentrated: 4 of the
+    40 frames hold all the hazards of the low bins (a scene whose errors the others do not share).
+    The pooled share is the same (0.8 % up to the edge 0.5), but resampling frames shows it could
+    well exceed 1 % in another set of scenes: the concentrated case certifies less."""
+    from lunar_recon.geometry.hazard import fit_probability_calibration, fit_safe_threshold
+
+    n = np.full(10, 1000.0)
+    freq = np.r_[[0.008] * 5, [0.3] * 5]
+    even = _frame_counts([(n, n * freq)] * 40)
+    lumpy_freq = [np.r_[[0.08] * 5, [0.3] * 5] if i < 4 else np.r_[[0.0] * 5, [0.3] * 5] for i in range(40)]
+    lumpy = _frame_counts([(n, n * f) for f in lumpy_freq])
+    assert np.allclose(even.sum(axis=0), lumpy.sum(axis=0))
+    table = fit_probability_calibration(even.sum(axis=0))
+    assert fit_safe_threshold(lumpy, table) < fit_safe_threshold(even, table)
+    # and where no edge meets the budget nothing can be certified
+    nothing = fit_safe_threshold(_frame_counts([(n, n * 0.05)] * 10), table)
+    assert nothing <= table[0] + 1e-4
 
 
 def test_the_best_f1_threshold_is_fitted_on_calibration_counts():

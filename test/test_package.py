@@ -200,8 +200,9 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
 
     assert model_disparity_sigma(model) == card["disparity_sigma_px"]
     # Its hazard probabilities' calibration, single frame and fused descent map, each fitted on calibration data.
-    for key in ("hazard_calibration", "hazard_above", "descent_map_hazard_calibration", "descent_map_hazard_above"):
-        assert embedded[key] == card[key], key
+    for key in ("hazard_calibration", "hazard_above", "hazard_safe_below"):
+        assert embedded[key] == card[key] and embedded["descent_map_" + key] == card["descent_map_" + key], key
+    assert 0 < card["hazard_safe_below"] < card["hazard_above"]
     assert any("--descent-map --fit-hazard-calibration" in c and "seq41" not in c for c in card["commands"])
     assert card["parameters"] * 50 <= 688_638_856  # at most 1/50 of the released MASt3R
     assert card["test_metrics"] and "commands" in card and any("distill" in c for c in card["commands"])
@@ -232,8 +233,8 @@ def test_the_default_students_orbital_network_is_shipped_with_its_range():
     assert default.orbital.min_range_m == orbital.meta["card"]["selected_above_range_m"] == 1000.0
     assert "orbital" not in dict(default.named_children())  # not a submodule: the primary's weights stay its own
     assert orbital.config.to_dict() == default.config.to_dict()
-    shared = ("inference_size", "scale_mode", "disparity_sigma_px", "hazard_calibration", "hazard_above")
-    for key in (*shared, "descent_map_hazard_calibration", "descent_map_hazard_above"):
+    shared = ("inference_size", "scale_mode", "disparity_sigma_px", "hazard_calibration", "hazard_above", "hazard_safe_below")
+    for key in (*shared, "descent_map_hazard_calibration", "descent_map_hazard_above", "descent_map_hazard_safe_below"):
         assert orbital.meta["card"][key] == default.meta["card"][key], key
     head, own = default.stereo_head.state_dict(), orbital.stereo_head.state_dict()
     assert all(torch.equal(head[k], own[k]) for k in head)

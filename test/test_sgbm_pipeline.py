@@ -120,21 +120,32 @@ def test_a_pair_beyond_the_range_of_a_models_orbital_network_is_made_by_it(rende
 
 
 def test_the_map_calls_hazards_at_the_models_own_threshold_unless_the_user_sets_one(rendered):
-    """hazard.hazard_above 0 (the default): a site is a hazard at the model's card threshold
-    (fitted on calibration data with its table); a threshold the user sets wins."""
-    from lunar_recon.geometry import HAZARD
+    """hazard.hazard_above and hazard.safe_below 0 (the defaults): a site is a hazard, and
+    certified safe, at the model's card thresholds (fitted on calibration data with its table);
+    a threshold the user sets wins."""
+    from lunar_recon.geometry import HAZARD, SAFE
     from lunar_recon.geometry.hazard import HazardParams
 
     fr = rendered
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
     model = SGBMModel(SGBMParams(num_disparities=128))
-    model.hazard_above = 0.13
-    for params, threshold in ((ReconstructionParams(), 0.13), (ReconstructionParams(hazard=HazardParams(hazard_above=0.6)), 0.6)):
+    model.hazard_above, model.hazard_safe_below = 0.13, 0.09
+    cases = (
+        (ReconstructionParams(), 0.09, 0.13),
+        (ReconstructionParams(hazard=HazardParams(safe_below=0.04, hazard_above=0.6)), 0.04, 0.6),
+    )
+    for params, safe, threshold in cases:
         hz = StereoReconstructor(model, params).reconstruct(fr.left, fr.right, calib, fr.up_left).hazard
         known = np.isfinite(hz.probability)
         assert ((hz.hazard == HAZARD) == (known & (hz.probability >= threshold))).all()
-        assert hz.params.hazard_above == threshold
+        assert ((hz.hazard == SAFE) == (known & (hz.probability < safe))).all()
+        assert hz.params.hazard_above == threshold and hz.params.safe_below == safe
     assert ((hz.probability >= 0.13) & (hz.probability < 0.6)).any()  # the two thresholds differ here
+    assert ((hz.probability >= 0.04) & (hz.probability < 0.09)).any()
+    # a user's hazard threshold below the model's safe one caps it (safe <= hazard)
+    capped = ReconstructionParams(hazard=HazardParams(hazard_above=0.05))
+    hz = StereoReconstructor(model, capped).reconstruct(fr.left, fr.right, calib, fr.up_left).hazard
+    assert hz.params.safe_below == 0.05 and hz.params.hazard_above == 0.05
 
 
 def test_sgbm_on_unrectified_stereolunar_pair(stereolunar_dir):

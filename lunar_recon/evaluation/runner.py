@@ -326,16 +326,24 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
     return run
 
 
-def with_node_threshold(params, diagnostics: dict):
-    """``params`` with the probability at which the running node called a hazard (its
-    diagnostics' ``hazard_above``: its model's own) where ``params`` leave it to the depth
-    source (0): a published grid carries probabilities, not the node's classes."""
-    try:
-        node_threshold = float(diagnostics.get("hazard_above", "nan"))
-    except ValueError:
-        node_threshold = float("nan")
-    if params.hazard_above == 0 and np.isfinite(node_threshold) and params.safe_below <= node_threshold <= 1:
-        return dataclasses.replace(params, hazard_above=node_threshold)
+def with_node_thresholds(params, diagnostics: dict):
+    """``params`` with the probabilities at which the running node certified a site safe and
+    called a hazard (its diagnostics' ``safe_below`` and ``hazard_above``: its model's own) where
+    ``params`` leave them to the depth source (0): a published grid carries probabilities, not
+    the node's classes."""
+
+    def stated(key: str) -> float:
+        try:
+            value = float(diagnostics.get(key, "nan"))
+        except ValueError:
+            return float("nan")
+        return value if 0 < value <= 1 else float("nan")
+
+    safe, above = stated("safe_below"), stated("hazard_above")
+    if params.safe_below == 0 and np.isfinite(safe):
+        params = dataclasses.replace(params, safe_below=safe)
+    if params.hazard_above == 0 and np.isfinite(above) and params.safe_below <= above:
+        params = dataclasses.replace(params, hazard_above=above)
     return params
 
 
@@ -359,7 +367,7 @@ def score_live(opts: EvaluationOptions, sent: dict, answers: dict, diagnostics: 
         depth = answer.depth
         truth_h = truth_of(fr, HazardParams())
         params, truth_h, _ = hazard_params_for(opts, truth_h)
-        params = with_node_threshold(params, kv)
+        params = with_node_thresholds(params, kv)
         if answer.grid is not None and truth_h is not None:
             cost, resolution, origin, orientation = answer.grid
             published = hazard_map_from_grid(cost, resolution, origin, orientation, params)[0]
@@ -414,15 +422,16 @@ def descent_map_label(label: str) -> str:
 
 
 def write_calibration(path: Path, scores, labels: list[str]) -> None:
-    """Each model's fitted hazard-probability calibration table (card ``hazard_calibration``)
-    and the calibrated probability at which calling a hazard gives the best F1 (card
-    ``hazard_above``), from its frames' raw reliability counts; the same for its descent map
-    (under :func:`descent_map_label`; card ``descent_map_hazard_calibration`` /
-    ``descent_map_hazard_above``) where the run fused one."""
+    """Each model's fitted hazard-probability calibration table (card ``hazard_calibration``),
+    the calibrated probability at which calling a hazard gives the best F1 (card
+    ``hazard_above``) and the one below which certifying a site keeps the false-safe share
+    within budget (card ``hazard_safe_below``), from its frames' raw reliability counts; the
+    same for its descent map (under :func:`descent_map_label`; card keys prefixed
+    ``descent_map_``) where the run fused one."""
     import json
 
     from .scoring import pooled_reliability
-    from ..geometry.hazard import fit_hazard_threshold, fit_probability_calibration
+    from ..geometry.hazard import fit_hazard_threshold, fit_probability_calibration, fit_safe_threshold
 
     tables = {}
     for label in [*labels, *(descent_map_label(label) for label in labels)]:
@@ -431,15 +440,20 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
         if counts is not None and counts[0].sum() > 0:
             table = fit_probability_calibration(counts)
             hazards = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in mine)
+            per_frame = np.stack([s.reliability for s in mine if s.reliability is not None])
             tables[label] = {
                 "hazard_calibration": list(table),
                 "hazard_above": fit_hazard_threshold(counts, int(hazards), table),
+                "hazard_safe_below": fit_safe_threshold(per_frame, table),
                 "sites": int(counts[0].sum()),
                 "frames": len(mine),
             }
     path.write_text(json.dumps(tables, indent=1))
     for label, t in tables.items():
-        print(f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}, hazard at P>={t['hazard_above']}")
+        print(
+            f"hazard calibration of {label} ({t['sites']} sites): {t['hazard_calibration']}, "
+            f"safe at P<{t['hazard_safe_below']}, hazard at P>={t['hazard_above']}"
+        )
 
 
 def write_precision(path: Path, samples: dict[str, list]) -> None:

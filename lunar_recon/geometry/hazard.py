@@ -53,7 +53,10 @@ class HazardParams:
     max_cells: int = 4_000_000
     min_points_per_cell: int = 1
     footprint_bands: int = 3  # rectangles per half-disc approximating the footprint
-    safe_below: float = 0.05  # a site is certified SAFE when its hazard probability is below this
+    # A site is certified SAFE when its hazard probability is below this; 0: the depth source's
+    # own (its card's: the largest probability whose false-safe share on calibration data stays
+    # within FALSE_SAFE_BUDGET at 95 % confidence: fit_safe_threshold), else 0.05
+    safe_below: float = 0.0
     # and called a HAZARD at or above this (UNKNOWN in between); 0: the depth source's own (its
     # card's, the best-F1 threshold on calibration data: hazard_threshold), else 0.5
     hazard_above: float = 0.0
@@ -87,8 +90,10 @@ class HazardParams:
             (self.min_points_per_cell >= 1, "min_points_per_cell must be >= 1"),
             (self.footprint_bands >= 1, "footprint_bands must be >= 1"),
             (
-                0 < self.safe_below <= 1 and (self.hazard_above == 0 or self.safe_below <= self.hazard_above <= 1),
-                "need 0 < safe_below <= hazard_above <= 1 (hazard probabilities; hazard_above 0: the depth source's own)",
+                0 <= self.safe_below <= 1
+                and 0 <= self.hazard_above <= 1
+                and (self.hazard_above == 0 or self.safe_below <= self.hazard_above),
+                "need 0 <= safe_below <= hazard_above <= 1 (hazard probabilities; 0: the depth source's own)",
             ),
             (self.memory_frames >= 1, "memory_frames must be >= 1 (1: no memory)"),
             (self.memory_keyframe_distance_m >= 0, "memory_keyframe_distance_m must be >= 0"),
@@ -105,15 +110,25 @@ class HazardGridError(ValueError):
 
 
 DEFAULT_HAZARD_ABOVE = 0.5
+DEFAULT_SAFE_BELOW = 0.05
+FALSE_SAFE_BUDGET = 0.01  # the share of certified sites that may be hazards, for fit_safe_threshold
+
+
+def safe_threshold(params: HazardParams, source_threshold: float | None = None) -> float:
+    """The probability below which a site is certified SAFE: ``params.safe_below`` when set,
+    else the depth source's own (``source_threshold``, e.g. its card's), else 0.05."""
+    if params.safe_below > 0:
+        return params.safe_below
+    return source_threshold if source_threshold else DEFAULT_SAFE_BELOW
 
 
 def hazard_threshold(params: HazardParams, source_threshold: float | None = None) -> float:
     """The probability at which a site is called a HAZARD: ``params.hazard_above`` when set,
     else the depth source's own (``source_threshold``, e.g. its card's), else 0.5; never below
-    ``safe_below``."""
+    the safe threshold."""
     if params.hazard_above > 0:
         return params.hazard_above
-    return max(source_threshold if source_threshold else DEFAULT_HAZARD_ABOVE, params.safe_below)
+    return max(source_threshold if source_threshold else DEFAULT_HAZARD_ABOVE, safe_threshold(params))
 
 
 def params_for_range(params: HazardParams, range_m: float, fx: float) -> HazardParams:
@@ -489,6 +504,45 @@ def fit_hazard_threshold(counts: np.ndarray, hazards: int, table) -> float:
     return round(float(calibrate_probability(np.array(best / bins), table)), 4)
 
 
+def fit_safe_threshold(
+    frame_counts: np.ndarray,
+    table,
+    budget: float = FALSE_SAFE_BUDGET,
+    confidence: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> float:
+    """The largest calibrated probability below which certifying sites SAFE keeps their
+    false-safe share (hazards among the certified) within ``budget`` on calibration data, with
+    ``confidence``: ``frame_counts`` (F, 3, bins) are each calibration frame's reliability
+    counts of raw probabilities (``geometry.metrics.reliability_counts``), ``table`` the
+    calibration fitted on them.  Candidates are the raw bins' edges; the threshold returned is
+    the table's value there plus 1e-4 (its rounding step), so that a bin the table maps flat onto
+    that value is certified with the bins below it, as its counts were.
+    A frame's sites share its depth errors, so the bound resamples whole frames (a cluster
+    bootstrap, ``resamples`` draws, seeded): pooled site counts would overstate the evidence
+    and the fit would not transfer between scenes.  Where no edge meets the budget nothing is
+    certified (the table's first value, at least 1e-4)."""
+    counts = np.asarray(frame_counts, dtype=np.float64)
+    if counts.ndim != 3 or counts.shape[1] != 3 or len(counts) == 0:
+        raise ValueError(f"need per-frame reliability counts of shape (frames, 3, bins), got {counts.shape}")
+    if not (0 < budget < 1 and 0 < confidence < 1 and resamples >= 1):
+        raise ValueError("need 0 < budget < 1, 0 < confidence < 1 and resamples >= 1")
+    bins = counts.shape[2]
+    sites = np.cumsum(counts[:, 0], axis=1)  # per frame, the sites below each bin's upper edge
+    hits = np.cumsum(counts[:, 2], axis=1)
+    draws = np.random.default_rng(seed).integers(0, len(counts), (resamples, len(counts)))
+    drawn_sites, drawn_hits = sites[draws].sum(axis=1), hits[draws].sum(axis=1)  # (resamples, bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(drawn_sites > 0, drawn_hits / drawn_sites, 0.0)
+    bound = np.quantile(share, confidence, axis=0)
+    within = np.flatnonzero((bound <= budget) & (sites.sum(axis=0) > 0))
+    if not within.size:
+        return round(max(float(table[0]), 1e-4), 4)  # no site's calibrated probability is below it
+    edge = (int(within.max()) + 1) / bins
+    return round(float(calibrate_probability(np.array(edge), table)) + 1e-4, 4)
+
+
 def hazard_map(
     points: np.ndarray,
     up: np.ndarray,
@@ -627,7 +681,7 @@ def hazard_map_from_cells(
         p_hazard = calibrate_probability(p_hazard, calibration)
     p_hazard = np.where(known, p_hazard, np.nan)
     hazard = np.full(grid.shape, UNKNOWN, np.int8)
-    hazard[known & (p_hazard < params.safe_below)] = SAFE
+    hazard[known & (p_hazard < safe_threshold(params))] = SAFE
     hazard[known & (p_hazard >= hazard_threshold(params))] = HAZARD
     cost = np.full(grid.shape, -1, np.int8)
     cost[known] = np.clip(np.round(p_hazard[known] * 100), 0, 100).astype(np.int8)
@@ -742,7 +796,7 @@ def hazard_map_from_grid(
     cost = np.asarray(cost)
     probability = np.where(cost < 0, np.nan, cost / 100.0).astype(np.float32)
     classes = np.full(cost.shape, UNKNOWN, np.int8)
-    classes[(cost >= 0) & (probability < params.safe_below)] = SAFE
+    classes[(cost >= 0) & (probability < safe_threshold(params))] = SAFE
     classes[(cost >= 0) & (probability >= hazard_threshold(params))] = HAZARD
     nan = np.full(cost.shape, np.nan, np.float32)
     ground = np.full(cost.shape, o[2], np.float32)  # the grid lies on the ground plane at the origin's height

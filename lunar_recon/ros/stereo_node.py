@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.descent_map import DescentMapParams
-from ..geometry.hazard import HazardParams, median_elevation_sigma
+from ..geometry.hazard import HazardParams, median_elevation_sigma, safe_threshold
 from ..geometry.metric_scale import SCALE_FIELD_SIGMA, STEREO_FUSION_DISPARITY_PX
 from ..pipeline import (
     NETWORK_SIGMA_FACTOR,
@@ -176,7 +176,12 @@ PARAMETERS: dict[str, tuple] = {
     ),
     "hazard.extent_m": (0.0, "hazard grid side (m); 0 = the points' extent", (0.0, 1e5)),
     "hazard.coverage_min": (_H.coverage_min, "fraction of the footprint with data for a known cell", (0.01, 1.0)),
-    "hazard.safe_below": (_H.safe_below, "a site is certified safe when its hazard probability is below this", (0.001, 1.0)),
+    "hazard.safe_below": (
+        _H.safe_below,
+        "a site is certified safe when its hazard probability is below this; 0: the model's own "
+        "(its card's, false safe within 1 % on calibration data), else 0.05",
+        (0.0, 1.0),
+    ),
     "hazard.hazard_above": (
         _H.hazard_above,
         "a site is a hazard when its hazard probability is at least this; 0: the model's own "
@@ -900,7 +905,9 @@ class StereoNode(Node):
             "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else median_elevation_sigma(self.last_hazard),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "hazard_status": self.last_hazard_note or "ok",
-            # the probability at which the last map called a hazard (hazard.hazard_above, or the model's own)
+            # the probabilities at which the last map certified a site safe and called a hazard
+            # (hazard.safe_below / hazard.hazard_above, or the model's own)
+            "safe_below": float("nan") if self.last_hazard is None else safe_threshold(self.last_hazard.params),
             "hazard_above": float("nan") if self.last_hazard is None else self.last_hazard.params.hazard_above,
             "descent_map_resets": self.descent_resets,
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",

@@ -95,7 +95,7 @@ def add_arguments(p) -> None:
         "--hazard-safe-below",
         type=float,
         default=HazardParams().safe_below,
-        help="a site is certified safe below this hazard probability (as the node's hazard.safe_below)",
+        help="certified safe below this hazard probability (as the node's hazard.safe_below; 0: each model's own, else 0.05)",
     )
     p.add_argument(
         "--hazard-above",
