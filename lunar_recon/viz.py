@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from .geometry.hazard import HAZARD, SAFE, HazardMap, cells_of_points
-from .geometry.metrics import expected_calibration_error
+from .geometry.metrics import expected_calibration_error, merged_bins
 
 SAFE_BGR = np.array([60, 200, 60], np.float32)
 HAZARD_BGR = np.array([40, 40, 230], np.float32)
@@ -78,6 +78,7 @@ def reliability_figure(path: Path, counts_by_model: dict[str, np.ndarray]) -> Pa
         rel = counts_by_model[model]
         if rel is None or rel[0].sum() == 0:
             continue
+        rel = merged_bins(rel)
         used = rel[0] > 0
         ax[0].plot(
             rel[1][used] / rel[0][used],

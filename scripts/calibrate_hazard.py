@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     heading = DESCENT_SECTION if descent else SECTION
     of_what = "the fused descent map's probabilities" if descent else "the single-frame map's probabilities"
     section = (
-        f"{heading}\n\nCalibrated hazard probability at raw probabilities 0, 0.1, ..., 1 of {of_what} "
+        f"{heading}\n\nCalibrated hazard probability at {len(table)} evenly spaced raw probabilities from 0 to 1 of {of_what} "
         f"(monotone fit of the observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration "
         f"frames):\n\n`{table}`\n\nA site is certified safe at calibrated P < {safe} (`{prefix}hazard_safe_below`: "
         "the largest threshold whose share of hazards among the certified sites stays within 1 % on the same "

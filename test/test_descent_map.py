@@ -176,7 +176,7 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert summary["sgbm + descent map"]["frames"] == 3 and "hazard_f1_pooled" in summary["sgbm + descent map"]
     fitted = json.loads((out / "hazard_calibration.json").read_text())  # the fused map's table beside the single frame's
-    assert {"sgbm", "sgbm + descent map"} <= set(fitted) and len(fitted["sgbm + descent map"]["hazard_calibration"]) == 11
+    assert {"sgbm", "sgbm + descent map"} <= set(fitted) and len(fitted["sgbm + descent map"]["hazard_calibration"]) == 21
     assert 0 < fitted["sgbm + descent map"]["hazard_safe_below"] <= fitted["sgbm + descent map"]["hazard_above"]
     assert "## Last frame of each sequence" in (out / "report.md").read_text()
 

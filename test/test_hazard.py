@@ -381,10 +381,10 @@ def test_five_percent_of_points_two_metres_off_leave_a_flat_field_safe():
 def test_probabilities_of_a_noisy_field_are_calibrated():
     """Hazard probabilities of noisy views of a random field of gentle slopes and rocks, scored
     against the same field's exact map: the expected calibration error stays small."""
-    from lunar_recon.geometry.metrics import expected_calibration_error, reliability_counts
+    from lunar_recon.geometry.metrics import RELIABILITY_BINS, expected_calibration_error, reliability_counts
 
     rng = np.random.default_rng(13)
-    total = np.zeros((3, 10))
+    total = np.zeros((3, RELIABILITY_BINS))
     for k in range(3):
         g = np.arange(-10.0, 10.0, 0.05) + 0.025
         X, Y = np.meshgrid(g, g)
@@ -400,6 +400,22 @@ def test_probabilities_of_a_noisy_field_are_calibrated():
         pred = hazard_map(noisy, up=[0, 0, 1], grid=truth.grid, elevation_sigma=np.full(len(pts), sigma))
         total += reliability_counts(pred, truth)
     assert expected_calibration_error(total) < 0.05
+
+
+def test_the_ece_reads_the_fine_counts_in_ten_bins():
+    """Counts are kept in fine bins (to fit thresholds on); the ECE and the diagram merge them
+    into the usual ten: sites at P 0.02 and 0.08 that are hazards 2 % and 8 % of the time are
+    calibrated in fine bins, and in one 0-0.1 bin too (5 % against 5 %)."""
+    from lunar_recon.geometry.metrics import RELIABILITY_BINS, expected_calibration_error, merged_bins
+
+    counts = np.zeros((3, RELIABILITY_BINS))
+    for p, n in ((0.02, 1000), (0.08, 1000)):
+        b = int(p * RELIABILITY_BINS)
+        counts[:, b] = n, n * p, n * p
+    assert merged_bins(counts).shape == (3, 10) and merged_bins(counts)[0, 0] == 2000
+    assert expected_calibration_error(counts) == pytest.approx(0.0)
+    counts[2, int(0.08 * RELIABILITY_BINS)] = 0  # the 8 % are never hazards: 0.05 vs 0.01 in the merged bin
+    assert expected_calibration_error(counts) == pytest.approx(0.04)
 
 
 def test_a_perfect_oracle_scores_f1_one_and_no_false_safe():

@@ -464,10 +464,11 @@ def calibrate_probability(p: np.ndarray, table) -> np.ndarray:
     return np.interp(p, np.linspace(0.0, 1.0, len(table)), table)
 
 
-def fit_probability_calibration(counts: np.ndarray, knots: int = 11) -> tuple[float, ...]:
+def fit_probability_calibration(counts: np.ndarray, knots: int = 21) -> tuple[float, ...]:
     """A monotone calibration table from reliability counts (``geometry.metrics.reliability_counts``
     of raw probabilities, summed over calibration frames): the observed hazard frequency per bin,
-    made non-decreasing by pooling adjacent violators, at ``knots`` raw probabilities."""
+    made non-decreasing by pooling adjacent violators, at ``knots`` raw probabilities (0, 0.05,
+    ..., 1 by default)."""
     n, sum_p, hits = (np.asarray(c, dtype=np.float64) for c in counts)
     used = n > 0
     if not used.any():

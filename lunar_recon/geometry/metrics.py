@@ -100,7 +100,11 @@ def slope_mae(pred: HazardMap, gt: HazardMap) -> float:
     return float(np.mean(np.abs(pred.slope_deg[both] - gt.slope_deg[both]))) if both.any() else float("nan")
 
 
-RELIABILITY_BINS = 10  # equal-width bins of the hazard probability
+# Equal-width bins of the hazard probability in which frames' sites are counted: fine enough to
+# fit a source's thresholds on (geometry.hazard.fit_hazard_threshold / fit_safe_threshold); the
+# reliability diagram and the ECE read them merged into DIAGRAM_BINS, the usual ten.
+RELIABILITY_BINS = 100
+DIAGRAM_BINS = 10
 
 
 def reliability_counts(pred: HazardMap, gt: HazardMap) -> np.ndarray:
@@ -120,9 +124,21 @@ def reliability_counts(pred: HazardMap, gt: HazardMap) -> np.ndarray:
     return out
 
 
+def merged_bins(counts: np.ndarray, bins: int = DIAGRAM_BINS) -> np.ndarray:
+    """Reliability ``counts`` with their bins merged into ``bins`` equal-width ones (counts of
+    fewer bins, or of a number ``bins`` does not divide, are returned as they are)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    have = counts.shape[-1]
+    if have <= bins or have % bins:
+        return counts
+    return counts.reshape(*counts.shape[:-1], bins, have // bins).sum(axis=-1)
+
+
 def expected_calibration_error(counts: np.ndarray) -> float:
-    """ECE of :func:`reliability_counts` (summed over frames): the count-weighted mean gap
-    between the mean predicted probability and the observed hazard frequency per bin."""
+    """ECE of :func:`reliability_counts` (summed over frames) in the diagram's ``DIAGRAM_BINS``:
+    the count-weighted mean gap between the mean predicted probability and the observed hazard
+    frequency per bin."""
+    counts = merged_bins(counts)
     n = counts[0]
     if n.sum() == 0:
         return float("nan")
