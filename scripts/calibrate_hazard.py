@@ -25,12 +25,14 @@ from pathlib import Path
 
 import torch
 
+from lunar_recon.evaluation.runner import descent_map_label
 from lunar_recon.models.checkpoint import atomic_torch_save
 from lunar_recon.models.registry import ORBITAL_STUDENT, SHIPPED_DIR, shipped_model_path
+from lunar_recon.pipeline import DESCENT_MAP_KEY_PREFIX
 
 SECTION = "## Hazard probability calibration"
 DESCENT_SECTION = "## Descent map hazard probability calibration"
-DESCENT_LABEL = " + descent map"  # evaluation.runner.descent_map_label
+DESCENT_LABEL = descent_map_label("")  # the suffix of a fused map's entry
 
 
 def main(argv: list[str]) -> int:
@@ -49,7 +51,7 @@ def main(argv: list[str]) -> int:
     table = [float(v) for v in entry["hazard_calibration"]]
     threshold = float(entry["hazard_above"])
     safe = float(entry["hazard_safe_below"])
-    prefix = "descent_map_" if descent else ""  # pipeline.DESCENT_MAP_KEY_PREFIX
+    prefix = DESCENT_MAP_KEY_PREFIX if descent else ""
     keys = {
         f"{prefix}hazard_calibration": table,
         f"{prefix}hazard_above": threshold,

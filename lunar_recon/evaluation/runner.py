@@ -430,17 +430,19 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
     ``descent_map_``) where the run fused one."""
     import json
 
-    from .scoring import pooled_reliability
     from ..geometry.hazard import fit_hazard_threshold, fit_probability_calibration, fit_safe_threshold
 
     tables = {}
     for label in [*labels, *(descent_map_label(label) for label in labels)]:
         mine = [s for s in scores if s.model == label]
-        counts = pooled_reliability(mine)
-        if counts is not None and counts[0].sum() > 0:
+        frames = [s.reliability for s in mine if s.reliability is not None]
+        if not frames:
+            continue
+        per_frame = np.stack(frames)
+        counts = per_frame.sum(axis=0)
+        if counts[0].sum() > 0:
             table = fit_probability_calibration(counts)
             hazards = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in mine)
-            per_frame = np.stack([s.reliability for s in mine if s.reliability is not None])
             tables[label] = {
                 "hazard_calibration": list(table),
                 "hazard_above": fit_hazard_threshold(counts, int(hazards), table),

@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.descent_map import DescentMapParams
-from ..geometry.hazard import HazardParams, median_elevation_sigma, safe_threshold
+from ..geometry.hazard import HazardParams, median_elevation_sigma
 from ..geometry.metric_scale import SCALE_FIELD_SIGMA, STEREO_FUSION_DISPARITY_PX
 from ..pipeline import (
     NETWORK_SIGMA_FACTOR,
@@ -907,7 +907,7 @@ class StereoNode(Node):
             "hazard_status": self.last_hazard_note or "ok",
             # the probabilities at which the last map certified a site safe and called a hazard
             # (hazard.safe_below / hazard.hazard_above, or the model's own)
-            "safe_below": float("nan") if self.last_hazard is None else safe_threshold(self.last_hazard.params),
+            "safe_below": float("nan") if self.last_hazard is None else self.last_hazard.params.safe_below,
             "hazard_above": float("nan") if self.last_hazard is None else self.last_hazard.params.hazard_above,
             "descent_map_resets": self.descent_resets,
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",

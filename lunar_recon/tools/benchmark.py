@@ -138,11 +138,11 @@ def _deployed(model, size: int, repeats: int) -> dict:
     resampling to camera pixels) and, for the card's 'stereo' / 'stereo_local' scale modes, the
     coarse-SGBM metric anchor that makes the pointmap metric (MASt3R's is metric by itself)
     with its stereo fusion: the node's first stage."""
+    import time
+
     from ..geometry.camera import Intrinsics
     from ..models.profile import pair_gflops, percentile
     from ..geometry.stereo import StereoCalibration
-    import time
-
     from ..pipeline import ReconstructionParams, StereoReconstructor, needs_right_view
 
     h0, w0 = 384, 512
