@@ -30,6 +30,8 @@ from lunar_recon.models.checkpoint import atomic_torch_save
 from lunar_recon.models.registry import ORBITAL_STUDENT, SHIPPED_DIR, shipped_model_path
 from lunar_recon.pipeline import DESCENT_MAP_KEY_PREFIX
 
+from card_test_metrics import replace_section, with_command_log  # scripts/: the card's markdown
+
 SECTION = "## Hazard probability calibration"
 DESCENT_SECTION = "## Descent map hazard probability calibration"
 DESCENT_LABEL = descent_map_label("")  # the suffix of a fused map's entry
@@ -93,19 +95,15 @@ def main(argv: list[str]) -> int:
         "calibration frames, at 95 % confidence over resampled frames) and called a hazard at calibrated "
         f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there).\n\n"
     )
-    if heading in md:  # replace the section up to the next heading, keep the rest
-        head, rest = md.split(heading, 1)
-        tail = rest[rest.index("\n## ") + 1 :] if "\n## " in rest else ""
-        md = head + section + tail
+    if heading in md:
+        md = replace_section(md, heading, section.split("\n")[2:-2])
     elif descent and SECTION in md:  # right after the single-frame calibration
         head, rest = md.split(SECTION, 1)
         cut = rest.index("\n## ") + 1 if "\n## " in rest else len(rest)
         md = head + SECTION + rest[:cut] + section + rest[cut:]
     else:
         md = md.rstrip("\n") + "\n\n" + section
-    if "```\n" in md and md.rstrip().endswith("```"):  # the card ends with its command log
-        md = md.rstrip().removesuffix("```") + "\n".join(card["commands"][-3:]) + "\n```\n"
-    md_path.write_text(md)
+    md_path.write_text(with_command_log(md, card["commands"][-3:]))
     print(f"{path}: hazard calibration {table}, safe at P < {safe}, hazard at P >= {threshold}")
     return 0
 

@@ -32,6 +32,8 @@ from lunar_recon.models.profile import count_parameters, latency_ms, percentile
 from lunar_recon.models.registry import SHIPPED_DIR, shipped_model_path
 from lunar_recon.tools.benchmark import stereo_head_gflops
 
+from card_test_metrics import DESCENT_SECTION, LANDER_SECTION, metrics_table  # scripts/: the card's test tables
+
 
 HEAD_DATA = "; stereo head: simulated lander (10-30 m) and descent (10-100 m) pairs, train splits of seeds in commands"
 
@@ -57,30 +59,8 @@ def head_latency_ms(model, h: int, w: int, repeats: int = 20) -> float:
     return percentile(sorted(times), 50)
 
 
-def _table(summary: dict, columns: tuple[str, ...]) -> list[str]:
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, row in summary.items():
-        cells = [f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, "–")) for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def write_markdown(card: dict) -> None:
     head = card["stereo_head"]
-    columns = (
-        "frames",
-        "range_m",
-        "depth_abs_rel",
-        "depth_abs_rel_sgbm_matched",
-        "depth_completeness",
-        "disparity_sigma_px",
-        "slope_mae_deg",
-        "hazard_f1_pooled",
-        "hazard_f1_chance_pooled",
-        "hazard_certified_safe_pooled",
-        "hazard_false_safe_pooled",
-        "latency_ms_p50",
-    )
     lines = [
         f"# {card['name']}",
         "",
@@ -102,13 +82,13 @@ def write_markdown(card: dict) -> None:
         json.dumps(head["config"], indent=1),
         "```",
         "",
-        "## Test metrics: lander test split (held out, 10-30 m, no alignment)",
+        LANDER_SECTION,
         "",
-        *_table(card["test_metrics"], columns),
+        *metrics_table(card["test_metrics"]),
         "",
-        "## Test metrics: descent test bags (held out, 10-100 m)",
+        DESCENT_SECTION,
         "",
-        *_table(card["descent_test_metrics"], columns),
+        *metrics_table(card["descent_test_metrics"]),
         "",
         "## Hazard probability calibration",
         "",

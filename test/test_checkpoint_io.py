@@ -171,3 +171,30 @@ def _args_model(fx) -> str:
     import json
 
     return json.loads((fx / "config.json").read_text())["checkpoint_args_model_string"]
+
+
+def test_model_card_test_tables_show_the_cards_held_out_metrics(tmp_path):
+    """MODEL_CARD.md's two held-out tables are model_card.json's test metrics as
+    scripts/card_test_metrics.py renders them; its section replacement keeps the rest."""
+    import importlib.util
+    import json
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("card_test_metrics", REPO / "scripts" / "card_test_metrics.py")
+    assert spec is not None and spec.loader is not None
+    cards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cards)
+    shipped = REPO / "lunar_recon" / "models" / "shipped"
+    card = json.loads((shipped / "model_card.json").read_text())
+    md = (shipped / "MODEL_CARD.md").read_text()
+    for heading, key in ((cards.LANDER_SECTION, "test_metrics"), (cards.DESCENT_SECTION, "descent_test_metrics")):
+        section = md.split(heading, 1)[1].split("\n## ", 1)[0]
+        assert "\n".join(cards.metrics_table(card[key])) in section, heading
+    first = card["test_metrics"][next(iter(card["test_metrics"]))]
+    assert f"{first['hazard_f1_pooled']:.4g}" in md
+    doc = "# card\n\n" + cards.LANDER_SECTION + "\n\nold\n\n## Next\n\nkept\n"
+    out = cards.replace_section(doc, cards.LANDER_SECTION, ["new"])
+    assert "old" not in out and "new" in out and out.endswith("## Next\n\nkept\n")
+    with pytest.raises(ValueError, match="no section"):
+        cards.replace_section("# card\n", cards.LANDER_SECTION, ["new"])

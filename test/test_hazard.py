@@ -302,20 +302,25 @@ def test_stereo_elevation_sigma_follows_the_precision_model():
 
 
 def test_footprint_sums_and_site_relief_equal_brute_force_over_the_footprint():
-    """Box sums over the footprint's nested boxes, and each site's largest height above / depth
-    below its own plane, equal a direct loop over every cell of the footprint's rectangles
-    (cells off the grid count as 0 in sums and are ignored in the relief)."""
-    from lunar_recon.geometry.hazard import footprint_boxes, footprint_offsets, footprint_sum, site_relief
+    """Box sums over the footprint's nested boxes; each site's largest height above / depth
+    below its own plane; and, with cell sigmas, the largest standardised exceedances: all equal
+    a direct loop over every cell of the footprint's rectangles (cells off the grid count as 0
+    in sums; they and cells without data are ignored in the relief)."""
+    from lunar_recon.geometry.hazard import footprint_boxes, footprint_sum
+    from lunar_recon.geometry.site_relief import site_relief
 
     rng = np.random.default_rng(0)
     img = rng.random((23, 31))
     gx, gy = rng.normal(0, 0.1, img.shape), rng.normal(0, 0.1, img.shape)
+    holed = np.where(rng.random(img.shape) < 0.15, np.nan, img)
+    sigma, centre, limit = rng.uniform(0.05, 0.5, img.shape), rng.normal(0, 0.2, img.shape), 0.3
     h, w = img.shape
     for radius, bands in ((5.3, 3), (2.0, 1), (13.3, 3), (8.7, 5)):
         rects = footprint_rectangles(radius, bands)
         boxes = footprint_boxes(rects)
         assert [b[1] for b in boxes] == sorted({b[1] for b in boxes}, reverse=True)  # widest first
-        hi, lo = site_relief(img, gx, gy, footprint_offsets(rects))
+        plain = site_relief(img, gx, gy, rects)
+        scored = site_relief(holed, gx, gy, rects, sigma=sigma, centre=centre, limit=limit)
         want_sum = np.zeros_like(img)
         for y in range(h):
             for x in range(w):
@@ -328,10 +333,71 @@ def test_footprint_sums_and_site_relief_equal_brute_force_over_the_footprint():
                 ]
                 want_sum[y, x] = sum(img[y + dy, x + dx] for dy, dx in cells)
                 t = [img[y + dy, x + dx] - dx * gx[y, x] - dy * gy[y, x] for dy, dx in cells]
-                assert hi[y, x] == pytest.approx(max(t), abs=1e-5) and lo[y, x] == pytest.approx(min(t), abs=1e-5)
+                assert plain.highest[y, x] == pytest.approx(max(t), abs=1e-5)
+                assert plain.lowest[y, x] == pytest.approx(min(t), abs=1e-5)
+                seen = [(dy, dx) for dy, dx in cells if np.isfinite(holed[y + dy, x + dx])]
+                if not seen:
+                    assert scored.highest[y, x] == -np.inf and scored.above_score[y, x] == -np.inf
+                    continue
+                rise = np.array([holed[y + dy, x + dx] - dx * gx[y, x] - dy * gy[y, x] for dy, dx in seen])
+                s = np.array([sigma[y + dy, x + dx] for dy, dx in seen])
+                assert scored.highest[y, x] == pytest.approx(rise.max(), abs=1e-5)
+                assert scored.lowest[y, x] == pytest.approx(rise.min(), abs=1e-5)
+                assert scored.above_score[y, x] == pytest.approx(((rise - centre[y, x] - limit) / s).max(), abs=1e-4)
+                assert scored.below_score[y, x] == pytest.approx(((centre[y, x] - rise - limit) / s).max(), abs=1e-4)
         got = footprint_sum(np.dstack([img, 2 * img, img**2]), boxes)
         assert np.allclose(got[..., 0], want_sum) and np.allclose(got[..., 1], 2 * want_sum), radius
         assert np.allclose(footprint_sum(img, boxes), want_sum), radius
+
+
+def test_site_relief_rejects_mismatched_inputs():
+    from lunar_recon.geometry.site_relief import site_relief
+
+    z = np.zeros((5, 6))
+    rects = footprint_rectangles(2.0, 1)
+    with pytest.raises(ValueError, match="shape"):
+        site_relief(z, np.zeros((5, 5)), np.zeros((5, 6)), rects)
+    with pytest.raises(ValueError, match="sigma per cell"):
+        site_relief(z, z, z, rects, sigma=np.ones((5, 6)))
+    with pytest.raises(ValueError, match="no cells"):
+        site_relief(z, z, z, ())
+
+
+def test_cell_ranks_give_each_cells_median_points_and_median_absolute_deviation():
+    """Per-cell order statistics (a counting sort by cell, then each cell's points sorted)
+    equal numpy's median and median absolute deviation, with ties, one-point and empty cells."""
+    from lunar_recon.geometry.cell_statistics import cell_ranks
+
+    rng = np.random.default_rng(5)
+    flat = np.r_[rng.integers(0, 40, 600), 41]  # cell 41 holds one point; 40 and 42+ none
+    z = rng.normal(size=flat.size)
+    z[::9] = z[4]  # ties
+    ranks = cell_ranks(flat, z, 50)
+    assert list(ranks.cells) == sorted(set(flat.tolist()))
+    for k, cell in enumerate(ranks.cells):
+        mine = z[flat == cell]
+        median = np.median(mine)
+        assert ranks.count[k] == mine.size
+        assert 0.5 * (z[ranks.median_low[k]] + z[ranks.median_high[k]]) == pytest.approx(median)
+        assert flat[ranks.median_low[k]] == cell and flat[ranks.median_high[k]] == cell
+        assert ranks.mad[k] == pytest.approx(np.median(np.abs(mine - median)))
+    with pytest.raises(ValueError, match="lie in"):
+        cell_ranks(np.array([0, 50]), np.zeros(2), 50)
+    with pytest.raises(ValueError, match="one flat cell index per elevation"):
+        cell_ranks(np.array([0, 1]), np.zeros(3), 50)
+
+
+def test_a_cells_wild_points_do_not_widen_its_sigma():
+    """A cell whose points are a tight cluster plus a few wild ones on one side: its median and
+    its sigma (median absolute deviation) stay those of the cluster."""
+    from lunar_recon.geometry.hazard import GridSpec, elevation_grid
+
+    rng = np.random.default_rng(8)
+    z = np.r_[rng.normal(0.0, 0.02, 11), np.full(5, 2.0)]  # 5 of 16 points 2 m up: past the upper quartile
+    pts = np.c_[rng.uniform(0.01, 0.14, (16, 2)), z]
+    cells = elevation_grid(pts, GridSpec((0.0, 0.0), 0.15, (1, 1)), variance=np.zeros(16))
+    assert abs(cells.z[0, 0]) < 0.05
+    assert 0 < np.sqrt(cells.variance[0, 0]) < 0.02
 
 
 def test_planes_just_under_and_over_the_slope_limit():

@@ -28,6 +28,7 @@ def test_package_xml_is_format_3_ament_python_with_ros_dependencies():
         "cv2": "python3-opencv",
         "yaml": "python3-yaml",
         "scipy": "python3-scipy",
+        "numba": "python3-numba",
         "PIL": "python3-pil",
         "tqdm": "python3-tqdm",
         "matplotlib": "python3-matplotlib",

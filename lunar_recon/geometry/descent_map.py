@@ -124,7 +124,10 @@ class ElevationLayer:
     def fuse(self, world: np.ndarray, variance: np.ndarray, gate_sigmas: float, min_points: int) -> tuple[int, int, int, int]:
         """One frame's points (world frame) with their elevation variances: a scalar Kalman
         step per cell on the cell's median; returns (fused, new, gated, replaced) cells."""
-        cells = elevation_grid(world, self.grid, min_points, variance)
+        # the interquartile spread: a frame's look at a cell straddling an edge disagrees with
+        # another's by the edge, not by the cell's median deviation (a pose drift of 1 % of the
+        # range kept 0.98 of the certified ground with it, 0.92 with the deviation)
+        cells = elevation_grid(world, self.grid, min_points, variance, robust_spread=False)
         z, v = cells.z, cells.variance
         if v is None:  # elevation_grid gives one with per-point variances
             raise RuntimeError("descent map: the cells carry no variance")
@@ -286,7 +289,10 @@ class DescentMap:
         X, Y = np.meshgrid(xs, ys)
         cells = CellGrid(np.where(have, X, np.nan), np.where(have, Y, np.nan), mean - t[2], have.astype(float), var)
         local = GridSpec((g.origin[0] - t[0], g.origin[1] - t[1]), g.resolution, g.shape)
-        return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration)
+        # The fused variances hold each observation's noise, not the navigation error that
+        # misregisters one frame's cells against another's: each cell's own (Kalman-shrunk)
+        # sigma would over-trust such steps, so the relief is judged on the footprint's mean.
+        return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration, per_cell_sigma=False)
 
     @property
     def nbytes(self) -> int:

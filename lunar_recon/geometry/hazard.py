@@ -5,16 +5,21 @@ the lander, judged as hazard-detection-and-avoidance systems judge a site (ALHAT
 1. **Cell elevation, robustly.**  Points are binned into cells of ``resolution_m``; a cell's
    height is the *median* of its points (wild stereo matches do not move it) and its variance
    comes from the depth noise model of its points (``elevation_sigma``, which the pipeline
-   widens where the network is less confident) plus the spread of its points.
+   widens where the network is less confident) plus the spread of its points (their median
+   absolute deviation: wild points widen it no more than they move the median).
 2. **The site's plane.**  A least-squares plane through the cell heights under the footprint
    disc (diameter ``footprint_diameter_m``) centred on the site; its tilt against gravity is
    the site's slope.  The sums come from ten moment images summed over the footprint with box
    filters (the disc is the union of a few centred boxes), so the cost does not grow with it.
 3. **The site's roughness.**  The largest height of any cell inside the same footprint above
-   that plane, and the largest depth below it (holes) -- each site against its own plane.
-4. **A hazard probability per site.**  With each estimate's standard deviation,
+   that plane, and the largest depth below it (holes) -- each site against its own plane
+   (:mod:`lunar_recon.geometry.site_relief`).
+4. **A hazard probability per site.**
    ``P(hazard) = 1 - P(slope <= limit) P(height above <= limit) P(depth below <= limit)`` under
-   a Gaussian model; SAFE below ``safe_below``, HAZARD at or above ``hazard_above``, UNKNOWN in
+   a Gaussian model: the slope with the plane's standard deviation, the height above (depth
+   below) as ``Phi(max_j (h_j - limit) / sigma_j)`` over the footprint's cells j, each cell
+   judged on its own sigma (a poorly measured cell that sets the largest height does not borrow
+   the precision of the rest); SAFE below ``safe_below``, HAZARD at or above ``hazard_above``, UNKNOWN in
    between and where the footprint has too little data.  The published cost is ``100 P``;
    -1 only where there is no data.  Without uncertainties (ground truth) the map is the plain
    geometric one: P is 0 or 1.
@@ -34,8 +39,10 @@ import cv2
 import numpy as np
 from scipy.special import ndtr
 
+from .cell_statistics import cell_ranks
 from .frames import normalize, quaternion_to_matrix, rotation_aligning
 from .shadows import SHADOW_CELL_FRACTION, shadow_bounded_elevation
+from .site_relief import site_relief
 
 SAFE, HAZARD, UNKNOWN = 0, 1, -1
 
@@ -285,40 +292,6 @@ def footprint_offsets(rects: tuple[tuple[int, int, int, int], ...]) -> tuple[tup
     return tuple((dy, dx) for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1) for dx in range(dx0, dx1 + 1))
 
 
-def site_relief(
-    z: np.ndarray, plane_gx: np.ndarray, plane_gy: np.ndarray, offsets: tuple[tuple[int, int], ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """For every site (cell) the largest and smallest of ``z[j] - dx_j gx - dy_j gy`` over the
-    cells j at the footprint's offsets (dy, dx) from it, where (gx, gy) is the site's own plane
-    gradient per cell: subtracting the plane's height at the site gives the largest height above
-    and depth below the site's plane.  NaN cells are ignored (-inf / +inf where none).
-
-    Row by row of the footprint: the running max / min of ``z[j] - dx gx`` over the row's
-    offsets (one fused multiply-add and a NaN-aware max and min per offset), then the row's
-    ``- dy gy`` added once."""
-    rows, cols = z.shape
-    pad = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-    zp = np.pad(z.astype(np.float32), pad, constant_values=np.nan)
-    gx, gy = plane_gx.astype(np.float32), plane_gy.astype(np.float32)
-    hi = np.full(z.shape, -np.inf, np.float32)
-    lo = np.full(z.shape, np.inf, np.float32)
-    row_hi, row_lo, t = (np.empty(z.shape, np.float32) for _ in range(3))
-    by_row: dict[int, list[int]] = {}
-    for dy, dx in offsets:
-        by_row.setdefault(dy, []).append(dx)
-    for dy, dxs in by_row.items():
-        row_hi.fill(-np.inf)
-        row_lo.fill(np.inf)
-        for dx in dxs:
-            cv2.scaleAdd(gx, float(-dx), zp[pad + dy : pad + dy + rows, pad + dx : pad + dx + cols], dst=t)
-            np.fmax(row_hi, t, out=row_hi)
-            np.fmin(row_lo, t, out=row_lo)
-        shift = np.float32(-dy) * gy
-        np.fmax(hi, row_hi + shift, out=hi)
-        np.fmin(lo, row_lo + shift, out=lo)
-    return hi, lo
-
-
 # ---- the map ------------------------------------------------------------------------------------
 def grid_for_points(xy: np.ndarray, params: HazardParams) -> GridSpec:
     r = params.resolution_m
@@ -358,7 +331,6 @@ class CellGrid:
 # Stereo errors of neighbouring pixels are correlated (they share a matching window): a cell's
 # points average its noise down by at most this many independent samples.
 INDEPENDENT_POINTS_PER_CELL = 4
-_Z_BITS = 20  # elevation quantisation inside the (cell, elevation) sort key
 
 
 def elevation_grid(
@@ -367,12 +339,15 @@ def elevation_grid(
     min_points: int = 1,
     variance: np.ndarray | None = None,
     shadowed: np.ndarray | None = None,
+    robust_spread: bool = True,
 ) -> CellGrid:
     """Per-cell median elevation of gravity-aligned points and their count; NaN where fewer
     than ``min_points``.  With per-point elevation ``variance`` also the variance of each cell's
     height: the points' mean noise variance over at most ``INDEPENDENT_POINTS_PER_CELL``
-    samples, plus the squared spread of its points (interquartile) over their count; with
-    per-point ``shadowed`` flags the share of each cell's points in shadow."""
+    samples, plus the squared spread of its points over their count: 1.4826 x their median
+    absolute deviation (``robust_spread``: wild points on one side widen it no more than they
+    move the median), else their interquartile range / 1.349 (wide where a cell straddles an
+    edge); with per-point ``shadowed`` flags the share of each cell's points in shadow."""
     p = points_grid_frame
     rows, cols = grid.shape
     col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
@@ -387,7 +362,6 @@ def elevation_grid(
         shade = None if shadowed is None else shadowed[ok]
     size = rows * cols
     n = np.bincount(flat, minlength=size)
-    valid = n >= max(min_points, 1)
     out = np.full(size, np.nan)
     if not len(flat):  # no point on the grid: every cell empty, with the layers asked for
         empty = out.reshape(rows, cols)
@@ -399,30 +373,23 @@ def elevation_grid(
             None if var is None else empty.copy(),
             None if shade is None else empty.copy(),
         )
-    # Medians by one sort of a (cell, quantised elevation) key: the cells' runs come out in
-    # order.  A cell's representative is its median-elevation point itself (the mean of the two
-    # middle ones), so a cell on a plane lies exactly on it whatever its points' layout.
+    # A cell's representative is its median-elevation point itself (the mean of the two middle
+    # ones), so a cell on a plane lies exactly on it whatever its points' layout.
     z = inside[:, 2].astype(np.float64)
-    zmin, span = float(z.min()), float(np.ptp(z))
-    step = max(span, 1e-9) / ((1 << _Z_BITS) - 1)
-    # A stable (run-merging) sort: an organised cloud's keys come in long ascending runs along
-    # its rows, which it merges ~3x faster than the default quicksort sorts them.
-    order = np.argsort((flat << _Z_BITS) | np.round((z - zmin) / step).astype(np.int64), kind="stable")
-    start = np.cumsum(n) - n
-    cells = np.flatnonzero(valid)
-    s, m = start[cells], n[cells]
-
-    def rank(num, den):  # index of the ((m - 1) num / den)-th of each valid cell's points by elevation
-        return order[s + ((m - 1) * num) // den]
-
-    lower, upper = rank(1, 2), order[s + m // 2]
+    ranks = cell_ranks(flat, z, size)
+    keep = ranks.count >= max(min_points, 1)
+    cells, m = ranks.cells[keep], ranks.count[keep]
+    lower, upper = ranks.median_low[keep], ranks.median_high[keep]
     rep = [np.full(size, np.nan) for _ in range(3)]
     for k in range(3):
         rep[k][cells] = 0.5 * (inside[lower, k] + inside[upper, k])
     variance_grid = None
     if var is not None:
         noise = np.bincount(flat, weights=var, minlength=size)[cells] / m / np.minimum(m, INDEPENDENT_POINTS_PER_CELL)
-        spread = (z[rank(3, 4)] - z[rank(1, 4)]) / 1.349  # the interquartile range of a Gaussian
+        if robust_spread:
+            spread = 1.4826 * ranks.mad[keep]
+        else:
+            spread = (z[ranks.quartile_high[keep]] - z[ranks.quartile_low[keep]]) / 1.349
         variance_flat = np.full(size, np.nan)
         variance_flat[cells] = noise + spread**2 / m
         variance_grid = variance_flat.reshape(rows, cols)
@@ -578,7 +545,7 @@ def hazard_map(
         if sig.shape[0] != p.shape[0]:
             raise ValueError(f"elevation_sigma has {sig.shape[0]} values for {p.shape[0]} points")
         finite &= np.isfinite(sig)
-        point_var = sig**2
+        point_var = sig**2 if np.any(sig > 0) else None  # all 0: exact points, the plain map
     in_shadow = None
     if shadowed is not None and sun is not None:
         in_shadow = np.asarray(shadowed, dtype=bool).reshape(-1)
@@ -601,15 +568,23 @@ def hazard_map(
     if cells.shadow_share is not None and sun is not None:
         shadowed_cells = np.nan_to_num(cells.shadow_share) >= SHADOW_CELL_FRACTION
         cells.z = shadow_bounded_elevation(cells.z, shadowed_cells, res, R @ normalize(sun))
-    return hazard_map_from_cells(cells, grid, R, params, calibration if elevation_sigma is not None else None)
+    return hazard_map_from_cells(cells, grid, R, params, calibration if point_var is not None else None)
 
 
 def hazard_map_from_cells(
-    cells: CellGrid, grid: GridSpec, R_grid_from_input: np.ndarray, params: HazardParams | None = None, calibration=None
+    cells: CellGrid,
+    grid: GridSpec,
+    R_grid_from_input: np.ndarray,
+    params: HazardParams | None = None,
+    calibration=None,
+    per_cell_sigma: bool = True,
 ) -> HazardMap:
     """The landing-site map of cell heights already made (``cells``: each cell's representative
     point and, when known, its height variance; NaN without data) on ``grid``, whose frame is
-    ``R_grid_from_input`` applied to the input frame (e.g. a fused descent map's cells)."""
+    ``R_grid_from_input`` applied to the input frame (e.g. a fused descent map's cells).
+    ``per_cell_sigma``: the relief's exceedance judges each cell on its own sigma (see the
+    module docstring); False: on the footprint's mean sigma, for variances that miss an error
+    shared between cells (a fused map's registration)."""
     params = params or HazardParams()
     params.validate()
     R = np.asarray(R_grid_from_input, dtype=np.float64)
@@ -669,15 +644,28 @@ def hazard_map_from_cells(
         z_at_centre = np.where(valid, z + ga * (xc - x) + gb * (yc - y), np.nan)
         if params.despike and res <= params.roughness_max_m / 2:
             z_at_centre = clip_to_neighbours(z_at_centre, np.hypot(ga, gb) * res * math.sqrt(2) + 1e-6)
-        hi, lo = site_relief(z_at_centre, ga * res, gb * res, footprint_offsets(rects))
-        above = hi - centre
-        below = centre - lo
-        relief_sigma = np.sqrt(mean_var)
-        p_hazard = 1.0 - (
-            (1.0 - _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf)))
-            * (1.0 - _exceedance(above, params.roughness_max_m, relief_sigma))
-            * (1.0 - _exceedance(below, params.roughness_max_m, relief_sigma))
+        # with measured heights each cell's exceedance is judged on its own sigma: a poorly
+        # measured cell that sets the largest height does not borrow the footprint's precision
+        measured = cells.variance is not None and per_cell_sigma
+        relief = site_relief(
+            z_at_centre,
+            ga * res,
+            gb * res,
+            rects,
+            sigma=np.sqrt(cell_var) if measured else None,
+            centre=np.where(np.isfinite(centre), centre, 0.0) if measured else None,  # no plane: an unknown site
+            limit=params.roughness_max_m,
         )
+        above = relief.highest - centre
+        below = centre - relief.lowest
+        if relief.above_score is not None and relief.below_score is not None:
+            p_above, p_below = ndtr(relief.above_score), ndtr(relief.below_score)
+        else:  # the footprint's mean sigma; for the truth (exact heights) a step at the limit
+            relief_sigma = np.sqrt(mean_var)
+            p_above = _exceedance(above, params.roughness_max_m, relief_sigma)
+            p_below = _exceedance(below, params.roughness_max_m, relief_sigma)
+        p_slope = _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf))
+        p_hazard = 1.0 - (1.0 - p_slope) * (1.0 - p_above) * (1.0 - p_below)
     if calibration is not None:
         p_hazard = calibrate_probability(p_hazard, calibration)
     p_hazard = np.where(known, p_hazard, np.nan)
