@@ -350,6 +350,39 @@ def test_footprint_sums_and_site_relief_equal_brute_force_over_the_footprint():
         assert np.allclose(footprint_sum(img, boxes), want_sum), radius
 
 
+def test_site_relief_over_a_site_mask_equals_the_full_pass_there():
+    """Judging only some sites (the map's known ones) changes nothing for them; rows without
+    one are not visited (their sites read as footprints without cells)."""
+    from lunar_recon.geometry.site_relief import site_relief
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(40, 50))
+    gx, gy, sigma, centre = (rng.normal(0, s, z.shape) for s in (0.05, 0.05, 0.1, 0.2))
+    sigma = np.abs(sigma) + 0.01
+    rects = footprint_rectangles(6.0, 3)
+    sites = rng.random(z.shape) < 0.3
+    sites[7] = False
+    full = site_relief(z, gx, gy, rects, sigma=sigma, centre=centre, limit=0.3)
+    part = site_relief(z, gx, gy, rects, sigma=sigma, centre=centre, limit=0.3, sites=sites)
+    for name in ("highest", "lowest", "above_score", "below_score"):
+        np.testing.assert_array_equal(getattr(part, name)[sites], getattr(full, name)[sites], err_msg=name)
+    assert np.all(part.highest[7] == -np.inf) and np.all(part.above_score[7] == -np.inf)
+    with pytest.raises(ValueError, match="site mask"):
+        site_relief(z, gx, gy, rects, sites=sites[:, :10])
+
+
+def test_site_planes_reject_missing_or_misshaped_sums():
+    from lunar_recon.geometry.site_planes import site_planes
+
+    keys = ("n", "x", "y", "z", "xx", "xy", "yy", "zz", "xz", "yz", "vv")
+    sums = {k: np.ones((3, 4)) for k in keys}
+    assert site_planes(sums, np.zeros(4), np.zeros(3)).slope_deg.shape == (3, 4)
+    with pytest.raises(ValueError, match="missing"):
+        site_planes({k: v for k, v in sums.items() if k != "vv"}, np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match="share the grid's shape"):
+        site_planes(sums, np.zeros(5), np.zeros(3))
+
+
 def test_site_relief_rejects_mismatched_inputs():
     from lunar_recon.geometry.site_relief import site_relief
 

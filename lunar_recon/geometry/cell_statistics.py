@@ -36,17 +36,17 @@ class CellRanks:
 
 
 @numba.njit(cache=True, nogil=True)
-def _kth_in_input_order(points, z, k, value):  # pragma: no cover - compiled
+def _kth_in_input_order(points, values, k, value):  # pragma: no cover - compiled
     # the point a stable sort would put k-th: among those at ``value``, the one whose turn it is
     below = 0
-    for p in points:
-        if z[p] < value:
+    for v in values:
+        if v < value:
             below += 1
     turn = k - below
-    for p in points:
-        if z[p] == value:
+    for i in range(values.shape[0]):
+        if values[i] == value:
             if turn == 0:
-                return p
+                return points[i]
             turn -= 1
     return points[0]
 
@@ -78,32 +78,28 @@ def _select(buf, n, k):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _middle_two(buf, n):  # pragma: no cover - compiled
-    k_lo = (n - 1) // 2
-    v_lo = _select(buf, n, k_lo)
-    if n % 2:
-        return v_lo, v_lo
-    return v_lo, buf[k_lo + 1 : n].min()
+def _kth(values, buf, k):  # pragma: no cover - compiled
+    m = values.shape[0]
+    buf[:m] = values
+    return _select(buf, m, k)
 
 
 @numba.njit(cache=True, nogil=True)
-def _select_ranks(points, z, buf):  # pragma: no cover - compiled
-    m = points.shape[0]
-    ranks = np.empty(4, np.int64)
-    for i in range(m):
-        buf[i] = z[points[i]]
-    v_lo, v_hi = _middle_two(buf, m)
+def _select_ranks(points, values, buf, ranks, k):  # pragma: no cover - compiled
+    # a crowded cell: selections on its values (in input order), O(m) each
+    m = values.shape[0]
+    v_lo = _kth(values, buf, (m - 1) // 2)
+    v_hi = v_lo if m % 2 else buf[m // 2 : m].min()  # after the selection: the values above
     median = 0.5 * (v_lo + v_hi)
-    ranks[0] = _kth_in_input_order(points, z, (m - 1) // 2, v_lo)
-    ranks[1] = _kth_in_input_order(points, z, m // 2, v_hi)
-    for r, k in ((2, (m - 1) // 4), (3, (m - 1) * 3 // 4)):
-        for i in range(m):
-            buf[i] = z[points[i]]
-        ranks[r] = _kth_in_input_order(points, z, k, _select(buf, m, k))
+    ranks[0, k] = _kth_in_input_order(points, values, (m - 1) // 2, v_lo)
+    ranks[1, k] = _kth_in_input_order(points, values, m // 2, v_hi)
+    for r, q in ((2, (m - 1) // 4), (3, (m - 1) * 3 // 4)):
+        ranks[r, k] = _kth_in_input_order(points, values, q, _kth(values, buf, q))
     for i in range(m):
-        buf[i] = abs(z[points[i]] - median)
-    d_lo, d_hi = _middle_two(buf, m)
-    return ranks, 0.5 * (d_lo + d_hi)
+        buf[i] = abs(values[i] - median)
+    d_lo = _select(buf, m, (m - 1) // 2)
+    d_hi = d_lo if m % 2 else buf[m // 2 : m].min()
+    return 0.5 * (d_lo + d_hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -118,9 +114,11 @@ def _ranks_kernel(flat, z, size):  # pragma: no cover - compiled
         start[c + 1] = start[c] + count[c]
     fill = start[:-1].copy()
     order = np.empty(n, np.int64)
+    values = np.empty(n, np.float64)  # the elevations in cell order: each cell's work reads them in place
     for i in range(n):  # stable: a cell's points keep their input order before the sort
         c = flat[i]
         order[fill[c]] = i
+        values[fill[c]] = z[i]
         fill[c] += 1
     occupied = 0
     for c in range(size):
@@ -139,23 +137,21 @@ def _ranks_kernel(flat, z, size):  # pragma: no cover - compiled
         s = start[c]
         cells[k] = c
         m_out[k] = m
-        if m > INSERTION_SORT_MAX:  # a near view's crowded cell: selection, O(m)
-            mine = order[s : s + m]
-            ranks[:, k], mad[k] = _select_ranks(mine, z, scratch)
+        if m > INSERTION_SORT_MAX:
+            mad[k] = _select_ranks(order[s : s + m], values[s : s + m], scratch, ranks, k)
             k += 1
             continue
         for a in range(s + 1, s + m):  # insertion sort of the cell's points by elevation
-            idx = order[a]
-            v = z[idx]
+            idx, v = order[a], values[a]
             b = a - 1
-            while b >= s and z[order[b]] > v:
-                order[b + 1] = order[b]
+            while b >= s and values[b] > v:
+                order[b + 1], values[b + 1] = order[b], values[b]
                 b -= 1
-            order[b + 1] = idx
+            order[b + 1], values[b + 1] = idx, v
         lo_i, hi_i = s + (m - 1) // 2, s + m // 2
         ranks[0, k], ranks[1, k] = order[lo_i], order[hi_i]
         ranks[2, k], ranks[3, k] = order[s + (m - 1) // 4], order[s + (m - 1) * 3 // 4]
-        med = 0.5 * (z[order[lo_i]] + z[order[hi_i]])
+        med = 0.5 * (values[lo_i] + values[hi_i])
         # deviations in ascending order, merged outward from the middle: the median of them
         i, j = lo_i, hi_i
         if lo_i == hi_i:
@@ -163,8 +159,8 @@ def _ranks_kernel(flat, z, size):  # pragma: no cover - compiled
         want_lo, want_hi = (m - 1) // 2, m // 2
         d_lo = d = 0.0
         for taken in range(want_hi + 1):
-            left = med - z[order[i]] if i >= s else np.inf
-            right = z[order[j]] - med if j < s + m else np.inf
+            left = med - values[i] if i >= s else np.inf
+            right = values[j] - med if j < s + m else np.inf
             if left <= right:
                 d = left
                 i -= 1

@@ -42,6 +42,7 @@ from scipy.special import ndtr
 from .cell_statistics import cell_ranks
 from .frames import normalize, quaternion_to_matrix, rotation_aligning
 from .shadows import SHADOW_CELL_FRACTION, shadow_bounded_elevation
+from .site_planes import site_planes
 from .site_relief import site_relief
 
 SAFE, HAZARD, UNKNOWN = 0, 1, -1
@@ -607,40 +608,21 @@ def hazard_map_from_cells(
     rects = footprint_rectangles(params.footprint_diameter_m / 2 / res, params.footprint_bands)
     boxes = footprint_boxes(rects)
     names = [["x", "y", "z", "xx"], ["xy", "yy", "zz", "xz"], ["yz", "vv"]]
-    planes = dict(x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, zz=z * z, xz=x * z, yz=y * z, vv=cell_var)
+    moments = dict(x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, zz=z * z, xz=x * z, yz=y * z, vv=cell_var)
     S = {"n": footprint_sum(valid.astype(np.float32), boxes).astype(np.float64)}
     for group in names:
-        summed = footprint_sum(cv2.merge([planes[k] for k in group]), boxes)
+        summed = footprint_sum(cv2.merge([moments[k] for k in group]), boxes)
         S.update({k: summed[..., i] for i, k in enumerate(group)})
     n = S["n"]
     coverage = (n / sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)).astype(np.float32)
+    planes = site_planes(S, xc[0], yc[:, 0])
+    slope, slope_sigma, centre = planes.slope_deg, planes.slope_sigma_deg, planes.centre
+    known = (coverage >= params.coverage_min) & planes.fits
     with np.errstate(invalid="ignore", divide="ignore"):
-        inv_n = 1.0 / n
-        mx, my, mz = S["x"] * inv_n, S["y"] * inv_n, S["z"] * inv_n
-
-        def centred(moment, m1, m2):  # covariance from a raw moment: E[uv] - E[u] E[v]
-            c = S[moment] * inv_n
-            c -= m1 * m2
-            return c
-
-        cxx, cyy, cxy = centred("xx", mx, mx), centred("yy", my, my), centred("xy", mx, my)
-        cxz, cyz, czz = centred("xz", mx, mz), centred("yz", my, mz), centred("zz", mz, mz)
-        det = cxx * cyy - cxy * cxy
-        a = (cxz * cyy - cyz * cxy) / det
-        b = (cyz * cxx - cxz * cxy) / det
-        rms = np.sqrt(np.clip(czz - a * cxz - b * cyz, 0.0, None))
-        grad = np.sqrt(a * a + b * b)
-        slope = np.degrees(np.arctan(grad))
-        mean_var = S["vv"] * inv_n  # the footprint's mean cell variance
-        # least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees
-        slope_sigma = np.degrees(np.sqrt(mean_var * inv_n * (cxx + cyy) / det) / (1.0 + grad**2))
-        # the plane's height at the site (the cell centre), then each site against its own plane
-        centre = mz + a * (xc - mx) + b * (yc - my)
-        known = (coverage >= params.coverage_min) & np.isfinite(slope) & (det > 1e-12)
         # each cell's height moved from its point to its centre along its own footprint plane,
         # so the sites' planes can be evaluated at the cell centres
-        planar = np.isfinite(a) & np.isfinite(b) & (det > 1e-12)  # a plane fits, whatever the coverage
-        ga, gb = np.where(planar, a, 0.0), np.where(planar, b, 0.0)
+        ga = np.where(planes.fits, planes.gradient_x, 0.0)  # a plane fits, whatever the coverage
+        gb = np.where(planes.fits, planes.gradient_y, 0.0)
         z_at_centre = np.where(valid, z + ga * (xc - x) + gb * (yc - y), np.nan)
         if params.despike and res <= params.roughness_max_m / 2:
             z_at_centre = clip_to_neighbours(z_at_centre, np.hypot(ga, gb) * res * math.sqrt(2) + 1e-6)
@@ -655,13 +637,14 @@ def hazard_map_from_cells(
             sigma=np.sqrt(cell_var) if measured else None,
             centre=np.where(np.isfinite(centre), centre, 0.0) if measured else None,  # no plane: an unknown site
             limit=params.roughness_max_m,
+            sites=known,
         )
         above = relief.highest - centre
         below = centre - relief.lowest
         if relief.above_score is not None and relief.below_score is not None:
             p_above, p_below = ndtr(relief.above_score), ndtr(relief.below_score)
         else:  # the footprint's mean sigma; for the truth (exact heights) a step at the limit
-            relief_sigma = np.sqrt(mean_var)
+            relief_sigma = np.sqrt(planes.mean_variance)
             p_above = _exceedance(above, params.roughness_max_m, relief_sigma)
             p_below = _exceedance(below, params.roughness_max_m, relief_sigma)
         p_slope = _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf))
@@ -682,7 +665,7 @@ def hazard_map_from_cells(
         elevation_m=np.where(valid, Z, np.nan).astype(np.float32),
         slope_deg=f32(slope),
         roughness_m=f32(np.fmax(above, below)),
-        roughness_rms_m=f32(rms),
+        roughness_rms_m=f32(planes.rms),
         coverage=coverage,
         hazard=hazard,
         cost=cost,

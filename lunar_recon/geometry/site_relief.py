@@ -33,28 +33,30 @@ class SiteRelief:
 
 
 @numba.njit(cache=True, nogil=True)
-def _relief_kernel(z_hi, z_lo, gx, gy, rects, pad):  # pragma: no cover - compiled
+def _relief_kernel(z_hi, z_lo, gx, gy, rects, pad, span):  # pragma: no cover - compiled
     rows, cols = gx.shape
     hi = np.full((rows, cols), -np.inf, np.float32)
     lo = np.full((rows, cols), np.inf, np.float32)
     row_hi = np.empty(cols, np.float32)
     row_lo = np.empty(cols, np.float32)
     for y in range(rows):
-        h, low, gxr, gyr = hi[y], lo[y], gx[y], gy[y]
+        x0, x1 = span[y, 0], span[y, 1]
+        n = x1 - x0
+        h, low, gxr, gyr = hi[y, x0:x1], lo[y, x0:x1], gx[y, x0:x1], gy[y, x0:x1]
         for k in range(rects.shape[0]):
             for dy in range(rects[k, 0], rects[k, 1] + 1):
-                row_hi[:] = -np.inf
-                row_lo[:] = np.inf
+                row_hi[:n] = -np.inf
+                row_lo[:n] = np.inf
                 for dx in range(rects[k, 2], rects[k, 3] + 1):
                     fdx = np.float32(dx)
-                    zh = z_hi[y + pad + dy, pad + dx : pad + dx + cols]
-                    zl = z_lo[y + pad + dy, pad + dx : pad + dx + cols]
-                    for x in range(cols):
+                    r, o0, o1 = y + pad + dy, pad + dx + x0, pad + dx + x1
+                    zh, zl = z_hi[r, o0:o1], z_lo[r, o0:o1]
+                    for x in range(n):
                         t = gxr[x] * fdx
                         row_hi[x] = max(row_hi[x], zh[x] - t)
                         row_lo[x] = min(row_lo[x], zl[x] - t)
                 fdy = np.float32(dy)
-                for x in range(cols):
+                for x in range(n):
                     s = gyr[x] * fdy
                     h[x] = max(h[x], row_hi[x] - s)
                     low[x] = min(low[x], row_lo[x] - s)
@@ -62,7 +64,7 @@ def _relief_kernel(z_hi, z_lo, gx, gy, rects, pad):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, nogil=True)
-def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad):  # pragma: no cover - compiled
+def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad, span):  # pragma: no cover - compiled
     # the score above at cell j is (z_j - limit) w_j - t w_j and below (-z_j - limit) w_j + t w_j,
     # t the site's plane height at cell j: the bases are per cell, t per site and offset
     rows, cols = gx.shape
@@ -70,21 +72,35 @@ def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad):  
     below = np.full((rows, cols), -np.inf, np.float32)
     plane_row = np.empty(cols, np.float32)
     for y in range(rows):
-        up, down, gxr, gyr, c = above[y], below[y], gx[y], gy[y], centre[y]
+        x0, x1 = span[y, 0], span[y, 1]
+        n = x1 - x0
+        up, down, gxr, gyr, c = above[y, x0:x1], below[y, x0:x1], gx[y, x0:x1], gy[y, x0:x1], centre[y, x0:x1]
         for k in range(rects.shape[0]):
             for dy in range(rects[k, 0], rects[k, 1] + 1):
                 fdy = np.float32(dy)
-                for x in range(cols):
+                for x in range(n):
                     plane_row[x] = gyr[x] * fdy + c[x]
                 for dx in range(rects[k, 2], rects[k, 3] + 1):
                     fdx = np.float32(dx)
-                    r, o0, o1 = y + pad + dy, pad + dx, pad + dx + cols
+                    r, o0, o1 = y + pad + dy, pad + dx + x0, pad + dx + x1
                     ab, bb, w = above_base[r, o0:o1], below_base[r, o0:o1], weight[r, o0:o1]
-                    for x in range(cols):
+                    for x in range(n):
                         tw = (gxr[x] * fdx + plane_row[x]) * w[x]
                         up[x] = max(up[x], ab[x] - tw)
                         down[x] = max(down[x], bb[x] + tw)
     return above, below
+
+
+def _row_spans(sites: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """Per grid row, the [first, last + 1) columns of the sites to judge (all without a mask)."""
+    if sites is None:
+        return np.tile(np.array([0, shape[1]], np.int64), (shape[0], 1))
+    if sites.shape != shape:
+        raise ValueError(f"the site mask {sites.shape} and the grid {shape} differ in shape")
+    any_site = sites.any(axis=1)
+    first = np.where(any_site, np.argmax(sites, axis=1), 0)
+    last = np.where(any_site, shape[1] - np.argmax(sites[:, ::-1], axis=1), 0)
+    return np.stack([first, last], axis=1).astype(np.int64)
 
 
 def site_relief(
@@ -95,6 +111,7 @@ def site_relief(
     sigma: np.ndarray | None = None,
     centre: np.ndarray | None = None,
     limit: float = 0.0,
+    sites: np.ndarray | None = None,
 ) -> SiteRelief:
     """For every site (cell) the largest and smallest of ``z[j] - dx_j gx - dy_j gy`` over the
     cells j at the footprint's offsets (dy, dx) from it (``rects``: the footprint as
@@ -103,7 +120,9 @@ def site_relief(
     depth below the site's plane.  NaN cells are ignored.
 
     With each cell's height ``sigma`` and each site's plane height ``centre`` (same units as
-    ``z``) also the largest standardised exceedances of ``limit`` above and below the plane."""
+    ``z``) also the largest standardised exceedances of ``limit`` above and below the plane.
+    ``sites`` (bool, shaped as ``z``): judge only these (and the sites between them on a grid
+    row); the others read as sites without cells.  None: every site."""
     if z.shape != plane_gx.shape or z.shape != plane_gy.shape:
         raise ValueError(f"z {z.shape} and the plane gradients {plane_gx.shape}, {plane_gy.shape} differ in shape")
     table = np.array(rects, dtype=np.int64).reshape(-1, 4)
@@ -117,7 +136,8 @@ def site_relief(
         return np.pad(values.astype(np.float32), pad, constant_values=fill)
 
     z_hi = padded(np.where(valid, z, -np.inf), -np.inf)
-    hi, lo = _relief_kernel(z_hi, padded(np.where(valid, z, np.inf), np.inf), gx, gy, table, pad)
+    span = _row_spans(sites, z.shape)
+    hi, lo = _relief_kernel(z_hi, padded(np.where(valid, z, np.inf), np.inf), gx, gy, table, pad, span)
     if sigma is None:
         return SiteRelief(hi, lo)
     if centre is None or sigma.shape != z.shape or centre.shape != z.shape:
@@ -134,5 +154,6 @@ def site_relief(
         centre.astype(np.float32),
         table,
         pad,
+        span,
     )
     return SiteRelief(hi, lo, above, below)

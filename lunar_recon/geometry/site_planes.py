@@ -1,0 +1,81 @@
+"""Each landing site's least-squares plane from its footprint's moment sums: the plane's
+gradient, slope, the slope's standard deviation, the plane's height at the site and the RMS
+residual, in one compiled pass over the sites (the same formulas as array arithmetic cost
+~20 passes over float64 grids).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+DET_MIN = 1e-12  # m^4: a footprint's cells spread less than this in x, y fit no plane
+
+
+@dataclass
+class SitePlanes:
+    """Per-site plane (grid arrays; NaN where no plane fits)."""
+
+    gradient_x: np.ndarray  # dz/dx of the plane
+    gradient_y: np.ndarray
+    slope_deg: np.ndarray  # tilt against gravity
+    slope_sigma_deg: np.ndarray  # from the least-squares variance of the gradient
+    centre: np.ndarray  # the plane's height at the site's cell centre
+    rms: np.ndarray  # RMS residual of the footprint's cells about the plane
+    mean_variance: np.ndarray  # the footprint's mean cell height variance
+    fits: np.ndarray  # bool: a plane fits (cells spread in x and y)
+
+
+@numba.njit(cache=True, nogil=True)
+def _planes_kernel(n, sx, sy, sz, sxx, sxy, syy, szz, sxz, syz, svv, xc, yc):  # pragma: no cover - compiled
+    rows, cols = n.shape
+    out = np.full((7, rows, cols), np.nan)
+    fits = np.zeros((rows, cols), np.bool_)
+    for r in range(rows):
+        for c in range(cols):
+            if not n[r, c] > 0:
+                continue
+            inv = 1.0 / n[r, c]
+            mx, my, mz = sx[r, c] * inv, sy[r, c] * inv, sz[r, c] * inv
+            # covariances from raw moments: E[uv] - E[u] E[v]
+            cxx, cyy, cxy = sxx[r, c] * inv - mx * mx, syy[r, c] * inv - my * my, sxy[r, c] * inv - mx * my
+            cxz, cyz, czz = sxz[r, c] * inv - mx * mz, syz[r, c] * inv - my * mz, szz[r, c] * inv - mz * mz
+            det = cxx * cyy - cxy * cxy
+            mean_var = svv[r, c] * inv
+            out[6, r, c] = mean_var
+            if not det > DET_MIN:
+                continue
+            a = (cxz * cyy - cyz * cxy) / det
+            b = (cyz * cxx - cxz * cxy) / det
+            grad = math.sqrt(a * a + b * b)
+            fits[r, c] = True
+            out[0, r, c] = a
+            out[1, r, c] = b
+            out[2, r, c] = math.degrees(math.atan(grad))
+            # least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees
+            out[3, r, c] = math.degrees(math.sqrt(mean_var * inv * (cxx + cyy) / det) / (1.0 + grad * grad))
+            out[4, r, c] = mz + a * (xc[c] - mx) + b * (yc[r] - my)
+            out[5, r, c] = math.sqrt(max(czz - a * cxz - b * cyz, 0.0))
+    return out, fits
+
+
+def site_planes(sums: dict[str, np.ndarray], x_centres: np.ndarray, y_centres: np.ndarray) -> SitePlanes:
+    """The planes of every site from its footprint's sums (``sums``: ``n`` cells with data and
+    the sums of their ``x y z xx xy yy zz xz yz`` and height variances ``vv``, each a grid
+    array, coordinates relative to one origin for conditioning) and the cell centres'
+    coordinates (``x_centres`` per column, ``y_centres`` per row, same origin)."""
+    keys = ("n", "x", "y", "z", "xx", "xy", "yy", "zz", "xz", "yz", "vv")
+    missing = [k for k in keys if k not in sums]
+    if missing:
+        raise ValueError(f"footprint sums missing {missing}")
+    grids = [np.ascontiguousarray(sums[k], dtype=np.float64) for k in keys]
+    shape = grids[0].shape
+    if any(g.shape != shape for g in grids) or len(x_centres) != shape[1] or len(y_centres) != shape[0]:
+        raise ValueError("footprint sums and cell centres must share the grid's shape")
+    out, fits = _planes_kernel(
+        *grids, np.ascontiguousarray(x_centres, dtype=np.float64), np.ascontiguousarray(y_centres, dtype=np.float64)
+    )
+    return SitePlanes(out[0], out[1], out[2], out[3], out[4], out[5], out[6], fits)
