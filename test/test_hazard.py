@@ -772,3 +772,18 @@ def test_hazard_memory_forgets_after_its_frames_and_checks_poses():
         memory.update(hidden, np.eye(3))
     with pytest.raises(ValueError, match="memory_frames"):
         HazardParams(memory_frames=0).validate()
+
+
+def test_compile_kernels_readies_every_compiled_kernel_of_the_map():
+    """The node calls it before its first pair: afterwards every kernel the map runs is compiled."""
+    from lunar_recon.geometry import cell_statistics, site_planes, site_relief
+    from lunar_recon.geometry.hazard import compile_kernels
+
+    assert compile_kernels() >= 0
+    kernels = (
+        site_relief._relief_kernel,
+        site_relief._score_kernel,
+        site_planes._planes_kernel,
+        cell_statistics._ranks_kernel,
+    )
+    assert all(k.signatures for k in kernels), [k.__name__ for k in kernels if not k.signatures]

@@ -446,6 +446,9 @@ class StereoNode(Node):
         self.model_name = model_label(self.values["model"])
         self.model = load_stereo_model(self.values["model"], self.device)
         self.reconstructor = StereoReconstructor(self.model, self._reconstruction_params())
+        from ..geometry.hazard import compile_kernels
+
+        self.get_logger().info(f"hazard map kernels ready ({compile_kernels():.1f} s)")  # before the first pair
 
         image_qos = info_qos = input_qos(self.values["input_qos"], self.values["queue_size"])
         self.rejected: Counter = Counter()
