@@ -528,7 +528,7 @@ def hazard_map(
     the grid's x, y are the points' x, y); ``grid`` pins the cell layout.
     ``elevation_sigma``: optional 1-sigma vertical uncertainty of each point (m), e.g. from
     :func:`lunar_recon.geometry.stereo.stereo_elevation_sigma`; without it the map is the plain
-    geometric one (probabilities 0 or 1).  ``shadowed`` (one flag per point) and ``sun``
+    geometric one (probabilities 0 or 1), as with every sigma 0.  ``shadowed`` (one flag per point) and ``sun``
     (direction toward the sun, same frame): shadowed cells are lowered to the sun ray grazing
     the terrain upsun (:func:`~lunar_recon.geometry.shadows.shadow_bounded_elevation`).
     ``calibration``: a table of :func:`calibrate_probability` for the probabilities of this
