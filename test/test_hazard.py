@@ -442,8 +442,6 @@ def test_planes_just_under_and_over_the_slope_limit():
 
 
 def test_one_rock_makes_exactly_the_sites_whose_footprint_holds_it_hazardous():
-    from lunar_recon.geometry.hazard import footprint_offsets
-
     g = np.arange(0.0, 16.0, 0.05) + 0.025
     X, Y = np.meshgrid(g, g)
     z = np.zeros_like(X)
@@ -454,9 +452,9 @@ def test_one_rock_makes_exactly_the_sites_whose_footprint_holds_it_hazardous():
     assert 1 <= len(rock_cells) <= 9
     holds = np.zeros(hm.shape, bool)
     rows, cols = hm.shape
-    for dy, dx in footprint_offsets(
-        footprint_rectangles(hm.params.footprint_diameter_m / 2 / hm.resolution, hm.params.footprint_bands)
-    ):
+    rects = footprint_rectangles(hm.params.footprint_diameter_m / 2 / hm.resolution, hm.params.footprint_bands)
+    offsets = [(dy, dx) for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1) for dx in range(dx0, dx1 + 1)]
+    for dy, dx in offsets:
         for r, c in rock_cells:  # the site at (r - dy, c - dx) sees the rock at offset (dy, dx)
             if 0 <= r - dy < rows and 0 <= c - dx < cols:
                 holds[r - dy, c - dx] = True

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -285,12 +286,6 @@ def footprint_sum(img: np.ndarray, boxes) -> np.ndarray:
         out += _box(img, 2 * w + 1, 2 * g + 1)
         out -= _box(img, 2 * w + 1, 2 * g_inner + 1)
     return out
-
-
-@functools.lru_cache(maxsize=64)
-def footprint_offsets(rects: tuple[tuple[int, int, int, int], ...]) -> tuple[tuple[int, int], ...]:
-    """Every (dy, dx) cell offset inside the footprint's rectangles: the cells a site is judged on."""
-    return tuple((dy, dx) for dy0, dy1, dx0, dx1 in rects for dy in range(dy0, dy1 + 1) for dx in range(dx0, dx1 + 1))
 
 
 # ---- the map ------------------------------------------------------------------------------------
@@ -687,14 +682,12 @@ def compile_kernels() -> float:
     """Compile (or load from numba's cache) the map's compiled kernels on a tiny field, so the
     first real frame does not pay for it: ~8 s the first time after an install, well under 1 s
     from the cache.  Returns the seconds it took."""
-    import time
-
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     xy = rng.uniform(-3.0, 3.0, (4000, 2))
     xy[:1000] = rng.uniform(-0.1, 0.1, (1000, 2))  # one crowded cell: the per-cell selection too
     points = np.c_[xy, rng.normal(0.0, 0.02, len(xy))]
-    hazard_map(points, [0.0, 0.0, 1.0], elevation_sigma=np.full(len(points), 0.02))
+    hazard_map(points, np.array([0.0, 0.0, 1.0]), elevation_sigma=np.full(len(points), 0.02))
     return time.perf_counter() - t0
 
 
