@@ -33,6 +33,14 @@ def stereolunar_dir() -> Path:
     return shared_dir() / "data" / "stereolunar_sample"
 
 
+def card_student_row(metrics: dict, model_file: Path) -> dict:
+    """The shipped student's row of a card's held-out metrics, whichever label the run gave it
+    (its path, or "default (file)"); not a per-sequence row."""
+    rows = [row for name, row in metrics.items() if model_file.name in name and " | " not in name and "+" not in name]
+    assert len(rows) == 1, sorted(metrics)
+    return rows[0]
+
+
 def fixture_config(fixture: Path):
     """ModelConfig of a tiny fixture model from its config.json (constructor string + widths)."""
     from lunar_recon.models import parse_constructor_string

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, card_student_row
 
 
 def test_package_xml_is_format_3_ament_python_with_ros_dependencies():
@@ -211,8 +211,7 @@ def test_shipped_default_student_loads_and_its_card_matches_its_file():
     from lunar_recon.evaluation.runner import ceiling_label
 
     ceiling = card["test_metrics"][ceiling_label(card["disparity_sigma_px"])]
-    # the run's label for the file, however it was named (the path, or "default (file)"); not a per-sequence row
-    student = next(row for name, row in card["test_metrics"].items() if path.name in name and " | " not in name)
+    student = card_student_row(card["test_metrics"], path)
     assert ceiling["frames"] == student["frames"] and ceiling["disparity_sigma_px"] > 0
     assert student["hazard_f1"] <= ceiling["hazard_f1"] < 1
     assert type(load_stereo_model("default")) is type(model)  # the node's default is this student

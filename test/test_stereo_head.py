@@ -24,6 +24,8 @@ from lunar_recon.models.stereo_head import (
     warp_right,
 )
 
+from conftest import card_student_row
+
 
 def _texture(h: int, w: int, seed: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -312,7 +314,7 @@ def test_training_runs_resumes_and_attaches(tmp_path):
 def test_card_describes_the_shipped_head():
     from lunar_recon.models import load_model
     from lunar_recon.models.profile import count_parameters
-    from lunar_recon.models.registry import SHIPPED_DIR, model_label, shipped_model_path
+    from lunar_recon.models.registry import SHIPPED_DIR, shipped_model_path
 
     model = load_model(shipped_model_path())
     card = json.loads((SHIPPED_DIR / "model_card.json").read_text())
@@ -323,7 +325,7 @@ def test_card_describes_the_shipped_head():
     assert head["gflops_512x384"] > 0 and set(head["cpu_latency_ms_2_threads"]) == {"512x384", "1024x1024"}
     assert any("train-stereo-head" in c for c in card["commands"])
     for metrics in (card["test_metrics"], card["descent_test_metrics"]):
-        student = metrics[model_label(str(shipped_model_path()))]
+        student = card_student_row(metrics, shipped_model_path())
         assert student["depth_completeness"] > 0.99 and student["frames"] > 0
         assert "sgbm" in metrics  # the matcher it replaces stays beside it
     assert "## Calibrated-stereo head" in (SHIPPED_DIR / "MODEL_CARD.md").read_text()
