@@ -371,6 +371,46 @@ def test_site_relief_over_a_site_mask_equals_the_full_pass_there():
         site_relief(z, gx, gy, rects, sites=sites[:, :10])
 
 
+def test_weighted_site_planes_are_weighted_least_squares_with_their_covariance():
+    """From inverse-variance-weighted sums a site's plane is the weighted least-squares fit and
+    its slope sigma the fit's covariance: a few imprecise cells far off barely tilt it."""
+    from lunar_recon.geometry.site_planes import site_planes
+
+    rng = np.random.default_rng(6)
+    x, y = rng.uniform(-2, 2, 300), rng.uniform(-2, 2, 300)
+    sigma = np.where(rng.random(300) < 0.1, 1.0, 0.02)  # 10 % network-filled cells
+    z = 0.05 * x - 0.02 * y + rng.normal(0, sigma) + np.where(sigma > 0.5, 1.5, 0.0)
+    w = 1 / sigma**2
+    sums = {
+        k: np.array([[v]])
+        for k, v in dict(
+            n=w.sum(),
+            x=(w * x).sum(),
+            y=(w * y).sum(),
+            z=(w * z).sum(),
+            xx=(w * x * x).sum(),
+            xy=(w * x * y).sum(),
+            yy=(w * y * y).sum(),
+            zz=(w * z * z).sum(),
+            xz=(w * x * z).sum(),
+            yz=(w * y * z).sum(),
+            vv=float(len(x)),
+        ).items()
+    }
+    planes = site_planes(sums, np.zeros(1), np.zeros(1), weighted=True)
+    A = np.c_[x, y, np.ones_like(x)]
+    normal = A.T @ (w[:, None] * A)
+    a, b, c = np.linalg.solve(normal, A.T @ (w * z))
+    assert planes.gradient_x[0, 0] == pytest.approx(a, abs=1e-9) and planes.gradient_y[0, 0] == pytest.approx(b, abs=1e-9)
+    assert planes.centre[0, 0] == pytest.approx(c, abs=1e-9)
+    assert abs(a - 0.05) < 0.01 and abs(b + 0.02) < 0.01  # the offset imprecise cells barely move it
+    cov = np.linalg.inv(normal)
+    grad = np.hypot(a, b)
+    want = np.degrees(np.sqrt(cov[0, 0] + cov[1, 1]) / (1 + grad**2))
+    assert planes.slope_sigma_deg[0, 0] == pytest.approx(want, rel=1e-6)
+    assert planes.mean_variance[0, 0] == pytest.approx(len(x) / w.sum())  # the harmonic mean variance
+
+
 def test_site_planes_reject_missing_or_misshaped_sums():
     from lunar_recon.geometry.site_planes import site_planes
 

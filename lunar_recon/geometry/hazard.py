@@ -44,7 +44,7 @@ from .cell_statistics import cell_ranks
 from .frames import normalize, quaternion_to_matrix, rotation_aligning
 from .shadows import SHADOW_CELL_FRACTION, shadow_bounded_elevation
 from .site_planes import site_planes
-from .site_relief import site_relief
+from .site_relief import SIGMA_FLOOR, site_relief
 
 SAFE, HAZARD, UNKNOWN = 0, 1, -1
 
@@ -602,15 +602,22 @@ def hazard_map_from_cells(
     z = np.where(valid, Z - z0, 0.0)
     rects = footprint_rectangles(params.footprint_diameter_m / 2 / res, params.footprint_bands)
     boxes = footprint_boxes(rects)
-    names = [["x", "y", "z", "xx"], ["xy", "yy", "zz", "xz"], ["yz", "vv"]]
-    moments = dict(x=x, y=y, z=z, xx=x * x, xy=x * y, yy=y * y, zz=z * z, xz=x * z, yz=y * z, vv=cell_var)
-    S = {"n": footprint_sum(valid.astype(np.float32), boxes).astype(np.float64)}
+    # With measured heights each cell counts by its precision, in the plane (weighted least
+    # squares) as in the relief below: a network-filled cell (sigma x8) barely tilts the plane.
+    measured = cells.variance is not None and per_cell_sigma
+    count = valid.astype(np.float64)
+    w = np.where(valid, 1.0 / np.maximum(cell_var, SIGMA_FLOOR**2), 0.0) if measured else count
+    names = [["n", "x", "y", "z"], ["xx", "xy", "yy", "zz"], ["xz", "yz", "vv"]]
+    wx, wy, wz = w * x, w * y, w * z
+    moments = dict(n=w, x=wx, y=wy, z=wz, xx=wx * x, xy=wx * y, yy=wy * y, zz=wz * z, xz=wx * z, yz=wy * z)
+    moments["vv"] = count if measured else cell_var  # weighted: the sum of weight x variance
+    S = {}
     for group in names:
         summed = footprint_sum(cv2.merge([moments[k] for k in group]), boxes)
         S.update({k: summed[..., i] for i, k in enumerate(group)})
-    n = S["n"]
-    coverage = (n / sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)).astype(np.float32)
-    planes = site_planes(S, xc[0], yc[:, 0])
+    cells_with_data = footprint_sum(count.astype(np.float32), boxes)
+    coverage = (cells_with_data / sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)).astype(np.float32)
+    planes = site_planes(S, xc[0], yc[:, 0], weighted=measured)
     slope, slope_sigma, centre = planes.slope_deg, planes.slope_sigma_deg, planes.centre
     known = (coverage >= params.coverage_min) & planes.fits
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -623,7 +630,6 @@ def hazard_map_from_cells(
             z_at_centre = clip_to_neighbours(z_at_centre, np.hypot(ga, gb) * res * math.sqrt(2) + 1e-6)
         # with measured heights each cell's exceedance is judged on its own sigma: a poorly
         # measured cell that sets the largest height does not borrow the footprint's precision
-        measured = cells.variance is not None and per_cell_sigma
         relief = site_relief(
             z_at_centre,
             ga * res,

@@ -1,7 +1,8 @@
 """Each landing site's least-squares plane from its footprint's moment sums: the plane's
 gradient, slope, the slope's standard deviation, the plane's height at the site and the RMS
 residual, in one compiled pass over the sites (the same formulas as array arithmetic cost
-~20 passes over float64 grids).
+~20 passes over float64 grids).  The sums may be weighted by each cell's inverse height
+variance (weighted least squares: a poorly measured cell barely tilts the plane).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ class SitePlanes:
     slope_sigma_deg: np.ndarray  # from the least-squares variance of the gradient
     centre: np.ndarray  # the plane's height at the site's cell centre
     rms: np.ndarray  # RMS residual of the footprint's cells about the plane
-    mean_variance: np.ndarray  # the footprint's mean cell height variance
+    mean_variance: np.ndarray  # the footprint's mean cell height variance (harmonic when weighted)
     fits: np.ndarray  # bool: a plane fits (cells spread in x and y)
 
 
 @numba.njit(cache=True, nogil=True)
-def _planes_kernel(n, sx, sy, sz, sxx, sxy, syy, szz, sxz, syz, svv, xc, yc):  # pragma: no cover - compiled
+def _planes_kernel(n, sx, sy, sz, sxx, sxy, syy, szz, sxz, syz, svv, xc, yc, weighted):  # pragma: no cover - compiled
     rows, cols = n.shape
     out = np.full((7, rows, cols), np.nan)
     fits = np.zeros((rows, cols), np.bool_)
@@ -55,18 +56,23 @@ def _planes_kernel(n, sx, sy, sz, sxx, sxy, syy, szz, sxz, syz, svv, xc, yc):  #
             out[0, r, c] = a
             out[1, r, c] = b
             out[2, r, c] = math.degrees(math.atan(grad))
-            # least-squares gradient variance, Var(a) + Var(b) = mean var / n * tr(C^-1), in degrees
-            out[3, r, c] = math.degrees(math.sqrt(mean_var * inv * (cxx + cyy) / det) / (1.0 + grad * grad))
+            # the gradient's variance Var(a) + Var(b) = tr(C^-1) / n, times the cells' variance
+            # unless the weights are their inverse variances; in degrees
+            var_grad = (cxx + cyy) / det * inv * (1.0 if weighted else mean_var)
+            out[3, r, c] = math.degrees(math.sqrt(var_grad) / (1.0 + grad * grad))
             out[4, r, c] = mz + a * (xc[c] - mx) + b * (yc[r] - my)
             out[5, r, c] = math.sqrt(max(czz - a * cxz - b * cyz, 0.0))
     return out, fits
 
 
-def site_planes(sums: dict[str, np.ndarray], x_centres: np.ndarray, y_centres: np.ndarray) -> SitePlanes:
+def site_planes(sums: dict[str, np.ndarray], x_centres: np.ndarray, y_centres: np.ndarray, weighted: bool = False) -> SitePlanes:
     """The planes of every site from its footprint's sums (``sums``: ``n`` cells with data and
     the sums of their ``x y z xx xy yy zz xz yz`` and height variances ``vv``, each a grid
     array, coordinates relative to one origin for conditioning) and the cell centres'
-    coordinates (``x_centres`` per column, ``y_centres`` per row, same origin)."""
+    coordinates (``x_centres`` per column, ``y_centres`` per row, same origin).
+    ``weighted``: every sum is weighted by the cell's inverse height variance (``n`` their sum,
+    ``vv`` the sum of weight x variance, i.e. the cells' count: ``mean_variance`` is then the
+    harmonic mean of the cells' variances)."""
     keys = ("n", "x", "y", "z", "xx", "xy", "yy", "zz", "xz", "yz", "vv")
     missing = [k for k in keys if k not in sums]
     if missing:
@@ -75,7 +81,6 @@ def site_planes(sums: dict[str, np.ndarray], x_centres: np.ndarray, y_centres: n
     shape = grids[0].shape
     if any(g.shape != shape for g in grids) or len(x_centres) != shape[1] or len(y_centres) != shape[0]:
         raise ValueError("footprint sums and cell centres must share the grid's shape")
-    out, fits = _planes_kernel(
-        *grids, np.ascontiguousarray(x_centres, dtype=np.float64), np.ascontiguousarray(y_centres, dtype=np.float64)
-    )
+    xc, yc = np.ascontiguousarray(x_centres, dtype=np.float64), np.ascontiguousarray(y_centres, dtype=np.float64)
+    out, fits = _planes_kernel(*grids, xc, yc, bool(weighted))
     return SitePlanes(out[0], out[1], out[2], out[3], out[4], out[5], out[6], fits)
