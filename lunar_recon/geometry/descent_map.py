@@ -37,6 +37,12 @@ import numpy as np
 from .hazard import CellGrid, GridSpec, HazardMap, HazardParams, elevation_grid, hazard_map_from_cells
 
 
+# A frame's observation of a cell claims at most this many independent points (a single
+# frame's map: INDEPENDENT_POINTS_PER_CELL, 4): successive frames see a cell through the same
+# matcher and its biases, which the Kalman update would otherwise average down as independent.
+OBSERVATION_POINTS_PER_CELL = 2
+
+
 @dataclass
 class DescentMapParams:
     """The fused map's window, gate, reset and resolution levels (the finest cell size is the
@@ -127,7 +133,9 @@ class ElevationLayer:
         # the interquartile spread: a frame's look at a cell straddling an edge disagrees with
         # another's by the edge, not by the cell's median deviation (a pose drift of 1 % of the
         # range kept 0.98 of the certified ground with it, 0.92 with the deviation)
-        cells = elevation_grid(world, self.grid, min_points, variance, robust_spread=False)
+        cells = elevation_grid(
+            world, self.grid, min_points, variance, robust_spread=False, independent_points=OBSERVATION_POINTS_PER_CELL
+        )
         z, v = cells.z, cells.variance
         if v is None:  # elevation_grid gives one with per-point variances
             raise RuntimeError("descent map: the cells carry no variance")

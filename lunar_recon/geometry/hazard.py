@@ -336,14 +336,16 @@ def elevation_grid(
     variance: np.ndarray | None = None,
     shadowed: np.ndarray | None = None,
     robust_spread: bool = True,
+    independent_points: int = INDEPENDENT_POINTS_PER_CELL,
 ) -> CellGrid:
     """Per-cell median elevation of gravity-aligned points and their count; NaN where fewer
     than ``min_points``.  With per-point elevation ``variance`` also the variance of each cell's
-    height: the points' mean noise variance over at most ``INDEPENDENT_POINTS_PER_CELL``
-    samples, plus the squared spread of its points over their count: 1.4826 x their median
-    absolute deviation (``robust_spread``: wild points on one side widen it no more than they
-    move the median), else their interquartile range / 1.349 (wide where a cell straddles an
-    edge); with per-point ``shadowed`` flags the share of each cell's points in shadow."""
+    height: the points' mean noise variance over at most ``independent_points`` samples (their
+    stereo errors are correlated), plus the squared spread of its points over their count:
+    1.4826 x their median absolute deviation (``robust_spread``: wild points on one side widen
+    it no more than they move the median), else their interquartile range / 1.349 (wide where
+    a cell straddles an edge); with per-point ``shadowed`` flags the share of each cell's points
+    in shadow."""
     p = points_grid_frame
     rows, cols = grid.shape
     col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
@@ -381,7 +383,7 @@ def elevation_grid(
         rep[k][cells] = 0.5 * (inside[lower, k] + inside[upper, k])
     variance_grid = None
     if var is not None:
-        noise = np.bincount(flat, weights=var, minlength=size)[cells] / m / np.minimum(m, INDEPENDENT_POINTS_PER_CELL)
+        noise = np.bincount(flat, weights=var, minlength=size)[cells] / m / np.minimum(m, independent_points)
         if robust_spread:
             spread = 1.4826 * ranks.mad[keep]
         else:

@@ -34,12 +34,12 @@ class SGBMModel:
     # the same for its fused descent map, fitted on the calibration descents 31-34 (evaluate-bag --descent-map)
     # fmt: off
     descent_map_hazard_calibration = (
-        0.0148, 0.0298, 0.0304, 0.0304, 0.0304, 0.0304, 0.0304, 0.0331, 0.0331, 0.0331, 0.0331,
-        0.0331, 0.0331, 0.0331, 0.0347, 0.0347, 0.0347, 0.0453, 0.0524, 0.0601, 0.1465,
+        0.0073, 0.0256, 0.0256, 0.0256, 0.0256, 0.0256, 0.0265, 0.0265, 0.0272, 0.0291, 0.0297,
+        0.0297, 0.0297, 0.0355, 0.037, 0.0416, 0.0461, 0.0623, 0.0807, 0.0993, 0.2323,
     )
     # fmt: on
-    descent_map_hazard_safe_below = 0.0148
-    descent_map_hazard_above = 0.1292
+    descent_map_hazard_safe_below = 0.0073
+    descent_map_hazard_above = 0.1259
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()
