@@ -31,15 +31,15 @@ class SGBMModel:
     # fmt: on
     hazard_safe_below = 0.0093
     hazard_above = 0.2273
-    # the same for its fused descent map, fitted on the calibration descents 31-34 (evaluate-bag --descent-map)
+    # the same for its fused descent map, fitted on the calibration descents 31-38 (evaluate-bag --descent-map)
     # fmt: off
     descent_map_hazard_calibration = (
-        0.0073, 0.0256, 0.0256, 0.0256, 0.0256, 0.0256, 0.0265, 0.0265, 0.0272, 0.0291, 0.0297,
-        0.0297, 0.0297, 0.0355, 0.037, 0.0416, 0.0461, 0.0623, 0.0807, 0.0993, 0.2323,
+        0.0056, 0.0216, 0.0243, 0.0244, 0.0244, 0.0252, 0.027, 0.027, 0.027, 0.0274, 0.0274,
+        0.0274, 0.0274, 0.0322, 0.0333, 0.0359, 0.0382, 0.0436, 0.0518, 0.0649, 0.1585,
     )
     # fmt: on
-    descent_map_hazard_safe_below = 0.0073
-    descent_map_hazard_above = 0.1259
+    descent_map_hazard_safe_below = 0.0089
+    descent_map_hazard_above = 0.1023
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()
