@@ -8,8 +8,9 @@ the lander, judged as hazard-detection-and-avoidance systems judge a site (ALHAT
    widens where the network is less confident) plus the spread of its points (their median
    absolute deviation: wild points widen it no more than they move the median).
 2. **The site's plane.**  A least-squares plane through the cell heights under the footprint
-   disc (diameter ``footprint_diameter_m``) centred on the site; its tilt against gravity is
-   the site's slope.  The sums come from ten moment images summed over the footprint with box
+   disc (diameter ``footprint_diameter_m``) centred on the site, each cell weighted by its
+   inverse height variance where heights are measured; its tilt against gravity is the site's
+   slope.  The sums come from ten moment images summed over the footprint with box
    filters (the disc is the union of a few centred boxes), so the cost does not grow with it.
 3. **The site's roughness.**  The largest height of any cell inside the same footprint above
    that plane, and the largest depth below it (holes) -- each site against its own plane
@@ -359,15 +360,13 @@ def elevation_grid(
         var = None if variance is None else variance[ok]
         shade = None if shadowed is None else shadowed[ok]
     size = rows * cols
-    n = np.bincount(flat, minlength=size)
-    out = np.full(size, np.nan)
     if not len(flat):  # no point on the grid: every cell empty, with the layers asked for
-        empty = out.reshape(rows, cols)
+        empty = np.full((rows, cols), np.nan)
         return CellGrid(
             empty,
             empty.copy(),
             empty.copy(),
-            n.reshape(rows, cols).astype(np.float64),
+            np.zeros((rows, cols)),
             None if var is None else empty.copy(),
             None if shade is None else empty.copy(),
         )
@@ -397,7 +396,9 @@ def elevation_grid(
         shadow_flat[cells] = np.bincount(flat, weights=shade, minlength=size)[cells] / m
         shadow_grid = shadow_flat.reshape(rows, cols)
     x, y, zc = (r.reshape(rows, cols) for r in rep)
-    return CellGrid(x, y, zc, n.reshape(rows, cols).astype(np.float64), variance_grid, shadow_grid)
+    n = np.zeros(size)
+    n[ranks.cells] = ranks.count  # every occupied cell's points, those under min_points too
+    return CellGrid(x, y, zc, n.reshape(rows, cols), variance_grid, shadow_grid)
 
 
 def clip_to_neighbours(z: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
