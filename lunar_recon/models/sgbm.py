@@ -31,7 +31,7 @@ class SGBMModel:
     # fmt: on
     hazard_safe_below = 0.0093
     hazard_above = 0.2273
-    # the same for its fused descent map, fitted on the calibration descents 31-38 (evaluate-bag --descent-map)
+    # the same for its fused descent map (which does certify), fitted on the calibration descents 31-38
     # fmt: off
     descent_map_hazard_calibration = (
         0.0056, 0.0216, 0.0243, 0.0244, 0.0244, 0.0252, 0.027, 0.027, 0.027, 0.0274, 0.0274,
