@@ -29,7 +29,7 @@ from .geometry.hazard import (
 from .geometry.hazard_memory import HazardMemory
 from .geometry.metric_scale import (
     SCALE_FIELD_SIGMA,
-    SPARSE_MIN_MATCHED_FRACTION,
+    SPARSE_FIELD_MIN_MATCHES,
     SPARSE_MIN_MATCHES,
     STEREO_FUSION_DISPARITY_PX,
     coarse_copy,
@@ -472,7 +472,15 @@ class StereoReconstructor:
                 if sparse is None:
                     sparse = sparse_reference_depth(image_left, image_right, calibration, reference.shape)
                 est = self._scale_to(
-                    pred, sparse, image_left, image_right, calibration, scale_mode, p, SPARSE_MIN_MATCHED_FRACTION
+                    pred,
+                    sparse,
+                    image_left,
+                    image_right,
+                    calibration,
+                    scale_mode,
+                    p,
+                    SPARSE_FIELD_MIN_MATCHES / sparse.size,
+                    True,
                 )
                 if est is None:  # too few for a field: one scale from the matches there are
                     est = metric_scale_from_stereo(
@@ -524,7 +532,10 @@ class StereoReconstructor:
         scale_mode: str,
         p: ReconstructionParams,
         min_matched_fraction: float = 0.02,
+        sparse: bool = False,
     ) -> float | np.ndarray | None:
+        """The scale (one factor for 'stereo', a field for 'stereo_local') onto ``reference``;
+        ``sparse``: the reference is triangulated matches (the field's trend is then a plane)."""
         depth = pred.points_left[..., 2]
         if scale_mode == "stereo":
             return metric_scale_from_stereo(
@@ -538,6 +549,7 @@ class StereoReconstructor:
             p.scale_field_sigma,
             reference=reference,
             min_matched_fraction=min_matched_fraction,
+            trend="affine" if sparse else "median",
         )
 
     def finish(

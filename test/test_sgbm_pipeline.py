@@ -185,6 +185,57 @@ def test_rotated_stereolunar_rig_takes_its_scale_from_triangulated_matches(stere
     assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02
 
 
+def test_sparse_matches_correct_a_tilted_network_surface_between_them(stereolunar_dir):
+    """An oblique pair (dense matching finds nothing) and a 'network' whose depth is tilted
+    across the image (scale x0.7 on the left edge to x1.4 on the right, and shrunk by 3): the
+    sparse matches' field, whose trend is a robust plane of log(matches / network), undoes the
+    tilt between the matches too; one scale from them cannot."""
+    from lunar_recon.data.dataset import StereoDataset
+    from lunar_recon.geometry.camera import depth_to_points
+    from lunar_recon.models.predict import PairPrediction
+
+    s = StereoDataset(stereolunar_dir / "Oblique_baseline_sample")[4]
+    calib = StereoCalibration(s.K_left, s.K_right, s.T_left_from_right)
+    h, w = s.depth_left.shape
+    tilt = np.exp(np.linspace(np.log(0.7), np.log(1.4), w, dtype=np.float32))[None, :, None] / 3.0
+
+    class Tilted:
+        def predict(self, left, right, size=512, right_view=True):
+            conf = np.where(np.isfinite(s.depth_left), 5.0, 0).astype(np.float32)
+            return PairPrediction(depth_to_points(s.depth_left, s.K_left) * tilt, None, conf, None)
+
+    errors = {}
+    for mode in ("stereo", "stereo_local"):
+        r = StereoReconstructor(Tilted(), ReconstructionParams(scale_mode=mode)).reconstruct(s.left, s.right, calib, None)
+        assert r.scale_path == f"{mode} (sparse matches)"
+        ok = np.isfinite(r.depth) & np.isfinite(s.depth_left)
+        assert ok.sum() == np.isfinite(s.depth_left).sum()  # dense between the matches
+        errors[mode] = float(np.mean(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]))
+    assert errors["stereo"] > 0.1 and errors["stereo_local"] < 0.01, errors
+
+
+def test_the_scale_fields_affine_trend_is_robust_to_wrong_matches():
+    """The plane through log(reference / network) is found exactly under 10 % wild matches; with
+    fewer matches than its three coefficients need there is none (the field keeps the median)."""
+    from lunar_recon.geometry.metric_scale import SPARSE_FIELD_MIN_MATCHES, robust_log_ratio_plane
+
+    rng = np.random.default_rng(3)
+    h, w = 96, 128
+    ok = np.zeros((h, w), bool)
+    ok.flat[rng.choice(h * w, 60, replace=False)] = True
+    y, x = np.mgrid[0:h, 0:w]
+    plane = 0.2 + 0.5 * ((x + 0.5) / w - 0.5) - 0.3 * ((y + 0.5) / h - 0.5)
+    log_ratio = (plane + rng.normal(0, 0.002, (h, w))).astype(np.float32)
+    wild = np.flatnonzero(ok)[:6]
+    log_ratio.flat[wild] += rng.choice([-1.0, 1.0], 6) * rng.uniform(0.5, 2.0, 6)
+    coefficients = robust_log_ratio_plane(log_ratio, ok)
+    assert coefficients is not None
+    assert coefficients == pytest.approx([0.2, 0.5, -0.3], abs=0.01)
+    few = np.zeros_like(ok)
+    few.flat[np.flatnonzero(ok)[: SPARSE_FIELD_MIN_MATCHES - 1]] = True
+    assert robust_log_ratio_plane(log_ratio, few) is None
+
+
 @pytest.mark.parametrize("mode", ["baseline", "stereo", "stereo_local"])
 def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
     """A 'model' that returns the true pointmaps shrunk by 3.7 is brought back to metric, from
@@ -218,6 +269,9 @@ def test_pipeline_scale_modes_recover_metric_scale(rendered, mode):
         blank = np.zeros_like(fr.left)
         estimate = metric_scale_from_stereo if mode == "stereo" else metric_scale_field_from_stereo
         assert estimate(fr.depth_left, blank, blank, calib) is None
+        if mode == "stereo_local":
+            with pytest.raises(ValueError, match="trend"):
+                metric_scale_field_from_stereo(fr.depth_left, fr.left, fr.right, calib, trend="quadratic")
 
 
 def test_stereo_local_scale_field_removes_a_smooth_depth_distortion(rendered):
@@ -404,9 +458,9 @@ def test_an_unrectified_rig_whose_dense_matching_fails_takes_the_sparse_scale(st
     assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02
     real_sparse = pipeline.sparse_reference_depth
 
-    def few_matches(*a, **k):  # 12 matches: too few for a field, enough for one scale
+    def few_matches(*a, **k):  # 10 matches: too few for a field's affine trend, enough for one scale
         out = real_sparse(*a, **k)
-        keep = np.flatnonzero(np.isfinite(out))[:12]
+        keep = np.flatnonzero(np.isfinite(out))[:10]
         thin = np.full(out.shape, np.nan, np.float32)
         thin.flat[keep] = out.flat[keep]
         return thin

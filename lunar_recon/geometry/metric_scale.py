@@ -44,9 +44,14 @@ def stereo_reference_depth(
     return sgbm_depth(small(image_left), small(image_right), cal, SGBMParams(num_disparities=64 if max(sw, sh) <= 320 else 128))
 
 
-# Sparse matches as the metric reference: at least this share of the coarse grid's pixels
-# (~65 matches at 256 x 256) for a scale field; fewer, down to SPARSE_MIN_MATCHES, give one scale.
-SPARSE_MIN_MATCHED_FRACTION = 1e-3
+# An affine trend of the scale field needs this many matches per coefficient (three); fewer keep
+# the median.
+TREND_MIN_MATCHES_PER_COEFFICIENT = 4
+TREND_IRLS_ITERATIONS = 10
+HUBER_K = 1.345  # the Huber weight's knee, in robust sigmas (95 % efficiency on Gaussian residuals)
+# Sparse matches as the metric reference: enough for the field's affine trend give a scale field
+# (the trend carries the frame between matches); fewer, down to SPARSE_MIN_MATCHES, one scale.
+SPARSE_FIELD_MIN_MATCHES = 3 * TREND_MIN_MATCHES_PER_COEFFICIENT
 SPARSE_MIN_MATCHES = 8
 # An unrectified rig's dense reference is trusted where it agrees with the triangulated sparse
 # matches: median |log(dense / sparse)| within this, over at least REFERENCE_CHECK_MIN_PIXELS.
@@ -141,6 +146,7 @@ def metric_scale_field_from_stereo(
     min_matched_fraction: float = 0.02,
     prior_weight: float = 5e-4,
     reference: np.ndarray | None = None,
+    trend: str = "median",
 ) -> np.ndarray | None:
     """Per-pixel scale field (shape of ``depth_pred``) that brings a depth onto a coarse SGBM
     depth of the calibrated pair, smoothly.  A small network's depth errors are mostly
@@ -150,17 +156,28 @@ def metric_scale_field_from_stereo(
     over matched pixels only (normalised convolution) -- a region the matcher misses (the left
     border, shadows) takes the ratio of its matched neighbours; ``prior_weight`` (in units of
     matched fraction) pulls only regions with no match for several sigma to the frame's
-    median.  None when too few pixels match.  ``reference``: the coarse SGBM depth when
-    already computed."""
+    ``trend``: its median, or (``"affine"``, for sparse matches, which leave most of the frame
+    several sigma from any match) a robust plane of log(reference / network) over the image, so
+    that a tilted or bent network surface is corrected between the matches too.  None when too
+    few pixels match.  ``reference``: the coarse SGBM depth when already computed."""
     import cv2
 
     matched = _log_ratio_to_stereo(depth_pred, image_left, image_right, calibration, max_side, min_matched_fraction, reference)
     if matched is None:
         return None
     log_ratio, ok = matched
-    prior = float(np.median(log_ratio[ok]))
-    weight = ok.astype(np.float32)
     sh, sw = ok.shape
+    if trend == "affine":
+        coefficients = robust_log_ratio_plane(log_ratio, ok)
+    elif trend == "median":
+        coefficients = None
+    else:
+        raise ValueError(f"trend must be 'median' or 'affine', got {trend!r}")
+    if coefficients is None:
+        coefficients = np.array([np.median(log_ratio[ok]), 0.0, 0.0])
+    # The field is the trend plus a normalised convolution of the matches' residuals from it.
+    log_ratio = log_ratio - _plane(coefficients, sh, sw)
+    weight = ok.astype(np.float32)
     sigma_px = sigma * sw
     # The field is smooth: filter on a grid pooled to ~4 px per sigma (cheap for any sigma).
     pool = max(1, int(sigma_px / 4))
@@ -173,9 +190,41 @@ def metric_scale_field_from_stereo(
         num = weight * log_ratio
     num = cv2.GaussianBlur(num, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
     den = cv2.GaussianBlur(weight, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
-    field = (num + prior_weight * prior) / (den + prior_weight)
+    residual = num / (den + prior_weight)
     h, w = np.asarray(depth_pred).shape[:2]
-    return np.exp(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)).astype(np.float32)
+    field = cv2.resize(residual, (w, h), interpolation=cv2.INTER_LINEAR) + _plane(coefficients, h, w)
+    return np.exp(field).astype(np.float32)
+
+
+def _plane(coefficients: np.ndarray, h: int, w: int) -> np.ndarray:
+    """c0 + c1 x + c2 y over an (h, w) grid, x and y the pixel centres in image widths and
+    heights from the centre (the same plane on any grid of the image)."""
+    x = ((np.arange(w, dtype=np.float32) + 0.5) / w - 0.5)[None, :]
+    y = ((np.arange(h, dtype=np.float32) + 0.5) / h - 0.5)[:, None]
+    return (np.float32(coefficients[0]) + np.float32(coefficients[1]) * x + np.float32(coefficients[2]) * y).astype(np.float32)
+
+
+def robust_log_ratio_plane(log_ratio: np.ndarray, ok: np.ndarray) -> np.ndarray | None:
+    """(c0, c1, c2) of the plane c0 + c1 x + c2 y through ``log_ratio`` at the ``ok`` pixels
+    (x, y as in ``_plane``), by iteratively reweighted least squares with Huber weights (a
+    wrong match moves it little); None when there are too few matches for three coefficients."""
+    v, u = np.nonzero(ok)
+    if u.size < 3 * TREND_MIN_MATCHES_PER_COEFFICIENT:
+        return None
+    sh, sw = ok.shape
+    design = np.stack([np.ones(u.size), (u + 0.5) / sw - 0.5, (v + 0.5) / sh - 0.5], axis=1)
+    r = log_ratio[ok].astype(np.float64)
+    weight = np.ones_like(r)
+    coefficients = np.zeros(3)
+    for _ in range(TREND_IRLS_ITERATIONS):
+        root = np.sqrt(weight)
+        coefficients = np.linalg.lstsq(design * root[:, None], r * root, rcond=None)[0]
+        residual = np.abs(r - design @ coefficients)
+        sigma = 1.4826 * float(np.median(residual))
+        if sigma <= 0:
+            break
+        weight = np.minimum(1.0, HUBER_K * sigma / np.maximum(residual, 1e-12))
+    return coefficients
 
 
 def fusion_reference_depth(
