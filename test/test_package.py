@@ -391,6 +391,30 @@ def test_programs_ask_numpy_for_one_blas_thread(monkeypatch):
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr[-1000:]
 
 
+def test_the_node_asks_openmp_workers_to_sleep_between_regions(monkeypatch):
+    """The node sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning workers take the
+    cores from its other stages), unless the user chose; the command line leaves it alone."""
+    import os
+    import subprocess
+    import sys
+
+    from lunar_recon.runtime import prefer_sleeping_openmp_threads
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    prefer_sleeping_openmp_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import os, lunar_recon.ros.stereo_node; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "PASSIVE", out.stderr[-1000:]
+    code = "import os, lunar_recon.cli; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr[-1000:]
+    code = "import lunar_recon.ros, sys; print('torch' in sys.modules)"  # set before torch loads
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-1000:]
+
+
 def test_the_suite_runs_where_launch_testing_is_installed():
     """launch_testing's pytest plugin breaks collection under pytest 9 (ros2/launch#979): the
     suite disables it and keeps pytest below 9 for launch_pytest."""

@@ -94,6 +94,65 @@ def test_local_soft_argmax_and_parabola_are_sub_pixel_and_ignore_a_far_mode():
     assert abs(float(parabola_peak(logits[None])) - 5.3) < 1e-5  # exact on a parabola
 
 
+def test_compiled_peak_search_matches_torchs():
+    """Inference's compiled peak search (``models.cost_volume``) gives what the torch
+    functions training differentiates give: on random curves, on curves peaking at either end
+    (the window clamped in), on flat curves (ties: the first) and on a parabola."""
+    from lunar_recon.models import cost_volume
+
+    rng = np.random.default_rng(0)
+    curves = rng.normal(0, 3, (500, 9)).astype(np.float32)
+    curves[:20, 0] += 20  # the largest at the first entry
+    curves[20:40, -1] += 20  # at the last
+    curves[40:50] = 1.5  # flat
+    curves[50] = -((np.arange(9) - 5.3) ** 2)
+    volume = torch.from_numpy(curves.reshape(1, 25, 20, 9))
+    graded = volume.clone().requires_grad_(True)  # a volume that needs gradients takes torch's path
+    for radius in (1, 2):
+        index, mass = local_soft_argmax(volume, radius)
+        ref_index, ref_mass = local_soft_argmax(graded, radius)
+        assert index.shape == ref_index.shape == (1, 25, 20)
+        assert torch.allclose(index, ref_index.detach(), atol=1e-4)
+        assert torch.allclose(mass, ref_mass.detach(), atol=1e-5)
+    peak = parabola_peak(volume)
+    assert torch.allclose(peak, parabola_peak(graded).detach(), atol=1e-4)
+    assert abs(float(peak.reshape(-1)[50]) - 5.3) < 1e-5
+    assert float(peak.reshape(-1)[45]) == 1.0  # flat: the first entry (clamped one in), no offset
+    with pytest.raises(ValueError, match="window"):
+        cost_volume.soft_argmax_peaks(curves[:, :3], 2)
+    with pytest.raises(ValueError, match="parabola"):
+        cost_volume.parabola_peaks(curves[:, :2])
+    assert cost_volume.compile_kernels() < 60
+
+
+def test_compiled_correlations_match_torchs():
+    """Inference's compiled correlations (``models.cost_volume``) equal the torch ones: the
+    narrow band of whole-pixel shifts (either sign, beyond the image too) and the correlations
+    around a sub-pixel disparity (clamped at the borders)."""
+    rng = np.random.default_rng(1)
+    fl = torch.from_numpy(rng.normal(size=(2, 8, 6, 40)).astype(np.float32))
+    fr = torch.from_numpy(rng.normal(size=(2, 8, 6, 40)).astype(np.float32))
+    graded = fl.clone().requires_grad_(True)  # takes torch's path
+    compiled_band = correlation_volume(fl, fr, -4, 9)
+    for first, count in ((-4, 9), (3, 5), (-45, 3), (38, 4)):
+        compiled = correlation_volume(fl, fr, first, count)
+        assert compiled.shape == (2, 6, 40, count)
+        assert torch.allclose(compiled, correlation_volume(graded, fr, first, count).detach(), atol=1e-5)
+    disparity = torch.from_numpy(rng.uniform(-3, 45, size=(2, 1, 6, 40)).astype(np.float32))
+    for shifts in (1, 2):
+        compiled = correlations_at(fl, fr, disparity, shifts)
+        assert compiled.shape == (2, 6, 40, 2 * shifts + 1)
+        assert torch.allclose(compiled, correlations_at(graded, fr, disparity, shifts).detach(), atol=1e-5)
+    from lunar_recon.models import cost_volume
+
+    with pytest.raises(ValueError, match="differ"):
+        cost_volume.band_correlation(fl.numpy(), fr.numpy()[:, :4], 0, 3)
+    with pytest.raises(ValueError, match="do not fit"):
+        cost_volume.correlations_at_disparity(fl.numpy(), fr.numpy(), disparity.numpy()[:, 0, :3], 1)
+    # channels-last features (the convolutions' own layout) are read without a copy
+    assert torch.allclose(correlation_volume(fl.contiguous(memory_format=torch.channels_last), fr, -4, 9), compiled_band)
+
+
 def test_correlation_volume_pairs_x_with_x_minus_k():
     fl = torch.zeros(1, 1, 1, 10)
     fr = torch.zeros(1, 1, 1, 10)

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cost_volume import band_correlation, correlations_at_disparity, parabola_peaks, soft_argmax_peaks
+
 
 @dataclass(frozen=True)
 class StereoHeadConfig:
@@ -192,6 +194,8 @@ def correlation_volume(fl: torch.Tensor, fr: torch.Tensor, first: int, count: in
         wp = w + left + right
         band = padded.as_strided((b * h, w, count), (w * wp, wp + 1, 1), left - first - count + 1)
         return band.flip(-1).reshape(b, h, w, count)
+    if _compiled(fl) and _compiled(fr):
+        return torch.from_numpy(band_correlation(_channels_last(fl), _channels_last(fr), first, count)).permute(0, 2, 3, 1)
     vol = fl.new_zeros((b, count, h, w))
     for i in range(count):
         k = first + i
@@ -226,6 +230,10 @@ def correlations_at(fl: torch.Tensor, fr: torch.Tensor, disparity: torch.Tensor,
     """(B, H, W, 2 shifts + 1): <fl(x), fr(x - disparity - k)> for k = -shifts .. shifts, the
     right features interpolated along the row as :func:`warp_right` does (border-clamped), with
     the whole-pixel shifts sharing their interpolation taps: 2 shifts + 2 gathers, no 2-D warps."""
+    if _compiled(fl) and _compiled(fr) and _compiled(disparity):
+        return torch.from_numpy(
+            correlations_at_disparity(_channels_last(fl), _channels_last(fr), disparity[:, 0].numpy(), shifts)
+        )
     b, c, h, w = fr.shape
     xs = torch.arange(w, device=fr.device, dtype=fr.dtype) - disparity
     x0 = xs.floor()
@@ -240,10 +248,24 @@ def correlations_at(fl: torch.Tensor, fr: torch.Tensor, disparity: torch.Tensor,
     return torch.cat([(1 - a) * taps[-k] + a * taps[1 - k] for k in range(-shifts, shifts + 1)], 1).permute(0, 2, 3, 1)
 
 
+def _compiled(tensor: torch.Tensor) -> bool:
+    """Whether a step may run compiled (``models.cost_volume``): a float32 CPU tensor that
+    needs no gradient (inference); training keeps torch's."""
+    return tensor.device.type == "cpu" and tensor.dtype == torch.float32 and not tensor.requires_grad
+
+
+def _channels_last(features: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) features as a (B, H, W, C) array (no copy when they are channels-last)."""
+    return features.permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def local_soft_argmax(logits: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-pixel index of the best of ``logits`` (..., N): the softmax-weighted mean over the
     ``2 radius + 1`` entries around the maximum (a second mode elsewhere cannot pull it), and
     the share of the whole softmax those entries hold (the match's confidence)."""
+    if _compiled(logits):
+        index, mass = soft_argmax_peaks(logits.numpy(), radius)
+        return torch.from_numpy(index), torch.from_numpy(mass)
     n = logits.shape[-1]
     best = logits.argmax(-1, keepdim=True).clamp(radius, n - 1 - radius)
     window = best + torch.arange(-radius, radius + 1, device=logits.device)
@@ -259,6 +281,8 @@ def parabola_peak(logits: torch.Tensor) -> torch.Tensor:
     """Sub-pixel index of the maximum of ``logits`` (..., N): the vertex of the parabola
     through the best entry and its two neighbours.  On an aggregated correlation it is
     unbiased where a softmax mean over whole-pixel shifts is pulled toward them."""
+    if _compiled(logits):
+        return torch.from_numpy(parabola_peaks(logits.numpy()))
     n = logits.shape[-1]
     best = logits.argmax(-1, keepdim=True).clamp(1, n - 2)
     c0, c1, c2 = (torch.gather(logits, -1, best + k)[..., 0] for k in (-1, 0, 1))

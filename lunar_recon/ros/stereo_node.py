@@ -447,8 +447,11 @@ class StereoNode(Node):
         self.model = load_stereo_model(self.values["model"], self.device)
         self.reconstructor = StereoReconstructor(self.model, self._reconstruction_params())
         from ..geometry.hazard import compile_kernels
+        from ..models import cost_volume
 
-        self.get_logger().info(f"hazard map kernels ready ({compile_kernels():.1f} s)")  # before the first pair
+        # before the first pair: the hazard map's and the stereo head's compiled kernels
+        seconds = compile_kernels() + cost_volume.compile_kernels()
+        self.get_logger().info(f"compiled kernels ready ({seconds:.1f} s)")
 
         image_qos = info_qos = input_qos(self.values["input_qos"], self.values["queue_size"])
         self.rejected: Counter = Counter()

@@ -1,0 +1,176 @@
+"""The stereo head's cost-volume steps, compiled for inference on the CPU: the correlations
+of a pixel with the right view's along its row (at whole-pixel shifts, and around a sub-pixel
+disparity) and the peak of each pixel's correlation curve -- what ``correlation_volume``'s
+narrow band, ``correlations_at``, ``local_soft_argmax`` and ``parabola_peak`` of
+``models.stereo_head`` compute.
+
+Per pixel these are a few short dot products and a curve of a handful of entries: in torch
+they are many small whole-image operations, each taking the interpreter lock between them
+(which the node's other stages wait on) and each writing a full-image temporary.  Compiled,
+one pass runs without the lock.  Training keeps the torch versions (they carry gradients).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _best(curve, low, high):  # pragma: no cover - compiled
+    # the first largest entry (torch.argmax's choice), clamped to [low, high]
+    best = 0
+    value = curve[0]
+    for i in range(1, curve.shape[0]):
+        larger = curve[i] > value
+        best = i if larger else best
+        value = curve[i] if larger else value
+    return min(max(best, low), high)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _soft_argmax_peaks(logits, radius, index, mass):  # pragma: no cover - compiled
+    n = logits.shape[1]
+    for p in range(logits.shape[0]):
+        curve = logits[p]
+        best = _best(curve, radius, n - 1 - radius)
+        top = curve[best]
+        window = np.float32(0.0)
+        moment = np.float32(0.0)
+        total = np.float32(0.0)
+        for i in range(n):
+            weight = math.exp(curve[i] - top)
+            total += weight
+            if best - radius <= i <= best + radius:
+                window += weight
+                moment += weight * np.float32(i)
+        index[p] = moment / window
+        mass[p] = window / total
+
+
+@numba.njit(cache=True, nogil=True)
+def _parabola_peaks(logits, out):  # pragma: no cover - compiled
+    n = logits.shape[1]
+    for p in range(logits.shape[0]):
+        curve = logits[p]
+        best = _best(curve, 1, n - 2)
+        c0, c1, c2 = curve[best - 1], curve[best], curve[best + 1]
+        curvature = c0 - 2.0 * c1 + c2
+        offset = 0.5 * (c0 - c2) / curvature if curvature < 0 else 0.0
+        out[p] = best + min(max(offset, -1.0), 1.0)
+
+
+def _curves(logits: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(logits, dtype=np.float32).reshape(-1, logits.shape[-1])
+
+
+def soft_argmax_peaks(logits: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """For curves ``logits`` (..., N): the softmax-weighted mean index over the ``2 radius + 1``
+    entries around the largest (clamped into the curve) and the share of the whole softmax
+    those entries hold; each of shape (...)."""
+    curves = _curves(logits)
+    index = np.empty(curves.shape[0], np.float32)
+    mass = np.empty(curves.shape[0], np.float32)
+    if curves.shape[1] >= 2 * radius + 1:
+        _soft_argmax_peaks(curves, radius, index, mass)
+    else:
+        raise ValueError(f"a curve of {curves.shape[1]} entries has no window of radius {radius}")
+    return index.reshape(logits.shape[:-1]), mass.reshape(logits.shape[:-1])
+
+
+def parabola_peaks(logits: np.ndarray) -> np.ndarray:
+    """For curves ``logits`` (..., N), N >= 3: the vertex of the parabola through the largest
+    entry (clamped one in from the ends) and its two neighbours, moved at most one entry;
+    the entry itself where the three do not curve down.  Shape (...)."""
+    curves = _curves(logits)
+    if curves.shape[1] < 3:
+        raise ValueError(f"a parabola needs curves of 3 entries or more, got {curves.shape[1]}")
+    out = np.empty(curves.shape[0], np.float32)
+    _parabola_peaks(curves, out)
+    return out.reshape(logits.shape[:-1])
+
+
+# The features are read channels-last, (B, H, W, C): a pixel's channels side by side, so each
+# dot product is one contiguous read (a whole-plane layout reads C planes per pixel).
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _band_correlation(fl, fr, first, out):  # pragma: no cover - compiled
+    b, h, w, c = fl.shape
+    count = out.shape[1]
+    for n in range(b):
+        for y in range(h):
+            for i in range(count):
+                k = first + i
+                start, stop = max(0, k), min(w, w + k)
+                for x in range(w):
+                    out[n, i, y, x] = 0
+                for x in range(start, stop):
+                    acc = np.float32(0.0)
+                    for ch in range(c):
+                        acc += fl[n, y, x, ch] * fr[n, y, x - k, ch]
+                    out[n, i, y, x] = acc
+
+
+def band_correlation(fl: np.ndarray, fr: np.ndarray, first: int, count: int) -> np.ndarray:
+    """(B, count, H, W): <fl(x), fr(x - k)> for k = first .. first + count - 1 of channels-last
+    (B, H, W, C) features; 0 where x - k is outside the image."""
+    fl = np.ascontiguousarray(fl, dtype=np.float32)
+    fr = np.ascontiguousarray(fr, dtype=np.float32)
+    if fl.shape != fr.shape:
+        raise ValueError(f"left features {fl.shape} and right features {fr.shape} differ")
+    out = np.empty((fl.shape[0], count, *fl.shape[1:3]), np.float32)
+    _band_correlation(fl, fr, first, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _correlations_at(fl, fr, disparity, shifts, out):  # pragma: no cover - compiled
+    b, h, w, c = fl.shape
+    taps = np.empty(2 * shifts + 2, np.float32)
+    for n in range(b):
+        for y in range(h):
+            for x in range(w):
+                xs = np.float32(x) - disparity[n, y, x]
+                x0 = int(math.floor(xs))
+                a = xs - np.float32(x0)
+                for j in range(-shifts, shifts + 2):
+                    col = min(max(x0 + j, 0), w - 1)
+                    acc = np.float32(0.0)
+                    for ch in range(c):
+                        acc += fl[n, y, x, ch] * fr[n, y, col, ch]
+                    taps[j + shifts] = acc
+                for k in range(-shifts, shifts + 1):
+                    out[n, y, x, k + shifts] = (1 - a) * taps[shifts - k] + a * taps[shifts + 1 - k]
+
+
+def correlations_at_disparity(fl: np.ndarray, fr: np.ndarray, disparity: np.ndarray, shifts: int) -> np.ndarray:
+    """(B, H, W, 2 shifts + 1): <fl(x), fr(x - disparity - k)> for k = -shifts .. shifts of
+    channels-last (B, H, W, C) features and a (B, H, W) disparity, the right features linearly
+    interpolated along the row from the columns either side (clamped to the image)."""
+    fl = np.ascontiguousarray(fl, dtype=np.float32)
+    fr = np.ascontiguousarray(fr, dtype=np.float32)
+    disparity = np.ascontiguousarray(disparity, dtype=np.float32)
+    if fl.shape != fr.shape or disparity.shape != fl.shape[:3]:
+        raise ValueError(f"features {fl.shape} and {fr.shape} and disparity {disparity.shape} do not fit")
+    out = np.empty((*fl.shape[:3], 2 * shifts + 1), np.float32)
+    _correlations_at(fl, fr, disparity, shifts, out)
+    return out
+
+
+def compile_kernels() -> float:
+    """Compile (or load from numba's cache) the kernels on tiny curves, so the first pair does
+    not pay for it.  Returns the seconds it took."""
+    import time
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    curves = rng.normal(size=(4, 9)).astype(np.float32)
+    soft_argmax_peaks(curves, 2)
+    parabola_peaks(curves)
+    features = rng.normal(size=(1, 3, 8, 2)).astype(np.float32)
+    band_correlation(features, features, -1, 3)
+    correlations_at_disparity(features, features, np.ones((1, 3, 8), np.float32), 1)
+    return time.perf_counter() - t0
