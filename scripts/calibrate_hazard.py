@@ -92,7 +92,8 @@ def main(argv: list[str]) -> int:
         f"(monotone fit of the observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration "
         f"frames):\n\n`{table}`\n\nA site is certified safe at calibrated P < {safe} (`{prefix}hazard_safe_below`: "
         "the largest threshold whose share of hazards among the certified sites stays within 1 % on the same "
-        "calibration frames, at 95 % confidence over resampled frames) and called a hazard at calibrated "
+        f"calibration frames, at 95 % confidence over resampled {entry.get('safe_below_clusters', 'frames')}) "
+        "and called a hazard at calibrated "
         f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there).\n\n"
     )
     if heading in md:

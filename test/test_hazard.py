@@ -711,6 +711,35 @@ def test_the_safe_threshold_bounds_false_safe_over_frames_not_sites():
     assert nothing <= table[0] + 1e-4
 
 
+def test_a_descent_maps_safe_threshold_resamples_sequences(tmp_path):
+    """Four calibration descents of thirty frames; one descent's terrain holds every hazard of
+    the low bins, spread over its frames. Resampling frames sees 120 independent draws and
+    certifies up to a higher edge; the descent map's frames are one evolving map, so its fit
+    resamples the four sequences and certifies less. A single-frame map keeps resampling frames."""
+    import json
+
+    from lunar_recon.evaluation.runner import descent_map_label, write_calibration
+    from lunar_recon.evaluation.scoring import FrameScore
+    from lunar_recon.geometry.hazard import fit_probability_calibration, fit_safe_threshold
+
+    n = np.full(10, 1000.0)
+    lumpy = [np.r_[[0.025] * 5, [0.3] * 5] if q == 0 else np.r_[[0.0] * 5, [0.3] * 5] for q in range(4) for _ in range(30)]
+    counts = _frame_counts([(n, n * f) for f in lumpy])
+    scores = []
+    for label in ("m", descent_map_label("m")):
+        scores += [FrameScore(f"seq{i // 30}.bag", label, i % 30, i, 0.0, {}, counts[i]) for i in range(120)]
+    write_calibration(tmp_path / "fit.json", scores, ["m"])
+    fitted = json.loads((tmp_path / "fit.json").read_text())
+    table = fit_probability_calibration(counts.sum(axis=0))
+    by_frame = fit_safe_threshold(counts, table)
+    by_sequence = fit_safe_threshold(counts.reshape(4, 30, 3, 10).sum(axis=1), table)
+    assert by_sequence < by_frame
+    assert fitted["m"]["hazard_safe_below"] == by_frame and fitted["m"]["safe_below_clusters"] == "frames"
+    fused = fitted[descent_map_label("m")]
+    assert fused["hazard_safe_below"] == by_sequence and fused["safe_below_clusters"] == "sequences"
+    assert fused["frames"] == 120
+
+
 def test_the_best_f1_threshold_is_fitted_on_calibration_counts():
     """Reliability counts where only the top raw bin is often a hazard (38 %) and the rest seldom:
     calling the top bin alone a hazard has the best F1; the threshold is that bin's lower edge

@@ -427,28 +427,38 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
     ``hazard_above``) and the one below which certifying a site keeps the false-safe share
     within budget (card ``hazard_safe_below``), from its frames' raw reliability counts; the
     same for its descent map (under :func:`descent_map_label`; card keys prefixed
-    ``descent_map_``) where the run fused one."""
+    ``descent_map_``) where the run fused one, whose safe threshold is bounded over resampled
+    sequences rather than frames."""
     import json
 
     from ..geometry.hazard import fit_hazard_threshold, fit_probability_calibration, fit_safe_threshold
 
     tables = {}
-    for label in [*labels, *(descent_map_label(label) for label in labels)]:
-        mine = [s for s in scores if s.model == label]
-        frames = [s.reliability for s in mine if s.reliability is not None]
-        if not frames:
+    fused_labels = {descent_map_label(label) for label in labels}
+    for label in [*labels, *sorted(fused_labels)]:
+        mine = [s for s in scores if s.model == label and s.reliability is not None]
+        if not mine:
             continue
-        per_frame = np.stack(frames)
+        per_frame = np.stack([s.reliability for s in mine])
         counts = per_frame.sum(axis=0)
+        # The safe threshold's bound resamples independent clusters: a single-frame map's frames,
+        # but a descent map's whole sequences (its frames are one evolving map over one terrain)
+        sequences = sorted({s.sequence for s in mine})
+        clusters = (
+            np.stack([per_frame[[s.sequence == q for s in mine]].sum(axis=0) for q in sequences])
+            if label in fused_labels
+            else per_frame
+        )
         if counts[0].sum() > 0:
             table = fit_probability_calibration(counts)
             hazards = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in mine)
             tables[label] = {
                 "hazard_calibration": list(table),
                 "hazard_above": fit_hazard_threshold(counts, int(hazards), table),
-                "hazard_safe_below": fit_safe_threshold(per_frame, table),
+                "hazard_safe_below": fit_safe_threshold(clusters, table),
+                "safe_below_clusters": "sequences" if label in fused_labels else "frames",
                 "sites": int(counts[0].sum()),
-                "frames": len(mine),
+                "frames": sum(s.model == label for s in scores),
             }
     path.write_text(json.dumps(tables, indent=1))
     for label, t in tables.items():

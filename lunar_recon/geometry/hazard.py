@@ -488,8 +488,10 @@ def fit_safe_threshold(
     that value is certified with the bins below it, as its counts were.
     A frame's sites share its depth errors, so the bound resamples whole frames (a cluster
     bootstrap, ``resamples`` draws, seeded): pooled site counts would overstate the evidence
-    and the fit would not transfer between scenes.  Where no edge meets the budget nothing is
-    certified (the table's first value, at least 1e-4)."""
+    and the fit would not transfer between scenes.  Where frames are not independent either
+    (a descent map's frames of one sequence), pass each cluster's summed counts instead.
+    Where no edge meets the budget nothing is certified (the table's first value, at least
+    1e-4)."""
     counts = np.asarray(frame_counts, dtype=np.float64)
     if counts.ndim != 3 or counts.shape[1] != 3 or len(counts) == 0:
         raise ValueError(f"need per-frame reliability counts of shape (frames, 3, bins), got {counts.shape}")
