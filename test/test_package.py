@@ -369,50 +369,51 @@ def test_programs_keep_freed_memory_so_frames_do_not_fault_their_arrays_in_again
     assert retain_freed_memory() is True
 
 
+def _printed_in_a_fresh_process(code: str, unset: str) -> str:
+    """What ``code`` prints in a new interpreter whose environment lacks ``unset``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != unset}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    return out.stdout.strip()
+
+
 def test_programs_ask_numpy_for_one_blas_thread(monkeypatch):
     """The node and the command line set OPENBLAS_NUM_THREADS=1 before numpy loads (its
     spinning BLAS threads halve the network's speed on 2 cores), unless the user chose."""
+    import os
+
     from lunar_recon.runtime import prefer_single_threaded_blas
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     prefer_single_threaded_blas()
-    import os
-
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
     prefer_single_threaded_blas()
     assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     code = "import os, lunar_recon.ros.stereo_node; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr[-1000:]
+    assert _printed_in_a_fresh_process(code, "OPENBLAS_NUM_THREADS") == "1"
 
 
 def test_the_node_asks_openmp_workers_to_sleep_between_regions(monkeypatch):
     """The node sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning workers take the
     cores from its other stages), unless the user chose; the command line leaves it alone."""
     import os
-    import subprocess
-    import sys
 
     from lunar_recon.runtime import prefer_sleeping_openmp_threads
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     prefer_sleeping_openmp_threads()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     code = "import os, lunar_recon.ros.stereo_node; print(os.environ.get('OMP_WAIT_POLICY'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "PASSIVE", out.stderr[-1000:]
+    assert _printed_in_a_fresh_process(code, "OMP_WAIT_POLICY") == "PASSIVE"
     code = "import os, lunar_recon.cli; print(os.environ.get('OMP_WAIT_POLICY'))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "None", out.stderr[-1000:]
+    assert _printed_in_a_fresh_process(code, "OMP_WAIT_POLICY") == "None"
     code = "import lunar_recon.ros, sys; print('torch' in sys.modules)"  # set before torch loads
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-1000:]
+    assert _printed_in_a_fresh_process(code, "OMP_WAIT_POLICY") == "False"
 
 
 def test_the_suite_runs_where_launch_testing_is_installed():
