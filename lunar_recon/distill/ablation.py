@@ -123,7 +123,11 @@ def run_variant(
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and standard deviation over seeds, one row per variant (in run order)."""
+    """Per variant (in run order), over its seeds: the mean, the sample standard deviation
+    (``_std``) and the half-width of the mean's 95 % interval (``_ci95``, Student's t with
+    seeds - 1 degrees of freedom: three seeds give a wide one)."""
+    from scipy.stats import t as student_t
+
     names = list(dict.fromkeys(r["variant"] for r in rows))
     out = []
     for name in names:
@@ -131,14 +135,17 @@ def summarise(rows: list[dict]) -> list[dict]:
         agg = {"variant": name, "seeds": ",".join(str(r["seed"]) for r in rs), "description": rs[0]["description"]}
         for k in ("parameters", "gflops", "cpu_ms_p50", "abs_rel", "delta1", "slope_mae_deg", "hazard_f1"):
             vals = np.array([r[k] if r[k] is not None else np.nan for r in rs], dtype=np.float64)
-            agg[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
-            agg[k + "_std"] = float(np.nanstd(vals)) if np.isfinite(vals).sum() > 1 else math.nan
+            n = int(np.isfinite(vals).sum())
+            agg[k] = float(np.nanmean(vals)) if n else math.nan
+            agg[k + "_std"] = float(np.nanstd(vals, ddof=1)) if n > 1 else math.nan
+            agg[k + "_ci95"] = float(student_t.ppf(0.975, n - 1) * agg[k + "_std"] / math.sqrt(n)) if n > 1 else math.nan
         out.append(agg)
     return out
 
 
 def write_tables(out_root: Path, rows: list[dict], header: str) -> tuple[Path, Path]:
-    """``ablation.csv`` (every seed) and ``ablation.md`` (mean ± std over seeds)."""
+    """``ablation.csv`` (every seed) and ``ablation.md`` (mean ± sample standard deviation over
+    seeds; for depth and slope also the mean's 95 % interval)."""
     out_root.mkdir(parents=True, exist_ok=True)
     csv_path = out_root / "ablation.csv"
     with open(csv_path, "w", newline="") as f:
@@ -147,22 +154,24 @@ def write_tables(out_root: Path, rows: list[dict], header: str) -> tuple[Path, P
         for r in rows:
             w.writerow({k: r.get(k) for k in COLUMNS})
 
-    def cell(a: dict, k: str, fmt: str) -> str:
-        v, s = a[k], a.get(k + "_std", math.nan)
+    def cell(a: dict, k: str, fmt: str, interval: bool = False) -> str:
+        v, s, h = a[k], a.get(k + "_std", math.nan), a.get(k + "_ci95", math.nan)
         if not np.isfinite(v):
             return "–"
-        return format(v, fmt) + (f" ± {format(s, fmt)}" if np.isfinite(s) else "")
+        text = format(v, fmt) + (f" ± {format(s, fmt)}" if np.isfinite(s) else "")
+        return text + (f" [{format(v - h, fmt)}, {format(v + h, fmt)}]" if interval and np.isfinite(h) else "")
 
     lines = [
         header,
         "",
-        "| variant | params (M) | GFLOPs | CPU ms | depth AbsRel | δ<1.25 | slope MAE (°) | hazard F1 | seeds | what changes |",
+        "| variant | params (M) | GFLOPs | CPU ms | depth AbsRel [95 % interval] | δ<1.25 | slope MAE (°) [95 % interval] "
+        "| hazard F1 | seeds | what changes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for a in summarise(rows):
         lines.append(
             f"| {a['variant']} | {a['parameters'] / 1e6:.2f} | {a['gflops']:.2f} | {a['cpu_ms_p50']:.0f} | "
-            f"{cell(a, 'abs_rel', '.3f')} | {cell(a, 'delta1', '.3f')} | {cell(a, 'slope_mae_deg', '.1f')} | "
+            f"{cell(a, 'abs_rel', '.3f', True)} | {cell(a, 'delta1', '.3f')} | {cell(a, 'slope_mae_deg', '.1f', True)} | "
             f"{cell(a, 'hazard_f1', '.3f')} | {a['seeds']} | {a['description']} |"
         )
     md_path = out_root / "ablation.md"
