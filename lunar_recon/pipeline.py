@@ -47,6 +47,7 @@ from .geometry.slope import slope_image
 from .geometry.stereo import (
     DisparityPrecision,
     StereoCalibration,
+    blank_image,
     disparity_to_depth,
     stereo_elevation_sigma,
     unmatched_left_band,
@@ -573,10 +574,14 @@ class StereoReconstructor:
         points = staged.metric_points()
         valid = np.isfinite(points[..., 0] + points[..., 1] + points[..., 2]) & (points[..., 2] > 0)
         valid &= confidence_mask(pred.conf_left, p.confidence_threshold, p.confidence_quantile)
+        slope = hmap = sigma = shadowed = hazard_note = descent_hazard = descent_update = None
+        if image_left is not None and blank_image(image_left):
+            # nothing in the view to match or to learn from: a network's depth there is a guess
+            valid[:] = False
+            hazard_note = "no depth: the left image is blank (no texture: in darkness, covered or saturated)"
         points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32, copy=False)
         depth = points[..., 2].copy()
         t2 = time.perf_counter()
-        slope = hmap = sigma = shadowed = hazard_note = descent_hazard = descent_update = None
         precision = disparity_precision(self.model, p)
         if up_in_left is not None:
             up = normalize(up_in_left)
@@ -590,7 +595,7 @@ class StereoReconstructor:
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)
-            if p.compute_hazard and valid.sum() < 3:
+            if p.compute_hazard and valid.sum() < 3 and hazard_note is None:
                 hazard_note = f"no hazard map: {int(valid.sum())} valid points"
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 if sun_in_left is not None:

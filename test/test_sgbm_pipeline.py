@@ -471,3 +471,37 @@ def test_an_unrectified_rig_whose_dense_matching_fails_takes_the_sparse_scale(st
     )
     assert r.scale_path == "stereo (sparse matches)" and np.ndim(r.scale) == 0
     assert np.median(np.abs(r.depth[ok] - s.depth_left[ok]) / s.depth_left[ok]) < 0.02
+
+
+def test_blank_images_hold_no_texture():
+    """A black frame (sensor noise only), a saturated one, and the same in 16 bits and float
+    are blank; a dim but textured view and a real rendered one are not."""
+    from lunar_recon.geometry.stereo import blank_image
+
+    rng = np.random.default_rng(0)
+    black = np.clip(rng.normal(1.0, 0.3, (256, 320)), 0, 255).astype(np.uint8)
+    assert blank_image(black)
+    assert blank_image(np.full((256, 320), 255, np.uint8))
+    assert blank_image(black.astype(np.uint16) * 256) and blank_image(black.astype(np.float32) / 255)
+    assert blank_image(np.stack([black] * 3, axis=-1))
+    dim = np.clip(rng.normal(6.0, 2.5, (256, 320)), 0, 255).astype(np.uint8)  # 5 grey levels rms of texture
+    assert not blank_image(dim)
+    plan = plan_scene("descent", 21, width=320, height=256, altitude_m=40, off_nadir_deg=15, baseline_m=2.0, sun_elevation_deg=25)
+    assert not blank_image(render_scene(plan).left)
+
+
+def test_a_blank_pair_gives_no_depth_and_says_why(rendered):
+    """The default student on a black pair (the view in darkness): whatever its network guesses,
+    the reconstruction keeps no point, no hazard map, and the note says the image is blank; the
+    same pair rendered in light keeps its depth."""
+    from lunar_recon.models.registry import load_stereo_model
+
+    fr = rendered
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    rec = StereoReconstructor(load_stereo_model("default"))
+    black = np.zeros_like(fr.left)
+    r = rec.reconstruct(black, black, calib, fr.up_left, sun_in_left=fr.sun_left)
+    assert not np.isfinite(r.depth).any() and not r.valid.any()
+    assert r.hazard is None and "blank" in r.hazard_note
+    lit = StereoReconstructor(load_stereo_model("default")).reconstruct(fr.left, fr.right, calib, fr.up_left)
+    assert np.isfinite(lit.depth).mean() > 0.9 and lit.hazard_note is None

@@ -165,6 +165,21 @@ def stereo_elevation_sigma(
         return (sigma_z * np.abs(p @ u) / z).astype(np.float32)  # |p . up| / Z = |p|/Z |ray . up|
 
 
+# An image whose 1st-99th percentile intensity spread is under this many 8-bit grey levels holds
+# nothing to match (a view in darkness, a covered lens, a saturated frame): the sensor's noise
+# alone spans about one level.
+BLANK_IMAGE_RANGE_GREY8 = 3
+
+
+def blank_image(image: np.ndarray) -> bool:
+    """Whether an image holds no texture at all: its 1st-99th percentile spread, in 8-bit grey
+    levels (16-bit and float images scaled as a driver would), under
+    ``BLANK_IMAGE_RANGE_GREY8``.  Read from every fourth pixel of every fourth row."""
+    grey = _to_gray8(np.asarray(image)[::4, ::4])
+    low, high = np.percentile(grey, [1, 99])
+    return bool(high - low < BLANK_IMAGE_RANGE_GREY8)
+
+
 def image_noise_sigma(image: np.ndarray) -> float:
     """1-sigma grey-level noise of an image (Immerkaer 1996: the mean absolute response of a
     Laplacian difference that cancels smooth structure), in the image's grey levels."""
