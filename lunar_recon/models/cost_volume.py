@@ -102,15 +102,14 @@ def _band_correlation(fl, fr, first, out):  # pragma: no cover - compiled
     count = out.shape[1]
     for n in range(b):
         for y in range(h):
-            for i in range(count):
-                k = first + i
-                start, stop = max(0, k), min(w, w + k)
-                for x in range(w):
-                    out[n, i, y, x] = 0
-                for x in range(start, stop):
+            left, right = fl[n, y], fr[n, y]
+            for x in range(w):  # a pixel's channels read once for all its shifts
+                for i in range(count):
+                    xr = x - first - i
                     acc = np.float32(0.0)
-                    for ch in range(c):
-                        acc += fl[n, y, x, ch] * fr[n, y, x - k, ch]
+                    if 0 <= xr < w:
+                        for ch in range(c):
+                            acc += left[x, ch] * right[xr, ch]
                     out[n, i, y, x] = acc
 
 
