@@ -114,6 +114,9 @@ def test_compiled_peak_search_matches_torchs():
         assert index.shape == ref_index.shape == (1, 25, 20)
         assert torch.allclose(index, ref_index.detach(), atol=1e-4)
         assert torch.allclose(mass, ref_mass.detach(), atol=1e-5)
+    index, mass = local_soft_argmax(volume, 2, with_confidence=False)  # the index alone
+    assert mass is None and torch.allclose(index, local_soft_argmax(graded, 2)[0].detach(), atol=1e-4)
+    assert local_soft_argmax(graded, 2, with_confidence=False)[1] is None
     peak = parabola_peak(volume)
     assert torch.allclose(peak, parabola_peak(graded).detach(), atol=1e-4)
     assert abs(float(peak.reshape(-1)[50]) - 5.3) < 1e-5

@@ -31,7 +31,7 @@ def _best(curve, low, high):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _soft_argmax_peaks(logits, radius, index, mass):  # pragma: no cover - compiled
+def _soft_argmax_peaks(logits, radius, index, mass, with_mass):  # pragma: no cover - compiled
     n = logits.shape[1]
     for p in range(logits.shape[0]):
         curve = logits[p]
@@ -40,7 +40,9 @@ def _soft_argmax_peaks(logits, radius, index, mass):  # pragma: no cover - compi
         window = np.float32(0.0)
         moment = np.float32(0.0)
         total = np.float32(0.0)
-        for i in range(n):
+        # the whole curve's softmax only for the mass (a coarse curve is long)
+        first, last = (0, n - 1) if with_mass else (best - radius, best + radius)
+        for i in range(first, last + 1):
             weight = math.exp(curve[i] - top)
             total += weight
             if best - radius <= i <= best + radius:
@@ -66,18 +68,18 @@ def _curves(logits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(logits, dtype=np.float32).reshape(-1, logits.shape[-1])
 
 
-def soft_argmax_peaks(logits: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+def soft_argmax_peaks(logits: np.ndarray, radius: int, with_mass: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """For curves ``logits`` (..., N): the softmax-weighted mean index over the ``2 radius + 1``
-    entries around the largest (clamped into the curve) and the share of the whole softmax
-    those entries hold; each of shape (...)."""
+    entries around the largest (clamped into the curve) and, ``with_mass``, the share of the
+    whole softmax those entries hold (else None); each of shape (...)."""
     curves = _curves(logits)
     index = np.empty(curves.shape[0], np.float32)
     mass = np.empty(curves.shape[0], np.float32)
     if curves.shape[1] >= 2 * radius + 1:
-        _soft_argmax_peaks(curves, radius, index, mass)
+        _soft_argmax_peaks(curves, radius, index, mass, with_mass)
     else:
         raise ValueError(f"a curve of {curves.shape[1]} entries has no window of radius {radius}")
-    return index.reshape(logits.shape[:-1]), mass.reshape(logits.shape[:-1])
+    return index.reshape(logits.shape[:-1]), mass.reshape(logits.shape[:-1]) if with_mass else None
 
 
 def parabola_peaks(logits: np.ndarray) -> np.ndarray:

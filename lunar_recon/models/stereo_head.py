@@ -260,13 +260,16 @@ def _channels_last(features: torch.Tensor) -> np.ndarray:
     return features.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def local_soft_argmax(logits: torch.Tensor, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def local_soft_argmax(
+    logits: torch.Tensor, radius: int = 2, with_confidence: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sub-pixel index of the best of ``logits`` (..., N): the softmax-weighted mean over the
     ``2 radius + 1`` entries around the maximum (a second mode elsewhere cannot pull it), and
-    the share of the whole softmax those entries hold (the match's confidence)."""
+    the share of the whole softmax those entries hold (the match's confidence; None without
+    ``with_confidence``, which at inference spares the whole curve's exponentials)."""
     if _compiled(logits):
-        index, mass = soft_argmax_peaks(logits.numpy(), radius)
-        return torch.from_numpy(index), torch.from_numpy(mass)
+        index, mass = soft_argmax_peaks(logits.numpy(), radius, with_confidence)
+        return torch.from_numpy(index), None if mass is None else torch.from_numpy(mass)
     n = logits.shape[-1]
     best = logits.argmax(-1, keepdim=True).clamp(radius, n - 1 - radius)
     window = best + torch.arange(-radius, radius + 1, device=logits.device)
@@ -274,6 +277,8 @@ def local_soft_argmax(logits: torch.Tensor, radius: int = 2) -> tuple[torch.Tens
     top = torch.gather(logits, -1, best)  # the maximum: exp() of the differences never overflows
     weights = (local - top).exp()
     index = (weights * window.to(logits.dtype)).sum(-1) / weights.sum(-1)
+    if not with_confidence:
+        return index, None
     mass = weights.sum(-1) / (logits - top).exp().sum(-1)  # the softmax's share of the window
     return index, mass
 
@@ -331,7 +336,7 @@ class EpipolarStereoHead(nn.Module):
         levels = max(2, max(c.max_disparity_px, int(c.max_disparity_px * w / 512)) // s)
         coarse_logits = box(correlation_volume(coarse[:b], coarse[b:], 0, levels), c.coarse_aggregation_px)
         coarse_logits = coarse_logits * self.log_temperature[0].exp()
-        level, _ = local_soft_argmax(coarse_logits)
+        level, _ = local_soft_argmax(coarse_logits, with_confidence=False)
         coarse_d = (level * s)[:, None]
         prior = F.interpolate(coarse_d, size=(h, w), mode="bilinear", align_corners=False).detach()
         # fine, pass 1: the right features warped by the (smooth) prior once, then whole-pixel
@@ -341,6 +346,7 @@ class EpipolarStereoHead(nn.Module):
         fine_logits = box(correlation_volume(fl, warp_right(fr, prior), -r, 2 * r + 1), c.fine_aggregation_px)
         fine_logits = fine_logits * self.log_temperature[1].exp()
         _, confidence = local_soft_argmax(fine_logits)
+        assert confidence is not None
         d1 = prior + (parabola_peak(fine_logits) - r)[:, None]
         # fine, pass 2: exact warps at d1 - 1, d1, d1 + 1 and the parabola through them
         disparity = d1 + (parabola_peak(box(correlations_at(fl, fr, d1), c.fine_aggregation_px)) - 1)[:, None]
