@@ -137,6 +137,9 @@ def test_compiled_correlations_match_torchs():
     fr = torch.from_numpy(rng.normal(size=(2, 8, 6, 40)).astype(np.float32))
     graded = fl.clone().requires_grad_(True)  # takes torch's path
     compiled_band = correlation_volume(fl, fr, -4, 9)
+    for first, count in ((0, 12), (-3, 10)):  # as wide as a quarter of the row (training: one product per row)
+        wide = correlation_volume(fl, fr, first, count)
+        assert torch.allclose(wide, correlation_volume(graded, fr, first, count).detach(), atol=1e-5)
     for first, count in ((-4, 9), (3, 5), (-45, 3), (38, 4)):
         compiled = correlation_volume(fl, fr, first, count)
         assert compiled.shape == (2, 6, 40, count)

@@ -29,7 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cost_volume import band_correlation, correlations_at_disparity, parabola_peaks, soft_argmax_peaks
+from .cost_volume import (
+    band_correlation,
+    correlations_at_disparity,
+    parabola_peaks,
+    soft_argmax_peaks,
+)
 
 
 @dataclass(frozen=True)
@@ -183,9 +188,12 @@ def _box_planes(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def correlation_volume(fl: torch.Tensor, fr: torch.Tensor, first: int, count: int) -> torch.Tensor:
     """(B, H, W, count): <fl(x), fr(x - k)> for k = first .. first + count - 1; 0 where x - k is
-    outside.  A search as wide as a quarter of the row (the coarse one): every pair of pixels of
-    a row by one matrix product, the band read out of it; a narrow one: plane by plane."""
+    outside.  At inference compiled (``models.cost_volume.band_correlation``).  In training, a
+    search as wide as a quarter of the row (the coarse one): every pair of pixels of a row by one
+    matrix product, the band read out of it; a narrow one: plane by plane."""
     b, c, h, w = fl.shape
+    if _compiled(fl) and _compiled(fr):  # inference: one pass over each pixel's band, any width
+        return torch.from_numpy(band_correlation(_channels_last(fl), _channels_last(fr), first, count)).permute(0, 2, 3, 1)
     if w <= 4 * count:
         rows = torch.bmm(fl.permute(0, 2, 3, 1).reshape(b * h, w, c), fr.permute(0, 2, 1, 3).reshape(b * h, c, w))
         # rows[x, j] = <fl(x), fr(j)>; padded so that every x - k is a column, then the band
@@ -195,8 +203,6 @@ def correlation_volume(fl: torch.Tensor, fr: torch.Tensor, first: int, count: in
         wp = w + left + right
         band = padded.as_strided((b * h, w, count), (w * wp, wp + 1, 1), left - first - count + 1)
         return band.flip(-1).reshape(b, h, w, count)
-    if _compiled(fl) and _compiled(fr):
-        return torch.from_numpy(band_correlation(_channels_last(fl), _channels_last(fr), first, count)).permute(0, 2, 3, 1)
     vol = fl.new_zeros((b, count, h, w))
     for i in range(count):
         k = first + i
