@@ -23,12 +23,11 @@ def prefer_single_threaded_blas() -> None:
 
 
 def prefer_sleeping_openmp_threads() -> None:
-    """torch's OpenMP workers spin between parallel regions before they sleep.  In the node
-    three threads share the cores with them (the network's, the stereo head's, the geometry's),
-    and the spinning takes those threads' time: on 2 cores stereo_node answered 5.9-6.0 pairs/s
-    at 512 x 384 by default, 6.3-6.7 with sleeping workers and 3.4 with always-spinning ones
-    (docs/results.md).  For the node only (a lone network times best with spinning workers);
-    a user's OMP_WAIT_POLICY wins; no effect once torch is loaded."""
+    """torch's OpenMP workers spin between parallel regions before they sleep; in the node three
+    threads share the cores with them (network, stereo head, geometry), and the spinning takes
+    those threads' time (measured: docs/results.md, "The node's rate").  For the node only (a
+    lone network times best with spinning workers); a user's OMP_WAIT_POLICY wins; no effect
+    once torch is loaded."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -443,12 +443,10 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
         counts = per_frame.sum(axis=0)
         # The safe threshold's bound resamples independent clusters: a single-frame map's frames,
         # but a descent map's whole sequences (its frames are one evolving map over one terrain)
-        sequences = sorted({s.sequence for s in mine})
-        clusters = (
-            np.stack([per_frame[[s.sequence == q for s in mine]].sum(axis=0) for q in sequences])
-            if label in fused_labels
-            else per_frame
-        )
+        clusters = per_frame
+        if label in fused_labels:
+            sequences = [s.sequence for s in mine]
+            clusters = np.stack([per_frame[[q == seq for q in sequences]].sum(axis=0) for seq in dict.fromkeys(sequences)])
         if counts[0].sum() > 0:
             table = fit_probability_calibration(counts)
             hazards = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in mine)

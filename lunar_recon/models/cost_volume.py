@@ -1,8 +1,8 @@
 """The stereo head's cost-volume steps, compiled for inference on the CPU: the correlations
 of a pixel with the right view's along its row (at whole-pixel shifts, and around a sub-pixel
-disparity) and the peak of each pixel's correlation curve -- what ``correlation_volume``'s
-narrow band, ``correlations_at``, ``local_soft_argmax`` and ``parabola_peak`` of
-``models.stereo_head`` compute.
+disparity) and the peak of each pixel's correlation curve -- what ``correlation_volume``,
+``correlations_at``, ``local_soft_argmax`` and ``parabola_peak`` of ``models.stereo_head``
+compute.
 
 Per pixel these are a few short dot products and a curve of a handful of entries: in torch
 they are many small whole-image operations, each taking the interpreter lock between them
@@ -73,12 +73,11 @@ def soft_argmax_peaks(logits: np.ndarray, radius: int, with_mass: bool = True) -
     entries around the largest (clamped into the curve) and, ``with_mass``, the share of the
     whole softmax those entries hold (else None); each of shape (...)."""
     curves = _curves(logits)
+    if curves.shape[1] < 2 * radius + 1:
+        raise ValueError(f"a curve of {curves.shape[1]} entries has no window of radius {radius}")
     index = np.empty(curves.shape[0], np.float32)
     mass = np.empty(curves.shape[0], np.float32)
-    if curves.shape[1] >= 2 * radius + 1:
-        _soft_argmax_peaks(curves, radius, index, mass, with_mass)
-    else:
-        raise ValueError(f"a curve of {curves.shape[1]} entries has no window of radius {radius}")
+    _soft_argmax_peaks(curves, radius, index, mass, with_mass)
     return index.reshape(logits.shape[:-1]), mass.reshape(logits.shape[:-1]) if with_mass else None
 
 
