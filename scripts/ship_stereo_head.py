@@ -8,8 +8,8 @@ On the calibration data (the lander val split and the descent calibration bags) 
 depth's disparity precision (the hazard noise model: the median robust sigma, widened on bland
 ground by the fitted texture gain) and fits the hazard-probability calibration; then it installs
 the file with that card and scores it, beside SGBM, the ideal matcher at its precision and a
-constant depth, on the lander test split and the descent test bags.  Never give it test data as
-calibration data.
+constant depth, on the lander test split and the descent test bags; the range-selected orbital
+network takes the same head.  Never give it test data as calibration data.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from lunar_recon.models import load_model
 from lunar_recon.models.checkpoint import atomic_torch_save, attach_stereo_head
 from lunar_recon.models.profile import count_parameters, latency_ms, percentile
-from lunar_recon.models.registry import SHIPPED_DIR, shipped_model_path
+from lunar_recon.models.registry import ORBITAL_STUDENT, SHIPPED_DIR, shipped_model_path
 from lunar_recon.tools.benchmark import stereo_head_gflops
 
 from card_test_metrics import DESCENT_SECTION, LANDER_SECTION, metrics_table  # scripts/: the card's test tables
@@ -104,6 +104,28 @@ def write_markdown(card: dict) -> None:
         "```",
     ]
     (SHIPPED_DIR / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
+
+
+def share_with_orbital(head: str | Path) -> Path | None:
+    """The range-selected orbital network takes the same head and the default's noise model (its
+    metric path at orbit is this head; ``models.registry`` shares one module where the weights
+    are equal), and its MODEL_CARD.md section is written again (``write_markdown`` drops it)."""
+    from ship_orbital import write_card_section  # scripts/
+
+    orbital = SHIPPED_DIR / ORBITAL_STUDENT
+    if not orbital.exists():
+        return None
+    attach_stereo_head(orbital, head, orbital)
+    ckpt = torch.load(orbital, map_location="cpu", weights_only=True)
+    default = torch.load(shipped_model_path(), map_location="cpu", weights_only=True)["meta"]["card"]
+    card = ckpt["meta"]["card"]
+    card.update({k: default[k] for k in ("disparity_sigma_px", "disparity_sigma_texture_gain") if k in default})
+    stamp = time.strftime("%Y-%m-%d", time.gmtime())
+    note = f"# {stamp} the default's calibrated-stereo head {head} (scripts/ship_stereo_head.py)"
+    card["commands"] = [*card.get("commands", []), note]
+    atomic_torch_save(ckpt, orbital)
+    write_card_section(card, hashlib.sha256(orbital.read_bytes()).hexdigest())
+    return orbital
 
 
 def main() -> None:
@@ -234,6 +256,7 @@ def main() -> None:
     card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     card_path.write_text(json.dumps(card, indent=1, default=str))
     write_markdown(card)
+    share_with_orbital(args.head)
     print(json.dumps({k: card[k] for k in ("parameters", "disparity_sigma_px", "stereo_head")}, indent=1, default=str))
 
 
