@@ -198,3 +198,44 @@ def test_model_card_test_tables_show_the_cards_held_out_metrics(tmp_path):
     assert "old" not in out and "new" in out and out.endswith("## Next\n\nkept\n")
     with pytest.raises(ValueError, match="no section"):
         cards.replace_section("# card\n", cards.LANDER_SECTION, ["new"])
+
+
+def test_a_shipped_head_is_shared_with_the_orbital_network(tmp_path, monkeypatch):
+    """scripts/ship_stereo_head.py gives the range-selected orbital network the new head and the
+    default's noise model, keeps its own network, and writes its card section again."""
+    import hashlib
+    import shutil
+
+    from conftest import REPO
+    from lunar_recon.models.checkpoint import read_checkpoint
+    from lunar_recon.models.registry import ORBITAL_STUDENT
+
+    shipped = REPO / "lunar_recon" / "models" / "shipped"
+    for name in ("lunar_student_default.pt", ORBITAL_STUDENT):
+        shutil.copy(shipped / name, tmp_path / name)
+    (tmp_path / "MODEL_CARD.md").write_text("# card\n\n## Calibrated-stereo head\n\nkept\n")
+    default = read_checkpoint(tmp_path / "lunar_student_default.pt")
+    default["meta"]["card"]["disparity_sigma_px"] = 0.123
+    torch.save(default, tmp_path / "lunar_student_default.pt")
+    head = dict(default["stereo_head"])
+    head["model"] = {k: v + 0.5 if v.is_floating_point() else v for k, v in head["model"].items()}
+    torch.save(head, tmp_path / "stereo_head.pt")
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import ship_orbital
+    import ship_stereo_head
+
+    monkeypatch.setattr(ship_stereo_head, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(ship_stereo_head, "shipped_model_path", lambda: tmp_path / "lunar_student_default.pt")
+    monkeypatch.setattr(ship_orbital, "SHIPPED_DIR", tmp_path)
+    before = read_checkpoint(tmp_path / ORBITAL_STUDENT)
+    out = ship_stereo_head.share_with_orbital(tmp_path / "stereo_head.pt")
+    assert out == tmp_path / ORBITAL_STUDENT
+    after = read_checkpoint(out)
+    assert all(torch.equal(after["stereo_head"]["model"][k], head["model"][k]) for k in head["model"])
+    assert all(torch.equal(after["model"][k], before["model"][k]) for k in before["model"])  # its own network
+    assert after["meta"]["card"]["disparity_sigma_px"] == 0.123
+    assert "stereo_head.pt (scripts/ship_stereo_head.py)" in after["meta"]["card"]["commands"][-1]
+    md = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "kept" in md and "## Orbital network (range-selected)" in md
+    assert hashlib.sha256(out.read_bytes()).hexdigest()[:16] in md
