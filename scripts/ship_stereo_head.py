@@ -107,10 +107,11 @@ def write_markdown(card: dict) -> None:
 
 
 def share_with_orbital(head: str | Path) -> Path | None:
-    """The range-selected orbital network takes the same head and the default's noise model (its
-    metric path at orbit is this head; ``models.registry`` shares one module where the weights
-    are equal), and its MODEL_CARD.md section is written again (``write_markdown`` drops it)."""
-    from ship_orbital import write_card_section  # scripts/
+    """The range-selected orbital network takes the same head and, as ``ship_orbital`` made it,
+    the default's card keys (``KEPT``: the noise model of this head among them; its metric path
+    at orbit is this head, and ``models.registry`` shares one module where the weights are
+    equal); its MODEL_CARD.md section is written again (``write_markdown`` drops it)."""
+    from ship_orbital import KEPT, write_card_section  # scripts/
 
     orbital = SHIPPED_DIR / ORBITAL_STUDENT
     if not orbital.exists():
@@ -119,7 +120,7 @@ def share_with_orbital(head: str | Path) -> Path | None:
     ckpt = torch.load(orbital, map_location="cpu", weights_only=True)
     default = torch.load(shipped_model_path(), map_location="cpu", weights_only=True)["meta"]["card"]
     card = ckpt["meta"]["card"]
-    card.update({k: default[k] for k in ("disparity_sigma_px", "disparity_sigma_texture_gain") if k in default})
+    card.update({k: default[k] for k in KEPT if k in default})
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     note = f"# {stamp} the default's calibrated-stereo head {head} (scripts/ship_stereo_head.py)"
     card["commands"] = [*card.get("commands", []), note]
