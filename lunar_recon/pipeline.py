@@ -49,6 +49,7 @@ from .geometry.stereo import (
     StereoCalibration,
     blank_image,
     disparity_to_depth,
+    outside_right_view,
     stereo_elevation_sigma,
     unmatched_left_band,
 )
@@ -60,6 +61,7 @@ from .models.predict import PairPrediction
 # fine shape, the matcher fixes the low-frequency metric structure); auto: the model card's choice.
 SCALE_MODES = ("predicted", "baseline", "stereo", "stereo_local", "auto")
 NETWORK_SIGMA_FACTOR = 8.0  # ReconstructionParams.network_sigma_factor (chosen on calibration data)
+UNMATCHED_SIGMA_FACTOR = 64.0  # ReconstructionParams.unmatched_sigma_factor (chosen on calibration data)
 
 
 class StereoModel(Protocol):
@@ -109,6 +111,20 @@ def stereo_head_depth(
         disparity, confidence = predict_disparity(head, image_left, image_right)
     disparity[(confidence < min_confidence) | ~(disparity > 0.25) | unmatched_left_band(disparity)] = np.nan
     return disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m)
+
+
+def unmatched_pixels(depth: np.ndarray, calibration: StereoCalibration, head_depth: np.ndarray | None) -> np.ndarray:
+    """(H, W) pixels of a reconstruction on a rectified rig that no matcher triangulated: those
+    the right camera does not see, and where the stereo head ran (``head_depth``, NaN where it
+    found no confident match) the pixels it left to the pointmap."""
+    unmatched = outside_right_view(depth, calibration)
+    if head_depth is not None:
+        if head_depth.shape != depth.shape:
+            import cv2
+
+            head_depth = cv2.resize(head_depth, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)
+        unmatched |= ~np.isfinite(head_depth)
+    return unmatched
 
 
 def shadows_of(image: np.ndarray | None, shape: tuple[int, int], fraction: float) -> np.ndarray | None:
@@ -172,6 +188,11 @@ class ReconstructionParams:
     # and it cannot resolve rocks below its token size, which independent per-point noise of
     # the matcher's sigma_d does not describe.  1: no widening.
     network_sigma_factor: float = NETWORK_SIGMA_FACTOR
+    # The same for the network's points no matcher matched on a rectified rig (unmatched_pixels:
+    # the left band the right camera does not see; with the stereo head, also its shadows,
+    # occlusions and bland patches): only the scale field around anchors them, and their errors
+    # are many times the pointmap's where the say is small for range alone (at altitude).
+    unmatched_sigma_factor: float = UNMATCHED_SIGMA_FACTOR
     # Shadows bound the hazard map's terrain when the sun's direction is given: a pixel below this
     # fraction of the lit level is shadow (geometry.shadows); 0: shadows unused.
     shadow_intensity_fraction: float = SHADOW_INTENSITY_FRACTION
@@ -210,6 +231,8 @@ class ReconstructionParams:
             raise ValueError("disparity_sigma_px must be in [0, 100) px, or None for the model's own")
         if not 1 <= self.network_sigma_factor <= 1000:
             raise ValueError("network_sigma_factor must be in [1, 1000] (1: no widening)")
+        if not 1 <= self.unmatched_sigma_factor <= 1000:
+            raise ValueError("unmatched_sigma_factor must be in [1, 1000] (1: no widening)")
         if not 0 <= self.shadow_intensity_fraction < 1:
             raise ValueError("shadow_intensity_fraction must be in [0, 1) (0: shadows unused)")
         self.hazard.validate()
@@ -589,9 +612,13 @@ class StereoReconstructor:
                 sigma_d = precision.floor_px if image_left is None else precision.sigma_map(image_left, points.shape[:2])
                 sigma = stereo_elevation_sigma(points, up, calibration.K_left.fx, calibration.baseline_m, sigma_d)
                 sigma = sigma * confidence_sigma_factor(pred.conf_left, valid)
-                if staged.matcher_say is not None and p.network_sigma_factor != 1:
+                if staged.matcher_say is not None and max(p.network_sigma_factor, p.unmatched_sigma_factor) > 1:
                     say = staged.matcher_say
-                    sigma = sigma * (say + (1 - say) * np.float32(p.network_sigma_factor))
+                    factor: float | np.ndarray = np.float32(p.network_sigma_factor)
+                    if p.unmatched_sigma_factor != p.network_sigma_factor and calibration.is_rectified:
+                        unmatched = unmatched_pixels(depth, calibration, staged.head_depth)
+                        factor = np.where(unmatched, np.float32(p.unmatched_sigma_factor), factor)
+                    sigma = sigma * (say + (1 - say) * factor)
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)

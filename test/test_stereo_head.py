@@ -410,26 +410,72 @@ def test_unmatched_left_band_is_where_the_match_leaves_the_right_image():
     assert band[6, :35].all() and not band[6, 36:].any() and not band[5, 2:].any()
 
 
-def test_network_points_get_the_wider_noise_model():
-    """Points the head matched keep the matcher's noise model; the network's own points (here
-    the left band no right pixel sees) are widened by network_sigma_factor."""
+def _elevation_sigmas(pair, cal, **factors) -> dict:
     from lunar_recon.models.registry import load_stereo_model
     from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
 
     model = load_stereo_model("default")
-    left, right = shifted_pair(30.0, h=192, w=256)
-    cal = _rig(300.0, 256, 192, 1.0)
     up = np.array([0.0, 0.0, -1.0])
-    sigmas = {}
-    for factor in (1.0, 8.0):
-        params = ReconstructionParams(scale_mode="stereo_local", network_sigma_factor=factor, compute_slope=False)
-        sigmas[factor] = StereoReconstructor(model, params).reconstruct(left, right, cal, up).elevation_sigma
-    matched = (slice(40, -40), slice(120, -40))
-    band = (slice(40, -40), slice(0, 20))
-    assert np.allclose(sigmas[8.0][matched], sigmas[1.0][matched], rtol=0.05)
-    assert np.nanmedian(sigmas[8.0][band] / sigmas[1.0][band]) == pytest.approx(8.0, rel=0.05)
+    out = {}
+    for key, kw in factors.items():
+        params = ReconstructionParams(scale_mode="stereo_local", compute_slope=False, **kw)
+        out[key] = StereoReconstructor(model, params).reconstruct(*pair, cal, up).elevation_sigma
+    return out
+
+
+def test_network_points_get_the_wider_noise_model():
+    """Far away (5 px of disparity, under the fusion's halfway disparity) the points are the
+    network's although the head matched them: widened by network_sigma_factor, and not by
+    unmatched_sigma_factor."""
+    from lunar_recon.pipeline import ReconstructionParams
+
+    sig = _elevation_sigmas(
+        shifted_pair(5.0, h=192, w=256),
+        _rig(300.0, 256, 192, 1.0),
+        one={"network_sigma_factor": 1.0, "unmatched_sigma_factor": 1.0},
+        eight={"network_sigma_factor": 8.0, "unmatched_sigma_factor": 1.0},
+        unmatched={"network_sigma_factor": 1.0, "unmatched_sigma_factor": 64.0},
+    )
+    inner = (slice(40, -40), slice(60, -40))
+    assert np.nanmedian(sig["eight"][inner] / sig["one"][inner]) == pytest.approx(8.0, rel=0.05)
+    assert np.allclose(sig["unmatched"][inner], sig["one"][inner], rtol=0.05)
     with pytest.raises(ValueError, match="network_sigma_factor"):
         ReconstructionParams(network_sigma_factor=0.5).validate()
+
+
+def test_unmatched_points_get_their_own_noise_model():
+    """Near (30 px) the head's matches keep the matcher's noise model under any factor; the left
+    band no right pixel sees (the network's, unmatched) is widened by unmatched_sigma_factor."""
+    from lunar_recon.pipeline import ReconstructionParams
+
+    sig = _elevation_sigmas(
+        shifted_pair(30.0, h=192, w=256),
+        _rig(300.0, 256, 192, 1.0),
+        one={"network_sigma_factor": 1.0, "unmatched_sigma_factor": 1.0},
+        network={"network_sigma_factor": 8.0, "unmatched_sigma_factor": 8.0},
+        unmatched={"network_sigma_factor": 8.0, "unmatched_sigma_factor": 64.0},
+    )
+    matched = (slice(40, -40), slice(120, -40))
+    band = (slice(40, -40), slice(0, 20))
+    assert np.allclose(sig["unmatched"][matched], sig["one"][matched], rtol=0.05)
+    assert np.nanmedian(sig["network"][band] / sig["one"][band]) == pytest.approx(8.0, rel=0.05)
+    assert np.nanmedian(sig["unmatched"][band] / sig["one"][band]) == pytest.approx(64.0, rel=0.05)
+    with pytest.raises(ValueError, match="unmatched_sigma_factor"):
+        ReconstructionParams(unmatched_sigma_factor=0.5).validate()
+
+
+def test_outside_right_view_is_where_the_match_leaves_the_image():
+    """x - f B / Z < 2 px, at the depth image's own resolution; not where the depth is missing."""
+    from lunar_recon.geometry.stereo import outside_right_view
+
+    cal = _rig(300.0, 256, 192, 1.0)
+    depth = np.full((192, 256), 10.0, np.float32)  # 30 px of disparity
+    band = outside_right_view(depth, cal)
+    assert band[:, :32].all() and not band[:, 32:].any()
+    half = outside_right_view(depth[::2, ::2], cal)  # 15 px there
+    assert half[:, :17].all() and not half[:, 17:].any()
+    depth[:, :10] = np.nan
+    assert not outside_right_view(depth, cal)[:, :10].any()
 
 
 def test_a_pair_from_orbit_is_matched_once_for_both_networks():

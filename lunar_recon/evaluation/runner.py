@@ -48,6 +48,7 @@ class EvaluationOptions:
     shadow_fraction: float = SHADOW_INTENSITY_FRACTION
     hazard_resolution: float = 0.0  # 0: the truth's cells
     network_sigma_factor: float | None = None  # None: the pipeline's
+    unmatched_sigma_factor: float | None = None  # None: the pipeline's
     disparity_sigma: float | None = None  # None: the model's own
     hazard_footprint: float = HazardParams().footprint_diameter_m
     hazard_safe_below: float = HazardParams().safe_below
@@ -181,7 +182,7 @@ def truth_of(fr, params: HazardParams):
 def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple], out: Path) -> EvaluationRun:
     """Every frame of every input through each ``(label, model)`` (the node's pipeline), the
     references beside (unless ``opts.no_references``), example figures into ``out``."""
-    from ..pipeline import NETWORK_SIGMA_FACTOR, ReconstructionParams, StereoReconstructor
+    from ..pipeline import UNMATCHED_SIGMA_FACTOR, NETWORK_SIGMA_FACTOR, ReconstructionParams, StereoReconstructor
     from ..viz import example_figure
     from ..geometry.camera import depth_to_points
 
@@ -233,6 +234,9 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             shadow_intensity_fraction=opts.shadow_fraction,
                             network_sigma_factor=(
                                 NETWORK_SIGMA_FACTOR if opts.network_sigma_factor is None else opts.network_sigma_factor
+                            ),
+                            unmatched_sigma_factor=(
+                                UNMATCHED_SIGMA_FACTOR if opts.unmatched_sigma_factor is None else opts.unmatched_sigma_factor
                             ),
                             hazard=params,
                             calibrate_hazard=not opts.fit_hazard_calibration,

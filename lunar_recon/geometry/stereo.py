@@ -132,6 +132,20 @@ def unmatched_left_band(disparity: np.ndarray, margin_px: float = 2.0, fit_from:
     return x < edge[:, None] + margin_px
 
 
+def outside_right_view(depth: np.ndarray, calibration: StereoCalibration, margin_px: float = 2.0) -> np.ndarray:
+    """Pixels of a left depth image (any resolution of the left camera) whose point the right
+    camera of a rectified rig does not see: its column there, ``x - f B / Z``, is left of the
+    image (``margin_px`` inside it counts as outside: no matching window fits there).  What a
+    pipeline has at those pixels is monocular, never triangulated.  (H, W) bool, False where
+    the depth is not positive."""
+    z = np.asarray(depth, dtype=np.float32)
+    h, w = z.shape
+    fx = calibration.K_left.scaled(w, h).fx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        column_right = np.arange(w, dtype=np.float32)[None, :] - np.float32(fx * calibration.baseline_m) / z
+    return (z > 0) & (column_right < margin_px)
+
+
 def disparity_to_depth(disp: np.ndarray, fx: float, baseline_m: float, doffs: float = 0.0) -> np.ndarray:
     """Z = f B / (d + doffs) (doffs: principal-point offset between the rectified cameras)."""
     with np.errstate(divide="ignore", invalid="ignore"):

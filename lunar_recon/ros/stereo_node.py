@@ -37,6 +37,7 @@ from ..pipeline import (
     NETWORK_SIGMA_FACTOR,
     SCALE_MODES,
     SHADOW_INTENSITY_FRACTION,
+    UNMATCHED_SIGMA_FACTOR,
     ReconstructionParams,
     StereoReconstructor,
     disparity_precision,
@@ -128,6 +129,13 @@ PARAMETERS: dict[str, tuple] = {
         "hazard noise model: widening of the points that are the "
         "network's rather than a matcher's (its errors are smooth and it cannot resolve rocks "
         "below its token size); 1: none",
+        (1.0, 1000.0),
+    ),
+    "unmatched_sigma_factor": (
+        UNMATCHED_SIGMA_FACTOR,
+        "hazard noise model: the same widening for the network's points no matcher matched on a "
+        "rectified rig (the left band the right camera does not see; the stereo head's shadows, "
+        "occlusions and bland patches); 1: none",
         (1.0, 1000.0),
     ),
     "up_vector": (
@@ -395,6 +403,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
         stereo_head_min_confidence=v["stereo_head_min_confidence"],
         stereo_head_max_size=int(v["stereo_head_max_size"]),
         network_sigma_factor=v["network_sigma_factor"],
+        unmatched_sigma_factor=v["unmatched_sigma_factor"],
         disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
         shadow_intensity_fraction=v["shadow_intensity_fraction"],
         hazard=HazardParams(

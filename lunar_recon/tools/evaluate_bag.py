@@ -79,6 +79,12 @@ def add_arguments(p) -> None:
         help="noise-model widening of the network's own points (default: the pipeline's)",
     )
     p.add_argument(
+        "--unmatched-sigma-factor",
+        type=float,
+        default=None,
+        help="the same for the network's points no matcher matched (default: the pipeline's)",
+    )
+    p.add_argument(
         "--disparity-sigma",
         type=float,
         default=None,
