@@ -10,7 +10,7 @@ import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from .geometry.stereo import (
     StereoCalibration,
     blank_image,
     disparity_to_depth,
+    left_right_discrepancy,
     outside_right_view,
     stereo_elevation_sigma,
     unmatched_left_band,
@@ -82,20 +83,36 @@ def uses_stereo_head(model, calibration: StereoCalibration | None, enabled: bool
     return enabled and getattr(model, "stereo_head", None) is not None and calibration is not None and calibration.is_rectified
 
 
-def stereo_head_depth(
+class HeadMatch(NamedTuple):
+    """What the stereo head measured on a pair, in the left image's pixels."""
+
+    depth: np.ndarray  # metric depth, NaN where it did not match confidently
+    left_right_px: np.ndarray | None  # the left-right check's disagreement (px), None without it
+
+
+def stereo_head_match(
     head,
     image_left: np.ndarray,
     image_right: np.ndarray,
     calibration: StereoCalibration,
     min_confidence: float,
     max_size: int = 0,
-) -> np.ndarray:
+    left_right_check: bool = False,
+) -> HeadMatch:
     """Metric depth of the head's disparity in the left image's pixels, NaN where its
-    confidence is under ``min_confidence`` or the disparity is not positive.  A pair whose long
-    side exceeds ``max_size`` (0: none) is matched downscaled to it (area-averaged), its
-    disparity scaled back and resampled to camera pixels: a megapixel rig at the cost and depth
-    precision of a rig of that size with the same field of view."""
-    from .models.stereo_head import predict_disparity
+    confidence is under ``min_confidence`` or the disparity is not positive; with
+    ``left_right_check`` also the disagreement of the right view's disparity at each match
+    (``geometry.stereo.left_right_discrepancy``).  A pair whose long side exceeds ``max_size``
+    (0: none) is matched downscaled to it (area-averaged), its disparities scaled back and
+    resampled to camera pixels: a megapixel rig at the cost and depth precision of a rig of that
+    size with the same field of view."""
+    from .models.stereo_head import predict_disparities, predict_disparity
+
+    def match(left, right):
+        if left_right_check:
+            d, c, d_right = predict_disparities(head, left, right)
+            return d, c, left_right_discrepancy(d, d_right)
+        return (*predict_disparity(head, left, right), None)
 
     h, w = image_left.shape[:2]
     if max_size and max(h, w) > max_size:
@@ -104,13 +121,36 @@ def stereo_head_depth(
         f = max_size / max(h, w)
         size = (max(16, round(w * f)), max(16, round(h * f)))
         small = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in (image_left, image_right)]
-        disparity, confidence = predict_disparity(head, *small)
+        disparity, confidence, left_right = match(*small)
         disparity = cv2.resize(disparity, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / size[0])
         confidence = cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR)
+        if left_right is not None:
+            left_right = cv2.resize(left_right, (w, h), interpolation=cv2.INTER_NEAREST) * np.float32(w / size[0])
     else:
-        disparity, confidence = predict_disparity(head, image_left, image_right)
+        disparity, confidence, left_right = match(image_left, image_right)
     disparity[(confidence < min_confidence) | ~(disparity > 0.25) | unmatched_left_band(disparity)] = np.nan
-    return disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m)
+    return HeadMatch(disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m), left_right)
+
+
+def stereo_head_depth(
+    head,
+    image_left: np.ndarray,
+    image_right: np.ndarray,
+    calibration: StereoCalibration,
+    min_confidence: float,
+    max_size: int = 0,
+) -> np.ndarray:
+    """:func:`stereo_head_match`'s depth alone."""
+    return stereo_head_match(head, image_left, image_right, calibration, min_confidence, max_size).depth
+
+
+def at_shape(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-pixel layer of the left image at another resolution of it (nearest pixel)."""
+    if image.shape == tuple(shape):
+        return image
+    import cv2
+
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def unmatched_pixels(depth: np.ndarray, calibration: StereoCalibration, head_depth: np.ndarray | None) -> np.ndarray:
@@ -119,11 +159,7 @@ def unmatched_pixels(depth: np.ndarray, calibration: StereoCalibration, head_dep
     found no confident match) the pixels it left to the pointmap."""
     unmatched = outside_right_view(depth, calibration)
     if head_depth is not None:
-        if head_depth.shape != depth.shape:
-            import cv2
-
-            head_depth = cv2.resize(head_depth, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_NEAREST)
-        unmatched |= ~np.isfinite(head_depth)
+        unmatched |= ~np.isfinite(at_shape(head_depth, depth.shape))
     return unmatched
 
 
@@ -174,6 +210,10 @@ class ReconstructionParams:
     # (probability mass of the match, 0-1) are left to the pointmap
     stereo_head: bool = True
     stereo_head_min_confidence: float = 0.99
+    # the head also matches the right view on its features and the disagreement of the two at
+    # each match widens the hazard noise model there (a left-right check: the head's mismatched
+    # blobs disagree; they set most of the map's false hazards)
+    stereo_head_left_right_check: bool = True
     # the head matches a pair whose long side is larger downscaled to this many pixels (0: never)
     stereo_head_max_size: int = 0
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
@@ -351,6 +391,7 @@ class ScaledPrediction:
     # see StereoReconstructor.predict_scaled)
     network: str = "primary"
     head_depth: np.ndarray | None = None  # the stereo head's metric depth, where it ran
+    head_left_right_px: np.ndarray | None = None  # and its left-right check's disagreement (px)
 
     def metric_points(self) -> np.ndarray:
         return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
@@ -426,8 +467,10 @@ class StereoReconstructor:
         if orbital is not None and p.range_selected_network and staged.median_range_m() > orbital.min_range_m:
             first = staged.timings_s
             shared_head = getattr(orbital.model, "stereo_head", None) is getattr(self.model, "stereo_head", None)
-            head_depth = staged.head_depth if shared_head else None  # the same head's answer, not matched twice
-            staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p, head_depth)
+            known = None  # the same head's answer, not matched twice
+            if shared_head and staged.head_depth is not None:
+                known = HeadMatch(staged.head_depth, staged.head_left_right_px)
+            staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p, known)
             staged.network = "orbital"
             staged.timings_s = {k: v + first.get(k, 0.0) for k, v in staged.timings_s.items()}
         return staged
@@ -439,7 +482,7 @@ class StereoReconstructor:
         image_right: np.ndarray,
         calibration: StereoCalibration | None,
         p: ReconstructionParams,
-        head_depth_known: np.ndarray | None = None,
+        head_known: HeadMatch | None = None,
     ) -> ScaledPrediction:
         t0 = time.perf_counter()
         metric_model = getattr(model, "metric_depth", False)
@@ -459,10 +502,18 @@ class StereoReconstructor:
             and scale_mode in ("stereo", "stereo_local")
             and uses_stereo_head(model, calibration, p.stereo_head)
         )
-        if uses_head and head_depth_known is None:
+        if uses_head and head_known is None:
             head = getattr(model, "stereo_head")
-            args = (head, image_left, image_right, calibration, p.stereo_head_min_confidence, p.stereo_head_max_size)
-            head_future = _beside_the_network(stereo_head_depth, *args)
+            args = (
+                head,
+                image_left,
+                image_right,
+                calibration,
+                p.stereo_head_min_confidence,
+                p.stereo_head_max_size,
+                p.stereo_head_left_right_check,
+            )
+            head_future = _beside_the_network(stereo_head_match, *args)
         try:
             pred = model.predict(image_left, image_right, size=size, right_view=right_view)
         except BaseException:
@@ -471,7 +522,7 @@ class StereoReconstructor:
             raise
         t1 = time.perf_counter()
         scale: float | np.ndarray = 1.0
-        points, fusion_s, head_matched = None, 0.0, None
+        points, fusion_s, head_matched, head_left_right = None, 0.0, None, None
         say = None if metric_model else np.zeros(pred.points_left.shape[:2], np.float32)  # the network's points
         scale_path = "metric model" if metric_model else "predicted"
         if rescale and calibration is not None:  # (None was refused above)
@@ -479,7 +530,9 @@ class StereoReconstructor:
             sparse_mode = scale_mode
             if scale_mode in ("stereo", "stereo_local"):
                 if uses_head:
-                    head_depth = head_depth_known if head_future is None else head_future.result()
+                    match = head_known if head_future is None else head_future.result()
+                    if match is not None:
+                        head_depth, head_left_right = match
                 if head_depth is not None:
                     head_matched = head_depth
                     reference = coarse_copy(head_depth)
@@ -544,7 +597,16 @@ class StereoReconstructor:
             scale = est
         metric_s = time.perf_counter() - t1
         timings = {"model": t1 - t0, "scale": metric_s - fusion_s, "fusion": fusion_s}
-        return ScaledPrediction(pred, scale, timings, points, scale_path, say, head_depth=head_matched)
+        return ScaledPrediction(
+            pred,
+            scale,
+            timings,
+            points,
+            scale_path,
+            say,
+            head_depth=head_matched,
+            head_left_right_px=head_left_right,
+        )
 
     @staticmethod
     def _scale_to(
@@ -619,6 +681,12 @@ class StereoReconstructor:
                         unmatched = unmatched_pixels(depth, calibration, staged.head_depth)
                         factor = np.where(unmatched, np.float32(p.unmatched_sigma_factor), factor)
                     sigma = sigma * (say + (1 - say) * factor)
+                if staged.head_left_right_px is not None and staged.matcher_say is not None:
+                    # the check's disagreement adds to the matcher's precision in quadrature, against
+                    # its best (the floor: on bland ground the texture term would mute the check
+                    # where the head's mismatches are most frequent; docs/results.md)
+                    disagreement = at_shape(staged.head_left_right_px, sigma.shape) * staged.matcher_say
+                    sigma = sigma * np.sqrt(1 + (np.nan_to_num(disagreement) / max(precision.floor_px, 1e-3)) ** 2)
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
                 slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)

@@ -37,6 +37,30 @@ DESCENT_SECTION = "## Descent map hazard probability calibration"
 DESCENT_LABEL = descent_map_label("")  # the suffix of a fused map's entry
 
 
+def with_calibration_section(md: str, descent: bool, table: list[float], safe: float, threshold: float, entry: dict) -> str:
+    """``md`` (MODEL_CARD.md) with its section on the single-frame (or the descent map's)
+    probability calibration written again: the table, the thresholds and how they were fitted."""
+    prefix = DESCENT_MAP_KEY_PREFIX if descent else ""
+    heading = DESCENT_SECTION if descent else SECTION
+    of_what = "the fused descent map's probabilities" if descent else "the single-frame map's probabilities"
+    section = (
+        f"{heading}\n\nCalibrated hazard probability at {len(table)} evenly spaced raw probabilities from 0 to 1 of {of_what} "
+        f"(monotone fit of the observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration "
+        f"frames):\n\n`{table}`\n\nA site is certified safe at calibrated P < {safe} (`{prefix}hazard_safe_below`: "
+        "the largest threshold whose share of hazards among the certified sites stays within 1 % on the same "
+        f"calibration frames, at 95 % confidence over resampled {entry.get('safe_below_clusters', 'frames')}) "
+        "and called a hazard at calibrated "
+        f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there).\n\n"
+    )
+    if heading in md:
+        return replace_section(md, heading, section.split("\n")[2:-2])
+    if descent and SECTION in md:  # right after the single-frame calibration
+        head, rest = md.split(SECTION, 1)
+        cut = rest.index("\n## ") + 1 if "\n## " in rest else len(rest)
+        return head + SECTION + rest[:cut] + section + rest[cut:]
+    return md.rstrip("\n") + "\n\n" + section
+
+
 def main(argv: list[str]) -> int:
     descent = "--descent-map" in argv
     argv = [a for a in argv if a != "--descent-map"]
@@ -85,25 +109,7 @@ def main(argv: list[str]) -> int:
     if orbital.exists() and marker in md:
         old_digest = md.split(marker)[1].split("…`")[0]
         md = md.replace(marker + old_digest, marker + hashlib.sha256(orbital.read_bytes()).hexdigest()[:16], 1)
-    heading = DESCENT_SECTION if descent else SECTION
-    of_what = "the fused descent map's probabilities" if descent else "the single-frame map's probabilities"
-    section = (
-        f"{heading}\n\nCalibrated hazard probability at {len(table)} evenly spaced raw probabilities from 0 to 1 of {of_what} "
-        f"(monotone fit of the observed hazard frequency, {entry['sites']} sites of {entry['frames']} calibration "
-        f"frames):\n\n`{table}`\n\nA site is certified safe at calibrated P < {safe} (`{prefix}hazard_safe_below`: "
-        "the largest threshold whose share of hazards among the certified sites stays within 1 % on the same "
-        f"calibration frames, at 95 % confidence over resampled {entry.get('safe_below_clusters', 'frames')}) "
-        "and called a hazard at calibrated "
-        f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there).\n\n"
-    )
-    if heading in md:
-        md = replace_section(md, heading, section.split("\n")[2:-2])
-    elif descent and SECTION in md:  # right after the single-frame calibration
-        head, rest = md.split(SECTION, 1)
-        cut = rest.index("\n## ") + 1 if "\n## " in rest else len(rest)
-        md = head + SECTION + rest[:cut] + section + rest[cut:]
-    else:
-        md = md.rstrip("\n") + "\n\n" + section
+    md = with_calibration_section(md, descent, table, safe, threshold, entry)
     md_path.write_text(with_command_log(md, card["commands"][-3:]))
     print(f"{path}: hazard calibration {table}, safe at P < {safe}, hazard at P >= {threshold}")
     return 0

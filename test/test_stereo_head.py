@@ -297,7 +297,7 @@ def test_the_head_runs_beside_the_network_with_the_same_answer(shipped_head):
 
     from lunar_recon import pipeline
     from lunar_recon.models.registry import load_stereo_model
-    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, stereo_head_depth
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, stereo_head_match
 
     model = load_stereo_model("default")
     left, right = shifted_pair(30.0, h=192, w=256)
@@ -310,19 +310,20 @@ def test_the_head_runs_beside_the_network_with_the_same_answer(shipped_head):
 
     def head(*args):
         threads.append((threading.current_thread().name, network_running.wait(30.0)))
-        answers.append(stereo_head_depth(*args))
+        answers.append(stereo_head_match(*args))
         return answers[-1]
 
     def predict(*args, **kwargs):
         network_running.set()  # the head waits for this: it must not be running after the network
         return real_predict(*args, **kwargs)
 
-    with mock.patch.object(pipeline, "stereo_head_depth", side_effect=head), mock.patch.object(model, "predict", predict):
+    with mock.patch.object(pipeline, "stereo_head_match", side_effect=head), mock.patch.object(model, "predict", predict):
         staged = StereoReconstructor(model, params).predict_scaled(left, right, cal, params)
     assert threads == [("lunar_recon-stereo-head_0", True)]
-    direct = stereo_head_depth(model.stereo_head, left, right, cal, params.stereo_head_min_confidence)
+    direct = stereo_head_match(model.stereo_head, left, right, cal, params.stereo_head_min_confidence, 0, True)
     assert staged.scale_path == "stereo_local (stereo head)"
-    np.testing.assert_array_equal(answers[0], direct)  # the worker thread's answer is the direct call's
+    np.testing.assert_array_equal(answers[0].depth, direct.depth)  # the worker thread's answer is the direct call's
+    np.testing.assert_array_equal(staged.head_left_right_px, direct.left_right_px)
     with mock.patch.object(model, "predict", side_effect=RuntimeError("network failed")):
         with pytest.raises(RuntimeError, match="network failed"):
             StereoReconstructor(model, params).predict_scaled(left, right, cal, params)
@@ -485,7 +486,7 @@ def test_a_pair_from_orbit_is_matched_once_for_both_networks():
 
     from lunar_recon import pipeline
     from lunar_recon.models.registry import load_stereo_model
-    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, stereo_head_depth
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, stereo_head_match
 
     model = load_stereo_model("default")
     assert model.orbital.model.stereo_head is model.stereo_head
@@ -496,10 +497,74 @@ def test_a_pair_from_orbit_is_matched_once_for_both_networks():
 
     def head(*args):
         calls.append(1)
-        return stereo_head_depth(*args)
+        return stereo_head_match(*args)
 
     orbit = dataclasses.replace(model.orbital, min_range_m=1.0)  # this 10 m pair counts as 'from orbit'
-    with mock.patch.object(pipeline, "stereo_head_depth", side_effect=head), mock.patch.object(model, "orbital", orbit):
+    with mock.patch.object(pipeline, "stereo_head_match", side_effect=head), mock.patch.object(model, "orbital", orbit):
         staged = StereoReconstructor(model, params).predict_scaled(left, right, cal, params)
     assert staged.network == "orbital" and staged.scale_path == "stereo_local (stereo head)"
-    assert len(calls) == 1 and staged.head_depth is not None
+    assert len(calls) == 1 and staged.head_depth is not None and staged.head_left_right_px is not None
+
+
+def test_the_right_view_matched_on_the_same_features(shipped_head):
+    """predict_disparities: the left disparity is predict_disparity's to the bit, and the right
+    view's disparity of a plane at a known shift is that shift (within 0.2 px), so the
+    left-right check of a consistent pair is near zero."""
+    from lunar_recon.geometry.stereo import left_right_discrepancy
+    from lunar_recon.models.stereo_head import predict_disparities
+
+    left, right = shifted_pair(23.4)
+    d, c, d_right = predict_disparities(shipped_head, left, right)
+    d0, c0 = predict_disparity(shipped_head, left, right)
+    np.testing.assert_array_equal(d, d0)
+    np.testing.assert_array_equal(c, c0)
+    inner = (slice(20, -20), slice(60, -40))
+    assert np.median(np.abs(d_right[inner] - 23.4)) < 0.2
+    check = left_right_discrepancy(d, d_right)
+    assert np.nanmedian(check[inner]) < 0.1
+
+
+def test_left_right_discrepancy_reads_the_right_view_at_the_match():
+    from lunar_recon.geometry.stereo import left_right_discrepancy
+
+    h, w = 8, 64
+    left = np.full((h, w), 10.0, np.float32)
+    right = np.full((h, w), 10.0, np.float32)
+    right[:, 20:24] = 12.5  # a patch the right view matched wrongly: left pixels 30-33 land on it
+    check = left_right_discrepancy(left, right)
+    assert np.allclose(check[:, 30:34], 2.5) and np.allclose(check[:, 40:], 0.0)
+    assert np.isnan(check[:, :9]).all()  # their match is left of the right image
+    half = left.copy()
+    half[:, 50] = 10.5  # a half-pixel step: read linearly between right pixels 39 and 40
+    assert check[0, 50] == 0.0 and left_right_discrepancy(half, right)[0, 50] == pytest.approx(0.5, abs=1e-5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        left_right_discrepancy(left, right[:, :-1])
+
+
+def test_the_left_right_check_widens_the_noise_model_where_the_views_disagree():
+    """With the check, a matched pixel's sigma grows by sqrt(1 + (disagreement / floor)^2): the
+    same staged prediction finished with a made-up disagreement of 3 floors in one block."""
+    import dataclasses as dc
+
+    from lunar_recon.models.registry import load_stereo_model
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, disparity_precision
+
+    model = load_stereo_model("default")
+    left, right = shifted_pair(30.0, h=192, w=256)
+    cal = _rig(300.0, 256, 192, 1.0)
+    up = np.array([0.0, 0.0, -1.0])
+    rec = StereoReconstructor(model, ReconstructionParams(scale_mode="stereo_local", compute_slope=False))
+    staged = rec.predict_scaled(left, right, cal)
+    assert staged.head_left_right_px is not None
+    floor = disparity_precision(model, rec.params).floor_px
+    made_up = np.zeros_like(staged.head_left_right_px)
+    made_up[60:100, 120:180] = 3 * floor
+    plain = rec.finish(dc.replace(staged, head_left_right_px=np.zeros_like(made_up)), cal, up, image_left=left)
+    widened = rec.finish(dc.replace(staged, head_left_right_px=made_up), cal, up, image_left=left)
+    ratio = widened.elevation_sigma / plain.elevation_sigma
+    say = staged.matcher_say[60:100, 120:180]
+    assert np.median(say) > 0.99
+    np.testing.assert_allclose(np.median(ratio[60:100, 120:180]), np.sqrt(10.0), rtol=0.02)
+    np.testing.assert_allclose(ratio[:40], 1.0)
+    off = StereoReconstructor(model, ReconstructionParams(scale_mode="stereo_local", stereo_head_left_right_check=False))
+    assert off.predict_scaled(left, right, cal).head_left_right_px is None

@@ -49,6 +49,7 @@ class EvaluationOptions:
     hazard_resolution: float = 0.0  # 0: the truth's cells
     network_sigma_factor: float | None = None  # None: the pipeline's
     unmatched_sigma_factor: float | None = None  # None: the pipeline's
+    no_left_right_check: bool = False  # the stereo head without its left-right check
     disparity_sigma: float | None = None  # None: the model's own
     hazard_footprint: float = HazardParams().footprint_diameter_m
     hazard_safe_below: float = HazardParams().safe_below
@@ -235,6 +236,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             network_sigma_factor=(
                                 NETWORK_SIGMA_FACTOR if opts.network_sigma_factor is None else opts.network_sigma_factor
                             ),
+                            stereo_head_left_right_check=not opts.no_left_right_check,
                             unmatched_sigma_factor=(
                                 UNMATCHED_SIGMA_FACTOR if opts.unmatched_sigma_factor is None else opts.unmatched_sigma_factor
                             ),

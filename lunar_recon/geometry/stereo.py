@@ -132,6 +132,29 @@ def unmatched_left_band(disparity: np.ndarray, margin_px: float = 2.0, fit_from:
     return x < edge[:, None] + margin_px
 
 
+def left_right_discrepancy(disparity_left: np.ndarray, disparity_right: np.ndarray) -> np.ndarray:
+    """The left-right check of a rectified pair: at each left pixel x, |d_L(x) - d_R(x - d_L(x))|
+    (px; the right view's disparity read at the left pixel's match, linearly along its row).
+    Where both views matched the same surface the two agree to their noise; an occlusion, a
+    mismatch or a surface one window saw wrongly shows as a disagreement.  NaN where either is
+    missing or the match falls outside the right image."""
+    import cv2
+
+    d = np.asarray(disparity_left, dtype=np.float32)
+    if d.shape != np.shape(disparity_right):
+        raise ValueError(f"left and right disparities differ in shape: {d.shape} and {np.shape(disparity_right)}")
+    h, w = d.shape
+    column = (np.arange(w, dtype=np.float32)[None, :] - d).astype(np.float32)
+    row = np.broadcast_to(np.arange(h, dtype=np.float32)[:, None], (h, w)).astype(np.float32)
+    right = np.ascontiguousarray(disparity_right, dtype=np.float32)
+    # replicated borders (a constant NaN one would leak into the last row at zero weight); the
+    # matches outside the right image are marked after
+    seen = cv2.remap(right, np.nan_to_num(column, nan=-1.0), row, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    with np.errstate(invalid="ignore"):
+        outside = ~((column >= 0) & (column <= w - 1))
+    return np.where(outside, np.float32(np.nan), np.abs(d - seen))
+
+
 def outside_right_view(depth: np.ndarray, calibration: StereoCalibration, margin_px: float = 2.0) -> np.ndarray:
     """Pixels of a left depth image (any resolution of the left camera) whose point the right
     camera of a rectified rig does not see: its column there, ``x - f B / Z``, is left of the

@@ -17,6 +17,10 @@ real-time stereo networks do (Fast-FoundationStereo, ESS, LightStereo), at a CPU
 
 The network's pointmap stays the dense answer; the pipeline takes this disparity where it is
 confident (``pipeline.StereoReconstructor``).  Unrectified pairs never reach this head.
+
+With ``right_view`` the same steps run again on the features mirrored left-right (the right view
+becomes a left one), giving the right view's disparity for a left-right check
+(``geometry.stereo.left_right_discrepancy``) at the cost of the matching, not of the features.
 """
 
 from __future__ import annotations
@@ -314,6 +318,9 @@ class HeadOutput:
     coarse_logits: torch.Tensor  # (B, H/s, W/s, D/s), for training
     fine_logits: torch.Tensor  # (B, H, W, 2r+1), shifts -r .. r around the prior
     prior: torch.Tensor  # (B, 1, H, W) the coarse disparity at camera resolution
+    # with ``right_view``: the right view's disparity (B, 1, H, W; its pixel x sees the left's
+    # at x + d), matched on the same features the other way round
+    right_disparity: torch.Tensor | None = None
 
 
 class EpipolarStereoHead(nn.Module):
@@ -327,36 +334,62 @@ class EpipolarStereoHead(nn.Module):
         # softmax temperatures of the two cost volumes (log), learned
         self.log_temperature = nn.Parameter(torch.tensor([2.5, 2.5]))
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor) -> HeadOutput:
-        """``left``, ``right``: (B, 1, H, W) grey images of a rectified pair (any scale)."""
+    def forward(self, left: torch.Tensor, right: torch.Tensor, right_view: bool = False) -> HeadOutput:
+        """``left``, ``right``: (B, 1, H, W) grey images of a rectified pair (any scale).
+        ``right_view``: also the right view's disparity, for a left-right check (the features
+        are shared; the matching runs again on them mirrored, which turns the right view into
+        a left one)."""
         c = self.config
-        s, r = c.coarse_stride, c.refine_radius_px
+        s = c.coarse_stride
         h, w = left.shape[-2:]
         if h % s or w % s:
             raise ValueError(f"image size {h}x{w} must be a multiple of the coarse stride {s}")
         b = left.shape[0]
         both = torch.cat([normalise_image(left), normalise_image(right)])
+        coarse, fine = self.coarse(both), self.fine(both)
+        out = self._match(coarse[:b], coarse[b:], fine[:b], fine[b:])
+        if right_view:
+            mirrored = self._match(*(_mirrored(t) for t in (coarse[b:], coarse[:b], fine[b:], fine[:b])), confidence=False)
+            out.right_disparity = torch.flip(mirrored.disparity, [3])
+        return out
+
+    def _match(
+        self, coarse_l: torch.Tensor, coarse_r: torch.Tensor, fl: torch.Tensor, fr: torch.Tensor, confidence: bool = True
+    ) -> HeadOutput:
+        """The left view's disparity from both views' features (steps 1-3 of the module doc);
+        without ``confidence`` its confidence is not computed (ones)."""
+        c = self.config
+        s, r = c.coarse_stride, c.refine_radius_px
+        h, w = fl.shape[-2:]
         # coarse: the whole range, whole coarse pixels, soft-argmax around the best
-        coarse = self.coarse(both)
         # the search grows with the image: a wider camera sees the same ground at more pixels
         levels = max(2, max(c.max_disparity_px, int(c.max_disparity_px * w / 512)) // s)
-        coarse_logits = box(correlation_volume(coarse[:b], coarse[b:], 0, levels), c.coarse_aggregation_px)
+        coarse_logits = box(correlation_volume(coarse_l, coarse_r, 0, levels), c.coarse_aggregation_px)
         coarse_logits = coarse_logits * self.log_temperature[0].exp()
         level, _ = local_soft_argmax(coarse_logits, with_confidence=False)
         coarse_d = (level * s)[:, None]
         prior = F.interpolate(coarse_d, size=(h, w), mode="bilinear", align_corners=False).detach()
         # fine, pass 1: the right features warped by the (smooth) prior once, then whole-pixel
         # shifts of the warped features (exact where the prior is locally constant)
-        fine = self.fine(both)
-        fl, fr = fine[:b], fine[b:]
         fine_logits = box(correlation_volume(fl, warp_right(fr, prior), -r, 2 * r + 1), c.fine_aggregation_px)
         fine_logits = fine_logits * self.log_temperature[1].exp()
-        _, confidence = local_soft_argmax(fine_logits)
-        assert confidence is not None
+        if confidence:
+            _, mass = local_soft_argmax(fine_logits)
+            assert mass is not None
+        else:
+            mass = torch.ones_like(fine_logits[..., 0])
         d1 = prior + (parabola_peak(fine_logits) - r)[:, None]
         # fine, pass 2: exact warps at d1 - 1, d1, d1 + 1 and the parabola through them
         disparity = d1 + (parabola_peak(box(correlations_at(fl, fr, d1), c.fine_aggregation_px)) - 1)[:, None]
-        return HeadOutput(disparity, confidence[:, None], coarse_d, coarse_logits, fine_logits, prior)
+        return HeadOutput(disparity, mass[:, None], coarse_d, coarse_logits, fine_logits, prior)
+
+
+def _mirrored(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) features mirrored left-right, in the memory layout they came in (a
+    channels-last tensor stays channels-last: the compiled correlations read it without a copy)."""
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        return features.permute(0, 2, 3, 1).flip(2).permute(0, 3, 1, 2)
+    return torch.flip(features, [3])
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -373,6 +406,19 @@ def _gray_tensor(image, device) -> torch.Tensor:
 def predict_disparity(head: EpipolarStereoHead, image_left, image_right):
     """Left disparity (px) and its confidence of a rectified pair of numpy images (grey or
     colour, any size: padded to the coarse stride by replication, cropped back)."""
+    disparity, confidence, _ = _predict(head, image_left, image_right, right_view=False)
+    return disparity, confidence
+
+
+def predict_disparities(head: EpipolarStereoHead, image_left, image_right):
+    """:func:`predict_disparity`, and the right view's disparity (px, right pixels) matched on
+    the same features the other way round: ``(left, confidence, right)``."""
+    disparity, confidence, right = _predict(head, image_left, image_right, right_view=True)
+    assert right is not None
+    return disparity, confidence, right
+
+
+def _predict(head: EpipolarStereoHead, image_left, image_right, right_view: bool):
     if np.shape(image_left)[:2] != np.shape(image_right)[:2]:
         raise ValueError(
             f"the stereo head needs two images of one size, got {np.shape(image_left)[:2]} and {np.shape(image_right)[:2]}"
@@ -385,8 +431,6 @@ def predict_disparity(head: EpipolarStereoHead, image_left, image_right):
     if any(pad):
         left, right = F.pad(left, pad, mode="replicate"), F.pad(right, pad, mode="replicate")
     with torch.inference_mode():
-        out = head(left, right)
-    return (
-        out.disparity[0, 0, :h, :w].cpu().numpy().astype(np.float32),
-        out.confidence[0, 0, :h, :w].cpu().numpy().astype(np.float32),
-    )
+        out = head(left, right, right_view=right_view)
+    crop = lambda t: t[0, 0, :h, :w].cpu().numpy().astype(np.float32)  # noqa: E731
+    return crop(out.disparity), crop(out.confidence), None if out.right_disparity is None else crop(out.right_disparity)

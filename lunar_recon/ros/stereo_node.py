@@ -124,6 +124,13 @@ PARAMETERS: dict[str, tuple] = {
         "head disparities below this match confidence (0-1) are left to the pointmap",
         (0.0, 0.999),
     ),
+    "stereo_head_left_right_check": (
+        _R.stereo_head_left_right_check,
+        "the head also matches the right view (on its features) and widens the hazard noise model "
+        "where the two views disagree; the shipped tables are fitted with it on; false: a third "
+        "less head time",
+        None,
+    ),
     "network_sigma_factor": (
         NETWORK_SIGMA_FACTOR,
         "hazard noise model: widening of the points that are the "
@@ -401,6 +408,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
         stereo_head=bool(v["stereo_head"]),
         range_selected_network=bool(v["range_selected_network"]),
         stereo_head_min_confidence=v["stereo_head_min_confidence"],
+        stereo_head_left_right_check=bool(v["stereo_head_left_right_check"]),
         stereo_head_max_size=int(v["stereo_head_max_size"]),
         network_sigma_factor=v["network_sigma_factor"],
         unmatched_sigma_factor=v["unmatched_sigma_factor"],

@@ -79,6 +79,11 @@ def add_arguments(p) -> None:
         help="noise-model widening of the network's own points (default: the pipeline's)",
     )
     p.add_argument(
+        "--no-left-right-check",
+        action="store_true",
+        help="the stereo head without its left-right check (the shipped tables assume it)",
+    )
+    p.add_argument(
         "--unmatched-sigma-factor",
         type=float,
         default=None,
