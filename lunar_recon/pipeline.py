@@ -132,18 +132,6 @@ def stereo_head_match(
     return HeadMatch(disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m), left_right)
 
 
-def stereo_head_depth(
-    head,
-    image_left: np.ndarray,
-    image_right: np.ndarray,
-    calibration: StereoCalibration,
-    min_confidence: float,
-    max_size: int = 0,
-) -> np.ndarray:
-    """:func:`stereo_head_match`'s depth alone."""
-    return stereo_head_match(head, image_left, image_right, calibration, min_confidence, max_size).depth
-
-
 def at_shape(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A per-pixel layer of the left image at another resolution of it (nearest pixel)."""
     if image.shape == tuple(shape):

@@ -242,14 +242,14 @@ def test_a_wide_pair_is_matched_downscaled_to_the_heads_max_size(shipped_head):
     """stereo_head_max_size: a pair wider than it is matched at that size and its disparity
     scaled back to camera pixels (at half size within 0.3 px: the precision of half the width);
     at camera resolution as before when 0 or narrower."""
-    from lunar_recon.pipeline import stereo_head_depth
+    from lunar_recon.pipeline import stereo_head_match
 
     disparity, width = 61.3, 640
     left, right = shifted_pair(disparity, h=256, w=width)
     cal = _rig(500.0, width, 256, 1.0)
     inside = (slice(24, -24), slice(int(disparity) + 40, -24))
     for max_size in (0, 1024, 320):
-        depth = stereo_head_depth(shipped_head, left, right, cal, 0.5, max_size)
+        depth = stereo_head_match(shipped_head, left, right, cal, 0.5, max_size).depth
         assert depth.shape == left.shape
         d = 500.0 * 1.0 / depth[inside]
         assert abs(float(np.nanmedian(d)) - disparity) < (0.3 if max_size == 320 else 0.2), (max_size, np.nanmedian(d))
