@@ -132,6 +132,21 @@ def stereo_head_match(
     return HeadMatch(disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m), left_right)
 
 
+LEFT_RIGHT_HEALTH_PX = 0.2  # left_right_disagreement's threshold: 3 sigma of the head's precision
+
+
+def left_right_disagreement(rec: Reconstruction, threshold_px: float = LEFT_RIGHT_HEALTH_PX) -> float:
+    """Share of a reconstruction's head-matched points (the matcher's say >= 0.99) whose
+    left-right check disagrees by more than ``threshold_px``: a few percent on a sound rig; it
+    grows when the rig's rectification drifts (a vertical misalignment of the views) or the
+    views are degraded.  NaN without the check or without matched points."""
+    if rec.head_left_right_px is None or rec.matcher_say is None:
+        return float("nan")
+    disagreement = at_shape(rec.head_left_right_px, rec.matcher_say.shape)
+    matched = (rec.matcher_say >= 0.99) & np.isfinite(disagreement)
+    return float(np.mean(disagreement[matched] > threshold_px)) if matched.any() else float("nan")
+
+
 def at_shape(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A per-pixel layer of the left image at another resolution of it (nearest pixel)."""
     if image.shape == tuple(shape):
@@ -288,6 +303,7 @@ class Reconstruction:
     descent_update: DescentUpdate | None = None
     matcher_say: np.ndarray | None = None  # ScaledPrediction.matcher_say: per pixel, how much is a matcher's
     network: str = "primary"  # ScaledPrediction.network
+    head_left_right_px: np.ndarray | None = None  # ScaledPrediction.head_left_right_px
 
 
 DEFAULT_DISPARITY_SIGMA_PX = 0.5
@@ -726,6 +742,7 @@ class StereoReconstructor:
             descent_update,
             staged.matcher_say,
             staged.network,
+            staged.head_left_right_px,
         )
 
     def _calibrated(

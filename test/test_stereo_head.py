@@ -568,3 +568,24 @@ def test_the_left_right_check_widens_the_noise_model_where_the_views_disagree():
     np.testing.assert_allclose(ratio[:40], 1.0)
     off = StereoReconstructor(model, ReconstructionParams(scale_mode="stereo_local", stereo_head_left_right_check=False))
     assert off.predict_scaled(left, right, cal).head_left_right_px is None
+
+
+def test_left_right_disagreement_grows_when_the_rectification_drifts():
+    """The node's health figure: the share of the head's matches whose left-right check
+    disagrees by over 0.2 px is small on a sound pair and grows several-fold when the right
+    view is 2 px out of row alignment; NaN without the check."""
+    from lunar_recon.models.registry import load_stereo_model
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, left_right_disagreement
+    from lunar_recon.sim.scene import plan_scene, render_scene
+    from lunar_recon.geometry.stereo import StereoCalibration
+
+    fr = render_scene(plan_scene("lander", 3, width=256, height=256))
+    rig = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    model = load_stereo_model("default")
+    rec = StereoReconstructor(model, ReconstructionParams(compute_hazard=False, compute_slope=False))
+    drifted = cv2.warpAffine(fr.right, np.float32([[1, 0, 0], [0, 1, 2.0]]), fr.right.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+    sound = left_right_disagreement(rec.reconstruct(fr.left, fr.right, rig, fr.up_left))
+    misaligned = left_right_disagreement(rec.reconstruct(fr.left, drifted, rig, fr.up_left))
+    assert sound < 0.15 and misaligned > 2 * sound
+    off = StereoReconstructor(model, ReconstructionParams(stereo_head_left_right_check=False, compute_hazard=False))
+    assert np.isnan(left_right_disagreement(off.reconstruct(fr.left, fr.right, rig, fr.up_left)))

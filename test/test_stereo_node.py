@@ -112,6 +112,7 @@ def test_every_output_over_dds(frame):
         assert kv["model"] == "sgbm" and "latency_ms_p50" in kv
         assert float(kv["disparity_sigma_px"]) == 0.0  # the noise model as set
         assert float(kv["hazard_elevation_sigma_m"]) == 0.0  # without one the map claims exact heights
+        assert kv["stereo_head_left_right_disagreeing"] == "nan"  # SGBM: no head, no check
         assert kv["unknown_parameters"] == "hazard.slope_max_dge"
         assert float(kv["hazard_above"]) == SGBMModel.hazard_above  # hazard.hazard_above 0: the model's own
         assert float(kv["safe_below"]) == SGBMModel.hazard_safe_below  # hazard.safe_below 0: likewise
