@@ -135,15 +135,18 @@ def stereo_head_match(
 LEFT_RIGHT_HEALTH_PX = 0.2  # left_right_disagreement's threshold: 3 sigma of the head's precision
 
 
-def left_right_disagreement(rec: Reconstruction, threshold_px: float = LEFT_RIGHT_HEALTH_PX) -> float:
+def left_right_disagreement(
+    head_left_right_px: np.ndarray | None, matcher_say: np.ndarray | None, threshold_px: float = LEFT_RIGHT_HEALTH_PX
+) -> float:
     """Share of a reconstruction's head-matched points (the matcher's say >= 0.99) whose
-    left-right check disagrees by more than ``threshold_px``: a few percent on a sound rig; it
-    grows when the rig's rectification drifts (a vertical misalignment of the views) or the
-    views are degraded.  NaN without the check or without matched points."""
-    if rec.head_left_right_px is None or rec.matcher_say is None:
+    left-right check (``Reconstruction.head_left_right_px``) disagrees by more than
+    ``threshold_px``: a few percent on a sound rig; it grows when the rig's rectification drifts
+    (a vertical misalignment of the views) or the views are degraded.  NaN without the check or
+    without matched points."""
+    if head_left_right_px is None or matcher_say is None:
         return float("nan")
-    disagreement = at_shape(rec.head_left_right_px, rec.matcher_say.shape)
-    matched = (rec.matcher_say >= 0.99) & np.isfinite(disagreement)
+    disagreement = at_shape(head_left_right_px, matcher_say.shape)
+    matched = (matcher_say >= 0.99) & np.isfinite(disagreement)
     return float(np.mean(disagreement[matched] > threshold_px)) if matched.any() else float("nan")
 
 

@@ -584,8 +584,12 @@ def test_left_right_disagreement_grows_when_the_rectification_drifts():
     model = load_stereo_model("default")
     rec = StereoReconstructor(model, ReconstructionParams(compute_hazard=False, compute_slope=False))
     drifted = cv2.warpAffine(fr.right, np.float32([[1, 0, 0], [0, 1, 2.0]]), fr.right.shape[::-1], borderMode=cv2.BORDER_REFLECT)
-    sound = left_right_disagreement(rec.reconstruct(fr.left, fr.right, rig, fr.up_left))
-    misaligned = left_right_disagreement(rec.reconstruct(fr.left, drifted, rig, fr.up_left))
+
+    def health(r):
+        return left_right_disagreement(r.head_left_right_px, r.matcher_say)
+
+    sound = health(rec.reconstruct(fr.left, fr.right, rig, fr.up_left))
+    misaligned = health(rec.reconstruct(fr.left, drifted, rig, fr.up_left))
     assert sound < 0.15 and misaligned > 2 * sound
     off = StereoReconstructor(model, ReconstructionParams(stereo_head_left_right_check=False, compute_hazard=False))
-    assert np.isnan(left_right_disagreement(off.reconstruct(fr.left, fr.right, rig, fr.up_left)))
+    assert np.isnan(health(off.reconstruct(fr.left, fr.right, rig, fr.up_left)))

@@ -349,7 +349,7 @@ class EpipolarStereoHead(nn.Module):
         coarse, fine = self.coarse(both), self.fine(both)
         out = self._match(coarse[:b], coarse[b:], fine[:b], fine[b:])
         if right_view:
-            mirrored = self._match(*(_mirrored(t) for t in (coarse[b:], coarse[:b], fine[b:], fine[:b])), confidence=False)
+            mirrored = self._match(*(torch.flip(t, [3]) for t in (coarse[b:], coarse[:b], fine[b:], fine[:b])), confidence=False)
             out.right_disparity = torch.flip(mirrored.disparity, [3])
         return out
 
@@ -382,14 +382,6 @@ class EpipolarStereoHead(nn.Module):
         # fine, pass 2: exact warps at d1 - 1, d1, d1 + 1 and the parabola through them
         disparity = d1 + (parabola_peak(box(correlations_at(fl, fr, d1), c.fine_aggregation_px)) - 1)[:, None]
         return HeadOutput(disparity, mass[:, None], coarse_d, coarse_logits, fine_logits, prior)
-
-
-def _mirrored(features: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) features mirrored left-right, in the memory layout they came in (a
-    channels-last tensor stays channels-last: the compiled correlations read it without a copy)."""
-    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
-        return features.permute(0, 2, 3, 1).flip(2).permute(0, 3, 1, 2)
-    return torch.flip(features, [3])
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -477,7 +477,8 @@ class StereoNode(Node):
         self.processed = 0
         self.last_hazard = None  # the last hazard map, for the diagnostics (read at 1 Hz, not per pair)
         self.last_network = "none yet"  # which of the model's networks made the last pair (range selection)
-        self.last_left_right = float("nan")  # pipeline.left_right_disagreement of the last pair
+        # the last pair's left-right check and matcher say, for the diagnostics (read at 1 Hz)
+        self.last_head_check: tuple = (None, None)
         self.last_hazard_note = None  # why the last pair has no hazard map
         self.descent_resets = 0
         self.latencies: deque = deque(maxlen=100)
@@ -847,7 +848,7 @@ class StereoNode(Node):
     def _geometry_stage(self, staged, left, left_info, img_l, calib, params, want, up, sun, pose, t_arrival) -> None:
         rec = self.reconstructor.finish(staged, calib, up, params, sun_in_left=sun, image_left=img_l, camera_pose=pose)
         self.last_network = rec.network
-        self.last_left_right = left_right_disagreement(rec)
+        self.last_head_check = (rec.head_left_right_px, rec.matcher_say)
         h = left.header
         if want["depth"]:
             self.pub["depth"].publish(float_image_msg(Image, h, rec.depth))
@@ -931,7 +932,7 @@ class StereoNode(Node):
             "hazard_elevation_sigma_m": float("nan") if self.last_hazard is None else median_elevation_sigma(self.last_hazard),
             # the head's matches of the last pair whose left-right check disagrees by more than
             # LEFT_RIGHT_HEALTH_PX: a few percent on a sound rig; rectification drift raises it
-            "stereo_head_left_right_disagreeing": self.last_left_right,
+            "stereo_head_left_right_disagreeing": left_right_disagreement(*self.last_head_check),
             "hazard_memory_maps": len(self.reconstructor.hazard_memory),
             "hazard_status": self.last_hazard_note or "ok",
             # the probabilities at which the last map certified a site safe and called a hazard
