@@ -226,6 +226,27 @@ def test_head_checks_its_input_and_config():
     assert d.shape == c.shape == (30, 34)
 
 
+def test_a_head_widened_from_a_trained_one_computes_the_same_disparity(shipped_head):
+    """``grow_state_dict``: the trained head's weights in a head with wider hidden fine
+    convolutions give the same features at step 0 (the same disparity, to rounding), and the new
+    channels still train (their inputs into the old ones are zero, not frozen)."""
+    from lunar_recon.models.stereo_head import grow_state_dict
+
+    wide = EpipolarStereoHead(StereoHeadConfig.from_dict({**shipped_head.config.to_dict(), "fine_hidden_dim": 16}))
+    wide.load_state_dict(grow_state_dict(shipped_head.state_dict(), wide))
+    wide.eval()
+    left, right = shifted_pair(7.3, h=64, w=128)
+    d0, _ = predict_disparity(shipped_head, left, right)
+    d1, _ = predict_disparity(wide, left, right)
+    assert np.abs(d0 - d1).max() < 1e-3  # the same sums, in another order
+    x = torch.rand(1, 1, 32, 64)
+    wide.fine(x).sum().backward()
+    grad = wide.fine.body[1][0].weight.grad
+    assert grad is not None and grad[:8, 8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="does not fit"):
+        grow_state_dict(wide.state_dict(), EpipolarStereoHead(shipped_head.config))
+
+
 def _rig(fx: float, w: int, h: int, baseline: float, rotated: bool = False):
     from lunar_recon.geometry.stereo import StereoCalibration
 
@@ -358,6 +379,21 @@ def test_training_runs_resumes_and_attaches(tmp_path):
     again = StereoHeadTraining(steps=2, batch=2, crop_hw=(64, 128), checkpoint_every=1)
     train_stereo_head([str(data)], tmp_path / "run", again, small, resume=True, log=logs.append)
     assert any("resumed at step 2" in line for line in logs)
+
+    # the CLI grows a wider head from a trained one: --init's sizes, the hidden width overridden
+    import argparse
+
+    from lunar_recon.tools import train_stereo_head as tool
+
+    parser = argparse.ArgumentParser()
+    tool.add_arguments(parser)
+    args = parser.parse_args(
+        ["--data", str(data), "--init", str(tmp_path / "run" / "stereo_head.pt"), "--fine-hidden-dim", "6"]
+        + ["--out", str(tmp_path / "wide"), "--steps", "1", "--batch", "2"]
+    )
+    assert tool.run(args) == 0
+    wide = torch.load(tmp_path / "wide" / "stereo_head.pt", weights_only=True)["config"]
+    assert wide == {**small.to_dict(), "fine_hidden_dim": 6}
 
     from lunar_recon.models.registry import shipped_model_path
 

@@ -22,7 +22,7 @@ import torch
 
 from ..data.dataset import StereoDataset
 from ..models.checkpoint import atomic_torch_save, read_checkpoint
-from ..models.stereo_head import EpipolarStereoHead, HeadOutput, StereoHeadConfig, count_parameters
+from ..models.stereo_head import EpipolarStereoHead, HeadOutput, StereoHeadConfig, count_parameters, grow_state_dict
 
 
 @dataclass
@@ -180,7 +180,7 @@ def train_stereo_head(
             state = read_checkpoint(cfg.init)
             if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
                 raise ValueError(f"{cfg.init}: not a stereo head file (no 'model' weights)")
-            head.load_state_dict(state["model"])
+            head.load_state_dict(grow_state_dict(state["model"], head))
             log(f"started from {cfg.init}")
     pairs = load_pairs(datasets)
     log(f"stereo head: {count_parameters(head)} parameters, {len(pairs)} training pairs")

@@ -44,7 +44,8 @@ from .cost_volume import (
 @dataclass(frozen=True)
 class StereoHeadConfig:
     coarse_dim: int = 16  # feature channels at 1/coarse_stride resolution
-    fine_dim: int = 8  # feature channels at camera resolution
+    fine_dim: int = 8  # feature channels at camera resolution (what the correlations read)
+    fine_hidden_dim: int | None = None  # channels of the fine features' hidden convolutions; None: fine_dim
     coarse_stride: int = 4
     max_disparity_px: int = 192  # the coarse search covers [0, max) px at 512 px wide, in proportion beyond
     refine_radius_px: int = 4  # whole-pixel shifts searched around the coarse disparity
@@ -52,7 +53,7 @@ class StereoHeadConfig:
     fine_aggregation_px: int = 9  # box window (camera pixels) the fine correlation is averaged over
 
     def validate(self) -> None:
-        if self.coarse_dim < 1 or self.fine_dim < 1:
+        if min(self.coarse_dim, self.fine_dim, self.fine_hidden_dim or self.fine_dim) < 1:
             raise ValueError("feature widths must be >= 1")
         if self.coarse_stride not in (2, 4, 8):
             raise ValueError("coarse_stride must be 2, 4 or 8")
@@ -129,9 +130,10 @@ class FineFeatures(nn.Module):
     """Unit feature vectors at camera resolution, from convolutions at camera resolution
     (shift-equivariant to the pixel, which sub-pixel matching needs)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
-        self.body = nn.Sequential(_conv(1, dim), _conv(dim, dim), _conv(dim, dim, act=False))
+        hidden = hidden or dim
+        self.body = nn.Sequential(_conv(1, hidden), _conv(hidden, hidden), _conv(hidden, dim, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last: the CPU convolutions run faster on 8 channels, and the compiled
@@ -330,7 +332,7 @@ class EpipolarStereoHead(nn.Module):
         self.config.validate()
         c = self.config
         self.coarse = CoarseFeatures(c.coarse_dim, c.coarse_stride)
-        self.fine = FineFeatures(c.fine_dim)
+        self.fine = FineFeatures(c.fine_dim, c.fine_hidden_dim)
         # softmax temperatures of the two cost volumes (log), learned
         self.log_temperature = nn.Parameter(torch.tensor([2.5, 2.5]))
 
@@ -382,6 +384,29 @@ class EpipolarStereoHead(nn.Module):
         # fine, pass 2: exact warps at d1 - 1, d1, d1 + 1 and the parabola through them
         disparity = d1 + (parabola_peak(box(correlations_at(fl, fr, d1), c.fine_aggregation_px)) - 1)[:, None]
         return HeadOutput(disparity, mass[:, None], coarse_d, coarse_logits, fine_logits, prior)
+
+
+def grow_state_dict(small: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of a head with fewer channels placed into ``target``'s larger tensors so that
+    it computes the same features (Net2Net-style widening): the old weights in the leading
+    slices; a new channel's own weights stay ``target``'s fresh ones, and its inputs into old
+    channels start at zero, so training grows them from the old head's answer."""
+    grown = {}
+    for name, new in target.state_dict().items():
+        old = small.get(name)
+        if old is None:
+            raise ValueError(f"the smaller head has no {name!r}: it is not the same architecture")
+        if old.shape == new.shape:
+            grown[name] = old.clone()
+            continue
+        if old.ndim != new.ndim or any(o > n for o, n in zip(old.shape, new.shape)):
+            raise ValueError(f"{name}: {tuple(old.shape)} does not fit into {tuple(new.shape)}")
+        t = new.clone()
+        if t.ndim >= 2:
+            t[: old.shape[0], old.shape[1] :] = 0
+        t[tuple(slice(0, n) for n in old.shape)] = old
+        grown[name] = t
+    return grown
 
 
 def count_parameters(module: nn.Module) -> int:
