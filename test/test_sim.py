@@ -329,6 +329,50 @@ def test_ray_march_starts_outside_the_terrain_free_ball():
     assert clearance(terrain_tensors(ground, sun), np.array([9.9, 0.0, 1.5])) == 0.0
 
 
+def test_a_pixel_that_spans_many_cells_sees_their_shading_averaged(monkeypatch):
+    """Ten cells per pixel of an albedo alternating cell by cell: one ray per pixel would pick
+    one cell's albedo (aliasing: a random pattern of the two); the prefiltered shading sees
+    their mean.  At about a cell per pixel nothing is prefiltered (single pairs render as
+    before)."""
+    from lunar_recon.sim import render
+    from lunar_recon.sim.render import Camera, render_view, shading_prefilter_sigma, terrain_tensors
+
+    assert shading_prefilter_sigma(0.05, 0.05) == shading_prefilter_sigma(0.07, 0.05) == 0.0
+    assert shading_prefilter_sigma(0.5, 0.05) == pytest.approx(0.5 * np.sqrt(99))
+    uniform = flat_terrain(16.0, 0.02, texture=0.0)
+    uniform.albedo[:] = 0.12
+    checker = flat_terrain(16.0, 0.02, texture=0.0)
+    rows, cols = np.indices(checker.albedo.shape)
+    checker.albedo[:] = np.where((rows + cols) % 2 == 0, 0.10, 0.14).astype(np.float32)
+    # 97 px focal: 0.206 m per pixel, so the rays fall anywhere in a cell, not on its edges
+    cam = Camera(Intrinsics(97.0, 97.0, 31.5, 31.5, 64, 64), look_at((0.0, 0.0, 20.0), (0.0, 0.0, 0.0)))
+    sun = SunParams(60.0, 0.0, shadows=False)
+
+    def radiance(ground) -> np.ndarray:
+        view = render_view(terrain_tensors(ground, sun), cam, sun, SensorParams(noise=False), np.random.default_rng(0), 100.0)
+        return view.radiance
+
+    def spread() -> float:  # the checkerboard's brightness against the mean albedo's, pixel by pixel
+        return float(np.std(radiance(checker) / radiance(uniform)))
+
+    assert spread() < 0.005
+    monkeypatch.setattr(render, "PREFILTER_ABOVE_CELLS_PER_PIXEL", float("inf"))
+    assert spread() > 0.05
+
+
+def test_a_descents_terrain_is_as_fine_as_its_last_frames_pixels():
+    """The DEM one descent renders every frame from has the detail of the end altitude's pixel
+    (80 -> 20 m at 512 x 384: 4.5 cm), not the start altitude's extent over 2000 cells (10 cm),
+    and stays within the terrain's cell budget."""
+    from lunar_recon.sim.sequence import descent_plan
+
+    plan = descent_plan(41, 512, 384, 8, 80.0, 20.0)
+    end_pixel = 20.0 / plan.rig.intrinsics().fx
+    assert plan.terrain.cell_m <= 1.25 * end_pixel
+    assert plan.terrain.extent_m / plan.terrain.cell_m > 2000
+    plan.terrain.validate()
+
+
 def test_simulated_sequence_bag_files_carry_the_bags_name(tmp_path):
     from lunar_recon.cli import main
 

@@ -121,6 +121,33 @@ class TerrainTensors:
         rows, cols = self.maps.shape[-2:]
         return (x >= self.x0) & (x <= self.x0 + cols * self.cell) & (y >= self.y0) & (y <= self.y0 + rows * self.cell)
 
+    def prefiltered(self, sigma_cells: float) -> "TerrainTensors":
+        """These maps with the shading channels (albedo, gradients, lit) Gaussian-blurred by
+        ``sigma_cells``; the heights stay exact.  Cached per sigma: both views of a frame share it."""
+        key = ("prefiltered", round(sigma_cells, 3))
+        if key not in self.extra:
+            maps = self.maps[0].numpy().copy()
+            r = int(math.ceil(3 * sigma_cells))
+            for c in range(1, maps.shape[0]):
+                cv2.GaussianBlur(maps[c], (2 * r + 1, 2 * r + 1), sigma_cells, dst=maps[c], borderType=cv2.BORDER_REPLICATE)
+            self.extra[key] = TerrainTensors(torch.from_numpy(maps)[None], self.x0, self.y0, self.cell, self.zmin, self.zmax)
+        return self.extra[key]
+
+
+# A pixel whose footprint spans more than this many terrain cells sees their shading averaged
+# (the pixel's area and the lens), not the one cell its ray hits: no aliasing at altitude.
+PREFILTER_ABOVE_CELLS_PER_PIXEL = 1.5
+
+
+def shading_prefilter_sigma(footprint_m: float, cell_m: float) -> float:
+    """Gaussian sigma (cells) that averages the terrain's shading over a pixel footprint of
+    ``footprint_m``: about half the footprint, less the cell's own bilinear smoothing; 0 up to
+    ``PREFILTER_ABOVE_CELLS_PER_PIXEL`` cells per pixel (the terrain is about as fine as the pixel)."""
+    ratio = footprint_m / cell_m
+    if not ratio > PREFILTER_ABOVE_CELLS_PER_PIXEL:
+        return 0.0
+    return 0.5 * math.sqrt(ratio**2 - 1)
+
 
 def shadow_map(z: np.ndarray, cell: float, sun: SunParams) -> np.ndarray:
     """Lit (1) / shadowed (0) per cell: a cell is in shadow when terrain between it and the Sun
@@ -316,7 +343,12 @@ def render_view(
     depth, valid, o, dirs = raycast(tt, cam, max_range)
     pts = o + depth[..., None] * dirs  # world
     x, y = pts[..., 0].float(), pts[..., 1].float()
-    z_, albedo, gx, gy, lit = tt.sample(x, y, slice(0, 5))
+    shading = tt
+    if bool(valid.any()):
+        sigma = shading_prefilter_sigma(float(depth[valid].median()) / cam.K.fx, tt.cell)
+        if sigma > 0:
+            shading = tt.prefiltered(sigma)
+    albedo, gx, gy, lit = shading.sample(x, y, slice(1, 5))
     n = torch.stack([-gx, -gy, torch.ones_like(gx)], dim=-1)
     n = n / n.norm(dim=-1, keepdim=True)
     s = torch.from_numpy(sun.direction()).float()

@@ -17,6 +17,8 @@ from . import PRESETS
 from .render import Camera, RenderedView, SensorParams, SunParams, look_at, render_view, terrain_tensors
 from .terrain import Terrain, TerrainParams, generate_terrain
 
+TERRAIN_CELLS_ACROSS = 2000  # the DEM's cells per side at most (memory and render time bound)
+
 
 @dataclass
 class RigParams:
@@ -167,7 +169,7 @@ def plan_scene(
     far_angle = min(t + half_fov, math.radians(85))
     far_ground = min(alt * math.tan(far_angle), max_range)
     extent = 2.2 * max(far_ground, alt * math.tan(half_fov)) + 4 * base
-    cell = max(gsd, extent / 2000.0)  # about a pixel of detail, at most 2000^2 cells
+    cell = max(gsd, extent / TERRAIN_CELLS_ACROSS)  # about a pixel of detail, bounded in memory
     if preset == "rover":
         cell = max(cell, 0.01)
     terrain = TerrainParams(

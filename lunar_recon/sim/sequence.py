@@ -10,10 +10,21 @@ import numpy as np
 
 from .render import look_at
 from ..data.frame import StereoFrame
-from .scene import plan_scene, render_scene
+from .scene import ScenePlan, plan_scene, render_scene
 from .terrain import generate_terrain
 
 SEQUENCES = ("descent", "rover")
+
+
+def descent_plan(seed: int, width: int, height: int, bits: int, start_altitude_m: float, end_altitude_m: float) -> ScenePlan:
+    """A descent's scene: planned at its start altitude (the widest view) with the terrain's
+    detail of its end altitude.  One DEM serves every frame, so it may be as large as the
+    terrain allows (a single pair's is bounded tighter); the frames at altitude see its shading
+    averaged over their pixels (``render.shading_prefilter_sigma``)."""
+    plan = plan_scene("descent", seed, width, height, bits, altitude_m=start_altitude_m, off_nadir_deg=10.0, baseline_m=2.0)
+    lo = plan_scene("descent", seed, width, height, bits, altitude_m=end_altitude_m, off_nadir_deg=10.0, baseline_m=2.0)
+    cell = max(lo.terrain.cell_m, plan.terrain.extent_m / (math.isqrt(plan.terrain.max_cells) - 1))
+    return replace(plan, terrain=replace(plan.terrain, cell_m=cell))
 
 
 def render_sequence(
@@ -37,10 +48,7 @@ def render_sequence(
         a1 = end_altitude_m if end_altitude_m is not None else 20.0
         if a0 <= 0 or a1 <= 0:
             raise ValueError("altitudes must be above the ground")
-        # Plan at the start altitude (widest view) with the detail of the end altitude.
-        plan = plan_scene("descent", seed, width, height, bits, altitude_m=a0, off_nadir_deg=10.0, baseline_m=2.0)
-        lo = plan_scene("descent", seed, width, height, bits, altitude_m=a1, off_nadir_deg=10.0, baseline_m=2.0)
-        plan = replace(plan, terrain=replace(plan.terrain, cell_m=max(lo.terrain.cell_m, plan.terrain.extent_m / 2000)))
+        plan = descent_plan(seed, width, height, bits, a0, a1)
         terrain = generate_terrain(plan.terrain, seed)
         fwd = plan.look_target[:2] / max(np.linalg.norm(plan.look_target[:2]), 1e-9)
         for i in range(frames):
