@@ -25,21 +25,21 @@ class SGBMModel:
     # bin already holds more, so it certifies nothing) and at which it is called a hazard (best F1)
     # fmt: off
     hazard_calibration = (
-        0.0093, 0.0613, 0.0685, 0.0685, 0.0685, 0.0685, 0.0685, 0.0685, 0.0694, 0.0694, 0.0694,
-        0.0757, 0.0757, 0.0757, 0.0757, 0.078, 0.1005, 0.116, 0.1334, 0.1437, 0.2482,
+        0.0087, 0.0547, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0578,
+        0.0578, 0.0578, 0.0578, 0.0578, 0.0578, 0.0626, 0.0836, 0.1091, 0.1271, 0.2608,
     )
     # fmt: on
-    hazard_safe_below = 0.0093
-    hazard_above = 0.2273
+    hazard_safe_below = 0.0087
+    hazard_above = 0.2341
     # the same for its fused descent map (which does certify), fitted on the calibration descents 31-38
     # fmt: off
     descent_map_hazard_calibration = (
-        0.0056, 0.0216, 0.0243, 0.0244, 0.0244, 0.0252, 0.027, 0.027, 0.027, 0.0274, 0.0274,
-        0.0274, 0.0274, 0.0322, 0.0333, 0.0359, 0.0382, 0.0436, 0.0518, 0.0649, 0.1585,
+        0.0013, 0.0111, 0.0174, 0.0216, 0.0217, 0.0242, 0.0246, 0.0246, 0.0256, 0.0279, 0.0305,
+        0.0308, 0.0318, 0.0318, 0.0318, 0.0324, 0.037, 0.0425, 0.0571, 0.074, 0.1247,
     )
     # fmt: on
-    descent_map_hazard_safe_below = 0.0089
-    descent_map_hazard_above = 0.1023
+    descent_map_hazard_safe_below = 0.0162
+    descent_map_hazard_above = 0.0605
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()
