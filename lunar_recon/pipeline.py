@@ -25,6 +25,7 @@ from .geometry.hazard import (
     hazard_threshold,
     params_for_range,
     safe_threshold,
+    safe_threshold_at_range,
 )
 from .geometry.hazard_memory import HazardMemory
 from .geometry.metric_scale import (
@@ -344,13 +345,26 @@ def model_hazard_above(model, descent_map: bool = False) -> float | None:
     return float(value) if value else None
 
 
-def model_safe_below(model, descent_map: bool = False) -> float | None:
+def model_safe_below(model, descent_map: bool = False, range_m: float | None = None) -> float | None:
     """The probability below which a model's calibrated map certifies a site SAFE (card
     ``hazard_safe_below``, or an attribute): the largest whose false-safe share on the
     calibration data stays within budget (``geometry.hazard.fit_safe_threshold``), fitted with
-    the table (``descent_map``: the fused map's, ``descent_map_hazard_safe_below``, where stated)."""
+    the table (``descent_map``: the fused map's, ``descent_map_hazard_safe_below``, where stated).
+    At a frame's median ``range_m``, its range band's where the model states them
+    (``hazard_safe_below_by_range``: the budget held within each band on the calibration data)."""
     value = _model_stated(model, "hazard_safe_below", descent_map)
-    return float(value) if value else None
+    if not value:
+        return None
+    if range_m is None or not np.isfinite(range_m):
+        return float(value)
+    # the bands of this kind of map only: a fused map's threshold never takes a single frame's bands
+    key = (
+        DESCENT_MAP_KEY_PREFIX
+        if descent_map and _model_stated(model, DESCENT_MAP_KEY_PREFIX + "hazard_safe_below", False)
+        else ""
+    ) + "hazard_safe_below_by_range"
+    card = getattr(model, "meta", {}).get("card", {})
+    return safe_threshold_at_range(float(value), card.get(key, getattr(model, key, None)), range_m)
 
 
 def model_disparity_sigma(model) -> float:
@@ -704,8 +718,9 @@ class StereoReconstructor:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
                 try:
                     fx = calibration.K_left.fx if calibration is not None else float("nan")
-                    hazard_params = params_for_range(p.hazard, float(np.median(depth[valid])), fx)
-                    single_params, probability_table = self._calibrated(hazard_params, p, descent_map=False)
+                    range_m = float(np.median(depth[valid]))
+                    hazard_params = params_for_range(p.hazard, range_m, fx)
+                    single_params, probability_table = self._calibrated(hazard_params, p, False, range_m)
                     hmap = hazard_map(
                         points,
                         up,
@@ -718,7 +733,7 @@ class StereoReconstructor:
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
                 if p.descent_map and camera_pose is not None and sigma is not None and hazard_note is None:
-                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p, fx)
+                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p, fx, range_m)
                 if hmap is not None and camera_pose is not None:
                     hmap = self.hazard_memory.update(
                         hmap, camera_pose, p.hazard.memory_frames, p.hazard.memory_keyframe_distance_m
@@ -749,14 +764,15 @@ class StereoReconstructor:
         )
 
     def _calibrated(
-        self, hazard_params: HazardParams, p: ReconstructionParams, descent_map: bool
+        self, hazard_params: HazardParams, p: ReconstructionParams, descent_map: bool, range_m: float | None = None
     ) -> tuple[HazardParams, tuple[float, ...] | None]:
         """The model's probability table for this kind of map (None: raw probabilities) and the
         parameters with its own thresholds where ``hazard.safe_below`` / ``hazard.hazard_above``
-        leave them to the model (a model's thresholds hold for its calibrated probabilities only)."""
+        leave them to the model (a model's thresholds hold for its calibrated probabilities only;
+        its safe one at the frame's median ``range_m``, per range band where it states them)."""
         table = model_hazard_calibration(self.model, descent_map) if p.calibrate_hazard else None
         stated = table is not None
-        safe = safe_threshold(p.hazard, model_safe_below(self.model, descent_map) if stated else None)
+        safe = safe_threshold(p.hazard, model_safe_below(self.model, descent_map, range_m) if stated else None)
         if p.hazard.hazard_above > 0:
             safe = min(safe, p.hazard.hazard_above)
         hazard_params = dataclasses.replace(hazard_params, safe_below=safe)
@@ -773,11 +789,12 @@ class StereoReconstructor:
         hazard_params: HazardParams,
         p: ReconstructionParams,
         fx: float | None,
+        range_m: float | None = None,
     ) -> tuple[HazardMap, DescentUpdate]:
         """Fuse this frame into the stream's descent map and make the landing-site map on it,
         through the model's calibration of fused maps (its single-frame one where it states none):
         a fused cell's probability is sharper than one frame's, so one table cannot serve both."""
-        hazard_params, probability_table = self._calibrated(hazard_params, p, descent_map=True)
+        hazard_params, probability_table = self._calibrated(hazard_params, p, True, range_m)
         if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
             hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's
         if (

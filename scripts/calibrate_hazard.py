@@ -50,8 +50,19 @@ def with_calibration_section(md: str, descent: bool, table: list[float], safe: f
         "the largest threshold whose share of hazards among the certified sites stays within 1 % on the same "
         f"calibration frames, at 95 % confidence over resampled {entry.get('safe_below_clusters', 'frames')}) "
         "and called a hazard at calibrated "
-        f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there).\n\n"
+        f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there)."
     )
+    bands = entry.get("hazard_safe_below_by_range") or []
+    if bands:
+        edges = [0.0] + [float(upper) for upper, _ in bands[:-1]]
+        listed = ", ".join(f"{lo:g}-{float(upper):g} m: P < {t}" for lo, (upper, t) in zip(edges, bands))
+        section += (
+            f" Within each range band of the frame's median range that held enough calibration "
+            f"{entry.get('safe_below_clusters', 'frames')}, the same budget fitted there "
+            f"(`{prefix}hazard_safe_below_by_range`): {listed}; a band's threshold only tightens the "
+            "pooled one (a band holds fewer frames: its bound is the noisier one)."
+        )
+    section += "\n\n"
     if heading in md:
         return replace_section(md, heading, section.split("\n")[2:-2])
     if descent and SECTION in md:  # right after the single-frame calibration
@@ -82,6 +93,7 @@ def main(argv: list[str]) -> int:
         f"{prefix}hazard_calibration": table,
         f"{prefix}hazard_above": threshold,
         f"{prefix}hazard_safe_below": safe,
+        f"{prefix}hazard_safe_below_by_range": [[float(u), float(t)] for u, t in entry.get("hazard_safe_below_by_range") or []],
     }
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["meta"]["card"].update(keys)

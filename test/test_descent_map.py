@@ -132,7 +132,7 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     from lunar_recon.data.rosbag import read_stereo_bag, write_stereo_bag
     from lunar_recon.geometry.stereo import StereoCalibration
     from lunar_recon.models.sgbm import SGBMModel
-    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, model_safe_below
     from lunar_recon.sim.sequence import render_sequence
 
     bag = tmp_path / "descent"
@@ -149,7 +149,9 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
         # the fused map through the model's own fused-map calibration, the single frame through its own
         assert r.descent_hazard.params.hazard_above == SGBMModel.descent_map_hazard_above != SGBMModel.hazard_above
         assert r.hazard.params.hazard_above == SGBMModel.hazard_above
-        assert r.descent_hazard.params.safe_below == SGBMModel.descent_map_hazard_safe_below
+        # its safe threshold: the fused map's own, at the frame's range band where that is tighter
+        band = model_safe_below(SGBMModel(), descent_map=True, range_m=float(np.nanmedian(r.depth)))
+        assert r.descent_hazard.params.safe_below == band <= SGBMModel.descent_map_hazard_safe_below
         assert r.hazard.params.safe_below == SGBMModel.hazard_safe_below
         known = np.isfinite(r.descent_hazard.probability)
         assert known.any() and r.descent_hazard.probability[known].min() >= SGBMModel.descent_map_hazard_calibration[0]

@@ -711,6 +711,61 @@ def test_the_safe_threshold_bounds_false_safe_over_frames_not_sites():
     assert nothing <= table[0] + 1e-4
 
 
+def test_the_safe_threshold_holds_the_budget_within_each_range_band():
+    """Forty near frames (20 m) whose low bins hold 0.2 % hazards and forty far ones (80 m) whose
+    low bins hold 1.2 %: pooled, certifying up to the edge 0.5 stays within 1 % (0.7 %), so one
+    threshold lets the far band exceed its budget.  Per band, the near band keeps
+    the edge 0.5 and the far band certifies nothing; a band with too few frames is left to the
+    pooled threshold, and the lookup takes a frame's band by its range, only ever tightening
+    the pooled threshold."""
+    from lunar_recon.geometry.hazard import (
+        fit_probability_calibration,
+        fit_safe_threshold,
+        fit_safe_thresholds_by_range,
+        safe_threshold_at_range,
+    )
+
+    n = np.full(10, 1000.0)
+    near = _frame_counts([(n, n * np.r_[[0.002] * 5, [0.3] * 5])] * 40)
+    far = _frame_counts([(n, n * np.r_[[0.012] * 5, [0.3] * 5])] * 40)
+    frames, ranges = np.concatenate([near, far]), np.r_[[20.0] * 40, [80.0] * 40]
+    table = fit_probability_calibration(frames.sum(axis=0))
+    pooled = fit_safe_threshold(frames, table)
+    bands = fit_safe_thresholds_by_range(frames, ranges, table, (0.0, 30.0, 60.0, 100.0))
+    assert [upper for upper, _ in bands] == [30.0, 100.0]  # no frame at 30-60 m
+    (_, near_safe), (_, far_safe) = bands
+    assert near_safe == fit_safe_threshold(near, table) and far_safe == fit_safe_threshold(far, table)
+    assert far_safe < pooled <= near_safe
+    assert far_safe <= table[0] + 1e-4  # the far band certifies nothing
+    few = fit_safe_thresholds_by_range(frames[:43], ranges[:43], table, (0.0, 30.0, 60.0, 100.0))
+    assert [upper for upper, _ in few] == [30.0]  # three far frames are not enough for a band
+    assert safe_threshold_at_range(pooled, bands, 25.0) == pooled  # a band never loosens it
+    assert safe_threshold_at_range(pooled, bands, 45.0) == far_safe  # the first band above it
+    assert safe_threshold_at_range(pooled, bands, 150.0) == pooled
+    assert safe_threshold_at_range(pooled, None, 25.0) == pooled
+
+
+def test_a_model_states_its_safe_thresholds_by_range_for_each_kind_of_map():
+    from types import SimpleNamespace
+
+    from lunar_recon.pipeline import model_safe_below
+
+    card = {
+        "hazard_safe_below": 0.04,
+        "hazard_safe_below_by_range": [[30.0, 0.05], [100.0, 0.001]],
+        "descent_map_hazard_safe_below": 0.02,
+    }
+    model = SimpleNamespace(meta={"card": card})
+    assert model_safe_below(model) == 0.04  # no range: the pooled one
+    assert model_safe_below(model, range_m=20.0) == 0.04  # a band only tightens
+    assert model_safe_below(model, range_m=80.0) == 0.001
+    assert model_safe_below(model, range_m=500.0) == 0.04
+    # a fused map's own pooled threshold never takes the single frame's bands
+    assert model_safe_below(model, descent_map=True, range_m=80.0) == 0.02
+    card["descent_map_hazard_safe_below_by_range"] = [[100.0, 0.003]]
+    assert model_safe_below(model, descent_map=True, range_m=80.0) == 0.003
+
+
 def test_a_descent_maps_safe_threshold_resamples_sequences(tmp_path):
     """Four calibration descents of thirty frames; one descent's terrain holds every hazard of
     the low bins, spread over its frames. Resampling frames sees 120 independent draws and

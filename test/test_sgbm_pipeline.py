@@ -130,6 +130,7 @@ def test_the_map_calls_hazards_at_the_models_own_threshold_unless_the_user_sets_
     calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
     model = SGBMModel(SGBMParams(num_disparities=128))
     model.hazard_above, model.hazard_safe_below = 0.13, 0.09
+    model.hazard_safe_below_by_range = ((1e5, 0.5),)  # a band never loosens the pooled threshold
     cases = (
         (ReconstructionParams(), 0.09, 0.13),
         (ReconstructionParams(hazard=HazardParams(safe_below=0.04, hazard_above=0.6)), 0.04, 0.6),

@@ -437,7 +437,13 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
     sequences rather than frames."""
     import json
 
-    from ..geometry.hazard import fit_hazard_threshold, fit_probability_calibration, fit_safe_threshold
+    from ..geometry.hazard import (
+        fit_hazard_threshold,
+        fit_probability_calibration,
+        fit_safe_threshold,
+        fit_safe_thresholds_by_range,
+    )
+    from .scoring import RANGE_BINS_M
 
     tables = {}
     fused_labels = {descent_map_label(label) for label in labels}
@@ -450,9 +456,18 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
         # The safe threshold's bound resamples independent clusters: a single-frame map's frames,
         # but a descent map's whole sequences (its frames are one evolving map over one terrain)
         clusters = per_frame
+        ranges = np.array([s.metrics.get("range_m", np.nan) for s in mine], dtype=np.float64)
+        # within a range band: each frame, or each sequence's frames in that band
+        band_clusters, band_ranges = per_frame, ranges
         if label in fused_labels:
             sequences = [s.sequence for s in mine]
             clusters = np.stack([per_frame[[q == seq for q in sequences]].sum(axis=0) for seq in dict.fromkeys(sequences)])
+            groups: dict[tuple[str, int], list[int]] = {}
+            for i, (seq, r) in enumerate(zip(sequences, ranges)):
+                band = int(np.searchsorted(RANGE_BINS_M, r, side="right")) if np.isfinite(r) else -1
+                groups.setdefault((seq, band), []).append(i)
+            band_clusters = np.stack([per_frame[idx].sum(axis=0) for idx in groups.values()])
+            band_ranges = np.array([float(np.median(ranges[idx])) for idx in groups.values()])
         if counts[0].sum() > 0:
             table = fit_probability_calibration(counts)
             hazards = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in mine)
@@ -460,6 +475,7 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
                 "hazard_calibration": list(table),
                 "hazard_above": fit_hazard_threshold(counts, int(hazards), table),
                 "hazard_safe_below": fit_safe_threshold(clusters, table),
+                "hazard_safe_below_by_range": fit_safe_thresholds_by_range(band_clusters, band_ranges, table, RANGE_BINS_M),
                 "safe_below_clusters": "sequences" if label in fused_labels else "frames",
                 "sites": int(counts[0].sum()),
                 "frames": sum(s.model == label for s in scores),

@@ -132,6 +132,35 @@ def safe_threshold(params: HazardParams, source_threshold: float | None = None) 
     return source_threshold if source_threshold else DEFAULT_SAFE_BELOW
 
 
+def safe_threshold_at_range(pooled: float, by_range, range_m: float) -> float:
+    """A depth source's safe threshold at a frame's median range: the ``pooled`` one, tightened
+    to its band's from ``by_range`` (``[(upper range m, threshold), ...]`` ascending, fitted so
+    that the false-safe budget holds within each band, not only over all frames).  A band never
+    loosens it: a band holds fewer calibration frames, and its own bound is the noisier one."""
+    for upper, threshold in by_range or ():
+        if range_m < float(upper):
+            return min(pooled, float(threshold))
+    return pooled
+
+
+def fit_safe_thresholds_by_range(
+    cluster_counts: np.ndarray, cluster_ranges: np.ndarray, table, band_edges_m, min_clusters: int = 4, **fit
+) -> list[tuple[float, float]]:
+    """:func:`fit_safe_threshold` within each range band ``[edge_k, edge_k+1)`` that holds at
+    least ``min_clusters`` calibration clusters (``cluster_counts`` (C, 3, bins), each at its
+    median range ``cluster_ranges``): ``[(upper edge, threshold), ...]`` for
+    :func:`safe_threshold_at_range`.  Bands without enough clusters are left out (the pooled
+    threshold serves them)."""
+    counts = np.asarray(cluster_counts, dtype=np.float64)
+    ranges = np.asarray(cluster_ranges, dtype=np.float64)
+    out = []
+    for lo, hi in zip(band_edges_m[:-1], band_edges_m[1:]):
+        inside = (ranges >= lo) & (ranges < hi)
+        if inside.sum() >= min_clusters:
+            out.append((float(hi), fit_safe_threshold(counts[inside], table, **fit)))
+    return out
+
+
 def hazard_threshold(params: HazardParams, source_threshold: float | None = None) -> float:
     """The probability at which a site is called a HAZARD: ``params.hazard_above`` when set,
     else the depth source's own (``source_threshold``, e.g. its card's), else 0.5; never below

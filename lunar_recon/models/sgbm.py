@@ -30,6 +30,7 @@ class SGBMModel:
     )
     # fmt: on
     hazard_safe_below = 0.0087
+    hazard_safe_below_by_range = ((30, 0.0087), (60, 0.0564), (100, 0.0579))  # a range band's only tightens it
     hazard_above = 0.2341
     # the same for its fused descent map (which does certify), fitted on the calibration descents 31-38
     # fmt: off
@@ -39,6 +40,7 @@ class SGBMModel:
     )
     # fmt: on
     descent_map_hazard_safe_below = 0.0162
+    descent_map_hazard_safe_below_by_range = ((30, 0.0162), (60, 0.015), (100, 0.0246))
     descent_map_hazard_above = 0.0605
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):

@@ -195,7 +195,7 @@ PARAMETERS: dict[str, tuple] = {
     "hazard.safe_below": (
         _H.safe_below,
         "a site is certified safe when its hazard probability is below this; 0: the model's own "
-        "(its card's, false safe within 1 % on calibration data), else 0.05",
+        "(its card's, false safe within 1 % on calibration data, per range band where it states them), else 0.05",
         (0.0, 1.0),
     ),
     "hazard.hazard_above": (
