@@ -10,7 +10,7 @@ import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -319,13 +319,18 @@ DESCENT_MAP_KEY_PREFIX = "descent_map_"  # card keys of the fused map's own cali
 def _model_stated(model, key: str, descent_map: bool):
     """A model's card value (or attribute) ``key``; for the descent map its own
     ``descent_map_<key>`` where stated, else the single-frame one."""
+    return _model_stated_as(model, key, descent_map)[1]
+
+
+def _model_stated_as(model, key: str, descent_map: bool) -> tuple[str, Any]:
+    """:func:`_model_stated` and the key that stated it (``("", None)`` where none does)."""
     card = getattr(model, "meta", {}).get("card", {})
     keys = (DESCENT_MAP_KEY_PREFIX + key, key) if descent_map else (key,)
     for k in keys:
         value = card.get(k, getattr(model, k, None))
         if value:
-            return value
-    return None
+            return k, value
+    return "", None
 
 
 def model_hazard_calibration(model, descent_map: bool = False) -> tuple[float, ...] | None:
@@ -352,19 +357,15 @@ def model_safe_below(model, descent_map: bool = False, range_m: float | None = N
     the table (``descent_map``: the fused map's, ``descent_map_hazard_safe_below``, where stated).
     At a frame's median ``range_m``, its range band's where the model states them
     (``hazard_safe_below_by_range``: the budget held within each band on the calibration data)."""
-    value = _model_stated(model, "hazard_safe_below", descent_map)
+    key, value = _model_stated_as(model, "hazard_safe_below", descent_map)
     if not value:
         return None
     if range_m is None or not np.isfinite(range_m):
         return float(value)
-    # the bands of this kind of map only: a fused map's threshold never takes a single frame's bands
-    key = (
-        DESCENT_MAP_KEY_PREFIX
-        if descent_map and _model_stated(model, DESCENT_MAP_KEY_PREFIX + "hazard_safe_below", False)
-        else ""
-    ) + "hazard_safe_below_by_range"
+    # the bands stated beside the threshold taken: a fused map's own never takes a single frame's
+    bands_key = key + "_by_range"
     card = getattr(model, "meta", {}).get("card", {})
-    return safe_threshold_at_range(float(value), card.get(key, getattr(model, key, None)), range_m)
+    return safe_threshold_at_range(float(value), card.get(bands_key, getattr(model, bands_key, None)), range_m)
 
 
 def model_disparity_sigma(model) -> float:

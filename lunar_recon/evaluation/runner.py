@@ -443,7 +443,7 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
         fit_safe_threshold,
         fit_safe_thresholds_by_range,
     )
-    from .scoring import RANGE_BINS_M
+    from .scoring import RANGE_BINS_M, range_bin
 
     tables = {}
     fused_labels = {descent_map_label(label) for label in labels}
@@ -462,10 +462,9 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
         if label in fused_labels:
             sequences = [s.sequence for s in mine]
             clusters = np.stack([per_frame[[q == seq for q in sequences]].sum(axis=0) for seq in dict.fromkeys(sequences)])
-            groups: dict[tuple[str, int], list[int]] = {}
+            groups: dict[tuple[str, str | None], list[int]] = {}
             for i, (seq, r) in enumerate(zip(sequences, ranges)):
-                band = int(np.searchsorted(RANGE_BINS_M, r, side="right")) if np.isfinite(r) else -1
-                groups.setdefault((seq, band), []).append(i)
+                groups.setdefault((seq, range_bin(r)), []).append(i)
             band_clusters = np.stack([per_frame[idx].sum(axis=0) for idx in groups.values()])
             band_ranges = np.array([float(np.median(ranges[idx])) for idx in groups.values()])
         if counts[0].sum() > 0:
