@@ -174,7 +174,7 @@ def _args_model(fx) -> str:
 
 
 def test_model_card_test_tables_show_the_cards_held_out_metrics(tmp_path):
-    """MODEL_CARD.md's two held-out tables are model_card.json's test metrics as
+    """MODEL_CARD.md's three held-out tables are model_card.json's test metrics as
     scripts/card_test_metrics.py renders them; its section replacement keeps the rest."""
     import importlib.util
     import json
@@ -188,7 +188,11 @@ def test_model_card_test_tables_show_the_cards_held_out_metrics(tmp_path):
     shipped = REPO / "lunar_recon" / "models" / "shipped"
     card = json.loads((shipped / "model_card.json").read_text())
     md = (shipped / "MODEL_CARD.md").read_text()
-    for heading, key in ((cards.LANDER_SECTION, "test_metrics"), (cards.DESCENT_SECTION, "descent_test_metrics")):
+    for heading, key in (
+        (cards.LANDER_SECTION, "test_metrics"),
+        (cards.DESCENT_SECTION, "descent_test_metrics"),
+        (cards.APPROACH_SECTION, "approach_test_metrics"),
+    ):
         section = md.split(heading, 1)[1].split("\n## ", 1)[0]
         assert "\n".join(cards.metrics_table(card[key])) in section, heading
     first = card["test_metrics"][next(iter(card["test_metrics"]))]

@@ -586,6 +586,35 @@ def test_a_lone_cell_standing_out_is_an_outlier_a_rock_of_two_cells_is_not():
     )
 
 
+def test_a_relief_prior_keeps_noisy_heights_from_reading_as_rocks_and_keeps_a_measured_rock():
+    """Flat ground, one half measured to 1 cm, the other to 30 cm per point (a network's guess
+    where no right pixel matched): judged on the measurements alone the largest of a footprint's
+    ~560 noisy heights clears 0.3 m and the noisy half reads hazardous; under a 0.1 m relief
+    prior each noisy cell's posterior stays near the plane.  A 0.35 m rock measured to 1 cm
+    keeps its sites hazardous either way; no prior is the measurement alone."""
+    rng = np.random.default_rng(5)
+    xy = ground(n=60_000, half=6.0, seed=5)
+    sigma = np.where(xy[:, 0] < 0, 0.3, 0.01)
+    z = rng.normal(0.0, sigma)
+    z[(np.abs(xy[:, 0] - 3.0) < 0.15) & (np.abs(xy[:, 1] - 3.0) < 0.15)] += 0.35
+    pts = np.c_[xy, z]
+    maps = {
+        prior: hazard_map(pts, [0, 0, 1], HazardParams(relief_prior_m=prior, hazard_above=0.5), elevation_sigma=sigma)
+        for prior in (0.0, 0.1)
+    }
+    X, _ = maps[0.0].grid.cell_centres()
+    noisy = (X < -2.5) & np.isfinite(maps[0.0].probability)
+    assert noisy.sum() > 100
+    assert np.median(maps[0.0].probability[noisy]) > 0.5
+    assert np.median(maps[0.1].probability[noisy]) < 0.05
+    for hm in maps.values():
+        assert hm.hazard[hm.grid.cell_of(3.0, 4.5)] == HAZARD  # the rock is within 2 m of this site
+    default = hazard_map(pts, [0, 0, 1], HazardParams(hazard_above=0.5), elevation_sigma=sigma)
+    np.testing.assert_array_equal(default.probability, maps[0.0].probability)
+    with pytest.raises(ValueError, match="relief_prior_m"):
+        HazardParams(relief_prior_m=-0.1).validate()
+
+
 def test_a_landing_site_keeps_its_margin_from_ground_not_certified_safe():
     import dataclasses
 
@@ -689,6 +718,42 @@ def test_the_safe_threshold_keeps_false_safe_within_budget_on_calibration_frames
     assert safe == round(float(calibrate_probability(np.array(0.5), table)) + 1e-4, 4)
     with pytest.raises(ValueError, match="per-frame"):
         fit_safe_threshold(frames.sum(axis=0), table)
+
+
+def test_the_safe_threshold_never_certifies_a_flat_run_of_the_table_it_did_not_judge():
+    """A table flat at 0.01 from the raw probability 0.1 to 0.6 (pooled adjacent violators do
+    that): any threshold above 0.01 certifies the whole run.  The run holds 2.5 % hazards, so
+    no threshold above 0.01 keeps the budget, though the bins below the edge 0.2 alone would
+    (0.25 %): the fit must not pick the edge 0.2 and certify the run with it."""
+    from lunar_recon.geometry.hazard import calibrate_probability, fit_safe_threshold
+
+    table = (0.001, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.2, 0.3, 0.5, 0.9)
+    n = np.full(10, 1000.0)
+    freq = np.r_[0.001, 0.004, [0.03] * 4, [0.3] * 4]
+    frames = _frame_counts([(n, n * freq)] * 40)
+    safe = fit_safe_threshold(frames, table)
+    mid = (np.arange(10) + 0.5) / 10  # each bin's sites at its middle, through the table
+    certified = calibrate_probability(mid, table) < safe
+    assert (n * freq)[certified].sum() <= 0.01 * n[certified].sum()
+    assert not certified[1:6].any()
+    # where the run is as clean as the bins below it, the whole run is certified
+    clean = _frame_counts([(n, n * np.r_[[0.002] * 6, [0.3] * 4])] * 40)
+    assert (calibrate_probability(mid, table) < fit_safe_threshold(clean, table))[:6].all()
+
+
+def test_the_best_f1_threshold_scores_what_the_map_calls_across_a_flat_run():
+    """A table flat at 0.05 over the raw bins 0.5-0.8, then rising: the edge 0.8 maps to 0.05,
+    so a map with that threshold calls the whole flat run (mostly safe sites) too.  Judged on
+    the bins 0.8-1 alone it looks best; judged on what the map calls it is not, and the fit
+    takes the edge 0.9."""
+    from lunar_recon.geometry.hazard import fit_hazard_threshold
+
+    table = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.05, 0.05, 0.05, 0.3, 0.9)
+    n = np.array([1000, 1000, 1000, 1000, 1000, 3000, 3000, 3000, 600, 1000], float)
+    freq = np.array([0.01] * 5 + [0.05] * 3 + [0.4, 0.5])
+    mid = (np.arange(10) + 0.5) / 10
+    counts = np.stack([n, n * mid, n * freq])
+    assert fit_hazard_threshold(counts, int(round((n * freq).sum())), table) == 0.3
 
 
 def test_the_safe_threshold_bounds_false_safe_over_frames_not_sites():

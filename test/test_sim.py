@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -371,6 +372,31 @@ def test_a_descents_terrain_is_as_fine_as_its_last_frames_pixels():
     assert plan.terrain.cell_m <= 1.25 * end_pixel
     assert plan.terrain.extent_m / plan.terrain.cell_m > 2000
     plan.terrain.validate()
+
+
+def test_lander_sequence_glides_down_onto_its_landing_area():
+    """The lander's final approach: the lander preset's rig and terrain (rocks from 0.15 m),
+    30 -> 12 m above ground, its line of sight held on one aim point (the middle of every
+    frame looks at the same ground), a DEM as fine as the last frame's pixel there."""
+    from lunar_recon.sim.sequence import descent_plan, render_sequence
+
+    plan = descent_plan(81, 512, 384, 8, 30.0, 12.0, preset="lander")
+    assert plan.terrain.rock_min_m == pytest.approx(0.15) and plan.terrain.crater_max_m == pytest.approx(30.0)
+    slant = math.hypot(1.0, float(np.linalg.norm(plan.look_target[:2])) / 30.0)  # line-of-sight / altitude
+    assert plan.terrain.cell_m <= 1.25 * 12.0 * slant / plan.rig.intrinsics().fx
+    frames = list(render_sequence("lander", 3, seed=81, width=96, height=64))
+    heights = [f.T_world_from_left[2, 3] for f in frames]
+    assert heights[0] > heights[1] > heights[2]
+    from lunar_recon.geometry.camera import depth_to_points
+
+    aims = []  # the ground at the middle of each frame, in the world
+    for f in frames:
+        T = f.T_world_from_left
+        aims.append(T[:3, :3] @ depth_to_points(f.depth_left, f.K_left)[32, 48] + T[:3, 3])
+    for a in aims[1:]:  # the same ground to within the half baseline the left camera sits aside
+        assert np.linalg.norm(a[:2] - aims[0][:2]) < 0.6 * plan.rig.baseline_m + 0.2
+    with pytest.raises(ValueError, match="unknown sequence"):
+        next(render_sequence("orbit", 2, seed=1))
 
 
 def test_simulated_sequence_bag_files_carry_the_bags_name(tmp_path):

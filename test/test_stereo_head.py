@@ -426,7 +426,7 @@ def test_card_describes_the_shipped_head():
     assert card["parameters"] == count_parameters(model)  # network and head
     assert head["gflops_512x384"] > 0 and set(head["cpu_latency_ms_2_threads"]) == {"512x384", "1024x1024"}
     assert any("train-stereo-head" in c for c in card["commands"])
-    for metrics in (card["test_metrics"], card["descent_test_metrics"]):
+    for metrics in (card["test_metrics"], card["descent_test_metrics"], card["approach_test_metrics"]):
         student = card_student_row(metrics, shipped_model_path())
         assert student["depth_completeness"] > 0.99 and student["frames"] > 0
         assert "sgbm" in metrics  # the matcher it replaces stays beside it

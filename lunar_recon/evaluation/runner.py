@@ -57,6 +57,7 @@ class EvaluationOptions:
     hazard_memory: int = HazardParams().memory_frames
     hazard_memory_keyframe_distance: float = HazardParams().memory_keyframe_distance_m
     hazard_landing_margin: float = HazardParams().landing_margin_m
+    hazard_relief_prior: float = HazardParams().relief_prior_m
     descent_map: bool = False
     descent_pixel_relief: float = DescentMapParams().pixel_relief
     descent_levels: int = DescentMapParams().levels
@@ -97,6 +98,7 @@ def hazard_params_for(opts: EvaluationOptions, truth_h):
         memory_frames=opts.hazard_memory,
         memory_keyframe_distance_m=opts.hazard_memory_keyframe_distance,
         landing_margin_m=opts.hazard_landing_margin,
+        relief_prior_m=opts.hazard_relief_prior,
     )
     try:
         params.validate()

@@ -82,6 +82,10 @@ class HazardParams:
     # enough to matter then spans more than one cell, so a lone cell standing out is a depth
     # outlier, which would otherwise make every site whose footprint holds it hazardous
     despike: bool = True
+    # Measured heights only: each cell's height above (below) a site's plane is judged on its
+    # posterior under a zero-mean Gaussian prior of this sigma (m), the terrain's relief about a
+    # site's plane; 0: on the measurement alone (site_relief.site_relief)
+    relief_prior_m: float = 0.0
 
     def validate(self) -> None:
         checks = [
@@ -108,6 +112,7 @@ class HazardParams:
             (self.memory_frames >= 1, "memory_frames must be >= 1 (1: no memory)"),
             (self.memory_keyframe_distance_m >= 0, "memory_keyframe_distance_m must be >= 0"),
             (self.landing_margin_m >= 0, "landing_margin_m must be >= 0"),
+            (self.relief_prior_m >= 0, "relief_prior_m must be >= 0 (0: no prior)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -481,6 +486,12 @@ def fit_probability_calibration(counts: np.ndarray, knots: int = 21) -> tuple[fl
     return tuple(float(round(v, 4)) for v in np.interp(grid, x, fitted))
 
 
+def _table_at_edges(table, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The calibrated probability at each raw bin's lower and upper edge (non-decreasing)."""
+    at = np.maximum.accumulate(calibrate_probability(np.arange(bins + 1) / bins, table))
+    return at[:-1], at[1:]
+
+
 def fit_hazard_threshold(counts: np.ndarray, hazards: int, table) -> float:
     """The calibrated probability at which calling a site a HAZARD gives the best F1 on
     calibration data: ``counts`` are the raw probabilities' reliability counts
@@ -488,16 +499,21 @@ def fit_hazard_threshold(counts: np.ndarray, hazards: int, table) -> float:
     hazard site (those the map left unknown too: they count as missed), ``table`` the
     calibration fitted on the same counts.  Thresholds are tried at the raw bins' lower edges
     (a calibrated classifier's best-F1 threshold is half its best F1, so well below 0.5 where
-    the map is unsure)."""
+    the map is unsure); each is scored on every bin the map would call at it, the bins below
+    the edge that the table maps flat onto the same value included."""
     n, _, hits = (np.asarray(c, dtype=np.float64) for c in counts)
     bins = len(n)
-    called = np.cumsum(n[::-1])[::-1]  # sites at or above each bin's lower edge
-    caught = np.cumsum(hits[::-1])[::-1]
+    lower, _ = _table_at_edges(table, bins)
+    thresholds = np.round(lower, 4)
+    # the first bin the map calls at each threshold (to the rounding's half step)
+    start = np.searchsorted(lower, thresholds - 5e-5, side="left")
+    called = np.cumsum(n[::-1])[::-1][start]  # sites from that bin up
+    caught = np.cumsum(hits[::-1])[::-1][start]
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = 2 * caught / (called + max(hazards, 1))
-    f1[0] = -1.0  # the first edge calls everything a hazard
+    f1[start == 0] = -1.0  # a threshold that calls everything a hazard
     best = int(np.nanargmax(f1))
-    return round(float(calibrate_probability(np.array(best / bins), table)), 4)
+    return round(float(thresholds[best]), 4)
 
 
 def fit_safe_threshold(
@@ -512,9 +528,11 @@ def fit_safe_threshold(
     false-safe share (hazards among the certified) within ``budget`` on calibration data, with
     ``confidence``: ``frame_counts`` (F, 3, bins) are each calibration frame's reliability
     counts of raw probabilities (``geometry.metrics.reliability_counts``), ``table`` the
-    calibration fitted on them.  Candidates are the raw bins' edges; the threshold returned is
-    the table's value there plus 1e-4 (its rounding step), so that a bin the table maps flat onto
-    that value is certified with the bins below it, as its counts were.
+    calibration fitted on them.  Candidates are the raw bins' upper edges; the threshold
+    returned is the table's value there plus 1e-4 (its rounding step), which certifies every bin
+    the table maps at or below that value: the bins above the edge that the table maps flat onto
+    it too.  So each candidate is judged on all the bins it certifies, not only those below its
+    edge.
     A frame's sites share its depth errors, so the bound resamples whole frames (a cluster
     bootstrap, ``resamples`` draws, seeded): pooled site counts would overstate the evidence
     and the fit would not transfer between scenes.  Where frames are not independent either
@@ -534,11 +552,13 @@ def fit_safe_threshold(
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(drawn_sites > 0, drawn_hits / drawn_sites, 0.0)
     bound = np.quantile(share, confidence, axis=0)
-    within = np.flatnonzero((bound <= budget) & (sites.sum(axis=0) > 0))
+    _, upper = _table_at_edges(table, bins)
+    thresholds = np.round(upper + 1e-4, 4)
+    reach = np.searchsorted(upper, thresholds, side="left") - 1  # the last bin each one certifies whole
+    within = np.flatnonzero((bound[reach] <= budget) & (sites.sum(axis=0)[reach] > 0))
     if not within.size:
         return round(max(float(table[0]), 1e-4), 4)  # no site's calibrated probability is below it
-    edge = (int(within.max()) + 1) / bins
-    return round(float(calibrate_probability(np.array(edge), table)) + 1e-4, 4)
+    return float(thresholds[int(within.max())])
 
 
 def hazard_map(
@@ -649,8 +669,9 @@ def hazard_map_from_cells(
     for group in names:
         summed = footprint_sum(cv2.merge([moments[k] for k in group]), boxes)
         S.update({k: summed[..., i] for i, k in enumerate(group)})
+    footprint_cells = sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)
     cells_with_data = footprint_sum(count.astype(np.float32), boxes)
-    coverage = (cells_with_data / sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)).astype(np.float32)
+    coverage = (cells_with_data / footprint_cells).astype(np.float32)
     planes = site_planes(S, xc[0], yc[:, 0], weighted=measured)
     slope, slope_sigma, centre = planes.slope_deg, planes.slope_sigma_deg, planes.centre
     known = (coverage >= params.coverage_min) & planes.fits
@@ -673,6 +694,7 @@ def hazard_map_from_cells(
             centre=np.where(np.isfinite(centre), centre, 0.0) if measured else None,  # no plane: an unknown site
             limit=params.roughness_max_m,
             sites=known,
+            prior_sigma=params.relief_prior_m,
         )
         above = relief.highest - centre
         below = centre - relief.lowest

@@ -112,6 +112,7 @@ def site_relief(
     centre: np.ndarray | None = None,
     limit: float = 0.0,
     sites: np.ndarray | None = None,
+    prior_sigma: float = 0.0,
 ) -> SiteRelief:
     """For every site (cell) the largest and smallest of ``z[j] - dx_j gx - dy_j gy`` over the
     cells j at the footprint's offsets (dy, dx) from it (``rects``: the footprint as
@@ -122,7 +123,15 @@ def site_relief(
     With each cell's height ``sigma`` and each site's plane height ``centre`` (same units as
     ``z``) also the largest standardised exceedances of ``limit`` above and below the plane.
     ``sites`` (bool, shaped as ``z``): judge only these (and the sites between them on a grid
-    row); the others read as sites without cells.  None: every site."""
+    row); the others read as sites without cells.  None: every site.
+
+    ``prior_sigma`` > 0: each cell's height above the plane is judged on its posterior under a
+    zero-mean Gaussian prior of that sigma (the terrain's relief about a site's plane), not on
+    the measurement alone: the measurement shrunk by k = prior^2 / (prior^2 + sigma^2), its
+    sigma by sqrt(k).  A well-measured cell keeps its height; a cell whose sigma dwarfs the
+    prior (a network guess no right pixel saw) says little about a rock, and the largest of
+    many such noisy heights no longer reads as one.  The scores are then
+    ``(k r_j - limit) / (sigma_j sqrt(k))`` with r_j the height above the plane."""
     if z.shape != plane_gx.shape or z.shape != plane_gy.shape:
         raise ValueError(f"z {z.shape} and the plane gradients {plane_gx.shape}, {plane_gy.shape} differ in shape")
     table = np.array(rects, dtype=np.int64).reshape(-1, 4)
@@ -142,12 +151,17 @@ def site_relief(
         return SiteRelief(hi, lo)
     if centre is None or sigma.shape != z.shape or centre.shape != z.shape:
         raise ValueError("a standardised relief needs a sigma per cell and a plane height per site, shaped as z")
-    with np.errstate(invalid="ignore"):  # a cell known exactly (sigma 0) decides its sites outright
-        weight = np.where(valid, 1.0 / np.maximum(np.nan_to_num(sigma), SIGMA_FLOOR), 0.0)
+    if prior_sigma < 0:
+        raise ValueError(f"the relief prior's sigma must be >= 0 (0: none), got {prior_sigma}")
+    cell_sigma = np.maximum(np.nan_to_num(sigma), SIGMA_FLOOR)  # a cell known exactly decides its sites outright
+    # score = (k r - limit) / (sigma sqrt k) = r w - limit u, with w = sqrt(k) / sigma, u = 1 / (sigma sqrt(k))
+    root_k = prior_sigma / np.hypot(prior_sigma, cell_sigma) if prior_sigma > 0 else np.ones_like(cell_sigma)
+    weight = np.where(valid, root_k / cell_sigma, 0.0)
+    limit_weight = np.where(valid, 1.0 / (cell_sigma * root_k), 0.0)
     no_data = np.where(valid, 0.0, -np.inf)
     above, below = _score_kernel(
-        padded(np.where(valid, (z - limit) * weight, 0.0) + no_data, -np.inf),
-        padded(np.where(valid, (-z - limit) * weight, 0.0) + no_data, -np.inf),
+        padded(np.where(valid, z * weight - limit * limit_weight, 0.0) + no_data, -np.inf),
+        padded(np.where(valid, -z * weight - limit * limit_weight, 0.0) + no_data, -np.inf),
         padded(weight, 0.0),
         gx,
         gy,

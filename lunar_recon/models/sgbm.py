@@ -30,18 +30,18 @@ class SGBMModel:
     )
     # fmt: on
     hazard_safe_below = 0.0087
-    hazard_safe_below_by_range = ((30, 0.0087), (60, 0.0564), (100, 0.0579))  # a range band's only tightens it
+    hazard_safe_below_by_range = ((30, 0.0087), (60, 0.0561), (100, 0.0576))  # a range band's only tightens it
     hazard_above = 0.2341
     # the same for its fused descent map (which does certify), fitted on the calibration descents 31-38
     # fmt: off
     descent_map_hazard_calibration = (
-        0.0013, 0.0111, 0.0174, 0.0216, 0.0217, 0.0242, 0.0246, 0.0246, 0.0256, 0.0279, 0.0305,
-        0.0308, 0.0318, 0.0318, 0.0318, 0.0324, 0.037, 0.0425, 0.0571, 0.074, 0.1247,
+        0.0129, 0.0262, 0.0267, 0.0274, 0.0274, 0.0295, 0.0306, 0.0318, 0.0338, 0.0396, 0.0413,
+        0.0413, 0.0413, 0.042, 0.0424, 0.0424, 0.0436, 0.0498, 0.0664, 0.088, 0.4645,
     )
     # fmt: on
-    descent_map_hazard_safe_below = 0.0162
-    descent_map_hazard_safe_below_by_range = ((30, 0.0162), (60, 0.015), (100, 0.0246))
-    descent_map_hazard_above = 0.0605
+    descent_map_hazard_safe_below = 0.0129
+    descent_map_hazard_safe_below_by_range = ((30, 0.0129), (60, 0.0236), (100, 0.0305))
+    descent_map_hazard_above = 0.3892
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()

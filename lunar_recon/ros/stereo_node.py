@@ -227,6 +227,13 @@ PARAMETERS: dict[str, tuple] = {
         "touchdown dispersion and the map's errors at the edge of safe ground",
         (0.0, 1e4),
     ),
+    "hazard.relief_prior_m": (
+        _H.relief_prior_m,
+        "sigma of the terrain's relief about a site's plane (m): each measured cell's height is "
+        "judged on its posterior under this prior, so the largest of many noisy heights no longer "
+        "reads as a rock; 0: on the measurement alone",
+        (0.0, 100.0),
+    ),
     "descent_map.enabled": (
         _R.descent_map,
         "fuse every frame into one elevation map in the pose topic's world frame and "
@@ -428,6 +435,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
             memory_keyframe_distance_m=v["hazard.memory_keyframe_distance_m"],
             landing_margin_m=v["hazard.landing_margin_m"],
             despike=bool(v["hazard.despike"]),
+            relief_prior_m=v["hazard.relief_prior_m"],
         ),
         descent_map=bool(v["descent_map.enabled"]),
         descent=DescentMapParams(

@@ -1,4 +1,5 @@
-"""Time-stamped sequences over one terrain: a lander descending, or a rover driving."""
+"""Time-stamped sequences over one terrain: a lander descending (``descent``), a lander's final
+approach onto its landing area (``lander``), or a rover driving."""
 
 from __future__ import annotations
 
@@ -8,21 +9,28 @@ from typing import Iterator
 
 import numpy as np
 
+from . import SEQUENCES
 from .render import look_at
 from ..data.frame import StereoFrame
 from .scene import ScenePlan, plan_scene, render_scene
 from .terrain import generate_terrain
 
-SEQUENCES = ("descent", "rover")
+# start and end altitude (m) of a sequence when none is given
+DEFAULT_ALTITUDES_M = {"descent": (80.0, 20.0), "lander": (30.0, 12.0)}
 
 
-def descent_plan(seed: int, width: int, height: int, bits: int, start_altitude_m: float, end_altitude_m: float) -> ScenePlan:
+def descent_plan(
+    seed: int, width: int, height: int, bits: int, start_altitude_m: float, end_altitude_m: float, preset: str = "descent"
+) -> ScenePlan:
     """A descent's scene: planned at its start altitude (the widest view) with the terrain's
     detail of its end altitude.  One DEM serves every frame, so it may be as large as the
     terrain allows (a single pair's is bounded tighter); the frames at altitude see its shading
-    averaged over their pixels (``render.shading_prefilter_sigma``)."""
-    plan = plan_scene("descent", seed, width, height, bits, altitude_m=start_altitude_m, off_nadir_deg=10.0, baseline_m=2.0)
-    lo = plan_scene("descent", seed, width, height, bits, altitude_m=end_altitude_m, off_nadir_deg=10.0, baseline_m=2.0)
+    averaged over their pixels (``render.shading_prefilter_sigma``).  ``preset`` ``descent``:
+    10 deg off nadir, a 2 m baseline; ``lander``: the lander preset's draws of the seed
+    (off-nadir angle, focal length, baseline, sun, rocks and craters)."""
+    tilt, baseline = (10.0, 2.0) if preset == "descent" else (None, None)
+    plan = plan_scene(preset, seed, width, height, bits, altitude_m=start_altitude_m, off_nadir_deg=tilt, baseline_m=baseline)
+    lo = plan_scene(preset, seed, width, height, bits, altitude_m=end_altitude_m, off_nadir_deg=tilt, baseline_m=baseline)
     cell = max(lo.terrain.cell_m, plan.terrain.extent_m / (math.isqrt(plan.terrain.max_cells) - 1))
     return replace(plan, terrain=replace(plan.terrain, cell_m=cell))
 
@@ -38,16 +46,34 @@ def render_sequence(
     bits: int = 8,
 ) -> Iterator[StereoFrame]:
     """Frames of one sequence: ``descent`` (nadir-ish camera descending, 80 m -> 20 m by
-    default, drifting sideways) or ``rover`` (1.5 m high camera driving 0.25 m per frame)."""
+    default, drifting sideways), ``lander`` (a lander's final approach, 30 m -> 12 m by
+    default: the lander preset's rig, terrain and off-nadir angle, gliding down its line of
+    sight so that the landing area it aims at stays at the image centre) or ``rover`` (1.5 m
+    high camera driving 0.25 m per frame)."""
     if kind not in SEQUENCES:
         raise ValueError(f"unknown sequence {kind!r}; choose one of {SEQUENCES}")
     if frames < 1:
         raise ValueError("frames must be >= 1")
-    if kind == "descent":
-        a0 = start_altitude_m if start_altitude_m is not None else 80.0
-        a1 = end_altitude_m if end_altitude_m is not None else 20.0
+    if kind in DEFAULT_ALTITUDES_M:
+        a0 = start_altitude_m if start_altitude_m is not None else DEFAULT_ALTITUDES_M[kind][0]
+        a1 = end_altitude_m if end_altitude_m is not None else DEFAULT_ALTITUDES_M[kind][1]
         if a0 <= 0 or a1 <= 0:
             raise ValueError("altitudes must be above the ground")
+    if kind == "lander":
+        plan = descent_plan(seed, width, height, bits, a0, a1, preset="lander")
+        terrain = generate_terrain(plan.terrain, seed)
+        aim = plan.look_target[:2]
+        ahead = float(np.linalg.norm(aim))  # the aim point's ground distance at the start altitude
+        fwd = aim / max(ahead, 1e-9)
+        aim_ground = float(np.nan_to_num(terrain.height_at(aim[:1], aim[1:])[0]))
+        for i in range(frames):
+            alt = a0 + (a1 - a0) * i / max(frames - 1, 1)
+            xy = aim - fwd * ahead * alt / a0
+            ground = float(np.nan_to_num(terrain.height_at(xy[:1], xy[1:])[0]))
+            T = look_at(np.array([xy[0], xy[1], ground + alt]), np.array([aim[0], aim[1], aim_ground]))
+            T[:3, 3] -= T[:3, 0] * plan.rig.baseline_m / 2
+            yield render_scene(plan, terrain, T, keep_terrain=False).frame(name=f"{kind} {seed} {i}")
+    elif kind == "descent":
         plan = descent_plan(seed, width, height, bits, a0, a1)
         terrain = generate_terrain(plan.terrain, seed)
         fwd = plan.look_target[:2] / max(np.linalg.norm(plan.look_target[:2]), 1e-9)

@@ -135,6 +135,13 @@ def add_arguments(p) -> None:
         "(as the node's hazard.landing_margin_m)",
     )
     p.add_argument(
+        "--hazard-relief-prior",
+        type=float,
+        default=HazardParams().relief_prior_m,
+        help="sigma (m) of the terrain's relief about a site's plane, the prior each measured cell's "
+        "height is judged under (as the node's hazard.relief_prior_m; 0: none)",
+    )
+    p.add_argument(
         "--descent-map",
         action="store_true",
         help="also fuse each sequence's frames into a descent map (needs poses) and score its "
@@ -200,6 +207,7 @@ def run(args) -> int:
         safe_below=args.hazard_safe_below,
         hazard_above=args.hazard_above,
         landing_margin_m=args.hazard_landing_margin,
+        relief_prior_m=args.hazard_relief_prior,
         resolution_m=args.hazard_resolution or 0.15,
     ).validate()
     if any(not (s >= 0) for s in args.stereo_ceiling):

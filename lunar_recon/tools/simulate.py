@@ -2,6 +2,7 @@
 
     lunar-recon simulate --preset descent --pairs 100 --seed 0 --out data/descent
     lunar-recon simulate --sequence descent --frames 20 --out runs/descent.bag [--storage mcap]
+    lunar-recon simulate --sequence lander --frames 16 --out runs/approach.bag
 
 Datasets are resumable: re-running the same command keeps finished pairs and redoes partial ones.
 """
@@ -17,11 +18,11 @@ SPLITS = ("train", "val", "test")
 
 
 def add_arguments(p) -> None:
-    from ..sim import PRESETS
+    from ..sim import PRESETS, SEQUENCES
 
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--preset", choices=PRESETS, help="dataset of independent pairs")
-    mode.add_argument("--sequence", choices=["descent", "rover"], help="time-stamped sequence written as a bag")
+    mode.add_argument("--sequence", choices=SEQUENCES, help="time-stamped sequence written as a bag")
     p.add_argument("--pairs", type=int, default=10, help="pairs in the dataset (all splits)")
     p.add_argument("--frames", type=int, default=10, help="frames in the sequence")
     p.add_argument("--seed", type=int, default=0)
