@@ -342,6 +342,14 @@ def model_hazard_calibration(model, descent_map: bool = False) -> tuple[float, .
     return tuple(float(v) for v in value) if value else None
 
 
+def model_hazard_call_calibration(model, descent_map: bool = False) -> tuple[float, ...] | None:
+    """The calibration of a model's call probabilities (card ``hazard_call_calibration``, or an
+    attribute: the probability with each cell judged under the relief prior, on which HAZARD
+    is called), fitted with its hazard table; the fused map's own under ``descent_map``."""
+    value = _model_stated(model, "hazard_call_calibration", descent_map)
+    return tuple(float(v) for v in value) if value else None
+
+
 def model_hazard_above(model, descent_map: bool = False) -> float | None:
     """The probability at which a model's calibrated map calls a HAZARD (card ``hazard_above``,
     or an attribute): the best-F1 threshold on the calibration data, fitted with the table
@@ -721,7 +729,7 @@ class StereoReconstructor:
                     fx = calibration.K_left.fx if calibration is not None else float("nan")
                     range_m = float(np.median(depth[valid]))
                     hazard_params = params_for_range(p.hazard, range_m, fx)
-                    single_params, probability_table = self._calibrated(hazard_params, p, False, range_m)
+                    single_params, probability_table, call_table = self._calibrated(hazard_params, p, False, range_m)
                     hmap = hazard_map(
                         points,
                         up,
@@ -730,6 +738,7 @@ class StereoReconstructor:
                         shadowed=shadowed,
                         sun=sun_in_left,
                         calibration=probability_table,
+                        call_calibration=call_table,
                     )
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
@@ -766,13 +775,18 @@ class StereoReconstructor:
 
     def _calibrated(
         self, hazard_params: HazardParams, p: ReconstructionParams, descent_map: bool, range_m: float | None = None
-    ) -> tuple[HazardParams, tuple[float, ...] | None]:
-        """The model's probability table for this kind of map (None: raw probabilities) and the
-        parameters with its own thresholds where ``hazard.safe_below`` / ``hazard.hazard_above``
-        leave them to the model (a model's thresholds hold for its calibrated probabilities only;
-        its safe one at the frame's median ``range_m``, per range band where it states them)."""
+    ) -> tuple[HazardParams, tuple[float, ...] | None, tuple[float, ...] | None]:
+        """The model's probability tables for this kind of map (None: raw probabilities), of its
+        probabilities and of its call probabilities, and the parameters with its own thresholds
+        where ``hazard.safe_below`` / ``hazard.hazard_above`` leave them to the model (a model's
+        thresholds hold for its calibrated probabilities only; its safe one at the frame's median
+        ``range_m``, per range band where it states them).  A model calibrated without call
+        probabilities calls hazards on its probabilities (no relief prior), as it was fitted."""
         table = model_hazard_calibration(self.model, descent_map) if p.calibrate_hazard else None
+        call_table = model_hazard_call_calibration(self.model, descent_map) if p.calibrate_hazard else None
         stated = table is not None
+        if stated and call_table is None:
+            hazard_params = dataclasses.replace(hazard_params, relief_prior_m=0.0)
         safe = safe_threshold(p.hazard, model_safe_below(self.model, descent_map, range_m) if stated else None)
         if p.hazard.hazard_above > 0:
             safe = min(safe, p.hazard.hazard_above)
@@ -780,7 +794,7 @@ class StereoReconstructor:
         if p.hazard.hazard_above == 0:
             source = model_hazard_above(self.model, descent_map) if stated else None
             hazard_params = dataclasses.replace(hazard_params, hazard_above=hazard_threshold(hazard_params, source))
-        return hazard_params, table
+        return hazard_params, table, call_table
 
     def _fuse(
         self,
@@ -795,7 +809,8 @@ class StereoReconstructor:
         """Fuse this frame into the stream's descent map and make the landing-site map on it,
         through the model's calibration of fused maps (its single-frame one where it states none):
         a fused cell's probability is sharper than one frame's, so one table cannot serve both."""
-        hazard_params, probability_table = self._calibrated(hazard_params, p, True, range_m)
+        # its cells are judged on a common sigma: no relief prior, no call table
+        hazard_params, probability_table, _ = self._calibrated(hazard_params, p, True, range_m)
         if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
             hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's
         if (

@@ -52,6 +52,12 @@ def with_calibration_section(md: str, descent: bool, table: list[float], safe: f
         "and called a hazard at calibrated "
         f"P >= {threshold} (`{prefix}hazard_above`: the threshold with the best hazard F1 there)."
     )
+    if entry.get("hazard_call_calibration"):
+        section += (
+            " Hazards are called on the call probability, each cell's relief judged under the relief prior "
+            f"(`hazard.relief_prior_m`), through its own table (`{prefix}hazard_call_calibration`): "
+            f"`{[float(v) for v in entry['hazard_call_calibration']]}`; the hazard threshold is on it."
+        )
     bands = entry.get("hazard_safe_below_by_range") or []
     if bands:
         edges = [0.0] + [float(upper) for upper, _ in bands[:-1]]
@@ -95,17 +101,26 @@ def main(argv: list[str]) -> int:
         f"{prefix}hazard_safe_below": safe,
         f"{prefix}hazard_safe_below_by_range": [[float(u), float(t)] for u, t in entry.get("hazard_safe_below_by_range") or []],
     }
+    call_key = f"{prefix}hazard_call_calibration"  # a fit without call probabilities drops a stale table
+
+    def updated(card: dict) -> dict:
+        card.update(keys)
+        if entry.get("hazard_call_calibration"):
+            card[call_key] = [float(v) for v in entry["hazard_call_calibration"]]
+        else:
+            card.pop(call_key, None)
+        return card
+
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt["meta"]["card"].update(keys)
+    updated(ckpt["meta"]["card"])
     atomic_torch_save(ckpt, path)
     orbital = SHIPPED_DIR / ORBITAL_STUDENT  # the range-selected network shares the default's head and tables
     if orbital.exists():
         other = torch.load(orbital, map_location="cpu", weights_only=True)
-        other["meta"]["card"].update(keys)
+        updated(other["meta"]["card"])
         atomic_torch_save(other, orbital)
     card_path = SHIPPED_DIR / "model_card.json"
-    card = json.loads(card_path.read_text())
-    card.update(keys)
+    card = updated(json.loads(card_path.read_text()))
     card["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     card["commands"] = [
         *card["commands"],

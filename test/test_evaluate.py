@@ -343,4 +343,7 @@ def test_a_bag_replayed_offline_and_live_gives_the_same_hazard_maps(bag):
         assert grid[0].shape == hmap.cost.shape and np.array_equal(grid[0], hmap.cost)
         published = hazard_map_from_grid(*grid, params)[0]
         # the same classes, but where a probability rounds to a whole percent across a threshold
-        assert (published.hazard == hmap.hazard).mean() > 0.99
+        p = np.where(hmap.cost >= 0, hmap.cost / 100.0, np.nan)
+        clear = (hmap.cost >= 0) & (np.abs(p - params.safe_below) > 0.005) & (np.abs(p - params.hazard_above) > 0.005)
+        assert clear.mean() > 0.5 and (published.hazard == hmap.hazard)[clear].all()
+        assert (published.hazard == hmap.hazard).mean() > 0.95

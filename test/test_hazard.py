@@ -586,12 +586,14 @@ def test_a_lone_cell_standing_out_is_an_outlier_a_rock_of_two_cells_is_not():
     )
 
 
-def test_a_relief_prior_keeps_noisy_heights_from_reading_as_rocks_and_keeps_a_measured_rock():
+def test_a_relief_prior_keeps_noisy_heights_from_being_called_rocks_but_not_certified_safe():
     """Flat ground, one half measured to 1 cm, the other to 30 cm per point (a network's guess
-    where no right pixel matched): judged on the measurements alone the largest of a footprint's
-    ~560 noisy heights clears 0.3 m and the noisy half reads hazardous; under a 0.1 m relief
-    prior each noisy cell's posterior stays near the plane.  A 0.35 m rock measured to 1 cm
-    keeps its sites hazardous either way; no prior is the measurement alone."""
+    where no right pixel matched).  On the measurements alone the largest of a footprint's
+    ~560 noisy heights clears 0.3 m: the noisy half's probability is high and, without a prior,
+    it is called hazardous.  Under a 0.1 m relief prior each noisy cell's posterior stays near
+    the plane, so its call probability is low and nothing there is called a hazard -- but it is
+    not certified either: certification stays on the measurements alone, which cannot rule a
+    rock out.  A 0.35 m rock measured to 1 cm keeps its sites hazardous either way."""
     rng = np.random.default_rng(5)
     xy = ground(n=60_000, half=6.0, seed=5)
     sigma = np.where(xy[:, 0] < 0, 0.3, 0.01)
@@ -602,15 +604,25 @@ def test_a_relief_prior_keeps_noisy_heights_from_reading_as_rocks_and_keeps_a_me
         prior: hazard_map(pts, [0, 0, 1], HazardParams(relief_prior_m=prior, hazard_above=0.5), elevation_sigma=sigma)
         for prior in (0.0, 0.1)
     }
-    X, _ = maps[0.0].grid.cell_centres()
+    X, Y = maps[0.0].grid.cell_centres()
     noisy = (X < -2.5) & np.isfinite(maps[0.0].probability)
     assert noisy.sum() > 100
+    assert maps[0.0].call_probability is None  # no prior: calls on the probability
+    np.testing.assert_array_equal(maps[0.0].probability, maps[0.1].probability)
     assert np.median(maps[0.0].probability[noisy]) > 0.5
-    assert np.median(maps[0.1].probability[noisy]) < 0.05
+    assert (maps[0.0].hazard[noisy] == HAZARD).mean() > 0.5
+    assert np.median(maps[0.1].call_probability[noisy]) < 0.05
+    assert not (maps[0.1].hazard[noisy] == HAZARD).any()
+    assert not (maps[0.1].hazard[noisy] == SAFE).any()  # unknown: neither a rock nor certified
+    clean = (X > 2.2) & (X < 3.8) & (Y > -3.5) & (Y < 0.0) & np.isfinite(maps[0.1].probability)
+    assert clean.sum() > 50 and (maps[0.1].hazard[clean] == SAFE).mean() > 0.9
     for hm in maps.values():
         assert hm.hazard[hm.grid.cell_of(3.0, 4.5)] == HAZARD  # the rock is within 2 m of this site
-    default = hazard_map(pts, [0, 0, 1], HazardParams(hazard_above=0.5), elevation_sigma=sigma)
-    np.testing.assert_array_equal(default.probability, maps[0.0].probability)
+        # the published grid carries one value per site whose thresholds give the map's classes
+        published = np.where(hm.cost >= 0, hm.cost / 100.0, np.nan)
+        judged = (hm.cost >= 0) & (np.abs(published - 0.5) > 0.006) & (np.abs(published - 0.05) > 0.006)
+        assert ((hm.hazard == HAZARD)[judged] == (published >= 0.5)[judged]).all()
+        assert ((hm.hazard == SAFE)[judged] == (published < 0.05)[judged]).all()
     with pytest.raises(ValueError, match="relief_prior_m"):
         HazardParams(relief_prior_m=-0.1).validate()
 
@@ -674,8 +686,9 @@ def test_the_hazard_threshold_is_the_users_else_the_sources_else_one_half():
     xy = ground(n=40_000, half=5.0, seed=16)
     z = np.where(np.hypot(xy[:, 0], xy[:, 1]) < 0.4, 0.3, 0.0)  # a rock at the roughness limit: P ~ 0.5
     sigma = np.full(len(xy), 0.05)
-    low = hazard_map(np.c_[xy, z], [0, 0, 1], HazardParams(hazard_above=0.24), elevation_sigma=sigma)
-    high = hazard_map(np.c_[xy, z], [0, 0, 1], HazardParams(hazard_above=0.9), elevation_sigma=sigma)
+    # on the probability itself (no relief prior: calls on the call probability otherwise)
+    low = hazard_map(np.c_[xy, z], [0, 0, 1], HazardParams(hazard_above=0.24, relief_prior_m=0.0), elevation_sigma=sigma)
+    high = hazard_map(np.c_[xy, z], [0, 0, 1], HazardParams(hazard_above=0.9, relief_prior_m=0.0), elevation_sigma=sigma)
     mid = (low.probability >= 0.24) & (low.probability < 0.9)
     assert mid.any()
     assert (low.hazard[mid] == HAZARD).all() and (high.hazard[mid] == UNKNOWN).all()
@@ -858,6 +871,35 @@ def test_a_descent_maps_safe_threshold_resamples_sequences(tmp_path):
     fused = fitted[descent_map_label("m")]
     assert fused["hazard_safe_below"] == by_sequence and fused["safe_below_clusters"] == "sequences"
     assert fused["frames"] == 120
+
+
+def test_the_hazard_threshold_is_fitted_on_the_call_probabilities_where_the_maps_have_them(tmp_path):
+    """A map with call probabilities (a relief prior) calls hazards on them: the fit writes
+    their own table and takes the best-F1 threshold on their counts; the probability's table
+    and the safe threshold stay on the probabilities."""
+    import json
+
+    from lunar_recon.evaluation.runner import write_calibration
+    from lunar_recon.evaluation.scoring import FrameScore
+    from lunar_recon.geometry.hazard import fit_hazard_threshold, fit_probability_calibration, fit_safe_threshold
+
+    n = np.full(10, 1000.0)
+    probability = _frame_counts([(n, n * np.r_[[0.002] * 5, [0.3] * 5])] * 20)
+    calls = _frame_counts([(n, n * np.r_[[0.01] * 8, [0.9] * 2])] * 20)
+    hazards = {"hazard_tp": 0, "hazard_fn": int(calls[0, 2].sum())}
+    scores = [FrameScore("seq", "m", i, i, 0.0, dict(hazards), probability[i], calls[i]) for i in range(20)]
+    write_calibration(tmp_path / "fit.json", scores, ["m"])
+    fitted = json.loads((tmp_path / "fit.json").read_text())["m"]
+    table, call_table = fit_probability_calibration(probability.sum(axis=0)), fit_probability_calibration(calls.sum(axis=0))
+    assert fitted["hazard_calibration"] == list(table) and fitted["hazard_call_calibration"] == list(call_table)
+    assert fitted["hazard_above"] == fit_hazard_threshold(calls.sum(axis=0), 20 * hazards["hazard_fn"], call_table)
+    assert fitted["hazard_safe_below"] == fit_safe_threshold(probability, table)
+    # without call probabilities: no call table, the threshold on the probabilities
+    plain = [FrameScore("seq", "m", i, i, 0.0, dict(hazards), probability[i]) for i in range(20)]
+    write_calibration(tmp_path / "plain.json", plain, ["m"])
+    fitted = json.loads((tmp_path / "plain.json").read_text())["m"]
+    assert "hazard_call_calibration" not in fitted
+    assert fitted["hazard_above"] == fit_hazard_threshold(probability.sum(axis=0), 20 * hazards["hazard_fn"], table)
 
 
 def test_the_best_f1_threshold_is_fitted_on_calibration_counts():

@@ -121,8 +121,10 @@ def test_a_pair_beyond_the_range_of_a_models_orbital_network_is_made_by_it(rende
 
 def test_the_map_calls_hazards_at_the_models_own_threshold_unless_the_user_sets_one(rendered):
     """hazard.hazard_above and hazard.safe_below 0 (the defaults): a site is a hazard, and
-    certified safe, at the model's card thresholds (fitted on calibration data with its table);
-    a threshold the user sets wins."""
+    certified safe, at the model's card thresholds (fitted on calibration data with its tables);
+    a threshold the user sets wins.  The hazard threshold is on the call probability (the relief
+    prior's), the safe one on the probability; a model calibrated without call probabilities
+    calls hazards on its probability, as it was fitted."""
     from lunar_recon.geometry import HAZARD, SAFE
     from lunar_recon.geometry.hazard import HazardParams
 
@@ -138,11 +140,18 @@ def test_the_map_calls_hazards_at_the_models_own_threshold_unless_the_user_sets_
     for params, safe, threshold in cases:
         hz = StereoReconstructor(model, params).reconstruct(fr.left, fr.right, calib, fr.up_left).hazard
         known = np.isfinite(hz.probability)
-        assert ((hz.hazard == HAZARD) == (known & (hz.probability >= threshold))).all()
-        assert ((hz.hazard == SAFE) == (known & (hz.probability < safe))).all()
+        calls = hz.call_probability
+        assert calls is not None and np.array_equal(np.isfinite(calls), known)
+        assert ((hz.hazard == HAZARD) == (known & (calls >= threshold))).all()
+        assert ((hz.hazard == SAFE) == (known & (hz.probability < safe) & ~(calls >= threshold))).all()
         assert hz.params.hazard_above == threshold and hz.params.safe_below == safe
-    assert ((hz.probability >= 0.13) & (hz.probability < 0.6)).any()  # the two thresholds differ here
+    assert ((calls >= 0.13) & (calls < 0.6)).any()  # the two thresholds differ here
     assert ((hz.probability >= 0.04) & (hz.probability < 0.09)).any()
+    model.hazard_call_calibration = None  # calibrated on its probabilities alone
+    hz = StereoReconstructor(model, ReconstructionParams()).reconstruct(fr.left, fr.right, calib, fr.up_left).hazard
+    known = np.isfinite(hz.probability)
+    assert hz.call_probability is None and hz.params.relief_prior_m == 0
+    assert ((hz.hazard == HAZARD) == (known & (hz.probability >= 0.13))).all()
     # a user's hazard threshold below the model's safe one caps it (safe <= hazard)
     capped = ReconstructionParams(hazard=HazardParams(hazard_above=0.05))
     hz = StereoReconstructor(model, capped).reconstruct(fr.left, fr.right, calib, fr.up_left).hazard

@@ -95,7 +95,14 @@ def write_report(
         w.writerow(["sequence", "model", "index", "stamp_ns", "latency_s", *keys])
         for s in scores:
             w.writerow([s.sequence, s.model, s.index, s.stamp_ns, f"{s.latency_s:.6f}", *[s.metrics.get(k, "") for k in keys]])
-    frames = [{**s.__dict__, "reliability": None if s.reliability is None else s.reliability.tolist()} for s in scores]
+    frames = [
+        {
+            **s.__dict__,
+            "reliability": None if s.reliability is None else s.reliability.tolist(),
+            "call_reliability": None if s.call_reliability is None else s.call_reliability.tolist(),
+        }
+        for s in scores
+    ]
     (out / "metrics.json").write_text(
         json.dumps(
             {"summary": summary, "by_range": by_range, "frames": frames},

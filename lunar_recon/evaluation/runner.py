@@ -430,8 +430,9 @@ def descent_map_label(label: str) -> str:
 
 
 def write_calibration(path: Path, scores, labels: list[str]) -> None:
-    """Each model's fitted hazard-probability calibration table (card ``hazard_calibration``),
-    the calibrated probability at which calling a hazard gives the best F1 (card
+    """Each model's fitted hazard-probability calibration table (card ``hazard_calibration``;
+    where its maps have call probabilities, theirs too: ``hazard_call_calibration``),
+    the calibrated (call) probability at which calling a hazard gives the best F1 (card
     ``hazard_above``) and the one below which certifying a site keeps the false-safe share
     within budget (card ``hazard_safe_below``), from its frames' raw reliability counts; the
     same for its descent map (under :func:`descent_map_label`; card keys prefixed
@@ -472,9 +473,18 @@ def write_calibration(path: Path, scores, labels: list[str]) -> None:
         if counts[0].sum() > 0:
             table = fit_probability_calibration(counts)
             hazards = sum(s.metrics.get("hazard_tp", 0) + s.metrics.get("hazard_fn", 0) for s in mine)
+            # hazards are called on the call probabilities where the map has them (a relief prior)
+            calls = [s.call_reliability for s in mine if s.call_reliability is not None]
+            call_counts = np.sum(calls, axis=0) if len(calls) == len(mine) else None
+            call_table = fit_probability_calibration(call_counts) if call_counts is not None else None
             tables[label] = {
                 "hazard_calibration": list(table),
-                "hazard_above": fit_hazard_threshold(counts, int(hazards), table),
+                **({"hazard_call_calibration": list(call_table)} if call_table is not None else {}),
+                "hazard_above": (
+                    fit_hazard_threshold(counts, int(hazards), table)
+                    if call_counts is None
+                    else fit_hazard_threshold(call_counts, int(hazards), call_table)
+                ),
                 "hazard_safe_below": fit_safe_threshold(clusters, table),
                 "hazard_safe_below_by_range": fit_safe_thresholds_by_range(band_clusters, band_ranges, table, RANGE_BINS_M),
                 "safe_below_clusters": "sequences" if label in fused_labels else "frames",

@@ -4,6 +4,8 @@ and for training validation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +29,7 @@ class FrameScore:
     latency_s: float
     metrics: dict = field(default_factory=dict)
     reliability: np.ndarray | None = None  # geometry.metrics.reliability_counts of the frame's hazard map
+    call_reliability: np.ndarray | None = None  # the same of its call probabilities, where it has them
 
 
 def hazard_on_truth_cells(hazard_pred: HazardMap, hazard_true: HazardMap) -> HazardMap:
@@ -102,7 +105,8 @@ def score_frame(
     = f B in px m) the disparity error in pixels (the precision figure of stereo, comparable
     across ranges), and hazard metrics of ``hazard_pred`` (the pipeline's own map; made here
     from ``points_pred`` with ``elevation_sigma`` when not given) resampled onto the truth's
-    cells.  The frame's reliability counts are under the key ``"_reliability"``."""
+    cells.  The frame's reliability counts are under the key ``"_reliability"`` (those of its
+    call probabilities, where the map has them, under ``"_call_reliability"``)."""
     out: dict = {}
     reference = depth_true if depth_true is not None else depth_pred
     finite = reference[np.isfinite(reference) & (reference > 0)]
@@ -131,6 +135,10 @@ def score_frame(
             hz = hazard_metrics(pred, hazard_true, counts)
             out.update({f"hazard_{k}": v for k, v in hz.items() if k != "slope_mae_deg"})
             out["_reliability"] = counts
+            if pred.call_probability is not None:
+                out["_call_reliability"] = reliability_counts(
+                    dataclasses.replace(pred, probability=pred.call_probability), hazard_true
+                )
             sigma = median_elevation_sigma(pred, hazard_true.hazard != -1)  # its resolving power here
             if np.isfinite(sigma):
                 out["hazard_elevation_sigma_m"] = sigma
@@ -140,9 +148,10 @@ def score_frame(
 
 
 def frame_score(sequence: str, model: str, index: int, stamp_ns: int, latency_s: float, metrics: dict) -> FrameScore:
-    """A FrameScore from :func:`score_frame`'s result (its reliability counts moved to their field)."""
+    """A FrameScore from :func:`score_frame`'s result (its reliability counts moved to their fields)."""
     metrics = dict(metrics)
-    return FrameScore(sequence, model, index, stamp_ns, latency_s, metrics, metrics.pop("_reliability", None))
+    reliability, call_reliability = metrics.pop("_reliability", None), metrics.pop("_call_reliability", None)
+    return FrameScore(sequence, model, index, stamp_ns, latency_s, metrics, reliability, call_reliability)
 
 
 # Range bins of the per-range breakdown (m): stereo precision falls as range squared, so a

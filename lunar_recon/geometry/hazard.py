@@ -82,10 +82,12 @@ class HazardParams:
     # enough to matter then spans more than one cell, so a lone cell standing out is a depth
     # outlier, which would otherwise make every site whose footprint holds it hazardous
     despike: bool = True
-    # Measured heights only: each cell's height above (below) a site's plane is judged on its
-    # posterior under a zero-mean Gaussian prior of this sigma (m), the terrain's relief about a
-    # site's plane; 0: on the measurement alone (site_relief.site_relief)
-    relief_prior_m: float = 0.0
+    # Measured heights only: a site is called a HAZARD on its probability with each cell's height
+    # above (below) the site's plane judged on its posterior under a zero-mean Gaussian prior of
+    # this sigma (m), the terrain's relief about a site's plane (site_relief.site_relief), so that
+    # the largest of many noisy heights is no rock; it is certified SAFE on the measurements
+    # alone, which cannot hide a rock in noise.  0: both on the measurements alone
+    relief_prior_m: float = 0.1
 
     def validate(self) -> None:
         checks = [
@@ -251,12 +253,17 @@ class HazardMap:
     roughness_rms_m: np.ndarray  # RMS residual of the cells about the site's plane
     coverage: np.ndarray
     hazard: np.ndarray  # int8: SAFE 0, HAZARD 1, UNKNOWN -1 (no data, or between the thresholds)
-    cost: np.ndarray  # int8: round(100 P(hazard)), -1 without data (OccupancyGrid values)
+    cost: np.ndarray  # int8: round(100 P), -1 without data (OccupancyGrid values): its thresholds give ``hazard``
     R_grid_from_input: np.ndarray
     params: HazardParams
     landing_site: LandingSite | None = None
     probability: np.ndarray | None = None  # float32 P(hazard) per site, NaN without data
     elevation_sigma_m: np.ndarray | None = None  # 1-sigma of each cell's height, NaN without points
+    # float32 P(hazard) per site with each cell's relief judged under the relief prior, the one
+    # HAZARD is called on (None: ``probability`` is); NaN without data.  ``cost`` then carries it
+    # where it calls a hazard, ``probability`` where that certifies the site, else the call
+    # probability raised to the safe threshold
+    call_probability: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -570,6 +577,7 @@ def hazard_map(
     shadowed: np.ndarray | None = None,
     sun: np.ndarray | None = None,
     calibration=None,
+    call_calibration=None,
 ) -> HazardMap:
     """Landing-site safety map of an N x 3 (or organised H x W x 3) cloud in any frame, given
     gravity 'up' in that frame (see the module docstring).  The grid lives in the
@@ -581,7 +589,8 @@ def hazard_map(
     (direction toward the sun, same frame): shadowed cells are lowered to the sun ray grazing
     the terrain upsun (:func:`~lunar_recon.geometry.shadows.shadow_bounded_elevation`).
     ``calibration``: a table of :func:`calibrate_probability` for the probabilities of this
-    depth source (its model's, chosen on calibration data); None: the Gaussian model's own."""
+    depth source (its model's, chosen on calibration data); None: the Gaussian model's own;
+    ``call_calibration`` the same for its call probabilities (under the relief prior)."""
     params = params or HazardParams()
     params.validate()
     if params.resolution_m == 0 and grid is None:
@@ -618,7 +627,10 @@ def hazard_map(
     if cells.shadow_share is not None and sun is not None:
         shadowed_cells = np.nan_to_num(cells.shadow_share) >= SHADOW_CELL_FRACTION
         cells.z = shadow_bounded_elevation(cells.z, shadowed_cells, res, R @ normalize(sun))
-    return hazard_map_from_cells(cells, grid, R, params, calibration if point_var is not None else None)
+    measured = point_var is not None
+    return hazard_map_from_cells(
+        cells, grid, R, params, calibration if measured else None, call_calibration=call_calibration if measured else None
+    )
 
 
 def hazard_map_from_cells(
@@ -628,13 +640,17 @@ def hazard_map_from_cells(
     params: HazardParams | None = None,
     calibration=None,
     per_cell_sigma: bool = True,
+    call_calibration=None,
 ) -> HazardMap:
     """The landing-site map of cell heights already made (``cells``: each cell's representative
     point and, when known, its height variance; NaN without data) on ``grid``, whose frame is
     ``R_grid_from_input`` applied to the input frame (e.g. a fused descent map's cells).
     ``per_cell_sigma``: the relief's exceedance judges each cell on its own sigma (see the
     module docstring); False: on the footprint's mean sigma, for variances that miss an error
-    shared between cells (a fused map's registration)."""
+    shared between cells (a fused map's registration).  With measured per-cell sigmas and a
+    ``params.relief_prior_m``, HAZARD is called on the probability under the relief prior
+    (``call_probability``, through ``call_calibration``) and SAFE certified on the
+    measurements alone (``probability``, the published one)."""
     params = params or HazardParams()
     params.validate()
     R = np.asarray(R_grid_from_input, dtype=np.float64)
@@ -694,7 +710,7 @@ def hazard_map_from_cells(
             centre=np.where(np.isfinite(centre), centre, 0.0) if measured else None,  # no plane: an unknown site
             limit=params.roughness_max_m,
             sites=known,
-            prior_sigma=params.relief_prior_m,
+            prior_sigma=params.relief_prior_m if measured else 0.0,
         )
         above = relief.highest - centre
         below = centre - relief.lowest
@@ -706,14 +722,26 @@ def hazard_map_from_cells(
             p_below = _exceedance(below, params.roughness_max_m, relief_sigma)
         p_slope = _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf))
         p_hazard = 1.0 - (1.0 - p_slope) * (1.0 - p_above) * (1.0 - p_below)
+        p_call = None
+        if relief.prior_above_score is not None and relief.prior_below_score is not None:
+            p_call = 1.0 - (1.0 - p_slope) * (1.0 - ndtr(relief.prior_above_score)) * (1.0 - ndtr(relief.prior_below_score))
     if calibration is not None:
         p_hazard = calibrate_probability(p_hazard, calibration)
     p_hazard = np.where(known, p_hazard, np.nan)
+    if p_call is not None:
+        p_call = np.where(known, p_call if call_calibration is None else calibrate_probability(p_call, call_calibration), np.nan)
+    published = p_hazard
+    if p_call is not None:
+        # one value per site from which a consumer thresholding the grid reaches the map's own
+        # classes: the call probability where it calls a hazard, the probability where that
+        # certifies the site, else the call probability but at least the safe threshold
+        safe_t, hazard_t = safe_threshold(params), hazard_threshold(params)
+        published = np.where(p_call >= hazard_t, p_call, np.where(p_hazard < safe_t, p_hazard, np.fmax(p_call, safe_t)))
     hazard = np.full(grid.shape, UNKNOWN, np.int8)
-    hazard[known & (p_hazard < safe_threshold(params))] = SAFE
-    hazard[known & (p_hazard >= hazard_threshold(params))] = HAZARD
+    hazard[known & (published < safe_threshold(params))] = SAFE
+    hazard[known & (published >= hazard_threshold(params))] = HAZARD
     cost = np.full(grid.shape, -1, np.int8)
-    cost[known] = np.clip(np.round(p_hazard[known] * 100), 0, 100).astype(np.int8)
+    cost[known] = np.clip(np.round(published[known] * 100), 0, 100).astype(np.int8)
 
     f32 = lambda arr: np.where(known, arr, np.nan).astype(np.float32)  # noqa: E731
     cell_sigma = np.where(valid, np.sqrt(cell_var), np.nan)
@@ -730,6 +758,7 @@ def hazard_map_from_cells(
         params=params,
         probability=p_hazard.astype(np.float32),
         elevation_sigma_m=cell_sigma.astype(np.float32),
+        call_probability=None if p_call is None else p_call.astype(np.float32),
         extra={
             "slope_sigma_deg": f32(np.where(np.isfinite(slope_sigma), slope_sigma, 0.0)),
             "height_above_m": f32(above),
@@ -816,6 +845,7 @@ def resample_hazard_map(
         params=hmap.params,
         probability=take(hmap.probability, np.nan, np.float32),
         elevation_sigma_m=take(hmap.elevation_sigma_m, np.nan, np.float32),
+        call_probability=take(hmap.call_probability, np.nan, np.float32),
     )
     site = hmap.landing_site
     if site is not None:

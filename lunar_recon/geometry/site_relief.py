@@ -30,6 +30,9 @@ class SiteRelief:
     # and of (depth below the plane - limit) / sigma_j
     above_score: np.ndarray | None = None
     below_score: np.ndarray | None = None
+    # with a prior on the relief too: the same scores of each cell's posterior
+    prior_above_score: np.ndarray | None = None
+    prior_below_score: np.ndarray | None = None
 
 
 @numba.njit(cache=True, nogil=True)
@@ -65,16 +68,18 @@ def _relief_kernel(z_hi, z_lo, gx, gy, rects, pad, span):  # pragma: no cover - 
 
 @numba.njit(cache=True, nogil=True)
 def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad, span):  # pragma: no cover - compiled
-    # the score above at cell j is (z_j - limit) w_j - t w_j and below (-z_j - limit) w_j + t w_j,
-    # t the site's plane height at cell j: the bases are per cell, t per site and offset
+    # for each of the K score sets (axis 0) the score above at cell j is (z_j - limit) w_j - t w_j and
+    # below (-z_j - limit) w_j + t w_j, t the site's plane height at cell j: the bases are per cell,
+    # t per site and offset, computed once for every set
+    sets = weight.shape[0]
     rows, cols = gx.shape
-    above = np.full((rows, cols), -np.inf, np.float32)
-    below = np.full((rows, cols), -np.inf, np.float32)
+    above = np.full((sets, rows, cols), -np.inf, np.float32)
+    below = np.full((sets, rows, cols), -np.inf, np.float32)
     plane_row = np.empty(cols, np.float32)
     for y in range(rows):
         x0, x1 = span[y, 0], span[y, 1]
         n = x1 - x0
-        up, down, gxr, gyr, c = above[y, x0:x1], below[y, x0:x1], gx[y, x0:x1], gy[y, x0:x1], centre[y, x0:x1]
+        gxr, gyr, c = gx[y, x0:x1], gy[y, x0:x1], centre[y, x0:x1]
         for k in range(rects.shape[0]):
             for dy in range(rects[k, 0], rects[k, 1] + 1):
                 fdy = np.float32(dy)
@@ -83,11 +88,13 @@ def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad, sp
                 for dx in range(rects[k, 2], rects[k, 3] + 1):
                     fdx = np.float32(dx)
                     r, o0, o1 = y + pad + dy, pad + dx + x0, pad + dx + x1
-                    ab, bb, w = above_base[r, o0:o1], below_base[r, o0:o1], weight[r, o0:o1]
-                    for x in range(n):
-                        tw = (gxr[x] * fdx + plane_row[x]) * w[x]
-                        up[x] = max(up[x], ab[x] - tw)
-                        down[x] = max(down[x], bb[x] + tw)
+                    for m in range(sets):  # row slices: the inner loop vectorises
+                        up, down = above[m, y, x0:x1], below[m, y, x0:x1]
+                        ab, bb, w = above_base[m, r, o0:o1], below_base[m, r, o0:o1], weight[m, r, o0:o1]
+                        for x in range(n):
+                            tw = (gxr[x] * fdx + plane_row[x]) * w[x]
+                            up[x] = max(up[x], ab[x] - tw)
+                            down[x] = max(down[x], bb[x] + tw)
     return above, below
 
 
@@ -125,13 +132,13 @@ def site_relief(
     ``sites`` (bool, shaped as ``z``): judge only these (and the sites between them on a grid
     row); the others read as sites without cells.  None: every site.
 
-    ``prior_sigma`` > 0: each cell's height above the plane is judged on its posterior under a
-    zero-mean Gaussian prior of that sigma (the terrain's relief about a site's plane), not on
-    the measurement alone: the measurement shrunk by k = prior^2 / (prior^2 + sigma^2), its
-    sigma by sqrt(k).  A well-measured cell keeps its height; a cell whose sigma dwarfs the
-    prior (a network guess no right pixel saw) says little about a rock, and the largest of
-    many such noisy heights no longer reads as one.  The scores are then
-    ``(k r_j - limit) / (sigma_j sqrt(k))`` with r_j the height above the plane."""
+    ``prior_sigma`` > 0: also the same scores with each cell's height above the plane judged on
+    its posterior under a zero-mean Gaussian prior of that sigma (the terrain's relief about a
+    site's plane): the measurement shrunk by k = prior^2 / (prior^2 + sigma^2), its sigma by
+    sqrt(k), so ``(k r_j - limit) / (sigma_j sqrt(k))`` with r_j the height above the plane.
+    A well-measured cell keeps its height; a cell whose sigma dwarfs the prior (a network guess
+    no right pixel saw) says little about a rock, and the largest of many such noisy heights
+    no longer reads as one."""
     if z.shape != plane_gx.shape or z.shape != plane_gy.shape:
         raise ValueError(f"z {z.shape} and the plane gradients {plane_gx.shape}, {plane_gy.shape} differ in shape")
     table = np.array(rects, dtype=np.int64).reshape(-1, 4)
@@ -154,20 +161,20 @@ def site_relief(
     if prior_sigma < 0:
         raise ValueError(f"the relief prior's sigma must be >= 0 (0: none), got {prior_sigma}")
     cell_sigma = np.maximum(np.nan_to_num(sigma), SIGMA_FLOOR)  # a cell known exactly decides its sites outright
-    # score = (k r - limit) / (sigma sqrt k) = r w - limit u, with w = sqrt(k) / sigma, u = 1 / (sigma sqrt(k))
-    root_k = prior_sigma / np.hypot(prior_sigma, cell_sigma) if prior_sigma > 0 else np.ones_like(cell_sigma)
-    weight = np.where(valid, root_k / cell_sigma, 0.0)
-    limit_weight = np.where(valid, 1.0 / (cell_sigma * root_k), 0.0)
     no_data = np.where(valid, 0.0, -np.inf)
+    # one score set on the measurements alone (sqrt(k) = 1), a second under the prior
+    root_ks = [np.ones_like(cell_sigma)] + ([prior_sigma / np.hypot(prior_sigma, cell_sigma)] if prior_sigma > 0 else [])
+    bases_above, bases_below, weights = [], [], []
+    for root_k in root_ks:
+        # (k r - limit) / (sigma sqrt k) = r w - limit u, with w = sqrt(k) / sigma, u = 1 / (sigma sqrt(k))
+        weight = np.where(valid, root_k / cell_sigma, 0.0)
+        limit_weight = np.where(valid, 1.0 / (cell_sigma * root_k), 0.0)
+        bases_above.append(padded(np.where(valid, z * weight - limit * limit_weight, 0.0) + no_data, -np.inf))
+        bases_below.append(padded(np.where(valid, -z * weight - limit * limit_weight, 0.0) + no_data, -np.inf))
+        weights.append(padded(weight, 0.0))
     above, below = _score_kernel(
-        padded(np.where(valid, z * weight - limit * limit_weight, 0.0) + no_data, -np.inf),
-        padded(np.where(valid, -z * weight - limit * limit_weight, 0.0) + no_data, -np.inf),
-        padded(weight, 0.0),
-        gx,
-        gy,
-        centre.astype(np.float32),
-        table,
-        pad,
-        span,
+        np.stack(bases_above), np.stack(bases_below), np.stack(weights), gx, gy, centre.astype(np.float32), table, pad, span
     )
-    return SiteRelief(hi, lo, above, below)
+    if prior_sigma == 0:
+        return SiteRelief(hi, lo, above[0], below[0])
+    return SiteRelief(hi, lo, above[0], below[0], above[1], below[1])

@@ -31,8 +31,17 @@ class SGBMModel:
     # fmt: on
     hazard_safe_below = 0.0087
     hazard_safe_below_by_range = ((30, 0.0087), (60, 0.0561), (100, 0.0576))  # a range band's only tightens it
-    hazard_above = 0.2341
-    # the same for its fused descent map (which does certify), fitted on the calibration descents 31-38
+    # the table of its call probabilities (each cell's relief under the relief prior), whose best-F1
+    # threshold hazard_above is
+    # fmt: off
+    hazard_call_calibration = (
+        0.0148, 0.0763, 0.0874, 0.0903, 0.0985, 0.0985, 0.1047, 0.1085, 0.1194, 0.1398, 0.1474,
+        0.1567, 0.1739, 0.1797, 0.188, 0.1918, 0.2036, 0.2132, 0.2132, 0.2238, 0.4346,
+    )
+    # fmt: on
+    hazard_above = 0.1814
+    # the same for its fused descent map (which does certify), fitted on the calibration sequences
+    # (descents 31-38, lander approaches 71-78)
     # fmt: off
     descent_map_hazard_calibration = (
         0.0129, 0.0262, 0.0267, 0.0274, 0.0274, 0.0295, 0.0306, 0.0318, 0.0338, 0.0396, 0.0413,

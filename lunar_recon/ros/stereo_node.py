@@ -229,9 +229,9 @@ PARAMETERS: dict[str, tuple] = {
     ),
     "hazard.relief_prior_m": (
         _H.relief_prior_m,
-        "sigma of the terrain's relief about a site's plane (m): each measured cell's height is "
-        "judged on its posterior under this prior, so the largest of many noisy heights no longer "
-        "reads as a rock; 0: on the measurement alone",
+        "sigma of the terrain's relief about a site's plane (m): a site is called a hazard with each "
+        "measured cell's height judged on its posterior under this prior (the largest of many noisy "
+        "heights is no rock), and certified safe on the measurements alone; 0: both on the measurements",
         (0.0, 100.0),
     ),
     "descent_map.enabled": (
