@@ -21,9 +21,15 @@ the lander, judged as hazard-detection-and-avoidance systems judge a site (ALHAT
    below) as ``Phi(max_j (h_j - limit) / sigma_j)`` over the footprint's cells j, each cell
    judged on its own sigma (a poorly measured cell that sets the largest height does not borrow
    the precision of the rest); SAFE below ``safe_below``, HAZARD at or above ``hazard_above``, UNKNOWN in
-   between and where the footprint has too little data.  The published cost is ``100 P``;
-   -1 only where there is no data.  Without uncertainties (ground truth) the map is the plain
-   geometric one: P is 0 or 1.
+   between and where the footprint has too little data.  Without uncertainties (ground truth)
+   the map is the plain geometric one: P is 0 or 1.
+5. **Calling hazards under a relief prior.**  With ``relief_prior_m``, HAZARD is called on a
+   second probability with each cell's height judged on its posterior under a zero-mean
+   Gaussian prior of that sigma (the measurement shrunk by k = prior^2 / (prior^2 + sigma^2),
+   its sigma by sqrt(k)): the largest of many noisy heights is no rock.  SAFE stays on the
+   measurements alone, which cannot rule out a rock hidden in that noise.  The published cost
+   is ``100 P`` of one value per site whose thresholds give these classes; -1 only where there
+   is no data.
 
 Given the sun's direction and which points lie in shadow, shadowed cells are first lowered to
 the sun ray grazing the lit terrain upsun (:mod:`lunar_recon.geometry.shadows`).
@@ -725,6 +731,7 @@ def hazard_map_from_cells(
         p_call = None
         if relief.prior_above_score is not None and relief.prior_below_score is not None:
             p_call = 1.0 - (1.0 - p_slope) * (1.0 - ndtr(relief.prior_above_score)) * (1.0 - ndtr(relief.prior_below_score))
+
     if calibration is not None:
         p_hazard = calibrate_probability(p_hazard, calibration)
     p_hazard = np.where(known, p_hazard, np.nan)
