@@ -399,6 +399,14 @@ def test_lander_sequence_glides_down_onto_its_landing_area():
         next(render_sequence("orbit", 2, seed=1))
 
 
+def test_a_sequence_refuses_the_options_of_a_preset_dataset(tmp_path, capsys):
+    from lunar_recon.cli import main
+
+    assert main(["simulate", "--sequence", "lander", "--frames", "1", "--altitude", "40", "--out", str(tmp_path / "b")]) == 2
+    assert "--altitude apply to --preset datasets" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
 def test_simulated_sequence_bag_files_carry_the_bags_name(tmp_path):
     from lunar_recon.cli import main
 

@@ -125,6 +125,12 @@ def _run_sequence(args) -> int:
     from ..data.rosbag import write_stereo_bag
     from ..sim.sequence import render_sequence
 
+    preset_only = [f"--{n.replace('_', '-')}" for n in ("altitude", "baseline", "sun_elevation") if getattr(args, n) is not None]
+    if args.unrectified:
+        preset_only.append("--unrectified")
+    if preset_only:  # a sequence's rig, altitudes and sun are its kind's; nothing is silently ignored
+        raise ValueError(f"{' '.join(preset_only)} apply to --preset datasets, not to --sequence {args.sequence}")
+
     out = Path(args.out)
     if out.exists():
         raise ValueError(f"{out} already exists; rosbag2 bags are never overwritten")
