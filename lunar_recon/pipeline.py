@@ -342,11 +342,14 @@ def model_hazard_calibration(model, descent_map: bool = False) -> tuple[float, .
     return tuple(float(v) for v in value) if value else None
 
 
-def model_hazard_call_calibration(model, descent_map: bool = False) -> tuple[float, ...] | None:
-    """The calibration of a model's call probabilities (card ``hazard_call_calibration``, or an
-    attribute: the probability with each cell judged under the relief prior, on which HAZARD
-    is called), fitted with its hazard table; the fused map's own under ``descent_map``."""
-    value = _model_stated(model, "hazard_call_calibration", descent_map)
+def model_hazard_call_calibration(model) -> tuple[float, ...] | None:
+    """The calibration of a model's single-frame call probabilities (card
+    ``hazard_call_calibration``, or an attribute: the probability with each cell judged under
+    the relief prior, on which HAZARD is called), fitted with its hazard table.  A fused map
+    judges its relief on a common sigma and has none."""
+    value = (
+        getattr(model, "meta", {}).get("card", {}).get("hazard_call_calibration", getattr(model, "hazard_call_calibration", None))
+    )
     return tuple(float(v) for v in value) if value else None
 
 
@@ -781,9 +784,10 @@ class StereoReconstructor:
         where ``hazard.safe_below`` / ``hazard.hazard_above`` leave them to the model (a model's
         thresholds hold for its calibrated probabilities only; its safe one at the frame's median
         ``range_m``, per range band where it states them).  A model calibrated without call
-        probabilities calls hazards on its probabilities (no relief prior), as it was fitted."""
+        probabilities calls hazards on its probabilities (no relief prior), as it was fitted;
+        so does a fused map, which judges its relief on a common sigma."""
         table = model_hazard_calibration(self.model, descent_map) if p.calibrate_hazard else None
-        call_table = model_hazard_call_calibration(self.model, descent_map) if p.calibrate_hazard else None
+        call_table = model_hazard_call_calibration(self.model) if p.calibrate_hazard and not descent_map else None
         stated = table is not None
         if stated and call_table is None:
             hazard_params = dataclasses.replace(hazard_params, relief_prior_m=0.0)
@@ -809,7 +813,6 @@ class StereoReconstructor:
         """Fuse this frame into the stream's descent map and make the landing-site map on it,
         through the model's calibration of fused maps (its single-frame one where it states none):
         a fused cell's probability is sharper than one frame's, so one table cannot serve both."""
-        # its cells are judged on a common sigma: no relief prior, no call table
         hazard_params, probability_table, _ = self._calibrated(hazard_params, p, True, range_m)
         if self.descent_map is not None and p.hazard.resolution_m == 0:  # cells that follow the range:
             hazard_params = dataclasses.replace(hazard_params, resolution_m=self.descent_map.resolution)  # the first's

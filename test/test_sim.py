@@ -365,9 +365,9 @@ def test_a_descents_terrain_is_as_fine_as_its_last_frames_pixels():
     """The DEM one descent renders every frame from has the detail of the end altitude's pixel
     (80 -> 20 m at 512 x 384: 4.5 cm), not the start altitude's extent over 2000 cells (10 cm),
     and stays within the terrain's cell budget."""
-    from lunar_recon.sim.sequence import descent_plan
+    from lunar_recon.sim.sequence import sequence_plan
 
-    plan = descent_plan(41, 512, 384, 8, 80.0, 20.0)
+    plan = sequence_plan("descent", 41, 512, 384, 8, 80.0, 20.0)
     end_pixel = 20.0 / plan.rig.intrinsics().fx
     assert plan.terrain.cell_m <= 1.25 * end_pixel
     assert plan.terrain.extent_m / plan.terrain.cell_m > 2000
@@ -378,9 +378,9 @@ def test_lander_sequence_glides_down_onto_its_landing_area():
     """The lander's final approach: the lander preset's rig and terrain (rocks from 0.15 m),
     30 -> 12 m above ground, its line of sight held on one aim point (the middle of every
     frame looks at the same ground), a DEM as fine as the last frame's pixel there."""
-    from lunar_recon.sim.sequence import descent_plan, render_sequence
+    from lunar_recon.sim.sequence import render_sequence, sequence_plan
 
-    plan = descent_plan(81, 512, 384, 8, 30.0, 12.0, preset="lander")
+    plan = sequence_plan("lander", 81, 512, 384, 8, 30.0, 12.0)
     assert plan.terrain.rock_min_m == pytest.approx(0.15) and plan.terrain.crater_max_m == pytest.approx(30.0)
     slant = math.hypot(1.0, float(np.linalg.norm(plan.look_target[:2])) / 30.0)  # line-of-sight / altitude
     assert plan.terrain.cell_m <= 1.25 * 12.0 * slant / plan.rig.intrinsics().fx

@@ -731,22 +731,21 @@ def hazard_map_from_cells(
         p_call = None
         if relief.prior_above_score is not None and relief.prior_below_score is not None:
             p_call = 1.0 - (1.0 - p_slope) * (1.0 - ndtr(relief.prior_above_score)) * (1.0 - ndtr(relief.prior_below_score))
-
     if calibration is not None:
         p_hazard = calibrate_probability(p_hazard, calibration)
     p_hazard = np.where(known, p_hazard, np.nan)
     if p_call is not None:
         p_call = np.where(known, p_call if call_calibration is None else calibrate_probability(p_call, call_calibration), np.nan)
+    safe_t, hazard_t = safe_threshold(params), hazard_threshold(params)
     published = p_hazard
     if p_call is not None:
         # one value per site from which a consumer thresholding the grid reaches the map's own
         # classes: the call probability where it calls a hazard, the probability where that
         # certifies the site, else the call probability but at least the safe threshold
-        safe_t, hazard_t = safe_threshold(params), hazard_threshold(params)
         published = np.where(p_call >= hazard_t, p_call, np.where(p_hazard < safe_t, p_hazard, np.fmax(p_call, safe_t)))
     hazard = np.full(grid.shape, UNKNOWN, np.int8)
-    hazard[known & (published < safe_threshold(params))] = SAFE
-    hazard[known & (published >= hazard_threshold(params))] = HAZARD
+    hazard[known & (published < safe_t)] = SAFE
+    hazard[known & (published >= hazard_t)] = HAZARD
     cost = np.full(grid.shape, -1, np.int8)
     cost[known] = np.clip(np.round(published[known] * 100), 0, 100).astype(np.int8)
 
