@@ -88,7 +88,9 @@ class HeadMatch(NamedTuple):
     """What the stereo head measured on a pair, in the left image's pixels."""
 
     depth: np.ndarray  # metric depth, NaN where it did not match confidently
-    left_right_px: np.ndarray | None  # the left-right check's disagreement (px), None without it
+    # the left-right check's disagreement (px of the matching resolution), None without it
+    left_right_px: np.ndarray | None
+    matching_scale: float = 1.0  # the resolution the pair was matched at, per camera pixel (<= 1)
 
 
 def stereo_head_match(
@@ -103,10 +105,11 @@ def stereo_head_match(
     """Metric depth of the head's disparity in the left image's pixels, NaN where its
     confidence is under ``min_confidence`` or the disparity is not positive; with
     ``left_right_check`` also the disagreement of the right view's disparity at each match
-    (``geometry.stereo.left_right_discrepancy``).  A pair whose long side exceeds ``max_size``
-    (0: none) is matched downscaled to it (area-averaged), its disparities scaled back and
-    resampled to camera pixels: a megapixel rig at the cost and depth precision of a rig of that
-    size with the same field of view."""
+    (``geometry.stereo.left_right_discrepancy``, in pixels of the matching resolution).  A pair
+    whose long side exceeds ``max_size`` (0: none) is matched downscaled to it (area-averaged),
+    its disparities scaled back and resampled to camera pixels: a megapixel rig at the cost and
+    depth precision of a rig of that size with the same field of view (``matching_scale``: the
+    noise model widens the disparity sigma by its inverse)."""
     from .models.stereo_head import predict_disparities, predict_disparity
 
     def match(left, right):
@@ -116,6 +119,7 @@ def stereo_head_match(
         return (*predict_disparity(head, left, right), None)
 
     h, w = image_left.shape[:2]
+    f = 1.0
     if max_size and max(h, w) > max_size:
         import cv2
 
@@ -126,11 +130,12 @@ def stereo_head_match(
         disparity = cv2.resize(disparity, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / size[0])
         confidence = cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR)
         if left_right is not None:
-            left_right = cv2.resize(left_right, (w, h), interpolation=cv2.INTER_NEAREST) * np.float32(w / size[0])
+            left_right = cv2.resize(left_right, (w, h), interpolation=cv2.INTER_NEAREST)
+        f = size[0] / w
     else:
         disparity, confidence, left_right = match(image_left, image_right)
     disparity[(confidence < min_confidence) | ~(disparity > 0.25) | unmatched_left_band(disparity)] = np.nan
-    return HeadMatch(disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m), left_right)
+    return HeadMatch(disparity_to_depth(disparity, calibration.K_left.fx, calibration.baseline_m), left_right, f)
 
 
 LEFT_RIGHT_HEALTH_PX = 0.2  # left_right_disagreement's threshold: 3 sigma of the head's precision
@@ -221,8 +226,10 @@ class ReconstructionParams:
     # each match widens the hazard noise model there (a left-right check: the head's mismatched
     # blobs disagree; they set most of the map's false hazards)
     stereo_head_left_right_check: bool = True
-    # the head matches a pair whose long side is larger downscaled to this many pixels (0: never)
-    stereo_head_max_size: int = 0
+    # the head matches a pair whose long side is larger downscaled to this many pixels (0: never):
+    # the resolution it was trained at, where its stated precision holds (docs/results.md,
+    # "Megapixel pairs")
+    stereo_head_max_size: int = 512
     depth_source: str = "pointmap"  # 'pointmap' (the left pointmap's z)
     slope_baseline_m: float = 1.0  # physical baseline of the per-pixel slope image
     # Disparity precision (px, 1 sigma) of the depth source, for the hazard map's noise model
@@ -424,7 +431,9 @@ class ScaledPrediction:
     # see StereoReconstructor.predict_scaled)
     network: str = "primary"
     head_depth: np.ndarray | None = None  # the stereo head's metric depth, where it ran
-    head_left_right_px: np.ndarray | None = None  # and its left-right check's disagreement (px)
+    # and its left-right check's disagreement (px of the matching resolution)
+    head_left_right_px: np.ndarray | None = None
+    head_matching_scale: float = 1.0  # HeadMatch.matching_scale of the head's match
 
     def metric_points(self) -> np.ndarray:
         return self.points if self.points is not None else _scaled(self.prediction.points_left, self.scale)
@@ -502,7 +511,7 @@ class StereoReconstructor:
             shared_head = getattr(orbital.model, "stereo_head", None) is getattr(self.model, "stereo_head", None)
             known = None  # the same head's answer, not matched twice
             if shared_head and staged.head_depth is not None:
-                known = HeadMatch(staged.head_depth, staged.head_left_right_px)
+                known = HeadMatch(staged.head_depth, staged.head_left_right_px, staged.head_matching_scale)
             staged = self._predict_scaled(orbital.model, image_left, image_right, calibration, p, known)
             staged.network = "orbital"
             staged.timings_s = {k: v + first.get(k, 0.0) for k, v in staged.timings_s.items()}
@@ -555,7 +564,7 @@ class StereoReconstructor:
             raise
         t1 = time.perf_counter()
         scale: float | np.ndarray = 1.0
-        points, fusion_s, head_matched, head_left_right = None, 0.0, None, None
+        points, fusion_s, head_matched, head_left_right, matching_scale = None, 0.0, None, None, 1.0
         say = None if metric_model else np.zeros(pred.points_left.shape[:2], np.float32)  # the network's points
         scale_path = "metric model" if metric_model else "predicted"
         if rescale and calibration is not None:  # (None was refused above)
@@ -565,7 +574,7 @@ class StereoReconstructor:
                 if uses_head:
                     match = head_known if head_future is None else head_future.result()
                     if match is not None:
-                        head_depth, head_left_right = match
+                        head_depth, head_left_right, matching_scale = match
                 if head_depth is not None:
                     head_matched = head_depth
                     reference = coarse_copy(head_depth)
@@ -639,6 +648,7 @@ class StereoReconstructor:
             say,
             head_depth=head_matched,
             head_left_right_px=head_left_right,
+            head_matching_scale=matching_scale if head_matched is not None else 1.0,
         )
 
     @staticmethod
@@ -704,7 +714,11 @@ class StereoReconstructor:
         if up_in_left is not None:
             up = normalize(up_in_left)
             if p.compute_hazard and calibration is not None and precision.floor_px + precision.texture_gain > 0:
-                sigma_d = precision.floor_px if image_left is None else precision.sigma_map(image_left, points.shape[:2])
+                # the matcher's precision is stated at the resolution it matched at
+                matching_scale = staged.head_matching_scale
+                sigma_d: float | np.ndarray = precision.floor_px / matching_scale
+                if image_left is not None:
+                    sigma_d = precision.sigma_map(image_left, points.shape[:2], matching_scale)
                 sigma = stereo_elevation_sigma(points, up, calibration.K_left.fx, calibration.baseline_m, sigma_d)
                 sigma = sigma * confidence_sigma_factor(pred.conf_left, valid)
                 if staged.matcher_say is not None and max(p.network_sigma_factor, p.unmatched_sigma_factor) > 1:
@@ -720,9 +734,10 @@ class StereoReconstructor:
                     # where the head's mismatches are most frequent; docs/results.md)
                     disagreement = at_shape(staged.head_left_right_px, sigma.shape) * staged.matcher_say
                     sigma = sigma * np.sqrt(1 + (np.nan_to_num(disagreement) / max(precision.floor_px, 1e-3)) ** 2)
+            range_m = float(np.median(depth[valid])) if valid.any() else float("nan")
             if p.compute_slope:
                 fx = calibration.K_left.fx if calibration is not None else None
-                slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx)
+                slope = slope_image(points, up, baseline_m=p.slope_baseline_m, fx=fx, median_range_m=range_m)
             if p.compute_hazard and valid.sum() < 3 and hazard_note is None:
                 hazard_note = f"no hazard map: {int(valid.sum())} valid points"
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
@@ -730,7 +745,6 @@ class StereoReconstructor:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
                 try:
                     fx = calibration.K_left.fx if calibration is not None else float("nan")
-                    range_m = float(np.median(depth[valid]))
                     hazard_params = params_for_range(p.hazard, range_m, fx)
                     single_params, probability_table, call_table = self._calibrated(hazard_params, p, False, range_m)
                     hmap = hazard_map(

@@ -4,12 +4,14 @@ errors by range."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
+import numba
 import numpy as np
 
-from .geometry.hazard import HAZARD, SAFE, HazardMap, cells_of_points
+from .geometry.hazard import HAZARD, SAFE, HazardMap
 from .geometry.metrics import expected_calibration_error, merged_bins
 
 SAFE_BGR = np.array([60, 200, 60], np.float32)
@@ -28,6 +30,38 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(a[..., :3], cv2.COLOR_RGB2BGR)
 
 
+@numba.njit(cache=True, nogil=True)
+def _tint_kernel(points, R, ox, oy, res, cell_tint, palette, alpha, site_row, site_col, out):  # pragma: no cover - compiled
+    # per pixel: its point into the grid frame, the cell it falls in, that cell's tint blended
+    # in; and the mean pixel of the landing site's cell (one pass, no whole-image temporaries)
+    h, w = out.shape[:2]
+    rows, cols = cell_tint.shape
+    keep = np.float32(1.0) - alpha
+    su = sv = 0.0
+    hits = 0
+    for v in range(h):
+        for u in range(w):
+            px, py, pz = points[v, u, 0], points[v, u, 1], points[v, u, 2]
+            qx = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz
+            qy = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz
+            qz = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz
+            if not (np.isfinite(qx) and np.isfinite(qy) and np.isfinite(qz)):
+                continue
+            col = math.floor((qx - ox) / res)
+            row = math.floor((qy - oy) / res)
+            if row < 0 or row >= rows or col < 0 or col >= cols:
+                continue
+            if row == site_row and col == site_col:
+                su += u
+                sv += v
+                hits += 1
+            t = cell_tint[int(row), int(col)]
+            if t:
+                for k in range(3):
+                    out[v, u, k] = np.uint8(min(255.0, round(out[v, u, k] * keep + palette[t, k] * alpha)))
+    return su, sv, hits
+
+
 def hazard_overlay(
     image: np.ndarray, points: np.ndarray, hmap: HazardMap | None, alpha: float = 0.45, image_is_rgb: bool = True
 ) -> np.ndarray:
@@ -36,23 +70,45 @@ def hazard_overlay(
     bgr = to_bgr8(image) if image_is_rgb or np.asarray(image).ndim == 2 else np.asarray(image, np.uint8).copy()
     if hmap is None:
         return bgr
-    row, col, ok = cells_of_points(hmap, points)
-    # Tint index per pixel (0 untouched, 1 safe, 2 hazard) through a per-cell lookup, then one
-    # blend of the whole image: a few ms at 512x384, where per-class masking took ~10.
-    cell_tint = np.zeros(hmap.shape, np.uint8)
+    p = np.asarray(points, dtype=np.float32)
+    if p.shape[:2] != bgr.shape[:2] or p.ndim != 3 or p.shape[2] != 3:
+        raise ValueError(f"an overlay needs one 3-D point per pixel: points {p.shape}, image {bgr.shape[:2]}")
+    cell_tint = np.zeros(hmap.shape, np.uint8)  # 0 untouched, 1 safe, 2 hazard
     cell_tint[hmap.hazard == SAFE] = 1
     cell_tint[hmap.hazard == HAZARD] = 2
-    tint = np.where(ok, cell_tint[row, col], 0).astype(np.uint8)
-    palette = np.stack([np.zeros(3, np.float32), SAFE_BGR, HAZARD_BGR]).astype(np.uint8)
-    blended = cv2.addWeighted(bgr, 1 - alpha, palette[tint], alpha, 0.0)
-    out = np.where(tint[..., None] > 0, blended, bgr)
+    palette = np.stack([np.zeros(3, np.float32), SAFE_BGR, HAZARD_BGR]).astype(np.float32)
     site = hmap.landing_site
-    if site is not None:
-        hit = ok & (row == site.row) & (col == site.col)
-        if hit.any():
-            v, u = np.argwhere(hit).mean(axis=0)
-            cv2.drawMarker(out, (int(u), int(v)), (255, 255, 0), cv2.MARKER_STAR, 18, 2)
+    out = np.ascontiguousarray(bgr)
+    su, sv, hits = _tint_kernel(
+        np.ascontiguousarray(p),
+        hmap.R_grid_from_input.astype(np.float32),
+        np.float32(hmap.origin[0]),
+        np.float32(hmap.origin[1]),
+        np.float32(hmap.resolution),
+        cell_tint,
+        palette,
+        np.float32(alpha),
+        -1 if site is None else site.row,
+        -1 if site is None else site.col,
+        out,
+    )
+    if hits:
+        cv2.drawMarker(out, (int(su / hits), int(sv / hits)), (255, 255, 0), cv2.MARKER_STAR, 18, 2)
     return out
+
+
+def compile_kernels() -> float:
+    """Compile (or load from numba's cache) the overlay's kernel on a tiny map, so the first
+    frame does not pay for it.  Returns the seconds it took."""
+    import time
+
+    from .geometry.hazard import hazard_map
+
+    t0 = time.perf_counter()
+    xy = np.stack(np.meshgrid(np.linspace(-3, 3, 40), np.linspace(-3, 3, 40)), axis=-1).astype(np.float32)
+    points = np.concatenate([xy, np.zeros((40, 40, 1), np.float32)], axis=-1)
+    hazard_overlay(np.zeros((40, 40), np.uint8), points, hazard_map(points, np.array([0.0, 0.0, 1.0])))
+    return time.perf_counter() - t0
 
 
 def colorize(values: np.ndarray, vmin: float, vmax: float, cmap: int = cv2.COLORMAP_VIRIDIS) -> np.ndarray:

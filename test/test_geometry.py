@@ -10,6 +10,7 @@ from lunar_recon.geometry import (
     confidence_mask,
     depth_to_points,
     estimate_focal,
+    normals_from_points,
     metric_scale_from_baseline,
     pointmap_to_depth,
     points_to_depth,
@@ -121,6 +122,25 @@ def test_slope_image_of_tilted_ground(tilt):
     inner = slope[5:-5, 5:-5]
     assert np.nanmax(np.abs(inner - tilt)) < 0.1
     assert np.isnan(slope[0, 0])  # border has no neighbours
+
+
+def test_slope_image_is_the_slope_of_the_cloud_normals():
+    """The compiled slope is the angle of the central-difference normals to gravity, NaN where
+    a neighbour is missing, on a rough cloud with holes."""
+    from lunar_recon.geometry.slope import slope_from_normals
+
+    rng = np.random.default_rng(3)
+    pts = depth_to_points(ground_depth(K, 20.0, tilt_deg=12.0), K).astype(np.float32)
+    pts += rng.normal(0, 0.05, pts.shape).astype(np.float32)
+    pts[rng.random(pts.shape[:2]) < 0.02] = np.nan
+    up = np.array([0.1, -0.3, -1.0])
+    for step in (1, 4):
+        slope = slope_image(pts, up, step_px=step)
+        expected = slope_from_normals(normals_from_points(pts, step), up)
+        assert np.array_equal(np.isnan(slope), np.isnan(expected))
+        assert np.nanmax(np.abs(slope - expected)) < 1e-3
+        # a pixel needs its four neighbours: 1 - 0.98^4 of the inner pixels are NaN
+        assert 0.05 < np.isnan(slope[step:-step, step:-step]).mean() < 0.11
 
 
 def test_depth_metrics_hand_computed():

@@ -1016,3 +1016,33 @@ def test_compile_kernels_readies_every_compiled_kernel_of_the_map():
         cell_statistics._ranks_kernel,
     )
     assert all(k.signatures for k in kernels), [k.__name__ for k in kernels if not k.signatures]
+
+
+def test_overlay_tints_each_pixel_by_the_class_of_its_cell_and_marks_the_landing_site():
+    """The overlay (stereo_node's hazard/overlay): a pixel whose point lies in a SAFE cell is
+    blended toward green, in a HAZARD cell toward red, elsewhere (UNKNOWN, off the grid, no
+    point) untouched; the landing site's pixels get a marker."""
+    from lunar_recon.geometry.hazard import cells_of_points
+    from lunar_recon.viz import HAZARD_BGR, SAFE_BGR, hazard_overlay
+
+    xy = ground(n=160 * 200, seed=11)
+    z = np.where(np.hypot(xy[:, 0] + 4, xy[:, 1]) < 1.5, 1.0, 0.0)  # a block: hazardous sites around it
+    organised = np.c_[xy, z].reshape(160, 200, 3).astype(np.float32)
+    organised[:10] = np.nan  # pixels without a point
+    image = np.full((160, 200), 100, np.uint8)
+    hm = hazard_map(organised, up=[0, 0, 1])
+    hm.landing_site = None  # the tints alone first
+    out = hazard_overlay(image, organised, hm)
+    row, col, on = cells_of_points(hm, organised)
+    cls = np.where(on, hm.hazard[row, col], UNKNOWN)
+    for label, colour in ((SAFE, SAFE_BGR), (HAZARD, HAZARD_BGR)):
+        assert (cls == label).sum() > 100
+        expected = np.round(100 * 0.55 + colour * 0.45)
+        assert np.abs(out[cls == label].astype(float) - expected).max() <= 1
+    untouched = cls == UNKNOWN
+    assert untouched[:10].all() and (out[untouched] == 100).all()
+
+    marked = hazard_overlay(image, organised, hazard_map(organised, up=[0, 0, 1]))
+    assert (marked != out).any(axis=2).sum() > 10  # the star
+    with pytest.raises(ValueError, match="one 3-D point per pixel"):
+        hazard_overlay(image, organised[:-1], hm)

@@ -277,6 +277,44 @@ def test_a_wide_pair_is_matched_downscaled_to_the_heads_max_size(shipped_head):
         assert np.isfinite(d).mean() > 0.9
 
 
+def test_a_pair_matched_downscaled_has_the_precision_of_that_scale(shipped_head):
+    """The noise model's disparity sigma holds at the resolution the head matched at: a pair
+    matched at half its width gets twice the sigma in camera pixels (its heights' sigma
+    doubles), and the left-right check stays in the matching resolution's pixels."""
+    from lunar_recon.geometry.stereo import DisparityPrecision
+    from lunar_recon.models.registry import load_stereo_model
+    from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, stereo_head_match
+
+    disparity, width = 30.0, 512
+    left, right = shifted_pair(disparity, h=256, w=width)
+    cal = _rig(500.0, width, 256, 1.0)
+    full = stereo_head_match(shipped_head, left, right, cal, 0.5, 0, left_right_check=True)
+    half = stereo_head_match(shipped_head, left, right, cal, 0.5, 256, left_right_check=True)
+    assert full.matching_scale == 1.0 and half.matching_scale == pytest.approx(0.5)
+    inside = (slice(24, -24), slice(80, -24))
+    # a consistent pair: the check's disagreement is a fraction of a pixel at either scale
+    assert np.nanmedian(half.left_right_px[inside]) < 0.2 and np.nanmedian(full.left_right_px[inside]) < 0.2
+
+    precision = DisparityPrecision(0.1, 2.0)
+    assert precision.sigma_map(left, None, 0.5).shape == (128, 256)
+    wide = precision.sigma_map(left, left.shape, 0.5)
+    small = cv2.resize(left, (256, 128), interpolation=cv2.INTER_AREA)
+    assert np.allclose(wide, 2 * precision.sigma_map(small, left.shape), rtol=1e-6)
+    assert DisparityPrecision(0.1).sigma_map(left, None, 0.5) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="matching_scale"):
+        precision.sigma_map(left, None, 0.0)
+
+    model = load_stereo_model("default")
+    up = np.array([0.0, -0.5, -1.0])  # the plane seen obliquely from above
+    sigmas = {}
+    for max_size in (0, 256):
+        rec = StereoReconstructor(model, ReconstructionParams(stereo_head_max_size=max_size))
+        r = rec.reconstruct(left, right, cal, up)
+        assert r.elevation_sigma is not None
+        sigmas[max_size] = float(np.nanmedian(r.elevation_sigma[inside]))
+    assert 1.6 < sigmas[256] / sigmas[0] < 2.5, sigmas
+
+
 def test_pipeline_takes_the_head_on_a_rectified_rig_and_the_pointmap_path_otherwise(shipped_head):
     """Rectified: the scale and the fusion come from the head, no SGBM runs.  A rotated rig
     (an unrectified CameraInfo pair) takes the pointmap path."""

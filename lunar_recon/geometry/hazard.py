@@ -776,7 +776,7 @@ def hazard_map_from_cells(
 
 
 def compile_kernels() -> float:
-    """Compile (or load from numba's cache) the map's compiled kernels on a tiny field, so the
+    """Compile (or load from numba's cache) the map's and the slope's kernels on a tiny field, so the
     first real frame does not pay for it: ~8 s the first time after an install, well under 1 s
     from the cache.  Returns the seconds it took."""
     t0 = time.perf_counter()
@@ -785,6 +785,9 @@ def compile_kernels() -> float:
     xy[:1000] = rng.uniform(-0.1, 0.1, (1000, 2))  # one crowded cell: the per-cell selection too
     points = np.c_[xy, rng.normal(0.0, 0.02, len(xy))]
     hazard_map(points, np.array([0.0, 0.0, 1.0]), elevation_sigma=np.full(len(points), 0.02))
+    from .slope import slope_image
+
+    slope_image(points[:400].reshape(20, 20, 3), np.array([0.0, 0.0, 1.0]), step_px=2)
     return time.perf_counter() - t0
 
 

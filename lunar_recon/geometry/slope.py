@@ -6,6 +6,9 @@ finite difference on orbital imagery is dominated by noise and saturates near 90
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
 from .frames import normalize
@@ -46,37 +49,65 @@ def slope_from_normals(normals: np.ndarray, up: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, 0.0, 1.0))).astype(np.float32)
 
 
-def baseline_step_px(depth: np.ndarray, fx: float, baseline_m: float) -> int:
-    """Pixel step that spans ``baseline_m`` metres at the frame's median range (fronto-parallel)."""
-    z = np.asarray(depth, dtype=np.float32)
-    z = z[np.isfinite(z) & (z > 0)]
-    if z.size == 0:
+def baseline_step_px(depth: np.ndarray, fx: float, baseline_m: float, median_range_m: float | None = None) -> int:
+    """Pixel step that spans ``baseline_m`` metres at the frame's median range (fronto-parallel);
+    ``median_range_m``: that range when the caller already has it (else the median of ``depth``)."""
+    if median_range_m is None:
+        z = np.asarray(depth, dtype=np.float32)
+        z = z[np.isfinite(z) & (z > 0)]
+        if z.size == 0:
+            return 1
+        median_range_m = float(np.median(z))
+    if not (np.isfinite(median_range_m) and median_range_m > 0):
         return 1
-    return max(1, int(round(baseline_m * fx / float(np.median(z)) / 2)))
+    return max(1, int(round(baseline_m * fx / median_range_m / 2)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _slope_kernel(p, s, ux, uy, uz, out):  # pragma: no cover - compiled
+    # per pixel, |n . up| / |n| of n = (p[u+s] - p[u-s]) x (p[v+s] - p[v-s]): one pass, no
+    # whole-image temporaries (the same float32 arithmetic as the array expression it replaces)
+    h, w = out.shape
+    to_deg = np.float32(180.0 / math.pi)
+    for y in range(s, h - s):
+        for x in range(s, w - s):
+            dux = p[y, x + s, 0] - p[y, x - s, 0]
+            duy = p[y, x + s, 1] - p[y, x - s, 1]
+            duz = p[y, x + s, 2] - p[y, x - s, 2]
+            dvx = p[y + s, x, 0] - p[y - s, x, 0]
+            dvy = p[y + s, x, 1] - p[y - s, x, 1]
+            dvz = p[y + s, x, 2] - p[y - s, x, 2]
+            cx = duy * dvz - duz * dvy
+            cy = duz * dvx - dux * dvz
+            cz = dux * dvy - duy * dvx
+            norm = math.sqrt(cx * cx + cy * cy + cz * cz)
+            cos = abs(cx * ux + cy * uy + cz * uz) / norm if norm > 0 else np.float32(np.nan)
+            out[y, x] = np.float32(math.acos(min(cos, np.float32(1.0)))) * to_deg if cos == cos else np.float32(np.nan)
 
 
 def slope_image(
-    points: np.ndarray, up: np.ndarray, baseline_m: float | None = None, fx: float | None = None, step_px: int | None = None
+    points: np.ndarray,
+    up: np.ndarray,
+    baseline_m: float | None = None,
+    fx: float | None = None,
+    step_px: int | None = None,
+    median_range_m: float | None = None,
 ) -> np.ndarray:
     """Slope (degrees, float32, NaN invalid) of every pixel of an organised cloud against
     gravity 'up' given in the cloud's frame.  The surface is differenced over ``step_px``
     pixels, or over the step that spans ``baseline_m`` metres at the frame's median range
-    (needs ``fx``)."""
+    (needs ``fx``; ``median_range_m``: that range, when the caller has it)."""
     if step_px is None:
         if baseline_m is None or fx is None:
             step_px = 1
         else:
-            step_px = baseline_step_px(np.asarray(points)[..., 2], fx, baseline_m)
-    p = np.asarray(points, dtype=np.float32)
+            step_px = baseline_step_px(np.asarray(points)[..., 2], fx, baseline_m, median_range_m)
+    p = np.ascontiguousarray(points, dtype=np.float32)
     h, w = p.shape[:2]
     s = int(step_px)
     out = np.full((h, w), np.nan, dtype=np.float32)
     if h <= 2 * s or w <= 2 * s:
         return out
-    # |n . up| / |n| directly from the cross product: no normal image is materialised.
-    cx, cy, cz = _cross_components(p, s)
     u = normalize(up).astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.abs(cx * u[0] + cy * u[1] + cz * u[2]) / np.sqrt(cx * cx + cy * cy + cz * cz)
-    out[s:-s, s:-s] = np.degrees(np.arccos(np.minimum(cos, 1.0)))
+    _slope_kernel(p, s, u[0], u[1], u[2], out)
     return out

@@ -251,15 +251,27 @@ class DisparityPrecision:
         if self.window < 3 or self.window % 2 == 0:
             raise ValueError(f"the texture window must be odd and >= 3 px, got {self.window}")
 
-    def sigma_map(self, image_left: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray | float:
-        """sigma_d per pixel of ``image_left`` (resized to ``shape``), or the floor alone
-        without a texture term."""
+    def sigma_map(
+        self, image_left: np.ndarray, shape: tuple[int, int] | None = None, matching_scale: float = 1.0
+    ) -> np.ndarray | float:
+        """sigma_d (px of ``image_left``) per pixel of ``image_left`` (resized to ``shape``), or
+        the floor alone without a texture term.  ``matching_scale`` < 1: the pair was matched
+        downscaled by it (area-averaged), where this precision holds: the bound is taken on the
+        image at that scale and the sigma widened by its inverse."""
+        if not 0 < matching_scale <= 1:
+            raise ValueError(f"matching_scale must be in (0, 1], got {matching_scale}")
         if self.texture_gain == 0:
-            return self.floor_px
-        crlb = matching_crlb(image_left, self.window)
+            return self.floor_px / matching_scale
+        image = np.asarray(image_left)
+        if matching_scale < 1:
+            h, w = image.shape[:2]
+            size = (max(1, round(w * matching_scale)), max(1, round(h * matching_scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        crlb = matching_crlb(image, self.window)
         if shape is not None and crlb.shape != tuple(shape):
             crlb = cv2.resize(crlb, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-        return np.sqrt(np.float32(self.floor_px) ** 2 + (np.float32(self.texture_gain) * crlb) ** 2)
+        sigma = np.sqrt(np.float32(self.floor_px) ** 2 + (np.float32(self.texture_gain) * crlb) ** 2)
+        return sigma / np.float32(matching_scale) if matching_scale < 1 else sigma
 
 
 def matching_crlb(image_left: np.ndarray, window: int = 9) -> np.ndarray:

@@ -111,7 +111,8 @@ PARAMETERS: dict[str, tuple] = {
     "stereo_head_max_size": (
         _R.stereo_head_max_size,
         "the stereo head matches a pair whose long side is larger downscaled to this many pixels "
-        "(the cost and depth precision of a rig that size with the same field of view); 0: camera resolution",
+        "(the cost and depth precision of a rig that size with the same field of view; the head's "
+        "training resolution, where its stated precision holds); 0: camera resolution",
         (0, 8192),
     ),
     "range_selected_network": (
@@ -472,11 +473,12 @@ class StereoNode(Node):
         self.model_name = model_label(self.values["model"])
         self.model = load_stereo_model(self.values["model"], self.device)
         self.reconstructor = StereoReconstructor(self.model, self._reconstruction_params())
+        from .. import viz
         from ..geometry.hazard import compile_kernels
         from ..models import cost_volume
 
-        # before the first pair: the hazard map's and the stereo head's compiled kernels
-        seconds = compile_kernels() + cost_volume.compile_kernels()
+        # before the first pair: the hazard map's, the overlay's and the stereo head's compiled kernels
+        seconds = compile_kernels() + cost_volume.compile_kernels() + viz.compile_kernels()
         self.get_logger().info(f"compiled kernels ready ({seconds:.1f} s)")
 
         image_qos = info_qos = input_qos(self.values["input_qos"], self.values["queue_size"])
