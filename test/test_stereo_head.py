@@ -15,6 +15,7 @@ from lunar_recon.geometry.camera import Intrinsics
 from lunar_recon.models.stereo_head import (
     EpipolarStereoHead,
     StereoHeadConfig,
+    _channels_last,
     box,
     correlation_volume,
     correlations_at,
@@ -157,6 +158,52 @@ def test_compiled_correlations_match_torchs():
         cost_volume.correlations_at_disparity(fl.numpy(), fr.numpy(), disparity.numpy()[:, 0, :3], 1)
     # channels-last features (the convolutions' own layout) are read without a copy
     assert torch.allclose(correlation_volume(fl.contiguous(memory_format=torch.channels_last), fr, -4, 9), compiled_band)
+
+
+def test_fused_fine_passes_equal_the_volume_then_box_then_peak():
+    """Inference's fused fine passes (``models.cost_volume.fused_fine_peaks`` and
+    ``fused_refined_peaks``) give the peaks and confidence of the steps training runs one by one
+    -- the correlation volume, its box mean (fewer pixels at the borders), the temperature, the
+    parabola and the soft-argmax's mass -- on random features, the borders and a batch of two
+    included; and the whole head's answer is the same on either path (to 1e-3 px: the float
+    sums' order differs)."""
+    from lunar_recon.models import cost_volume
+
+    rng = np.random.default_rng(2)
+    fl = torch.from_numpy(rng.normal(size=(2, 8, 23, 41)).astype(np.float32))
+    fr = torch.from_numpy(rng.normal(size=(2, 8, 23, 41)).astype(np.float32))
+    graded = fl.clone().requires_grad_(True)  # takes torch's path
+    for aggregation, temperature, with_mass in ((9, 12.0, True), (5, 3.0, False), (1, 1.0, True)):
+        logits = box(correlation_volume(graded, fr, -4, 9), aggregation).detach() * temperature
+        peak, mass = cost_volume.fused_fine_peaks(
+            _channels_last(fl), _channels_last(fr), -4, 9, aggregation, temperature, with_mass
+        )
+        np.testing.assert_allclose(peak, parabola_peak(logits).numpy(), atol=1e-4)
+        if with_mass:
+            np.testing.assert_allclose(mass, local_soft_argmax(logits)[1].numpy(), atol=1e-5)
+        else:
+            assert mass is None
+    # pass 2 where no tap in the box window is clamped at the border (clamped taps repeat one
+    # column: curves flat to the rounding, whose parabola either path may bend its own way)
+    disparity = torch.from_numpy(rng.uniform(0.5, 3.5, size=(2, 1, 23, 41)).astype(np.float32))
+    for aggregation in (9, 3):
+        logits = box(correlations_at(graded, fr, disparity, 1), aggregation).detach()
+        peak = cost_volume.fused_refined_peaks(_channels_last(fl), _channels_last(fr), disparity[:, 0].numpy(), aggregation)
+        inside = (slice(None), slice(None), slice(6 + aggregation // 2, None))
+        np.testing.assert_allclose(peak[inside], parabola_peak(logits).numpy()[inside], atol=1e-4)
+    with pytest.raises(ValueError, match="do not fit"):
+        cost_volume.fused_fine_peaks(_channels_last(fl), _channels_last(fr), -4, 9, 4, 1.0, True)  # an even box
+
+    head = EpipolarStereoHead(StereoHeadConfig(fine_dim=4, coarse_dim=4))
+    left, right = (torch.from_numpy(im.astype(np.float32))[None, None] for im in shifted_pair(12.3, h=64, w=96))
+    with torch.inference_mode():
+        fused = head(left, right, right_view=True)
+    assert fused.fine_logits is None  # no volume written at inference
+    stepwise = head(left.clone().requires_grad_(True), right, right_view=True)
+    for name in ("disparity", "confidence", "right_disparity"):
+        np.testing.assert_allclose(
+            getattr(fused, name).numpy(), getattr(stepwise, name).detach().numpy(), atol=1e-3, err_msg=name
+        )
 
 
 def test_correlation_volume_pairs_x_with_x_minus_k():

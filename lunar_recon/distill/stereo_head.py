@@ -127,6 +127,7 @@ def head_loss(
     coarse = _nll(out.coarse_logits, torch.nan_to_num(coarse_truth), ok_c)
     shift = (truth - out.prior + r)[:, 0]
     ok_f = torch.isfinite(shift) & (shift >= 0) & (shift <= 2 * r)
+    assert out.fine_logits is not None, "training reads the fine volume (it is kept where gradients flow)"
     fine = _nll(out.fine_logits, torch.nan_to_num(shift), ok_f)
     pred, true = out.disparity[:, 0][ok_f], torch.nan_to_num(truth[:, 0])[ok_f]
     l1 = torch.nn.functional.smooth_l1_loss(pred, true, beta=0.5) if ok_f.any() else out.disparity.sum() * 0

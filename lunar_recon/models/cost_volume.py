@@ -160,6 +160,159 @@ def correlations_at_disparity(fl: np.ndarray, fr: np.ndarray, disparity: np.ndar
     return out
 
 
+# ---- the fine passes fused: correlation, box mean and peak in one sweep over the rows -------
+# The fine volumes are camera-sized (H x W x 9, and x 3): written out, box-filtered plane by plane
+# and transposed back for the peak search, they cost more than their arithmetic.  Fused, each
+# row's correlations are summed along the row (prefix sums), the rows' sums kept in a ring of
+# 2 r + 1 rows and summed down the columns as the sweep goes, and each output row's curves are
+# searched as soon as their window is complete: the same means as ``box`` (up to the order of the
+# float additions), no volume written.
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_box_sums(corr, r, out):  # pragma: no cover - compiled
+    # out[i, x] = sum of corr[i, x'] over x' in [x - r, x + r] inside the row (a sliding sum)
+    n, w = corr.shape
+    for i in range(n):
+        c, o = corr[i], out[i]
+        acc = 0.0
+        for x in range(min(r, w)):
+            acc += c[x]
+        for x in range(w):
+            if x + r < w:
+                acc += c[x + r]
+            if x - r - 1 >= 0:
+                acc -= c[x - r - 1]
+            o[x] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _emit_peaks(vsum, y, h, r, temperature, radius, peak, mass, with_mass):  # pragma: no cover - compiled
+    # the box means of output row y, times the temperature; the parabola peak of each curve and,
+    # with_mass, the softmax share of the 2 radius + 1 entries around its (clamped) best
+    n, w = vsum.shape
+    rows = min(y + r, h - 1) - max(y - r, 0) + 1
+    curve = np.empty(n, np.float32)
+    for x in range(w):
+        inverse = np.float32(1.0 / (rows * (min(x + r, w - 1) - max(x - r, 0) + 1)))
+        for i in range(n):
+            curve[i] = (np.float32(vsum[i, x]) * inverse) * temperature
+        b = _best(curve, 1, n - 2)
+        c0, c1, c2 = curve[b - 1], curve[b], curve[b + 1]
+        curvature = c0 - 2.0 * c1 + c2
+        offset = 0.5 * (c0 - c2) / curvature if curvature < 0 else 0.0
+        peak[y, x] = b + min(max(offset, -1.0), 1.0)
+        if with_mass:
+            m = _best(curve, radius, n - 1 - radius)
+            top = curve[m]
+            window = np.float32(0.0)
+            total = np.float32(0.0)
+            for i in range(n):
+                e = math.exp(curve[i] - top)
+                total += e
+                if m - radius <= i <= m + radius:
+                    window += e
+            mass[y, x] = window / total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _band_row(fl, fr, y, first, corr):  # pragma: no cover - compiled
+    w, c = fl.shape[1], fl.shape[2]
+    n = corr.shape[0]
+    for x in range(w):
+        for i in range(n):
+            xr = x - first - i
+            acc = np.float32(0.0)
+            if 0 <= xr < w:
+                for ch in range(c):
+                    acc += fl[y, x, ch] * fr[y, xr, ch]
+            corr[i, x] = acc
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _taps_row(fl, fr, disparity, y, corr):  # pragma: no cover - compiled
+    # <fl(x), fr(x - d - k)> for k = -1, 0, 1, fr linearly interpolated along the row (clamped)
+    w, c = fl.shape[1], fl.shape[2]
+    taps = np.empty(4, np.float32)
+    for x in range(w):
+        xs = np.float32(x) - disparity[y, x]
+        x0 = int(math.floor(xs))
+        a = xs - np.float32(x0)
+        for j in range(-1, 3):
+            col = min(max(x0 + j, 0), w - 1)
+            acc = np.float32(0.0)
+            for ch in range(c):
+                acc += fl[y, x, ch] * fr[y, col, ch]
+            taps[j + 1] = acc
+        for k in range(-1, 2):
+            corr[k + 1, x] = (1 - a) * taps[1 - k] + a * taps[2 - k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fused_pass(fl, fr, disparity, first, n, r, temperature, radius, with_mass, peak, mass):  # pragma: no cover - compiled
+    # one image: n = 2 shifts + 1 correlations per pixel (whole-pixel shifts from ``first``, or,
+    # with a disparity, the three around it), box means over (2 r + 1)^2, peaks per output row
+    h, w = fl.shape[0], fl.shape[1]
+    size = 2 * r + 1
+    corr = np.empty((n, w), np.float32)
+    ring = np.zeros((size, n, w), np.float64)
+    vsum = np.zeros((n, w), np.float64)
+    for y_in in range(h + r):
+        if y_in < h:
+            if disparity.shape[0]:
+                _taps_row(fl, fr, disparity, y_in, corr)
+            else:
+                _band_row(fl, fr, y_in, first, corr)
+            slot = ring[y_in % size]
+            _row_box_sums(corr, r, slot)
+            vsum += slot
+        y = y_in - r
+        if y >= 0:
+            _emit_peaks(vsum, y, h, r, temperature, radius, peak, mass, with_mass)
+            if y - r >= 0:
+                vsum -= ring[(y - r) % size]
+
+
+def fused_fine_peaks(
+    fl: np.ndarray, fr: np.ndarray, first: int, count: int, aggregation: int, temperature: float, with_mass: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fine pass 1 of the stereo head at once: for channels-last (B, H, W, C) features, the
+    correlations <fl(x), fr(x - k)> for k = first .. first + count - 1 (0 outside the image), their
+    mean over an ``aggregation``-wide box (fewer pixels at the borders) times ``temperature``,
+    and of each pixel's curve the parabola peak (an index into the shifts, see
+    :func:`parabola_peaks`) and, ``with_mass``, the softmax share of the five entries around
+    its best (:func:`soft_argmax_peaks`' mass); each (B, H, W)."""
+    fl = np.ascontiguousarray(fl, dtype=np.float32)
+    fr = np.ascontiguousarray(fr, dtype=np.float32)
+    if fl.shape != fr.shape or count < 5 or aggregation < 1 or aggregation % 2 == 0:
+        raise ValueError(f"features {fl.shape}, {fr.shape}, {count} shifts (>= 5), box {aggregation} (odd) do not fit")
+    b, h, w, _ = fl.shape
+    peak = np.empty((b, h, w), np.float32)
+    mass = np.empty((b, h, w), np.float32)
+    none = np.empty((0, 0), np.float32)
+    for i in range(b):
+        _fused_pass(fl[i], fr[i], none, first, count, aggregation // 2, np.float32(temperature), 2, with_mass, peak[i], mass[i])
+    return peak, mass if with_mass else None
+
+
+def fused_refined_peaks(fl: np.ndarray, fr: np.ndarray, disparity: np.ndarray, aggregation: int) -> np.ndarray:
+    """Fine pass 2 of the stereo head at once: for channels-last (B, H, W, C) features and a
+    (B, H, W) disparity, the correlations at ``disparity`` + (1, 0, -1) px (the taps of
+    :func:`correlations_at_disparity`), their box mean and the parabola peak of the three, an
+    index in [0, 2] (1: the disparity itself); (B, H, W)."""
+    fl = np.ascontiguousarray(fl, dtype=np.float32)
+    fr = np.ascontiguousarray(fr, dtype=np.float32)
+    disparity = np.ascontiguousarray(disparity, dtype=np.float32)
+    if fl.shape != fr.shape or disparity.shape != fl.shape[:3] or aggregation < 1 or aggregation % 2 == 0:
+        raise ValueError(f"features {fl.shape}, {fr.shape}, disparity {disparity.shape}, box {aggregation} do not fit")
+    b, h, w, _ = fl.shape
+    peak = np.empty((b, h, w), np.float32)
+    unused = np.empty((h, w), np.float32)
+    for i in range(b):
+        _fused_pass(fl[i], fr[i], disparity[i], 0, 3, aggregation // 2, np.float32(1.0), 1, False, peak[i], unused)
+    return peak
+
+
 def compile_kernels() -> float:
     """Compile (or load from numba's cache) the kernels on tiny curves, so the first pair does
     not pay for it.  Returns the seconds it took."""
@@ -173,4 +326,6 @@ def compile_kernels() -> float:
     features = rng.normal(size=(1, 3, 8, 2)).astype(np.float32)
     band_correlation(features, features, -1, 3)
     correlations_at_disparity(features, features, np.ones((1, 3, 8), np.float32), 1)
+    fused_fine_peaks(features, features, -2, 5, 3, 1.0, True)
+    fused_refined_peaks(features, features, np.ones((1, 3, 8), np.float32), 3)
     return time.perf_counter() - t0

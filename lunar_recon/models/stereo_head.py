@@ -36,6 +36,8 @@ from torch import nn
 from .cost_volume import (
     band_correlation,
     correlations_at_disparity,
+    fused_fine_peaks,
+    fused_refined_peaks,
     parabola_peaks,
     soft_argmax_peaks,
 )
@@ -318,7 +320,9 @@ class HeadOutput:
     confidence: torch.Tensor  # (B, 1, H, W) in [0, 1]
     coarse_disparity: torch.Tensor  # (B, 1, H/s, W/s) camera pixels
     coarse_logits: torch.Tensor  # (B, H/s, W/s, D/s), for training
-    fine_logits: torch.Tensor  # (B, H, W, 2r+1), shifts -r .. r around the prior
+    # (B, H, W, 2r+1), shifts -r .. r around the prior, for training; None at inference, where the
+    # fine passes run fused (models.cost_volume.fused_fine_peaks) and no volume is written
+    fine_logits: torch.Tensor | None
     prior: torch.Tensor  # (B, 1, H, W) the coarse disparity at camera resolution
     # with ``right_view``: the right view's disparity (B, 1, H, W; its pixel x sees the left's
     # at x + d), matched on the same features the other way round
@@ -373,7 +377,18 @@ class EpipolarStereoHead(nn.Module):
         prior = F.interpolate(coarse_d, size=(h, w), mode="bilinear", align_corners=False).detach()
         # fine, pass 1: the right features warped by the (smooth) prior once, then whole-pixel
         # shifts of the warped features (exact where the prior is locally constant)
-        fine_logits = box(correlation_volume(fl, warp_right(fr, prior), -r, 2 * r + 1), c.fine_aggregation_px)
+        warped = warp_right(fr, prior)
+        if _compiled(fl) and _compiled(warped):  # inference: both passes fused, no volume written
+            temperature = float(self.log_temperature[1].exp())
+            peak, fused_mass = fused_fine_peaks(
+                _channels_last(fl), _channels_last(warped), -r, 2 * r + 1, c.fine_aggregation_px, temperature, confidence
+            )
+            d1 = prior + (torch.from_numpy(peak) - r)[:, None]
+            refined = fused_refined_peaks(_channels_last(fl), _channels_last(fr), d1[:, 0].numpy(), c.fine_aggregation_px)
+            disparity = d1 + (torch.from_numpy(refined) - 1)[:, None]
+            mass = torch.ones_like(disparity[:, 0]) if fused_mass is None else torch.from_numpy(fused_mass)
+            return HeadOutput(disparity, mass[:, None], coarse_d, coarse_logits, None, prior)
+        fine_logits = box(correlation_volume(fl, warped, -r, 2 * r + 1), c.fine_aggregation_px)
         fine_logits = fine_logits * self.log_temperature[1].exp()
         if confidence:
             _, mass = local_soft_argmax(fine_logits)
