@@ -31,6 +31,16 @@ def prefer_sleeping_openmp_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def prefer_one_intra_op_thread() -> None:
+    """One torch intra-op thread per calling thread.  The node runs its stages on their own
+    threads (network, stereo head, geometry), which already keep both cores busy; parallel
+    regions inside each only add hand-overs between them (docs/results.md, "The node's rate":
+    512x384 7.0 against 6.5-6.7 pairs/s, 1024^2 the same).  For the node only; a user's
+    OMP_NUM_THREADS wins (e.g. 2 for a megapixel rig matched at camera resolution, where the head's
+    convolutions gain from both cores); no effect once torch is loaded."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def retain_freed_memory() -> bool:
     """Have glibc keep freed memory for the next frame instead of returning it to the kernel.
 

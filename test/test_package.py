@@ -416,6 +416,22 @@ def test_the_node_asks_openmp_workers_to_sleep_between_regions(monkeypatch):
     assert _printed_in_a_fresh_process(code, "OMP_WAIT_POLICY") == "False"
 
 
+def test_the_node_runs_torch_with_one_intra_op_thread(monkeypatch):
+    """The node sets OMP_NUM_THREADS=1 before torch loads (its stages already keep the cores
+    busy), unless the user chose; the command line leaves it alone."""
+    import os
+
+    from lunar_recon.runtime import prefer_one_intra_op_thread
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    prefer_one_intra_op_thread()
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    code = "import lunar_recon.ros.stereo_node, torch; print(torch.get_num_threads())"
+    assert _printed_in_a_fresh_process(code, "OMP_NUM_THREADS") == "1"
+    code = "import os, lunar_recon.cli; print(os.environ.get('OMP_NUM_THREADS'))"
+    assert _printed_in_a_fresh_process(code, "OMP_NUM_THREADS") == "None"
+
+
 def test_the_suite_runs_where_launch_testing_is_installed():
     """launch_testing's pytest plugin breaks collection under pytest 9 (ros2/launch#979): the
     suite disables it and keeps pytest below 9 for launch_pytest."""

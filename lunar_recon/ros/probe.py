@@ -17,11 +17,14 @@ def node_env(domain: int) -> dict:
     return env
 
 
-def start_node(domain: int, *params: str) -> subprocess.Popen:
+def start_node(domain: int, *params: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """stereo_node with ``params`` (``name:=value``) on ``domain``; ``env``: variables set for it
+    beyond this process's environment."""
     args = [sys.executable, "-m", "lunar_recon.ros.stereo_node", "--ros-args"]
     for p in params:
         args += ["-p", p]
-    return subprocess.Popen(args, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    environment = dict(node_env(domain), **(env or {}))
+    return subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def stop_node(proc: subprocess.Popen) -> str:

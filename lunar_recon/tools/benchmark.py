@@ -228,12 +228,18 @@ def node_benchmark_params(frame) -> list[str]:
 
 
 def node_rate(
-    threads: int, seconds: float, rate_hz: float = 10.0, width: int = 512, height: int = 384, params: tuple[str, ...] = ()
+    threads: int | None,
+    seconds: float,
+    rate_hz: float = 10.0,
+    width: int = 512,
+    height: int = 384,
+    params: tuple[str, ...] = (),
 ) -> dict:
     """stereo_node (default model, default settings but ``params``, every output subscribed) fed
     mono8 pairs of ``width`` x ``height`` at ``rate_hz``, told gravity and the sun's direction as
-    a lander knows them (so the shadow bound is timed too)."""
-    import os
+    a lander knows them (so the shadow bound is timed too).  ``threads``: torch's intra-op
+    threads in the node (OMP_NUM_THREADS); None: the node's own choice
+    (``runtime.prefer_one_intra_op_thread``) unless this process's environment sets one."""
     import random
     import time
 
@@ -245,8 +251,9 @@ def node_rate(
 
     fr = render_scene(plan_scene("descent", 5, width=width, height=height, altitude_m=40, off_nadir_deg=10, baseline_m=1.5))
     dom = random.randint(120, 220)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    proc = start_node(dom, *node_benchmark_params(fr), *params)
+    proc = start_node(
+        dom, *node_benchmark_params(fr), *params, env=None if threads is None else {"OMP_NUM_THREADS": str(threads)}
+    )
     probe = NodeProbe(dom)
     lat, sent = [], {}
     try:
@@ -326,7 +333,7 @@ def run(args) -> int:
     node = (
         [
             node_rate(
-                args.threads,
+                None,
                 args.node_seconds,
                 width=int(size.split("x")[0]),
                 height=int(size.split("x")[1]),
