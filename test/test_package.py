@@ -398,38 +398,32 @@ def test_programs_ask_numpy_for_one_blas_thread(monkeypatch):
     assert _printed_in_a_fresh_process(code, "OPENBLAS_NUM_THREADS") == "1"
 
 
-def test_the_node_asks_openmp_workers_to_sleep_between_regions(monkeypatch):
-    """The node sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning workers take the
-    cores from its other stages), unless the user chose; the command line leaves it alone."""
+@pytest.mark.parametrize(
+    "variable, setter, users, nodes",
+    [
+        # spinning workers take the cores from the node's other stages
+        ("OMP_WAIT_POLICY", "prefer_sleeping_openmp_threads", "ACTIVE", "PASSIVE"),
+        # its stage threads already keep the cores busy
+        ("OMP_NUM_THREADS", "prefer_one_intra_op_thread", "2", "1"),
+    ],
+)
+def test_the_node_sets_openmp_before_torch_loads(monkeypatch, variable, setter, users, nodes):
+    """The node sets OpenMP's variables before torch loads, unless the user chose; the command
+    line leaves them alone."""
+    import importlib
     import os
 
-    from lunar_recon.runtime import prefer_sleeping_openmp_threads
-
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    prefer_sleeping_openmp_threads()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
-    code = "import os, lunar_recon.ros.stereo_node; print(os.environ.get('OMP_WAIT_POLICY'))"
-    assert _printed_in_a_fresh_process(code, "OMP_WAIT_POLICY") == "PASSIVE"
-    code = "import os, lunar_recon.cli; print(os.environ.get('OMP_WAIT_POLICY'))"
-    assert _printed_in_a_fresh_process(code, "OMP_WAIT_POLICY") == "None"
+    monkeypatch.setenv(variable, users)
+    getattr(importlib.import_module("lunar_recon.runtime"), setter)()
+    assert os.environ[variable] == users
+    code = f"import os, lunar_recon.ros.stereo_node; print(os.environ.get('{variable}'))"
+    assert _printed_in_a_fresh_process(code, variable) == nodes
+    code = f"import os, lunar_recon.cli; print(os.environ.get('{variable}'))"
+    assert _printed_in_a_fresh_process(code, variable) == "None"
     code = "import lunar_recon.ros, sys; print('torch' in sys.modules)"  # set before torch loads
-    assert _printed_in_a_fresh_process(code, "OMP_WAIT_POLICY") == "False"
-
-
-def test_the_node_runs_torch_with_one_intra_op_thread(monkeypatch):
-    """The node sets OMP_NUM_THREADS=1 before torch loads (its stages already keep the cores
-    busy), unless the user chose; the command line leaves it alone."""
-    import os
-
-    from lunar_recon.runtime import prefer_one_intra_op_thread
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    prefer_one_intra_op_thread()
-    assert os.environ["OMP_NUM_THREADS"] == "2"
-    code = "import lunar_recon.ros.stereo_node, torch; print(torch.get_num_threads())"
+    assert _printed_in_a_fresh_process(code, variable) == "False"
+    code = "import lunar_recon.ros.stereo_node, torch; print(torch.get_num_threads())"  # torch reads it
     assert _printed_in_a_fresh_process(code, "OMP_NUM_THREADS") == "1"
-    code = "import os, lunar_recon.cli; print(os.environ.get('OMP_NUM_THREADS'))"
-    assert _printed_in_a_fresh_process(code, "OMP_NUM_THREADS") == "None"
 
 
 def test_the_suite_runs_where_launch_testing_is_installed():
