@@ -49,19 +49,34 @@ def evaluate(*args: str) -> dict:
 
 
 def head_latency_ms(model, h: int, w: int, repeats: int = 20) -> float:
-    """p50 of the head on an h x w pair as the pipeline runs it by default (with its left-right
-    check, the right view matched too), 2 threads, after one warm-up."""
-    from lunar_recon.models.stereo_head import predict_disparities, predict_disparity
-    from lunar_recon.pipeline import ReconstructionParams
+    """p50 of the head on an h x w pair as the pipeline runs it by default (its left-right check,
+    the right view matched too; a pair wider than ``stereo_head_max_size`` matched at that
+    size), 2 threads, after one warm-up."""
+    from lunar_recon.geometry.camera import Intrinsics
+    from lunar_recon.geometry.stereo import StereoCalibration
+    from lunar_recon.pipeline import ReconstructionParams, stereo_head_match
 
-    run = predict_disparities if ReconstructionParams().stereo_head_left_right_check else predict_disparity
+    p = ReconstructionParams()
+    calibration = StereoCalibration.rectified(Intrinsics(0.9 * w, 0.9 * w, (w - 1) / 2, (h - 1) / 2, w, h), 1.0)
     torch.set_num_threads(2)
     a = np.random.default_rng(0).integers(0, 255, (h, w), dtype=np.uint8)
-    run(model.stereo_head, a, a)
+
+    def run() -> None:
+        stereo_head_match(
+            model.stereo_head,
+            a,
+            a,
+            calibration,
+            p.stereo_head_min_confidence,
+            p.stereo_head_max_size,
+            p.stereo_head_left_right_check,
+        )
+
+    run()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run(model.stereo_head, a, a)
+        run()
         times.append(1e3 * (time.perf_counter() - t0))
     return percentile(sorted(times), 50)
 
