@@ -32,8 +32,9 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _tint_kernel(points, R, ox, oy, res, cell_tint, palette, alpha, site_row, site_col, out):  # pragma: no cover - compiled
-    # per pixel: its point into the grid frame, the cell it falls in, that cell's tint blended
-    # in; and the mean pixel of the landing site's cell (one pass, no whole-image temporaries)
+    # per pixel: its point into the grid frame, the cell it falls in (GridSpec.cells_of's
+    # convention), that cell's tint blended in; and the mean pixel of the landing site's cell
+    # (one pass, no whole-image temporaries)
     h, w = out.shape[:2]
     rows, cols = cell_tint.shape
     keep = np.float32(1.0) - alpha

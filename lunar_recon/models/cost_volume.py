@@ -53,15 +53,20 @@ def _soft_argmax_peaks(logits, radius, index, mass, with_mass):  # pragma: no co
 
 
 @numba.njit(cache=True, nogil=True)
+def _parabola_peak(curve):  # pragma: no cover - compiled
+    # the vertex of the parabola through the best entry (clamped one in) and its neighbours
+    n = curve.shape[0]
+    best = _best(curve, 1, n - 2)
+    c0, c1, c2 = curve[best - 1], curve[best], curve[best + 1]
+    curvature = c0 - 2.0 * c1 + c2
+    offset = 0.5 * (c0 - c2) / curvature if curvature < 0 else 0.0
+    return best + min(max(offset, -1.0), 1.0)
+
+
+@numba.njit(cache=True, nogil=True)
 def _parabola_peaks(logits, out):  # pragma: no cover - compiled
-    n = logits.shape[1]
     for p in range(logits.shape[0]):
-        curve = logits[p]
-        best = _best(curve, 1, n - 2)
-        c0, c1, c2 = curve[best - 1], curve[best], curve[best + 1]
-        curvature = c0 - 2.0 * c1 + c2
-        offset = 0.5 * (c0 - c2) / curvature if curvature < 0 else 0.0
-        out[p] = best + min(max(offset, -1.0), 1.0)
+        out[p] = _parabola_peak(logits[p])
 
 
 def _curves(logits: np.ndarray) -> np.ndarray:
@@ -98,20 +103,24 @@ def parabola_peaks(logits: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
+def _band_row(fl, fr, y, first, corr):  # pragma: no cover - compiled
+    # row y of one image: corr[i, x] = <fl(x), fr(x - first - i)>, 0 outside the image
+    w, c = fl.shape[1], fl.shape[2]
+    for x in range(w):  # a pixel's channels read once for all its shifts
+        for i in range(corr.shape[0]):
+            xr = x - first - i
+            acc = np.float32(0.0)
+            if 0 <= xr < w:
+                for ch in range(c):
+                    acc += fl[y, x, ch] * fr[y, xr, ch]
+            corr[i, x] = acc
+
+
+@numba.njit(cache=True, nogil=True)
 def _band_correlation(fl, fr, first, out):  # pragma: no cover - compiled
-    b, h, w, c = fl.shape
-    count = out.shape[1]
-    for n in range(b):
-        for y in range(h):
-            left, right = fl[n, y], fr[n, y]
-            for x in range(w):  # a pixel's channels read once for all its shifts
-                for i in range(count):
-                    xr = x - first - i
-                    acc = np.float32(0.0)
-                    if 0 <= xr < w:
-                        for ch in range(c):
-                            acc += left[x, ch] * right[xr, ch]
-                    out[n, i, y, x] = acc
+    for n in range(fl.shape[0]):
+        for y in range(fl.shape[1]):
+            _band_row(fl[n], fr[n], y, first, out[n, :, y, :])
 
 
 def band_correlation(fl: np.ndarray, fr: np.ndarray, first: int, count: int) -> np.ndarray:
@@ -127,23 +136,30 @@ def band_correlation(fl: np.ndarray, fr: np.ndarray, first: int, count: int) -> 
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _correlations_at(fl, fr, disparity, shifts, out):  # pragma: no cover - compiled
-    b, h, w, c = fl.shape
+def _taps_row(fl, fr, disparity, y, shifts, corr):  # pragma: no cover - compiled
+    # row y of one image: corr[k + shifts, x] = <fl(x), fr(x - d - k)> for k = -shifts .. shifts,
+    # fr linearly interpolated along the row from the columns either side (clamped)
+    w, c = fl.shape[1], fl.shape[2]
     taps = np.empty(2 * shifts + 2, np.float32)
-    for n in range(b):
-        for y in range(h):
-            for x in range(w):
-                xs = np.float32(x) - disparity[n, y, x]
-                x0 = int(math.floor(xs))
-                a = xs - np.float32(x0)
-                for j in range(-shifts, shifts + 2):
-                    col = min(max(x0 + j, 0), w - 1)
-                    acc = np.float32(0.0)
-                    for ch in range(c):
-                        acc += fl[n, y, x, ch] * fr[n, y, col, ch]
-                    taps[j + shifts] = acc
-                for k in range(-shifts, shifts + 1):
-                    out[n, y, x, k + shifts] = (1 - a) * taps[shifts - k] + a * taps[shifts + 1 - k]
+    for x in range(w):
+        xs = np.float32(x) - disparity[y, x]
+        x0 = int(math.floor(xs))
+        a = xs - np.float32(x0)
+        for j in range(-shifts, shifts + 2):
+            col = min(max(x0 + j, 0), w - 1)
+            acc = np.float32(0.0)
+            for ch in range(c):
+                acc += fl[y, x, ch] * fr[y, col, ch]
+            taps[j + shifts] = acc
+        for k in range(-shifts, shifts + 1):
+            corr[k + shifts, x] = (1 - a) * taps[shifts - k] + a * taps[shifts + 1 - k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlations_at(fl, fr, disparity, shifts, out):  # pragma: no cover - compiled
+    for n in range(fl.shape[0]):
+        for y in range(fl.shape[1]):
+            _taps_row(fl[n], fr[n], disparity[n], y, shifts, out[n, y].T)
 
 
 def correlations_at_disparity(fl: np.ndarray, fr: np.ndarray, disparity: np.ndarray, shifts: int) -> np.ndarray:
@@ -197,11 +213,7 @@ def _emit_peaks(vsum, y, h, r, temperature, radius, peak, mass, with_mass):  # p
         inverse = np.float32(1.0 / (rows * (min(x + r, w - 1) - max(x - r, 0) + 1)))
         for i in range(n):
             curve[i] = (np.float32(vsum[i, x]) * inverse) * temperature
-        b = _best(curve, 1, n - 2)
-        c0, c1, c2 = curve[b - 1], curve[b], curve[b + 1]
-        curvature = c0 - 2.0 * c1 + c2
-        offset = 0.5 * (c0 - c2) / curvature if curvature < 0 else 0.0
-        peak[y, x] = b + min(max(offset, -1.0), 1.0)
+        peak[y, x] = _parabola_peak(curve)
         if with_mass:
             m = _best(curve, radius, n - 1 - radius)
             top = curve[m]
@@ -213,39 +225,6 @@ def _emit_peaks(vsum, y, h, r, temperature, radius, peak, mass, with_mass):  # p
                 if m - radius <= i <= m + radius:
                     window += e
             mass[y, x] = window / total
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _band_row(fl, fr, y, first, corr):  # pragma: no cover - compiled
-    w, c = fl.shape[1], fl.shape[2]
-    n = corr.shape[0]
-    for x in range(w):
-        for i in range(n):
-            xr = x - first - i
-            acc = np.float32(0.0)
-            if 0 <= xr < w:
-                for ch in range(c):
-                    acc += fl[y, x, ch] * fr[y, xr, ch]
-            corr[i, x] = acc
-
-
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def _taps_row(fl, fr, disparity, y, corr):  # pragma: no cover - compiled
-    # <fl(x), fr(x - d - k)> for k = -1, 0, 1, fr linearly interpolated along the row (clamped)
-    w, c = fl.shape[1], fl.shape[2]
-    taps = np.empty(4, np.float32)
-    for x in range(w):
-        xs = np.float32(x) - disparity[y, x]
-        x0 = int(math.floor(xs))
-        a = xs - np.float32(x0)
-        for j in range(-1, 3):
-            col = min(max(x0 + j, 0), w - 1)
-            acc = np.float32(0.0)
-            for ch in range(c):
-                acc += fl[y, x, ch] * fr[y, col, ch]
-            taps[j + 1] = acc
-        for k in range(-1, 2):
-            corr[k + 1, x] = (1 - a) * taps[1 - k] + a * taps[2 - k]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -260,7 +239,7 @@ def _fused_pass(fl, fr, disparity, first, n, r, temperature, radius, with_mass, 
     for y_in in range(h + r):
         if y_in < h:
             if disparity.shape[0]:
-                _taps_row(fl, fr, disparity, y_in, corr)
+                _taps_row(fl, fr, disparity, y_in, 1, corr)
             else:
                 _band_row(fl, fr, y_in, first, corr)
             slot = ring[y_in % size]

@@ -380,11 +380,12 @@ class EpipolarStereoHead(nn.Module):
         warped = warp_right(fr, prior)
         if _compiled(fl) and _compiled(warped):  # inference: both passes fused, no volume written
             temperature = float(self.log_temperature[1].exp())
+            left = _channels_last(fl)
             peak, fused_mass = fused_fine_peaks(
-                _channels_last(fl), _channels_last(warped), -r, 2 * r + 1, c.fine_aggregation_px, temperature, confidence
+                left, _channels_last(warped), -r, 2 * r + 1, c.fine_aggregation_px, temperature, confidence
             )
             d1 = prior + (torch.from_numpy(peak) - r)[:, None]
-            refined = fused_refined_peaks(_channels_last(fl), _channels_last(fr), d1[:, 0].numpy(), c.fine_aggregation_px)
+            refined = fused_refined_peaks(left, _channels_last(fr), d1[:, 0].numpy(), c.fine_aggregation_px)
             disparity = d1 + (torch.from_numpy(refined) - 1)[:, None]
             mass = torch.ones_like(disparity[:, 0]) if fused_mass is None else torch.from_numpy(fused_mass)
             return HeadOutput(disparity, mass[:, None], coarse_d, coarse_logits, None, prior)
