@@ -81,6 +81,25 @@ def test_oracle_scores_zero_and_sgbm_positive(bag):
         break
 
 
+def test_a_frame_whose_points_make_no_map_is_scored_on_its_depth(bag):
+    """A few wild matches kilometres away (a matcher's outliers on a megapixel frame) make a
+    grid beyond ``max_cells``: the frame keeps its depth scores and has no hazard metrics, and
+    the run goes on; where the pipeline said why it has no map, no second map is tried."""
+    fr = next(iter(read_stereo_bag(bag)))
+    params = HazardParams(resolution_m=fr.truth.hazard.resolution, max_cells=200_000)
+    truth = dataclasses.replace(fr.truth.hazard, params=params)
+    depth = fr.depth_left.copy()
+    depth[::9, ::7] = 3000.0  # 1.6 % of the pixels: beyond the grid's 0.5-99.5 % outlier cut
+    scored = score_frame(depth, depth_to_points(depth, fr.K_left), fr.depth_left, truth, fr.up_left, params)
+    assert scored["depth_abs_rel"] > 0.5 and not any(k.startswith("hazard_") for k in scored)
+    fine = score_frame(fr.depth_left, depth_to_points(fr.depth_left, fr.K_left), fr.depth_left, truth, fr.up_left, params)
+    assert "hazard_f1" in fine
+    skipped = score_frame(
+        fr.depth_left, depth_to_points(fr.depth_left, fr.K_left), fr.depth_left, truth, fr.up_left, params, make_hazard=False
+    )
+    assert "depth_abs_rel" in skipped and not any(k.startswith("hazard_") for k in skipped)
+
+
 def test_ideal_stereo_depth_carries_the_requested_disparity_noise_and_nothing_else():
     from lunar_recon.evaluation import ideal_stereo_depth
 

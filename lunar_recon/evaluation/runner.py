@@ -271,6 +271,7 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                     r.elevation_sigma,
                     fr.focal_baseline,
                     hazard_pred=r.hazard,
+                    make_hazard=r.hazard_note is None,  # the pipeline's map, or its reason for none
                 )
                 if getattr(model, "orbital", None) is not None:  # the share of frames its orbital network made
                     metrics["orbital_network"] = float(r.network == "orbital")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry.hazard import (
+    HazardGridError,
     HazardMap,
     HazardParams,
     hazard_map,
@@ -100,12 +101,15 @@ def score_frame(
     elevation_sigma: np.ndarray | None = None,
     focal_baseline: float | None = None,
     hazard_pred: HazardMap | None = None,
+    make_hazard: bool = True,
 ) -> dict:
     """Depth metrics (no alignment), the frame's range, for a rectified rig (``focal_baseline``
     = f B in px m) the disparity error in pixels (the precision figure of stereo, comparable
     across ranges), and hazard metrics of ``hazard_pred`` (the pipeline's own map; made here
-    from ``points_pred`` with ``elevation_sigma`` when not given) resampled onto the truth's
-    cells.  The frame's reliability counts are under the key ``"_reliability"`` (those of its
+    from ``points_pred`` with ``elevation_sigma`` when not given and ``make_hazard``: False
+    where the pipeline already said why it has none) resampled onto the truth's cells; a frame
+    whose points make no map (a grid too large for ``params.max_cells``) has no hazard
+    metrics, as a frame without points.  The frame's reliability counts are under the key ``"_reliability"`` (those of its
     call probabilities, where the map has them, under ``"_call_reliability"``)."""
     out: dict = {}
     reference = depth_true if depth_true is not None else depth_pred
@@ -123,12 +127,15 @@ def score_frame(
                 out["disparity_bias_px"] = med
                 out["disparity_sigma_px"] = float(1.4826 * np.median(np.abs(e - med)))  # robust (MAD) sigma
     if hazard_true is not None and up is not None:
-        if hazard_pred is None:
+        if hazard_pred is None and make_hazard:
             usable = np.isfinite(points_pred[..., 0] + points_pred[..., 1] + points_pred[..., 2])
             if elevation_sigma is not None:
                 usable &= np.isfinite(elevation_sigma)
             if usable.sum() >= 3:
-                hazard_pred = hazard_map(points_pred, up, params, elevation_sigma=elevation_sigma)
+                try:
+                    hazard_pred = hazard_map(points_pred, up, params, elevation_sigma=elevation_sigma)
+                except HazardGridError:
+                    hazard_pred = None
         if hazard_pred is not None:
             pred = hazard_on_truth_cells(hazard_pred, hazard_true)
             counts = reliability_counts(pred, hazard_true)
