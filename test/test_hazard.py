@@ -458,6 +458,41 @@ def test_cell_ranks_give_each_cells_median_points_and_median_absolute_deviation(
         cell_ranks(np.array([0, 50]), np.zeros(2), 50)
     with pytest.raises(ValueError, match="one flat cell index per elevation"):
         cell_ranks(np.array([0, 1]), np.zeros(3), 50)
+    assert ranks.value_median is None
+
+
+def test_cell_ranks_median_of_a_second_value_per_cell():
+    """With ``values``, each cell's median of them (its own, not the value at the elevation
+    median's point), in sparse cells and crowded ones (the selection path), the elevation
+    ranks unchanged by it."""
+    from lunar_recon.geometry.cell_statistics import INSERTION_SORT_MAX, cell_ranks
+
+    rng = np.random.default_rng(6)
+    flat = np.r_[rng.integers(0, 30, 300), np.full(3 * INSERTION_SORT_MAX, 31), 33]
+    z, v = rng.normal(size=flat.size), rng.exponential(size=flat.size)
+    plain, ranks = cell_ranks(flat, z, 40), cell_ranks(flat, z, 40, v)
+    for k, cell in enumerate(ranks.cells):
+        assert ranks.value_median[k] == pytest.approx(np.median(v[flat == cell]))
+    for name in ("cells", "count", "median_low", "median_high", "quartile_low", "quartile_high", "mad"):
+        assert np.array_equal(getattr(plain, name), getattr(ranks, name)), name
+    with pytest.raises(ValueError, match="one value per elevation"):
+        cell_ranks(flat, z, 40, v[:-1])
+
+
+def test_cell_noise_is_its_points_median_so_a_few_unmatched_points_do_not_widen_it():
+    """A cell of nine well-matched points and one a matcher never saw (its sigma 100x): its
+    height is their median, and its noise variance theirs too -- the mean would be set by the
+    one wild variance.  The descent map keeps the mean (robust_noise=False)."""
+    from lunar_recon.geometry.hazard import GridSpec, elevation_grid
+
+    pts = np.c_[np.full(10, 0.05), np.full(10, 0.05), np.r_[np.zeros(9), 0.5]]
+    var = np.r_[np.full(9, 0.01**2), 1.0**2]
+    grid = GridSpec((0.0, 0.0), 0.1, (1, 1))
+    robust = elevation_grid(pts, grid, variance=var)
+    mean = elevation_grid(pts, grid, variance=var, robust_noise=False)
+    assert robust.z[0, 0] == 0.0  # the median, whatever the wild point
+    assert robust.variance[0, 0] == pytest.approx(0.01**2 / 4)  # 4 independent samples, no spread (MAD 0)
+    assert mean.variance[0, 0] == pytest.approx((9 * 0.01**2 + 1.0) / 10 / 4)
 
 
 def test_a_cells_wild_points_do_not_widen_its_sigma():

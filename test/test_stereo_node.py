@@ -563,6 +563,37 @@ def test_megapixel_colour_pairs_arrive_complete_at_10_hz_by_default(frame):
         stop_node(proc)
 
 
+def test_a_pair_whose_camera_info_is_lost_goes_on_with_the_newest_after_the_wait(frame):
+    """camera_info_sync exact_or_latest (the default): a pair whose camera_info never comes, and
+    no message after it, still goes on CAMERA_INFO_WAIT_S later with each camera's newest one
+    (the one-shot timer armed by the waiting pair fires), and the timer re-arms for the next."""
+    from lunar_recon.ros.conversions import stamp_ns
+
+    fr, dom = frame, _domain()
+    proc = start_node(dom, "model:=sgbm", "use_attitude:=false", _up(fr), "publish_points:=false")
+    t = NodeProbe(dom)
+    try:
+        t.wait_for_node(proc)
+        msgs, s0 = t.pair(fr), 1_950_000_000 * 10**9
+
+        def depth_of(stamp: int) -> bool:
+            return any(stamp_ns(d.header.stamp) == stamp for d in t.got.get("depth/image_rect", []))
+
+        for _ in range(10):  # the first complete pair (discovery may lose the first messages)
+            t.publish(msgs, s0)
+            if t.spin(3.0, lambda: depth_of(s0)):
+                break
+        assert depth_of(s0), t.diagnostics()
+        for k in (1, 2):
+            stamp = s0 + k * 10**9
+            t.publish([msgs[0], None, msgs[2], None], stamp)  # the images only: their camera_info is lost
+            assert t.spin(10.0, lambda: depth_of(stamp)), t.diagnostics()
+            assert t.spin(5.0, lambda: int(t.diagnostics().get("camera_info_substitutes", 0)) == k), t.diagnostics()
+    finally:
+        t.close()
+        stop_node(proc)
+
+
 def test_megapixel_colour_pairs_complete_with_the_latest_camera_info(frame):
     """camera_info_sync:=latest pairs the two images only and completes each pair with the
     cameras' newest camera_info: a pair before any camera_info is rejected with its reason,

@@ -1,5 +1,6 @@
 """Order statistics of the points in each grid cell: which of a cell's points are its median
-and quartiles by elevation, and their median absolute deviation.
+and quartiles by elevation, their median absolute deviation, and the median of a second
+per-point value (e.g. each point's noise variance).
 
 The points are bucketed by cell (a counting sort, O(N)) and each cell's few elevations are
 sorted in place (an insertion sort for the usual handful, a merge sort for the crowded cells
@@ -33,6 +34,8 @@ class CellRanks:
     # the two middle ones): 1.4826 of it is a Gaussian's sigma, and points on one side of the
     # median, which do not move it, widen it no more than they move the median
     mad: np.ndarray
+    # the median of the ``values`` given (each cell's own, not at the elevation median's point)
+    value_median: np.ndarray | None = None
 
 
 @numba.njit(cache=True, nogil=True)
@@ -103,7 +106,7 @@ def _select_ranks(points, values, buf, ranks, k):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _ranks_kernel(flat, z, size):  # pragma: no cover - compiled
+def _ranks_kernel(flat, z, size, values_b):  # pragma: no cover - compiled
     n = flat.shape[0]
     count = np.zeros(size, np.int64)
     for i in range(n):
@@ -129,6 +132,8 @@ def _ranks_kernel(flat, z, size):  # pragma: no cover - compiled
     ranks = np.empty((4, occupied), np.int64)
     mad = np.empty(occupied, np.float64)
     scratch = np.empty(count.max() if size else 0, np.float64)
+    with_b = values_b.shape[0] == n
+    b_median = np.empty(occupied if with_b else 0, np.float64)
     k = 0
     for c in range(size):
         m = count[c]
@@ -137,6 +142,11 @@ def _ranks_kernel(flat, z, size):  # pragma: no cover - compiled
         s = start[c]
         cells[k] = c
         m_out[k] = m
+        if with_b:  # before the elevation sort: the selection uses the scratch buffer
+            for a in range(m):
+                scratch[a] = values_b[order[s + a]]
+            b_lo = _select(scratch, m, (m - 1) // 2)
+            b_median[k] = b_lo if m % 2 else 0.5 * (b_lo + scratch[m // 2 : m].min())
         if m > INSERTION_SORT_MAX:
             mad[k] = _select_ranks(order[s : s + m], values[s : s + m], scratch, ranks, k)
             k += 1
@@ -171,18 +181,21 @@ def _ranks_kernel(flat, z, size):  # pragma: no cover - compiled
                 d_lo = d
         mad[k] = 0.5 * (d_lo + d)
         k += 1
-    return cells, m_out, ranks, mad
+    return cells, m_out, ranks, mad, b_median
 
 
-def cell_ranks(flat_cell: np.ndarray, elevation: np.ndarray, cell_count: int) -> CellRanks:
+def cell_ranks(flat_cell: np.ndarray, elevation: np.ndarray, cell_count: int, values: np.ndarray | None = None) -> CellRanks:
     """The median and quartile points and the median absolute deviation of each occupied cell: ``flat_cell`` is each point's
     flat cell index in ``[0, cell_count)``, ``elevation`` its height (finite).  Ties keep the
-    points' input order."""
+    points' input order.  With ``values`` (finite, one per point) also their median in each cell."""
     flat = np.ascontiguousarray(flat_cell, dtype=np.int64)
     z = np.ascontiguousarray(elevation, dtype=np.float64)
     if flat.shape != z.shape or flat.ndim != 1:
         raise ValueError(f"need one flat cell index per elevation, got {flat.shape} and {z.shape}")
     if len(flat) and (flat.min() < 0 or flat.max() >= cell_count):
         raise ValueError(f"flat cell indices must lie in [0, {cell_count})")
-    cells, count, ranks, mad = _ranks_kernel(flat, z, int(cell_count))
-    return CellRanks(cells, count, ranks[0], ranks[1], ranks[2], ranks[3], mad)
+    b = np.empty(0) if values is None else np.ascontiguousarray(values, dtype=np.float64)
+    if values is not None and b.shape != z.shape:
+        raise ValueError(f"need one value per elevation, got {b.shape} and {z.shape}")
+    cells, count, ranks, mad, b_median = _ranks_kernel(flat, z, int(cell_count), b)
+    return CellRanks(cells, count, ranks[0], ranks[1], ranks[2], ranks[3], mad, None if values is None else b_median)

@@ -134,7 +134,13 @@ class ElevationLayer:
         # another's by the edge, not by the cell's median deviation (a pose drift of 1 % of the
         # range kept 0.98 of the certified ground with it, 0.92 with the deviation)
         cells = elevation_grid(
-            world, self.grid, min_points, variance, robust_spread=False, independent_points=OBSERVATION_POINTS_PER_CELL
+            world,
+            self.grid,
+            min_points,
+            variance,
+            robust_spread=False,
+            independent_points=OBSERVATION_POINTS_PER_CELL,
+            robust_noise=False,
         )
         z, v = cells.z, cells.variance
         if v is None:  # elevation_grid gives one with per-point variances

@@ -385,11 +385,14 @@ def elevation_grid(
     shadowed: np.ndarray | None = None,
     robust_spread: bool = True,
     independent_points: int = INDEPENDENT_POINTS_PER_CELL,
+    robust_noise: bool = True,
 ) -> CellGrid:
     """Per-cell median elevation of gravity-aligned points and their count; NaN where fewer
     than ``min_points``.  With per-point elevation ``variance`` also the variance of each cell's
-    height: the points' mean noise variance over at most ``independent_points`` samples (their
-    stereo errors are correlated), plus the squared spread of its points over their count:
+    height: the points' median noise variance (``robust_noise``, as the height is their median:
+    a few unmatched points in a matched cell neither move it nor widen it; else their mean) over
+    at most ``independent_points`` samples (their stereo errors are correlated), plus the
+    squared spread of its points over their count:
     1.4826 x their median absolute deviation (``robust_spread``: wild points on one side widen
     it no more than they move the median), else their interquartile range / 1.349 (wide where
     a cell straddles an edge); with per-point ``shadowed`` flags the share of each cell's points
@@ -420,7 +423,7 @@ def elevation_grid(
     # A cell's representative is its median-elevation point itself (the mean of the two middle
     # ones), so a cell on a plane lies exactly on it whatever its points' layout.
     z = inside[:, 2].astype(np.float64)
-    ranks = cell_ranks(flat, z, size)
+    ranks = cell_ranks(flat, z, size, var if var is not None and robust_noise else None)
     keep = ranks.count >= max(min_points, 1)
     cells, m = ranks.cells[keep], ranks.count[keep]
     lower, upper = ranks.median_low[keep], ranks.median_high[keep]
@@ -429,7 +432,11 @@ def elevation_grid(
         rep[k][cells] = 0.5 * (inside[lower, k] + inside[upper, k])
     variance_grid = None
     if var is not None:
-        noise = np.bincount(flat, weights=var, minlength=size)[cells] / m / np.minimum(m, independent_points)
+        if ranks.value_median is not None:
+            point_noise = ranks.value_median[keep]
+        else:
+            point_noise = np.bincount(flat, weights=var, minlength=size)[cells] / m
+        noise = point_noise / np.minimum(m, independent_points)
         if robust_spread:
             spread = 1.4826 * ranks.mad[keep]
         else:

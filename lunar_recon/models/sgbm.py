@@ -25,8 +25,8 @@ class SGBMModel:
     # bin already holds more, so it certifies nothing) and at which it is called a hazard (best F1)
     # fmt: off
     hazard_calibration = (
-        0.0087, 0.0547, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0563, 0.0578,
-        0.0578, 0.0578, 0.0578, 0.0578, 0.0578, 0.0626, 0.0836, 0.1091, 0.1271, 0.2608,
+        0.0087, 0.0544, 0.0564, 0.0564, 0.0564, 0.0564, 0.0564, 0.0564, 0.0564, 0.0564, 0.0578,
+        0.0578, 0.0578, 0.0578, 0.0578, 0.0578, 0.0628, 0.0836, 0.1091, 0.1271, 0.2608,
     )
     # fmt: on
     hazard_safe_below = 0.0087
@@ -35,11 +35,11 @@ class SGBMModel:
     # threshold hazard_above is
     # fmt: off
     hazard_call_calibration = (
-        0.0148, 0.0763, 0.0874, 0.0903, 0.0985, 0.0985, 0.1047, 0.1085, 0.1194, 0.1398, 0.1474,
-        0.1567, 0.1739, 0.1797, 0.188, 0.1918, 0.2036, 0.2132, 0.2132, 0.2238, 0.4346,
+        0.0148, 0.0762, 0.087, 0.0902, 0.0984, 0.0984, 0.1051, 0.1094, 0.1188, 0.1394, 0.1462,
+        0.157, 0.1729, 0.1817, 0.1865, 0.1938, 0.2035, 0.2132, 0.2132, 0.2233, 0.4346,
     )
     # fmt: on
-    hazard_above = 0.1814
+    hazard_above = 0.1799
     # the same for its fused descent map (which does certify), fitted on the calibration sequences
     # (descents 31-38, lander approaches 71-78)
     # fmt: off

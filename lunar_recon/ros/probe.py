@@ -149,9 +149,12 @@ class NodeProbe:
         return camera_info_msg(self.CameraInfo, K, baseline)
 
     def publish(self, msgs, stamp_ns: int, frame_id: str = "left_camera_optical_frame"):
+        """The pair's messages (``pair``'s order) with this stamp; None for one that is lost."""
         from builtin_interfaces.msg import Time
 
         for p, m in zip(self.pubs, msgs):
+            if m is None:  # this topic's message is lost
+                continue
             m.header.stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
             m.header.frame_id = frame_id
             p.publish(m)

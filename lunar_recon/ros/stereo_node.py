@@ -523,6 +523,7 @@ class StereoNode(Node):
         self.camera_infos = [CameraInfoCache(2 * self.values["queue_size"]) for _ in range(2)]
         self.camera_info_substitutes = 0  # pairs completed with a newer or older camera_info than their stamp's
         self._waiting_pair = None  # (left, right, arrival): images waiting for the camera_info of their stamp
+        self._camera_info_timer = None  # 'exact_or_latest': fires once CAMERA_INFO_WAIT_S after a pair starts waiting
         if self.values["camera_info_sync"] != "exact":
             for side, (name, msg_type, qos) in zip((0, 1), (topics[1], topics[3])):
                 self.create_subscription(
@@ -531,7 +532,10 @@ class StereoNode(Node):
             topics = [topics[0], topics[2]]
             on_synced = self._on_image_pair
             if self.values["camera_info_sync"] == "exact_or_latest":
-                self.create_timer(CAMERA_INFO_WAIT_S / 2, self._camera_info_timeout)
+                # armed only while a pair waits: a free-running timer's callbacks cost the
+                # executor thread CPU at every tick (docs/results.md)
+                self._camera_info_timer = self.create_timer(CAMERA_INFO_WAIT_S, self._camera_info_timeout)
+                self._camera_info_timer.cancel()
         self.pair_monitor = PairMonitor([n for n, _, _ in topics], slop if approx else 0.0)
         mf_subs = None
         try:
@@ -745,6 +749,8 @@ class StereoNode(Node):
         self._complete_image_pair(timed_out=True)  # a pair still waiting goes on with the newest camera_info
         self._waiting_pair = (left, right, time.monotonic())
         self._complete_image_pair(timed_out=self.values["camera_info_sync"] == "latest")
+        if self._waiting_pair is not None and self._camera_info_timer is not None:
+            self._camera_info_timer.reset()
 
     def _complete_image_pair(self, timed_out: bool) -> None:
         """Hand the waiting image pair on with each camera's camera_info of its stamp ('exact_or_latest'),
@@ -761,6 +767,8 @@ class StereoNode(Node):
         if substituted and not timed_out:
             return
         self._waiting_pair = None
+        if self._camera_info_timer is not None:
+            self._camera_info_timer.cancel()
         if left_info is None or right_info is None:
             missing = " and ".join(n for n, m in (("left", left_info), ("right", right_info)) if m is None)
             self._reject("no_camera_info", f"an image pair arrived before any {missing} camera_info")
@@ -769,8 +777,10 @@ class StereoNode(Node):
         self._on_pair(left, left_info, right, right_info)
 
     def _camera_info_timeout(self) -> None:
-        if self._waiting_pair is not None and time.monotonic() - self._waiting_pair[2] >= CAMERA_INFO_WAIT_S:
-            self._complete_image_pair(timed_out=True)
+        # armed when the waiting pair arrived, so this is its CAMERA_INFO_WAIT_S
+        if self._camera_info_timer is not None:
+            self._camera_info_timer.cancel()
+        self._complete_image_pair(timed_out=True)
 
     def _on_pair(self, left, left_info, right, right_info) -> None:
         self.in_times.append(time.monotonic())
