@@ -522,7 +522,7 @@ class StereoNode(Node):
         # camera_info (kept here) completes the pair
         self.camera_infos = [CameraInfoCache(2 * self.values["queue_size"]) for _ in range(2)]
         self.camera_info_substitutes = 0  # pairs completed with a newer or older camera_info than their stamp's
-        self._waiting_pair = None  # (left, right, arrival): images waiting for the camera_info of their stamp
+        self._waiting_pair = None  # (left, right): images waiting for the camera_info of their stamp
         self._camera_info_timer = None  # 'exact_or_latest': fires once CAMERA_INFO_WAIT_S after a pair starts waiting
         if self.values["camera_info_sync"] != "exact":
             for side, (name, msg_type, qos) in zip((0, 1), (topics[1], topics[3])):
@@ -747,7 +747,7 @@ class StereoNode(Node):
         """camera_info_sync 'exact_or_latest' / 'latest': a synchronised image pair, completed
         with each camera's camera_info (:meth:`_complete_image_pair`)."""
         self._complete_image_pair(timed_out=True)  # a pair still waiting goes on with the newest camera_info
-        self._waiting_pair = (left, right, time.monotonic())
+        self._waiting_pair = (left, right)
         self._complete_image_pair(timed_out=self.values["camera_info_sync"] == "latest")
         if self._waiting_pair is not None and self._camera_info_timer is not None:
             self._camera_info_timer.reset()
@@ -758,7 +758,7 @@ class StereoNode(Node):
         ``CAMERA_INFO_WAIT_S`` (``timed_out``), or in 'latest', with the newest."""
         if self._waiting_pair is None:
             return
-        left, right, _ = self._waiting_pair
+        left, right = self._waiting_pair
         exact_first = self.values["camera_info_sync"] == "exact_or_latest"
         (left_info, left_sub), (right_info, right_sub) = (
             cache.lookup(stamp_ns(image.header.stamp), exact_first) for cache, image in zip(self.camera_infos, (left, right))
