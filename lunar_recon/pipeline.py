@@ -743,24 +743,31 @@ class StereoReconstructor:
             if p.compute_hazard and valid.sum() >= 3:  # invalid points are NaN: hazard_map drops them
                 if sun_in_left is not None:
                     shadowed = shadows_of(image_left, points.shape[:2], p.shadow_intensity_fraction)
+                # the maps take every step-th row and column, the resolution the pair was matched at
+                # (never sparser): a megapixel pair's points between those interpolate the matched ones
+                step = max(1, int(1 / staged.head_matching_scale + 1e-6))
+                map_points, map_sigma, map_shadowed = points[::step, ::step], sigma, shadowed
+                if step > 1:
+                    map_sigma = None if sigma is None else sigma[::step, ::step]
+                    map_shadowed = None if shadowed is None else shadowed[::step, ::step]
                 try:
-                    fx = calibration.K_left.fx if calibration is not None else float("nan")
+                    fx = calibration.K_left.fx / step if calibration is not None else float("nan")
                     hazard_params = params_for_range(p.hazard, range_m, fx)
                     single_params, probability_table, call_table = self._calibrated(hazard_params, p, False, range_m)
                     hmap = hazard_map(
-                        points,
+                        map_points,
                         up,
                         single_params,
-                        elevation_sigma=sigma,
-                        shadowed=shadowed,
+                        elevation_sigma=map_sigma,
+                        shadowed=map_shadowed,
                         sun=sun_in_left,
                         calibration=probability_table,
                         call_calibration=call_table,
                     )
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
-                if p.descent_map and camera_pose is not None and sigma is not None and hazard_note is None:
-                    descent_hazard, descent_update = self._fuse(points, sigma, camera_pose, hazard_params, p, fx, range_m)
+                if p.descent_map and camera_pose is not None and map_sigma is not None and hazard_note is None:
+                    descent_hazard, descent_update = self._fuse(map_points, map_sigma, camera_pose, hazard_params, p, fx, range_m)
                 if hmap is not None and camera_pose is not None:
                     hmap = self.hazard_memory.update(
                         hmap, camera_pose, p.hazard.memory_frames, p.hazard.memory_keyframe_distance_m

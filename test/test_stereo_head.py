@@ -362,6 +362,32 @@ def test_a_pair_matched_downscaled_has_the_precision_of_that_scale(shipped_head)
     assert 1.6 < sigmas[256] / sigmas[0] < 2.5, sigmas
 
 
+def test_the_map_takes_a_pair_matched_downscaled_at_the_matching_resolution(shipped_head):
+    """A pair matched at half its width (stereo_head_max_size) has its hazard map made from
+    every other point of each row and column -- the rest are interpolations of the matched
+    ones -- with their sigmas; its depth, points and sigma stay at camera resolution."""
+    from unittest import mock
+
+    from lunar_recon import pipeline
+    from lunar_recon.models.registry import load_stereo_model
+
+    left, right = shifted_pair(30.0, h=256, w=512)
+    cal = _rig(500.0, 512, 256, 1.0)
+    up = np.array([0.0, -0.5, -1.0])
+    model = load_stereo_model("default")
+    with mock.patch.object(pipeline, "hazard_map", wraps=pipeline.hazard_map) as made:
+        for max_size in (0, 256):
+            rec = pipeline.StereoReconstructor(model, pipeline.ReconstructionParams(stereo_head_max_size=max_size))
+            r = rec.reconstruct(left, right, cal, up)
+            assert r.depth.shape == r.elevation_sigma.shape == (256, 512) and r.hazard is not None
+            given = made.call_args
+            assert given.args[0].shape == ((256, 512, 3) if max_size == 0 else (128, 256, 3))
+            assert given.kwargs["elevation_sigma"].shape == given.args[0].shape[:2]
+            if max_size:
+                assert np.array_equal(given.args[0], r.points[::2, ::2], equal_nan=True)
+                assert np.array_equal(given.kwargs["elevation_sigma"], r.elevation_sigma[::2, ::2], equal_nan=True)
+
+
 def test_pipeline_takes_the_head_on_a_rectified_rig_and_the_pointmap_path_otherwise(shipped_head):
     """Rectified: the scale and the fusion come from the head, no SGBM runs.  A rotated rig
     (an unrectified CameraInfo pair) takes the pointmap path."""
