@@ -241,8 +241,9 @@ class NodeProbe:
             self.executor.spin_once(timeout_sec=left)
 
     def wait_for_node(self, proc, timeout: float = 60.0) -> None:
-        """Until stereo_node's subscriptions are matched (it is up and discovered)."""
-        ok = self.spin(timeout, lambda: all(p.get_subscription_count() > 0 for p in self.pubs) or proc.poll() is not None)
+        """Until stereo_node's subscriptions are matched (it is up and discovered): the pair's and
+        the navigation topics', so that a first attitude sent at once is not lost to discovery."""
+        ok = self.spin(timeout, lambda: self.subscribed() or proc.poll() is not None)
         if not ok or proc.poll() is not None:
             why = f": {stop_node(proc)[-2000:]}" if proc.poll() is not None else ""
             raise RuntimeError("stereo_node did not come up" + why)
