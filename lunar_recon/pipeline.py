@@ -303,6 +303,8 @@ class Reconstruction:
     slope_deg: np.ndarray | None
     hazard: HazardMap | None
     scale: float | np.ndarray  # factor applied to the prediction (1 when 'predicted'; (H, W) for 'stereo_local')
+    # seconds: model, geometry (the metric anchor, the fusion), hazard (everything after the depth;
+    # hazard_map: the landing-site map alone), total
     timings_s: dict[str, float]
     prediction: PairPrediction
     shadowed: np.ndarray | None = None  # (H, W) the left image's shadows, when they bounded the hazard map
@@ -703,6 +705,7 @@ class StereoReconstructor:
         valid = np.isfinite(points[..., 0] + points[..., 1] + points[..., 2]) & (points[..., 2] > 0)
         valid &= confidence_mask(pred.conf_left, p.confidence_threshold, p.confidence_quantile)
         slope = hmap = sigma = shadowed = hazard_note = descent_hazard = descent_update = None
+        map_s = 0.0  # the landing-site map alone (hazard_map), within "hazard"
         if image_left is not None and blank_image(image_left):
             # nothing in the view to match or to learn from: a network's depth there is a guess
             valid[:] = False
@@ -754,6 +757,7 @@ class StereoReconstructor:
                     fx = calibration.K_left.fx / step if calibration is not None else float("nan")
                     hazard_params = params_for_range(p.hazard, range_m, fx)
                     single_params, probability_table, call_table = self._calibrated(hazard_params, p, False, range_m)
+                    t_map = time.perf_counter()
                     hmap = hazard_map(
                         map_points,
                         up,
@@ -764,6 +768,7 @@ class StereoReconstructor:
                         calibration=probability_table,
                         call_calibration=call_table,
                     )
+                    map_s = time.perf_counter() - t_map
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
                     hazard_note = str(exc)
                 if p.descent_map and camera_pose is not None and map_sigma is not None and hazard_note is None:
@@ -775,7 +780,13 @@ class StereoReconstructor:
         t3 = time.perf_counter()
         model_s = staged.timings_s["model"]
         geometry_s = staged.timings_s["scale"] + staged.timings_s.get("fusion", 0.0) + (t2 - t1)
-        timings = {"model": model_s, "geometry": geometry_s, "hazard": t3 - t2, "total": model_s + geometry_s + t3 - t2}
+        timings = {
+            "model": model_s,
+            "geometry": geometry_s,
+            "hazard": t3 - t2,
+            "hazard_map": map_s,
+            "total": model_s + geometry_s + t3 - t2,
+        }
         return Reconstruction(
             depth,
             points,

@@ -463,12 +463,13 @@ def test_cell_ranks_give_each_cells_median_points_and_median_absolute_deviation(
 
 def test_cell_ranks_median_of_a_second_value_per_cell():
     """With ``values``, each cell's median of them (its own, not the value at the elevation
-    median's point), in sparse cells and crowded ones (the selection path), the elevation
+    median's point), in sparse cells and crowded ones (each size's sort), the elevation
     ranks unchanged by it."""
     from lunar_recon.geometry.cell_statistics import INSERTION_SORT_MAX, cell_ranks
 
     rng = np.random.default_rng(6)
-    flat = np.r_[rng.integers(0, 30, 300), np.full(3 * INSERTION_SORT_MAX, 31), 33]
+    # cells of ~10 points (sorted inline), one of 60 (an insertion sort), one past INSERTION_SORT_MAX, one of 1
+    flat = np.r_[rng.integers(0, 30, 300), np.full(60, 35), np.full(3 * INSERTION_SORT_MAX, 31), 33]
     z, v = rng.normal(size=flat.size), rng.exponential(size=flat.size)
     plain, ranks = cell_ranks(flat, z, 40), cell_ranks(flat, z, 40, v)
     for k, cell in enumerate(ranks.cells):
@@ -477,6 +478,26 @@ def test_cell_ranks_median_of_a_second_value_per_cell():
         assert np.array_equal(getattr(plain, name), getattr(ranks, name)), name
     with pytest.raises(ValueError, match="one value per elevation"):
         cell_ranks(flat, z, 40, v[:-1])
+
+
+def test_cell_ranks_keep_tied_points_in_input_order_in_sparse_and_crowded_cells():
+    """Tied elevations rank in the points' input order (a stable sort) in cells of every size:
+    sorted inline, by the insertion sort, and past it by the merge sort of insertion-sorted
+    runs: the median and quartile points are the ones a stable argsort names."""
+    from lunar_recon.geometry.cell_statistics import INSERTION_SORT_MAX, cell_ranks
+
+    rng = np.random.default_rng(9)
+    sizes = (7, 40, INSERTION_SORT_MAX, INSERTION_SORT_MAX + 1, 5 * INSERTION_SORT_MAX + 3)
+    flat = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    z = rng.integers(0, 4, flat.size).astype(float)  # four levels: ties everywhere
+    ranks = cell_ranks(flat, z, len(sizes))
+    for k, cell in enumerate(ranks.cells):
+        mine = np.flatnonzero(flat == cell)
+        stable = mine[np.argsort(z[mine], kind="stable")]
+        m = mine.size
+        assert ranks.median_low[k] == stable[(m - 1) // 2] and ranks.median_high[k] == stable[m // 2]
+        assert ranks.quartile_low[k] == stable[(m - 1) // 4] and ranks.quartile_high[k] == stable[(m - 1) * 3 // 4]
+        assert ranks.mad[k] == pytest.approx(np.median(np.abs(z[mine] - np.median(z[mine]))))
 
 
 def test_cell_noise_is_its_points_median_so_a_few_unmatched_points_do_not_widen_it():

@@ -515,3 +515,15 @@ def test_a_blank_pair_gives_no_depth_and_says_why(rendered):
     assert r.hazard is None and "blank" in r.hazard_note
     lit = StereoReconstructor(load_stereo_model("default")).reconstruct(fr.left, fr.right, calib, fr.up_left)
     assert np.isfinite(lit.depth).mean() > 0.9 and lit.hazard_note is None
+
+
+def test_the_reconstruction_times_the_landing_site_map_within_its_hazard_step(rendered):
+    """``timings_s['hazard_map']`` is the map alone (what benchmarks/bench_geometry.py reports per
+    rendered frame): part of the step after the depth, and 0 when no map is made."""
+    fr = rendered
+    calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+    reconstructor = StereoReconstructor(SGBMModel(SGBMParams(num_disparities=128)), ReconstructionParams())
+    mapped = reconstructor.reconstruct(fr.left, fr.right, calib, fr.up_left).timings_s
+    assert 0 < mapped["hazard_map"] < mapped["hazard"] <= mapped["total"]
+    unmapped = reconstructor.reconstruct(fr.left, fr.right, calib).timings_s  # no gravity: no map
+    assert unmapped["hazard_map"] == 0.0

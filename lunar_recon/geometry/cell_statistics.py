@@ -15,7 +15,9 @@ import numba
 import numpy as np
 
 
-INSERTION_SORT_MAX = 24  # points per cell up to which an insertion sort beats a merge sort
+INSERTION_SORT_MAX = 128  # points per cell up to which an insertion sort beats a merge sort
+INSERTION_SORT_RUN = 64  # the merge sort's runs, insertion-sorted first
+INLINE_SORT_MAX = 24  # points per cell sorted inline in the kernel (a view per cell costs more)
 
 
 @dataclass
@@ -39,70 +41,62 @@ class CellRanks:
 
 
 @numba.njit(cache=True, nogil=True)
-def _kth_in_input_order(points, values, k, value):  # pragma: no cover - compiled
-    # the point a stable sort would put k-th: among those at ``value``, the one whose turn it is
-    below = 0
-    for v in values:
-        if v < value:
-            below += 1
-    turn = k - below
-    for i in range(values.shape[0]):
-        if values[i] == value:
-            if turn == 0:
-                return points[i]
-            turn -= 1
-    return points[0]
+def _insertion_sort(values, payload):  # pragma: no cover - compiled
+    # stable, in place; ``payload`` (same length) moves with ``values``
+    for a in range(1, values.shape[0]):
+        v, p = values[a], payload[a]
+        b = a - 1
+        while b >= 0 and values[b] > v:
+            values[b + 1], payload[b + 1] = values[b], payload[b]
+            b -= 1
+        values[b + 1], payload[b + 1] = v, p
 
 
 @numba.njit(cache=True, nogil=True)
-def _select(buf, n, k):  # pragma: no cover - compiled
-    # Hoare's selection in place: buf[k] becomes the k-th smallest of buf[:n], the values after
-    # it no smaller
-    lo, hi = 0, n - 1
-    while lo < hi:
-        pivot = buf[(lo + hi) // 2]
-        i, j = lo, hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                buf[i], buf[j] = buf[j], buf[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return buf[k]
-
-
-@numba.njit(cache=True, nogil=True)
-def _kth(values, buf, k):  # pragma: no cover - compiled
+def _merge_sort(values, payload, values_buf, payload_buf):  # pragma: no cover - compiled
+    # stable, in place: insertion-sorted runs merged bottom-up through the buffers
     m = values.shape[0]
-    buf[:m] = values
-    return _select(buf, m, k)
+    run = INSERTION_SORT_RUN
+    for r0 in range(0, m, run):
+        r1 = min(r0 + run, m)
+        _insertion_sort(values[r0:r1], payload[r0:r1])
+    src_v, src_p, dst_v, dst_p = values, payload, values_buf, payload_buf
+    width, in_buffer = run, False
+    while width < m:
+        for lo in range(0, m, 2 * width):
+            mid, hi = min(lo + width, m), min(lo + 2 * width, m)
+            i, j, t = lo, mid, lo
+            while i < mid and j < hi:
+                if src_v[j] < src_v[i]:  # strict: ties keep the left run's (earlier) point first
+                    dst_v[t], dst_p[t] = src_v[j], src_p[j]
+                    j += 1
+                else:
+                    dst_v[t], dst_p[t] = src_v[i], src_p[i]
+                    i += 1
+                t += 1
+            while i < mid:
+                dst_v[t], dst_p[t] = src_v[i], src_p[i]
+                i += 1
+                t += 1
+            while j < hi:
+                dst_v[t], dst_p[t] = src_v[j], src_p[j]
+                j += 1
+                t += 1
+        src_v, dst_v, src_p, dst_p = dst_v, src_v, dst_p, src_p
+        in_buffer = not in_buffer
+        width *= 2
+    if in_buffer:
+        values[:] = values_buf[:m]
+        payload[:] = payload_buf[:m]
 
 
 @numba.njit(cache=True, nogil=True)
-def _select_ranks(points, values, buf, ranks, k):  # pragma: no cover - compiled
-    # a crowded cell: selections on its values (in input order), O(m) each
-    m = values.shape[0]
-    v_lo = _kth(values, buf, (m - 1) // 2)
-    v_hi = v_lo if m % 2 else buf[m // 2 : m].min()  # after the selection: the values above
-    median = 0.5 * (v_lo + v_hi)
-    ranks[0, k] = _kth_in_input_order(points, values, (m - 1) // 2, v_lo)
-    ranks[1, k] = _kth_in_input_order(points, values, m // 2, v_hi)
-    for r, q in ((2, (m - 1) // 4), (3, (m - 1) * 3 // 4)):
-        ranks[r, k] = _kth_in_input_order(points, values, q, _kth(values, buf, q))
-    for i in range(m):
-        buf[i] = abs(values[i] - median)
-    d_lo = _select(buf, m, (m - 1) // 2)
-    d_hi = d_lo if m % 2 else buf[m // 2 : m].min()
-    return 0.5 * (d_lo + d_hi)
+def _sort(values, payload, values_buf, payload_buf):  # pragma: no cover - compiled
+    # stable, in place, with ``payload``; the buffers as long as the values
+    if values.shape[0] <= INSERTION_SORT_MAX:
+        _insertion_sort(values, payload)
+    else:
+        _merge_sort(values, payload, values_buf, payload_buf)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -118,10 +112,14 @@ def _ranks_kernel(flat, z, size, values_b):  # pragma: no cover - compiled
     fill = start[:-1].copy()
     order = np.empty(n, np.int64)
     values = np.empty(n, np.float64)  # the elevations in cell order: each cell's work reads them in place
+    with_b = values_b.shape[0] == n
+    values_b_in_cell_order = np.empty(n if with_b else 0, np.float64)
     for i in range(n):  # stable: a cell's points keep their input order before the sort
         c = flat[i]
         order[fill[c]] = i
         values[fill[c]] = z[i]
+        if with_b:
+            values_b_in_cell_order[fill[c]] = values_b[i]
         fill[c] += 1
     occupied = 0
     for c in range(size):
@@ -131,8 +129,11 @@ def _ranks_kernel(flat, z, size, values_b):  # pragma: no cover - compiled
     m_out = np.empty(occupied, np.int64)
     ranks = np.empty((4, occupied), np.int64)
     mad = np.empty(occupied, np.float64)
-    scratch = np.empty(count.max() if size else 0, np.float64)
-    with_b = values_b.shape[0] == n
+    largest = count.max() if size else 0
+    scratch = np.empty(largest, np.float64)
+    scratch_2 = np.empty(largest, np.float64)
+    index_scratch = np.empty(largest, np.int64)
+    spare_index = np.empty(largest, np.int64)
     b_median = np.empty(occupied if with_b else 0, np.float64)
     k = 0
     for c in range(size):
@@ -142,22 +143,29 @@ def _ranks_kernel(flat, z, size, values_b):  # pragma: no cover - compiled
         s = start[c]
         cells[k] = c
         m_out[k] = m
-        if with_b:  # before the elevation sort: the selection uses the scratch buffer
-            for a in range(m):
-                scratch[a] = values_b[order[s + a]]
-            b_lo = _select(scratch, m, (m - 1) // 2)
-            b_median[k] = b_lo if m % 2 else 0.5 * (b_lo + scratch[m // 2 : m].min())
-        if m > INSERTION_SORT_MAX:
-            mad[k] = _select_ranks(order[s : s + m], values[s : s + m], scratch, ranks, k)
-            k += 1
-            continue
-        for a in range(s + 1, s + m):  # insertion sort of the cell's points by elevation
-            idx, v = order[a], values[a]
-            b = a - 1
-            while b >= s and values[b] > v:
-                order[b + 1], values[b + 1] = order[b], values[b]
-                b -= 1
-            order[b + 1], values[b + 1] = idx, v
+        if with_b:  # before the elevation sort, which uses the scratch buffers
+            if m <= INLINE_SORT_MAX:
+                for a in range(m):  # insertion into the scratch buffer
+                    v = values_b_in_cell_order[s + a]
+                    b = a - 1
+                    while b >= 0 and scratch[b] > v:
+                        scratch[b + 1] = scratch[b]
+                        b -= 1
+                    scratch[b + 1] = v
+            else:
+                scratch[:m] = values_b_in_cell_order[s : s + m]
+                _sort(scratch[:m], spare_index[:m], scratch_2, index_scratch)  # its payload unused
+            b_median[k] = 0.5 * (scratch[(m - 1) // 2] + scratch[m // 2])
+        if m <= INLINE_SORT_MAX:  # the usual handful: sorted in place, without a view per cell
+            for a in range(s + 1, s + m):
+                idx, v = order[a], values[a]
+                b = a - 1
+                while b >= s and values[b] > v:
+                    order[b + 1], values[b + 1] = order[b], values[b]
+                    b -= 1
+                order[b + 1], values[b + 1] = idx, v
+        else:
+            _sort(values[s : s + m], order[s : s + m], scratch, index_scratch)  # by elevation, stable
         lo_i, hi_i = s + (m - 1) // 2, s + m // 2
         ranks[0, k], ranks[1, k] = order[lo_i], order[hi_i]
         ranks[2, k], ranks[3, k] = order[s + (m - 1) // 4], order[s + (m - 1) * 3 // 4]

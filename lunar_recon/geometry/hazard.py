@@ -699,7 +699,8 @@ def hazard_map_from_cells(
         summed = footprint_sum(cv2.merge([moments[k] for k in group]), boxes)
         S.update({k: summed[..., i] for i, k in enumerate(group)})
     footprint_cells = sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)
-    cells_with_data = footprint_sum(count.astype(np.float32), boxes)
+    # measured, the variance moment is the count already: the footprint's cells with data
+    cells_with_data = S["vv"].astype(np.float32) if measured else footprint_sum(count.astype(np.float32), boxes)
     coverage = (cells_with_data / footprint_cells).astype(np.float32)
     planes = site_planes(S, xc[0], yc[:, 0], weighted=measured)
     slope, slope_sigma, centre = planes.slope_deg, planes.slope_sigma_deg, planes.centre

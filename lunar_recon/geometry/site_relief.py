@@ -76,26 +76,74 @@ def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad, sp
     above = np.full((sets, rows, cols), -np.inf, np.float32)
     below = np.full((sets, rows, cols), -np.inf, np.float32)
     plane_row = np.empty(cols, np.float32)
+    plane = np.empty(cols, np.float32)
+    row_above = np.empty((sets, cols), np.float32)  # a grid row's accumulators, in cache
+    row_below = np.empty((sets, cols), np.float32)
     for y in range(rows):
         x0, x1 = span[y, 0], span[y, 1]
         n = x1 - x0
+        if n <= 0:
+            continue
         gxr, gyr, c = gx[y, x0:x1], gy[y, x0:x1], centre[y, x0:x1]
+        row_above[:, :n] = -np.inf
+        row_below[:, :n] = -np.inf
         for k in range(rects.shape[0]):
             for dy in range(rects[k, 0], rects[k, 1] + 1):
                 fdy = np.float32(dy)
                 for x in range(n):
                     plane_row[x] = gyr[x] * fdy + c[x]
+                r = y + pad + dy
                 for dx in range(rects[k, 2], rects[k, 3] + 1):
                     fdx = np.float32(dx)
-                    r, o0, o1 = y + pad + dy, pad + dx + x0, pad + dx + x1
+                    o0 = pad + dx + x0
+                    for x in range(n):
+                        plane[x] = gxr[x] * fdx + plane_row[x]
                     for m in range(sets):  # row slices: the inner loop vectorises
-                        up, down = above[m, y, x0:x1], below[m, y, x0:x1]
-                        ab, bb, w = above_base[m, r, o0:o1], below_base[m, r, o0:o1], weight[m, r, o0:o1]
+                        ab, bb, w = above_base[m, r, o0 : o0 + n], below_base[m, r, o0 : o0 + n], weight[m, r, o0 : o0 + n]
+                        up, down = row_above[m], row_below[m]
                         for x in range(n):
-                            tw = (gxr[x] * fdx + plane_row[x]) * w[x]
+                            tw = plane[x] * w[x]
                             up[x] = max(up[x], ab[x] - tw)
                             down[x] = max(down[x], bb[x] + tw)
+        above[:, y, x0:x1] = row_above[:, :n]
+        below[:, y, x0:x1] = row_below[:, :n]
     return above, below
+
+
+@numba.njit(cache=True, nogil=True)
+def _padded_heights(z, valid, pad):  # pragma: no cover - compiled
+    # the heights padded by ``pad`` cells, as float32: no data -inf for the largest, +inf for the smallest
+    rows, cols = z.shape
+    high = np.full((rows + 2 * pad, cols + 2 * pad), -np.inf, np.float32)
+    low = np.full((rows + 2 * pad, cols + 2 * pad), np.inf, np.float32)
+    for y in range(rows):
+        for x in range(cols):
+            if valid[y, x]:
+                high[y + pad, x + pad] = low[y + pad, x + pad] = np.float32(z[y, x])
+    return high, low
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_bases(z, valid, cell_sigma, root_k, limit, pad):  # pragma: no cover - compiled
+    # (k r - limit) / (sigma sqrt k) = r w - limit u, with w = sqrt(k) / sigma, u = 1 / (sigma sqrt(k)):
+    # per score set the cells' bases above (z w - limit u) and below (-z w - limit u) and their
+    # weights w, padded by ``pad`` cells (bases -inf, weights 0: no data)
+    sets = root_k.shape[0]
+    rows, cols = z.shape
+    shape = (sets, rows + 2 * pad, cols + 2 * pad)
+    above = np.full(shape, -np.inf, np.float32)
+    below = np.full(shape, -np.inf, np.float32)
+    weight = np.zeros(shape, np.float32)
+    for m in range(sets):
+        for y in range(rows):
+            for x in range(cols):
+                if valid[y, x]:
+                    w = root_k[m, y, x] / cell_sigma[y, x]
+                    u = 1.0 / (cell_sigma[y, x] * root_k[m, y, x])
+                    above[m, y + pad, x + pad] = np.float32(z[y, x] * w - limit * u)
+                    below[m, y + pad, x + pad] = np.float32(-z[y, x] * w - limit * u)
+                    weight[m, y + pad, x + pad] = np.float32(w)
+    return above, below, weight
 
 
 def _row_spans(sites: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -148,12 +196,9 @@ def site_relief(
     valid = np.isfinite(z)
     gx, gy = plane_gx.astype(np.float32), plane_gy.astype(np.float32)
 
-    def padded(values: np.ndarray, fill: float) -> np.ndarray:
-        return np.pad(values.astype(np.float32), pad, constant_values=fill)
-
-    z_hi = padded(np.where(valid, z, -np.inf), -np.inf)
+    z_hi, z_lo = _padded_heights(np.asarray(z, np.float64), valid, pad)
     span = _row_spans(sites, z.shape)
-    hi, lo = _relief_kernel(z_hi, padded(np.where(valid, z, np.inf), np.inf), gx, gy, table, pad, span)
+    hi, lo = _relief_kernel(z_hi, z_lo, gx, gy, table, pad, span)
     if sigma is None:
         return SiteRelief(hi, lo)
     if centre is None or sigma.shape != z.shape or centre.shape != z.shape:
@@ -161,20 +206,12 @@ def site_relief(
     if prior_sigma < 0:
         raise ValueError(f"the relief prior's sigma must be >= 0 (0: none), got {prior_sigma}")
     cell_sigma = np.maximum(np.nan_to_num(sigma), SIGMA_FLOOR)  # a cell known exactly decides its sites outright
-    no_data = np.where(valid, 0.0, -np.inf)
     # one score set on the measurements alone (sqrt(k) = 1), a second under the prior
     root_ks = [np.ones_like(cell_sigma)] + ([prior_sigma / np.hypot(prior_sigma, cell_sigma)] if prior_sigma > 0 else [])
-    bases_above, bases_below, weights = [], [], []
-    for root_k in root_ks:
-        # (k r - limit) / (sigma sqrt k) = r w - limit u, with w = sqrt(k) / sigma, u = 1 / (sigma sqrt(k))
-        weight = np.where(valid, root_k / cell_sigma, 0.0)
-        limit_weight = np.where(valid, 1.0 / (cell_sigma * root_k), 0.0)
-        bases_above.append(padded(np.where(valid, z * weight - limit * limit_weight, 0.0) + no_data, -np.inf))
-        bases_below.append(padded(np.where(valid, -z * weight - limit * limit_weight, 0.0) + no_data, -np.inf))
-        weights.append(padded(weight, 0.0))
-    above, below = _score_kernel(
-        np.stack(bases_above), np.stack(bases_below), np.stack(weights), gx, gy, centre.astype(np.float32), table, pad, span
+    bases_above, bases_below, weights = _score_bases(
+        np.asarray(z, np.float64), valid, cell_sigma.astype(np.float64), np.stack(root_ks).astype(np.float64), float(limit), pad
     )
+    above, below = _score_kernel(bases_above, bases_below, weights, gx, gy, centre.astype(np.float32), table, pad, span)
     if prior_sigma == 0:
         return SiteRelief(hi, lo, above[0], below[0])
     return SiteRelief(hi, lo, above[0], below[0], above[1], below[1])
