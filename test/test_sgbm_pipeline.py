@@ -525,5 +525,5 @@ def test_the_reconstruction_times_the_landing_site_map_within_its_hazard_step(re
     reconstructor = StereoReconstructor(SGBMModel(SGBMParams(num_disparities=128)), ReconstructionParams())
     mapped = reconstructor.reconstruct(fr.left, fr.right, calib, fr.up_left).timings_s
     assert 0 < mapped["hazard_map"] < mapped["hazard"] <= mapped["total"]
-    unmapped = reconstructor.reconstruct(fr.left, fr.right, calib).timings_s  # no gravity: no map
+    unmapped = reconstructor.reconstruct(fr.left, fr.right, calib, None).timings_s  # no gravity: no map
     assert unmapped["hazard_map"] == 0.0
