@@ -43,6 +43,7 @@ from .geometry.metric_scale import (
     stereo_reference_depth,
 )
 from .geometry.pose import metric_scale_from_rig
+from .geometry.parallel import check_threads
 from .geometry.shadows import SHADOW_INTENSITY_FRACTION, shadow_mask
 from .geometry.slope import slope_image
 from .geometry.stereo import (
@@ -260,6 +261,9 @@ class ReconstructionParams:
     descent_map: bool = False
     descent: DescentMapParams = field(default_factory=DescentMapParams)
     compute_slope: bool = True
+    # threads for the landing-site maps' compiled passes (cell statistics, planes, relief; the
+    # same map whatever the count): 1 keeps the map on the calling thread
+    map_threads: int = 1
     # a model with a range-selected second network (the shipped default's orbital one) uses it
     # for pairs beyond its range (StereoReconstructor.predict_scaled); off: the primary always
     range_selected_network: bool = True
@@ -289,6 +293,7 @@ class ReconstructionParams:
             raise ValueError("unmatched_sigma_factor must be in [1, 1000] (1: no widening)")
         if not 0 <= self.shadow_intensity_fraction < 1:
             raise ValueError("shadow_intensity_fraction must be in [0, 1) (0: shadows unused)")
+        check_threads(self.map_threads)
         self.hazard.validate()
         self.descent.validate()
 
@@ -767,6 +772,7 @@ class StereoReconstructor:
                         sun=sun_in_left,
                         calibration=probability_table,
                         call_calibration=call_table,
+                        threads=p.map_threads,
                     )
                     map_s = time.perf_counter() - t_map
                 except HazardGridError as exc:  # the depth stands; the map says why it is missing
@@ -854,5 +860,5 @@ class StereoReconstructor:
             or self.descent_map.params != p.descent
         ):
             self.descent_map = DescentMap(hazard_params.resolution_m, p.descent)
-        update = self.descent_map.update(points, sigma, camera_pose, hazard_params.min_points_per_cell, fx)
-        return self.descent_map.hazard_map(camera_pose, hazard_params, probability_table), update
+        update = self.descent_map.update(points, sigma, camera_pose, hazard_params.min_points_per_cell, fx, p.map_threads)
+        return self.descent_map.hazard_map(camera_pose, hazard_params, probability_table, p.map_threads), update

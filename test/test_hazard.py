@@ -1066,10 +1066,13 @@ def test_compile_kernels_readies_every_compiled_kernel_of_the_map():
 
     assert compile_kernels() >= 0
     kernels = (
-        site_relief._relief_kernel,
-        site_relief._score_kernel,
-        site_planes._planes_kernel,
-        cell_statistics._ranks_kernel,
+        site_relief._relief_rows,
+        site_relief._score_rows,
+        site_relief._padded_heights,
+        site_relief._score_bases,
+        site_planes._planes_rows,
+        cell_statistics._bucket,
+        cell_statistics._cell_ranks_range,
     )
     assert all(k.signatures for k in kernels), [k.__name__ for k in kernels if not k.signatures]
 
@@ -1102,3 +1105,63 @@ def test_overlay_tints_each_pixel_by_the_class_of_its_cell_and_marks_the_landing
     assert (marked != out).any(axis=2).sum() > 10  # the star
     with pytest.raises(ValueError, match="one 3-D point per pixel"):
         hazard_overlay(image, organised[:-1], hm)
+
+
+def test_the_map_split_over_threads_is_the_same_map():
+    """``threads`` splits the compiled passes (cell statistics by cells, planes and relief by
+    grid rows, the footprint sums by moment group) over a pool; each range writes its own rows,
+    so every layer is bit for bit the one-thread map, for a single frame with shadows and a
+    fused descent map's cells, and at more threads than rows."""
+    from lunar_recon.geometry.hazard import GridSpec, elevation_grid, hazard_map_from_cells
+
+    rng = np.random.default_rng(21)
+    xy = ground(n=60_000, half=8.0, seed=21)
+    z = 0.1 * xy[:, 0] + np.where(np.hypot(xy[:, 0] - 2, xy[:, 1]) < 0.4, 0.5, 0.0) + rng.normal(0, 0.03, len(xy))
+    sigma = rng.uniform(0.005, 0.05, len(xy))
+    shadowed = xy[:, 1] > 5
+    layers = ("elevation_m", "slope_deg", "roughness_m", "coverage", "hazard", "cost", "probability", "call_probability")
+    one = hazard_map(np.c_[xy, z], [0, 0, 1], elevation_sigma=sigma, shadowed=shadowed, sun=[1.0, 0.0, 0.3])
+    for threads in (2, 3, 64):
+        many = hazard_map(np.c_[xy, z], [0, 0, 1], elevation_sigma=sigma, shadowed=shadowed, sun=[1.0, 0.0, 0.3], threads=threads)
+        for name in layers:
+            assert np.array_equal(getattr(one, name), getattr(many, name), equal_nan=True), (threads, name)
+        assert np.isfinite(one.probability).mean() > 0.5 and (one.hazard == HAZARD).any() and (one.hazard == SAFE).any()
+    grid = GridSpec((-8.0, -8.0), 0.2, (80, 80))
+    cells = elevation_grid(np.c_[xy, z], grid, variance=sigma**2, robust_noise=False)
+    assert np.array_equal(
+        cells.variance,
+        elevation_grid(np.c_[xy, z], grid, variance=sigma**2, robust_noise=False, threads=2).variance,
+        equal_nan=True,
+    )
+    fused = [hazard_map_from_cells(cells, grid, np.eye(3), per_cell_sigma=False, threads=t) for t in (1, 2)]
+    assert np.array_equal(fused[0].probability, fused[1].probability, equal_nan=True)
+    for bad in (0, 65, 1.5):
+        with pytest.raises(ValueError, match="map_threads"):
+            hazard_map(np.c_[xy, z], [0, 0, 1], threads=bad)
+
+
+def test_balanced_ranges_cover_every_item_once_with_equal_work():
+    from lunar_recon.geometry.parallel import balanced_ranges, run_ranges
+
+    work = np.r_[np.zeros(10), np.ones(50), np.full(10, 5.0)]
+    for parts in (1, 2, 3, 7, 100):
+        ranges = balanced_ranges(work, parts)
+        assert ranges[0][0] == 0 and ranges[-1][1] == len(work) and len(ranges) <= parts
+        assert all(a < b and b == c for (a, b), (c, _) in zip(ranges, ranges[1:] + [(len(work), 0)]))
+    halves = [work[a:b].sum() for a, b in balanced_ranges(work, 2)]
+    assert abs(halves[0] - halves[1]) <= 5.0  # within one item's work
+    assert balanced_ranges(np.zeros(5), 2) == [(0, 2), (2, 5)] or len(balanced_ranges(np.zeros(5), 2)) == 2
+    assert balanced_ranges(np.zeros(0), 2) == []
+    seen = np.zeros(len(work), int)
+
+    def mark(a: int, b: int) -> None:
+        seen[a:b] += 1
+
+    run_ranges(mark, balanced_ranges(work, 3))
+    assert (seen == 1).all()
+
+    def fail(a: int, b: int) -> None:
+        raise RuntimeError(f"range {a}-{b}")
+
+    with pytest.raises(RuntimeError, match="range"):
+        run_ranges(fail, balanced_ranges(work, 2))

@@ -447,6 +447,9 @@ def test_the_node_defaults_are_the_pipeline_dataclasses():
 
     defaults = {name: spec[0] for name, spec in PARAMETERS.items()}
     assert reconstruction_params(defaults) == ReconstructionParams()
-    changed = dict(defaults, **{"hazard.slope_max_deg": 12.0, "disparity_sigma_px": 0.2, "hazard.extent_m": 30.0})
+    changed = dict(
+        defaults, **{"hazard.slope_max_deg": 12.0, "disparity_sigma_px": 0.2, "hazard.extent_m": 30.0, "map_threads": 2}
+    )
     p = reconstruction_params(changed)
     assert p.hazard.slope_max_deg == 12.0 and p.disparity_sigma_px == 0.2 and p.hazard.extent_m == 30.0
+    assert p.map_threads == 2

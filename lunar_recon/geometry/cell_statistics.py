@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .parallel import balanced_ranges, check_threads, run_ranges
+
 
 INSERTION_SORT_MAX = 128  # points per cell up to which an insertion sort beats a merge sort
 INSERTION_SORT_RUN = 64  # the merge sort's runs, insertion-sorted first
@@ -100,7 +102,8 @@ def _sort(values, payload, values_buf, payload_buf):  # pragma: no cover - compi
 
 
 @numba.njit(cache=True, nogil=True)
-def _ranks_kernel(flat, z, size, values_b):  # pragma: no cover - compiled
+def _bucket(flat, z, size, values_b):  # pragma: no cover - compiled
+    # a counting sort of the points by cell; stable: a cell's points keep their input order
     n = flat.shape[0]
     count = np.zeros(size, np.int64)
     for i in range(n):
@@ -114,32 +117,39 @@ def _ranks_kernel(flat, z, size, values_b):  # pragma: no cover - compiled
     values = np.empty(n, np.float64)  # the elevations in cell order: each cell's work reads them in place
     with_b = values_b.shape[0] == n
     values_b_in_cell_order = np.empty(n if with_b else 0, np.float64)
-    for i in range(n):  # stable: a cell's points keep their input order before the sort
+    for i in range(n):
         c = flat[i]
         order[fill[c]] = i
         values[fill[c]] = z[i]
         if with_b:
             values_b_in_cell_order[fill[c]] = values_b[i]
         fill[c] += 1
-    occupied = 0
+    slot = np.empty(size + 1, np.int64)  # the output slot of each cell: occupied cells before it
+    slot[0] = 0
     for c in range(size):
-        if count[c] > 0:
-            occupied += 1
-    cells = np.empty(occupied, np.int64)
-    m_out = np.empty(occupied, np.int64)
-    ranks = np.empty((4, occupied), np.int64)
-    mad = np.empty(occupied, np.float64)
-    largest = count.max() if size else 0
+        slot[c + 1] = slot[c] + (1 if count[c] > 0 else 0)
+    return count, start, order, values, values_b_in_cell_order, slot
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_ranks_range(  # pragma: no cover - compiled
+    c_start, c_stop, count, start, order, values, values_b_in_cell_order, slot, cells, m_out, ranks, mad, b_median
+):
+    # cells [c_start, c_stop): sorts their points in place (their own stretch of order / values)
+    # and writes their slots of the outputs
+    with_b = b_median.shape[0] > 0
+    largest = 0
+    for c in range(c_start, c_stop):
+        largest = max(largest, count[c])
     scratch = np.empty(largest, np.float64)
     scratch_2 = np.empty(largest, np.float64)
     index_scratch = np.empty(largest, np.int64)
     spare_index = np.empty(largest, np.int64)
-    b_median = np.empty(occupied if with_b else 0, np.float64)
-    k = 0
-    for c in range(size):
+    for c in range(c_start, c_stop):
         m = count[c]
         if m == 0:
             continue
+        k = slot[c]
         s = start[c]
         cells[k] = c
         m_out[k] = m
@@ -188,14 +198,15 @@ def _ranks_kernel(flat, z, size, values_b):  # pragma: no cover - compiled
             if taken == want_lo:
                 d_lo = d
         mad[k] = 0.5 * (d_lo + d)
-        k += 1
-    return cells, m_out, ranks, mad, b_median
 
 
-def cell_ranks(flat_cell: np.ndarray, elevation: np.ndarray, cell_count: int, values: np.ndarray | None = None) -> CellRanks:
+def cell_ranks(
+    flat_cell: np.ndarray, elevation: np.ndarray, cell_count: int, values: np.ndarray | None = None, threads: int = 1
+) -> CellRanks:
     """The median and quartile points and the median absolute deviation of each occupied cell: ``flat_cell`` is each point's
     flat cell index in ``[0, cell_count)``, ``elevation`` its height (finite).  Ties keep the
-    points' input order.  With ``values`` (finite, one per point) also their median in each cell."""
+    points' input order.  With ``values`` (finite, one per point) also their median in each cell.
+    ``threads``: the cells are split over this many threads (the same result)."""
     flat = np.ascontiguousarray(flat_cell, dtype=np.int64)
     z = np.ascontiguousarray(elevation, dtype=np.float64)
     if flat.shape != z.shape or flat.ndim != 1:
@@ -205,5 +216,14 @@ def cell_ranks(flat_cell: np.ndarray, elevation: np.ndarray, cell_count: int, va
     b = np.empty(0) if values is None else np.ascontiguousarray(values, dtype=np.float64)
     if values is not None and b.shape != z.shape:
         raise ValueError(f"need one value per elevation, got {b.shape} and {z.shape}")
-    cells, count, ranks, mad, b_median = _ranks_kernel(flat, z, int(cell_count), b)
-    return CellRanks(cells, count, ranks[0], ranks[1], ranks[2], ranks[3], mad, None if values is None else b_median)
+    count, start, order, sorted_z, sorted_b, slot = _bucket(flat, z, int(cell_count), b)
+    occupied = int(slot[-1])
+    cells, m_out, mad = np.empty(occupied, np.int64), np.empty(occupied, np.int64), np.empty(occupied)
+    ranks = np.empty((4, occupied), np.int64)
+    b_median = np.empty(occupied if values is not None else 0)
+    parts = balanced_ranges(count, check_threads(threads))  # cells in ranges of about equal points
+    run_ranges(
+        lambda a, b: _cell_ranks_range(a, b, count, start, order, sorted_z, sorted_b, slot, cells, m_out, ranks, mad, b_median),
+        parts,
+    )
+    return CellRanks(cells, m_out, ranks[0], ranks[1], ranks[2], ranks[3], mad, None if values is None else b_median)

@@ -127,7 +127,9 @@ class ElevationLayer:
             arr[...] = moved
         self.origin = new_origin
 
-    def fuse(self, world: np.ndarray, variance: np.ndarray, gate_sigmas: float, min_points: int) -> tuple[int, int, int, int]:
+    def fuse(
+        self, world: np.ndarray, variance: np.ndarray, gate_sigmas: float, min_points: int, threads: int = 1
+    ) -> tuple[int, int, int, int]:
         """One frame's points (world frame) with their elevation variances: a scalar Kalman
         step per cell on the cell's median; returns (fused, new, gated, replaced) cells."""
         # the interquartile spread: a frame's look at a cell straddling an edge disagrees with
@@ -141,6 +143,7 @@ class ElevationLayer:
             robust_spread=False,
             independent_points=OBSERVATION_POINTS_PER_CELL,
             robust_noise=False,
+            threads=threads,
         )
         z, v = cells.z, cells.variance
         if v is None:  # elevation_grid gives one with per-point variances
@@ -223,6 +226,7 @@ class DescentMap:
         T_world_from_camera: np.ndarray,
         min_points_per_cell: int = 1,
         fx: float | None = None,
+        threads: int = 1,
     ) -> DescentUpdate:
         """Fuse one frame: ``points`` (N x 3 or H x W x 3, camera frame, NaN invalid) with each
         point's 1-sigma elevation uncertainty, seen from the pose ``T_world_from_camera``; with
@@ -270,7 +274,7 @@ class DescentMap:
             else:
                 idx = np.flatnonzero(level == k)
                 w, v = world.take(idx, axis=0), sigma.take(idx) ** 2
-            totals += layer.fuse(w, v, self.params.gate_sigmas, min_points_per_cell)
+            totals += layer.fuse(w, v, self.params.gate_sigmas, min_points_per_cell, threads)
         fused, new, gated, replaced = (int(t) for t in totals)
         return DescentUpdate(fused, new, gated, bool(reset), replaced, tuple(int(c) for c in counts))
 
@@ -289,7 +293,9 @@ class DescentMap:
                 mean[rows[got], cols[got]], var[rows[got], cols[got]] = m[got], v[got]
         return mean, var
 
-    def hazard_map(self, T_world_from_camera: np.ndarray, params: HazardParams | None = None, calibration=None) -> HazardMap:
+    def hazard_map(
+        self, T_world_from_camera: np.ndarray, params: HazardParams | None = None, calibration=None, threads: int = 1
+    ) -> HazardMap:
         """The landing-site map on the fused cells, in the camera's gravity-aligned frame (the
         world's axes about the camera: ``R_grid_from_input`` is the camera's attitude)."""
         T = np.asarray(T_world_from_camera, dtype=np.float64)
@@ -306,7 +312,7 @@ class DescentMap:
         # The fused variances hold each observation's noise, not the navigation error that
         # misregisters one frame's cells against another's: each cell's own (Kalman-shrunk)
         # sigma would over-trust such steps, so the relief is judged on the footprint's mean.
-        return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration, per_cell_sigma=False)
+        return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration, per_cell_sigma=False, threads=threads)
 
     @property
     def nbytes(self) -> int:

@@ -49,6 +49,7 @@ from scipy.special import ndtr
 
 from .cell_statistics import cell_ranks
 from .frames import normalize, quaternion_to_matrix, rotation_aligning
+from .parallel import balanced_ranges, check_threads, run_ranges
 from .shadows import SHADOW_CELL_FRACTION, shadow_bounded_elevation
 from .site_planes import site_planes
 from .site_relief import SIGMA_FLOOR, site_relief
@@ -386,6 +387,7 @@ def elevation_grid(
     robust_spread: bool = True,
     independent_points: int = INDEPENDENT_POINTS_PER_CELL,
     robust_noise: bool = True,
+    threads: int = 1,
 ) -> CellGrid:
     """Per-cell median elevation of gravity-aligned points and their count; NaN where fewer
     than ``min_points``.  With per-point elevation ``variance`` also the variance of each cell's
@@ -396,7 +398,7 @@ def elevation_grid(
     1.4826 x their median absolute deviation (``robust_spread``: wild points on one side widen
     it no more than they move the median), else their interquartile range / 1.349 (wide where
     a cell straddles an edge); with per-point ``shadowed`` flags the share of each cell's points
-    in shadow."""
+    in shadow.  ``threads``: the cells' order statistics are split over this many threads."""
     p = points_grid_frame
     rows, cols = grid.shape
     col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
@@ -423,7 +425,7 @@ def elevation_grid(
     # A cell's representative is its median-elevation point itself (the mean of the two middle
     # ones), so a cell on a plane lies exactly on it whatever its points' layout.
     z = inside[:, 2].astype(np.float64)
-    ranks = cell_ranks(flat, z, size, var if var is not None and robust_noise else None)
+    ranks = cell_ranks(flat, z, size, var if var is not None and robust_noise else None, threads)
     keep = ranks.count >= max(min_points, 1)
     cells, m = ranks.cells[keep], ranks.count[keep]
     lower, upper = ranks.median_low[keep], ranks.median_high[keep]
@@ -591,6 +593,7 @@ def hazard_map(
     sun: np.ndarray | None = None,
     calibration=None,
     call_calibration=None,
+    threads: int = 1,
 ) -> HazardMap:
     """Landing-site safety map of an N x 3 (or organised H x W x 3) cloud in any frame, given
     gravity 'up' in that frame (see the module docstring).  The grid lives in the
@@ -603,7 +606,9 @@ def hazard_map(
     the terrain upsun (:func:`~lunar_recon.geometry.shadows.shadow_bounded_elevation`).
     ``calibration``: a table of :func:`calibrate_probability` for the probabilities of this
     depth source (its model's, chosen on calibration data); None: the Gaussian model's own;
-    ``call_calibration`` the same for its call probabilities (under the relief prior)."""
+    ``call_calibration`` the same for its call probabilities (under the relief prior).
+    ``threads``: the compiled passes (cell statistics, planes, relief) are split over this many
+    threads (:mod:`lunar_recon.geometry.parallel`; the same map)."""
     params = params or HazardParams()
     params.validate()
     if params.resolution_m == 0 and grid is None:
@@ -636,13 +641,19 @@ def hazard_map(
     res = grid.resolution
     if in_shadow is not None and not in_shadow.any():
         in_shadow = None  # nothing to bound
-    cells = elevation_grid(q, grid, params.min_points_per_cell, point_var, in_shadow)
+    cells = elevation_grid(q, grid, params.min_points_per_cell, point_var, in_shadow, threads=threads)
     if cells.shadow_share is not None and sun is not None:
         shadowed_cells = np.nan_to_num(cells.shadow_share) >= SHADOW_CELL_FRACTION
         cells.z = shadow_bounded_elevation(cells.z, shadowed_cells, res, R @ normalize(sun))
     measured = point_var is not None
     return hazard_map_from_cells(
-        cells, grid, R, params, calibration if measured else None, call_calibration=call_calibration if measured else None
+        cells,
+        grid,
+        R,
+        params,
+        calibration if measured else None,
+        call_calibration=call_calibration if measured else None,
+        threads=threads,
     )
 
 
@@ -654,6 +665,7 @@ def hazard_map_from_cells(
     calibration=None,
     per_cell_sigma: bool = True,
     call_calibration=None,
+    threads: int = 1,
 ) -> HazardMap:
     """The landing-site map of cell heights already made (``cells``: each cell's representative
     point and, when known, its height variance; NaN without data) on ``grid``, whose frame is
@@ -663,9 +675,11 @@ def hazard_map_from_cells(
     shared between cells (a fused map's registration).  With measured per-cell sigmas and a
     ``params.relief_prior_m``, HAZARD is called on the probability under the relief prior
     (``call_probability``, through ``call_calibration``) and SAFE certified on the
-    measurements alone (``probability``, the published one)."""
+    measurements alone (``probability``, the published one).  ``threads``: as for
+    :func:`hazard_map`."""
     params = params or HazardParams()
     params.validate()
+    threads = check_threads(threads)
     R = np.asarray(R_grid_from_input, dtype=np.float64)
     res = grid.resolution
     Z = cells.z
@@ -694,15 +708,20 @@ def hazard_map_from_cells(
     wx, wy, wz = w * x, w * y, w * z
     moments = dict(n=w, x=wx, y=wy, z=wz, xx=wx * x, xy=wx * y, yy=wy * y, zz=wz * z, xz=wx * z, yz=wy * z)
     moments["vv"] = count if measured else cell_var  # weighted: the sum of weight x variance
-    S = {}
-    for group in names:
-        summed = footprint_sum(cv2.merge([moments[k] for k in group]), boxes)
-        S.update({k: summed[..., i] for i, k in enumerate(group)})
+    merged = [cv2.merge([moments[k] for k in group]) for group in names]
+    summed: list[np.ndarray] = [np.empty(0)] * len(names)
+
+    def sum_groups(first: int, stop: int) -> None:  # OpenCV releases the GIL: groups on separate threads
+        for g in range(first, stop):
+            summed[g] = footprint_sum(merged[g], boxes)
+
+    run_ranges(sum_groups, balanced_ranges(np.array([len(g) for g in names]), threads))
+    S = {k: summed[g][..., i] for g, group in enumerate(names) for i, k in enumerate(group)}
     footprint_cells = sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)
     # measured, the variance moment is the count already: the footprint's cells with data
     cells_with_data = S["vv"].astype(np.float32) if measured else footprint_sum(count.astype(np.float32), boxes)
     coverage = (cells_with_data / footprint_cells).astype(np.float32)
-    planes = site_planes(S, xc[0], yc[:, 0], weighted=measured)
+    planes = site_planes(S, xc[0], yc[:, 0], weighted=measured, threads=threads)
     slope, slope_sigma, centre = planes.slope_deg, planes.slope_sigma_deg, planes.centre
     known = (coverage >= params.coverage_min) & planes.fits
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -725,6 +744,7 @@ def hazard_map_from_cells(
             limit=params.roughness_max_m,
             sites=known,
             prior_sigma=params.relief_prior_m if measured else 0.0,
+            threads=threads,
         )
         above = relief.highest - centre
         below = centre - relief.lowest

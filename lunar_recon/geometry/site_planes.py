@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .parallel import balanced_ranges, check_threads, run_ranges
+
 DET_MIN = 1e-12  # m^4: a footprint's cells spread less than this in x, y fit no plane
 
 
@@ -31,11 +33,12 @@ class SitePlanes:
 
 
 @numba.njit(cache=True, nogil=True)
-def _planes_kernel(n, sx, sy, sz, sxx, sxy, syy, szz, sxz, syz, svv, xc, yc, weighted):  # pragma: no cover - compiled
-    rows, cols = n.shape
-    out = np.full((7, rows, cols), np.nan)
-    fits = np.zeros((rows, cols), np.bool_)
-    for r in range(rows):
+def _planes_rows(  # pragma: no cover - compiled
+    n, sx, sy, sz, sxx, sxy, syy, szz, sxz, syz, svv, xc, yc, weighted, out, fits, r_start, r_stop
+):
+    # grid rows [r_start, r_stop) of ``out`` (NaN) and ``fits`` (False), as the caller made them
+    cols = n.shape[1]
+    for r in range(r_start, r_stop):
         for c in range(cols):
             if not n[r, c] > 0:
                 continue
@@ -62,17 +65,19 @@ def _planes_kernel(n, sx, sy, sz, sxx, sxy, syy, szz, sxz, syz, svv, xc, yc, wei
             out[3, r, c] = math.degrees(math.sqrt(var_grad) / (1.0 + grad * grad))
             out[4, r, c] = mz + a * (xc[c] - mx) + b * (yc[r] - my)
             out[5, r, c] = math.sqrt(max(czz - a * cxz - b * cyz, 0.0))
-    return out, fits
 
 
-def site_planes(sums: dict[str, np.ndarray], x_centres: np.ndarray, y_centres: np.ndarray, weighted: bool = False) -> SitePlanes:
+def site_planes(
+    sums: dict[str, np.ndarray], x_centres: np.ndarray, y_centres: np.ndarray, weighted: bool = False, threads: int = 1
+) -> SitePlanes:
     """The planes of every site from its footprint's sums (``sums``: ``n`` cells with data and
     the sums of their ``x y z xx xy yy zz xz yz`` and height variances ``vv``, each a grid
     array, coordinates relative to one origin for conditioning) and the cell centres'
     coordinates (``x_centres`` per column, ``y_centres`` per row, same origin).
     ``weighted``: every sum is weighted by the cell's inverse height variance (``n`` their sum,
     ``vv`` the sum of weight x variance, i.e. the cells' count: ``mean_variance`` is then the
-    harmonic mean of the cells' variances)."""
+    harmonic mean of the cells' variances).  ``threads``: the grid's rows are split over this
+    many threads (the same result)."""
     keys = ("n", "x", "y", "z", "xx", "xy", "yy", "zz", "xz", "yz", "vv")
     missing = [k for k in keys if k not in sums]
     if missing:
@@ -82,5 +87,8 @@ def site_planes(sums: dict[str, np.ndarray], x_centres: np.ndarray, y_centres: n
     if any(g.shape != shape for g in grids) or len(x_centres) != shape[1] or len(y_centres) != shape[0]:
         raise ValueError("footprint sums and cell centres must share the grid's shape")
     xc, yc = np.ascontiguousarray(x_centres, dtype=np.float64), np.ascontiguousarray(y_centres, dtype=np.float64)
-    out, fits = _planes_kernel(*grids, xc, yc, bool(weighted))
+    out = np.full((7,) + shape, np.nan)
+    fits = np.zeros(shape, np.bool_)
+    rows = balanced_ranges(np.ones(shape[0]), check_threads(threads))
+    run_ranges(lambda a, b: _planes_rows(*grids, xc, yc, bool(weighted), out, fits, a, b), rows)
     return SitePlanes(out[0], out[1], out[2], out[3], out[4], out[5], out[6], fits)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .parallel import balanced_ranges, check_threads, run_ranges
+
 
 SIGMA_FLOOR = 1e-6  # m: a cell's height sigma below this counts as exact
 
@@ -36,13 +38,12 @@ class SiteRelief:
 
 
 @numba.njit(cache=True, nogil=True)
-def _relief_kernel(z_hi, z_lo, gx, gy, rects, pad, span):  # pragma: no cover - compiled
-    rows, cols = gx.shape
-    hi = np.full((rows, cols), -np.inf, np.float32)
-    lo = np.full((rows, cols), np.inf, np.float32)
+def _relief_rows(z_hi, z_lo, gx, gy, rects, pad, span, hi, lo, y_start, y_stop):  # pragma: no cover - compiled
+    # grid rows [y_start, y_stop) of ``hi`` / ``lo`` (filled with -inf / +inf by the caller)
+    cols = gx.shape[1]
     row_hi = np.empty(cols, np.float32)
     row_lo = np.empty(cols, np.float32)
-    for y in range(rows):
+    for y in range(y_start, y_stop):
         x0, x1 = span[y, 0], span[y, 1]
         n = x1 - x0
         h, low, gxr, gyr = hi[y, x0:x1], lo[y, x0:x1], gx[y, x0:x1], gy[y, x0:x1]
@@ -63,23 +64,23 @@ def _relief_kernel(z_hi, z_lo, gx, gy, rects, pad, span):  # pragma: no cover - 
                     s = gyr[x] * fdy
                     h[x] = max(h[x], row_hi[x] - s)
                     low[x] = min(low[x], row_lo[x] - s)
-    return hi, lo
 
 
 @numba.njit(cache=True, nogil=True)
-def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad, span):  # pragma: no cover - compiled
-    # for each of the K score sets (axis 0) the score above at cell j is (z_j - limit) w_j - t w_j and
-    # below (-z_j - limit) w_j + t w_j, t the site's plane height at cell j: the bases are per cell,
-    # t per site and offset, computed once for every set
+def _score_rows(  # pragma: no cover - compiled
+    above_base, below_base, weight, gx, gy, centre, rects, pad, span, above, below, y_start, y_stop
+):
+    # grid rows [y_start, y_stop) of ``above`` / ``below`` (filled with -inf by the caller).  For
+    # each of the K score sets (axis 0) the score above at cell j is (z_j - limit) w_j - t w_j and
+    # below (-z_j - limit) w_j + t w_j, t the site's plane height at cell j: the bases are per
+    # cell, t per site and offset, computed once for every set
     sets = weight.shape[0]
-    rows, cols = gx.shape
-    above = np.full((sets, rows, cols), -np.inf, np.float32)
-    below = np.full((sets, rows, cols), -np.inf, np.float32)
+    cols = gx.shape[1]
     plane_row = np.empty(cols, np.float32)
     plane = np.empty(cols, np.float32)
     row_above = np.empty((sets, cols), np.float32)  # a grid row's accumulators, in cache
     row_below = np.empty((sets, cols), np.float32)
-    for y in range(rows):
+    for y in range(y_start, y_stop):
         x0, x1 = span[y, 0], span[y, 1]
         n = x1 - x0
         if n <= 0:
@@ -107,7 +108,6 @@ def _score_kernel(above_base, below_base, weight, gx, gy, centre, rects, pad, sp
                             down[x] = max(down[x], bb[x] + tw)
         above[:, y, x0:x1] = row_above[:, :n]
         below[:, y, x0:x1] = row_below[:, :n]
-    return above, below
 
 
 @numba.njit(cache=True, nogil=True)
@@ -168,6 +168,7 @@ def site_relief(
     limit: float = 0.0,
     sites: np.ndarray | None = None,
     prior_sigma: float = 0.0,
+    threads: int = 1,
 ) -> SiteRelief:
     """For every site (cell) the largest and smallest of ``z[j] - dx_j gx - dy_j gy`` over the
     cells j at the footprint's offsets (dy, dx) from it (``rects``: the footprint as
@@ -186,7 +187,9 @@ def site_relief(
     sqrt(k), so ``(k r_j - limit) / (sigma_j sqrt(k))`` with r_j the height above the plane.
     A well-measured cell keeps its height; a cell whose sigma dwarfs the prior (a network guess
     no right pixel saw) says little about a rock, and the largest of many such noisy heights
-    no longer reads as one."""
+    no longer reads as one.
+
+    ``threads``: the sites' grid rows are split over this many threads (the same result)."""
     if z.shape != plane_gx.shape or z.shape != plane_gy.shape:
         raise ValueError(f"z {z.shape} and the plane gradients {plane_gx.shape}, {plane_gy.shape} differ in shape")
     table = np.array(rects, dtype=np.int64).reshape(-1, 4)
@@ -196,9 +199,13 @@ def site_relief(
     valid = np.isfinite(z)
     gx, gy = plane_gx.astype(np.float32), plane_gy.astype(np.float32)
 
+    threads = check_threads(threads)
     z_hi, z_lo = _padded_heights(np.asarray(z, np.float64), valid, pad)
     span = _row_spans(sites, z.shape)
-    hi, lo = _relief_kernel(z_hi, z_lo, gx, gy, table, pad, span)
+    rows = balanced_ranges((span[:, 1] - span[:, 0]).clip(min=0), threads)
+    hi = np.full(z.shape, -np.inf, np.float32)
+    lo = np.full(z.shape, np.inf, np.float32)
+    run_ranges(lambda a, b: _relief_rows(z_hi, z_lo, gx, gy, table, pad, span, hi, lo, a, b), rows)
     if sigma is None:
         return SiteRelief(hi, lo)
     if centre is None or sigma.shape != z.shape or centre.shape != z.shape:
@@ -211,7 +218,13 @@ def site_relief(
     bases_above, bases_below, weights = _score_bases(
         np.asarray(z, np.float64), valid, cell_sigma.astype(np.float64), np.stack(root_ks).astype(np.float64), float(limit), pad
     )
-    above, below = _score_kernel(bases_above, bases_below, weights, gx, gy, centre.astype(np.float32), table, pad, span)
+    above = np.full((len(root_ks),) + z.shape, -np.inf, np.float32)
+    below = np.full((len(root_ks),) + z.shape, -np.inf, np.float32)
+    centre32 = centre.astype(np.float32)
+    run_ranges(
+        lambda a, b: _score_rows(bases_above, bases_below, weights, gx, gy, centre32, table, pad, span, above, below, a, b),
+        rows,
+    )
     if prior_sigma == 0:
         return SiteRelief(hi, lo, above[0], below[0])
     return SiteRelief(hi, lo, above[0], below[0], above[1], below[1])

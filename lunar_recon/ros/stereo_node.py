@@ -133,6 +133,13 @@ PARAMETERS: dict[str, tuple] = {
         "less head time",
         None,
     ),
+    "map_threads": (
+        _R.map_threads,
+        "threads for the landing-site maps' compiled passes (cell statistics, footprint sums, planes, "
+        "relief; the same map whatever the count): 2 shortens the map where the pair rate leaves a core "
+        "free; 1: the geometry thread alone (at full rate the network and the head fill both cores)",
+        (1, 64),
+    ),
     "network_sigma_factor": (
         NETWORK_SIGMA_FACTOR,
         "hazard noise model: widening of the points that are the "
@@ -419,6 +426,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
         stereo_head_min_confidence=v["stereo_head_min_confidence"],
         stereo_head_left_right_check=bool(v["stereo_head_left_right_check"]),
         stereo_head_max_size=int(v["stereo_head_max_size"]),
+        map_threads=int(v["map_threads"]),
         network_sigma_factor=v["network_sigma_factor"],
         unmatched_sigma_factor=v["unmatched_sigma_factor"],
         disparity_sigma_px=None if v["disparity_sigma_px"] < 0 else v["disparity_sigma_px"],
