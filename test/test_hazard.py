@@ -1061,7 +1061,7 @@ def test_hazard_memory_forgets_after_its_frames_and_checks_poses():
 
 def test_compile_kernels_readies_every_compiled_kernel_of_the_map():
     """The node calls it before its first pair: afterwards every kernel the map runs is compiled."""
-    from lunar_recon.geometry import cell_statistics, site_planes, site_relief
+    from lunar_recon.geometry import cell_statistics, hazard, site_planes, site_relief
     from lunar_recon.geometry.hazard import compile_kernels
 
     assert compile_kernels() >= 0
@@ -1073,6 +1073,8 @@ def test_compile_kernels_readies_every_compiled_kernel_of_the_map():
         site_planes._planes_rows,
         cell_statistics._bucket,
         cell_statistics._cell_ranks_range,
+        hazard._cell_indices,
+        hazard._representatives,
     )
     assert all(k.signatures for k in kernels), [k.__name__ for k in kernels if not k.signatures]
 

@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 
 import cv2
+import numba
 import numpy as np
 from scipy.special import ndtr
 
@@ -373,6 +374,33 @@ class CellGrid:
     shadow_share: np.ndarray | None = None  # fraction of the cell's points in shadow
 
 
+@numba.njit(cache=True, nogil=True)
+def _cell_indices(points, origin, resolution, rows, cols):  # pragma: no cover - compiled
+    # each point's flat cell index, the arithmetic in the points' precision as numpy's is
+    # (floor((x - x0) / resolution)); and whether every point lies on the grid
+    n = points.shape[0]
+    flat = np.empty(n, np.int64)
+    all_inside = True
+    for i in range(n):
+        col = np.int64(np.floor((points[i, 0] - origin[0]) / resolution))
+        row = np.int64(np.floor((points[i, 1] - origin[1]) / resolution))
+        if col < 0 or col >= cols or row < 0 or row >= rows:
+            all_inside = False
+        flat[i] = row * cols + col
+    return flat, all_inside
+
+
+@numba.njit(cache=True, nogil=True)
+def _representatives(points, cells, lower, upper, size):  # pragma: no cover - compiled
+    # each kept cell's representative point, the mean of its two middle points (in the points'
+    # precision; the halving is exact); NaN elsewhere
+    rep = np.full((3, size), np.nan)
+    for j in range(cells.shape[0]):
+        for k in range(3):
+            rep[k, cells[j]] = (points[lower[j], k] + points[upper[j], k]) * 0.5
+    return rep
+
+
 # Stereo errors of neighbouring pixels are correlated (they share a matching window): a cell's
 # points average its noise down by at most this many independent samples.
 INDEPENDENT_POINTS_PER_CELL = 4
@@ -401,12 +429,15 @@ def elevation_grid(
     in shadow.  ``threads``: the cells' order statistics are split over this many threads."""
     p = points_grid_frame
     rows, cols = grid.shape
-    col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
-    row = np.floor((p[:, 1] - grid.origin[1]) / grid.resolution).astype(np.int64)
-    if len(col) and col.min() >= 0 and col.max() < cols and row.min() >= 0 and row.max() < rows:
+    # the origin and cell size in the points' precision, as numpy's arithmetic with Python floats
+    origin, resolution = np.asarray(grid.origin, dtype=p.dtype), p.dtype.type(grid.resolution)
+    flat, all_inside = _cell_indices(p, origin, resolution, rows, cols)
+    if len(flat) and all_inside:
         # the usual case (grid made from these points): skip the mask and the copies
-        flat, inside, var, shade = row * cols + col, p, variance, shadowed
+        inside, var, shade = p, variance, shadowed
     else:
+        col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
+        row = np.floor((p[:, 1] - grid.origin[1]) / grid.resolution).astype(np.int64)
         ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
         flat, inside = row[ok] * cols + col[ok], p[ok]
         var = None if variance is None else variance[ok]
@@ -429,9 +460,7 @@ def elevation_grid(
     keep = ranks.count >= max(min_points, 1)
     cells, m = ranks.cells[keep], ranks.count[keep]
     lower, upper = ranks.median_low[keep], ranks.median_high[keep]
-    rep = [np.full(size, np.nan) for _ in range(3)]
-    for k in range(3):
-        rep[k][cells] = 0.5 * (inside[lower, k] + inside[upper, k])
+    rep = _representatives(inside, cells, lower, upper, size)
     variance_grid = None
     if var is not None:
         if ranks.value_median is not None:
