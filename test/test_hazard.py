@@ -1152,8 +1152,9 @@ def test_balanced_ranges_cover_every_item_once_with_equal_work():
         assert all(a < b and b == c for (a, b), (c, _) in zip(ranges, ranges[1:] + [(len(work), 0)]))
     halves = [work[a:b].sum() for a, b in balanced_ranges(work, 2)]
     assert abs(halves[0] - halves[1]) <= 5.0  # within one item's work
-    assert balanced_ranges(np.zeros(5), 2) == [(0, 2), (2, 5)] or len(balanced_ranges(np.zeros(5), 2)) == 2
-    assert balanced_ranges(np.zeros(0), 2) == []
+    assert balanced_ranges(np.zeros(6), 3) == [(0, 2), (2, 4), (4, 6)]  # no work: equal item counts
+    assert balanced_ranges(np.r_[10.0, np.zeros(9)], 2) == [(0, 1), (1, 10)]  # all the work in one item
+    assert balanced_ranges(np.zeros(0), 2) == [] and balanced_ranges(np.ones(1), 4) == [(0, 1)]
     seen = np.zeros(len(work), int)
 
     def mark(a: int, b: int) -> None:

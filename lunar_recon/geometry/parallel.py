@@ -35,12 +35,12 @@ def balanced_ranges(work: np.ndarray, parts: int) -> list[tuple[int, int]]:
         return [(0, n)] if n else []
     cumulative = np.cumsum(np.asarray(work, dtype=np.float64))
     total = cumulative[-1]
-    if not total > 0:
-        cuts = [round(n * i / parts) for i in range(1, parts)]
-    else:
-        cuts = np.searchsorted(cumulative, total * np.arange(1, parts) / parts, side="left").tolist()
-    edges = sorted({0, n, *(min(max(int(c) + 1, 1), n - 1) for c in cuts)})
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    if total > 0:  # each boundary after the item at which the running work reaches its share
+        bounds = np.searchsorted(cumulative, total * np.arange(1, parts) / parts, side="left") + 1
+    else:  # no work anywhere: equal numbers of items
+        bounds = (n * np.arange(1, parts)) // parts
+    edges = sorted({0, n, *(int(min(max(b, 1), n - 1)) for b in bounds)})
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
