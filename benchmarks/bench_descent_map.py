@@ -5,6 +5,7 @@ fused cells, and the process's resident memory over a soak of many frames.
     .venv/bin/python benchmarks/bench_descent_map.py                      # 10,000 frames
     .venv/bin/python benchmarks/bench_descent_map.py --frames 500 --map-every 50
     .venv/bin/python benchmarks/bench_descent_map.py --levels 2           # multi-resolution
+    .venv/bin/python benchmarks/bench_descent_map.py --threads 2          # both cores (map_threads)
 
 A nadir camera descends from 80 m to 20 m and then traverses at 20 m (so the window keeps
 moving and cells keep leaving it), over flat ground with a few boulders, seeing it with the
@@ -19,7 +20,9 @@ import resource
 import sys
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as lunar_recon's programs run (runtime.py)
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -49,6 +52,7 @@ def main() -> None:
     ap.add_argument("--map-every", type=int, default=100, help="make the landing-site map every N frames")
     ap.add_argument("--disparity-sigma", type=float, default=0.074)
     ap.add_argument("--levels", type=int, default=DescentMapParams().levels, help="resolution levels (descent_map.levels)")
+    ap.add_argument("--threads", type=int, default=1, help="the maps' compiled passes over this many threads (map_threads)")
     args = ap.parse_args()
     K = Intrinsics.from_fov(60.0, args.width, args.height)
     baseline = 1.5
@@ -66,16 +70,16 @@ def main() -> None:
         sigma = stereo_elevation_sigma(points, np.array([0.0, 0.0, -1.0]), K.fx, baseline, args.disparity_sigma)
         points[..., 2] += rng.normal(0.0, 1.0, depth.shape).astype(np.float32) * sigma
         t0 = time.perf_counter()
-        m.update(points.reshape(-1, 3), sigma.reshape(-1), T, hp.min_points_per_cell, K.fx)
+        m.update(points.reshape(-1, 3), sigma.reshape(-1), T, hp.min_points_per_cell, K.fx, args.threads)
         update_ms.append(1e3 * (time.perf_counter() - t0))
         if k % args.map_every == 0:
             t0 = time.perf_counter()
-            m.hazard_map(T, hp)
+            m.hazard_map(T, hp, threads=args.threads)
             map_ms.append(1e3 * (time.perf_counter() - t0))
         if (k + 1) % max(args.frames // 20, 1) == 0:
             rss.append((k + 1, rss_mib()))
     q = lambda a, p: float(np.percentile(a, p))  # noqa: E731
-    window = f"window {m.params.window_m} m, {args.levels} level(s)"
+    window = f"window {m.params.window_m} m, {args.levels} level(s), {args.threads} thread(s)"
     print(f"frames {args.frames} at {args.width}x{args.height}, {window}, cells {m.mean.size}")
     print(f"update ms: p50 {q(update_ms, 50):.1f}, p90 {q(update_ms, 90):.1f} (first 100: p50 {q(update_ms[:100], 50):.1f})")
     print(f"landing-site map on the fused cells ms: p50 {q(map_ms, 50):.1f}, p90 {q(map_ms, 90):.1f}")
