@@ -262,7 +262,8 @@ class ReconstructionParams:
     descent: DescentMapParams = field(default_factory=DescentMapParams)
     compute_slope: bool = True
     # threads for the landing-site maps' compiled passes (cell statistics, planes, relief; the
-    # same map whatever the count): 1 keeps the map on the calling thread
+    # same map whatever the count): 1 keeps the map on the calling thread; more pay only with one
+    # BLAS thread for numpy (geometry.hazard.hazard_map)
     map_threads: int = 1
     # a model with a range-selected second network (the shipped default's orbital one) uses it
     # for pairs beyond its range (StereoReconstructor.predict_scaled); off: the primary always

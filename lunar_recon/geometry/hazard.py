@@ -637,7 +637,10 @@ def hazard_map(
     depth source (its model's, chosen on calibration data); None: the Gaussian model's own;
     ``call_calibration`` the same for its call probabilities (under the relief prior).
     ``threads``: the compiled passes (cell statistics, planes, relief) are split over this many
-    threads (:mod:`lunar_recon.geometry.parallel`; the same map)."""
+    threads (:mod:`lunar_recon.geometry.parallel`; the same map).  They gain only where numpy
+    runs one BLAS thread (``OPENBLAS_NUM_THREADS=1`` before numpy loads, as lunar_recon's
+    programs set it: :func:`lunar_recon.runtime.prefer_single_threaded_blas`); otherwise
+    OpenBLAS threads left spinning after the points' rotation hold the other cores."""
     params = params or HazardParams()
     params.validate()
     if params.resolution_m == 0 and grid is None:
