@@ -20,11 +20,13 @@ import resource
 import sys
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as lunar_recon's programs run (runtime.py)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from lunar_recon.runtime import prefer_single_threaded_blas  # noqa: E402
+
+prefer_single_threaded_blas()  # before numpy loads, as lunar_recon's programs run
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from lunar_recon.geometry.camera import Intrinsics, depth_to_points  # noqa: E402
 from lunar_recon.geometry.descent_map import DescentMap, DescentMapParams  # noqa: E402

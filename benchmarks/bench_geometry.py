@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-import numpy as np
+from lunar_recon.runtime import prefer_single_threaded_blas
+
+# Before numpy loads, here and (inherited) in the measuring processes, as lunar_recon's programs
+# run: OpenBLAS threads left spinning after numpy's small products would take the second core
+# from the map's threads.
+prefer_single_threaded_blas()
+
+import numpy as np  # noqa: E402
 
 
 def _median_time(fn, repeats: int = 15) -> float:
@@ -150,12 +156,7 @@ def main() -> None:
         return
     rows = []
     for allocator in ("retained", "default"):
-        # as lunar_recon's programs run (runtime.prefer_single_threaded_blas): OpenBLAS threads left
-        # spinning after numpy's small products would take the second core from the map's threads
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
-        out = subprocess.run(
-            [sys.executable, __file__, "--allocator", allocator], capture_output=True, text=True, check=True, env=env
-        )
+        out = subprocess.run([sys.executable, __file__, "--allocator", allocator], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(
         "| operation (one core unless stated; 512x512 organised cloud; stress view 40 m, 60 deg FOV) | allocator | median time "
