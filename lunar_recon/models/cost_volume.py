@@ -1,8 +1,9 @@
-"""The stereo head's cost-volume steps, compiled for inference on the CPU: the correlations
-of a pixel with the right view's along its row (at whole-pixel shifts, and around a sub-pixel
-disparity) and the peak of each pixel's correlation curve -- what ``correlation_volume``,
-``correlations_at``, ``local_soft_argmax`` and ``parabola_peak`` of ``models.stereo_head``
-compute.
+"""The stereo head's steps, compiled for inference on the CPU: its fine features (three 3x3
+convolutions and unit length), the right features warped along the row, the correlations of a
+pixel with the right view's along its row (at whole-pixel shifts, and around a sub-pixel
+disparity) and the peak of each pixel's correlation curve -- what ``FineFeatures``,
+``warp_right``, ``correlation_volume``, ``correlations_at``, ``local_soft_argmax`` and
+``parabola_peak`` of ``models.stereo_head`` compute.
 
 Per pixel these are a few short dot products and a curve of a handful of entries: in torch
 they are many small whole-image operations, each taking the interpreter lock between them
@@ -176,6 +177,154 @@ def correlations_at_disparity(fl: np.ndarray, fr: np.ndarray, disparity: np.ndar
     return out
 
 
+# ---- the fine features: three 3x3 convolutions, row by row ---------------------------------
+# At camera resolution with 8 channels, torch's convolutions, activations and the unit length
+# each sweep the whole image.  Here each layer's rows live in a ring of three (zero rows above
+# and below the image, as the convolutions' padding), so a row is computed while its inputs are
+# in cache, and the last layer's row is scaled to unit length and written channels-last, the
+# layout the correlations read.
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _taps3x3(k, t0, t1, t2, t3, t4, t5, t6, t7, t8):  # pragma: no cover - compiled
+    # a 3x3 kernel's weighted sum of the nine taps (row by row)
+    return (
+        k[0, 0] * t0 + k[0, 1] * t1 + k[0, 2] * t2
+        + k[1, 0] * t3 + k[1, 1] * t4 + k[1, 2] * t5
+        + k[2, 0] * t6 + k[2, 1] * t7 + k[2, 2] * t8
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _conv3x3_row(src, slots, weight, bias, slope, dst):  # pragma: no cover - compiled
+    # dst[co, 1 + x] = act(bias[co] + sum over ci, ky, kx of weight[co, ci, ky, kx] *
+    # src[slots[ky], ci, x + kx]): src's rows are zero-padded by one column either side;
+    # act(v) = v where v > 0, else slope v (slope 1: none).  Four output channels per sweep
+    # share the nine taps read (a last group of fewer repeats its last channel).
+    width, cout = dst.shape[1] - 2, weight.shape[0]
+    # four arrays, not one: LLVM vectorises the sweep only over buffers it can tell apart
+    a0, a1, a2, a3 = (
+        np.empty(width, np.float32),
+        np.empty(width, np.float32),
+        np.empty(width, np.float32),
+        np.empty(width, np.float32),
+    )
+    for first in range(0, cout, 4):
+        c0, c1, c2, c3 = first, min(first + 1, cout - 1), min(first + 2, cout - 1), min(first + 3, cout - 1)
+        a0[:], a1[:], a2[:], a3[:] = bias[c0], bias[c1], bias[c2], bias[c3]
+        for ci in range(weight.shape[1]):
+            r0, r1, r2 = src[slots[0], ci], src[slots[1], ci], src[slots[2], ci]
+            k, m, n, o = weight[c0, ci], weight[c1, ci], weight[c2, ci], weight[c3, ci]
+            for x in range(width):
+                t0, t1, t2 = r0[x], r0[x + 1], r0[x + 2]
+                t3, t4, t5 = r1[x], r1[x + 1], r1[x + 2]
+                t6, t7, t8 = r2[x], r2[x + 1], r2[x + 2]
+                a0[x] += _taps3x3(k, t0, t1, t2, t3, t4, t5, t6, t7, t8)
+                a1[x] += _taps3x3(m, t0, t1, t2, t3, t4, t5, t6, t7, t8)
+                a2[x] += _taps3x3(n, t0, t1, t2, t3, t4, t5, t6, t7, t8)
+                a3[x] += _taps3x3(o, t0, t1, t2, t3, t4, t5, t6, t7, t8)
+        for row, co in ((a0, c0), (a1, c1), (a2, c2), (a3, c3)):
+            d = dst[co]
+            for x in range(width):
+                v = row[x]
+                d[x + 1] = v if v > 0 else v * slope
+
+
+@numba.njit(cache=True, nogil=True)
+def _fine_feature_map(image, w1, b1, w2, b2, w3, b3, slope, out):  # pragma: no cover - compiled
+    h, width = image.shape
+    rows_in = np.zeros((3, 1, width + 2), np.float32)
+    rows_1 = np.zeros((3, w1.shape[0], width + 2), np.float32)
+    rows_2 = np.zeros((3, w2.shape[0], width + 2), np.float32)
+    row_3 = np.zeros((w3.shape[0], width + 2), np.float32)
+    slots = np.empty(3, np.int64)
+    # step t reads input row t; layer 1 makes row t - 1, layer 2 row t - 2, layer 3 row t - 3,
+    # each from the rows either side of it in the ring below (row -1 and row h: zeros)
+    for t in range(h + 3):
+        if t < h:
+            rows_in[t % 3, 0, 1 : width + 1] = image[t]
+        else:
+            rows_in[t % 3] = 0
+        for layer in range(3):
+            y = t - 1 - layer
+            ring = rows_1 if layer == 0 else rows_2
+            if y == h and layer < 2:
+                ring[y % 3] = 0
+            if not 0 <= y < h:
+                continue
+            for k in range(3):
+                slots[k] = (y - 1 + k) % 3
+            if layer == 0:
+                _conv3x3_row(rows_in, slots, w1, b1, slope, rows_1[y % 3])
+            elif layer == 1:
+                _conv3x3_row(rows_1, slots, w2, b2, slope, rows_2[y % 3])
+            else:
+                _conv3x3_row(rows_2, slots, w3, b3, np.float32(1.0), row_3)
+                for x in range(width):
+                    norm = np.float32(1e-12)
+                    for c in range(row_3.shape[0]):
+                        norm += row_3[c, x + 1] * row_3[c, x + 1]
+                    scale = np.float32(1.0) / np.sqrt(norm)
+                    for c in range(row_3.shape[0]):
+                        out[y, x, c] = row_3[c, x + 1] * scale
+
+
+def fine_feature_map(images: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], negative_slope: float) -> np.ndarray:
+    """Channels-last (B, H, W, C) unit feature vectors of (B, H, W) images through three 3x3
+    convolutions (stride 1, zero padding 1; ``layers``: each one's (C_out, C_in, 3, 3) weight
+    and bias), a leaky ReLU of ``negative_slope`` after the first two: ``FineFeatures`` at
+    inference, up to the order of the float additions."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    if images.ndim != 3 or len(layers) != 3:
+        raise ValueError(f"need (B, H, W) images and three layers, got {images.shape} and {len(layers)} layers")
+    (w1, b1), (w2, b2), (w3, b3) = [
+        (np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32)) for w, b in layers
+    ]
+    cin = 1
+    for w, b in ((w1, b1), (w2, b2), (w3, b3)):
+        if w.ndim != 4 or w.shape[1] != cin or w.shape[2:] != (3, 3) or b.shape != (w.shape[0],):
+            raise ValueError(f"a layer's weight {w.shape} and bias {b.shape} do not follow {cin} input channels (3x3)")
+        cin = w.shape[0]
+    out = np.empty((*images.shape, w3.shape[0]), np.float32)
+    for i in range(images.shape[0]):
+        _fine_feature_map(images[i], w1, b1, w2, b2, w3, b3, np.float32(negative_slope), out[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_row(fr, disparity, out):  # pragma: no cover - compiled
+    w, c = fr.shape
+    top = np.float32(w - 1)
+    for x in range(w):
+        xs = min(max(np.float32(x) - disparity[x], np.float32(0.0)), top)
+        x0 = int(xs)  # xs >= 0: truncation is the floor
+        x1 = min(x0 + 1, w - 1)
+        a = xs - np.float32(x0)
+        b = np.float32(1.0) - a
+        for ch in range(c):
+            out[x, ch] = b * fr[x0, ch] + a * fr[x1, ch]
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_rows(fr, disparity, out):  # pragma: no cover - compiled
+    for n in range(fr.shape[0]):
+        for y in range(fr.shape[1]):
+            _warp_row(fr[n, y], disparity[n, y], out[n, y])
+
+
+def warp_rows(fr: np.ndarray, disparity: np.ndarray) -> np.ndarray:
+    """Channels-last (B, H, W, C) right features at ``x - disparity`` of every left pixel,
+    linearly interpolated along the row, the position clamped to the image (``warp_right``'s
+    bilinear sample with border padding, whose row is exact)."""
+    fr = np.ascontiguousarray(fr, dtype=np.float32)
+    disparity = np.ascontiguousarray(disparity, dtype=np.float32)
+    if disparity.shape != fr.shape[:3]:
+        raise ValueError(f"features {fr.shape} and disparity {disparity.shape} do not fit")
+    out = np.empty_like(fr)
+    _warp_rows(fr, disparity, out)
+    return out
+
+
 # ---- the fine passes fused: correlation, box mean and peak in one sweep over the rows -------
 # The fine volumes are camera-sized (H x W x 9, and x 3): written out, box-filtered plane by plane
 # and transposed back for the peak search, they cost more than their arithmetic.  Fused, each
@@ -307,4 +456,8 @@ def compile_kernels() -> float:
     correlations_at_disparity(features, features, np.ones((1, 3, 8), np.float32), 1)
     fused_fine_peaks(features, features, -2, 5, 3, 1.0, True)
     fused_refined_peaks(features, features, np.ones((1, 3, 8), np.float32), 3)
+    layer = (rng.normal(size=(2, 1, 3, 3)).astype(np.float32), np.zeros(2, np.float32))
+    hidden = (rng.normal(size=(2, 2, 3, 3)).astype(np.float32), np.zeros(2, np.float32))
+    fine_feature_map(curves[None, :3, :8], [layer, hidden, hidden], 0.1)
+    warp_rows(features, np.ones((1, 3, 8), np.float32))
     return time.perf_counter() - t0

@@ -36,10 +36,12 @@ from torch import nn
 from .cost_volume import (
     band_correlation,
     correlations_at_disparity,
+    fine_feature_map,
     fused_fine_peaks,
     fused_refined_peaks,
     parabola_peaks,
     soft_argmax_peaks,
+    warp_rows,
 )
 
 
@@ -138,6 +140,10 @@ class FineFeatures(nn.Module):
         self.body = nn.Sequential(_conv(1, hidden), _conv(hidden, hidden), _conv(hidden, dim, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _compiled(x) and not torch.is_grad_enabled():  # inference: one compiled pass, channels-last out
+            layers = [(block[0].weight.detach().numpy(), block[0].bias.detach().numpy()) for block in self.body]
+            slope = self.body[0][1].negative_slope
+            return torch.from_numpy(fine_feature_map(x[:, 0].numpy(), layers, slope)).permute(0, 3, 1, 2)
         # channels-last: the CPU convolutions run faster on 8 channels, and the compiled
         # correlations (models.cost_volume) read a pixel's channels side by side
         return unit(self.body(x.contiguous(memory_format=torch.channels_last)))
@@ -233,6 +239,8 @@ def channel_dot(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = Non
 def warp_right(fr: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
     """Right-view features at ``x - disparity`` of every left pixel (bilinear, sub-pixel;
     the border's value beyond the image)."""
+    if _compiled(fr) and _compiled(disparity):
+        return torch.from_numpy(warp_rows(_channels_last(fr), disparity[:, 0].numpy())).permute(0, 3, 1, 2)
     b, _, h, w = fr.shape
     x = torch.arange(w, device=fr.device, dtype=fr.dtype).view(1, 1, w)
     y = torch.arange(h, device=fr.device, dtype=fr.dtype).view(1, h, 1)
