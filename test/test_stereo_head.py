@@ -165,7 +165,7 @@ def test_compiled_fine_features_match_torchs(fine_dim, hidden):
     """Inference's fine features (``models.cost_volume.fine_feature_map``: three 3x3
     convolutions row by row, leaky ReLUs, unit length) equal torch's layers, the image borders
     (zero padding) included, for channel counts that do and do not fill its groups of four;
-    they come out channels-last, the layout the correlations read."""
+    they come out channels-last, the layout the correlations read, and the same on two threads."""
     from lunar_recon.models import cost_volume
     from lunar_recon.models.stereo_head import FineFeatures
 
@@ -182,6 +182,8 @@ def test_compiled_fine_features_match_torchs(fine_dim, hidden):
     torch.testing.assert_close(compiled, expected, atol=2e-6, rtol=0)
     torch.testing.assert_close(compiled.norm(dim=1), torch.ones(2, 13, 29), atol=1e-5, rtol=0)
     layers = [(b[0].weight.detach().numpy(), b[0].bias.detach().numpy()) for b in features.body]
+    one = cost_volume.fine_feature_map(images[:, 0].numpy(), layers, 0.1)
+    np.testing.assert_array_equal(cost_volume.fine_feature_map(images[:, 0].numpy(), layers, 0.1, threads=2), one)
     with pytest.raises(ValueError, match="input channels"):
         cost_volume.fine_feature_map(images[:, 0].numpy(), [layers[1], layers[0], layers[2]], 0.1)
     with pytest.raises(ValueError, match="three layers"):

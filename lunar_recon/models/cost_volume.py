@@ -18,6 +18,8 @@ import math
 import numba
 import numpy as np
 
+from ..geometry.parallel import balanced_ranges, check_threads, run_ranges
+
 
 @numba.njit(cache=True, nogil=True)
 def _best(curve, low, high):  # pragma: no cover - compiled
@@ -269,11 +271,14 @@ def _fine_feature_map(image, w1, b1, w2, b2, w3, b3, slope, out):  # pragma: no 
                         out[y, x, c] = row_3[c, x + 1] * scale
 
 
-def fine_feature_map(images: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], negative_slope: float) -> np.ndarray:
+def fine_feature_map(
+    images: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], negative_slope: float, threads: int = 1
+) -> np.ndarray:
     """Channels-last (B, H, W, C) unit feature vectors of (B, H, W) images through three 3x3
     convolutions (stride 1, zero padding 1; ``layers``: each one's (C_out, C_in, 3, 3) weight
     and bias), a leaky ReLU of ``negative_slope`` after the first two: ``FineFeatures`` at
-    inference, up to the order of the float additions."""
+    inference, up to the order of the float additions.  ``threads``: the images split over up
+    to this many threads (the same result)."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     if images.ndim != 3 or len(layers) != 3:
         raise ValueError(f"need (B, H, W) images and three layers, got {images.shape} and {len(layers)} layers")
@@ -286,8 +291,12 @@ def fine_feature_map(images: np.ndarray, layers: list[tuple[np.ndarray, np.ndarr
             raise ValueError(f"a layer's weight {w.shape} and bias {b.shape} do not follow {cin} input channels (3x3)")
         cin = w.shape[0]
     out = np.empty((*images.shape, w3.shape[0]), np.float32)
-    for i in range(images.shape[0]):
-        _fine_feature_map(images[i], w1, b1, w2, b2, w3, b3, np.float32(negative_slope), out[i])
+
+    def run(first: int, stop: int) -> None:
+        for i in range(first, stop):
+            _fine_feature_map(images[i], w1, b1, w2, b2, w3, b3, np.float32(negative_slope), out[i])
+
+    run_ranges(run, balanced_ranges(np.ones(images.shape[0]), check_threads(threads)))
     return out
 
 

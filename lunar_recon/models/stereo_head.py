@@ -143,7 +143,9 @@ class FineFeatures(nn.Module):
         if _compiled(x) and not torch.is_grad_enabled():  # inference: one compiled pass, channels-last out
             layers = [(block[0].weight.detach().numpy(), block[0].bias.detach().numpy()) for block in self.body]
             slope = self.body[0][1].negative_slope
-            return torch.from_numpy(fine_feature_map(x[:, 0].numpy(), layers, slope)).permute(0, 3, 1, 2)
+            # the images on torch's intra-op threads (the node runs one: its stages fill the cores)
+            features = fine_feature_map(x[:, 0].numpy(), layers, slope, threads=min(torch.get_num_threads(), 64))
+            return torch.from_numpy(features).permute(0, 3, 1, 2)
         # channels-last: the CPU convolutions run faster on 8 channels, and the compiled
         # correlations (models.cost_volume) read a pixel's channels side by side
         return unit(self.body(x.contiguous(memory_format=torch.channels_last)))
