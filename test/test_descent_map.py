@@ -225,6 +225,31 @@ def test_poses_drifting_one_percent_of_range_keep_the_map_consistent():
     assert kept >= 0.9, kept
 
 
+def test_a_fused_maps_poorly_measured_cells_keep_their_own_variance_in_the_relief():
+    """The fused map judges each cell's relief on its own variance plus the mean variance of the
+    footprint around the cell (which stands in for the registration error its variances miss):
+    a patch of cells whose heights are a guess (sigma 1 m) on well-measured flat ground blocks
+    certification of every site whose footprint holds it, which the footprint's mean sigma alone
+    (~0.17 m here) would certify; ground farther than two footprint radii from the patch (beyond
+    every cell whose footprint holds it) is certified."""
+    from lunar_recon.geometry.hazard import CellGrid, GridSpec, HazardParams, hazard_map_from_cells
+
+    grid = GridSpec((-8.0, -8.0), 0.2, (80, 80))
+    X, Y = grid.cell_centres()
+    var = np.full(grid.shape, 0.01**2)
+    patch = (np.abs(X) < 0.3) & (np.abs(Y) < 0.3)  # 3 x 3 cells at the centre
+    var[patch] = 1.0
+    cells = CellGrid(X, Y, np.zeros(grid.shape), np.ones(grid.shape), var)
+    hmap = hazard_map_from_cells(cells, grid, np.eye(3), HazardParams(resolution_m=0.2), per_cell_sigma=False)
+    reach = np.hypot(X, Y)  # a site's distance from the patch's centre
+    assert not (hmap.hazard[reach < 1.5] == SAFE).any()
+    far = (reach > 4.5) & (hmap.coverage >= 0.99)
+    assert far.sum() > 500 and (hmap.hazard[far] == SAFE).all()
+    # the footprint's mean alone would have certified the centre
+    mean_sigma = np.sqrt((var[reach <= 2.0]).mean())
+    assert 0.1 < mean_sigma < 0.3 and hmap.probability[grid.cell_of(0.0, 0.0)] > 0.2
+
+
 def test_a_far_frames_pixel_adds_its_resolution_error_to_the_variance():
     """pixel_relief: each observation's sigma gains pixel_relief x its ground pixel (depth / fx)
     in quadrature, so a far frame's heights count for less than a near one's."""

@@ -311,7 +311,8 @@ class DescentMap:
         local = GridSpec((g.origin[0] - t[0], g.origin[1] - t[1]), g.resolution, g.shape)
         # The fused variances hold each observation's noise, not the navigation error that
         # misregisters one frame's cells against another's: each cell's own (Kalman-shrunk)
-        # sigma would over-trust such steps, so the relief is judged on the footprint's mean.
+        # sigma alone would over-trust such steps, so the relief judges each cell on its own
+        # variance plus the mean of the footprint around it, and the plane is fitted unweighted.
         return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration, per_cell_sigma=False, threads=threads)
 
     @property

@@ -703,11 +703,12 @@ def hazard_map_from_cells(
     point and, when known, its height variance; NaN without data) on ``grid``, whose frame is
     ``R_grid_from_input`` applied to the input frame (e.g. a fused descent map's cells).
     ``per_cell_sigma``: the relief's exceedance judges each cell on its own sigma (see the
-    module docstring); False: on the footprint's mean sigma, for variances that miss an error
-    shared between cells (a fused map's registration).  With measured per-cell sigmas and a
-    ``params.relief_prior_m``, HAZARD is called on the probability under the relief prior
-    (``call_probability``, through ``call_calibration``) and SAFE certified on the
-    measurements alone (``probability``, the published one).  ``threads``: as for
+    module docstring); False: on its own variance plus the mean of the footprint around it, for
+    variances that miss an error shared between cells (a fused map's registration), and the
+    plane unweighted.
+    With measured per-cell sigmas and a ``params.relief_prior_m``, HAZARD is called on the
+    probability under the relief prior (``call_probability``, through ``call_calibration``) and
+    SAFE certified on the measurements alone (``probability``, the published one).  ``threads``: as for
     :func:`hazard_map`."""
     params = params or HazardParams()
     params.validate()
@@ -766,13 +767,21 @@ def hazard_map_from_cells(
             z_at_centre = clip_to_neighbours(z_at_centre, np.hypot(ga, gb) * res * math.sqrt(2) + 1e-6)
         # with measured heights each cell's exceedance is judged on its own sigma: a poorly
         # measured cell that sets the largest height does not borrow the footprint's precision
+        relief_sigma = None  # the truth's exact heights: a step at the limit (below)
+        if measured:
+            relief_sigma = np.sqrt(cell_var)
+        elif cells.variance is not None:
+            # a fused map's variances miss the error its frames share (their registration): each
+            # cell on its own variance on top of the mean over the footprint around it, which
+            # stands in for that error
+            relief_sigma = np.sqrt(cell_var + np.nan_to_num(planes.mean_variance))
         relief = site_relief(
             z_at_centre,
             ga * res,
             gb * res,
             rects,
-            sigma=np.sqrt(cell_var) if measured else None,
-            centre=np.where(np.isfinite(centre), centre, 0.0) if measured else None,  # no plane: an unknown site
+            sigma=relief_sigma,
+            centre=None if relief_sigma is None else np.where(np.isfinite(centre), centre, 0.0),  # no plane: unknown
             limit=params.roughness_max_m,
             sites=known,
             prior_sigma=params.relief_prior_m if measured else 0.0,
@@ -782,10 +791,10 @@ def hazard_map_from_cells(
         below = centre - relief.lowest
         if relief.above_score is not None and relief.below_score is not None:
             p_above, p_below = ndtr(relief.above_score), ndtr(relief.below_score)
-        else:  # the footprint's mean sigma; for the truth (exact heights) a step at the limit
-            relief_sigma = np.sqrt(planes.mean_variance)
-            p_above = _exceedance(above, params.roughness_max_m, relief_sigma)
-            p_below = _exceedance(below, params.roughness_max_m, relief_sigma)
+        else:  # without variances (the truth's exact heights, or a grid with none): its mean
+            footprint_sigma = np.sqrt(planes.mean_variance)
+            p_above = _exceedance(above, params.roughness_max_m, footprint_sigma)
+            p_below = _exceedance(below, params.roughness_max_m, footprint_sigma)
         p_slope = _exceedance(slope, params.slope_max_deg, np.nan_to_num(slope_sigma, nan=np.inf))
         p_hazard = 1.0 - (1.0 - p_slope) * (1.0 - p_above) * (1.0 - p_below)
         p_call = None

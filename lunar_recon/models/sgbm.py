@@ -44,13 +44,13 @@ class SGBMModel:
     # (descents 31-38, lander approaches 71-78)
     # fmt: off
     descent_map_hazard_calibration = (
-        0.0129, 0.0262, 0.0267, 0.0274, 0.0274, 0.0295, 0.0306, 0.0318, 0.0338, 0.0396, 0.0413,
-        0.0413, 0.0413, 0.042, 0.0424, 0.0424, 0.0436, 0.0498, 0.0664, 0.088, 0.4645,
+        0.0124, 0.0194, 0.0212, 0.0212, 0.0222, 0.029, 0.029, 0.029, 0.029, 0.0303, 0.0324,
+        0.0379, 0.0391, 0.0392, 0.0411, 0.0411, 0.0441, 0.0517, 0.0812, 0.1083, 0.527,
     )
     # fmt: on
-    descent_map_hazard_safe_below = 0.0129
-    descent_map_hazard_safe_below_by_range = ((30, 0.0129), (60, 0.0236), (100, 0.0305))
-    descent_map_hazard_above = 0.3892
+    descent_map_hazard_safe_below = 0.0124
+    descent_map_hazard_safe_below_by_range = ((30, 0.0124), (60, 0.0209), (100, 0.0301))
+    descent_map_hazard_above = 0.4433
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()
