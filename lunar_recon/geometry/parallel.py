@@ -1,8 +1,8 @@
 """Compiled passes split over threads (the landing-site map's, the stereo head's features):
-contiguous ranges of grid rows (or cells, or images) with about equal work, one per thread.  The kernels release the GIL (numba
-``nogil``), so the ranges run on separate cores; the calling thread takes the first range and
-a small shared pool the others.  Every range writes its own rows of preallocated outputs, so
-the result does not depend on the number of threads.
+contiguous ranges of grid rows (or cells, or images) with about equal work, one per thread.
+The kernels release the GIL (numba ``nogil``), so the ranges run on separate cores; the calling
+thread takes the first range and a small shared pool the others.  Every range writes its own
+rows of preallocated outputs, so the result does not depend on the number of threads.
 """
 
 from __future__ import annotations
