@@ -377,17 +377,16 @@ class CellGrid:
 @numba.njit(cache=True, nogil=True)
 def _cell_indices(points, origin, resolution, rows, cols):  # pragma: no cover - compiled
     # each point's flat cell index, the arithmetic in the points' precision as numpy's is
-    # (floor((x - x0) / resolution)); and whether every point lies on the grid
+    # (floor((x - x0) / resolution)), and whether it lies on the grid
     n = points.shape[0]
     flat = np.empty(n, np.int64)
-    all_inside = True
+    on_grid = np.empty(n, np.bool_)
     for i in range(n):
         col = np.int64(np.floor((points[i, 0] - origin[0]) / resolution))
         row = np.int64(np.floor((points[i, 1] - origin[1]) / resolution))
-        if col < 0 or col >= cols or row < 0 or row >= rows:
-            all_inside = False
+        on_grid[i] = 0 <= col < cols and 0 <= row < rows
         flat[i] = row * cols + col
-    return flat, all_inside
+    return flat, on_grid
 
 
 @numba.njit(cache=True, nogil=True)
@@ -431,15 +430,12 @@ def elevation_grid(
     rows, cols = grid.shape
     # the origin and cell size in the points' precision, as numpy's arithmetic with Python floats
     origin, resolution = np.asarray(grid.origin, dtype=p.dtype), p.dtype.type(grid.resolution)
-    flat, all_inside = _cell_indices(p, origin, resolution, rows, cols)
-    if len(flat) and all_inside:
+    flat, ok = _cell_indices(p, origin, resolution, rows, cols)
+    if len(flat) and ok.all():
         # the usual case (grid made from these points): skip the mask and the copies
         inside, var, shade = p, variance, shadowed
     else:
-        col = np.floor((p[:, 0] - grid.origin[0]) / grid.resolution).astype(np.int64)
-        row = np.floor((p[:, 1] - grid.origin[1]) / grid.resolution).astype(np.int64)
-        ok = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
-        flat, inside = row[ok] * cols + col[ok], p[ok]
+        flat, inside = flat[ok], p[ok]
         var = None if variance is None else variance[ok]
         shade = None if shadowed is None else shadowed[ok]
     size = rows * cols

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..geometry.parallel import MAX_THREADS
 from .cost_volume import (
     band_correlation,
     correlations_at_disparity,
@@ -144,7 +145,7 @@ class FineFeatures(nn.Module):
             layers = [(block[0].weight.detach().numpy(), block[0].bias.detach().numpy()) for block in self.body]
             slope = self.body[0][1].negative_slope
             # the images on torch's intra-op threads (the node runs one: its stages fill the cores)
-            features = fine_feature_map(x[:, 0].numpy(), layers, slope, threads=min(torch.get_num_threads(), 64))
+            features = fine_feature_map(x[:, 0].numpy(), layers, slope, threads=min(torch.get_num_threads(), MAX_THREADS))
             return torch.from_numpy(features).permute(0, 3, 1, 2)
         # channels-last: the CPU convolutions run faster on 8 channels, and the compiled
         # correlations (models.cost_volume) read a pixel's channels side by side
