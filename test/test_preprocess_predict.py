@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lunar_recon.models import load_images, load_model
-from lunar_recon.models.preprocess import crop_box, preprocess_pil, to_pil_rgb
+from lunar_recon.models.preprocess import crop_box, lanczos_resize, preprocess_pil, to_pil_rgb
 
 
 def test_sixty_size_cases(fixtures_dir):
@@ -38,6 +38,51 @@ def test_pixel_exact_cases(fixtures_dir):
         tol = 0.0 if same_pillow else 2 / 255 + 1e-6  # one uint8 step across Pillow versions
         assert (got - want).abs().max().item() <= tol, name
         assert views[0]["true_shape"].tolist() == case["true_shape"]
+
+
+@pytest.mark.parametrize(
+    "shape, size",
+    [
+        ((384, 512), (256, 192)),  # the node's pairs at the network's 256
+        ((1024, 1024), (256, 256)),  # a megapixel lander pair
+        ((333, 517), (256, 165)),  # odd sizes: uneven taps at both ends
+        ((2048, 1536), (192, 256)),
+        ((100, 300), (256, 85)),  # longer one way, shorter the other
+        ((40, 700), (256, 40)),  # one axis unchanged: that pass skipped, as PIL skips it
+        ((5, 3), (2, 4)),
+        ((7, 9, 3), (5, 4)),  # RGB: each band alone
+    ],
+)
+def test_lanczos_resize_is_pils_lanczos_bit_for_bit(shape, size):
+    rng = np.random.default_rng(sum(shape))
+    images = [
+        (rng.random(shape) * 256).astype(np.uint8),
+        np.full(shape, 255, np.uint8),  # sums that overshoot 255: clipped as PIL clips
+        (np.indices(shape).sum(axis=0) % 2 * 255).astype(np.uint8),  # a checkerboard: the largest negative lobes
+    ]
+    for image in images:
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        want = np.asarray(PIL.Image.fromarray(image).resize(size, PIL.Image.LANCZOS))
+        got = lanczos_resize(image, *size)
+        assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_compile_kernels_readies_the_resampling_kernel():
+    """The node calls it before its first pair."""
+    from lunar_recon.models import preprocess
+
+    assert preprocess.compile_kernels() >= 0 and preprocess._resample_rows.signatures
+
+
+def test_lanczos_resize_rejects_what_it_cannot_resize():
+    with pytest.raises(ValueError, match="8-bit"):
+        lanczos_resize(np.zeros((4, 4), np.uint16), 2, 2)
+    with pytest.raises(ValueError, match="non-empty"):
+        lanczos_resize(np.zeros((0, 4), np.uint8), 2, 2)
+    with pytest.raises(ValueError, match="positive size"):
+        lanczos_resize(np.zeros((4, 4), np.uint8), 0, 2)
+    with pytest.raises(ValueError, match="mode"):
+        preprocess_pil(PIL.Image.new("I;16", (4, 4)))
 
 
 def test_square_images_crop_to_four_thirds_unless_square_ok():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .preprocess import CropInfo, preprocess_pil, to_pil_image
+from .preprocess import CropInfo, preprocess_image, to_uint8_image
 
 
 @dataclass
@@ -101,8 +101,8 @@ def predict_pair(
     ``conf_right`` are then None.
     """
     device = next(model.parameters()).device
-    t1, info1 = preprocess_pil(to_pil_image(image_left), size, square_ok)
-    t2, info2 = preprocess_pil(to_pil_image(image_right), size, square_ok)
+    t1, info1 = preprocess_image(to_uint8_image(image_left), size, square_ok)
+    t2, info2 = preprocess_image(to_uint8_image(image_right), size, square_ok)
     view1 = {"img": t1.to(device), "true_shape": torch.tensor([t1.shape[2:]])}
     view2 = {"img": t2.to(device), "true_shape": torch.tensor([t2.shape[2:]])}
     res1, res2 = model(view1, view2, view2_head=right_view)

@@ -483,10 +483,11 @@ class StereoNode(Node):
         self.reconstructor = StereoReconstructor(self.model, self._reconstruction_params())
         from .. import viz
         from ..geometry.hazard import compile_kernels
-        from ..models import cost_volume
+        from ..models import cost_volume, preprocess
 
-        # before the first pair: the hazard map's, the overlay's and the stereo head's compiled kernels
-        seconds = compile_kernels() + cost_volume.compile_kernels() + viz.compile_kernels()
+        # before the first pair: the hazard map's, the overlay's, the stereo head's and the network
+        # input's compiled kernels
+        seconds = compile_kernels() + cost_volume.compile_kernels() + viz.compile_kernels() + preprocess.compile_kernels()
         self.get_logger().info(f"compiled kernels ready ({seconds:.1f} s)")
 
         image_qos = info_qos = input_qos(self.values["input_qos"], self.values["queue_size"])
