@@ -226,8 +226,8 @@ def test_poses_drifting_one_percent_of_range_keep_the_map_consistent():
 
 
 def test_a_fused_maps_poorly_measured_cells_keep_their_own_variance_in_the_relief():
-    """The fused map judges each cell's relief on its own variance plus the mean variance of the
-    footprint around the cell (which stands in for the registration error its variances miss):
+    """The fused map judges each cell's relief on its own variance plus the squared mean sigma of
+    the footprint around the cell (which stands in for the registration error its variances miss):
     a patch of cells whose heights are a guess (sigma 1 m) on well-measured flat ground blocks
     certification of every site whose footprint holds it, which the footprint's mean sigma alone
     (~0.17 m here) would certify; ground farther than two footprint radii from the patch (beyond
@@ -248,6 +248,36 @@ def test_a_fused_maps_poorly_measured_cells_keep_their_own_variance_in_the_relie
     # the footprint's mean alone would have certified the centre
     mean_sigma = np.sqrt((var[reach <= 2.0]).mean())
     assert 0.1 < mean_sigma < 0.3 and hmap.probability[grid.cell_of(0.0, 0.0)] > 0.2
+
+
+def test_a_fused_maps_shared_error_is_the_footprints_mean_sigma_not_its_mean_variance():
+    """A harmless 0.2 m step cell 1.6 m from a patch of guessed heights (sigma 1 m) on
+    well-measured flat ground: the step's footprint holds the patch.  Its shared error is the mean
+    sigma there (~0.04 m), so the site 3.2 m from the patch (its footprint holds the step, not
+    the patch) is certified; the footprint's mean variance would have lent the step the patch's
+    sigma (~0.14 m), and a 0.1 m margin under the limit at that sigma is no certification."""
+    from scipy.special import ndtr
+
+    from lunar_recon.geometry.hazard import CellGrid, GridSpec, HazardParams, hazard_map_from_cells
+
+    grid = GridSpec((-8.0, -8.0), 0.2, (80, 80))
+    X, Y = grid.cell_centres()
+    var = np.full(grid.shape, 0.01**2)
+    patch = (np.abs(X) < 0.3) & (np.abs(Y) < 0.3)
+    var[patch] = 1.0
+    z = np.zeros(grid.shape)
+    step = grid.cell_of(1.7, 0.1)
+    z[step] = 0.2
+    cells = CellGrid(X, Y, z, np.ones(grid.shape), var)
+    params = HazardParams(resolution_m=0.2)
+    hmap = hazard_map_from_cells(cells, grid, np.eye(3), params, per_cell_sigma=False)
+    site = grid.cell_of(3.3, 0.1)
+    assert np.hypot(X[site], Y[site]) > 2.0 + 0.3 and np.hypot(X[site] - X[step], Y[site] - Y[step]) < 2.0
+    assert hmap.hazard[site] == SAFE
+    # the step's footprint: the mean variance would have made its sigma ~0.14 m, and failed it
+    around = np.hypot(X - X[step], Y - Y[step]) <= 2.0
+    assert np.sqrt(var[around].mean()) > 0.12 and ndtr((0.2 - 0.3) / np.sqrt(var[around].mean())) > 0.2
+    assert np.sqrt(var[around]).mean() < 0.05
 
 
 def test_a_far_frames_pixel_adds_its_resolution_error_to_the_variance():

@@ -312,7 +312,8 @@ class DescentMap:
         # The fused variances hold each observation's noise, not the navigation error that
         # misregisters one frame's cells against another's: each cell's own (Kalman-shrunk)
         # sigma alone would over-trust such steps, so the relief judges each cell on its own
-        # variance plus the mean of the footprint around it, and the plane is fitted unweighted.
+        # variance plus the squared mean sigma of the footprint around it, and the plane is
+        # fitted unweighted.
         return hazard_map_from_cells(cells, local, T[:3, :3], params, calibration, per_cell_sigma=False, threads=threads)
 
     @property

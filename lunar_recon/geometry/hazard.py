@@ -699,9 +699,9 @@ def hazard_map_from_cells(
     point and, when known, its height variance; NaN without data) on ``grid``, whose frame is
     ``R_grid_from_input`` applied to the input frame (e.g. a fused descent map's cells).
     ``per_cell_sigma``: the relief's exceedance judges each cell on its own sigma (see the
-    module docstring); False: on its own variance plus the mean of the footprint around it, for
-    variances that miss an error shared between cells (a fused map's registration), and the
-    plane unweighted.  With measured per-cell sigmas and a ``params.relief_prior_m``, HAZARD is
+    module docstring); False: on its own variance plus the squared mean sigma of the footprint
+    around it, for variances that miss an error shared between cells (a fused map's
+    registration), and the plane unweighted.  With measured per-cell sigmas and a ``params.relief_prior_m``, HAZARD is
     called on the probability under the relief prior (``call_probability``, through
     ``call_calibration``) and SAFE certified on the measurements alone (``probability``, the
     published one).  ``threads``: as for :func:`hazard_map`."""
@@ -730,12 +730,15 @@ def hazard_map_from_cells(
     # With measured heights each cell counts by its precision, in the plane (weighted least
     # squares) as in the relief below: a network-filled cell (sigma x8) barely tilts the plane.
     measured = cells.variance is not None and per_cell_sigma
+    shared_error = cells.variance is not None and not per_cell_sigma  # a fused map's (below)
     count = valid.astype(np.float64)
     w = np.where(valid, 1.0 / np.maximum(cell_var, SIGMA_FLOOR**2), 0.0) if measured else count
-    names = [["n", "x", "y", "z"], ["xx", "xy", "yy", "zz"], ["xz", "yz", "vv"]]
+    names = [["n", "x", "y", "z"], ["xx", "xy", "yy", "zz"], ["xz", "yz", "vv"] + (["ss"] if shared_error else [])]
     wx, wy, wz = w * x, w * y, w * z
     moments = dict(n=w, x=wx, y=wy, z=wz, xx=wx * x, xy=wx * y, yy=wy * y, zz=wz * z, xz=wx * z, yz=wy * z)
     moments["vv"] = count if measured else cell_var  # weighted: the sum of weight x variance
+    if shared_error:
+        moments["ss"] = np.sqrt(cell_var)  # the cells' sigmas (0 without data)
     merged = [cv2.merge([moments[k] for k in group]) for group in names]
     summed: list[np.ndarray] = [np.empty(0)] * len(names)
 
@@ -765,11 +768,14 @@ def hazard_map_from_cells(
         relief_sigma = None  # the truth's exact heights: a step at the limit (below)
         if measured:
             relief_sigma = np.sqrt(cell_var)
-        elif cells.variance is not None:
+        elif shared_error:
             # a fused map's variances miss the error its frames share (their registration): each
-            # cell on its own variance on top of the mean over the footprint around it, which
-            # stands in for that error
-            relief_sigma = np.sqrt(cell_var + np.nan_to_num(planes.mean_variance))
+            # cell on its own variance plus the square of the mean sigma over the footprint around
+            # it, which stands in for that error.  A mean of sigmas, not of variances: the few
+            # poorly measured cells, judged on their own variance already, would dominate the
+            # mean variance and lend it to every well-measured cell within a footprint of them
+            shared = np.where(cells_with_data > 0, S["ss"] / np.maximum(cells_with_data, 1.0), 0.0)
+            relief_sigma = np.sqrt(cell_var + shared**2)
         relief = site_relief(
             z_at_centre,
             ga * res,

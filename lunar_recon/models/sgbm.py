@@ -44,13 +44,13 @@ class SGBMModel:
     # (descents 31-38, lander approaches 71-78)
     # fmt: off
     descent_map_hazard_calibration = (
-        0.0124, 0.0194, 0.0212, 0.0212, 0.0222, 0.029, 0.029, 0.029, 0.029, 0.0303, 0.0324,
-        0.0379, 0.0391, 0.0392, 0.0411, 0.0411, 0.0441, 0.0517, 0.0812, 0.1083, 0.527,
+        0.0123, 0.0203, 0.0212, 0.0212, 0.0249, 0.0288, 0.0288, 0.0288, 0.0291, 0.0302, 0.0321,
+        0.0379, 0.0392, 0.0392, 0.0411, 0.0411, 0.0441, 0.0517, 0.0813, 0.1082, 0.5269,
     )
     # fmt: on
-    descent_map_hazard_safe_below = 0.0124
-    descent_map_hazard_safe_below_by_range = ((30, 0.0124), (60, 0.0209), (100, 0.0301))
-    descent_map_hazard_above = 0.4433
+    descent_map_hazard_safe_below = 0.0123
+    descent_map_hazard_safe_below_by_range = ((30, 0.0123), (60, 0.0211), (100, 0.0301))
+    descent_map_hazard_above = 0.4432
 
     def __init__(self, params: SGBMParams | None = None, calibration: StereoCalibration | None = None):
         self.params = params or SGBMParams()
