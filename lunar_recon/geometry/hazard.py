@@ -701,10 +701,10 @@ def hazard_map_from_cells(
     ``per_cell_sigma``: the relief's exceedance judges each cell on its own sigma (see the
     module docstring); False: on its own variance plus the squared mean sigma of the footprint
     around it, for variances that miss an error shared between cells (a fused map's
-    registration), and the plane unweighted.  With measured per-cell sigmas and a ``params.relief_prior_m``, HAZARD is
-    called on the probability under the relief prior (``call_probability``, through
-    ``call_calibration``) and SAFE certified on the measurements alone (``probability``, the
-    published one).  ``threads``: as for :func:`hazard_map`."""
+    registration), and the plane unweighted.  With measured per-cell sigmas and a
+    ``params.relief_prior_m``, HAZARD is called on the probability under the relief prior
+    (``call_probability``, through ``call_calibration``) and SAFE certified on the measurements
+    alone (``probability``, the published one).  ``threads``: as for :func:`hazard_map`."""
     params = params or HazardParams()
     params.validate()
     threads = check_threads(threads)

@@ -99,11 +99,13 @@ def _resample_rows(src, bounds, taps, out):  # pragma: no cover - compiled
             out[i, x] = 0 if v < 0 else (255 if v > 255 else v)
 
 
-def _resample_axis0(image: np.ndarray, out_size: int, in_rows: tuple[int, int] | None = None) -> np.ndarray:
-    bounds, taps = _lanczos_coefficients(image.shape[0] if in_rows is None else in_rows[1], out_size)
-    if in_rows is not None:
+def _resample_axis0(image: np.ndarray, out_size: int, in_size: int | None = None, first: int = 0) -> np.ndarray:
+    """``image``'s rows resampled to ``out_size``; ``image`` holds rows ``first`` onward of an
+    axis of ``in_size`` (all of it by default)."""
+    bounds, taps = _lanczos_coefficients(in_size or image.shape[0], out_size)
+    if first:
         bounds = bounds.copy()
-        bounds[:, 0] -= in_rows[0]
+        bounds[:, 0] -= first
     out = np.empty((out_size, image.shape[1]), np.uint8)
     _resample_rows(image, bounds, taps, out)
     return out
@@ -129,7 +131,7 @@ def lanczos_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if width != cols:  # along the rows: on the transposed image, so each pass reads whole rows
         out = cv2.transpose(_resample_axis0(cv2.transpose(out), width))
     if height != rows:
-        out = _resample_axis0(np.ascontiguousarray(out), height, (first, rows))
+        out = _resample_axis0(np.ascontiguousarray(out), height, rows, first)
     return np.ascontiguousarray(out)
 
 
