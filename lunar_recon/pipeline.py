@@ -26,6 +26,7 @@ from .geometry.hazard import (
     params_for_range,
     safe_threshold,
     safe_threshold_at_range,
+    with_fallback,
 )
 from .geometry.hazard_memory import HazardMemory
 from .geometry.metric_scale import (
@@ -784,6 +785,8 @@ class StereoReconstructor:
                     hmap = self.hazard_memory.update(
                         hmap, camera_pose, p.hazard.memory_frames, p.hazard.memory_keyframe_distance_m
                     )
+                if descent_hazard is not None and hmap is not None and p.descent.single_frame_fallback:
+                    descent_hazard = with_fallback(descent_hazard, hmap)
         t3 = time.perf_counter()
         model_s = staged.timings_s["model"]
         geometry_s = staged.timings_s["scale"] + staged.timings_s.get("fusion", 0.0) + (t2 - t1)

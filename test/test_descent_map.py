@@ -139,7 +139,9 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     write_stereo_bag(
         bag, render_sequence("descent", 3, seed=5, width=256, height=192, start_altitude_m=30, end_altitude_m=24), rate_hz=2.0
     )
-    rec = StereoReconstructor(SGBMModel(), ReconstructionParams(descent_map=True))
+    # the fused map alone (its own calibration, below); the single frame's fallback has its test
+    alone = DescentMapParams(single_frame_fallback=False)
+    rec = StereoReconstructor(SGBMModel(), ReconstructionParams(descent_map=True, descent=alone))
     updates = []
     for fr in read_stereo_bag(bag):
         r = rec.reconstruct(
@@ -387,6 +389,41 @@ def test_the_descent_map_as_a_grid_map_message_keeps_grid_maps_layout():
     assert np.nanmedian(M) == pytest.approx(7.0, abs=0.01)  # the ground's world height
     variance = np.asarray(msg.data[msg.layers.index("variance")].data).reshape(size_y, size_x).T
     assert np.isfinite(variance[i, j]) and variance[i, j] > 0
+
+
+def test_sites_the_fused_map_leaves_undecided_take_the_single_frames_judgement():
+    """with_fallback: a site the fused map judges keeps its class; an undecided one (UNKNOWN,
+    with or without data) takes the single frame's class and probability, seen on the fused
+    grid, and its published value reads as that class at the fused map's own thresholds."""
+
+    from lunar_recon.geometry.hazard import (
+        HAZARD,
+        UNKNOWN,
+        GridSpec,
+        HazardParams,
+        hazard_map_from_grid,
+        with_fallback,
+    )
+
+    params = HazardParams(resolution_m=0.5, safe_below=0.02, hazard_above=0.3, landing_margin_m=0.0)
+    grid = GridSpec((0.0, 0.0), 0.5, (4, 6))  # both maps' grid (the single frame's resampled onto it)
+    # the fused map: left half judged (safe, hazard), right half undecided or without data
+    fused_cost = np.array([[1, 40, 10, 10, -1, -1]] * 4, np.int8)
+    fused, _ = hazard_map_from_grid(fused_cost, 0.5, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), params)
+    assert [int(fused.hazard[0, c]) for c in range(6)] == [SAFE, HAZARD, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN]
+    # the single frame (its own thresholds 0.05 / 0.5): safe at 4 %, a hazard at 60 %, one undecided
+    single_params = HazardParams(resolution_m=0.5, safe_below=0.05, hazard_above=0.5)
+    single_cost = np.array([[60, 1, 4, 60, 4, 20]] * 4, np.int8)
+    single, _ = hazard_map_from_grid(single_cost, 0.5, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), single_params)
+    out = with_fallback(fused, single)
+    assert [int(out.hazard[0, c]) for c in range(6)] == [SAFE, HAZARD, SAFE, HAZARD, SAFE, UNKNOWN]
+    assert out.probability[0, 2] == pytest.approx(0.04) and out.probability[0, 1] == pytest.approx(0.40)
+    assert np.isnan(out.probability[0, 5])  # neither map decides: the fused map's (no data)
+    # read back through the fused map's thresholds, the published grid gives the combined classes
+    read, _ = hazard_map_from_grid(out.cost, 0.5, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), params)
+    assert np.array_equal(read.hazard, out.hazard)
+    assert out.landing_site is not None and out.hazard[out.landing_site.row, out.landing_site.col] == SAFE
+    assert grid.shape == out.hazard.shape
 
 
 def test_the_fused_map_takes_its_own_calibration_else_the_single_frame_one():

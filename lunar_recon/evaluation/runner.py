@@ -245,7 +245,12 @@ def run_offline(opts: EvaluationOptions, inputs: list[Path], models: list[tuple]
                             hazard=params,
                             calibrate_hazard=not opts.fit_hazard_calibration,
                             descent_map=opts.descent_map,
-                            descent=DescentMapParams(pixel_relief=opts.descent_pixel_relief, levels=opts.descent_levels),
+                            # a fit calibrates the fused map's own probabilities: no single-frame fallback
+                            descent=DescentMapParams(
+                                pixel_relief=opts.descent_pixel_relief,
+                                levels=opts.descent_levels,
+                                single_frame_fallback=not opts.fit_hazard_calibration,
+                            ),
                         ),
                     )
                 t0 = time.perf_counter()

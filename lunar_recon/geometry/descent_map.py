@@ -60,6 +60,9 @@ class DescentMapParams:
     # cells filled from the coarser ones.  1: one level, every observation in the finest cells.
     levels: int = 1
     pixels_per_cell: float = 2.0
+    # sites the fused map leaves undecided (neither safe nor a hazard: at altitude nearly all of
+    # them, where its calibration is flat) take the current frame's own map's judgement
+    single_frame_fallback: bool = True
 
     def validate(self) -> None:
         if not self.window_m > 0:

@@ -934,6 +934,29 @@ def resample_hazard_map(
     return out
 
 
+def with_fallback(primary: HazardMap, fallback: HazardMap) -> HazardMap:
+    """``primary`` where it judges a site (SAFE or HAZARD), elsewhere ``fallback``'s judgement
+    seen on ``primary``'s grid (nearest cell, :func:`resample_hazard_map`): e.g. a fused descent
+    map that its flat calibration leaves undecided at altitude, with the current frame's own
+    map where that map decides.  Those sites take the fallback's class, probability, slope and
+    roughness; their published value (``cost``) is moved into ``primary``'s classes (below its
+    safe threshold, at or above its hazard threshold), so one pair of thresholds still reads the
+    grid.  The landing site is chosen again on the combined classes."""
+    seen = resample_hazard_map(fallback, primary.grid, primary.R_grid_from_input, primary.elevation_m)
+    use = (primary.hazard == UNKNOWN) & (seen.hazard != UNKNOWN)
+    out = dataclasses.replace(primary, hazard=np.where(use, seen.hazard, primary.hazard).astype(np.int8))
+    for name in ("probability", "slope_deg", "roughness_m"):
+        mine, theirs = getattr(primary, name), getattr(seen, name)
+        if mine is not None and theirs is not None:
+            setattr(out, name, np.where(use, theirs, mine).astype(mine.dtype))
+    value = seen.cost.astype(np.float64) / 100.0
+    safe_t, hazard_t = safe_threshold(primary.params), hazard_threshold(primary.params)
+    value = np.where(seen.hazard == SAFE, np.minimum(value, safe_t - 0.01), np.maximum(value, hazard_t))
+    out.cost = np.where(use, np.clip(np.round(value * 100), 0, 100), primary.cost).astype(np.int8)
+    out.landing_site = choose_landing_site(out)
+    return out
+
+
 def hazard_map_from_grid(
     cost: np.ndarray, resolution: float, origin_xyz, orientation_xyzw, params: HazardParams
 ) -> tuple[HazardMap, GridSpec]:

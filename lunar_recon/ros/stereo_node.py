@@ -275,6 +275,11 @@ PARAMETERS: dict[str, tuple] = {
         "ground pixels an observation's cell must span (chooses its resolution level)",
         (0.1, 100.0),
     ),
+    "descent_map.single_frame_fallback": (
+        _D.single_frame_fallback,
+        "sites the fused map leaves undecided (neither safe nor a hazard) take the current frame's own map's judgement",
+        None,
+    ),
     "pose_tolerance_seconds": (
         0.05,
         "largest stamp difference between a pair and the pose, attitude and sun direction used for it "
@@ -454,6 +459,7 @@ def reconstruction_params(v: dict) -> ReconstructionParams:
             pixel_relief=v["descent_map.pixel_relief"],
             levels=int(v["descent_map.levels"]),
             pixels_per_cell=v["descent_map.pixels_per_cell"],
+            single_frame_fallback=bool(v["descent_map.single_frame_fallback"]),
         ),
     )
 
