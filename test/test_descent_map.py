@@ -130,6 +130,7 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     import json
 
     from lunar_recon.data.rosbag import read_stereo_bag, write_stereo_bag
+    from lunar_recon.geometry.hazard import UNKNOWN, resample_hazard_map
     from lunar_recon.geometry.stereo import StereoCalibration
     from lunar_recon.models.sgbm import SGBMModel
     from lunar_recon.pipeline import ReconstructionParams, StereoReconstructor, model_safe_below
@@ -142,12 +143,23 @@ def test_the_pipeline_fuses_a_sequence_and_evaluate_bag_scores_it(tmp_path):
     # the fused map alone (its own calibration, below); the single frame's fallback has its test
     alone = DescentMapParams(single_frame_fallback=False)
     rec = StereoReconstructor(SGBMModel(), ReconstructionParams(descent_map=True, descent=alone))
+    with_single = StereoReconstructor(SGBMModel(), ReconstructionParams(descent_map=True))  # the default
     updates = []
     for fr in read_stereo_bag(bag):
-        r = rec.reconstruct(
-            fr.left, fr.right, StereoCalibration.rectified(fr.K_left, fr.baseline_m), fr.up_left, camera_pose=fr.T_world_from_left
-        )
+        calib = StereoCalibration.rectified(fr.K_left, fr.baseline_m)
+        r = rec.reconstruct(fr.left, fr.right, calib, fr.up_left, camera_pose=fr.T_world_from_left)
         assert r.descent_hazard is not None and r.descent_hazard.probability is not None
+        # by default the sites the fused map leaves undecided take the single frame's judgement
+        both = with_single.reconstruct(fr.left, fr.right, calib, fr.up_left, camera_pose=fr.T_world_from_left)
+        fused, combined = r.descent_hazard.hazard, both.descent_hazard.hazard
+        decided = fused != UNKNOWN
+        assert np.array_equal(combined[decided], fused[decided])
+        single = resample_hazard_map(
+            r.hazard, r.descent_hazard.grid, r.descent_hazard.R_grid_from_input, r.descent_hazard.elevation_m
+        )
+        taken = ~decided & (combined != UNKNOWN)
+        assert taken.any() and np.array_equal(combined[taken], single.hazard[taken])
+        assert np.array_equal(combined == UNKNOWN, ~decided & (single.hazard == UNKNOWN))
         # the fused map through the model's own fused-map calibration, the single frame through its own
         assert r.descent_hazard.params.hazard_above == SGBMModel.descent_map_hazard_above != SGBMModel.hazard_above
         assert r.hazard.params.hazard_above == SGBMModel.hazard_above
