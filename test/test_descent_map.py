@@ -413,6 +413,7 @@ def test_sites_the_fused_map_leaves_undecided_take_the_single_frames_judgement()
         UNKNOWN,
         GridSpec,
         HazardParams,
+        fallback_share,
         hazard_map_from_grid,
         with_fallback,
     )
@@ -434,6 +435,8 @@ def test_sites_the_fused_map_leaves_undecided_take_the_single_frames_judgement()
     # read back through the fused map's thresholds, the published grid gives the combined classes
     read, _ = hazard_map_from_grid(out.cost, 0.5, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), params)
     assert np.array_equal(read.hazard, out.hazard)
+    # the share the fallback decided: columns 2-4 of the five decided ones
+    assert fallback_share(out) == pytest.approx(3 / 5) and np.isnan(fallback_share(fused))
     assert out.landing_site is not None and out.hazard[out.landing_site.row, out.landing_site.col] == SAFE
     assert grid.shape == out.hazard.shape
 

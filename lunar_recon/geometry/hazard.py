@@ -872,6 +872,16 @@ def median_elevation_sigma(hmap: HazardMap, cells: np.ndarray | None = None) -> 
     return float(np.median(sigma[use])) if use.any() else float("nan")
 
 
+def fallback_share(hmap: HazardMap | None) -> float:
+    """Of a combined map's decided sites (SAFE or HAZARD), the share its fallback decided
+    (:func:`with_fallback`); NaN for a map without a fallback or without decided sites."""
+    taken = None if hmap is None else hmap.extra.get("from_fallback")
+    if hmap is None or taken is None:
+        return float("nan")
+    decided = hmap.hazard != UNKNOWN
+    return float(taken[decided].mean()) if decided.any() else float("nan")
+
+
 def grid_origin_pose(hmap: HazardMap) -> tuple[np.ndarray, np.ndarray]:
     """Pose of cell [0, 0]'s corner in the input (e.g. camera) frame, lying on the
     gravity-aligned ground plane: (position, quaternion x y z w), as OccupancyGrid.info.origin."""
@@ -941,7 +951,8 @@ def with_fallback(primary: HazardMap, fallback: HazardMap) -> HazardMap:
     map where that map decides.  Those sites take the fallback's class, probability, slope and
     roughness; their published value (``cost``) is moved into ``primary``'s classes (below its
     safe threshold, at or above its hazard threshold), so one pair of thresholds still reads the
-    grid.  The landing site is chosen again on the combined classes."""
+    grid.  The landing site is chosen again on the combined classes.  ``extra["from_fallback"]``
+    marks the sites the fallback decided."""
     seen = resample_hazard_map(fallback, primary.grid, primary.R_grid_from_input, primary.elevation_m)
     use = (primary.hazard == UNKNOWN) & (seen.hazard != UNKNOWN)
     out = dataclasses.replace(primary, hazard=np.where(use, seen.hazard, primary.hazard).astype(np.int8))
@@ -949,6 +960,7 @@ def with_fallback(primary: HazardMap, fallback: HazardMap) -> HazardMap:
         mine, theirs = getattr(primary, name), getattr(seen, name)
         if mine is not None and theirs is not None:
             setattr(out, name, np.where(use, theirs, mine).astype(mine.dtype))
+    out.extra = {**primary.extra, "from_fallback": use}  # which sites the fallback decided
     value = seen.cost.astype(np.float64) / 100.0
     safe_t, hazard_t = safe_threshold(primary.params), hazard_threshold(primary.params)
     value = np.where(seen.hazard == SAFE, np.minimum(value, safe_t - 0.01), np.maximum(value, hazard_t))

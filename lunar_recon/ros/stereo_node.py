@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from ..geometry.frames import normalize, pose_matrix, up_from_attitude
 from ..geometry.descent_map import DescentMapParams
-from ..geometry.hazard import HazardParams, median_elevation_sigma
+from ..geometry.hazard import HazardParams, fallback_share, median_elevation_sigma
 from ..geometry.metric_scale import SCALE_FIELD_SIGMA, STEREO_FUSION_DISPARITY_PX
 from ..pipeline import (
     NETWORK_SIGMA_FACTOR,
@@ -975,6 +975,9 @@ class StereoNode(Node):
             "safe_below": float("nan") if self.last_hazard is None else self.last_hazard.params.safe_below,
             "hazard_above": float("nan") if self.last_hazard is None else self.last_hazard.params.hazard_above,
             "descent_map_resets": self.descent_resets,
+            # of the last fused map's decided sites, the share the current frame's own map decided
+            # (descent_map.single_frame_fallback): near 1 at altitude, falling as the map takes over
+            "descent_map_single_frame_share": fallback_share(self.last_hazard),
             "unknown_parameters": ", ".join(self.unknown_parameters) or "none",
             "sun_direction": "topic"
             if self.suns
