@@ -749,8 +749,9 @@ def hazard_map_from_cells(
     run_ranges(sum_groups, balanced_ranges(np.array([len(g) for g in names]), threads))
     S = {k: summed[g][..., i] for g, group in enumerate(names) for i, k in enumerate(group)}
     footprint_cells = sum((dy1 - dy0 + 1) * (dx1 - dx0 + 1) for dy0, dy1, dx0, dx1 in rects)
-    # measured, the variance moment is the count already: the footprint's cells with data
-    cells_with_data = S["vv"].astype(np.float32) if measured else footprint_sum(count.astype(np.float32), boxes)
+    # the footprint's cells with data, summed already: measured, by the variance moment (weight x
+    # variance = 1 per cell); otherwise the weight is the count itself
+    cells_with_data = (S["vv"] if measured else S["n"]).astype(np.float32)
     coverage = (cells_with_data / footprint_cells).astype(np.float32)
     planes = site_planes(S, xc[0], yc[:, 0], weighted=measured, threads=threads)
     slope, slope_sigma, centre = planes.slope_deg, planes.slope_sigma_deg, planes.centre
